@@ -1,0 +1,96 @@
+"""Global settings: device, mixed precision, workers, progress bars, data and weight directories.
+
+Torch is imported lazily, so ``import morphst`` stays fast and the settings work without it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class _Settings:
+    """morphst settings, available as ``mst.settings``.
+
+    Attributes
+    ----------
+    device
+        ``"auto"`` (cuda, then mps, then cpu) or a torch device string.
+    autocast
+        ``"auto"`` uses bf16 autocast where the device supports it, ``"float32"`` forces fp32.
+    n_jobs
+        Worker threads for patch reading (``None``: all cores).
+    progress_bar
+        Show tqdm progress bars on long work.
+    data_dir
+        Folder with the sample datasets (default: ``$MORPHST_DATA_DIR``).
+    weights_dir
+        Folder with local model weight files (default: ``$MORPHST_WEIGHTS_DIR``).
+    """
+
+    def __init__(self) -> None:
+        self.device: str = "auto"
+        self.autocast: str = "auto"
+        self.n_jobs: int | None = None
+        self.progress_bar: bool = True
+        self._data_dir: Path | None = None
+        self._weights_dir: Path | None = None
+
+    @property
+    def data_dir(self) -> Path | None:
+        if self._data_dir is not None:
+            return self._data_dir
+        env = os.environ.get("MORPHST_DATA_DIR")
+        return Path(env) if env else None
+
+    @data_dir.setter
+    def data_dir(self, value: str | os.PathLike | None) -> None:
+        self._data_dir = None if value is None else Path(value)
+
+    @property
+    def weights_dir(self) -> Path | None:
+        if self._weights_dir is not None:
+            return self._weights_dir
+        env = os.environ.get("MORPHST_WEIGHTS_DIR")
+        return Path(env) if env else None
+
+    @weights_dir.setter
+    def weights_dir(self, value: str | os.PathLike | None) -> None:
+        self._weights_dir = None if value is None else Path(value)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where downloads are cached (``$MORPHST_CACHE_DIR`` or the OS cache folder)."""
+        env = os.environ.get("MORPHST_CACHE_DIR")
+        if env:
+            return Path(env)
+        import pooch
+
+        return Path(pooch.os_cache("morphst"))
+
+    def resolve_device(self, device: str | None = None):
+        """Return a :class:`torch.device`: ``device`` if given, else the setting; ``"auto"``: cuda, mps, cpu."""
+        import torch
+
+        dev = device if device is not None else self.device
+        if dev in (None, "auto"):
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+        return torch.device(dev)
+
+    @property
+    def n_workers(self) -> int:
+        """Number of worker threads to use (``n_jobs`` or the CPU count)."""
+        return self.n_jobs if self.n_jobs is not None else max(1, os.cpu_count() or 1)
+
+    def __repr__(self) -> str:
+        return (
+            f"morphst settings: device={self.device!r}, autocast={self.autocast!r}, n_jobs={self.n_jobs}, "
+            f"progress_bar={self.progress_bar}, data_dir={self.data_dir}, weights_dir={self.weights_dir}"
+        )
+
+
+settings = _Settings()

@@ -1,0 +1,128 @@
+"""Accept ``SpatialData | AnnData`` through one helper, and validate keys with actionable errors."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+
+def list_keys(keys) -> str:
+    """Format available keys for an error message."""
+    keys = sorted(map(str, keys))
+    return "[" + ", ".join(repr(k) for k in keys) + "]" if keys else "[] (none)"
+
+
+def get_adata(data: SpatialData | AnnData, table_key: str = "table") -> AnnData:
+    """Return the AnnData of ``data``: itself, or ``data.tables[table_key]`` for a SpatialData.
+
+    Raises
+    ------
+    ValueError
+        If ``table_key`` is not a table of the SpatialData (the message lists the tables).
+    TypeError
+        If ``data`` is neither an AnnData nor a SpatialData.
+    """
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+    if isinstance(data, AnnData):
+        return data
+    if isinstance(data, SpatialData):
+        if table_key not in data.tables:
+            msg = f"Table {table_key!r} not found in the SpatialData. Available tables: {list_keys(data.tables)}."
+            raise ValueError(msg)
+        return data.tables[table_key]
+    msg = f"Expected an AnnData or a SpatialData, got {type(data).__name__}."
+    raise TypeError(msg)
+
+
+def check_obsm(adata: AnnData, use_rep: str, *, hint: str = "") -> np.ndarray:
+    """Return ``adata.obsm[use_rep]`` as a 2-D float array, or raise a helpful error.
+
+    Raises
+    ------
+    KeyError
+        If ``use_rep`` is not in ``obsm`` (the message lists what is, and ``hint``).
+    ValueError
+        If the representation holds NaN or infinite values.
+    """
+    if use_rep not in adata.obsm:
+        msg = f"{use_rep!r} not found in `adata.obsm`. Available: {list_keys(adata.obsm.keys())}."
+        if hint:
+            msg += f" {hint}"
+        raise KeyError(msg)
+    x = adata.obsm[use_rep]
+    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.dtype.kind not in "fiu":
+        msg = f"`adata.obsm[{use_rep!r}]` must be numeric, got dtype {x.dtype}."
+        raise ValueError(msg)
+    if not np.all(np.isfinite(x)):
+        n = int((~np.isfinite(x)).any(axis=1).sum())
+        msg = f"`adata.obsm[{use_rep!r}]` contains NaN or infinite values in {n} rows; drop or impute them first."
+        raise ValueError(msg)
+    return x
+
+
+def check_obs_column(adata: AnnData, key: str, *, min_categories: int | None = None) -> Any:
+    """Return ``adata.obs[key]``, or raise a helpful error.
+
+    Raises
+    ------
+    KeyError
+        If ``key`` is not an ``obs`` column (the message lists the columns).
+    ValueError
+        If ``min_categories`` is given and the column has fewer distinct non-missing values.
+    """
+    if key not in adata.obs.columns:
+        msg = f"{key!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
+        raise KeyError(msg)
+    col = adata.obs[key]
+    if min_categories is not None:
+        n = col.dropna().nunique()
+        if n < min_categories:
+            msg = f"`adata.obs[{key!r}]` has {n} distinct value(s); at least {min_categories} are needed."
+            raise ValueError(msg)
+    return col
+
+
+def image_levels(image) -> list:
+    """Return the pyramid levels of an image element as a list of ``xarray.DataArray`` (finest first)."""
+    from xarray import DataArray, DataTree
+
+    if isinstance(image, DataArray):
+        return [image]
+    if isinstance(image, DataTree):
+        out = []
+        for name in sorted(image.children, key=lambda s: int(s.replace("scale", "") or 0)):
+            node = image[name]
+            da = next(iter(node.ds.data_vars.values()))
+            out.append(da)
+        return out
+    msg = f"Unsupported image element type {type(image).__name__}."
+    raise TypeError(msg)
+
+
+def records_params(**params: Any) -> dict[str, Any]:
+    """Make ``params`` storable in ``uns`` (h5ad/zarr): tuples to lists, None to the string ``"None"``."""
+
+    def conv(v):
+        if v is None:
+            return "None"
+        if isinstance(v, tuple | list):
+            return [conv(x) for x in v]
+        if isinstance(v, np.generic):
+            return v.item()
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, str | int | float | bool | np.ndarray):
+            return v
+        return str(v)
+
+    return {k: conv(v) for k, v in params.items()}

@@ -1,0 +1,3 @@
+"""morphst.pl."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""morphst.pp."""
+
+__all__: list[str] = []

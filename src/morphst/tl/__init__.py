@@ -1,0 +1,3 @@
+"""morphst.tl."""
+
+__all__: list[str] = []
