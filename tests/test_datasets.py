@@ -106,7 +106,6 @@ def test_spots_overlay_tissue(her2st_sdata, section):
 
 
 def test_derived_scale_from_spot_grid(her2st_sdata):
-    from scipy.spatial import cKDTree
     from spatialdata.transformations import get_transformation
 
     adata = her2st_sdata.tables["table"]

@@ -14,7 +14,7 @@ if not logger.handlers:
     logger.propagate = False
 
 
-def info(msg: str, *, time: float | None = None) -> float:  # noqa: A002
+def info(msg: str, *, time: float | None = None) -> float:
     """Log ``msg``; with ``time`` (a value returned earlier), append the elapsed seconds. Returns now."""
     import time as _t
 

@@ -1,8 +1,8 @@
 """Internal helpers: tables, images, pyramid levels and validation."""
 
 from ._sdata import (
-    check_obsm,
     check_obs_column,
+    check_obsm,
     get_adata,
     image_levels,
     list_keys,

@@ -65,7 +65,7 @@ def fetch_files(
             for f in required:
                 fetcher.fetch(f, progressbar=settings.progress_bar)
             return Path(cache)
-        except Exception as e:  # noqa: BLE001 - report every option in one message
+        except Exception as e:  # report every option in one message
             tried.append(f"download from {base_url} into {str(cache)!r} failed ({type(e).__name__}: {e})")
     msg = (
         f"Could not find the {folder!r} dataset files. Either pass `data_dir=` (a folder that holds {folder!r} or "
