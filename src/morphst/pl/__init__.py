@@ -1,3 +1,5 @@
 """morphst.pl."""
 
-__all__: list[str] = []
+from ._quadrants import quadrants
+
+__all__: list[str] = ["quadrants"]

@@ -1,3 +1,5 @@
 """morphst.tl."""
 
-__all__: list[str] = []
+from ._quadrants import gene_quadrants, quadrants, select_features
+
+__all__: list[str] = ["gene_quadrants", "quadrants", "select_features"]

@@ -1,0 +1,250 @@
+"""Tests of the quadrant framework: mst.tl.quadrants / gene_quadrants / select_features and mst.pl.quadrants."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.feature_selection import mutual_info_classif
+
+import morphst as mst
+
+N = 600
+DESIGNED = {"0": "translation", "1": "integration", "2": "noise", "3": "overestimation"}
+
+
+def make_quadrant_adata(seed: int = 0, n_extra_noise: int = 4) -> ad.AnnData:
+    """Spots in 3 balanced classes; genes and features built so that features 0–3 land in quadrants I–IV.
+
+    Contrasts c1 = (-1, 0, 1) and c2 = (1, -2, 1) over the classes are orthogonal, so a feature following c2 is
+    relevant but uncorrelated with the gene that follows c1.
+    - gene ``g_label`` = c1[label] + noise; gene ``g_other`` independent of the labels; 3 noise genes.
+    - feature 0 = g_label + small noise (translation), feature 1 = c2[label] + noise (integration),
+      feature 2 = noise, feature 3 = g_other + small noise (overestimation); then pure-noise features.
+    """
+    rng = np.random.default_rng(seed)
+    label = np.repeat(np.arange(3), N // 3)
+    rng.shuffle(label)
+    c1, c2 = np.array([-1.0, 0.0, 1.0]), np.array([1.0, -2.0, 1.0]) / np.sqrt(3)
+    g_label = c1[label] + 0.5 * rng.normal(size=N)
+    g_other = rng.normal(size=N)
+    genes = np.column_stack([g_label, g_other, rng.normal(size=(N, 3))])
+    feats = np.column_stack(
+        [
+            g_label + 0.2 * rng.normal(size=N),
+            c2[label] + 0.5 * rng.normal(size=N),
+            rng.normal(size=N),
+            g_other + 0.2 * rng.normal(size=N),
+            rng.normal(size=(N, n_extra_noise)),
+        ]
+    ).astype(np.float32)
+    obs = pd.DataFrame({"cluster": pd.Categorical(np.array(["a", "b", "c"])[label])}, index=[f"s{i}" for i in range(N)])
+    adata = ad.AnnData(genes.astype(np.float32), obs=obs)
+    adata.var_names = ["g_label", "g_other", "n1", "n2", "n3"]
+    adata.var["highly_variable"] = True
+    adata.obsm["X_toy"] = feats
+    return adata
+
+
+@pytest.fixture(scope="module")
+def toy() -> ad.AnnData:
+    adata = make_quadrant_adata()
+    mst.tl.quadrants(adata, "X_toy", n_perms=30)
+    return adata
+
+
+def test_designed_features_land_in_their_quadrant(toy):
+    df = toy.uns["quadrants"]["features"]
+    for feat, quad in DESIGNED.items():
+        assert df.loc[feat, "quadrant"] == quad, (feat, df.loc[feat].to_dict(), toy.uns["quadrants"]["thresholds"])
+    assert df.loc["0", "best_gene"] == "g_label"
+    assert df.loc["3", "best_gene"] == "g_other"
+    assert list(df["quadrant"].cat.categories) == ["translation", "integration", "noise", "overestimation"]
+    assert df["quadrant"].cat.ordered
+    shares = toy.uns["quadrants"]["shares"]
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["translation"] == pytest.approx((df["quadrant"] == "translation").mean())
+
+
+def test_mi_and_r_equal_sklearn_numpy(toy):
+    df = toy.uns["quadrants"]["features"]
+    x = toy.obsm["X_toy"]
+    y = toy.obs["cluster"].cat.codes.to_numpy()
+    mi = mutual_info_classif(x, y, discrete_features=False, n_neighbors=3, random_state=0)
+    np.testing.assert_allclose(df["relevance"].to_numpy(), mi, rtol=1e-10, atol=1e-12)
+    r = np.abs(np.corrcoef(np.asarray(toy.X, dtype=np.float64).T, x.astype(np.float64).T)[:5, 5:])
+    np.testing.assert_allclose(toy.varm["quadrants"], r, rtol=1e-5, atol=1e-6)
+    assert toy.varm["quadrants"].dtype == np.float32
+    np.testing.assert_allclose(df["shared"].to_numpy(), r.max(axis=0), rtol=1e-10)
+    # relevance of the designed features: relevant ones clearly above the threshold
+    thr = toy.uns["quadrants"]["thresholds"]
+    assert df.loc["1", "relevance"] > 5 * thr["relevance"]
+    assert 0 < thr["shared"] < 0.25  # chance max |r| over 5 genes with 600 spots is about 0.1
+
+
+def test_same_seed_identical_and_seed_matters():
+    a, b = make_quadrant_adata(), make_quadrant_adata()
+    mst.tl.quadrants(a, "X_toy", n_perms=10, random_state=3)
+    mst.tl.quadrants(b, "X_toy", n_perms=10, random_state=3)
+    pd.testing.assert_frame_equal(a.uns["quadrants"]["features"], b.uns["quadrants"]["features"])
+    assert a.uns["quadrants"]["thresholds"] == b.uns["quadrants"]["thresholds"]
+    np.testing.assert_array_equal(a.varm["quadrants"], b.varm["quadrants"])
+    c = mst.tl.quadrants(make_quadrant_adata(), "X_toy", n_perms=10, random_state=4, copy=True)
+    assert c.uns["quadrants"]["thresholds"] != a.uns["quadrants"]["thresholds"]
+
+
+def test_median_and_fixed_thresholds_missing_labels_and_gene_subset():
+    adata = make_quadrant_adata()
+    adata.obs["cluster"] = adata.obs["cluster"].astype(object)
+    adata.obs.iloc[:7, 0] = np.nan
+    out = mst.tl.quadrants(adata, "X_toy", genes=["g_label", "n1"], thresholds="median", copy=True)
+    res = out.uns["quadrants"]
+    df = res["features"]
+    assert res["thresholds"]["shared"] == pytest.approx(np.median(df["shared"]))
+    assert res["thresholds"]["relevance"] == pytest.approx(np.median(df["relevance"]))
+    assert res["params"]["n_obs_excluded_missing_annotation"] == 7
+    assert res["params"]["n_obs_used"] == N - 7
+    # only the chosen genes are filled in varm; the others are NaN
+    v = out.varm["quadrants"]
+    assert np.isfinite(v[[0, 2]]).all()
+    assert np.isnan(v[[1, 3, 4]]).all()
+    # r computed on the annotated spots only
+    r = abs(np.corrcoef(adata.X[7:, 0], adata.obsm["X_toy"][7:, 0])[0, 1])
+    assert v[0, 0] == pytest.approx(r, rel=1e-5)
+    assert "quadrants" not in adata.uns  # copy=True left the input alone
+    assert "quadrants" not in adata.varm
+    fixed = mst.tl.quadrants(adata, "X_toy", thresholds=(0.5, 0.05), copy=True).uns["quadrants"]
+    assert fixed["thresholds"] == {"shared": 0.5, "relevance": 0.05}
+    f = fixed["features"]
+    expected = np.where(f["relevance"] > 0.05, np.where(f["shared"] > 0.5, "translation", "integration"), "")
+    expected = np.where(expected == "", np.where(f["shared"] > 0.5, "overestimation", "noise"), expected)
+    np.testing.assert_array_equal(np.asarray(f["quadrant"], dtype=str), expected)
+
+
+@pytest.mark.parametrize(
+    ("change", "kwargs", "exc", "match"),
+    [
+        ("one_category", {}, ValueError, "at least 2 categories"),
+        (None, {"genes": ["g_label", "NOPE"]}, KeyError, "NOPE"),
+        (None, {"use_rep": "X_missing"}, KeyError, "embed_patches"),
+        ("no_hvg", {}, KeyError, "highly_variable_genes"),
+        (None, {"annotation_key": "nope"}, KeyError, "Available columns"),
+        (None, {"thresholds": "bogus"}, ValueError, "thresholds"),
+        (None, {"layer": "lognorm"}, KeyError, "Available"),
+    ],
+)
+def test_bad_input_raises_and_writes_nothing(change, kwargs, exc, match):
+    adata = make_quadrant_adata()
+    if change == "one_category":
+        adata.obs["cluster"] = pd.Categorical(["a"] * N)
+    if change == "no_hvg":
+        del adata.var["highly_variable"]
+    before_uns, before_varm = set(adata.uns), set(adata.varm)
+    use_rep = kwargs.pop("use_rep", "X_toy")
+    with pytest.raises(exc, match=match):
+        mst.tl.quadrants(adata, use_rep, n_perms=2, **kwargs)
+    assert set(adata.uns) == before_uns
+    assert set(adata.varm) == before_varm
+
+
+def test_select_features(toy):
+    adata = toy.copy()
+    mst.tl.select_features(adata, "X_toy", "translation")
+    q = toy.uns["quadrants"]["features"]["quadrant"].to_numpy()
+    cols = np.flatnonzero(q == "translation")
+    np.testing.assert_array_equal(adata.obsm["X_toy_translation"], toy.obsm["X_toy"][:, cols])
+    np.testing.assert_array_equal(adata.uns["X_toy_translation"]["params"]["features"], cols)
+    mst.tl.select_features(adata, "X_toy", ["translation", "integration"], key_added="X_sel")
+    cols2 = np.flatnonzero(np.isin(q, ["translation", "integration"]))
+    np.testing.assert_array_equal(adata.obsm["X_sel"], toy.obsm["X_toy"][:, cols2])
+    with pytest.raises(ValueError, match="Unknown quadrant"):
+        mst.tl.select_features(adata, "X_toy", "bogus")
+    with pytest.raises(KeyError, match=r"mst\.tl\.quadrants"):
+        mst.tl.select_features(adata, "X_toy", key="nothing_here")
+    adata.obsm["X_other"] = adata.obsm["X_toy"]
+    with pytest.raises(ValueError, match="computed on 'X_toy'"):
+        mst.tl.select_features(adata, "X_other")
+
+
+def test_gene_quadrants_flags_well_predicted_irrelevant_gene():
+    """A 'housekeeping' gene predicted well but unrelated to the labels lands in overestimation."""
+    adata = make_quadrant_adata()
+    rng = np.random.default_rng(1)
+    x = np.asarray(adata.X, dtype=np.float64)
+    # predictions: good for g_label (0) and g_other (1), useless for n1 (2), not predicted for n2, n3
+    pred = np.full_like(x, np.nan)
+    pred[:, 0] = x[:, 0] + 0.3 * rng.normal(size=N)
+    pred[:, 1] = x[:, 1] + 0.3 * rng.normal(size=N)
+    pred[:, 2] = rng.normal(size=N)
+    adata.layers["predicted"] = pred.astype(np.float32)
+    sections = np.repeat(["A", "B", "C"], N // 3)
+    adata.obs["section"] = pd.Categorical(sections)
+    pcc = np.full(adata.n_vars, np.nan)
+    for j in range(3):
+        pcc[j] = np.mean([np.corrcoef(pred[sections == s, j], x[sections == s, j])[0, 1] for s in "ABC"])
+    adata.var["predicted_pcc"] = pcc
+    adata.uns["predicted"] = {"params": {"groupby": "section"}}
+    mst.tl.gene_quadrants(adata, n_perms=20)
+    res = adata.uns["gene_quadrants"]
+    assert res["params"]["groupby"] == "section"
+    assert list(res["genes"].index) == ["g_label", "g_other", "n1"]
+    q = adata.var["gene_quadrants"]
+    assert q["g_label"] == "translation"
+    assert q["g_other"] == "overestimation"
+    assert q["n1"] == "noise"
+    assert pd.isna(q["n2"])
+    assert adata.var["gene_quadrants_overestimation"].tolist() == [False, True, False, False, False]
+    y = adata.obs["cluster"].cat.codes.to_numpy()
+    mi = mutual_info_classif(x[:, :3], y, discrete_features=False, n_neighbors=3, random_state=0)
+    np.testing.assert_allclose(adata.var["gene_quadrants_relevance"].to_numpy()[:3], mi, rtol=1e-10)
+    assert np.isnan(adata.var["gene_quadrants_relevance"].to_numpy()[3:]).all()
+    # chance PCC averaged over 3 sections of 200 spots: 95th percentile about 1.645 / sqrt(3 * 199) = 0.067
+    assert 0.02 < res["thresholds"]["pcc"] < 0.15
+
+
+def test_gene_quadrants_needs_predict_expression():
+    adata = make_quadrant_adata()
+    with pytest.raises(KeyError, match=r"predict_expression"):
+        mst.tl.gene_quadrants(adata)
+    assert "gene_quadrants" not in adata.uns
+    assert "gene_quadrants" not in adata.var.columns
+
+
+# ---------------------------------------------------------------------------------------------------------- plots
+def test_pl_quadrants_figure(toy, tmp_path):
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    adata = toy.copy()
+    mst.tl.quadrants(adata, "X_toy", thresholds="median", key_added="quadrants_median")
+    fig = mst.pl.quadrants(adata, compare="quadrants_median", return_fig=True)
+    axes = [a for a in fig.axes if a.collections]
+    assert len(axes) == 2
+    assert axes[0].get_title() == "X_toy"
+    assert "relevance" in axes[0].get_ylabel()
+    assert "max |Pearson r|" in axes[0].get_xlabel()
+    # threshold lines at the stored thresholds
+    thr = adata.uns["quadrants"]["thresholds"]
+    xs = [ln.get_xdata()[0] for ln in axes[0].lines if ln.get_xdata()[0] == ln.get_xdata()[1]]
+    assert thr["shared"] in xs
+    n_points = sum(len(c.get_offsets()) for c in axes[0].collections)
+    assert n_points == adata.obsm["X_toy"].shape[1]
+    path = tmp_path / "q.png"
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+    img = np.asarray(Image.open(path).convert("L"), dtype=float)
+    assert img.std() > 10  # not blank
+
+    fig2, ax = plt.subplots()
+    assert mst.pl.quadrants(adata, ax=ax, show=False) is None
+    assert ax.collections
+    with pytest.raises(ValueError, match="needs 2 axes"):
+        mst.pl.quadrants(adata, compare="quadrants_median", ax=ax, show=False)
+    plt.close(fig2)
+
+
+def test_pl_quadrants_missing_result():
+    adata = make_quadrant_adata()
+    with pytest.raises(KeyError, match=r"mst\.tl\.quadrants"):
+        mst.pl.quadrants(adata)
