@@ -1,0 +1,383 @@
+"""Spatial domains from a (fused) representation, and their evaluation: ARI/NMI, Moran's I, Geary's C."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+
+from .. import _logging as logg
+from .._constants import Key
+from .._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
+from ._fuse import _rep_hint, resolve_library_key
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+DomainMethod = Literal["leiden", "kmeans", "gmm"]
+_METHODS = ("leiden", "kmeans", "gmm")
+
+
+def _labels_by_size(labels: np.ndarray) -> pd.Categorical:
+    """Relabel integer labels ``"0"``, ``"1"``, … by decreasing size; natsorted string categories."""
+    from natsort import natsorted
+
+    uniq, counts = np.unique(labels, return_counts=True)
+    order = uniq[np.argsort(-counts, kind="stable")]
+    mapping = {u: str(i) for i, u in enumerate(order)}
+    out = np.array([mapping[v] for v in labels], dtype=object)
+    return pd.Categorical(out, categories=natsorted(mapping.values()))
+
+
+def _leiden_labels(tmp: AnnData, resolution: float, random_state: int) -> np.ndarray:
+    import scanpy as sc
+
+    sc.tl.leiden(
+        tmp,
+        resolution=resolution,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=random_state,
+        key_added="_leiden",
+    )
+    return tmp.obs["_leiden"].to_numpy().astype(str)
+
+
+def _leiden_search(tmp: AnnData, k: int, resolution: float, random_state: int, max_steps: int = 40):
+    """Bisect the Leiden resolution until it gives ``k`` clusters; returns ``(labels, resolution, trace)``."""
+    trace: list[list[float]] = []
+
+    def run(res: float) -> tuple[np.ndarray, int]:
+        lab = _leiden_labels(tmp, res, random_state)
+        n = len(np.unique(lab))
+        trace.append([float(res), n])
+        return lab, n
+
+    lab, n = run(resolution)
+    if n == k:
+        return lab, resolution, trace
+    best = (abs(n - k), resolution, lab)
+    lo, hi = (0.0, resolution) if n > k else (resolution, None)
+    res = resolution
+    for _ in range(max_steps):
+        res = (lo + hi) / 2 if hi is not None else res * 2
+        lab, n = run(res)
+        if abs(n - k) < best[0]:
+            best = (abs(n - k), res, lab)
+        if n == k:
+            return lab, res, trace
+        if n > k:
+            hi = res
+        else:
+            lo = res
+        if hi is not None and hi - lo < 1e-6:
+            break
+    logg.warning(f"Leiden could not reach exactly {k} domains; using resolution {best[1]:.4g} (off by {best[0]}).")
+    return best[2], best[1], trace
+
+
+def domains(
+    data: SpatialData | AnnData,
+    use_rep: str = "X_fused",
+    *,
+    method: DomainMethod = "leiden",
+    n_domains: int | None = None,
+    resolution: float = 1.0,
+    n_neighbors: int = 15,
+    table_key: str = Key.TABLE,
+    random_state: int = 0,
+    key_added: str = "domain",
+    copy: bool = False,
+) -> AnnData | None:
+    """Spatial domains: cluster a (fused) representation.
+
+    ``"leiden"`` runs scanpy's Leiden (Traag et al., *Sci. Rep.* 2019; igraph flavour) on a kNN graph of
+    ``use_rep`` (``sc.pp.neighbors``, computed on a scratch object: the neighbour graph of ``data`` is not touched).
+    With ``n_domains`` set it bisects the resolution until Leiden returns exactly that many domains.
+    ``"kmeans"`` and ``"gmm"`` are scikit-learn's ``KMeans`` (10 initialisations) and ``GaussianMixture``
+    (full covariance), which need ``n_domains``. Labels are ``"0"``, ``"1"``, … by decreasing size.
+
+    Parameters
+    ----------
+    data
+        AnnData, or SpatialData whose table ``table_key`` is used.
+    use_rep
+        ``obsm`` key of the representation (e.g. from :func:`morphst.tl.fuse`, or ``"X_pca"``).
+    method
+        Clustering method.
+    n_domains
+        Number of domains. Required for ``"kmeans"`` and ``"gmm"``; for ``"leiden"``, the resolution is searched.
+    resolution
+        Leiden resolution (the start of the search when ``n_domains`` is set).
+    n_neighbors
+        ``"leiden"`` only: neighbours of the kNN graph in ``use_rep`` space.
+    table_key
+        Table of a SpatialData.
+    random_state
+        Seed of the clustering.
+    key_added
+        ``obs`` column of the domains; also the ``uns`` key of the parameters.
+    copy
+        Return a modified copy instead of writing to ``data``.
+
+    Returns
+    -------
+    ``None``, or with ``copy=True`` the modified AnnData. Sets:
+
+    ``.obs[key_added]`` : categorical, shape ``(n_obs,)``
+        Domain of each observation, natsorted string categories.
+    ``.uns[key_added]["params"]`` : dict
+        ``method``, ``use_rep``, ``n_domains`` (found), ``resolution`` (used; for a search, the one that hit
+        ``n_domains``), ``resolution_search`` (``[resolution, n_domains]`` pairs tried), ``random_state``.
+
+    Raises
+    ------
+    KeyError
+        If ``use_rep`` is not in ``obsm`` (the message lists what is).
+    ValueError
+        If ``use_rep`` holds NaN/inf, ``method`` is unknown, or ``n_domains`` is missing or out of range.
+    """
+    adata = get_adata(data, table_key)
+    if method not in _METHODS:
+        msg = f"`method` must be one of {list(_METHODS)}, got {method!r}."
+        raise ValueError(msg)
+    hint = "Run `mst.tl.fuse` first." if use_rep.startswith("X_fused") else _rep_hint(use_rep)
+    x = check_obsm(adata, use_rep, hint=hint)
+    if n_domains is None and method != "leiden":
+        msg = f"`method={method!r}` needs `n_domains`."
+        raise ValueError(msg)
+    if n_domains is not None and not (1 <= int(n_domains) <= adata.n_obs):
+        msg = f"`n_domains` must be between 1 and n_obs={adata.n_obs}, got {n_domains}."
+        raise ValueError(msg)
+    if resolution <= 0:
+        msg = f"`resolution` must be positive, got {resolution}."
+        raise ValueError(msg)
+    start = logg.info(f"finding domains in {use_rep!r} with {method}")
+
+    params: dict = {"method": method, "use_rep": use_rep, "random_state": random_state}
+    if method == "leiden":
+        import anndata as ad
+        import scanpy as sc
+
+        tmp = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()), obsm={use_rep: x})
+        sc.pp.neighbors(tmp, use_rep=use_rep, n_neighbors=min(n_neighbors, adata.n_obs - 1), random_state=random_state)
+        if n_domains is None:
+            labels = _leiden_labels(tmp, resolution, random_state)
+            res_used, trace = resolution, [[float(resolution), len(np.unique(labels))]]
+        else:
+            labels, res_used, trace = _leiden_search(tmp, int(n_domains), resolution, random_state)
+        params.update(resolution=float(res_used), resolution_search=trace, n_neighbors=n_neighbors)
+        labels = labels.astype(np.int64)
+    elif method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        labels = KMeans(n_clusters=int(n_domains), n_init=10, random_state=random_state).fit_predict(x)
+    else:
+        from sklearn.mixture import GaussianMixture
+
+        gm = GaussianMixture(n_components=int(n_domains), covariance_type="full", random_state=random_state)
+        labels = gm.fit(x).predict(x)
+    cat = _labels_by_size(np.asarray(labels))
+    params["n_domains"] = len(cat.categories)
+    params["n_domains_requested"] = n_domains
+
+    if copy:
+        adata = adata.copy()
+    adata.obs[key_added] = pd.Categorical(cat, categories=cat.categories)
+    adata.uns[key_added] = {"params": records_params(**params)}
+    logg.info(
+        f"    finished: found {len(cat.categories)} domains, added 'obs[{key_added!r}]' (categorical)", time=start
+    )
+    return adata if copy else None
+
+
+def _is_raw_counts(x) -> bool:
+    vals = x.data if hasattr(x, "data") and not isinstance(x, np.ndarray) else np.asarray(x).ravel()
+    vals = np.asarray(vals[:100_000])
+    return bool(vals.size) and bool(np.all(vals >= 0)) and bool(np.allclose(vals, np.round(vals)))
+
+
+def evaluate_domains(
+    data: SpatialData | AnnData,
+    key: str = "domain",
+    reference: str | None = Key.CLUSTER,
+    *,
+    genes: Sequence[str] | None = None,
+    n_markers: int = 3,
+    layer: str | None = None,
+    normalize: bool | None = None,
+    spatial_key: str = "spatial",
+    library_key: str | None = None,
+    n_neighs: int = 6,
+    table_key: str = Key.TABLE,
+    copy: bool = False,
+) -> AnnData | None:
+    """Evaluate spatial domains: agreement with a reference and spatial coherence of their marker genes.
+
+    - ARI and NMI (scikit-learn ``adjusted_rand_score``, ``normalized_mutual_info_score``) between ``obs[key]``
+      and ``obs[reference]``, on the observations where both are set (the others are excluded and counted).
+    - Moran's I (Moran, *Biometrika* 1950) and Geary's C (Geary, 1954), scaled as ``1 − C`` so that, like
+      Moran's I, positive means spatially coherent and negative means checkerboard-like, for the domains' marker
+      genes on a spatial kNN graph built per section (squidpy ``gr.spatial_neighbors`` + ``gr.spatial_autocorr``,
+      row-normalised weights). Markers are the top ``n_markers`` genes per domain of scanpy's
+      ``rank_genes_groups`` (t-test), unless ``genes`` are given.
+
+    Parameters
+    ----------
+    data
+        AnnData, or SpatialData whose table ``table_key`` is used.
+    key
+        ``obs`` column of the domains (from :func:`morphst.tl.domains`).
+    reference
+        ``obs`` column of the reference labels; ``None`` skips ARI/NMI.
+    genes
+        Genes whose autocorrelation is reported. ``None``: marker genes of the domains.
+    n_markers
+        Marker genes per domain when ``genes`` is ``None``.
+    layer
+        Layer of expression values; ``None``: ``X``.
+    normalize
+        Normalise to 10,000 per observation and ``log1p`` before ranking markers and measuring autocorrelation.
+        ``None``: when the values look like raw counts (non-negative integers).
+    spatial_key
+        ``obsm`` key of the spatial coordinates, in px or µm (only neighbour ranks matter).
+    library_key
+        ``obs`` column of the sections (spots of different sections are never neighbours). ``None``:
+        ``"section"`` when present.
+    n_neighs
+        Spatial neighbours per observation.
+    table_key
+        Table of a SpatialData.
+    copy
+        Return a modified copy instead of writing to ``data``.
+
+    Returns
+    -------
+    ``None``, or with ``copy=True`` the modified AnnData. Sets ``.uns[f"{key}_evaluation"]`` : dict with
+
+    ``"ari"``, ``"nmi"`` : float
+        Agreement with ``reference`` (absent when ``reference`` is ``None``).
+    ``"n_evaluated"``, ``"n_excluded"`` : int
+        Observations compared, and those left out because the reference or the domain is missing.
+    ``"autocorr"`` : DataFrame, one row per gene
+        ``domain`` (the domain it marks, or ``""`` for given ``genes``), ``moran_I``, ``moran_pval``,
+        ``geary_C``, ``geary_1mC`` (``1 − C``), ``geary_pval``.
+    ``"mean_moran_I"``, ``"mean_geary_1mC"`` : float
+        Means over those genes.
+    ``"params"`` : dict
+        The parameters.
+
+    Raises
+    ------
+    KeyError
+        If ``key``, ``reference``, ``spatial_key``, ``layer`` or a gene is missing (the message lists what is there).
+    ValueError
+        If the reference has fewer than two categories, or markers are asked of fewer than two domains.
+    """
+    import anndata as ad
+    import scanpy as sc
+    import squidpy as sq
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    adata = get_adata(data, table_key)
+    dom = check_obs_column(adata, key)
+    out: dict = {}
+    if reference is not None:
+        ref = check_obs_column(adata, reference, min_categories=2)
+        ok = (~pd.isna(ref.to_numpy())) & (~pd.isna(dom.to_numpy()))
+        r = ref.to_numpy()[ok].astype(str)
+        if len(np.unique(r)) < 2:
+            msg = f"`adata.obs[{reference!r}]` has fewer than 2 categories where {key!r} is set; ARI/NMI need 2."
+            raise ValueError(msg)
+        d = dom.to_numpy()[ok].astype(str)
+        out.update(
+            ari=float(adjusted_rand_score(r, d)),
+            nmi=float(normalized_mutual_info_score(r, d)),
+            n_evaluated=int(ok.sum()),
+            n_excluded=int((~ok).sum()),
+        )
+    if spatial_key not in adata.obsm:
+        msg = f"{spatial_key!r} not found in `adata.obsm`. Available: {list_keys(adata.obsm.keys())}."
+        raise KeyError(msg)
+    coords = check_obsm(adata, spatial_key)[:, :2]
+    lib = resolve_library_key(adata, library_key)
+    if layer is not None and layer not in adata.layers:
+        msg = f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}."
+        raise KeyError(msg)
+    if genes is not None:
+        genes = [str(g) for g in ([genes] if isinstance(genes, str) else genes)]
+        missing = [g for g in genes if g not in adata.var_names]
+        if missing:
+            msg = f"Genes not in `adata.var_names`: {missing[:10]}{' …' if len(missing) > 10 else ''}."
+            raise KeyError(msg)
+    elif dom.dropna().nunique() < 2:
+        msg = f"`adata.obs[{key!r}]` has fewer than 2 domains: no marker genes to rank; pass `genes=`."
+        raise ValueError(msg)
+
+    start = logg.info(f"evaluating domains {key!r}" + (f" against {reference!r}" if reference else ""))
+    x = adata.layers[layer] if layer is not None else adata.X
+    tmp = ad.AnnData(
+        X=x.copy(), obs=pd.DataFrame(index=adata.obs_names.copy()), var=pd.DataFrame(index=adata.var_names)
+    )
+    tmp.obsm["spatial"] = coords
+    do_norm = _is_raw_counts(x) if normalize is None else normalize
+    if do_norm:
+        sc.pp.normalize_total(tmp, target_sum=1e4)
+        sc.pp.log1p(tmp)
+    marker_of: dict[str, str] = {}
+    if genes is None:
+        counts = dom.value_counts()
+        groups = [str(g) for g in counts.index[counts >= 2]]
+        tmp.obs["_dom"] = pd.Categorical(dom.astype(str).where(~pd.isna(dom.to_numpy()), None))
+        sc.tl.rank_genes_groups(tmp, "_dom", groups=groups, method="t-test", n_genes=n_markers, key_added="_rgg")
+        names = tmp.uns["_rgg"]["names"]
+        for g in names.dtype.names:
+            for gene in names[g][:n_markers]:
+                marker_of.setdefault(str(gene), str(g))
+        genes = list(marker_of)
+    if lib is not None:
+        tmp.obs[lib] = pd.Categorical(adata.obs[lib].astype(str).to_numpy())
+    sub = tmp[:, genes].copy()
+    sq.gr.spatial_neighbors(sub, spatial_key="spatial", library_key=lib, coord_type="generic", n_neighs=n_neighs)
+    moran = sq.gr.spatial_autocorr(sub, mode="moran", genes=genes, copy=True, show_progress_bar=False)
+    geary = sq.gr.spatial_autocorr(sub, mode="geary", genes=genes, copy=True, show_progress_bar=False)
+    table = pd.DataFrame(
+        {
+            "domain": [marker_of.get(g, "") for g in genes],
+            "moran_I": moran.loc[genes, "I"].to_numpy(dtype=float),
+            "moran_pval": moran.loc[genes, "pval_norm"].to_numpy(dtype=float),
+            "geary_C": geary.loc[genes, "C"].to_numpy(dtype=float),
+        },
+        index=pd.Index(genes, name="gene"),
+    )
+    table["geary_1mC"] = 1.0 - table["geary_C"]
+    table["geary_pval"] = geary.loc[genes, "pval_norm"].to_numpy(dtype=float)
+    out.update(
+        autocorr=table,
+        mean_moran_I=float(table["moran_I"].mean()),
+        mean_geary_1mC=float(table["geary_1mC"].mean()),
+        params=records_params(
+            key=key,
+            reference=reference,
+            genes=None if marker_of else genes,
+            n_markers=n_markers,
+            layer=layer,
+            normalized=bool(do_norm),
+            spatial_key=spatial_key,
+            library_key=lib,
+            n_neighs=n_neighs,
+        ),
+    )
+    if copy:
+        adata = adata.copy()
+    adata.uns[f"{key}_evaluation"] = out
+    summary = f"ARI={out['ari']:.3f} NMI={out['nmi']:.3f} " if "ari" in out else ""
+    logg.info(
+        f"    finished: {summary}mean Moran's I={out['mean_moran_I']:.3f}, added 'uns[{key + '_evaluation'!r}]'",
+        time=start,
+    )
+    return adata if copy else None

@@ -1,0 +1,288 @@
+"""mst.tl.fuse, mst.tl.domains, mst.tl.evaluate_domains: real values on synthetic grids and HER2ST expression."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+import morphst as mst
+
+
+def grid_adata(n_side: int = 30, *, seed: int = 0, sections: int = 1) -> ad.AnnData:
+    """A square grid (unit spacing) per section; genes: checkerboard, gradient, noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n_side, 0:n_side]
+    xy = np.column_stack([xx.ravel(), yy.ravel()]).astype(float)
+    coords = np.vstack([xy] * sections)
+    sec = np.repeat([f"S{i}" for i in range(sections)], len(xy))
+    checker = ((coords[:, 0] + coords[:, 1]) % 2).astype(float)
+    gradient = coords[:, 0] + coords[:, 1]
+    noise = rng.normal(size=len(coords))
+    x = np.column_stack([checker, gradient, noise]).astype(np.float32)
+    obs = pd.DataFrame({"section": pd.Categorical(sec)}, index=[f"c{i}" for i in range(len(coords))])
+    a = ad.AnnData(x, obs=obs, var=pd.DataFrame(index=["checker", "gradient", "noise"]))
+    a.obsm["spatial"] = coords
+    return a
+
+
+def morans_i(values: np.ndarray, w: sparse.csr_matrix) -> float:
+    """Moran's I by its formula, row-normalised weights."""
+    w = sparse.diags(1.0 / np.asarray(w.sum(axis=1)).ravel()) @ w
+    z = values - values.mean()
+    return float(len(z) / w.sum() * (z @ (w @ z)) / (z @ z))
+
+
+def gearys_c(values: np.ndarray, w: sparse.csr_matrix) -> float:
+    w = sparse.diags(1.0 / np.asarray(w.sum(axis=1)).ravel()) @ w
+    w = w.tocoo()
+    z = values - values.mean()
+    num = (len(z) - 1) * np.sum(w.data * (values[w.row] - values[w.col]) ** 2)
+    return float(num / (2 * w.sum() * (z @ z)))
+
+
+def snapshot(a: ad.AnnData) -> tuple:
+    return (sorted(a.obs.columns), sorted(a.obsm.keys()), sorted(a.obsp.keys()), sorted(a.uns.keys()))
+
+
+def three_regions(n_side: int = 24, seed: int = 0) -> tuple[ad.AnnData, np.ndarray]:
+    """Truth: left half, right-top, right-bottom. Expression separates left/right only; morphology marks right-bottom."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n_side, 0:n_side]
+    x, y = xx.ravel(), yy.ravel()
+    truth = np.where(x < n_side // 2, 0, np.where(y < n_side // 2, 1, 2))
+    n = truth.size
+    expr = rng.normal(size=(n, 20))
+    expr[:, :3] += 3.0 * (truth > 0)[:, None]  # left vs right only
+    morph = rng.normal(size=(n, 64))
+    morph[:, :4] += 3.0 * (truth == 2)[:, None]  # right-bottom only
+    a = ad.AnnData(obs=pd.DataFrame({"truth": pd.Categorical(truth.astype(str))}, index=[f"s{i}" for i in range(n)]))
+    a.obsm["X_pca"] = expr
+    a.obsm["X_morph"] = morph
+    a.obsm["spatial"] = np.column_stack([x, y]).astype(float) * 100.0
+    return a, truth
+
+
+# ---------------------------------------------------------------- evaluate_domains
+
+
+def test_ari_nmi_equal_sklearn_and_nan_reference_excluded():
+    a = grid_adata(12)
+    rng = np.random.default_rng(1)
+    dom = rng.integers(0, 4, a.n_obs)
+    ref = np.where(a.obsm["spatial"][:, 0] < 6, "A", "B").astype(object)
+    ref[rng.choice(a.n_obs, 9, replace=False)] = np.nan
+    dom[: a.n_obs // 2] = np.where(ref[: a.n_obs // 2] == "A", 0, 1)  # some agreement, so ARI is not ~0
+    a.obs["domain"] = pd.Categorical(dom.astype(str))
+    a.obs["cluster"] = pd.Categorical(ref)
+    mst.tl.evaluate_domains(a, "domain", "cluster", genes=["checker", "gradient"])
+    ev = a.uns["domain_evaluation"]
+    ok = ~pd.isna(ref)
+    assert ev["n_excluded"] == 9
+    assert ev["n_evaluated"] == a.n_obs - 9
+    assert ev["ari"] == pytest.approx(adjusted_rand_score(ref[ok].astype(str), dom[ok].astype(str)), abs=1e-12)
+    assert ev["nmi"] == pytest.approx(normalized_mutual_info_score(ref[ok].astype(str), dom[ok].astype(str)), abs=1e-12)
+    assert 0.05 < ev["ari"] < 0.95
+
+
+def test_moran_geary_checkerboard_and_gradient():
+    import squidpy as sq
+
+    a = grid_adata(30)
+    a.obs["domain"] = pd.Categorical(np.where(a.obsm["spatial"][:, 0] < 15, "0", "1"))
+    mst.tl.evaluate_domains(a, reference=None, genes=["checker", "gradient", "noise"], n_neighs=4)
+    tab = a.uns["domain_evaluation"]["autocorr"]
+    # checkerboard: rook neighbours all of the other colour -> strongly negative; gradient: near 1
+    assert tab.loc["checker", "moran_I"] < -0.8
+    assert tab.loc["gradient", "moran_I"] > 0.9
+    assert abs(tab.loc["noise", "moran_I"]) < 0.1
+    # scaled Geary's C agrees in sign
+    assert tab.loc["checker", "geary_1mC"] < -0.8
+    assert tab.loc["gradient", "geary_1mC"] > 0.9
+    assert np.allclose(tab["geary_1mC"], 1 - tab["geary_C"])
+    # and both equal the textbook formulas on the same squidpy graph
+    b = a.copy()
+    sq.gr.spatial_neighbors(b, coord_type="generic", n_neighs=4, library_key="section")
+    w = b.obsp["spatial_connectivities"].tocsr()
+    for g in ["checker", "gradient", "noise"]:
+        v = b[:, g].X.ravel().astype(float)
+        assert tab.loc[g, "moran_I"] == pytest.approx(morans_i(v, w), abs=1e-6)
+        assert tab.loc[g, "geary_C"] == pytest.approx(gearys_c(v, w), abs=1e-6)
+    assert "ari" not in a.uns["domain_evaluation"]
+
+
+def test_markers_ranked_per_domain():
+    a = grid_adata(16)
+    # two domains split on x: the gradient gene is higher in the right domain, so it is a marker of it
+    a.obs["domain"] = pd.Categorical(np.where(a.obsm["spatial"][:, 0] < 8, "0", "1"))
+    a.obs["cluster"] = a.obs["domain"].copy()
+    mst.tl.evaluate_domains(a, n_markers=1, normalize=False)
+    ev = a.uns["domain_evaluation"]
+    assert ev["ari"] == pytest.approx(1.0)
+    assert ev["autocorr"].loc["gradient", "domain"] == "1"
+
+
+# ---------------------------------------------------------------- fuse
+
+
+def test_stitch_and_weighted_blocks():
+    a, _ = three_regions()
+    mst.tl.fuse(a, ("X_pca", "X_morph"), method="stitch", n_comps=(5, 8), key_added="X_st")
+    mst.tl.fuse(a, ("X_pca", "X_morph"), method="weighted", n_comps=(5, 8), key_added="X_w")
+    mst.tl.fuse(a, ("X_pca", "X_morph"), method="weighted", weights=(3, 1), n_comps=(5, 8), key_added="X_w31")
+    st, w, w31 = a.obsm["X_st"], a.obsm["X_w"], a.obsm["X_w31"]
+    assert st.shape == w.shape == (a.n_obs, 13)
+    # stitch: each block is the PCA of the block-standardised modality (unit total variance before PCA)
+    from sklearn.decomposition import PCA
+
+    e = a.obsm["X_pca"] - a.obsm["X_pca"].mean(0)
+    e /= np.sqrt((e**2).sum() / (a.n_obs - 1))
+    ref = PCA(5).fit_transform(e)
+    assert np.allclose(np.abs(st[:, :5]), np.abs(ref), atol=1e-4)
+    p = a.uns["X_st"]["params"]
+    assert p["n_comps"] == [5, 8]
+    assert st[:, :5].var(0, ddof=1).sum() == pytest.approx(p["variance_captured"][0], rel=1e-3)
+    # weighted: block variances follow the weights
+    assert w[:, :5].var(0, ddof=1).sum() == pytest.approx(0.5, rel=1e-3)
+    assert w[:, 5:].var(0, ddof=1).sum() == pytest.approx(0.5, rel=1e-3)
+    assert w31[:, :5].var(0, ddof=1).sum() / w31[:, 5:].var(0, ddof=1).sum() == pytest.approx(3.0, rel=1e-3)
+    assert a.uns["X_w31"]["params"]["weights"] == pytest.approx([0.75, 0.25])
+
+
+def test_graph_is_sparse_per_section_and_follows_morphology():
+    a = grid_adata(10, sections=2)
+    n = a.n_obs
+    rng = np.random.default_rng(0)
+    a.obsm["X_pca"] = rng.normal(size=(n, 6))
+    morph = rng.normal(size=(n, 16)) * 0.1
+    left = a.obsm["spatial"][:, 0] < 5
+    morph[:, 0] += 5.0 * left
+    a.obsm["X_morph"] = morph
+    mst.tl.fuse(a, ("X_pca", "X_morph"), method="graph", n_comps=6, n_neighs=4)
+    g = a.obsp["X_fused_connectivities"]
+    assert sparse.issparse(g)
+    assert g.shape == (n, n)
+    assert (abs(g - g.T) > 1e-12).nnz == 0
+    assert g.diagonal().sum() == 0
+    sec = a.obs["section"].to_numpy()
+    r, c = g.nonzero()
+    assert np.all(sec[r] == sec[c])  # sections are never neighbours, although their coordinates coincide
+    assert g.nnz <= n * 4 * 2
+    # edges across the morphological border are weaker than within a side
+    cross = left[r] != left[c]
+    assert cross.any()
+    assert g.data[cross].max() < 0.1 * np.median(g.data[~cross])
+    # the fused representation is the expression block smoothed by the row-normalised graph (+ self-loop)
+    from sklearn.decomposition import PCA
+
+    e = a.obsm["X_pca"] - a.obsm["X_pca"].mean(0)
+    e /= np.sqrt((e**2).sum() / (n - 1))
+    block = PCA(6).fit_transform(e)
+    prop = g + sparse.identity(n)
+    prop = sparse.diags(1 / np.asarray(prop.sum(1)).ravel()) @ prop
+    assert np.allclose(np.abs(a.obsm["X_fused"]), np.abs(prop @ block), atol=1e-4)
+    assert a.uns["X_fused"]["params"]["library_key"] == "section"
+
+
+def test_fusion_recovers_region_that_only_morphology_carries():
+    a, truth = three_regions()
+    mst.tl.domains(a, "X_pca", method="kmeans", n_domains=3, key_added="d_expr")
+    ari_expr = adjusted_rand_score(truth, a.obs["d_expr"])
+    for method in ("stitch", "weighted"):
+        mst.tl.fuse(a, ("X_pca", "X_morph"), method=method, n_comps=10, key_added=f"X_{method}")
+        for dmethod in ("kmeans", "leiden"):
+            key = f"d_{method}_{dmethod}"
+            mst.tl.domains(a, f"X_{method}", method=dmethod, n_domains=3, key_added=key)
+            ari = adjusted_rand_score(truth, a.obs[key])
+            assert a.obs[key].nunique() == 3
+            assert ari > 0.9, (method, dmethod, ari)
+            assert ari > ari_expr + 0.3, (method, dmethod, ari, ari_expr)
+    assert ari_expr < 0.7
+
+
+# ---------------------------------------------------------------- domains
+
+
+@pytest.fixture(scope="module")
+def her2st_pca(her2st_adata):
+    import scanpy as sc
+
+    a = her2st_adata.copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    sc.pp.highly_variable_genes(a, n_top_genes=2000)
+    sc.pp.pca(a, n_comps=30, random_state=0)
+    return a
+
+
+@pytest.mark.parametrize("k", [4, 7])
+def test_domains_exact_k_on_her2st(her2st_pca, k):
+    a = her2st_pca.copy()
+    mst.tl.domains(a, "X_pca", n_domains=k, key_added="dom")
+    assert a.obs["dom"].nunique() == k
+    assert list(a.obs["dom"].cat.categories) == [str(i) for i in range(k)]
+    p = a.uns["dom"]["params"]
+    assert p["n_domains"] == k
+    # the recorded resolution reproduces k
+    b = her2st_pca.copy()
+    mst.tl.domains(b, "X_pca", resolution=p["resolution"], key_added="dom")
+    assert b.obs["dom"].nunique() == k
+    assert (b.obs["dom"] == a.obs["dom"]).all()
+    # and the domains follow the authors' expression clusters (well above chance)
+    mst.tl.evaluate_domains(a, "dom", "cluster")
+    ev = a.uns["dom_evaluation"]
+    assert ev["ari"] > 0.15
+    assert ev["n_excluded"] == int(a.obs["cluster"].isna().sum()) == 7
+    assert ev["mean_moran_I"] > 0.1  # marker genes of real domains are spatially coherent
+
+
+def test_kmeans_gmm_labels_and_sdata_input(synthetic_sdata):
+    sdata, _ = synthetic_sdata
+    t = sdata.tables["table"]
+    t.obsm["X_feat"] = np.column_stack([t.X[:, 0], np.zeros(t.n_obs)]).astype(float)
+    mst.tl.domains(sdata, "X_feat", method="gmm", n_domains=2, key_added="g")
+    mst.tl.domains(sdata, "X_feat", method="kmeans", n_domains=2, key_added="k")
+    for key in ("g", "k"):
+        assert list(t.obs[key].cat.categories) == ["0", "1"]
+        assert adjusted_rand_score(t.obs[key], t.X[:, 0] > np.median(t.X[:, 0])) == pytest.approx(1.0)
+    out = mst.tl.domains(t, "X_feat", method="kmeans", n_domains=2, key_added="k2", copy=True)
+    assert "k2" in out.obs
+    assert "k2" not in t.obs
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_raises_before_writing():
+    a, _ = three_regions(10)
+    before = snapshot(a)
+    with pytest.raises(KeyError, match=r"X_densenet121.*embed_patches"):
+        mst.tl.fuse(a, ("X_pca", "X_densenet121"))
+    with pytest.raises(ValueError, match="at least two"):
+        mst.tl.fuse(a, ("X_pca",))
+    with pytest.raises(KeyError, match=r"mst\.tl\.fuse"):
+        mst.tl.domains(a, "X_fused")
+    with pytest.raises(ValueError, match="n_domains"):
+        mst.tl.domains(a, "X_pca", method="kmeans")
+    bad = a.obsm["X_morph"].copy()
+    bad[3, 2] = np.nan
+    a.obsm["X_bad"] = bad
+    before = snapshot(a)
+    with pytest.raises(ValueError, match="NaN"):
+        mst.tl.fuse(a, ("X_pca", "X_bad"), method="graph")
+    with pytest.raises(ValueError, match="NaN"):
+        mst.tl.domains(a, "X_bad")
+    a.obs["domain"] = pd.Categorical(["0", "1"] * (a.n_obs // 2))
+    a.obs["one"] = pd.Categorical(["x"] * a.n_obs)
+    a.obs["half_nan"] = pd.Categorical(["x"] * (a.n_obs - 3) + [np.nan] * 3)
+    before = snapshot(a)
+    with pytest.raises(ValueError, match="distinct"):
+        mst.tl.evaluate_domains(a, "domain", "one")
+    with pytest.raises(ValueError, match="distinct"):
+        mst.tl.evaluate_domains(a, "domain", "half_nan")
+    with pytest.raises(KeyError, match="Available columns"):
+        mst.tl.evaluate_domains(a, "domain", "nope")
+    assert snapshot(a) == before
