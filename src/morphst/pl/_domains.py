@@ -1,0 +1,152 @@
+"""Domain maps over the H&E, optionally next to a reference annotation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .._utils import get_adata, list_keys
+from ._spatial import build_panels, category_colors, draw_panel, new_figure, resolve_sections
+from ._utils import finish, make_axes
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from spatialdata import SpatialData
+
+_MISSING = "lightgrey"
+
+
+def _categorical(adata: AnnData, key: str) -> tuple[pd.Series, list[str]]:
+    col = adata.obs[key]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = [str(c) for c in col.cat.categories]
+    else:
+        from natsort import natsorted
+
+        cats = natsorted({str(v) for v in col.dropna()})
+    labels = col.astype("object").where(col.notna(), None).map(lambda v: None if v is None else str(v))
+    return labels, cats
+
+
+def domains(
+    data: SpatialData | AnnData,
+    key: str = "domain",
+    *,
+    reference: str | None = None,
+    section: str | Sequence[str] | None = None,
+    section_key: str = "section",
+    table_key: str = "table",
+    image_key: str | None = None,
+    image_px: int = 600,
+    alpha: float = 0.85,
+    legend: bool = True,
+    ax: Axes | Sequence[Axes] | None = None,
+    figsize: tuple[float, float] | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Figure | None:
+    """Spatial domains as coloured spots over the H&E, one panel per section, optionally above a reference.
+
+    Reads the categorical ``obs[key]`` written by :func:`morphst.tl.domains` and, when present, the ARI/NMI that
+    :func:`morphst.tl.evaluate_domains` stored in ``uns[f"{key}_evaluation"]`` (shown in the figure title). The
+    H&E is drawn from a coarse pyramid level; spots are placed through the SpatialData transformations and drawn
+    at their true radius. Colours come from ``uns[f"{key}_colors"]`` when it matches the categories (scanpy's
+    convention), else from scanpy's default palettes; missing labels are light grey.
+
+    Parameters
+    ----------
+    data
+        SpatialData (spots drawn over the image that shares their coordinate system), or an AnnData (spots drawn
+        at ``obsm["spatial"]``, no image).
+    key
+        ``obs`` column of the domains.
+    reference
+        ``obs`` column of a reference annotation (e.g. ``"cluster"``), drawn in a second row.
+    section
+        Section(s) to draw, values of ``obs[section_key]``; ``None``: every section.
+    section_key
+        ``obs`` column of the sections.
+    table_key
+        Table of a SpatialData.
+    image_key
+        Image to draw under the spots; ``None``: the image that shares the spots' coordinate system.
+    image_px
+        Short side (px) of the rendered H&E: the coarsest pyramid level at least this large is read (and cached).
+    alpha
+        Opacity of the spots.
+    legend
+        Draw one legend per row, right of its last panel.
+    ax
+        Axes to draw on, one per panel (``n_sections`` or ``2 × n_sections`` with ``reference``, row-major);
+        ``None``: a new figure.
+    figsize
+        Size of a new figure (inches); ``None``: about 3.6 inches per panel.
+    show
+        Show the figure; ``None``: when matplotlib is interactive. Ignored with ``return_fig=True``.
+    return_fig
+        Return the :class:`~matplotlib.figure.Figure`.
+
+    Returns
+    -------
+    The figure if ``return_fig``, else ``None``. Panels: one per section and row (domains, then reference).
+
+    Raises
+    ------
+    KeyError
+        If ``obs[key]`` is missing (run :func:`morphst.tl.domains` first), or ``reference`` / ``section_key`` is
+        missing (the message lists the columns).
+    ValueError
+        If a section is not in ``obs[section_key]``.
+    """
+    adata = get_adata(data, table_key)
+    if key not in adata.obs.columns:
+        msg = (
+            f"Domains {key!r} not found in `adata.obs`: run `mst.tl.domains(adata, use_rep=..., key_added={key!r})` "
+            f"first. Available columns: {list_keys(adata.obs.columns)}."
+        )
+        raise KeyError(msg)
+    if reference is not None and reference not in adata.obs.columns:
+        msg = f"Reference {reference!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
+        raise KeyError(msg)
+    sections = resolve_sections(adata, section, section_key)
+    panels = build_panels(
+        data, sections, table_key=table_key, section_key=section_key, image_key=image_key, image_px=image_px
+    )
+    rows = [key] + ([reference] if reference is not None else [])
+    ncols = len(panels)
+    if ax is None:
+        fig, axes = new_figure(len(rows), ncols, figsize=figsize, panel_size=(3.6, 3.8))
+    else:
+        fig, flat = make_axes(ax, len(rows) * ncols)
+        axes = np.asarray(flat, dtype=object).reshape(len(rows), ncols)
+
+    for i, col_key in enumerate(rows):
+        labels, cats = _categorical(adata, col_key)
+        cmap = category_colors(adata, col_key, cats)
+        for j, panel in enumerate(panels):
+            lab = labels.iloc[panel.rows]
+            colors = [cmap.get(v, _MISSING) if v is not None else _MISSING for v in lab]
+            title = f"{panel.name}: {col_key}" if panel.name else col_key
+            draw_panel(axes[i, j], panel, colors=colors, alpha=alpha, title=title)
+        if legend:
+            from matplotlib.patches import Patch
+
+            handles = [Patch(color=cmap[c], label=c) for c in cats]
+            if labels.isna().any():
+                handles.append(Patch(color=_MISSING, label="NA"))
+            axes[i, -1].legend(
+                handles=handles, title=col_key, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False
+            )
+    ev = adata.uns.get(f"{key}_evaluation")
+    if reference is not None and isinstance(ev, dict) and "ari" in ev:
+        ref_used = ev.get("params", {}).get("reference")
+        if ref_used == reference:
+            fig.suptitle(
+                f"{key} vs {reference}: ARI {ev['ari']:.2f}, NMI {ev['nmi']:.2f} (all spots, mst.tl.evaluate_domains)"
+            )
+    return finish(fig, show=show, return_fig=return_fig)

@@ -1,0 +1,169 @@
+"""A gallery of the patches that :func:`morphst.pp.extract_patches` defines: what the encoder sees."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._constants import Key
+from .._utils import get_adata, list_keys
+from ._spatial import new_figure
+from ._utils import finish, make_axes
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from spatialdata import SpatialData
+
+
+def patches(
+    sdata: SpatialData,
+    *,
+    n: int = 16,
+    spots: Sequence[int] | Sequence[str] | None = None,
+    context: bool = True,
+    color_by: str | None = None,
+    table_key: str = "table",
+    ncols: int | None = None,
+    random_state: int = 0,
+    ax: Axes | Sequence[Axes] | None = None,
+    figsize: tuple[float, float] | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Figure | None:
+    """A gallery of extracted patches, each next to its context fields of view when there are any.
+
+    Reads the patch geometry that :func:`morphst.pp.extract_patches` recorded (``uns["patches"]``,
+    ``obs["patch_x_px"]``, …) and the pixels through :func:`morphst.pp.get_patches`, i.e. exactly what
+    :func:`morphst.tl.embed_patches` feeds the model, at its resolution (``target_px``). A context panel outlines the
+    main patch in its centre. Titles give the observation name, the optional ``color_by`` label, and the fraction of
+    the patch inside the image when it is below 1 (edge patches are padded).
+
+    Parameters
+    ----------
+    sdata
+        SpatialData on which :func:`morphst.pp.extract_patches` was run.
+    n
+        Number of spots, drawn at random among those with a patch (seeded by ``random_state``), shown in table order.
+    spots
+        Spots to show instead (integer positions or ``obs_names``); overrides ``n``.
+    context
+        Also show the context fields of view (``extract_patches(context=...)``), one panel each.
+    color_by
+        ``obs`` column shown in each title (e.g. ``"section"`` or ``"cluster"``).
+    table_key
+        Table of the spots.
+    ncols
+        Spots per row; ``None``: about the square root of the number of spots.
+    random_state
+        Seed of the random choice of spots.
+    ax
+        Axes to draw on, one per panel (``n × (1 + n_context)``, spot by spot); ``None``: a new figure.
+    figsize
+        Size of a new figure (inches); ``None``: about 1.9 inches per panel.
+    show
+        Show the figure; ``None``: when matplotlib is interactive. Ignored with ``return_fig=True``.
+    return_fig
+        Return the :class:`~matplotlib.figure.Figure`.
+
+    Returns
+    -------
+    The figure if ``return_fig``, else ``None``. Panels: one per spot and field of view.
+
+    Raises
+    ------
+    KeyError
+        If no patch geometry is recorded (run :func:`morphst.pp.extract_patches` first), or ``color_by`` / a spot
+        name is missing.
+    ValueError
+        If ``n`` is not positive or no spot has a patch.
+    """
+    from spatialdata import SpatialData
+
+    from ..pp import get_patches
+
+    if not isinstance(sdata, SpatialData):
+        msg = f"`mst.pl.patches` reads pixels from the images, so it needs a SpatialData, got {type(sdata).__name__}."
+        raise TypeError(msg)
+    adata = get_adata(sdata, table_key)
+    info = adata.uns.get(Key.PATCHES)
+    if not isinstance(info, dict) or "patch_x_px" not in adata.obs.columns:
+        msg = (
+            "No patch geometry in the table (`uns['patches']`, `obs['patch_x_px']`): run "
+            "`mst.pp.extract_patches(sdata, patch_size=..., target_px=...)` first."
+        )
+        raise KeyError(msg)
+    if color_by is not None and color_by not in adata.obs.columns:
+        msg = f"{color_by!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
+        raise KeyError(msg)
+    has_patch = np.isfinite(adata.obs["patch_x_px"].to_numpy(dtype=float))
+    if spots is None:
+        if n < 1:
+            msg = f"`n` must be at least 1, got {n}."
+            raise ValueError(msg)
+        candidates = np.flatnonzero(has_patch)
+        if not len(candidates):
+            msg = "No spot has a patch (all outside the images); rerun `mst.pp.extract_patches` with other keys."
+            raise ValueError(msg)
+        rng = np.random.default_rng(random_state)
+        rows = np.sort(rng.choice(candidates, size=min(n, len(candidates)), replace=False))
+    else:
+        sel = [spots] if isinstance(spots, str | int) else list(spots)
+        if all(isinstance(s, str) for s in sel):
+            idx = adata.obs_names.get_indexer(sel)
+            if (idx < 0).any():
+                bad = [s for s, i in zip(sel, idx, strict=True) if i < 0]
+                msg = f"Spots not in `obs_names`: {bad[:5]}."
+                raise KeyError(msg)
+            rows = idx
+        else:
+            rows = np.asarray(sel, dtype=np.int64)
+    sizes = [float(s) for s in np.atleast_1d(info.get("sizes_um", [np.nan]))]
+    n_ctx = len(sizes) - 1 if context else 0
+    per_spot = 1 + n_ctx
+    images = [get_patches(sdata, rows, table_key=table_key)]
+    images += [get_patches(sdata, rows, table_key=table_key, context=k) for k in range(n_ctx)]
+
+    n_spots = len(rows)
+    n_panels = n_spots * per_spot
+    if ax is None:
+        spots_per_row = ncols or max(1, math.ceil(math.sqrt(n_spots / per_spot)))
+        spots_per_row = min(spots_per_row, n_spots)
+        nrows = math.ceil(n_spots / spots_per_row)
+        fig, grid = new_figure(nrows, spots_per_row * per_spot, figsize=figsize, panel_size=(1.9, 2.05))
+        axes = list(grid.ravel())
+        for extra in axes[n_panels:]:
+            fig.delaxes(extra)
+        axes = axes[:n_panels]
+    else:
+        fig, axes = make_axes(ax, n_panels)
+
+    valid = adata.obs["patch_valid_fraction"].to_numpy(dtype=float) if "patch_valid_fraction" in adata.obs else None
+    for i, r in enumerate(rows):
+        for k in range(per_spot):
+            a = axes[i * per_spot + k]
+            img = images[k][i]
+            a.imshow(img, interpolation="nearest")
+            a.set_xticks([])
+            a.set_yticks([])
+            if k == 0:
+                label = str(adata.obs_names[r])
+                if color_by is not None:
+                    label += f"\n{color_by}: {adata.obs[color_by].iloc[r]}"
+                if valid is not None and np.isfinite(valid[r]) and valid[r] < 1:
+                    label += f" ({valid[r]:.0%} in image)"
+                a.set_title(label, fontsize="x-small")
+                a.set_xlabel(f"{sizes[0]:g} µm", fontsize="x-small")
+            else:
+                from matplotlib.patches import Rectangle
+
+                t = img.shape[0]
+                side = t * sizes[0] / sizes[k]
+                lo = (t - side) / 2 - 0.5
+                a.add_patch(Rectangle((lo, lo), side, side, fill=False, edgecolor="k", linewidth=1.0))
+                a.set_title("context", fontsize="x-small")
+                a.set_xlabel(f"{sizes[k]:g} µm", fontsize="x-small")
+    return finish(fig, show=show, return_fig=return_fig)
