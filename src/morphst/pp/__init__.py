@@ -1,3 +1,9 @@
 """morphst.pp."""
 
-__all__: list[str] = []
+from ._genes import select_genes
+from ._normalize import normalize
+
+__all__: list[str] = [
+    "normalize",
+    "select_genes",
+]

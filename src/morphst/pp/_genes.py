@@ -1,0 +1,277 @@
+"""Selection of the target genes of morphology translation, optionally on training spots only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .. import _logging as logg
+from .._constants import Key
+from .._utils import get_adata, list_keys, records_params
+from ._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+__all__ = ["select_genes"]
+
+HVGFlavor = Literal["pearson_residuals", "seurat", "cell_ranger"]
+
+
+def resolve_mask(adata: AnnData, mask) -> np.ndarray:
+    """Turn ``mask`` (None, a boolean obs column name, or a boolean / index array) into a boolean array."""
+    n = adata.n_obs
+    if mask is None:
+        return np.ones(n, bool)
+    if isinstance(mask, str):
+        if mask not in adata.obs.columns:
+            msg = f"Mask column {mask!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
+            raise KeyError(msg)
+        col = adata.obs[mask]
+        if col.dtype != bool:
+            msg = f"`adata.obs[{mask!r}]` must be boolean (True = use the spot), got dtype {col.dtype}."
+            raise ValueError(msg)
+        m = col.to_numpy(bool)
+    else:
+        m = np.asarray(mask)
+        if m.dtype != bool:
+            idx = m.astype(int)
+            m = np.zeros(n, bool)
+            m[idx] = True
+        elif m.shape != (n,):
+            msg = f"Boolean `mask` must have shape ({n},) (one value per spot), got {m.shape}."
+            raise ValueError(msg)
+    if m.sum() < 2:
+        msg = f"`mask` selects {int(m.sum())} spot(s); at least 2 are needed to compute gene statistics."
+        raise ValueError(msg)
+    return m
+
+
+def target_values(adata: AnnData, layer: str | None):
+    """Log-normalised values used for gene statistics and as the translation target.
+
+    ``layer`` names a layer that already holds log-normalised values. ``None`` uses ``layers['log1p_cp10k']`` if
+    present, else computes log1p of counts per 10,000 from ``X`` (raw counts) without storing it.
+    """
+    if layer is not None:
+        if layer not in adata.layers:
+            if layer == LOG1P_CP10K:
+                return log1p_cp10k(_counts_or_raise(adata))
+            msg = (
+                f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}. "
+                f"Use `layer={LOG1P_CP10K!r}` (computed from raw counts in X) or run `mst.pp.normalize` first."
+            )
+            raise KeyError(msg)
+        return adata.layers[layer]
+    if LOG1P_CP10K in adata.layers:
+        return adata.layers[LOG1P_CP10K]
+    return log1p_cp10k(_counts_or_raise(adata))
+
+
+def _counts_or_raise(adata: AnnData, hint: str = ""):
+    if adata.X is None:
+        msg = "`adata.X` is empty; pass `layer=` naming a layer of log-normalised expression."
+        raise ValueError(msg)
+    _check_counts(adata.X, "`adata.X`" + (f" ({hint})" if hint else ""))
+    return adata.X
+
+
+def _dense_or_csr(x):
+    return x.astype(np.float32).tocsr() if sparse.issparse(x) else np.asarray(x, np.float32)
+
+
+def gene_scores(
+    values,
+    var_names: pd.Index,
+    flavor: Literal["highly_variable", "mean"],
+    n_top: int,
+    *,
+    hvg_flavor: HVGFlavor = "pearson_residuals",
+    min_fraction: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and the boolean selection of the ``n_top`` best genes of the spots in ``values``.
+
+    ``values`` holds raw counts for ``hvg_flavor="pearson_residuals"``, log-normalised values otherwise.
+    Genes detected (value > 0) in fewer than ``min_fraction`` of the spots get a NaN score and are never selected
+    (HEST-Benchmark's 10% filter). The ``n_top`` genes of largest score are taken (ties broken by gene order), so
+    exactly ``n_top`` genes are selected when that many have a score. Returns ``(score, selected)``, both of length
+    ``n_vars``.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    values = _dense_or_csr(values)
+    n = values.shape[0]
+    detected = np.asarray((values > 0).sum(axis=0)).ravel()
+    score = np.full(values.shape[1], np.nan)
+    if flavor == "highly_variable" and hvg_flavor == "pearson_residuals":
+        # analytic Pearson residuals (Lause, Berens & Kobak, Genome Biol. 2021): residual variance per gene
+        keep = np.flatnonzero(detected > 0)
+        tmp = ad.AnnData(values[:, keep])
+        tmp.var_names = var_names[keep]
+        df = sc.experimental.pp.highly_variable_genes(
+            tmp, flavor="pearson_residuals", n_top_genes=min(n_top, len(keep)), inplace=False
+        )
+        score[keep] = df["residual_variances"].to_numpy(np.float64)
+    elif flavor == "highly_variable":
+        keep = np.flatnonzero(detected > 0)
+        tmp = ad.AnnData(values[:, keep])
+        tmp.var_names = var_names[keep]
+        df = sc.pp.highly_variable_genes(tmp, flavor=hvg_flavor, n_top_genes=min(n_top, len(keep)), inplace=False)
+        score[keep] = df["dispersions_norm"].to_numpy(np.float64)
+    else:
+        score = np.asarray(values.mean(axis=0)).ravel().astype(np.float64)
+    score[(detected == 0) | (detected < np.ceil(min_fraction * n))] = np.nan
+    ok = np.flatnonzero(np.isfinite(score))
+    order = ok[np.argsort(-score[ok], kind="stable")]
+    selected = np.zeros(len(score), bool)
+    selected[order[:n_top]] = True
+    return score, selected
+
+
+def statistics_values(adata: AnnData, flavor: str, hvg_flavor: str, layer: str | None):
+    """The matrix that :func:`gene_scores` needs: raw counts for Pearson residuals, log-normalised values else."""
+    if flavor == "highly_variable" and hvg_flavor == "pearson_residuals":
+        if layer is None:
+            return _counts_or_raise(adata, hint="or choose `hvg_flavor='seurat'` with a log-normalised `layer`")
+        if layer not in adata.layers:
+            msg = f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}."
+            raise KeyError(msg)
+        _check_counts(adata.layers[layer], f"`adata.layers[{layer!r}]`")
+        return adata.layers[layer]
+    return target_values(adata, layer)
+
+
+def select_genes(
+    data: AnnData | SpatialData,
+    n_top: int = 50,
+    *,
+    flavor: Literal["highly_variable", "mean"] | Sequence[str] = "highly_variable",
+    hvg_flavor: HVGFlavor = "pearson_residuals",
+    layer: str | None = None,
+    mask: str | np.ndarray | None = None,
+    min_fraction: float = 0.1,
+    key_added: str = Key.MORPH_TARGET,
+    table_key: str = "table",
+    copy: bool = False,
+) -> AnnData | None:
+    """Select the target genes of morphology translation, with statistics on a subset of spots only.
+
+    Follows the gene choice of HEST-Benchmark (Jaume et al., NeurIPS 2024) and ST-Net (He et al., Nat. Biomed.
+    Eng. 2020) — the most highly variable (or most expressed) genes, among genes detected in at least 10% of the
+    spots — but computes every statistic only on the spots in ``mask`` (the training fold), so that no statistic
+    sees a test section (no leakage).
+
+    The default ranks genes by the variance of their analytic Pearson residuals on raw counts (Lause, Berens & Kobak,
+    Genome Biol. 2021; :func:`scanpy.experimental.pp.highly_variable_genes`), which accounts for sequencing depth. On
+    HER2ST the dispersion-based ``"seurat"`` ranking at ``n_top=50`` picks low-count genes whose dispersion comes
+    from a few shallow spots (e.g. GGPS1, PFKP, POLL), while Pearson residuals pick the tissue-structure genes
+    (immunoglobulins, collagens, SCGB2A2, CEACAM6, HLA class II, ...).
+
+    Parameters
+    ----------
+    data
+        AnnData, or SpatialData whose table ``table_key`` is used.
+    n_top
+        Number of genes to select (ignored when ``flavor`` is a list of genes).
+    flavor
+        ``"highly_variable"``: the ``n_top`` genes of largest ``hvg_flavor`` score on the masked spots.
+        ``"mean"``: the ``n_top`` genes of largest mean log-normalised expression. A list of gene names: exactly
+        those genes.
+    hvg_flavor
+        Score for ``flavor="highly_variable"``: ``"pearson_residuals"`` (residual variance, on raw counts),
+        ``"seurat"`` or ``"cell_ranger"`` (normalised dispersion of :func:`scanpy.pp.highly_variable_genes`, on
+        log-normalised values).
+    layer
+        Source of the statistics. For ``"pearson_residuals"``: a layer of raw counts (``None``: ``X``). Otherwise:
+        a layer of log-normalised expression (``None``: ``layers['log1p_cp10k']`` if present, else log1p of counts
+        per 10,000 computed from the raw counts in ``X``, see :func:`morphst.pp.normalize`, not stored).
+    mask
+        Spots whose values enter the statistics: a boolean ``obs`` column name, a boolean array of length
+        ``n_obs`` or an array of integer positions. ``None``: all spots.
+    min_fraction
+        Genes detected (value > 0) in fewer than this fraction of the masked spots are never selected (HEST-Benchmark
+        uses 0.1). Ignored for a list.
+    key_added
+        Name of the ``var`` column written.
+    table_key
+        Table of a SpatialData.
+    copy
+        Return a copy instead of writing in place (AnnData input only).
+
+    Returns
+    -------
+    ``None``, or a copy of the AnnData if ``copy=True``. Writes:
+
+    ``.var[key_added]`` : bool, shape ``(n_vars,)``
+        The selected genes.
+    ``.var[f'{key_added}_score']`` : float, shape ``(n_vars,)``
+        The ranking score on the masked spots (residual variance, normalised dispersion or mean); NaN for genes
+        below ``min_fraction`` and for a list.
+    ``.uns[key_added]['params']`` : dict
+        ``n_top``, ``flavor``, ``hvg_flavor``, ``layer``, ``min_fraction``, ``n_spots`` (spots in the mask).
+
+    Raises
+    ------
+    KeyError
+        If ``layer``, a mask column or a listed gene does not exist.
+    ValueError
+        If ``n_top`` is not positive, ``flavor`` or ``hvg_flavor`` is unknown, the mask selects fewer than 2 spots,
+        or Pearson residuals are asked of values that are not raw counts.
+    """
+    adata = get_adata(data, table_key)
+    m = resolve_mask(adata, mask)
+    is_list = not isinstance(flavor, str)
+    if is_list:
+        genes = [str(g) for g in flavor]
+        missing = [g for g in genes if g not in adata.var_names]
+        if missing:
+            msg = f"{len(missing)} gene(s) not in `adata.var_names`: {missing[:10]}."
+            raise KeyError(msg)
+    elif flavor not in ("highly_variable", "mean"):
+        msg = f"Unknown `flavor` {flavor!r}; use 'highly_variable', 'mean' or a list of gene names."
+        raise ValueError(msg)
+    elif int(n_top) < 1:
+        msg = f"`n_top` must be a positive integer, got {n_top}."
+        raise ValueError(msg)
+    if hvg_flavor not in ("pearson_residuals", "seurat", "cell_ranger"):
+        msg = f"Unknown `hvg_flavor` {hvg_flavor!r}; use 'pearson_residuals', 'seurat' or 'cell_ranger'."
+        raise ValueError(msg)
+    values = None if is_list else statistics_values(adata, flavor, hvg_flavor, layer)
+    if copy:
+        adata = adata.copy()
+
+    what = "list" if is_list else (f"{flavor}, {hvg_flavor}" if flavor == "highly_variable" else flavor)
+    start = logg.info(f"selecting {'listed' if is_list else n_top} genes ({what}) on {int(m.sum())} spots")
+    if is_list:
+        selected = adata.var_names.isin(genes)
+        score = np.full(adata.n_vars, np.nan)
+    else:
+        score, selected = gene_scores(
+            values[np.flatnonzero(m)],
+            adata.var_names,
+            flavor,
+            int(n_top),
+            hvg_flavor=hvg_flavor,
+            min_fraction=float(min_fraction),
+        )
+    adata.var[key_added] = selected
+    adata.var[f"{key_added}_score"] = score
+    adata.uns[key_added] = {
+        "params": records_params(
+            n_top=int(selected.sum()) if is_list else int(n_top),
+            flavor="list" if is_list else flavor,
+            genes=list(adata.var_names[selected]) if is_list else None,
+            hvg_flavor=hvg_flavor,
+            layer=layer,
+            min_fraction=float(min_fraction),
+            n_spots=int(m.sum()),
+        )
+    }
+    logg.info(f"    finished: added `.var[{key_added!r}]` ({int(selected.sum())} genes)", time=start)
+    return adata if copy else None

@@ -1,0 +1,957 @@
+"""Morphology translation: predict gene expression from patch embeddings, with honest cross-validation.
+
+The "translation" direction of Chelebian, Avenel & Wählby (Nat. Commun. 2025): learn a map from morphology to
+expression, evaluate it without leakage (every statistic, gene selection included, on the training fold only), and
+apply it to new H&E sections or to a dense grid of patches between the measured spots. The default model is the
+HEST-Benchmark linear probe (Jaume et al., NeurIPS 2024): standardise, PCA to at most 256 components, ridge.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .. import _logging as logg
+from .._constants import Key
+from .._utils import check_obsm, get_adata, list_keys, records_params
+from ..pp._genes import gene_scores, resolve_mask, statistics_values
+from ..pp._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
+from . import _metrics as metrics
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+__all__ = ["Translator", "fit_translator", "predict_expression"]
+
+#: Ridge penalties searched by the inner cross-validation of the default model.
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 6, 15))
+#: Largest number of principal components of the default model (HEST-Benchmark).
+MAX_PCA = 256
+#: Default number of genes selected in each training fold when no selection parameters are stored.
+DEFAULT_N_TOP = 50
+
+CV = Literal["leave_one_group_out", "kfold", "spatial_block", "train_test"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------------------------------
+def _inner_cv(groups: np.ndarray | None, n_splits: int = 5):
+    """Inner splits for the ridge penalty: grouped by section when the training fold holds 2+ sections."""
+    if groups is None:
+        return None, "efficient leave-one-out (GCV)"
+    uniq = pd.unique(groups)
+    if len(uniq) < 2:
+        return None, "efficient leave-one-out (GCV)"
+    from sklearn.model_selection import GroupKFold
+
+    k = min(n_splits, len(uniq))
+    splits = list(GroupKFold(n_splits=k).split(np.zeros(len(groups)), groups=groups))
+    return splits, f"GroupKFold({k}) by group"
+
+
+def make_model(
+    model: str | Any,
+    *,
+    n_train: int,
+    n_features: int,
+    inner_groups: np.ndarray | None = None,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    random_state: int = 0,
+):
+    """Build an unfitted estimator for one training fold; returns ``(estimator, description)``.
+
+    ``"ridge"``: ``StandardScaler -> PCA(min(256, n_train - 1, n_features)) -> RidgeCV(alphas)`` with the penalty
+    chosen by inner cross-validation on the training fold only, grouped by section when the training fold has at
+    least two (``GroupKFold``, R² averaged over genes), else efficient leave-one-out. ``"mlp"``: the same scaler and
+    PCA, then a one-hidden-layer :class:`~sklearn.neural_network.MLPRegressor` (256 units, early stopping) on
+    standardised targets. Any scikit-learn regressor: cloned and used as given (wrapped in
+    :class:`~sklearn.multioutput.MultiOutputRegressor` if it takes one target only).
+    """
+    from sklearn.base import clone, is_regressor
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    n_pc = max(1, min(MAX_PCA, n_train - 1, n_features))
+    if isinstance(model, str):
+        if model == "ridge":
+            from sklearn.linear_model import RidgeCV
+
+            cv, how = _inner_cv(inner_groups)
+            est = Pipeline(
+                [
+                    ("scale", StandardScaler()),
+                    ("pca", PCA(n_components=n_pc, random_state=random_state)),
+                    ("ridge", RidgeCV(alphas=list(alphas), cv=cv)),
+                ]
+            )
+            return est, f"StandardScaler -> PCA({n_pc}) -> RidgeCV(alpha by {how})"
+        if model == "mlp":
+            from sklearn.compose import TransformedTargetRegressor
+            from sklearn.neural_network import MLPRegressor
+
+            mlp = MLPRegressor(
+                hidden_layer_sizes=(256,),
+                alpha=1e-2,
+                early_stopping=True,
+                max_iter=500,
+                random_state=random_state,
+            )
+            est = Pipeline(
+                [
+                    ("scale", StandardScaler()),
+                    ("pca", PCA(n_components=n_pc, random_state=random_state)),
+                    ("mlp", TransformedTargetRegressor(regressor=mlp, transformer=StandardScaler())),
+                ]
+            )
+            return est, f"StandardScaler -> PCA({n_pc}) -> MLPRegressor(256, early stopping)"
+        msg = f"Unknown `model` {model!r}; use 'ridge', 'mlp' or a scikit-learn regressor."
+        raise ValueError(msg)
+    if not (hasattr(model, "fit") and hasattr(model, "predict")) or not is_regressor(model):
+        msg = f"`model` must be 'ridge', 'mlp' or a scikit-learn regressor, got {type(model).__name__}."
+        raise ValueError(msg)
+    est = clone(model)
+    try:
+        from sklearn.utils import get_tags
+
+        multi = get_tags(est).target_tags.multi_output
+    except Exception:  # older scikit-learn or a third-party estimator without tags
+        multi = True
+    if not multi:
+        from sklearn.multioutput import MultiOutputRegressor
+
+        est = MultiOutputRegressor(est)
+    return est, repr(model)
+
+
+def _chosen_alpha(est) -> float:
+    try:
+        return float(est.named_steps["ridge"].alpha_)
+    except (AttributeError, KeyError):
+        return float("nan")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# features
+# ----------------------------------------------------------------------------------------------------------------
+def neighbour_mean(
+    x: np.ndarray, coords: np.ndarray, k: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, sparse.csr_matrix]:
+    """Mean of ``x`` over each spot's ``k`` nearest spatial neighbours within its group (sparse kNN only).
+
+    Returns ``(context, W)``: ``context = W @ x`` with ``W`` a CSR ``(n, n)`` matrix holding ``1/k`` at each
+    spot's neighbours (itself excluded). Neighbours never cross groups (sections). A spot alone in its group gets
+    its own features. Nearest-neighbour ranks do not depend on the unit of ``coords``.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(x)
+    coords = np.asarray(coords, dtype=np.float64)
+    if groups is None:
+        groups = np.zeros(n, dtype=np.int64)
+    rows, cols, vals = [], [], []
+    for g in pd.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        if len(idx) < 2:
+            rows.append(idx)
+            cols.append(idx)
+            vals.append(np.ones(len(idx)))
+            continue
+        kk = min(k, len(idx) - 1)
+        nn = NearestNeighbors(n_neighbors=kk + 1).fit(coords[idx])
+        _, nbr = nn.kneighbors(coords[idx])
+        for i in range(len(idx)):
+            row = nbr[i][nbr[i] != i][:kk]
+            rows.append(np.full(len(row), idx[i]))
+            cols.append(idx[row])
+            vals.append(np.full(len(row), 1.0 / len(row)))
+    w = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    return np.asarray(w @ x, dtype=np.float32), w
+
+
+def _features(
+    x: np.ndarray, coords: np.ndarray | None, spatial_context: int | None, groups: np.ndarray | None
+) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if not spatial_context:
+        return x
+    ctx, _ = neighbour_mean(x, coords, int(spatial_context), groups)
+    return np.hstack([x, ctx])
+
+
+def _check_spatial_context(spatial_context) -> int | None:
+    if spatial_context is None or spatial_context is False:
+        return None
+    if isinstance(spatial_context, bool) or int(spatial_context) != spatial_context or int(spatial_context) < 1:
+        msg = f"`spatial_context` must be None or a positive number of neighbours (int), got {spatial_context!r}."
+        raise ValueError(msg)
+    return int(spatial_context)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# folds
+# ----------------------------------------------------------------------------------------------------------------
+def _spatial_blocks(coords: np.ndarray, groups: np.ndarray | None, n_splits: int) -> np.ndarray:
+    """Block id per spot: per group, ``n_splits`` contiguous strips along the longer axis (equal spot counts)."""
+    n = len(coords)
+    if groups is None:
+        groups = np.zeros(n, dtype=np.int64)
+    block = np.zeros(n, dtype=np.int64)
+    for g in pd.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        c = coords[idx]
+        axis = int(np.argmax(np.ptp(c, axis=0))) if len(idx) else 0
+        order = np.argsort(c[:, axis], kind="stable")
+        ranks = np.empty(len(idx), dtype=np.int64)
+        ranks[order] = np.arange(len(idx))
+        block[idx] = np.minimum(ranks * n_splits // max(len(idx), 1), n_splits - 1)
+    return block
+
+
+def make_folds(
+    adata: AnnData,
+    cv,
+    *,
+    groupby: str | None,
+    n_splits: int,
+    train_key: str,
+    random_state: int,
+    n_features: int,
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``[(fold_name, train_positions, test_positions), ...]`` with disjoint test sets."""
+    n = adata.n_obs
+    groups = _groups(adata, groupby)
+    dummy = np.zeros((n, 1))
+    if isinstance(cv, str):
+        if cv == "leave_one_group_out":
+            if groups is None:
+                msg = (
+                    f"cv='leave_one_group_out' needs `groupby` naming an obs column of groups (sections); "
+                    f"{groupby!r} is not in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
+                )
+                raise KeyError(msg)
+            uniq = [g for g in pd.unique(groups) if not pd.isna(g)]
+            if len(uniq) < 2:
+                msg = f"cv='leave_one_group_out' needs at least 2 groups in `adata.obs[{groupby!r}]`, got {len(uniq)}."
+                raise ValueError(msg)
+            cats = (
+                list(adata.obs[groupby].cat.categories)
+                if isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype)
+                else sorted(uniq, key=str)
+            )
+            out = []
+            for g in cats:
+                test = np.flatnonzero(groups == g)
+                if len(test) == 0:
+                    continue
+                train = np.flatnonzero((groups != g) & ~pd.isna(groups))
+                out.append((str(g), train, test))
+            return out
+        if cv == "kfold":
+            from sklearn.model_selection import KFold
+
+            _check_n_splits(n_splits, n)
+            kf = KFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+            return [(f"fold{i}", tr, te) for i, (tr, te) in enumerate(kf.split(dummy))]
+        if cv == "spatial_block":
+            if "spatial" not in adata.obsm:
+                msg = "cv='spatial_block' needs spot coordinates in `adata.obsm['spatial']`."
+                raise KeyError(msg)
+            _check_n_splits(n_splits, n)
+            block = _spatial_blocks(np.asarray(adata.obsm["spatial"], float)[:, :2], groups, n_splits)
+            return [(f"block{b}", np.flatnonzero(block != b), np.flatnonzero(block == b)) for b in range(n_splits)]
+        if cv == "train_test":
+            if train_key not in adata.obs.columns:
+                msg = (
+                    f"cv='train_test' needs a boolean obs column `train_key` (True = training spot); {train_key!r} "
+                    f"not found. Available columns: {list_keys(adata.obs.columns)}."
+                )
+                raise KeyError(msg)
+            col = adata.obs[train_key]
+            if col.dtype != bool:
+                msg = f"`adata.obs[{train_key!r}]` must be boolean (True = training spot), got dtype {col.dtype}."
+                raise ValueError(msg)
+            m = col.to_numpy(bool)
+            if m.all() or not m.any():
+                msg = f"`adata.obs[{train_key!r}]` must mark some spots True (train) and some False (test)."
+                raise ValueError(msg)
+            return [("test", np.flatnonzero(m), np.flatnonzero(~m))]
+        msg = (
+            f"Unknown `cv` {cv!r}; use 'leave_one_group_out', 'kfold', 'spatial_block', 'train_test' or a "
+            "scikit-learn splitter."
+        )
+        raise ValueError(msg)
+    if not hasattr(cv, "split"):
+        msg = f"`cv` must be a string option or a scikit-learn splitter with a `split` method, got {type(cv).__name__}."
+        raise ValueError(msg)
+    out = [
+        (f"fold{i}", np.asarray(tr), np.asarray(te))
+        for i, (tr, te) in enumerate(cv.split(np.zeros((n, n_features)), groups=groups))
+    ]
+    seen = np.zeros(n, dtype=np.int64)
+    for _, _, te in out:
+        seen[te] += 1
+    if (seen > 1).any():
+        msg = (
+            f"The splitter puts {int((seen > 1).sum())} spots in more than one test set; out-of-fold predictions "
+            "need disjoint test sets (e.g. KFold, GroupKFold, LeaveOneGroupOut)."
+        )
+        raise ValueError(msg)
+    return out
+
+
+def _check_n_splits(n_splits: int, n: int) -> None:
+    if int(n_splits) < 2 or int(n_splits) > n:
+        msg = f"`n_splits` must be between 2 and the number of spots ({n}), got {n_splits}."
+        raise ValueError(msg)
+
+
+def _groups(adata: AnnData, groupby: str | None) -> np.ndarray | None:
+    if groupby is None or groupby not in adata.obs.columns:
+        return None
+    return adata.obs[groupby].to_numpy(object)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# targets and genes
+# ----------------------------------------------------------------------------------------------------------------
+def _target_matrix(adata: AnnData, target: str):
+    """Return ``(Y, store)``: the target matrix and whether it must be stored as a new layer."""
+    if target == "X":
+        if adata.X is None:
+            msg = "`adata.X` is empty; choose `target=` naming a layer."
+            raise ValueError(msg)
+        return adata.X, False
+    if target in adata.layers:
+        return adata.layers[target], False
+    if target == LOG1P_CP10K:
+        if adata.X is None:
+            msg = "`adata.X` is empty; it must hold raw counts to compute the 'log1p_cp10k' target."
+            raise ValueError(msg)
+        _check_counts(adata.X, "`adata.X` (raw counts for the 'log1p_cp10k' target)")
+        return log1p_cp10k(adata.X), True
+    msg = (
+        f"Target layer {target!r} not found. Available layers: {list_keys(adata.layers.keys())}; "
+        f"use target={LOG1P_CP10K!r} (computed from raw counts in X) or target='X'."
+    )
+    raise KeyError(msg)
+
+
+@dataclass
+class _GenePlan:
+    """How target genes are chosen in each training fold."""
+
+    fixed: np.ndarray | None  # boolean mask when genes do not change between folds
+    selection: dict[str, Any] = field(default_factory=dict)  # select_genes parameters when re-selected
+    values: Any = None  # statistics matrix (raw counts or log values)
+
+    def genes_for(self, adata: AnnData, train: np.ndarray) -> np.ndarray:
+        if self.fixed is not None:
+            return self.fixed
+        s = self.selection
+        _, sel = gene_scores(
+            self.values[train],
+            adata.var_names,
+            s["flavor"],
+            int(s["n_top"]),
+            hvg_flavor=s["hvg_flavor"],
+            min_fraction=float(s["min_fraction"]),
+        )
+        return sel
+
+
+def _gene_plan(adata: AnnData, genes, select_in_fold: bool) -> _GenePlan:
+    if not isinstance(genes, str):
+        names = [str(g) for g in genes]
+        missing = [g for g in names if g not in adata.var_names]
+        if missing:
+            msg = f"{len(missing)} gene(s) not in `adata.var_names`: {missing[:10]}."
+            raise KeyError(msg)
+        if not names:
+            msg = "`genes` is an empty list."
+            raise ValueError(msg)
+        return _GenePlan(fixed=adata.var_names.isin(names))
+    stored = adata.uns.get(genes, {}).get("params", {}) if isinstance(adata.uns.get(genes), dict) else {}
+    if select_in_fold and stored.get("flavor", "highly_variable") != "list":
+        sel = {
+            "n_top": int(stored.get("n_top", DEFAULT_N_TOP)),
+            "flavor": stored.get("flavor", "highly_variable"),
+            "hvg_flavor": stored.get("hvg_flavor", "pearson_residuals"),
+            "min_fraction": float(stored.get("min_fraction", 0.1)),
+            "layer": None if stored.get("layer", "None") == "None" else stored.get("layer"),
+        }
+        if sel["flavor"] not in ("highly_variable", "mean"):
+            msg = f"`adata.uns[{genes!r}]['params']['flavor']` is {sel['flavor']!r}; expected 'highly_variable' or 'mean'."
+            raise ValueError(msg)
+        values = statistics_values(adata, sel["flavor"], sel["hvg_flavor"], sel["layer"])
+        if sparse.issparse(values):
+            values = values.tocsr()
+        return _GenePlan(fixed=None, selection=sel, values=values)
+    if genes not in adata.var.columns:
+        msg = (
+            f"Gene column {genes!r} not found in `adata.var`. Run `mst.pp.select_genes(adata, key_added={genes!r})` "
+            f"first, pass a list of genes, or use `select_in_fold=True`. Available columns: "
+            f"{list_keys(adata.var.columns)}."
+        )
+        raise KeyError(msg)
+    col = adata.var[genes]
+    if col.dtype != bool:
+        msg = f"`adata.var[{genes!r}]` must be boolean (True = target gene), got dtype {col.dtype}."
+        raise ValueError(msg)
+    if not col.any():
+        msg = f"`adata.var[{genes!r}]` selects no gene."
+        raise ValueError(msg)
+    return _GenePlan(fixed=col.to_numpy(bool))
+
+
+def _dense_cols(y, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    sub = y[rows][:, cols] if sparse.issparse(y) else np.asarray(y)[np.ix_(rows, cols)]
+    return np.asarray(sub.toarray() if sparse.issparse(sub) else sub, dtype=np.float64)
+
+
+def _coords(adata: AnnData, spatial_context: int | None) -> np.ndarray | None:
+    if not spatial_context:
+        return None
+    if "spatial" not in adata.obsm:
+        msg = "`spatial_context` needs spot coordinates in `adata.obsm['spatial']`."
+        raise KeyError(msg)
+    return np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2]
+
+
+def _blas_limits(feats: np.ndarray):
+    """Single-threaded BLAS for small problems, default threading for large ones.
+
+    The many small ridge fits of the inner cross-validation are dominated by thread start-up and, on a shared
+    machine, by oversubscription (measured 20x slower on 2 busy cores).
+    """
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas") if feats.size < 20_000_000 else nullcontext()
+
+
+def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_state):
+    """Select genes on ``train``, fit, predict ``test`` and score it; returns genes, predictions and metrics."""
+    gidx = np.flatnonzero(plan.genes_for(adata, train))
+    y_train = _dense_cols(y, train, gidx)
+    y_test = _dense_cols(y, test, gidx)
+    est, description = make_model(
+        model,
+        n_train=len(train),
+        n_features=feats.shape[1],
+        inner_groups=None if groups is None else groups[train],
+        alphas=alphas,
+        random_state=random_state,
+    )
+    est.fit(feats[train], y_train)
+    p = np.asarray(est.predict(feats[test]), dtype=np.float64).reshape(len(test), len(gidx))
+    t = metrics.gene_table(y_test, p, adata.var_names[gidx]).reset_index()
+    t["n_test"] = len(test)
+    t = t[["gene", "pcc", "mae", "mse", "rmse", "n_test", "constant_in_test"]]
+    ok = t["pcc"].notna()
+    row = {
+        "n_train": len(train),
+        "n_test": len(test),
+        "n_genes": len(gidx),
+        "pcc": float(t.loc[ok, "pcc"].mean()) if ok.any() else float("nan"),
+        "mae": float(t["mae"].mean()),
+        "mse": float(t["mse"].mean()),
+        "rmse": float(t["rmse"].mean()),
+        "n_excluded": int((~ok).sum()),
+        "n_constant_in_test": int(t["constant_in_test"].sum()),
+        "mse_train_mean": float(np.mean((y_test - y_train.mean(axis=0)) ** 2)),
+        "alpha": _chosen_alpha(est),
+    }
+    return gidx, p, t, row, description
+
+
+def _use_rep_hint() -> str:
+    return "Run `mst.pp.extract_patches` then `mst.tl.embed_patches` first (they write `obsm['X_<model>']`)."
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# predict_expression
+# ----------------------------------------------------------------------------------------------------------------
+def predict_expression(
+    data: AnnData | SpatialData,
+    use_rep: str = "X_efficientnet_lite0",
+    *,
+    genes: str | Sequence[str] = Key.MORPH_TARGET,
+    target: str = LOG1P_CP10K,
+    model: Literal["ridge", "mlp"] | Any = "ridge",
+    cv: CV | Any = "leave_one_group_out",
+    groupby: str | None = Key.SECTION,
+    n_splits: int = 5,
+    select_in_fold: bool = True,
+    spatial_context: int | None = None,
+    train_key: str = "train",
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    table_key: str = Key.TABLE,
+    random_state: int = 0,
+    key_added: str = Key.PREDICTED,
+    copy: bool = False,
+) -> AnnData | None:
+    """Predict gene expression from morphology with out-of-fold (cross-validated) predictions.
+
+    Morphology translation (Chelebian, Avenel & Wählby, Nat. Commun. 2025) evaluated as in HEST-Benchmark (Jaume et
+    al., NeurIPS 2024), but without its leakage: in each fold the target genes are re-selected on the training spots
+    (``select_in_fold=True``), and every fitted statistic — scaling, PCA, ridge penalty — sees the training fold
+    only. The default model is the HEST linear probe: features standardised on the training fold, PCA to at most
+    256 components fit on the training fold, ridge regression (:class:`~sklearn.linear_model.RidgeCV`) with the
+    penalty chosen by inner cross-validation on the training fold, grouped by ``groupby`` (leave-sections-out
+    within the training fold, :class:`~sklearn.model_selection.GroupKFold`, R² averaged over genes) when the
+    training fold holds at least two groups, else efficient leave-one-out.
+
+    Gene semantics. With ``genes`` naming a ``var`` column written by :func:`morphst.pp.select_genes` and
+    ``select_in_fold=True``, selection is rerun on each training fold with the parameters stored in
+    ``uns[genes]['params']`` (default: 50 highly variable genes by Pearson residuals); each fold predicts and is
+    evaluated on its own train-selected genes only. The layer holds, for each spot, the genes of the fold that held
+    it out (NaN elsewhere); ``var[f'{key_added}_mask']`` is the union over folds, and the per-gene metrics in
+    ``var`` average over the folds that selected the gene. With ``select_in_fold=False`` (or a list of genes) the
+    same genes are used in every fold; selecting them on all spots beforehand is the leaky HEST variant.
+
+    Parameters
+    ----------
+    data
+        AnnData, or SpatialData whose table ``table_key`` is used.
+    use_rep
+        ``obsm`` key of the morphological features, ``(n_obs, n_features)``.
+    genes
+        Target genes: a boolean ``var`` column (see above) or a list of gene names.
+    target
+        What to predict: ``"log1p_cp10k"`` (log1p of counts per 10,000; the layer if present, else computed from
+        the raw counts in ``X`` and stored), a layer name, or ``"X"``.
+    model
+        ``"ridge"`` (default, see above), ``"mlp"`` (same scaler and PCA, then an MLP with one hidden layer of 256
+        units and early stopping on standardised targets), or any scikit-learn regressor, cloned per fold and used
+        as given (wrap it in a :class:`~sklearn.pipeline.Pipeline` for preprocessing).
+    cv
+        ``"leave_one_group_out"`` (one fold per value of ``groupby``), ``"kfold"`` (``n_splits`` shuffled folds),
+        ``"spatial_block"`` (within each group, ``n_splits`` contiguous strips of equal spot count along the longer
+        axis of ``obsm['spatial']``; fold ``k`` holds out strip ``k`` of every group, so neighbours rarely straddle
+        train and test), ``"train_test"`` (train on ``obs[train_key] == True``, predict the rest), or a
+        scikit-learn splitter (its ``split`` gets ``groups=obs[groupby]``; test sets must be disjoint).
+    groupby
+        ``obs`` column of sections: the groups of ``"leave_one_group_out"``, the inner cross-validation groups, and
+        the sections within which spatial neighbours are searched.
+    n_splits
+        Number of folds of ``"kfold"`` and ``"spatial_block"``.
+    select_in_fold
+        Re-select the target genes on each training fold (no test statistic enters the gene choice).
+    spatial_context
+        Number ``k`` of spatial neighbours (in ``obsm['spatial']``, within the same ``groupby`` section, sparse kNN)
+        whose mean embedding is concatenated to each spot's own (SEPAL / TRIPLEX idea: Pineda et al. 2023, Chung
+        et al. 2024). ``None``: own embedding only. On the legacy ST grid, 4 are the adjacent spots (200 µm away).
+    train_key
+        Boolean ``obs`` column of training spots for ``cv="train_test"``.
+    alphas
+        Ridge penalties searched by the inner cross-validation.
+    table_key
+        Table of a SpatialData.
+    random_state
+        Seed of the fold shuffling, PCA and MLP.
+    key_added
+        Prefix of every slot written.
+    copy
+        Return a copy instead of writing in place (AnnData input only).
+
+    Returns
+    -------
+    ``None``, or a copy of the AnnData if ``copy=True``. Writes:
+
+    ``.layers[key_added]`` : ndarray, shape ``(n_obs, n_vars)``, float32
+        Out-of-fold predictions on the target scale; NaN for genes not predicted for that spot (and for spots in no
+        test set, e.g. training spots of ``"train_test"``).
+    ``.layers['log1p_cp10k']`` : CSR matrix, shape ``(n_obs, n_vars)``, float32
+        The observed target, only when ``target="log1p_cp10k"`` was computed here.
+    ``.obs[f'{key_added}_fold']`` : categorical
+        The fold that held the spot out (for ``"leave_one_group_out"`` the group's name); NaN if never held out.
+    ``.var[f'{key_added}_mask']`` : bool, shape ``(n_vars,)``
+        Genes predicted in at least one fold.
+    ``.var[f'{key_added}_pcc' | '_mae' | '_mse' | '_rmse']`` : float, shape ``(n_vars,)``
+        Mean of the metric over the folds that predicted the gene (Pearson r ignores folds where it is undefined);
+        NaN for genes not predicted.
+    ``.var[f'{key_added}_n_folds']`` : int, shape ``(n_vars,)``
+        Number of folds that predicted the gene.
+    ``.uns[key_added]['fold_metrics']`` : DataFrame
+        One row per fold and gene: ``fold``, ``gene``, ``pcc``, ``mae``, ``mse``, ``rmse``, ``n_test``,
+        ``constant_in_test``.
+    ``.uns[key_added]['per_fold']`` : DataFrame
+        One row per fold: ``fold``, ``n_train``, ``n_test``, ``n_genes``, ``pcc`` (mean over genes with a defined
+        r), ``mae``, ``mse``, ``rmse``, ``n_excluded`` (genes without r), ``n_constant_in_test``, ``mse_train_mean``
+        (MSE of the training-mean predictor), ``alpha`` (ridge penalty chosen; NaN for other models).
+    ``.uns[key_added]['params']`` : dict
+        Everything needed to rerun it, the ``target`` used and the model description.
+
+    Raises
+    ------
+    KeyError
+        If ``use_rep``, the gene column, the target layer, ``groupby`` (for group folds) or ``train_key`` is missing.
+    ValueError
+        Bad ``cv``, ``model``, ``spatial_context`` or ``n_splits``; features with NaN; fewer than 2 groups.
+    """
+    adata = get_adata(data, table_key)
+    # ---- validate everything before writing -----------------------------------------------------------------
+    x = check_obsm(adata, use_rep, hint=_use_rep_hint())
+    k_ctx = _check_spatial_context(spatial_context)
+    coords = _coords(adata, k_ctx)
+    y, store_target = _target_matrix(adata, target)
+    if sparse.issparse(y):
+        y = y.tocsr()
+    plan = _gene_plan(adata, genes, select_in_fold)
+    folds = make_folds(
+        adata,
+        cv,
+        groupby=groupby,
+        n_splits=n_splits,
+        train_key=train_key,
+        random_state=random_state,
+        n_features=x.shape[1],
+    )
+    if isinstance(model, str):
+        make_model(model, n_train=2, n_features=1)  # raises on an unknown name
+    groups = _groups(adata, groupby)
+    feats = _features(x, coords, k_ctx, groups)
+
+    start = logg.info(
+        f"predicting expression from `obsm[{use_rep!r}]` ({feats.shape[1]} features) in {len(folds)} folds "
+        f"({cv if isinstance(cv, str) else type(cv).__name__})"
+    )
+    pred = np.full((adata.n_obs, adata.n_vars), np.nan, dtype=np.float32)
+    fold_label = np.full(adata.n_obs, None, dtype=object)
+    tables, per_fold = [], []
+    description = ""
+    from tqdm.auto import tqdm
+
+    from .._settings import settings
+
+    with _blas_limits(feats):
+        for name, train, test in tqdm(folds, desc="folds", disable=not settings.progress_bar, leave=False):
+            gidx, p, table, row, description = _run_fold(
+                adata, feats, y, plan, train, test, model, groups, alphas, random_state
+            )
+            pred[np.ix_(test, gidx)] = p
+            fold_label[test] = name
+            table.insert(0, "fold", name)
+            tables.append(table)
+            per_fold.append({"fold": name, **row})
+    fm = pd.concat(tables, ignore_index=True)
+    fold_names = [f[0] for f in folds]
+    fm["fold"] = pd.Categorical(fm["fold"], categories=fold_names)
+    pf = pd.DataFrame(per_fold)
+    pf["fold"] = pd.Categorical(pf["fold"], categories=fold_names)
+
+    # ---- write ---------------------------------------------------------------------------------------------------
+    if copy:
+        adata = adata.copy()
+    if store_target:
+        adata.layers[LOG1P_CP10K] = y
+    adata.layers[key_added] = pred
+    adata.obs[f"{key_added}_fold"] = pd.Categorical(fold_label, categories=fold_names)
+    per_gene = fm.groupby("gene", observed=True)[["pcc", "mae", "mse", "rmse"]].mean()
+    counts = fm.groupby("gene", observed=True).size()
+    adata.var[f"{key_added}_mask"] = adata.var_names.isin(per_gene.index)
+    for col in ("pcc", "mae", "mse", "rmse"):
+        adata.var[f"{key_added}_{col}"] = per_gene[col].reindex(adata.var_names).to_numpy(np.float64)
+    adata.var[f"{key_added}_n_folds"] = counts.reindex(adata.var_names).fillna(0).to_numpy(np.int64)
+    adata.uns[key_added] = {
+        "fold_metrics": fm,
+        "per_fold": pf,
+        "params": records_params(
+            use_rep=use_rep,
+            genes=genes if isinstance(genes, str) else list(genes),
+            gene_selection=plan.selection if plan.fixed is None else None,
+            target=target,
+            model=model if isinstance(model, str) else repr(model),
+            model_description=description,
+            cv=cv if isinstance(cv, str) else repr(cv),
+            groupby=groupby,
+            n_splits=int(n_splits),
+            select_in_fold=plan.fixed is None,
+            spatial_context=k_ctx,
+            train_key=train_key,
+            alphas=[float(a) for a in alphas],
+            n_features=int(feats.shape[1]),
+            random_state=random_state,
+            table_key=table_key,
+        ),
+    }
+    ok = pf["pcc"].notna()
+    logg.info(
+        f"    finished: mean PCC {pf.loc[ok, 'pcc'].mean():.3f} over {len(pf)} folds "
+        f"(range {pf['pcc'].min():.3f}–{pf['pcc'].max():.3f}); added `.layers[{key_added!r}]`, "
+        f"`.obs['{key_added}_fold']`, `.var['{key_added}_mask' | '_pcc' | '_mae' | '_mse' | '_rmse']`, "
+        f"`.uns[{key_added!r}]`",
+        time=start,
+    )
+    return adata if copy else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Translator
+# ----------------------------------------------------------------------------------------------------------------
+class Translator:
+    """A fitted morphology -> expression model that can be saved and applied to new images.
+
+    Made by :func:`fit_translator`. Holds the fitted estimator, the target genes, the feature recipe (``use_rep``,
+    ``spatial_context``) and the patch / embedding parameters of the training data, so that
+    :meth:`predict_sdata` and :meth:`predict_grid` can cut and embed patches of a new section in the same way.
+
+    Attributes
+    ----------
+    estimator
+        Fitted scikit-learn estimator mapping features ``(n, n_features)`` to ``(n, n_genes)``.
+    genes
+        Names of the predicted genes.
+    use_rep
+        ``obsm`` key of the features, ``"X_<model>"``.
+    target
+        Scale of the predictions (e.g. ``"log1p_cp10k"``).
+    spatial_context
+        ``k`` of the neighbour-mean features, or ``None``.
+    patch_params
+        ``uns['patches']['params']`` of the training table (patch µm, px, context), or ``{}``.
+    embed_params
+        Parameters of the embedding (model name, weights), or ``{}``.
+    params
+        Fitting parameters.
+    """
+
+    def __init__(
+        self,
+        estimator,
+        genes: Sequence[str],
+        *,
+        use_rep: str,
+        target: str,
+        spatial_context: int | None,
+        n_features: int,
+        patch_params: dict | None = None,
+        embed_params: dict | None = None,
+        params: dict | None = None,
+    ) -> None:
+        self.estimator = estimator
+        self.genes = [str(g) for g in genes]
+        self.use_rep = use_rep
+        self.target = target
+        self.spatial_context = spatial_context
+        self.n_features = int(n_features)
+        self.patch_params = dict(patch_params or {})
+        self.embed_params = dict(embed_params or {})
+        self.params = dict(params or {})
+
+    def __repr__(self) -> str:
+        ctx = f", spatial_context={self.spatial_context}" if self.spatial_context else ""
+        return (
+            f"Translator({len(self.genes)} genes from {self.use_rep!r} ({self.n_features} features){ctx}, "
+            f"target={self.target!r})"
+        )
+
+    # ---- persistence --------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Save with :mod:`joblib` (a pickle: load only files you trust)."""
+        import joblib
+
+        joblib.dump(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Translator:
+        """Load a translator written by :meth:`save` (a pickle: load only files you trust)."""
+        import joblib
+
+        obj = joblib.load(path)
+        if not isinstance(obj, cls):
+            msg = f"{path} holds a {type(obj).__name__}, not a morphst Translator."
+            raise TypeError(msg)
+        return obj
+
+    # ---- prediction ---------------------------------------------------------------------------------------------
+    def features(self, adata: AnnData, *, groupby: str | None = None) -> np.ndarray:
+        """The model input of ``adata``: ``obsm[use_rep]``, plus the neighbour mean if ``spatial_context``."""
+        x = check_obsm(adata, self.use_rep, hint=_use_rep_hint())
+        n_own = self.n_features // 2 if self.spatial_context else self.n_features
+        if x.shape[1] != n_own:
+            msg = (
+                f"`obsm[{self.use_rep!r}]` has {x.shape[1]} features; the translator was fit on {n_own}. "
+                "Embed with the same model as the training data."
+            )
+            raise ValueError(msg)
+        coords = _coords(adata, self.spatial_context)
+        if groupby is None:
+            groupby = self.params.get("groupby")
+            groupby = None if groupby == "None" else groupby
+        groups = _groups(adata, groupby)
+        return _features(x, coords, self.spatial_context, groups)
+
+    def predict(self, adata: AnnData, *, groupby: str | None = None) -> np.ndarray:
+        """Predicted expression, ``(n_obs, n_genes)`` float32 on the target scale, from ``obsm[use_rep]``.
+
+        With ``spatial_context``, neighbours come from ``obsm['spatial']`` within each ``groupby`` section
+        (default: the training ``groupby`` if that column exists, else all spots together).
+        """
+        f = self.features(adata, groupby=groupby)
+        return np.asarray(self.estimator.predict(f), dtype=np.float32).reshape(len(f), len(self.genes))
+
+    def predict_adata(self, adata: AnnData, *, groupby: str | None = None) -> AnnData:
+        """A new AnnData: ``X`` = predictions ``(n_obs, n_genes)``, ``obs``/``obsm`` copied from ``adata``."""
+        import anndata as ad
+
+        out = ad.AnnData(
+            self.predict(adata, groupby=groupby),
+            obs=adata.obs.copy(),
+            var=pd.DataFrame(index=pd.Index(self.genes)),
+            obsm={k: np.asarray(v) for k, v in adata.obsm.items()},
+        )
+        out.uns["morphst_translation"] = {"params": records_params(target=self.target, **self._summary())}
+        return out
+
+    def _summary(self) -> dict:
+        return {
+            "use_rep": self.use_rep,
+            "spatial_context": self.spatial_context,
+            "n_genes": len(self.genes),
+            "model_description": self.params.get("model_description", ""),
+        }
+
+
+def _embedding_params(adata: AnnData, use_rep: str) -> dict:
+    """Parameters that the embedding step stored for ``use_rep`` (if any)."""
+    for key in (use_rep, use_rep.removeprefix("X_"), f"embed_{use_rep.removeprefix('X_')}"):
+        v = adata.uns.get(key)
+        if isinstance(v, dict) and isinstance(v.get("params"), dict):
+            return dict(v["params"])
+    return {}
+
+
+def fit_translator(
+    data: AnnData | SpatialData,
+    use_rep: str = "X_efficientnet_lite0",
+    *,
+    genes: str | Sequence[str] = Key.MORPH_TARGET,
+    target: str = LOG1P_CP10K,
+    model: Literal["ridge", "mlp"] | Any = "ridge",
+    train: str | np.ndarray | Sequence[str] | None = None,
+    groupby: str | None = Key.SECTION,
+    select_on_train: bool = True,
+    spatial_context: int | None = None,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    table_key: str = Key.TABLE,
+    random_state: int = 0,
+) -> Translator:
+    """Fit a morphology -> expression model on (a subset of) the spots and return it as a :class:`Translator`.
+
+    The same recipe as one fold of :func:`predict_expression` (same genes rule, model, inner cross-validation and
+    features), so a translator fit on the training sections of a fold reproduces that fold's out-of-fold
+    predictions exactly. Apply it with :meth:`Translator.predict_sdata` to a new H&E section (no expression needed)
+    or with :meth:`Translator.predict_grid` to a dense grid of patches between and around the spots.
+
+    Parameters
+    ----------
+    data
+        AnnData, or SpatialData whose table ``table_key`` is used.
+    use_rep
+        ``obsm`` key of the morphological features.
+    genes
+        Target genes: a boolean ``var`` column or a list of names. With ``select_on_train=True`` and a column
+        written by :func:`morphst.pp.select_genes`, the selection is rerun on the training spots with its stored
+        parameters.
+    target
+        ``"log1p_cp10k"`` (computed from raw counts in ``X`` if the layer is missing), a layer name or ``"X"``.
+    model
+        ``"ridge"``, ``"mlp"`` or a scikit-learn regressor (see :func:`predict_expression`).
+    train
+        Training spots: ``None`` (all), a boolean ``obs`` column name, a boolean array, integer positions, or a
+        list of ``groupby`` values (e.g. ``["C2", "C4", "C5", "C6"]``).
+    groupby
+        ``obs`` column of sections (inner cross-validation groups, spatial neighbourhoods).
+    select_on_train
+        Re-select the genes on the training spots (see ``genes``).
+    spatial_context
+        ``k`` spatial neighbours whose mean embedding is appended (see :func:`predict_expression`).
+    alphas
+        Ridge penalties searched by the inner cross-validation.
+    table_key
+        Table of a SpatialData.
+    random_state
+        Seed of the PCA and MLP.
+
+    Returns
+    -------
+    The fitted :class:`Translator`; the data are not modified.
+
+    Raises
+    ------
+    KeyError
+        If ``use_rep``, the gene column, the target layer or a training group is missing.
+    ValueError
+        Bad ``model``, ``spatial_context`` or training mask (fewer than 2 spots).
+    """
+    adata = get_adata(data, table_key)
+    x = check_obsm(adata, use_rep, hint=_use_rep_hint())
+    k_ctx = _check_spatial_context(spatial_context)
+    coords = _coords(adata, k_ctx)
+    y, _ = _target_matrix(adata, target)
+    if sparse.issparse(y):
+        y = y.tocsr()
+    plan = _gene_plan(adata, genes, select_on_train)
+    groups = _groups(adata, groupby)
+    if train is not None and not isinstance(train, str | np.ndarray) and all(isinstance(t, str) for t in train):
+        if groups is None:
+            msg = f"`train` lists groups but `groupby`={groupby!r} is not an obs column."
+            raise KeyError(msg)
+        missing = [t for t in train if t not in set(map(str, pd.unique(groups)))]
+        if missing:
+            msg = (
+                f"Training groups {missing} not in `adata.obs[{groupby!r}]`: {list_keys(map(str, pd.unique(groups)))}."
+            )
+            raise KeyError(msg)
+        m = np.isin(groups.astype(str), list(train))
+    else:
+        m = resolve_mask(adata, train)
+    rows = np.flatnonzero(m)
+    feats = _features(x, coords, k_ctx, groups)
+    start = logg.info(f"fitting a translator on {len(rows)} spots from `obsm[{use_rep!r}]`")
+    gidx = np.flatnonzero(plan.genes_for(adata, rows))
+    est, description = make_model(
+        model,
+        n_train=len(rows),
+        n_features=feats.shape[1],
+        inner_groups=None if groups is None else groups[rows],
+        alphas=alphas,
+        random_state=random_state,
+    )
+    with _blas_limits(feats):
+        est.fit(feats[rows], _dense_cols(y, rows, gidx))
+    patches = adata.uns.get(Key.PATCHES, {})
+    tr = Translator(
+        est,
+        adata.var_names[gidx],
+        use_rep=use_rep,
+        target=target,
+        spatial_context=k_ctx,
+        n_features=feats.shape[1],
+        patch_params=dict(patches.get("params", {})) if isinstance(patches, dict) else {},
+        embed_params=_embedding_params(adata, use_rep),
+        params=records_params(
+            genes=genes if isinstance(genes, str) else list(genes),
+            gene_selection=plan.selection if plan.fixed is None else None,
+            model=model if isinstance(model, str) else repr(model),
+            model_description=description,
+            groupby=groupby,
+            n_train=len(rows),
+            alpha=_chosen_alpha(est),
+            alphas=[float(a) for a in alphas],
+            random_state=random_state,
+        ),
+    )
+    logg.info(f"    finished: {tr!r}", time=start)
+    return tr

@@ -1,0 +1,159 @@
+"""mst.pp.select_genes and mst.pp.normalize: statistics on the masked spots only, agreement with scanpy."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+from scipy import sparse
+
+import morphst as mst
+
+
+def make_counts(n_obs=200, n_vars=300, seed=0):
+    rng = np.random.default_rng(seed)
+    mu = rng.gamma(0.6, 3.0, size=n_vars)
+    depth = rng.uniform(0.5, 2.0, size=n_obs)
+    x = rng.poisson(np.outer(depth, mu)).astype(np.float32)
+    obs = pd.DataFrame(
+        {"section": pd.Categorical(np.repeat(["A", "B"], n_obs // 2))}, index=[f"s{i}" for i in range(n_obs)]
+    )
+    a = ad.AnnData(sparse.csr_matrix(x), obs=obs)
+    a.var_names = [f"g{j}" for j in range(n_vars)]
+    return a
+
+
+def test_normalize_equals_hand_computation():
+    a = make_counts()
+    x = a.X.toarray()
+    mst.pp.normalize(a)
+    want = np.log1p(x / x.sum(axis=1, keepdims=True) * 1e4)
+    got = a.layers["log1p_cp10k"]
+    got = got.toarray() if sparse.issparse(got) else got
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(a.X.toarray(), x)  # X untouched
+    assert a.uns["log1p_cp10k"]["params"]["target_sum"] == 1e4
+
+
+def test_normalize_rejects_log_values():
+    a = make_counts()
+    a.layers["neg"] = a.X.toarray() - 1
+    with pytest.raises(ValueError, match="negative"):
+        mst.pp.normalize(a, layer="neg")
+    assert "log1p_cp10k" not in a.layers
+
+
+def test_gene_varying_only_outside_mask_is_never_selected():
+    a = make_counts()
+    x = a.X.toarray()
+    test = (a.obs["section"] == "B").to_numpy()
+    rng = np.random.default_rng(1)
+    x[~test, 7] = 0  # absent from the training spots ...
+    x[test, 7] = rng.choice([0, 500], size=test.sum())  # ... and the most variable gene among the test spots
+    x[~test, 8] = 3  # constant in training, wildly variable in test
+    x[test, 8] = rng.choice([0, 800], size=test.sum())
+    a.X = sparse.csr_matrix(x)
+    for hvg in ("pearson_residuals", "seurat", "cell_ranger"):
+        mst.pp.select_genes(a, 20, hvg_flavor=hvg, mask=~test)
+        assert a.var["morph_target"].sum() == 20
+        assert not a.var.loc["g7", "morph_target"], hvg
+        assert not a.var.loc["g8", "morph_target"], hvg
+    # with all spots the planted genes dominate: the test shows the mask matters
+    mst.pp.select_genes(a, 20, mask=None)
+    assert a.var.loc["g7", "morph_target"]
+    assert a.var.loc["g8", "morph_target"]
+
+
+def test_mask_equals_subsetting_and_scanpy():
+    a = make_counts()
+    m = (a.obs["section"] == "A").to_numpy()
+    mst.pp.select_genes(a, 25, mask=m, min_fraction=0.0)
+    sub = a[m].copy()
+    keep = np.asarray((sub.X > 0).sum(axis=0)).ravel() > 0
+    ref = sc.experimental.pp.highly_variable_genes(
+        sub[:, keep].copy(), flavor="pearson_residuals", n_top_genes=25, inplace=False
+    )
+    want = set(sub.var_names[keep][ref["highly_variable"].to_numpy()])
+    assert set(a.var_names[a.var["morph_target"]]) == want
+    # same result from an obs column mask and from integer positions
+    a.obs["train"] = m
+    mst.pp.select_genes(a, 25, mask="train", min_fraction=0.0, key_added="by_col")
+    mst.pp.select_genes(a, 25, mask=np.flatnonzero(m), min_fraction=0.0, key_added="by_pos")
+    np.testing.assert_array_equal(a.var["by_col"], a.var["morph_target"])
+    np.testing.assert_array_equal(a.var["by_pos"], a.var["morph_target"])
+    assert a.uns["morph_target"]["params"]["n_spots"] == m.sum()
+
+
+def test_seurat_flavour_matches_scanpy():
+    a = make_counts()
+    mst.pp.normalize(a)
+    mst.pp.select_genes(a, 30, hvg_flavor="seurat", min_fraction=0.0)
+    keep = np.asarray((a.X > 0).sum(axis=0)).ravel() > 0
+    tmp = ad.AnnData(a.layers["log1p_cp10k"][:, keep].copy())
+    df = sc.pp.highly_variable_genes(tmp, flavor="seurat", n_top_genes=30, inplace=False)
+    want = set(a.var_names[keep][df["highly_variable"].to_numpy()])
+    assert set(a.var_names[a.var["morph_target"]]) == want
+
+
+def test_mean_flavour_and_min_fraction():
+    a = make_counts()
+    mst.pp.normalize(a)
+    logv = a.layers["log1p_cp10k"].toarray()
+    mst.pp.select_genes(a, 10, flavor="mean")
+    want = np.argsort(-logv.mean(axis=0), kind="stable")[:10]
+    assert set(np.flatnonzero(a.var["morph_target"])) == set(want)
+    detected = (logv > 0).mean(axis=0) >= 0.1
+    np.testing.assert_allclose(a.var["morph_target_score"][detected], logv.mean(axis=0)[detected], rtol=1e-5)
+    assert np.isnan(a.var["morph_target_score"][~detected]).all()
+    # a gene detected in 5% of spots is dropped by the 10% filter, however high it is there
+    x = a.X.toarray()
+    x[:, 3] = 0
+    x[:10, 3] = 100_000
+    a.X = sparse.csr_matrix(x)
+    del a.layers["log1p_cp10k"]
+    mst.pp.select_genes(a, 10, flavor="mean", min_fraction=0.1)
+    assert np.isnan(a.var.loc["g3", "morph_target_score"])
+    mst.pp.select_genes(a, 10, flavor="mean", min_fraction=0.0)
+    assert np.isfinite(a.var.loc["g3", "morph_target_score"])
+
+
+def test_list_flavour_and_errors():
+    a = make_counts()
+    mst.pp.select_genes(a, flavor=["g1", "g5"])
+    assert list(a.var_names[a.var["morph_target"]]) == ["g1", "g5"]
+    before = a.var.copy()
+    with pytest.raises(KeyError, match="not in"):
+        mst.pp.select_genes(a, flavor=["g1", "nope"], key_added="x")
+    with pytest.raises(KeyError, match="Available layers"):
+        mst.pp.select_genes(a, hvg_flavor="seurat", layer="nope", key_added="x")
+    with pytest.raises(KeyError, match="Available columns"):
+        mst.pp.select_genes(a, mask="nope", key_added="x")
+    with pytest.raises(ValueError, match="n_top"):
+        mst.pp.select_genes(a, 0, key_added="x")
+    with pytest.raises(ValueError, match="hvg_flavor"):
+        mst.pp.select_genes(a, hvg_flavor="nope", key_added="x")
+    pd.testing.assert_frame_equal(a.var, before)
+    assert "x" not in a.uns
+
+
+def test_copy_returns_new_object():
+    a = make_counts()
+    b = mst.pp.select_genes(a, 5, copy=True)
+    assert "morph_target" not in a.var
+    assert b.var["morph_target"].sum() == 5
+
+
+def test_her2st_train_fold_selection(her2st_adata):
+    a = her2st_adata.copy()
+    test = (a.obs["section"] == "C2").to_numpy()
+    mst.pp.select_genes(a, 50, mask=~test)
+    genes = set(a.var_names[a.var["morph_target"]])
+    assert len(genes) == 50
+    # the tissue-structure genes of HER2+ breast cancer are found (immunoglobulins, collagen, HLA class II)
+    assert {"IGKC", "COL1A1", "HLA-DRA"} <= genes
+    # statistics on C3-C6 only: identical to selecting on the subset
+    sub = a[~test].copy()
+    mst.pp.select_genes(sub, 50)
+    assert set(sub.var_names[sub.var["morph_target"]]) == genes
