@@ -89,7 +89,7 @@ def _read_level(base, chosen) -> tuple[np.ndarray, float, float]:
     from skimage.transform import downscale_local_mean
 
     step = max(1, factor // 4)
-    img = _to_yxc(base.isel(y=slice(None, None, step), x=slice(None, None, step)))
+    img = _to_yxc(base.isel(y=slice(step // 2, None, step), x=slice(step // 2, None, step)))  # centre samples
     b = factor // step
     h, w = (img.shape[0] // b) * b, (img.shape[1] // b) * b
     out = downscale_local_mean(img[:h, :w], (b, b) + (1,) * (img.ndim - 2))
@@ -256,6 +256,7 @@ def draw_panel(
 
     Returns the mappable (for a colour bar) when ``values`` is given, else ``None``.
     """
+    import matplotlib
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Circle
 
@@ -272,9 +273,8 @@ def draw_panel(
         coll.set_linewidth(0)
         if values is not None:
             coll.set_array(np.ma.masked_invalid(np.asarray(values, dtype=float)))
-            coll.set_cmap(cmap)
+            coll.set_cmap(matplotlib.colormaps[cmap].with_extremes(bad="lightgrey") if isinstance(cmap, str) else cmap)
             coll.set_clim(vmin, vmax)
-            coll.cmap.set_bad("lightgrey")
             mappable = coll
         elif colors is not None:
             coll.set_facecolor(colors)
