@@ -32,6 +32,36 @@ def _labels_by_size(labels: np.ndarray) -> pd.Categorical:
     return pd.Categorical(out, categories=natsorted(mapping.values()))
 
 
+class _CsrMatrixNNDescent:
+    """scanpy's default large-data kNN (pynndescent, UMAP's settings), returning a ``scipy.sparse.csr_matrix``.
+
+    pynndescent >= 0.6 returns a ``csr_array``, which scanpy 1.11 cannot read (``getnnz``); this wrapper converts.
+    """
+
+    def __init__(self, n_obs: int, n_neighbors: int, random_state: int) -> None:
+        from pynndescent import PyNNDescentTransformer
+
+        self._t = PyNNDescentTransformer(
+            n_neighbors=n_neighbors,
+            n_trees=min(64, 5 + round(n_obs**0.5 / 20.0)),
+            n_iters=max(5, round(np.log2(n_obs))),
+            random_state=random_state,
+        )
+
+    def get_params(self, deep: bool = True) -> dict:
+        return self._t.get_params(deep)
+
+    def fit_transform(self, x, y=None):
+        from scipy import sparse
+
+        return sparse.csr_matrix(self._t.fit_transform(x))
+
+
+def _knn_transformer(n_obs: int, n_neighbors: int, random_state: int = 0):
+    """``None`` (scanpy's exact kNN) for small data, else :class:`_CsrMatrixNNDescent`."""
+    return None if n_obs < 4096 else _CsrMatrixNNDescent(n_obs, n_neighbors, random_state)
+
+
 def _leiden_labels(tmp: AnnData, resolution: float, random_state: int) -> np.ndarray:
     import scanpy as sc
 
@@ -164,7 +194,14 @@ def domains(
         import scanpy as sc
 
         tmp = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()), obsm={use_rep: x})
-        sc.pp.neighbors(tmp, use_rep=use_rep, n_neighbors=min(n_neighbors, adata.n_obs - 1), random_state=random_state)
+        k = min(n_neighbors, adata.n_obs - 1)
+        sc.pp.neighbors(
+            tmp,
+            use_rep=use_rep,
+            n_neighbors=k,
+            transformer=_knn_transformer(adata.n_obs, k, random_state),
+            random_state=random_state,
+        )
         if n_domains is None:
             labels = _leiden_labels(tmp, resolution, random_state)
             res_used, trace = resolution, [[float(resolution), len(np.unique(labels))]]
