@@ -199,6 +199,8 @@ def predicted_vs_observed(
             both = np.concatenate([obs_v, pred_v])
             lims = [(np.nanmin(both), np.nanmax(both))] * 2
         titles = [f"{g} observed{where}", f"{g} predicted" + (f", {how} {pcc:.2f}" if how else "")]
+        if not np.isfinite(pred_v).any():  # with in-fold gene selection, a fold may not have selected this gene
+            titles[1] = f"{g}: not predicted here\n(not selected in this fold's training part)"
         for k, (vals, title) in enumerate(zip((obs_v, pred_v), titles, strict=True)):
             m = draw_panel(
                 axes[i, k], panel, values=vals, cmap=cmap, vmin=lims[k][0], vmax=lims[k][1], alpha=alpha, title=title

@@ -1,0 +1,73 @@
+"""The documentation builds with warnings as errors, and its API page lists every public function."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import morphst as mst
+
+REPO = Path(__file__).resolve().parents[1]
+pytest.importorskip("sphinx")
+pytest.importorskip("myst_nb")
+pytest.importorskip("numpydoc")
+
+
+def _public(module: types.ModuleType, prefix: str) -> set[str]:
+    """Public functions and classes of ``module`` (its ``__all__``), and of its public submodules, as ``prefix.name``."""
+    out = set()
+    for name in getattr(module, "__all__", []):
+        obj = getattr(module, name)
+        if isinstance(obj, types.ModuleType):
+            sub = obj
+            for sname in getattr(sub, "__all__", []):
+                sobj = getattr(sub, sname)
+                if inspect.isfunction(sobj) or inspect.isclass(sobj):
+                    out.add(f"{prefix}.{name}.{sname}")
+        elif inspect.isfunction(obj) or inspect.isclass(obj):
+            out.add(f"{prefix}.{name}")
+    return out
+
+
+def test_api_page_lists_every_public_function():
+    text = (REPO / "docs" / "api.md").read_text()
+    listed = set(re.findall(r"^\s{3}((?:pp|tl|pl|datasets)\.[\w.]+)\s*$", text, flags=re.M))
+    public = set()
+    for name in ("pp", "tl", "pl", "datasets"):
+        public |= _public(getattr(mst, name), name)
+    missing = sorted(public - listed)
+    assert not missing, f"add to docs/api.md: {missing}"
+    stale = sorted(n for n in listed if n.count(".") == 1 and n not in public)
+    assert not stale, f"not public any more, remove from docs/api.md: {stale}"
+
+
+def test_docs_build_without_warnings(tmp_path):
+    """``sphinx-build -W`` on a copy of docs/ and tutorials/ (so stale generated stubs cannot hide or cause errors)."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "docs", src / "docs", ignore=shutil.ignore_patterns("generated", "tutorials", "_build"))
+    if (REPO / "tutorials").is_dir():
+        shutil.copytree(REPO / "tutorials", src / "tutorials", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    out = tmp_path / "html"
+    cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-d", str(tmp_path / "doctrees")]
+    proc = subprocess.run(
+        [*cmd, str(src / "docs"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    assert "WARNING" not in log, log[-5000:]
+    api = (out / "api.html").read_text()
+    for name in ("morphst.pl.predicted_vs_observed", "morphst.tl.predict_expression", "morphst.datasets.her2st"):
+        assert name in api
+    for nb in sorted((REPO / "tutorials").glob("*.ipynb")):
+        assert (out / "tutorials" / f"{nb.stem}.html").is_file(), f"tutorial {nb.name} not rendered"
