@@ -248,3 +248,31 @@ def test_pl_quadrants_missing_result():
     adata = make_quadrant_adata()
     with pytest.raises(KeyError, match=r"mst\.tl\.quadrants"):
         mst.pl.quadrants(adata)
+
+
+# ------------------------------------------------------------------------------------------------------- real data
+def test_her2st_expression_features_are_shared_shuffled_are_noise(her2st_adata):
+    """On HER2ST C2–C6: 'features' that are HVG expression itself are shared, and mostly relevant to the authors'
+    clusters (which come from expression); the same features with spots shuffled are noise."""
+    import scanpy as sc
+
+    adata = her2st_adata.copy()
+    adata.layers["lognorm"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4, layer="lognorm")
+    sc.pp.log1p(adata, layer="lognorm")
+    sc.pp.highly_variable_genes(adata, layer="lognorm", n_top_genes=50, flavor="seurat")
+    hvg = adata.var_names[adata.var["highly_variable"]]
+    expr = adata[:, hvg[:6]].layers["lognorm"]
+    expr = np.asarray(expr.toarray() if hasattr(expr, "toarray") else expr, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    adata.obsm["X_fake"] = np.hstack([expr, expr[rng.permutation(adata.n_obs)]])
+    mst.tl.quadrants(adata, "X_fake", layer="lognorm", n_perms=20)
+    res = adata.uns["quadrants"]
+    df = res["features"]
+    assert res["params"]["n_obs_excluded_missing_annotation"] == 7  # 7 HER2ST spots have no cluster
+    # all six are shared (r = 1 with themselves); most are relevant to the expression-derived clusters
+    assert df["quadrant"].iloc[:6].isin(["translation", "overestimation"]).all()
+    assert (df["quadrant"].iloc[:6] == "translation").sum() >= 4
+    np.testing.assert_allclose(df["shared"].iloc[:6], 1.0, atol=1e-5)  # each equals one of the genes
+    assert list(df["best_gene"].iloc[:6]) == list(hvg[:6])
+    assert (df["quadrant"].iloc[6:] == "noise").sum() >= 5
