@@ -221,7 +221,7 @@ def test_pl_quadrants_figure(toy, tmp_path):
     fig = mst.pl.quadrants(adata, compare="quadrants_median", return_fig=True)
     axes = [a for a in fig.axes if a.collections]
     assert len(axes) == 2
-    assert axes[0].get_title() == "X_toy"
+    assert [a.get_title() for a in axes] == ["X_toy (quadrants)", "X_toy (quadrants_median)"]
     assert "relevance" in axes[0].get_ylabel()
     assert "max |Pearson r|" in axes[0].get_xlabel()
     # threshold lines at the stored thresholds

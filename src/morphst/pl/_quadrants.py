@@ -66,7 +66,8 @@ def quadrants(
     alpha
         Marker opacity.
     title
-        Panel title(s); default the representation (``params['use_rep']``) of each key.
+        Panel title(s); default the representation (``params['use_rep']``) of each key, with the key when two
+        panels share a representation.
     legend
         Draw a legend of the quadrants (on the last panel).
     ax
@@ -97,6 +98,9 @@ def quadrants(
         msg = f"`title` holds {len(titles)} title(s) for {len(keys)} panel(s)."
         raise ValueError(msg)
     colors = {**QUADRANT_COLORS, **(dict(palette) if palette else {})}
+    if titles is None:
+        reps = [str(r.get("params", {}).get("use_rep", k)) for k, r in zip(keys, results, strict=True)]
+        titles = [f"{rep} ({k})" if reps.count(rep) > 1 else rep for rep, k in zip(reps, keys, strict=True)]
 
     fig, axs = make_axes(ax, len(keys), figsize=figsize)
     xmax = max(float(np.nanmax(r["features"]["shared"])) for r in results)
@@ -105,7 +109,7 @@ def quadrants(
     ymax = max(ymax, *(float(r["thresholds"]["relevance"]) for r in results))
     xlim, ylim = (0.0, min(1.0, xmax * 1.08) or 1.0), (0.0, ymax * 1.08 or 1.0)
 
-    for i, (k, res, a) in enumerate(zip(keys, results, axs, strict=True)):
+    for i, (res, a) in enumerate(zip(results, axs, strict=True)):
         df = res["features"]
         thr = res["thresholds"]
         quad = np.asarray(df["quadrant"], dtype=object)
@@ -137,9 +141,10 @@ def quadrants(
                 a.text(
                     x, y, f"{_ROMAN[q]} {float(shares[q]):.0%}", transform=a.transAxes, ha=ha, va=va,
                     color=colors[q], fontsize=9, fontweight="bold",
+                    bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1.0},
                 )  # fmt: skip
         params = res.get("params", {})
-        a.set_title(titles[i] if titles is not None else str(params.get("use_rep", k)))
+        a.set_title(titles[i])
         a.set_xlabel("shared with expression (max |Pearson r|)")
         if i == 0:
             a.set_ylabel(f"relevance to {params.get('annotation_key', 'annotation')!s} (MI, nats)")
