@@ -814,6 +814,306 @@ class Translator:
         out.uns["morphst_translation"] = {"params": records_params(target=self.target, **self._summary())}
         return out
 
+    # ---- SpatialData ---------------------------------------------------------------------------------------------
+    def _embed_kwargs(self, model, weights) -> dict:
+        ep = self.embed_params
+        if model is None:
+            model = ep.get("model")
+            if not model or str(model).startswith("callable"):
+                msg = (
+                    f"The translator does not know how `obsm[{self.use_rep!r}]` was made (no embedding parameters "
+                    "were stored with the training data); pass `model=` (and `weights=`) as given to "
+                    "`mst.tl.embed_patches`."
+                )
+                raise ValueError(msg)
+        if weights is None:
+            src = str(ep.get("weights", ""))
+            if src.startswith("random"):
+                weights = "random"
+            elif src.startswith("file ") and os.path.exists(src[5:]):
+                weights = src[5:]
+        ctx = ep.get("context", False)
+        rs = ep.get("random_state", 0)
+        return {
+            "model": model,
+            "weights": weights,
+            "context": False if ctx in (None, "None") else ctx,
+            "random_state": 0 if rs in (None, "None") else int(rs),
+        }
+
+    def _patch_kwargs(self, patch_size, target_px, context) -> dict:
+        pp = {k: (None if v == "None" else v) for k, v in self.patch_params.items()}
+        out = {
+            "patch_size": float(patch_size if patch_size is not None else pp.get("patch_size", 112.0)),
+            "target_px": int(target_px if target_px is not None else pp.get("target_px", 224)),
+            "context": context if context is not None else (pp.get("context") or None),
+        }
+        for k in ("um_per_px", "channels", "intensity_range", "fill_value"):
+            if pp.get(k) is not None:
+                out[k] = tuple(pp[k]) if k == "intensity_range" else pp[k]
+        return out
+
+    def predict_sdata(
+        self,
+        sdata: SpatialData,
+        *,
+        shapes_key: str | Sequence[str] | None = None,
+        image_key: str | None = None,
+        table_key: str = "morph_predicted",
+        model: str | None = None,
+        weights: str | os.PathLike | None = None,
+        patch_size: float | None = None,
+        target_px: int | None = None,
+        context: Sequence[float] | None = None,
+        batch_size: int = 64,
+        device: str | None = None,
+        dtype: Literal["auto", "float32", "bfloat16"] = "auto",
+        overwrite: bool = False,
+        inplace: bool = True,
+    ) -> AnnData | None:
+        """Predict expression for every shape of a SpatialData that has an image but no expression.
+
+        Builds a table annotating ``shapes_key``, cuts patches with :func:`morphst.pp.extract_patches` and the
+        training patch geometry (µm side, px, context), embeds them with :func:`morphst.tl.embed_patches` and the
+        training encoder, and predicts (a new H&E section in, a predicted-expression table out).
+
+        Parameters
+        ----------
+        sdata
+            SpatialData with an image and shapes (spots or cells), e.g. a section loaded without its table.
+        shapes_key
+            Shapes element(s) to predict. Default: every shapes element.
+        image_key
+            Image to cut patches from (default: the one sharing a coordinate system with the shapes).
+        table_key
+            Name of the table written.
+        model, weights
+            Encoder and weights; default: those recorded when the training features were embedded.
+        patch_size
+            Patch side, µm; default: the training patch side.
+        target_px
+            Patch side after resampling, px; default: the training value.
+        context
+            Context fields of view, µm; default: the training value.
+        batch_size, device, dtype
+            Passed to :func:`morphst.tl.embed_patches`.
+        overwrite
+            Replace an existing table ``table_key``.
+        inplace
+            Add the table to ``sdata`` (``True``) or return it.
+
+        Returns
+        -------
+        ``None`` (``inplace=True``) or the table. The table has ``X`` : ndarray, shape ``(n_shapes, n_genes)``,
+        float32, predicted expression on the target scale; ``obs['region']``, ``obs['instance_id']``;
+        ``obsm[use_rep]`` (the embeddings); ``obsm['spatial']`` (shape centroids in the shapes' own units); the
+        patch slots of :func:`morphst.pp.extract_patches`; ``uns['morphst_translation']['params']``.
+
+        Raises
+        ------
+        KeyError
+            Unknown shapes key.
+        ValueError
+            An existing ``table_key`` without ``overwrite``, or unknown embedding recipe (pass ``model=``).
+        """
+        import anndata as ad
+        from spatialdata import SpatialData
+        from spatialdata.models import TableModel
+
+        from ..pp import extract_patches
+        from ._embed import embed_patches
+
+        keys = (
+            list(sdata.shapes.keys())
+            if shapes_key is None
+            else [shapes_key]
+            if isinstance(shapes_key, str)
+            else list(shapes_key)
+        )
+        missing = [k for k in keys if k not in sdata.shapes]
+        if missing or not keys:
+            msg = f"Shapes {missing or keys} not found. Available shapes: {list_keys(sdata.shapes.keys())}."
+            raise KeyError(msg)
+        if table_key in sdata.tables and not overwrite and inplace:
+            msg = f"Table {table_key!r} already exists; pass `overwrite=True` or another `table_key`."
+            raise ValueError(msg)
+        ekw = self._embed_kwargs(model, weights)
+        pkw = self._patch_kwargs(patch_size, target_px, context)
+
+        start = logg.info(f"predicting {len(self.genes)} genes for shapes {keys}")
+        obs, xy = [], []
+        for k in keys:
+            gdf = sdata.shapes[k]
+            geom = gdf.geometry
+            c = (
+                np.column_stack([geom.x, geom.y])
+                if (geom.geom_type == "Point").all()
+                else np.column_stack([geom.centroid.x, geom.centroid.y])
+            )
+            obs.append(pd.DataFrame({"region": k, "instance_id": np.asarray(gdf.index)}))
+            xy.append(c)
+        obs_df = pd.concat(obs, ignore_index=True)
+        obs_df.index = [f"{r}-{i}" for r, i in zip(obs_df["region"], obs_df["instance_id"], strict=True)]
+        obs_df["region"] = pd.Categorical(obs_df["region"], categories=keys)
+        tmp_table = ad.AnnData(obs=obs_df, obsm={"spatial": np.vstack(xy).astype(np.float64)})
+        tmp_table = TableModel.parse(tmp_table, region=keys, region_key="region", instance_key="instance_id")
+        work = SpatialData(
+            images=dict(sdata.images.items()),
+            shapes={k: sdata.shapes[k] for k in keys},
+            tables={table_key: tmp_table},
+        )
+        extract_patches(work, image_key=image_key, table_key=table_key, **pkw)
+        embed_patches(
+            work,
+            table_key=table_key,
+            key_added=self.use_rep,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            **ekw,
+        )
+        t = work.tables[table_key]
+        pred = self.predict(t, groupby="region")
+        out = ad.AnnData(
+            pred,
+            obs=t.obs.copy(),
+            var=pd.DataFrame(index=pd.Index(self.genes, name="gene")),
+            obsm={k: np.asarray(v) for k, v in t.obsm.items()},
+            uns={k: v for k, v in t.uns.items() if k != "spatialdata_attrs"},
+        )
+        out.uns["morphst_translation"] = {
+            "params": records_params(
+                target=self.target,
+                **self._summary(),
+                shapes_key=keys,
+                image_key=image_key,
+                **{f"patch_{k}": v for k, v in pkw.items()},
+                **{f"embed_{k}": v for k, v in ekw.items()},
+                dtype=dtype,
+            )
+        }
+        out = TableModel.parse(out, region=keys, region_key="region", instance_key="instance_id")
+        logg.info(f"    finished: table {table_key!r} ({out.n_obs} x {out.n_vars}, {self.target})", time=start)
+        if not inplace:
+            return out
+        sdata.tables[table_key] = out
+        return None
+
+    def predict_grid(
+        self,
+        sdata: SpatialData,
+        spacing_um: float = 100.0,
+        *,
+        shapes_key: str | Sequence[str] | None = None,
+        image_key: str | None = None,
+        max_distance_um: float | None = None,
+        grid_suffix: str = "_grid",
+        table_key: str = "morph_predicted_grid",
+        overwrite: bool = False,
+        **kwargs,
+    ) -> None:
+        """Predict expression on a dense grid of patch centres between and around the measured spots.
+
+        Super-resolution in the sense of ST-Net / BLEEP (He et al. 2020; Xie et al. 2023): a square grid with
+        ``spacing_um`` µm between centres covering each shapes element's spots, keeping the grid points that lie
+        within ``max_distance_um`` of a spot, is added as circles (``radius = spacing_um / 2``) in the spots'
+        coordinate system, and :meth:`predict_sdata` predicts every grid point.
+
+        Parameters
+        ----------
+        sdata
+            SpatialData with image(s) and the measured spots.
+        spacing_um
+            Distance between neighbouring grid centres, µm (coordinate-system units taken as µm).
+        shapes_key
+            Spots that define the area (default: every shapes element not ending in ``grid_suffix``).
+        image_key
+            Image to cut patches from (default: the one sharing a coordinate system with the shapes).
+        max_distance_um
+            Keep grid points at most this far from the nearest spot, µm. Default: the median distance between
+            neighbouring spots (the spot pitch, 200 µm for legacy ST), so the grid fills the gaps between spots
+            and one pitch around them.
+        grid_suffix
+            The grid of shapes element ``S`` is written as ``shapes[S + grid_suffix]``.
+        table_key
+            Name of the table written (annotating all grid elements).
+        overwrite
+            Replace existing grid shapes and table.
+        **kwargs
+            Passed to :meth:`predict_sdata` (``model``, ``weights``, ``batch_size``, ``device``, ``dtype``, ...).
+
+        Returns
+        -------
+        Nothing; sets ``sdata.shapes[S + grid_suffix]`` (circles, µm, identity transformation to the coordinate
+        system of ``S``) and ``sdata.tables[table_key]`` (see :meth:`predict_sdata`).
+
+        Raises
+        ------
+        KeyError
+            Unknown shapes key.
+        ValueError
+            Non-positive ``spacing_um``, existing outputs without ``overwrite``, a shapes element without a
+            coordinate system.
+        """
+        from sklearn.neighbors import NearestNeighbors
+        from spatialdata import transform
+        from spatialdata.models import ShapesModel
+        from spatialdata.transformations import Identity, get_transformation
+
+        if not spacing_um > 0:
+            msg = f"`spacing_um` must be positive (µm), got {spacing_um}."
+            raise ValueError(msg)
+        if shapes_key is None:
+            keys = [k for k in sdata.shapes if not k.endswith(grid_suffix)]
+        else:
+            keys = [shapes_key] if isinstance(shapes_key, str) else list(shapes_key)
+        missing = [k for k in keys if k not in sdata.shapes]
+        if missing or not keys:
+            msg = f"Shapes {missing or keys} not found. Available shapes: {list_keys(sdata.shapes.keys())}."
+            raise KeyError(msg)
+        grid_keys = [k + grid_suffix for k in keys]
+        if not overwrite and (any(g in sdata.shapes for g in grid_keys) or table_key in sdata.tables):
+            msg = f"Grid shapes {grid_keys} or table {table_key!r} already exist; pass `overwrite=True`."
+            raise ValueError(msg)
+        start = logg.info(f"building {spacing_um:g} µm grids around {keys}")
+        grids = {}
+        for k, gk in zip(keys, grid_keys, strict=True):
+            tf = get_transformation(sdata.shapes[k], get_all=True)
+            if not tf:
+                msg = f"Shapes {k!r} have no coordinate system."
+                raise ValueError(msg)
+            images_cs = {c for im in sdata.images.values() for c in get_transformation(im, get_all=True)}
+            cs = next((c for c in tf if c in images_cs), next(iter(tf)))
+            g = transform(sdata.shapes[k], to_coordinate_system=cs)
+            xy = np.column_stack([g.geometry.centroid.x, g.geometry.centroid.y])
+            if len(xy) >= 2:
+                d, _ = NearestNeighbors(n_neighbors=2).fit(xy).kneighbors(xy)
+                pitch = float(np.median(d[:, 1]))
+            else:
+                pitch = float(spacing_um)
+            reach = float(max_distance_um) if max_distance_um is not None else pitch
+            lo = xy.min(axis=0) - reach
+            hi = xy.max(axis=0) + reach
+            gx = np.arange(lo[0], hi[0] + 1e-9, spacing_um)
+            gy = np.arange(lo[1], hi[1] + 1e-9, spacing_um)
+            pts = np.column_stack([a.ravel() for a in np.meshgrid(gx, gy)])
+            dist, _ = NearestNeighbors(n_neighbors=1).fit(xy).kneighbors(pts)
+            pts = pts[dist[:, 0] <= reach + 1e-9]
+            grids[gk] = ShapesModel.parse(
+                pts,
+                geometry=0,
+                radius=np.full(len(pts), spacing_um / 2.0),
+                index=np.arange(len(pts)),
+                transformations={cs: Identity()},
+            )
+            logg.info(f"    {gk}: {len(pts)} grid points ({spacing_um:g} µm, within {reach:g} µm of a spot, in {cs!r})")
+        for gk, shapes in grids.items():
+            sdata.shapes[gk] = shapes
+        self.predict_sdata(
+            sdata, shapes_key=grid_keys, image_key=image_key, table_key=table_key, overwrite=overwrite, **kwargs
+        )
+        logg.info(f"    finished: added shapes {grid_keys} and table {table_key!r}", time=start)
+
     def _summary(self) -> dict:
         return {
             "use_rep": self.use_rep,

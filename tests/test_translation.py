@@ -1,0 +1,285 @@
+"""mst.tl.predict_expression / fit_translator: honest cross-validation, output contract, real-data signal."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+import morphst as mst
+from morphst.tl._translation import neighbour_mean
+
+
+def make_translation_data(n_sections=4, side=8, n_features=12, n_genes=40, seed=0):
+    """Spots on a grid per section; genes 0-9 follow the features (Poisson with log-linear rate)."""
+    rng = np.random.default_rng(seed)
+    n_per = side * side
+    n = n_sections * n_per
+    xy = np.tile(np.array([(i, j) for j in range(side) for i in range(side)], float) * 200.0, (n_sections, 1))
+    feats = rng.normal(size=(n, n_features)).astype(np.float32)
+    w = rng.normal(scale=0.6, size=(n_features, 10))
+    log_rate = np.full((n, n_genes), 1.5)
+    log_rate[:, :10] += feats @ w / np.sqrt(n_features) * 2
+    # the other genes hold most counts, so normalising by the total barely couples them to the features
+    log_rate[:, 10:] += 2.5 + rng.normal(scale=0.3, size=(n, n_genes - 10))
+    counts = rng.poisson(np.exp(log_rate) * 20).astype(np.float32)
+    obs = pd.DataFrame(
+        {"section": pd.Categorical(np.repeat([f"S{k}" for k in range(n_sections)], n_per))},
+        index=[f"spot{i}" for i in range(n)],
+    )
+    a = ad.AnnData(sparse.csr_matrix(counts), obs=obs)
+    a.var_names = [f"g{j}" for j in range(n_genes)]
+    a.obsm["X_feat"] = feats
+    a.obsm["spatial"] = xy
+    return a
+
+
+@pytest.fixture
+def tdata():
+    return make_translation_data()
+
+
+def test_output_contract(tdata):
+    a = tdata
+    mst.tl.predict_expression(a, "X_feat", genes=[f"g{j}" for j in range(15)])
+    n, g = a.shape
+    p = a.layers["predicted"]
+    assert p.shape == (n, g)
+    assert p.dtype == np.float32
+    mask = a.var["predicted_mask"].to_numpy()
+    assert mask.sum() == 15
+    assert np.isfinite(p[:, mask]).all()
+    assert np.isnan(p[:, ~mask]).all()
+    fold = a.obs["predicted_fold"]
+    assert isinstance(fold.dtype, pd.CategoricalDtype)
+    assert (fold.astype(str) == a.obs["section"].astype(str)).all()  # fold = held-out section
+    for m in ("pcc", "mae", "mse", "rmse"):
+        col = a.var[f"predicted_{m}"]
+        assert col[mask].notna().all()
+        assert col[~mask].isna().all()
+    fm = a.uns["predicted"]["fold_metrics"]
+    assert list(fm.columns) == ["fold", "gene", "pcc", "mae", "mse", "rmse", "n_test", "constant_in_test"]
+    assert len(fm) == 4 * 15
+    pf = a.uns["predicted"]["per_fold"]
+    assert list(pf["fold"]) == ["S0", "S1", "S2", "S3"]
+    assert {"pcc", "n_excluded", "n_constant_in_test", "mse_train_mean", "alpha"} <= set(pf.columns)
+    assert a.uns["predicted"]["params"]["target"] == "log1p_cp10k"
+    # the observed target is stored on the same scale
+    obs = a.layers["log1p_cp10k"]
+    x = a.X.toarray()
+    np.testing.assert_allclose(obs.toarray(), np.log1p(x / x.sum(1, keepdims=True) * 1e4), rtol=1e-5, atol=1e-5)
+    # per-gene metrics are the fold means; the per-fold PCC is the gene mean, both recomputed from the layer
+    g0 = "g0"
+    j = list(a.var_names).index(g0)
+    rs = []
+    for s in ["S0", "S1", "S2", "S3"]:
+        rows = (a.obs["section"] == s).to_numpy()
+        rs.append(np.corrcoef(obs[rows][:, j].toarray().ravel(), p[rows, j])[0, 1])
+    assert a.var.loc[g0, "predicted_pcc"] == pytest.approx(np.mean(rs), rel=1e-5)
+    assert fm.loc[(fm["fold"] == "S0")]["pcc"].mean() == pytest.approx(pf.loc[0, "pcc"], rel=1e-9)
+    # real signal: genes 0-9 follow the features, the others do not
+    assert a.var.loc[[f"g{j}" for j in range(10)], "predicted_pcc"].mean() > 0.5
+    assert abs(a.var.loc[[f"g{j}" for j in range(10, 15)], "predicted_pcc"].mean()) < 0.2
+    # ... and the model beats the training-mean predictor on MSE in every fold
+    assert (pf["mse"] < pf["mse_train_mean"]).all()
+
+
+def test_matches_sklearn_pipeline_for_one_fold(tdata):
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    a = tdata
+    genes = ["g0", "g3", "g12"]
+    mst.tl.predict_expression(a, "X_feat", genes=genes)
+    test = (a.obs["section"] == "S2").to_numpy()
+    y = mst.pp._normalize.log1p_cp10k(a.X).toarray()[:, [0, 3, 12]]
+    groups = a.obs["section"].to_numpy()[~test]
+    splits = list(GroupKFold(n_splits=3).split(np.zeros((~test).sum()), groups=groups))
+    alphas = list(np.logspace(-1, 6, 15))
+    ref = make_pipeline(StandardScaler(), PCA(n_components=12, random_state=0), RidgeCV(alphas=alphas, cv=splits)).fit(
+        a.obsm["X_feat"][~test], y[~test]
+    )
+    want = ref.predict(a.obsm["X_feat"][test])
+    got = a.layers["predicted"][test][:, [0, 3, 12]]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert a.uns["predicted"]["per_fold"].loc[2, "alpha"] == pytest.approx(ref[-1].alpha_)
+
+
+def test_in_fold_selection_never_sees_the_test_section(tdata):
+    a = tdata
+    x = a.X.toarray()
+    s3 = (a.obs["section"] == "S3").to_numpy()
+    rng = np.random.default_rng(5)
+    x[~s3, 30] = 0  # gene 30: absent outside S3, wildly variable inside it
+    x[s3, 30] = rng.choice([0, 5000], size=s3.sum())
+    a.X = sparse.csr_matrix(x)
+    mst.pp.select_genes(a, 10)  # on all spots (leaky): g30 is selected
+    assert a.var.loc["g30", "morph_target"]
+    mst.tl.predict_expression(a, "X_feat", select_in_fold=True)
+    fm = a.uns["predicted"]["fold_metrics"]
+    assert fm.groupby("fold", observed=True).size().eq(10).all()
+    assert "g30" not in set(fm.loc[fm["fold"] == "S3", "gene"])
+    j = list(a.var_names).index("g30")
+    assert np.isnan(a.layers["predicted"][s3, j]).all()
+    # every fold's genes are what select_genes picks on that fold's training spots
+    for s in ["S0", "S1", "S2", "S3"]:
+        train = (a.obs["section"] != s).to_numpy()
+        b = mst.pp.select_genes(a, 10, mask=train, copy=True)
+        assert set(fm.loc[fm["fold"] == s, "gene"]) == set(b.var_names[b.var["morph_target"]])
+    # leaky variant: the same (all-spot) genes in every fold
+    mst.tl.predict_expression(a, "X_feat", select_in_fold=False, key_added="leaky")
+    fl = a.uns["leaky"]["fold_metrics"]
+    assert "g30" in set(fl.loc[fl["fold"] == "S3", "gene"])
+
+
+@pytest.mark.parametrize("cv", ["leave_one_group_out", "kfold", "spatial_block", "group_kfold"])
+def test_folds_partition_and_never_share_a_section(tdata, cv):
+    from sklearn.model_selection import GroupKFold
+
+    a = tdata
+    splitter = GroupKFold(n_splits=2) if cv == "group_kfold" else cv
+    mst.tl.predict_expression(a, "X_feat", genes=["g0", "g1"], cv=splitter, n_splits=4)
+    fold = a.obs["predicted_fold"]
+    assert fold.notna().all()  # every spot held out exactly once
+    assert np.isfinite(a.layers["predicted"][:, :2]).all()
+    pf = a.uns["predicted"]["per_fold"]
+    assert pf["n_test"].sum() == a.n_obs
+    if cv in ("leave_one_group_out", "group_kfold"):
+        # no section is split between a fold's test set and its training set
+        ct = pd.crosstab(a.obs["section"], fold)
+        assert ((ct > 0).sum(axis=1) == 1).all()
+    if cv == "spatial_block":
+        # each block is a contiguous strip of every section: 16 spots per section, 2 grid columns/rows wide
+        for s in ["S0", "S1"]:
+            rows = (a.obs["section"] == s).to_numpy()
+            xy = a.obsm["spatial"][rows]
+            for f in fold.cat.categories:
+                sel = (fold[rows] == f).to_numpy()
+                assert sel.sum() == 16
+                span = np.ptp(xy[sel], axis=0)
+                assert min(span) <= 200.0
+
+
+def test_train_test_split(tdata):
+    a = tdata
+    a.obs["train"] = (a.obs["section"] != "S1").to_numpy()
+    mst.tl.predict_expression(a, "X_feat", genes=["g0", "g1"], cv="train_test")
+    held = (a.obs["predicted_fold"] == "test").to_numpy()
+    np.testing.assert_array_equal(held, ~a.obs["train"].to_numpy())
+    assert np.isnan(a.layers["predicted"][~held][:, :2]).all()
+    assert np.isfinite(a.layers["predicted"][held][:, :2]).all()
+
+
+def test_neighbour_mean_matches_brute_force(tdata):
+    a = tdata
+    x = a.obsm["X_feat"]
+    xy = a.obsm["spatial"]
+    groups = a.obs["section"].to_numpy(object)
+    ctx, w = neighbour_mean(x, xy, 4, groups)
+    assert sparse.issparse(w)
+    assert w.nnz == 4 * a.n_obs
+    i = 9  # interior spot of S0 at grid (1, 1): its 4 neighbours are the adjacent grid spots
+    d = np.linalg.norm(xy - xy[i], axis=1)
+    d[groups != groups[i]] = np.inf
+    d[i] = np.inf
+    nb = np.flatnonzero(np.isclose(d, 200.0))
+    assert len(nb) == 4
+    np.testing.assert_allclose(ctx[i], x[nb].mean(axis=0), rtol=1e-5)
+    # neighbours never cross sections, although every section has spots at the same coordinates
+    rows, cols = w.nonzero()
+    assert (groups[rows] == groups[cols]).all()
+
+
+def test_spatial_context_adds_features(tdata):
+    a = tdata
+    mst.tl.predict_expression(a, "X_feat", genes=["g0"], spatial_context=4)
+    assert a.uns["predicted"]["params"]["n_features"] == 24
+    assert a.uns["predicted"]["params"]["spatial_context"] == 4
+
+
+def test_models_mlp_and_custom(tdata):
+    from sklearn.linear_model import Ridge
+    from sklearn.svm import SVR
+
+    a = tdata
+    genes = ["g0", "g1", "g2"]
+    mst.tl.predict_expression(a, "X_feat", genes=genes, model=Ridge(alpha=1.0), key_added="r")
+    mst.tl.predict_expression(a, "X_feat", genes=genes, model=SVR(), key_added="svr")  # single-output
+    mst.tl.predict_expression(a, "X_feat", genes=genes, model="mlp", key_added="mlp")
+    for k in ("r", "svr", "mlp"):
+        assert a.var.loc[genes, f"{k}_pcc"].mean() > 0.3, k
+
+
+@pytest.mark.filterwarnings("ignore:The groups parameter is ignored")
+def test_bad_input_leaves_data_unchanged(tdata):
+    a = tdata
+    before = a.copy()
+    with pytest.raises(KeyError, match="embed_patches"):
+        mst.tl.predict_expression(a, "X_nope")
+    with pytest.raises(ValueError, match="Unknown `cv`"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"], cv="nope")
+    with pytest.raises(ValueError, match="Unknown `model`"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"], model="nope")
+    with pytest.raises(KeyError, match="Available layers"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"], target="nope")
+    with pytest.raises(KeyError, match="select_genes"):
+        mst.tl.predict_expression(a, "X_feat", genes="nope", select_in_fold=False)
+    with pytest.raises(KeyError, match="train"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"], cv="train_test")
+    with pytest.raises(ValueError, match="spatial_context"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"], spatial_context=-1)
+    from sklearn.model_selection import ShuffleSplit
+
+    with pytest.raises(ValueError, match="disjoint"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"], cv=ShuffleSplit(n_splits=3, random_state=0))
+    a.obsm["X_nan"] = a.obsm["X_feat"].copy()
+    a.obsm["X_nan"][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        mst.tl.predict_expression(a, "X_nan", genes=["g0"])
+    del a.obsm["X_nan"]
+    assert set(a.layers.keys()) == set(before.layers.keys())
+    assert list(a.obs.columns) == list(before.obs.columns)
+    assert list(a.var.columns) == list(before.var.columns)
+    assert set(a.uns.keys()) == set(before.uns.keys())
+
+
+def test_translator_reproduces_out_of_fold_and_roundtrips(tdata, tmp_path):
+    a = tdata
+    mst.pp.select_genes(a, 8)
+    mst.tl.predict_expression(a, "X_feat", spatial_context=4)
+    test = (a.obs["section"] == "S1").to_numpy()
+    tr = mst.tl.fit_translator(a, "X_feat", train=["S0", "S2", "S3"], spatial_context=4)
+    fm = a.uns["predicted"]["fold_metrics"]
+    assert set(tr.genes) == set(fm.loc[fm["fold"] == "S1", "gene"])
+    new = a[test].copy()
+    del new.layers["predicted"]
+    got = tr.predict(new)
+    cols = [list(a.var_names).index(g) for g in tr.genes]
+    np.testing.assert_allclose(got, a.layers["predicted"][test][:, cols], rtol=1e-5, atol=1e-5)
+    path = tmp_path / "translator.joblib"
+    tr.save(path)
+    tr2 = mst.tl.Translator.load(path)
+    np.testing.assert_array_equal(tr2.predict(new), got)
+    out = tr2.predict_adata(new)
+    assert list(out.var_names) == tr.genes
+    assert out.shape == (test.sum(), 8)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# real data (HER2ST C2-C6 with DenseNet-121 / EfficientNet-Lite0 features, fixture from tests/conftest.py)
+# ------------------------------------------------------------------------------------------------------------------
+def test_her2st_densenet_beats_training_mean(her2st_embedded):
+    a = her2st_embedded.copy()
+    mst.tl.predict_expression(a, "X_densenet121")
+    pf = a.uns["predicted"]["per_fold"]
+    assert len(pf) == 5
+    assert (pf["n_genes"] == 50).all()
+    # the training-mean predictor is constant: its PCC is undefined (counts as 0) and its MSE is the benchmark
+    assert pf["pcc"].mean() > 0.1
+    assert (pf["pcc"] > 0).all()
+    assert (pf["mse"] < pf["mse_train_mean"]).mean() >= 0.8
