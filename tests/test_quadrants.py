@@ -177,17 +177,18 @@ def test_gene_quadrants_flags_well_predicted_irrelevant_gene():
     pred[:, 0] = x[:, 0] + 0.3 * rng.normal(size=N)
     pred[:, 1] = x[:, 1] + 0.3 * rng.normal(size=N)
     pred[:, 2] = rng.normal(size=N)
-    adata.layers["predicted"] = pred.astype(np.float32)
     sections = np.repeat(["A", "B", "C"], N // 3)
-    adata.obs["section"] = pd.Categorical(sections)
+    pred[sections == "C", 1] = np.nan  # g_other not selected in fold C (select_in_fold)
+    adata.layers["predicted"] = pred.astype(np.float32)
+    adata.obs["predicted_fold"] = pd.Categorical(sections)
     pcc = np.full(adata.n_vars, np.nan)
     for j in range(3):
-        pcc[j] = np.mean([np.corrcoef(pred[sections == s, j], x[sections == s, j])[0, 1] for s in "ABC"])
+        pcc[j] = np.nanmean([np.corrcoef(pred[sections == s, j], x[sections == s, j])[0, 1] for s in "ABC"])
     adata.var["predicted_pcc"] = pcc
-    adata.uns["predicted"] = {"params": {"groupby": "section"}}
+    adata.uns["predicted"] = {"params": {"groupby": "section", "target": "X"}}
     mst.tl.gene_quadrants(adata, n_perms=20)
     res = adata.uns["gene_quadrants"]
-    assert res["params"]["groupby"] == "section"
+    assert res["params"]["groupby"] == "predicted_fold"
     assert list(res["genes"].index) == ["g_label", "g_other", "n1"]
     q = adata.var["gene_quadrants"]
     assert q["g_label"] == "translation"

@@ -434,8 +434,9 @@ def gene_quadrants(
     annotation_key
         ``obs`` column with the labels (at least 2 categories).
     layer
-        Observed expression (default ``X``), log-normalised like the prediction target: used for the relevance axis
-        and for the permutation null of the PCC.
+        Observed expression, log-normalised like the prediction target: used for the relevance axis and for the
+        permutation null of the PCC. ``None``: the layer named by ``uns[predicted]['params']['target']`` when it
+        exists (e.g. ``'log1p_cp10k'``), else ``X``.
     thresholds
         ``"permutation"``: relevance threshold = ``quantile`` of the MI of the genes with shuffled labels (pooled
         over genes × ``n_perms``); predictability threshold = ``quantile`` of the PCC between
@@ -443,8 +444,9 @@ def gene_quadrants(
         over groups as the per-gene PCC is (pooled over genes × ``n_perms``). ``"median"``: medians over genes.
         ``(x, y)``: fixed PCC (x) and MI (y, nats) thresholds.
     groupby
-        ``obs`` column of the cross-validation groups (e.g. ``"section"``) for the PCC null. ``None``: read
-        ``uns[predicted]['params']['groupby']`` if present, else one group.
+        ``obs`` column of the cross-validation folds for the PCC null (within each fold, only the genes predicted in
+        it). ``None``: ``obs[f'{predicted}_fold']`` if present, else ``uns[predicted]['params']['groupby']``, else
+        one group.
     n_perms
         Permutations for ``thresholds="permutation"``.
     quantile
@@ -506,6 +508,10 @@ def gene_quadrants(
     gene_names = adata.var_names[used].tolist()
     pcc = pcc_all[used]
     mask, y, cats = _labels(adata, annotation_key)
+    pparams = adata.uns[predicted].get("params", {}) if isinstance(adata.uns.get(predicted), dict) else {}
+    pparams = pparams if isinstance(pparams, dict) else {}
+    if layer is None and isinstance(pparams.get("target"), str) and pparams["target"] in adata.layers:
+        layer = pparams["target"]  # the observed values that predict_expression was trained on
     expr_all = _expression(adata, gene_names, layer)
     expr = expr_all[mask]
     if expr.shape[0] <= n_neighbors:
@@ -519,9 +525,10 @@ def gene_quadrants(
             )
             raise KeyError(msg)
         if groupby is None:
-            p = adata.uns.get(predicted, {}).get("params", {}) if isinstance(adata.uns.get(predicted), dict) else {}
-            g = p.get("groupby") if isinstance(p, dict) else None
-            groupby = g if isinstance(g, str) and g in adata.obs.columns else None
+            for g in (f"{predicted}_fold", pparams.get("groupby")):
+                if isinstance(g, str) and g in adata.obs.columns:
+                    groupby = g
+                    break
         if groupby is not None:
             check_obs_column(adata, groupby)
         pred = adata.layers[predicted][:, adata.var_names.get_indexer(gene_names)]
@@ -553,11 +560,12 @@ def gene_quadrants(
             )
             rs = []
             for idx in groups:
-                ok = np.isfinite(pred[idx]).all(axis=1)
-                idx = idx[ok]
                 if len(idx) < 3:
                     continue
-                rs.append(_pcc_columns(pred[idx], expr_all[rng.permutation(idx)]))
+                ok = np.isfinite(pred[idx]).all(axis=0)  # genes predicted for this group (fold)
+                r_g = np.full(len(gene_names), np.nan)
+                r_g[ok] = _pcc_columns(pred[idx][:, ok], expr_all[rng.permutation(idx)][:, ok])
+                rs.append(r_g)
             if rs:
                 null_pcc.append(np.nanmean(np.vstack(rs), axis=0))
         null_mi = np.concatenate(null_mi)
