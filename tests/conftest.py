@@ -117,3 +117,32 @@ def make_synthetic_sdata(
 def synthetic_sdata():
     """See :func:`make_synthetic_sdata`: returns ``(sdata, centres_px)``."""
     return make_synthetic_sdata()
+
+
+@pytest.fixture(scope="session")
+def her2st_embedded(data_dir, weights_dir):
+    """A copy of the HER2ST C2–C6 table with patch embeddings, computed once per session.
+
+    Default patches (112 µm -> 224 px, ``mst.pp.extract_patches``), ``obsm["X_densenet121"]`` (ImageNet DenseNet-121
+    from ../shared/weights, 1024-d) and ``obsm["X_efficientnet_lite0"]`` (ImageNet, 1280-d), float32, dtype "auto".
+    """
+    import morphst as mst
+
+    weights = weights_dir / "densenet121_imagenet_capricorn" / "densenet121.timm.safetensors"
+    if not weights.is_file():
+        pytest.fail(f"shared DenseNet-121 weights not found at {weights}; set MORPHST_WEIGHTS_DIR")
+    sdata = mst.datasets.her2st(data_dir=data_dir)
+    progress = mst.settings.progress_bar
+    mst.settings.progress_bar = False
+    try:
+        mst.tl.embed_patches(sdata, "densenet121", weights=weights)
+        mst.tl.embed_patches(sdata, "efficientnet_lite0")
+    finally:
+        mst.settings.progress_bar = progress
+    return sdata.tables["table"].copy()
+
+
+@pytest.fixture
+def synthetic_factory():
+    """The :func:`make_synthetic_sdata` factory itself, for tests that need other parameters."""
+    return make_synthetic_sdata

@@ -2,8 +2,11 @@
 
 from ._genes import select_genes
 from ._normalize import normalize
+from ._patches import extract_patches, get_patches
 
 __all__: list[str] = [
+    "extract_patches",
+    "get_patches",
     "normalize",
     "select_genes",
 ]

@@ -1,7 +1,9 @@
 """morphst.tl."""
 
 from . import _metrics as metrics
+from . import models
 from ._domains import domains, evaluate_domains
+from ._embed import embed_patches
 from ._fuse import fuse
 from ._quadrants import gene_quadrants, quadrants, select_features
 from ._translation import Translator, fit_translator, predict_expression
@@ -9,11 +11,13 @@ from ._translation import Translator, fit_translator, predict_expression
 __all__: list[str] = [
     "Translator",
     "domains",
+    "embed_patches",
     "evaluate_domains",
     "fit_translator",
     "fuse",
     "gene_quadrants",
     "metrics",
+    "models",
     "predict_expression",
     "quadrants",
     "select_features",

@@ -1,0 +1,30 @@
+"""Model registry for :func:`morphst.tl.embed_patches`: names, metadata, weights, the encoder protocol."""
+
+from ._base import CallableEncoder, Encoder, ModelSpec, TorchEncoder
+from ._handcrafted import HandcraftedEncoder, feature_names, handcrafted_features
+from ._registry import (
+    REGISTRY,
+    bundled_efficientnet_lite0,
+    find_weights_file,
+    get_model,
+    list_models,
+    map_by_position,
+    register_model,
+)
+
+__all__ = [
+    "REGISTRY",
+    "CallableEncoder",
+    "Encoder",
+    "HandcraftedEncoder",
+    "ModelSpec",
+    "TorchEncoder",
+    "bundled_efficientnet_lite0",
+    "feature_names",
+    "find_weights_file",
+    "get_model",
+    "handcrafted_features",
+    "list_models",
+    "map_by_position",
+    "register_model",
+]

@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import morphst as mst
+
+
+def _dark_centroid_and_mass(patches: np.ndarray):
+    """Centroid (x, y) in px (continuous coordinates) and total darkness (px², 1 = one black pixel)."""
+    w = 255.0 - patches.astype(float).mean(-1)
+    t = patches.shape[1]
+    yy, xx = np.mgrid[0:t, 0:t] + 0.5
+    mass = w.sum((1, 2))
+    return (w * xx).sum((1, 2)) / mass, (w * yy).sum((1, 2)) / mass, mass / 255.0
+
+
+def _snapshot(sdata):
+    t = sdata.tables["table"]
+    return list(t.obs.columns), sorted(t.uns.keys()), sorted(t.obsm.keys())
+
+
+@pytest.mark.parametrize(
+    ("shapes_scale", "shapes_offset"), [(2.0, (10.0, -20.0)), (0.37, (-123.0, 45.5))], ids=["s2", "s0.37"]
+)
+def test_geometry_marks_centred_at_every_level(synthetic_factory, shapes_scale, shapes_offset):
+    make_synthetic_sdata = synthetic_factory
+    sdata, centres = make_synthetic_sdata(shapes_scale=shapes_scale, shapes_offset=shapes_offset)
+    # 0.5 µm/px image, 3 levels (0.5, 1, 2 µm/px); 40 px output: 20 µm -> level 0, 40 µm -> 1, 80 µm -> 2
+    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=40, context=(40.0, 80.0))
+    t = sdata.tables["table"]
+    np.testing.assert_allclose(t.obs[["patch_x_px", "patch_y_px"]].to_numpy(), centres, atol=1e-6)
+    reg = t.uns["patches"]["regions"]["spots"]
+    assert reg["image"] == "image"
+    assert list(reg["level"]) == [0, 1, 2]
+    np.testing.assert_allclose(reg["level_um_per_px"], [0.5, 1.0, 2.0])
+    # window side at its level x level resolution == requested µm
+    for size, w, r in zip([20, 40, 80], reg["window_px"], reg["level_um_per_px"], strict=True):
+        assert w[0] * r == pytest.approx(size)
+    np.testing.assert_allclose(t.obs["patch_valid_fraction"], 1.0)
+    img0 = sdata.images["image"]["scale0"]["image"].to_numpy()
+    mark_px = (img0[0] == 0).sum() / len(centres)
+    for ctx, res in [(False, 0.5), (0, 1.0), (1, 2.0)]:
+        p = mst.pp.get_patches(sdata, context=ctx)
+        assert p.shape == (16, 40, 40, 3)
+        assert p.dtype == np.uint8
+        cx, cy, mass = _dark_centroid_and_mass(p)
+        # centred: within one output pixel
+        assert np.abs(cx - 20).max() <= 1.0
+        assert np.abs(cy - 20).max() <= 1.0
+        # physical size: a mark of A level-0 px (0.5 µm) covers A * (0.5 / res)² output px of darkness
+        np.testing.assert_allclose(mass, mark_px * (0.5 / res) ** 2, rtol=0.15)
+
+
+def test_edge_padding_valid_fraction(synthetic_factory):
+    make_synthetic_sdata = synthetic_factory
+    sdata, _ = make_synthetic_sdata()
+    # 240 µm = 480 px at 0.5 µm/px around (102.4, 102.4): x0 = round(102.4 - 240) = -138, 342 px inside
+    mst.pp.extract_patches(sdata, patch_size=240.0, target_px=480)
+    t = sdata.tables["table"]
+    assert t.uns["patches"]["regions"]["spots"]["level"][0] == 0
+    assert t.obs["patch_valid_fraction"].iloc[0] == pytest.approx((342 / 480) ** 2)
+    p = mst.pp.get_patches(sdata, ["s0"])
+    assert (p[0, :138, :, :] == 255).all()  # padding is white (H&E)
+    assert (p[0, :, :138, :] == 255).all()
+    # no resampling here (480 px -> 480 px): the inside part is the image itself, shifted by the window corner
+    img0 = sdata.images["image"]["scale0"]["image"].to_numpy().transpose(1, 2, 0)
+    np.testing.assert_array_equal(p[0, 138:, 138:], img0[:342, :342])
+
+
+def _with_image(sdata, arr, c_coords):
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Scale
+
+    img = Image2DModel.parse(
+        arr,
+        dims=("c", "y", "x"),
+        c_coords=c_coords,
+        scale_factors=[2],
+        chunks=(len(c_coords), 128, 128),
+        transformations={"global": Scale([0.5, 0.5], axes=("x", "y"))},
+    )
+    return SpatialData(images={"image": img}, shapes=dict(sdata.shapes), tables={"table": sdata.tables["table"]})
+
+
+def test_rgba_grey_uint16(synthetic_factory):
+    make_synthetic_sdata = synthetic_factory
+    sdata, _ = make_synthetic_sdata()
+    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=40)
+    ref = mst.pp.get_patches(sdata)
+    rgb = np.asarray(sdata.images["image"]["scale0"]["image"].data.compute())
+    # RGBA: alpha dropped
+    rgba = np.concatenate([rgb, np.full((1, *rgb.shape[1:]), 7, np.uint8)])
+    s2 = _with_image(make_synthetic_sdata()[0], rgba, ["r", "g", "b", "a"])
+    mst.pp.extract_patches(s2, patch_size=20.0, target_px=40)
+    np.testing.assert_array_equal(mst.pp.get_patches(s2), ref)
+    # single-channel uint16 (DAPI-like, bright marks on black): mapped by the given range, replicated to RGB
+    grey = ((255 - rgb[:1].astype(np.uint16)) * 16).astype(np.uint16)  # marks 4080, background 0
+    s3 = _with_image(make_synthetic_sdata()[0], grey, ["DAPI"])
+    mst.pp.extract_patches(s3, patch_size=20.0, target_px=40, intensity_range=(0, 4080))
+    p = mst.pp.get_patches(s3)
+    assert s3.tables["table"].uns["patches"]["regions"]["spots"]["fill_value"] == 0
+    np.testing.assert_array_equal(p[..., 0], p[..., 2])
+    np.testing.assert_allclose(p[..., 0].astype(int), 255 - ref[..., 0].astype(int), atol=1)
+    # two channels need an explicit choice
+    two = np.concatenate([grey, grey])
+    s4 = _with_image(make_synthetic_sdata()[0], two, ["DAPI", "CD3"])
+    with pytest.raises(ValueError, match="channels="):
+        mst.pp.extract_patches(s4)
+    mst.pp.extract_patches(s4, channels=["CD3"], patch_size=20.0, target_px=40, intensity_range=(0, 4080))
+    np.testing.assert_array_equal(mst.pp.get_patches(s4), p)
+
+
+def test_her2st_pairs_images_and_matches_direct_crop(her2st_copy):
+    import torch
+    from skimage.transform import resize
+
+    sdata = her2st_copy
+    mst.pp.extract_patches(sdata, context=(336.0,))
+    t = sdata.tables["table"]
+    regions = t.uns["patches"]["regions"]
+    assert {r: v["image"] for r, v in regions.items()} == {f"C{i}_spots": f"C{i}_he" for i in range(2, 7)}
+    assert {r: v["coordinate_system"] for r, v in regions.items()} == {f"C{i}_spots": f"C{i}" for i in range(2, 7)}
+    for s, v in regions.items():
+        mpp = t.uns["morphst_dataset"]["um_per_px"][s.split("_")[0]]
+        assert v["um_per_px"][0] == pytest.approx(mpp)
+        assert list(v["level"]) == [0, 1]  # 0.5 µm/px needs level 0 (0.69); 1.5 µm/px -> level 1 (1.38)
+        assert v["window_px"][0][0] == round(112 / mpp)
+    # shapes are in image pixels here: centres are the spot pixel coordinates
+    np.testing.assert_allclose(t.obs[["patch_x_px", "patch_y_px"]].to_numpy(), t.obsm["spatial"], atol=1e-6)
+    assert (t.obs["patch_valid_fraction"] == 1).all()
+    assert t.uns["patches"]["params"]["patch_size"] == 112.0
+    rows = [0, 300, 909]
+    p = mst.pp.get_patches(sdata, rows)
+    assert p.shape == (3, 224, 224, 3)
+    # independent crop (xarray slicing of level 0) + skimage resize agrees
+    for k, i in enumerate(rows):
+        s = t.obs["section"].iloc[i]
+        w = regions[f"{s}_spots"]["window_px"][0][0]
+        x0 = round(t.obs["pixel_x"].iloc[i] - w / 2)
+        y0 = round(t.obs["pixel_y"].iloc[i] - w / 2)
+        crop = sdata.images[f"{s}_he"]["scale0"]["image"][:, y0 : y0 + w, x0 : x0 + w].to_numpy().transpose(1, 2, 0)
+        ref = resize(crop, (224, 224), order=1, anti_aliasing=False, preserve_range=True)
+        assert np.abs(p[k].astype(float) - ref).mean() < 2.0
+    # context patch: its central 112/336 part is the main patch at a third of the size
+    c = mst.pp.get_patches(sdata, rows, context=0)
+    centre = c[:, 75:149, 75:149].astype(np.float32)
+    small = torch.nn.functional.interpolate(
+        torch.from_numpy(p).permute(0, 3, 1, 2).float(), size=(75, 75), mode="bilinear", antialias=True
+    )
+    small = small.permute(0, 2, 3, 1).numpy()[:, :74, :74]
+    for k in range(3):
+        assert np.corrcoef(centre[k].ravel(), small[k].ravel())[0, 1] > 0.9
+
+
+def test_get_patches_selection_order(synthetic_sdata):
+    sdata, _ = synthetic_sdata
+    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=32)
+    allp = mst.pp.get_patches(sdata)
+    np.testing.assert_array_equal(mst.pp.get_patches(sdata, ["s5", "s1"]), allp[[5, 1]])
+    mask = np.zeros(16, bool)
+    mask[[2, 9]] = True
+    np.testing.assert_array_equal(mst.pp.get_patches(sdata, mask), allp[[2, 9]])
+    with pytest.raises(KeyError, match="not found"):
+        mst.pp.get_patches(sdata, ["nope"])
+
+
+def _shift_shapes(sdata, dx_um):
+    from spatialdata.transformations import Sequence, Translation, get_transformation, set_transformation
+
+    tf = get_transformation(sdata.shapes["spots"], "global")
+    set_transformation(
+        sdata.shapes["spots"], Sequence([tf, Translation([dx_um, 0.0], axes=("x", "y"))]), to_coordinate_system="global"
+    )
+
+
+def _other_cs(sdata):
+    from spatialdata.transformations import Identity, remove_transformation, set_transformation
+
+    set_transformation(sdata.images["image"], Identity(), to_coordinate_system="elsewhere")
+    remove_transformation(sdata.images["image"], "global")
+
+
+def _unannotated_shapes(sdata):
+    sdata.shapes["cells"] = copy.deepcopy(sdata.shapes["spots"])
+
+
+@pytest.mark.parametrize(
+    ("prepare", "kwargs", "exc", "match"),
+    [
+        (None, {"image_key": "nope"}, KeyError, "Available images: \\['image'\\]"),
+        (None, {"shapes_key": "nope"}, KeyError, "Available shapes: \\['spots'\\]"),
+        (None, {"table_key": "nope"}, ValueError, "Available tables"),
+        (_unannotated_shapes, {"shapes_key": "cells"}, ValueError, "does not annotate shapes 'cells'"),
+        (_other_cs, {}, ValueError, "No image shares a coordinate system"),
+        (_other_cs, {"image_key": "image"}, ValueError, "No transformation path"),
+        (lambda s: _shift_shapes(s, 1e5), {}, ValueError, "Every patch lies off the image"),
+        (None, {"patch_size": 1e-3}, ValueError, "smaller than one pixel"),
+        (None, {"patch_size": -1.0}, ValueError, "positive"),
+    ],
+    ids=["image", "shapes", "table", "unannotated", "no-cs", "no-path", "off-image", "sub-pixel", "negative"],
+)
+def test_bad_input_raises_and_leaves_data_unchanged(synthetic_factory, prepare, kwargs, exc, match):
+    make_synthetic_sdata = synthetic_factory
+    sdata, _ = make_synthetic_sdata()
+    if prepare is not None:
+        prepare(sdata)
+    before = _snapshot(sdata)
+    with pytest.raises(exc, match=match):
+        mst.pp.extract_patches(sdata, **kwargs)
+    assert _snapshot(sdata) == before
+    assert "patches" not in sdata.tables["table"].uns
