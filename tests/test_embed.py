@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import morphst as mst
+from morphst.tl.models import bundled_efficientnet_lite0, get_model, list_models, map_by_position
+
+DENSENET_SHA256 = "00cdb407813fc839cda8b2f3959f999454c278fad2c28a7e3fb17b3ec69fe8b3"  # ../shared/weights SOURCE.md
+EFFNET_PTH_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    old = mst.settings.progress_bar
+    mst.settings.progress_bar = False
+    yield
+    mst.settings.progress_bar = old
+
+
+def _subset(sdata, section: str, spot_rows, extra_xy=()):
+    """A small SpatialData: one HER2ST section, some of its spots (by position), plus extra centres (image px)."""
+    import anndata as ad
+    import pandas as pd
+    from spatialdata import SpatialData
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import get_transformation
+
+    t = sdata.tables["table"]
+    sec = t[t.obs["section"] == section]
+    xy = sec.obsm["spatial"][list(spot_rows)]
+    xy = np.vstack([xy, np.asarray(extra_xy, float).reshape(-1, 2)]) if len(extra_xy) else xy
+    n = len(xy)
+    tf = get_transformation(sdata.shapes[f"{section}_spots"], get_all=True)
+    shapes = ShapesModel.parse(xy, geometry=0, radius=np.full(n, 70.0), index=np.arange(n), transformations=tf)
+    obs = pd.DataFrame({"region": pd.Categorical(["spots"] * n), "instance_id": np.arange(n)})
+    obs.index = [f"o{i}" for i in range(n)]
+    table = TableModel.parse(
+        ad.AnnData(np.zeros((n, 1), np.float32), obs=obs),
+        region="spots",
+        region_key="region",
+        instance_key="instance_id",
+    )
+    return SpatialData(
+        images={f"{section}_he": sdata.images[f"{section}_he"]}, shapes={"spots": shapes}, tables={"table": table}
+    )
+
+
+def test_registry_lists_models_with_metadata():
+    df = list_models()
+    for name in ["efficientnet_lite0", "densenet121", "resnet18", "resnet50", "uni", "phikon", "handcrafted"]:
+        assert name in df.index
+    for col in ["embedding_dim", "input_size", "mean", "std", "licence", "weight_source", "gated"]:
+        assert col in df.columns
+    assert df.loc["uni", "gated"]
+    assert not df.loc["efficientnet_lite0", "gated"]
+    assert df.loc["efficientnet_lite0", "licence"] == "Apache-2.0"
+    # the recorded dims are the networks' real pooled feature sizes
+    import timm
+
+    for name in ["efficientnet_lite0", "densenet121", "resnet18", "resnet50"]:
+        arch = df.loc[name, "arch"]
+        assert timm.create_model(arch, pretrained=False, num_classes=0).num_features == df.loc[name, "embedding_dim"]
+    assert df.loc["handcrafted", "embedding_dim"] == len(mst.tl.models.feature_names())
+
+
+def test_shared_densenet_loads_strictly(weights_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = weights_dir / "densenet121_imagenet_capricorn" / "densenet121.timm.safetensors"
+    enc = get_model("densenet121", weights=path)
+    assert enc.weights_sha256 == DENSENET_SHA256
+    assert str(path) in enc.weights_source
+    sd = load_file(str(path))
+    assert set(sd) == set(enc.module.state_dict())
+    # strict key matching: one missing tensor is an error, not a silent partial load
+    sd.pop(next(k for k in sd if k.endswith("conv.weight") or k.endswith("conv0.weight")))
+    save_file(sd, str(tmp_path / "densenet121.safetensors"))
+    with pytest.raises(RuntimeError, match="Missing key"):
+        get_model("densenet121", weights=tmp_path / "densenet121.safetensors")
+
+
+def test_efficientnet_package_equals_shared_file(weights_dir):
+    import torch
+
+    pkg = bundled_efficientnet_lite0()
+    assert pkg is not None
+    assert pkg.name == "efficientnet-lite0-57934424.pth"
+    a = get_model("efficientnet_lite0", weights=pkg)
+    assert a.weights_sha256 == EFFNET_PTH_SHA256
+    b = get_model(
+        "efficientnet_lite0",
+        weights=weights_dir / "efficientnet_lite0_imagenet" / "tf_efficientnet_lite0.timm.safetensors",
+    )
+    for (ka, va), (kb, vb) in zip(a.module.state_dict().items(), b.module.state_dict().items(), strict=True):
+        assert ka == kb
+        torch.testing.assert_close(va, vb, rtol=0, atol=0)
+    x = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
+    with torch.inference_mode():
+        fa, fb = a.encode(a.transform(x)), b.encode(b.transform(x))
+    assert fa.shape == (2, 1280)
+    torch.testing.assert_close(fa, fb, rtol=0, atol=0)
+    # the by-position mapping checks every shape
+    src = torch.load(pkg, map_location="cpu", weights_only=True)
+    bad = dict(src)
+    bad["_conv_stem.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="by position"):
+        map_by_position(bad, a.module.state_dict(), drop_prefixes=("_fc.",))
+
+
+def mean_rgb(x):
+    return x.mean(dim=(2, 3))
+
+
+def test_callable_model_and_auto_extraction(synthetic_sdata):
+    sdata, _ = synthetic_sdata
+    t = sdata.tables["table"]
+    assert "patches" not in t.uns
+    mst.tl.embed_patches(sdata, mean_rgb, dtype="float32", batch_size=5)
+    # extract_patches ran with its defaults
+    assert t.uns["patches"]["params"]["patch_size"] == 112.0
+    assert t.obsm["X_mean_rgb"].dtype == np.float32
+    p = mst.pp.get_patches(sdata)
+    np.testing.assert_allclose(t.obsm["X_mean_rgb"], p.reshape(16, -1, 3).mean(1) / 255.0, atol=1e-5)
+    params = t.uns["X_mean_rgb"]["params"]
+    assert params["patch_size_um"] == 112.0
+    assert params["um_per_px"] == 0.5
+    assert params["dtype"] == "float32"
+    assert params["pyramid_level"]["spots"] == 0
+
+
+def test_random_weights_are_seeded(synthetic_sdata):
+    sdata, _ = synthetic_sdata
+    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=64)
+    t = sdata.tables["table"]
+    mst.tl.embed_patches(sdata, "resnet18", weights="random", dtype="float32")
+    first = t.obsm["X_resnet18_random"].copy()
+    mst.tl.embed_patches(sdata, "resnet18", weights="random", dtype="float32")
+    np.testing.assert_array_equal(t.obsm["X_resnet18_random"], first)
+    mst.tl.embed_patches(sdata, "resnet18", weights="random", random_state=1, key_added="r1", dtype="float32")
+    assert not np.allclose(t.obsm["r1"], first)
+    assert t.uns["X_resnet18_random"]["params"]["weights"] == "random initialisation (seed 0)"
+
+
+def test_her2st_bf16_close_to_fp32_and_identical_patches_identical(her2st_sdata):
+    # 24 C2 spots plus 8 copies of the first 8 at the same centres
+    sub = _subset(her2st_sdata, "C2", range(24), extra_xy=her2st_sdata.tables["table"].obsm["spatial"][:8])
+    t = sub.tables["table"]
+    mst.tl.embed_patches(sub, "efficientnet_lite0", dtype="float32", batch_size=10, key_added="fp32")
+    mst.tl.embed_patches(sub, "efficientnet_lite0", dtype="bfloat16", batch_size=10, key_added="bf16")
+    f32, b16 = t.obsm["fp32"], t.obsm["bf16"]
+    assert f32.shape == (32, 1280)
+    np.testing.assert_allclose(f32[24:], f32[:8], rtol=1e-5, atol=1e-6)
+    rel = np.linalg.norm(b16 - f32, axis=1) / np.linalg.norm(f32, axis=1)
+    assert rel.max() < 0.15  # bound stated in the embed_patches docstring
+    assert t.uns["bf16"]["params"]["dtype"] == "bfloat16 autocast"
+    assert t.uns["fp32"]["params"]["pyramid_level"] == {"spots": 0}
+    # DenseNet-121 is closer in bf16 (docstring bound 0.05)
+    mst.tl.embed_patches(sub, "densenet121", dtype="float32", key_added="d32")
+    mst.tl.embed_patches(sub, "densenet121", dtype="bfloat16", key_added="d16")
+    d32, d16 = t.obsm["d32"], t.obsm["d16"]
+    rel = np.linalg.norm(d16 - d32, axis=1) / np.linalg.norm(d32, axis=1)
+    assert rel.max() < 0.05
+    assert t.uns["d32"]["params"]["weights_sha256"] == DENSENET_SHA256
+
+
+def test_handcrafted_separates_background_from_tissue(her2st_sdata):
+    from scipy.ndimage import minimum_filter
+    from sklearn.metrics import roc_auc_score
+
+    coarse = her2st_sdata.images["C2_he"]["scale4"]["image"].to_numpy().astype(float)
+    f = her2st_sdata.images["C2_he"]["scale0"]["image"].shape[-1] / coarse.shape[-1]
+    white = (coarse.mean(0) > 215) & (coarse.max(0) - coarse.min(0) < 30)
+    ok = minimum_filter(white.astype(np.uint8), size=13).astype(bool)
+    ok[:20], ok[-20:], ok[:, :20], ok[:, -20:] = False, False, False, False
+    ys, xs = np.nonzero(ok)
+    pick = np.linspace(0, len(ys) - 1, 12).astype(int)
+    bg = np.column_stack([xs[pick], ys[pick]]) * f
+    sub = _subset(her2st_sdata, "C2", range(0, 187, 4), extra_xy=bg)
+    mst.tl.embed_patches(sub, "handcrafted")
+    t = sub.tables["table"]
+    x = t.obsm["X_handcrafted"]
+    names = t.uns["X_handcrafted"]["feature_names"]
+    is_bg = np.r_[np.zeros(len(x) - 12, bool), np.ones(12, bool)]
+    frac = x[:, list(names).index("background_fraction")]
+    assert frac[is_bg].min() > 0.9
+    assert np.median(frac[~is_bg]) < 0.3
+    assert roc_auc_score(is_bg, frac) == 1.0
+    # haematoxylin density is higher on tissue
+    assert roc_auc_score(~is_bg, x[:, list(names).index("hematoxylin_od_mean")]) > 0.95
+
+
+def _state(sdata):
+    t = sdata.tables["table"]
+    return sorted(t.obsm.keys()), sorted(t.uns.keys()), list(t.obs.columns)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"model": "not_a_model"}, ValueError, "not in the morphst registry"),
+        ({"model": "resnet18"}, FileNotFoundError, "No weights for model 'resnet18'"),
+        ({"model": "uni"}, FileNotFoundError, "gated"),
+        ({"model": "resnet18", "weights": "/nonexistent.safetensors"}, FileNotFoundError, "not found"),
+        ({"model": "resnet18", "weights": "random", "dtype": "float16"}, ValueError, "dtype"),
+        ({"model": "resnet18", "weights": "random", "table_key": "nope"}, ValueError, "Available tables"),
+    ],
+    ids=["unknown", "no-weights", "gated", "bad-path", "dtype", "table"],
+)
+def test_bad_input_raises_before_writing(synthetic_sdata, tmp_path, monkeypatch, kwargs, exc, match):
+    sdata, _ = synthetic_sdata
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(mst.settings, "_weights_dir", tmp_path)
+    before = _state(sdata)
+    with pytest.raises(exc, match=match):
+        mst.tl.embed_patches(sdata, **kwargs)
+    assert _state(sdata) == before
