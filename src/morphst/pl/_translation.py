@@ -205,7 +205,7 @@ def predicted_vs_observed(
             m = draw_panel(
                 axes[i, k], panel, values=vals, cmap=cmap, vmin=lims[k][0], vmax=lims[k][1], alpha=alpha, title=title
             )
-            if m is not None:
+            if m is not None and np.isfinite(vals).any():
                 fig.colorbar(m, ax=axes[i, k], fraction=0.046, pad=0.02, label=layer if k == 0 else key)
     return finish(fig, show=show, return_fig=return_fig)
 
@@ -315,7 +315,7 @@ def gene_metrics(
         )
         spread = sub[ok].groupby(sub["gene"].astype(str)[ok])[metric].agg(["min", "max"]).reindex(genes)
         a.vlines(x, spread["min"], spread["max"], color="#1f3b5c", linewidth=0.8, zorder=2)
-    a.axhline(float(mean.mean()), color="k", linestyle="--", linewidth=0.8, label=f"mean {mean.mean():.3f}")
+    a.axhline(float(mean.mean()), color="k", linestyle="--", linewidth=0.8, label=f"mean over genes {mean.mean():.3f}")
     if metric == "pcc":
         a.axhline(0, color="grey", linewidth=0.6)
     a.set_xticks(x)
