@@ -1015,8 +1015,8 @@ class Translator:
         """Predict expression on a dense grid of patch centres between and around the measured spots.
 
         Super-resolution in the sense of ST-Net / BLEEP (He et al. 2020; Xie et al. 2023): a square grid with
-        ``spacing_um`` µm between centres covering each shapes element's spots, keeping the grid points that lie
-        within ``max_distance_um`` of a spot, is added as circles (``radius = spacing_um / 2``) in the spots'
+        ``spacing_um`` µm between centres, anchored on the lower corner of each shapes element's spots (axis-aligned
+        in its coordinate system), keeping the grid points that lie within ``max_distance_um`` of a spot, is added as circles (``radius = spacing_um / 2``) in the spots'
         coordinate system, and :meth:`predict_sdata` predicts every grid point.
 
         Parameters
@@ -1092,13 +1092,19 @@ class Translator:
             else:
                 pitch = float(spacing_um)
             reach = float(max_distance_um) if max_distance_um is not None else pitch
-            lo = xy.min(axis=0) - reach
-            hi = xy.max(axis=0) + reach
-            gx = np.arange(lo[0], hi[0] + 1e-9, spacing_um)
-            gy = np.arange(lo[1], hi[1] + 1e-9, spacing_um)
+            # anchored on the spots' lower corner, so a spacing that divides the spot pitch passes through spots
+            lo, hi = xy.min(axis=0), xy.max(axis=0)
+            steps = [
+                np.arange(np.floor(-reach / spacing_um), np.ceil((hi[d] - lo[d] + reach) / spacing_um) + 1)
+                for d in (0, 1)
+            ]
+            gx, gy = lo[0] + spacing_um * steps[0], lo[1] + spacing_um * steps[1]
             pts = np.column_stack([a.ravel() for a in np.meshgrid(gx, gy)])
             dist, _ = NearestNeighbors(n_neighbors=1).fit(xy).kneighbors(pts)
             pts = pts[dist[:, 0] <= reach + 1e-9]
+            if len(pts) == 0:
+                msg = f"No grid point of {k!r} lies within {reach:g} µm of a spot; increase `max_distance_um`."
+                raise ValueError(msg)
             grids[gk] = ShapesModel.parse(
                 pts,
                 geometry=0,
