@@ -71,3 +71,17 @@ def test_docs_build_without_warnings(tmp_path):
         assert name in api
     for nb in sorted((REPO / "tutorials").glob("*.ipynb")):
         assert (out / "tutorials" / f"{nb.stem}.html").is_file(), f"tutorial {nb.name} not rendered"
+
+
+@pytest.mark.parametrize("name", ["01_translation", "02_integration_quadrants"])
+def test_tutorials_are_saved_executed(name):
+    """The committed notebooks hold the outputs of one top-to-bottom run (CI re-executes them with nbmake)."""
+    import nbformat
+
+    nb = nbformat.read(REPO / "tutorials" / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), "re-run the notebook top to bottom and save it"
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    figures = [o for c in code for o in c.outputs if "data" in o and {"image/png", "image/jpeg"} & set(o.data)]
+    assert len(figures) >= 2

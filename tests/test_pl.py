@@ -61,26 +61,14 @@ def collections(ax) -> list[PatchCollection]:
 
 @pytest.fixture(scope="module")
 def sdata(data_dir):
-    """HER2ST C2–C6 with patches, features, a leave-one-section-out translation, domains and their evaluation."""
+    """HER2ST C2–C6 with patches, handcrafted features, a leave-one-section-out translation, domains, evaluation."""
     import scanpy as sc
 
     sd = mst.datasets.her2st(data_dir=data_dir)
     ad = sd.tables["table"]
     mst.pp.extract_patches(sd, context=(336.0,))
-    if hasattr(mst.tl, "embed_patches"):
-        mst.tl.embed_patches(sd, model="handcrafted")
-        rep = "X_handcrafted"
-    else:  # pragma: no cover - until embeddings land: any real representation exercises the plots
-        tmp = ad.copy()
-        sc.pp.normalize_total(tmp, target_sum=1e4)
-        sc.pp.log1p(tmp)
-        sc.pp.pca(tmp, n_comps=20)
-        rep = "X_expr_pca"
-        ad.obsm[rep] = tmp.obsm["X_pca"]
-    predict_expression = getattr(mst.tl, "predict_expression", None)
-    if predict_expression is None:  # pragma: no cover - until translation is exported
-        from morphst.tl._translation import predict_expression
-    predict_expression(ad, use_rep=rep, genes=[*GENES, "CD74", "GRB7"], select_in_fold=False)
+    mst.tl.embed_patches(sd, model="handcrafted")  # model-free colour/texture features: cheap
+    mst.tl.predict_expression(ad, use_rep="X_handcrafted", genes=[*GENES, "CD74", "GRB7"], select_in_fold=False)
     # domains from expression (PCA of log1p HVGs), evaluated against the authors' clusters
     tmp = ad.copy()
     sc.pp.normalize_total(tmp, target_sum=1e4)
@@ -291,3 +279,17 @@ def test_show_and_return_convention(sdata):
     plt.close("all")
     assert isinstance(mst.pl.domains(sdata, section="C6", return_fig=True), Figure)
     plt.close("all")
+
+
+def test_predicted_vs_observed_gene_not_predicted_in_section(sdata):
+    """With in-fold gene selection a fold may not predict a gene: the panel says so (AnnData: obsm["spatial"])."""
+    ad = sdata.tables["table"].copy()
+    c3 = (ad.obs["section"] == "C3").to_numpy()
+    ad.layers["predicted"][c3, ad.var_names.get_loc("ERBB2")] = np.nan
+    fig = mst.pl.predicted_vs_observed(ad, ["ERBB2", "MGP"], section="C3", return_fig=True)
+    axs = panels(fig)
+    assert len(axs) == 4
+    assert "not predicted here" in axs[1].get_title()
+    assert "held-out PCC" in axs[3].get_title()
+    assert len(axs[0].collections[0].get_offsets()) == c3.sum()  # no image: one marker per spot at obsm["spatial"]
+    plt.close(fig)
