@@ -34,7 +34,7 @@ OBS_VALID = "patch_valid_fraction"
 #: Chunks larger than this are not cached whole: windows are sliced from them directly.
 _MAX_CHUNK_BYTES = 64 * 2**20
 #: Default bytes of decoded chunks kept per reader (bounded memory, independent of the image size).
-_CACHE_BYTES = 256 * 2**20
+_CACHE_BYTES = 128 * 2**20
 
 
 def _valid_col(size_um: float, main: bool) -> str:
@@ -552,8 +552,9 @@ class _LevelReader:
         i, j = key
         block = self._read(int(self.yb[i]), int(self.yb[i + 1]), int(self.xb[j]), int(self.xb[j + 1]))
         with self.lock:
-            self.cache[key] = block
-            self.nbytes += block.nbytes
+            if key not in self.cache:
+                self.cache[key] = block
+                self.nbytes += block.nbytes
 
     def evict(self, keep: set) -> None:
         with self.lock:
@@ -697,28 +698,45 @@ class PatchReader:
         return plan
 
     def _batches(self, plan, batch_size: int, pool: ThreadPoolExecutor) -> Iterator[tuple[np.ndarray, Any]]:
-        for g, pos in plan:
+        batches = [(g, pos[b : b + batch_size]) for g, pos in plan for b in range(0, len(pos), batch_size)]
+
+        def keys_of(k: int) -> list:
+            g, p = batches[k]
+            if g.reader.direct:
+                return []
+            return sorted({key for q in p for key in g.reader.chunk_keys(*g.xy0[q], *g.w)})
+
+        def submit(k: int) -> list:
+            # decode the chunks of batch k in the pool, while the current batch is assembled and resampled
+            if k >= len(batches):
+                return []
+            rd = batches[k][0].reader
+            return [pool.submit(rd.load, key) for key in keys_of(k) if key not in rd.cache]
+
+        pending = submit(0)
+        keys_next = keys_of(0) if batches else []
+        for k, (g, p) in enumerate(batches):
             rd = g.reader
-            for b in range(0, len(pos), batch_size):
-                p = pos[b : b + batch_size]
-                if not rd.direct:
-                    keys = sorted({k for q in p for k in rd.chunk_keys(*g.xy0[q], *g.w)})
-                    todo = [k for k in keys if k not in rd.cache]
-                    list(pool.map(rd.load, todo))
-                    for k in keys:
-                        rd.cache.move_to_end(k)
-                buf = np.empty((len(p), g.w[1], g.w[0], 3), np.uint8)
+            for f in pending:
+                f.result()
+            keys = keys_next
+            keys_next = keys_of(k + 1) if k + 1 < len(batches) else []
+            pending = submit(k + 1)
+            buf = np.empty((len(p), g.w[1], g.w[0], 3), np.uint8)
 
-                def fill(i, p=p, buf=buf, g=g, rd=rd):
-                    rd.window(int(g.xy0[p[i], 0]), int(g.xy0[p[i], 1]), g.w[0], g.w[1], buf[i])
+            def fill(i, p=p, buf=buf, g=g, rd=rd):
+                rd.window(int(g.xy0[p[i], 0]), int(g.xy0[p[i], 1]), g.w[0], g.w[1], buf[i])
 
-                if rd.direct:
-                    list(pool.map(fill, range(len(p))))
-                else:
-                    for i in range(len(p)):
-                        fill(i)
-                    rd.evict(set(keys))
-                yield g.rows[p], _resample(buf, self.target_px)
+            if rd.direct:
+                list(pool.map(fill, range(len(p))))
+            else:
+                with rd.lock:
+                    for key in keys:
+                        rd.cache.move_to_end(key)
+                for i in range(len(p)):
+                    fill(i)
+                rd.evict(set(keys) | set(keys_next))
+            yield g.rows[p], _resample(buf, self.target_px)
 
     def iter_batches(
         self, rows: Sequence[int] | np.ndarray | None = None, *, batch_size: int = 64, prefetch: int = 2
