@@ -3,6 +3,7 @@
 Real data: HER2ST patient C (default section C2, 187 spots; 112 µm patches at 224 px). Measured:
 
 - forward: the model on pre-read, pre-normalised tensors (channels_last), batch 64, fp32 and bf16 autocast;
+  each measurement is repeated (``--repeats``, alternating) and the best rate kept, as the CPU may be shared;
 - end-to-end: ``mst.tl.embed_patches`` (reading from the zarr-backed pyramid, resampling, normalising, model,
   writing ``obsm``) with ``dtype="auto"`` and ``dtype="float32"``;
 - ``max_rel_diff``: the largest per-spot ``||f_auto - f_fp32|| / ||f_fp32||`` of the end-to-end features.
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--sections", nargs="+", default=["C2"])
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     mst.settings.progress_bar = False
 
@@ -56,16 +58,19 @@ def main() -> None:
     with torch.inference_mode():
         x = enc.transform(patches).contiguous(memory_format=torch.channels_last)
     auto = _autocast_dtype(torch.device("cpu"), "auto", True)
-    fwd32 = forward_rate(enc, x, args.batch_size, bf16=False)
-    fwd16 = forward_rate(enc, x, args.batch_size, bf16=True)
+    # the machine may be shared: alternate the measurements and keep the best of `--repeats` for each
+    best = {"fwd32": 0.0, "fwd16": 0.0, "auto": 0.0, "float32": 0.0}
+    for _ in range(args.repeats):
+        best["fwd32"] = max(best["fwd32"], forward_rate(enc, x, args.batch_size, bf16=False))
+        best["fwd16"] = max(best["fwd16"], forward_rate(enc, x, args.batch_size, bf16=True))
+        for dtype in ["auto", "float32"]:
+            t0 = time.perf_counter()
+            mst.tl.embed_patches(sdata, args.model, dtype=dtype, key_added=dtype, batch_size=args.batch_size)
+            best[dtype] = max(best[dtype], n / (time.perf_counter() - t0))
+    fwd32, fwd16 = best["fwd32"], best["fwd16"]
     fwd_auto = fwd16 if auto is not None else fwd32
+    rates = {"auto": best["auto"], "float32": best["float32"]}
     del x
-
-    rates = {}
-    for dtype in ["auto", "float32"]:
-        t0 = time.perf_counter()
-        mst.tl.embed_patches(sdata, args.model, dtype=dtype, key_added=dtype, batch_size=args.batch_size)
-        rates[dtype] = n / (time.perf_counter() - t0)
     t = sdata.tables["table"]
     a, b = t.obsm["auto"], t.obsm["float32"]
     rel = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)

@@ -201,11 +201,12 @@ def _state(sdata):
         ({"model": "not_a_model"}, ValueError, "not in the morphst registry"),
         ({"model": "resnet18"}, FileNotFoundError, "No weights for model 'resnet18'"),
         ({"model": "uni"}, FileNotFoundError, "gated"),
+        ({"model": "hf-hub:MahmoodLab/uni"}, FileNotFoundError, "No weights for model 'uni'.*gated"),
         ({"model": "resnet18", "weights": "/nonexistent.safetensors"}, FileNotFoundError, "not found"),
         ({"model": "resnet18", "weights": "random", "dtype": "float16"}, ValueError, "dtype"),
         ({"model": "resnet18", "weights": "random", "table_key": "nope"}, ValueError, "Available tables"),
     ],
-    ids=["unknown", "no-weights", "gated", "bad-path", "dtype", "table"],
+    ids=["unknown", "no-weights", "gated", "hub-name", "bad-path", "dtype", "table"],
 )
 def test_bad_input_raises_before_writing(synthetic_sdata, tmp_path, monkeypatch, kwargs, exc, match):
     sdata, _ = synthetic_sdata

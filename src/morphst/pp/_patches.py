@@ -341,7 +341,7 @@ def extract_patches(
     pixel grid of that level, so the centre is exact to half a level pixel (at most half an output pixel).
     Nothing is read here: this records the geometry; :func:`get_patches` and :func:`morphst.tl.embed_patches`
     read the pixels. Multi-scale context fields of view (the TRIPLEX / M2ORT idea: Chung et al., CVPR 2024;
-    Wang et al., AAAI 2025) share the centre. Patches that overhang the image edge are padded (H&E: white) and the
+    Wang et al., 2024) share the centre. Patches that overhang the image edge are padded (H&E: white) and the
     fraction inside the image is recorded. RGBA drops alpha; single-channel images are replicated to grey RGB;
     images that are not uint8 (e.g. uint16 DAPI) are mapped linearly onto 0–255 using ``intensity_range``.
 

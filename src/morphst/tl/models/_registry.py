@@ -363,8 +363,9 @@ def get_model(
     Parameters
     ----------
     model
-        A name of :func:`list_models`, any timm architecture, ``"handcrafted"``, or a callable mapping float RGB
-        tensors ``(B, 3, H, W)`` in [0, 1] to ``(B, D)``.
+        A name of :func:`list_models` (or its hub name, e.g. ``"hf-hub:MahmoodLab/uni"``), any timm architecture or
+        ``"hf-hub:..."`` name, ``"handcrafted"``, or a callable mapping float RGB tensors ``(B, 3, H, W)`` in [0, 1]
+        to ``(B, D)``.
     weights
         ``None``: the first of a file under ``mst.settings.weights_dir`` named after the model, the bundled
         package (``efficientnet_lite0``), the hub. A path: that file (strict key matching). ``"random"``: a
@@ -391,6 +392,12 @@ def get_model(
 
         return HandcraftedEncoder(n_jobs=n_jobs or settings.n_workers)
     spec = REGISTRY.get(model)
+    if spec is None:  # a registered model by its hub name, e.g. "hf-hub:MahmoodLab/uni"
+        spec = next((s for s in REGISTRY.values() if s.hub is not None and model in (s.hub, f"hf-hub:{s.hub}")), None)
+    if spec is None and model.startswith("hf-hub:"):
+        spec = ModelSpec(
+            name=model.split("/")[-1].lower(), arch=model, embedding_dim=-1, weight_source="hub", hub=model
+        )
     if spec is None:
         import timm
 
