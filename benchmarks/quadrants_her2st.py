@@ -125,6 +125,8 @@ def embed(sdata, adata, *, inline: bool = False) -> dict[str, str]:
         if use_mst:
             model = "efficientnet_lite0" if arch == "tf_efficientnet_lite0" else arch
             kw = {"weights": "random"} if weights == "random" else {}
+            if model == "densenet121" and weights == "imagenet":
+                kw = {"weights": WEIGHTS / "densenet121_imagenet_capricorn" / "densenet121.timm.safetensors"}
             mst.tl.embed_patches(sdata, model=model, key_added=key, **kw)
             adata.obsm[key] = np.asarray(sdata.tables["table"].obsm[key], dtype=np.float32)
         else:
@@ -255,6 +257,7 @@ def main() -> None:
         y_all = np.asarray(y_all.toarray() if hasattr(y_all, "toarray") else y_all)
         sub = adata[te, hvg].copy()
         sub.X = sub.layers["lognorm"]
+        del sub.var["highly_variable"]  # the all-section HVG flag; sc.pp.pca would otherwise keep only those
         sc.pp.pca(sub, n_comps=20, random_state=0)
         k = int(sub.obs["cluster"].dropna().nunique())
         ari_expr = integrate(sub, None, k)

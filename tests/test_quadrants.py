@@ -277,3 +277,26 @@ def test_her2st_expression_features_are_shared_shuffled_are_noise(her2st_adata):
     np.testing.assert_allclose(df["shared"].iloc[:6], 1.0, atol=1e-5)  # each equals one of the genes
     assert list(df["best_gene"].iloc[:6]) == list(hvg[:6])
     assert (df["quadrant"].iloc[6:] == "noise").sum() >= 5
+
+
+def test_her2st_densenet_features_beyond_chance(her2st_embedded):
+    """ImageNet DenseNet-121 features of HER2ST patches: far more than the nominal 5% of features are relevant to
+    the clusters and shared with the HVGs above the permutation 95th percentile; select_features keeps them."""
+    import scanpy as sc
+
+    adata = her2st_embedded.copy()
+    adata.layers["lognorm"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4, layer="lognorm")
+    sc.pp.log1p(adata, layer="lognorm")
+    sc.pp.highly_variable_genes(adata, layer="lognorm", n_top_genes=50, flavor="seurat")
+    mst.tl.quadrants(adata, "X_densenet121", layer="lognorm", n_perms=20, n_null_features=16)
+    res = adata.uns["quadrants"]
+    shares = res["shares"]
+    assert shares["translation"] + shares["integration"] > 0.2  # relevant above chance
+    assert shares["translation"] + shares["overestimation"] > 0.2  # shared above chance
+    assert adata.varm["quadrants"].shape == (adata.n_vars, 1024)
+    assert np.isfinite(adata.varm["quadrants"][adata.var["highly_variable"].to_numpy()]).all()
+    assert res["features"]["best_gene"].isin(adata.var_names[adata.var["highly_variable"]]).all()
+    mst.tl.select_features(adata, "X_densenet121", "translation")
+    n_i = int((res["features"]["quadrant"] == "translation").sum())
+    assert adata.obsm["X_densenet121_translation"].shape == (adata.n_obs, n_i)
