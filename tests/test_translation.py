@@ -137,6 +137,19 @@ def test_in_fold_selection_never_sees_the_test_section(tdata):
     assert "g30" in set(fl.loc[fl["fold"] == "S3", "gene"])
 
 
+def test_user_gene_column_is_used_as_is(tdata):
+    a = tdata
+    a.var["mine"] = a.var_names.isin(["g2", "g11"])
+    mst.tl.predict_expression(a, "X_feat", genes="mine")  # select_in_fold=True, but no select_genes params
+    fm = a.uns["predicted"]["fold_metrics"]
+    assert set(fm["gene"]) == {"g2", "g11"}
+    assert fm.groupby("fold", observed=True).size().eq(2).all()
+    # the default key without a column: 50 (here: all 40 minus undetected) genes re-selected per fold
+    mst.tl.predict_expression(a, "X_feat", key_added="auto")
+    assert a.uns["auto"]["params"]["select_in_fold"]
+    assert a.uns["auto"]["params"]["gene_selection"]["n_top"] == 50
+
+
 @pytest.mark.parametrize("cv", ["leave_one_group_out", "kfold", "spatial_block", "group_kfold"])
 def test_folds_partition_and_never_share_a_section(tdata, cv):
     from sklearn.model_selection import GroupKFold

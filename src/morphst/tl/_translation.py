@@ -380,7 +380,10 @@ def _gene_plan(adata: AnnData, genes, select_in_fold: bool) -> _GenePlan:
             raise ValueError(msg)
         return _GenePlan(fixed=adata.var_names.isin(names))
     stored = adata.uns.get(genes, {}).get("params", {}) if isinstance(adata.uns.get(genes), dict) else {}
-    if select_in_fold and stored.get("flavor", "highly_variable") != "list":
+    # re-select in each fold when the column came from select_genes (its parameters are stored), or when the default
+    # key is absent altogether (then: 50 highly variable genes); a user-made column is used as it is
+    reselect = bool(stored) or (genes == Key.MORPH_TARGET and genes not in adata.var.columns)
+    if select_in_fold and reselect and stored.get("flavor", "highly_variable") != "list":
         sel = {
             "n_top": int(stored.get("n_top", DEFAULT_N_TOP)),
             "flavor": stored.get("flavor", "highly_variable"),
@@ -511,9 +514,10 @@ def predict_expression(
     within the training fold, :class:`~sklearn.model_selection.GroupKFold`, R² averaged over genes) when the
     training fold holds at least two groups, else efficient leave-one-out.
 
-    Gene semantics. With ``genes`` naming a ``var`` column written by :func:`morphst.pp.select_genes` and
-    ``select_in_fold=True``, selection is rerun on each training fold with the parameters stored in
-    ``uns[genes]['params']`` (default: 50 highly variable genes by Pearson residuals); each fold predicts and is
+    Gene semantics. With ``genes`` naming a ``var`` column written by :func:`morphst.pp.select_genes` (or the
+    default ``"morph_target"`` not yet computed) and ``select_in_fold=True``, selection is rerun on each training
+    fold with the parameters stored in ``uns[genes]['params']`` (default: 50 highly variable genes by Pearson
+    residuals); a boolean column made by other means is used as it is. Each fold predicts and is
     evaluated on its own train-selected genes only. The layer holds, for each spot, the genes of the fold that held
     it out (NaN elsewhere); ``var[f'{key_added}_mask']`` is the union over folds, and the per-gene metrics in
     ``var`` average over the folds that selected the gene. With ``select_in_fold=False`` (or a list of genes) the
