@@ -486,6 +486,28 @@ def extract_patches(
 # --------------------------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------------------------
+def _zarr_source(data):
+    """The zarr array behind a dask array made by ``dask.array.from_zarr`` with nothing on top, else ``None``."""
+    try:
+        layers = data.dask.layers
+    except AttributeError:  # pragma: no cover
+        return None
+    if len(layers) != 2:
+        return None
+    for name, layer in layers.items():
+        if name.startswith("original-from-zarr") and hasattr(layer, "values"):
+            vals = list(layer.values())
+            if len(vals) == 1:
+                z = vals[0]
+                if (
+                    type(z).__module__.startswith("zarr")
+                    and tuple(z.shape) == tuple(data.shape)
+                    and z.dtype == data.dtype
+                ):
+                    return z
+    return None
+
+
 class _LevelReader:
     """Windows of one pyramid level, assembled from decoded chunks kept in a bounded LRU cache."""
 
@@ -498,6 +520,8 @@ class _LevelReader:
         self.fill = fill
         self.h, self.w = data.shape[-2:]
         self.is_dask = hasattr(data, "dask")
+        # a level that is a plain `from_zarr` dask array is read from the zarr array itself (half the overhead)
+        self.zarr = _zarr_source(data) if self.is_dask else None
         if self.is_dask:
             ch = data.chunks
             self.yb = np.cumsum((0, *ch[-2]))
@@ -524,6 +548,10 @@ class _LevelReader:
         return np.ascontiguousarray(np.moveaxis(block, 0, -1))
 
     def _read(self, y0, y1, x0, x1) -> np.ndarray:
+        if self.zarr is not None:
+            if len(self.channels) == self.data.shape[0]:
+                return self._convert(self.zarr[:, y0:y1, x0:x1])
+            return self._convert(self.zarr.get_orthogonal_selection((self.channels, slice(y0, y1), slice(x0, x1))))
         sub = (
             self.data[self.channels, y0:y1, x0:x1]
             if len(self.channels) != self.data.shape[0]
