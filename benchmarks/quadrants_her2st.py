@@ -197,6 +197,7 @@ def main() -> None:
     import logging
 
     mst._logging.logger.setLevel(logging.WARNING)
+    mst.settings.progress_bar = False
     sdata = mst.datasets.her2st(data_dir=DATA)
     adata = sdata.tables["table"]
     print(f"HER2ST patient C, sections {SECTIONS}: {adata.n_obs} spots x {adata.n_vars} genes")
