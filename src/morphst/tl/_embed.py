@@ -66,8 +66,8 @@ def embed_patches(
     model under bf16 autocast with channels_last memory; elsewhere fp32. Measured on the 910 HER2ST C2–C6 patches
     (x86 CPU with AVX512-BF16, torch 2.14), the relative difference per spot
     ``||f_bf16,i − f_fp32,i|| / ||f_fp32,i||`` was at most 0.12 (median 0.054) for EfficientNet-Lite0 and at most
-    0.039 (median 0.013) for DenseNet-121 (bounds checked in the tests: 0.15 and 0.05), for a 1.3× speed-up on 2
-    cores. Use ``dtype="float32"`` for full-precision features.
+    0.039 (median 0.013) for DenseNet-121 (bounds checked in the tests: 0.15 and 0.05), for a 2.4× faster
+    EfficientNet-Lite0 forward pass on 2 idle cores (``benchmarks/embed.py``). Use ``dtype="float32"`` for full-precision features.
 
     Parameters
     ----------
