@@ -15,9 +15,6 @@ import pytest
 import morphst as mst
 
 REPO = Path(__file__).resolve().parents[1]
-pytest.importorskip("sphinx")
-pytest.importorskip("myst_nb")
-pytest.importorskip("numpydoc")
 
 
 def _public(module: types.ModuleType, prefix: str) -> set[str]:
