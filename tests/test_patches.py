@@ -213,3 +213,63 @@ def test_bad_input_raises_and_leaves_data_unchanged(synthetic_factory, prepare, 
         mst.pp.extract_patches(sdata, **kwargs)
     assert _snapshot(sdata) == before
     assert "patches" not in sdata.tables["table"].uns
+
+
+@pytest.fixture
+def morphst_log(caplog):
+    """caplog wired to the 'morphst' logger (it does not propagate to the root logger)."""
+    import logging
+
+    logger = logging.getLogger("morphst")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="morphst")
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def _messages(caplog, level):
+    return [r.getMessage() for r in caplog.records if r.levelname == level and r.name == "morphst"]
+
+
+def test_anndata_is_refused_with_a_clear_type_error(synthetic_sdata):
+    sdata, _ = synthetic_sdata
+    adata = sdata.tables["table"]
+    before = (list(adata.obs.columns), sorted(adata.uns.keys()))
+    for fn in (mst.pp.extract_patches, mst.pp.get_patches):
+        with pytest.raises(TypeError, match=rf"`{fn.__name__}` needs the SpatialData \(images \+ shapes"):
+            fn(adata)
+    assert (list(adata.obs.columns), sorted(adata.uns.keys())) == before
+    for fn in (mst.pp.extract_patches, mst.pp.get_patches):
+        assert "not an anndata" in " ".join(fn.__doc__.split()).lower()
+
+
+def test_geometry_is_logged_with_units(synthetic_sdata, morphst_log):
+    sdata, _ = synthetic_sdata
+    # 20 µm at 40 px = 0.5 µm/px: level 0 (0.5 µm/px), a 40 px window; 40 µm context -> level 1 (1 µm/px), 40 px
+    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=40, context=(40.0,))
+    infos = _messages(morphst_log, "INFO")
+    assert any("spots (image): 20 µm patch from pyramid level 0 (0.5 µm/px), window 40 × 40 px" in m for m in infos)
+    assert any("spots (image): 40 µm patch from pyramid level 1 (1 µm/px), window 40 × 40 px" in m for m in infos)
+    assert _messages(morphst_log, "WARNING") == []  # no upsampling, no patch at the edge
+
+
+def test_upsampling_is_warned(synthetic_sdata, morphst_log):
+    sdata, _ = synthetic_sdata
+    # 20 µm at 80 px asks for 0.25 µm/px; the image is 0.5 µm/px: 40 native px upsampled 2×
+    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=80)
+    warns = _messages(morphst_log, "WARNING")
+    assert len(warns) == 1
+    assert "upsampled 2.00× (40 native px -> 80 px)" in warns[0]
+    assert "0.5 µm/px" in warns[0]
+    assert "0.25 µm/px" in warns[0]
+
+
+def test_edge_patches_are_warned(synthetic_sdata, morphst_log):
+    sdata, _ = synthetic_sdata
+    # centres at 102.4, 204.8, 307.2, 409.6 px of a 512 px image: a 300 px window (150 µm) overhangs the edge for
+    # every spot in the outer ring (12 of 16); the 4 inner ones (54.8 .. 457.2 px) stay inside
+    mst.pp.extract_patches(sdata, patch_size=150.0, target_px=300)
+    assert (sdata.tables["table"].obs["patch_valid_fraction"] < 1).sum() == 12
+    warns = _messages(morphst_log, "WARNING")
+    assert len(warns) == 1
+    assert "12 of 16 patches (75%) touch the image edge" in warns[0]

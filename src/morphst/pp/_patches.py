@@ -158,6 +158,23 @@ def _valid_fraction(xy0: np.ndarray, w: tuple[int, int], shape_hw: tuple[int, in
     return (ix * iy) / float(w[0] * w[1])
 
 
+def require_sdata(sdata, fn: str) -> None:
+    """Raise a ``TypeError`` unless ``sdata`` is a SpatialData: patches need the image, the shapes and the table."""
+    from spatialdata import SpatialData
+
+    if isinstance(sdata, SpatialData):
+        return
+    from anndata import AnnData
+
+    got = "an AnnData" if isinstance(sdata, AnnData) else f"a {type(sdata).__name__}"
+    msg = (
+        f"`{fn}` needs the SpatialData (images + shapes + the table that annotates them), got {got}: patches are "
+        "cut from the image around the spot/cell shapes, which an AnnData table does not hold. Pass the SpatialData, "
+        "e.g. `sdata = mst.datasets.her2st()` rather than `sdata.tables['table']`."
+    )
+    raise TypeError(msg)
+
+
 def _table_regions(adata: AnnData) -> tuple[list[str], str, str]:
     from spatialdata.models import get_table_keys
 
@@ -318,6 +335,37 @@ def _compute_geometry(
     return out
 
 
+#: Warn when more than this fraction of the patches overhang the image edge.
+_EDGE_WARN_FRACTION = 0.10
+
+
+def _report_geometry(geoms: list[_RegionGeometry], sizes: list[float], target_px: int) -> None:
+    """Log the pyramid level, its µm/px and the window per region; warn on upsampling and on many edge patches."""
+    for g in geoms:
+        for k, size in enumerate(sizes):
+            w = g.window_px[k]
+            logg.info(
+                f"    {g.region} ({g.image_key}): {size:g} µm patch from pyramid level {g.levels[k]} "
+                f"({g.level_um_per_px[k]:.4g} µm/px), window {w[0]} × {w[1]} px -> {target_px} px "
+                f"({size / target_px:.4g} µm/px)"
+            )
+            if min(w) < target_px:
+                logg.warning(
+                    f"{g.region} ({g.image_key}): the {size:g} µm patch is upsampled {target_px / min(w):.2f}× "
+                    f"({min(w)} native px -> {target_px} px): the image ({g.level_um_per_px[k]:.4g} µm/px at its "
+                    f"finest level) is coarser than the requested {size / target_px:.4g} µm/px. Lower `target_px` "
+                    "or increase `patch_size` to avoid interpolated detail."
+                )
+    valid = np.concatenate([g.valid[0] for g in geoms])
+    n_edge = int((valid < 1).sum())
+    if n_edge > _EDGE_WARN_FRACTION * len(valid):
+        logg.warning(
+            f"{n_edge} of {len(valid)} patches ({100 * n_edge / len(valid):.0f}%) touch the image edge "
+            f"({int((valid == 0).sum())} lie entirely off it) and are padded: check the shapes' transformation and "
+            f"`patch_size` ({sizes[0]:g} µm); see obs['{OBS_VALID}']."
+        )
+
+
 def extract_patches(
     sdata: SpatialData,
     *,
@@ -348,7 +396,8 @@ def extract_patches(
     Parameters
     ----------
     sdata
-        SpatialData with an image, shapes (circles or polygons) and a table that annotates the shapes.
+        SpatialData with an image, shapes (circles or polygons) and a table that annotates the shapes. Not an
+        AnnData: the patches are cut from the image around the shapes, which the table alone does not hold.
     image_key
         Image to read. Default: per shapes element, the one image that shares a coordinate system with it
         (e.g. HER2ST ``"C2_spots"`` -> ``"C2_he"``).
@@ -389,12 +438,15 @@ def extract_patches(
 
     Raises
     ------
+    TypeError
+        ``sdata`` is not a SpatialData (e.g. an AnnData table).
     KeyError
         Unknown ``image_key`` / ``shapes_key`` (lists what exists).
     ValueError
         Unknown table, a table that does not annotate the shapes, no coordinate system shared by shapes and image,
         every patch off the image, a patch smaller than one pixel at every level, bad ``channels``.
     """
+    require_sdata(sdata, "extract_patches")
     start = logg.info("extracting patch geometry")
     adata = get_adata(sdata, table_key)
     if not patch_size > 0:
@@ -425,6 +477,7 @@ def extract_patches(
         intensity_range=intensity_range,
         fill_value=fill_value,
     )
+    _report_geometry(geoms, sizes, int(target_px))
     # everything validated: write
     n = adata.n_obs
     cx = np.full(n, np.nan)
@@ -847,7 +900,8 @@ def get_patches(
     Parameters
     ----------
     sdata
-        SpatialData on which :func:`extract_patches` was run (it is run with defaults if not).
+        SpatialData (images + shapes + table, not an AnnData) on which :func:`extract_patches` was run (it is run
+        with defaults if not).
     obs_indices_or_names
         Rows of the table: integer positions, ``obs_names`` or a boolean mask. Default: all rows.
     table_key
@@ -864,11 +918,14 @@ def get_patches(
 
     Raises
     ------
+    TypeError
+        If ``sdata`` is not a SpatialData (e.g. an AnnData table).
     KeyError
         If a name is not in ``obs_names``.
     ValueError
         If a row has no patch geometry or ``context`` is out of range.
     """
+    require_sdata(sdata, "get_patches")
     adata = get_adata(sdata, table_key)
     if Key.PATCHES not in adata.uns or OBS_X not in adata.obs:
         extract_patches(sdata, table_key=table_key)
