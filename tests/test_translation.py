@@ -215,6 +215,32 @@ def test_spatial_context_adds_features(tdata):
     assert a.uns["predicted"]["params"]["spatial_context"] == 4
 
 
+@pytest.fixture
+def morphst_log(caplog):
+    """Capture the ``morphst`` logger (it does not propagate to the root logger that caplog watches)."""
+    import logging
+
+    logger = logging.getLogger("morphst")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="morphst")
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def test_log_names_own_and_neighbour_features_and_the_average(tdata, morphst_log):
+    a = tdata
+    mst.tl.predict_expression(a, "X_feat", genes=["g0", "g1"], spatial_context=4)
+    first, last = morphst_log.messages[0], morphst_log.messages[-1]
+    assert "(12 own + 12 neighbour-mean (k=4) features)" in first
+    # the finished line says which average it reports and reports exactly that one
+    pf = a.uns["predicted"]["per_fold"]
+    expected = f"mean PCC over folds (each the mean over that fold's genes) {pf['pcc'].mean():.3f} over 4 folds"
+    assert expected in last
+    morphst_log.clear()
+    mst.tl.predict_expression(a, "X_feat", genes=["g0"])
+    assert "(12 features)" in morphst_log.messages[0]
+
+
 def test_models_mlp_and_custom(tdata):
     from sklearn.linear_model import Ridge
     from sklearn.svm import SVR
