@@ -4,10 +4,39 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+#: Exceptions that morphst raises for bad user input (wrong section, missing data, wrong argument type).
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, TypeError)
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _raised_by_morphst(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by morphst's own code (the innermost frame is in the package), not by a library."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    try:
+        return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE_DIR)
+    except (OSError, ValueError):
+        return False
+
+
+def _message(exc: BaseException) -> str:
+    # a KeyError's str() is the repr of its argument; show the message itself
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``morphst`` command."""
+    """Entry point of the ``morphst`` command.
+
+    Returns the exit code: 0 on success, 2 on a user error that morphst reports (bad section, missing data, ...),
+    printed as ``morphst: error: <message>`` on stderr. Unexpected exceptions keep their traceback.
+    """
     parser = argparse.ArgumentParser(prog="morphst", description="morphst command line")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the main job on the real HER2ST patient C data")
@@ -15,10 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="morphst_output", help="output folder (default: ./morphst_output)")
     demo.add_argument("--sections", default="C2,C3,C4,C5,C6", help="comma-separated sections (default: C2..C6)")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from ._demo import run_demo
+    try:
+        if args.command == "demo":
+            from ._demo import run_demo
 
-        run_demo(data_dir=args.data_dir, out=args.out, sections=tuple(args.sections.split(",")))
+            sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+            run_demo(data_dir=args.data_dir, out=args.out, sections=sections)
+    except USER_ERRORS as e:
+        if not _raised_by_morphst(e):
+            raise
+        print(f"morphst: error: {_message(e)}", file=sys.stderr)
+        return 2
     return 0
 
 
