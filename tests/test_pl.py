@@ -151,6 +151,15 @@ def test_predicted_vs_observed(sdata):
         assert f"held-out PCC {want:.2f}" in pred_ax.get_title()
         r = np.corrcoef(np.asarray(obs_c.get_array()), np.asarray(pred_c.get_array()))[0, 1]
         assert r == pytest.approx(want, abs=1e-5)
+        # by default each panel spans its own values
+        assert obs_c.get_clim() == pytest.approx((obs_c.get_array().min(), obs_c.get_array().max()))
+        assert pred_c.get_clim() == pytest.approx((pred_c.get_array().min(), pred_c.get_array().max()))
+    # colour bars name the scale of the values: the translation target, for the predictions too
+    target = ad.uns["predicted"]["params"]["target"]
+    assert target == "log1p_cp10k"
+    bars = [a.get_ylabel() for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert bars == [f"observed {target}", f"predicted {target}"] * len(GENES)
+    assert "own colour scale per panel; same_scale=True to share" in fig.get_suptitle()
     assert_non_trivial(fig)
     plt.close(fig)
 
@@ -161,6 +170,11 @@ def test_predicted_vs_observed_on_given_axes_and_shared_scale(sdata):
     assert out is None
     (a,), (b,) = collections(axs[0]), collections(axs[1])
     assert a.get_clim() == b.get_clim()
+    both = np.concatenate([a.get_array(), b.get_array()])
+    assert a.get_clim() == pytest.approx((both.min(), both.max()))
+    # on given axes the figure's suptitle is left alone: the note goes into the first predicted panel's title
+    assert fig.get_suptitle() == ""
+    assert axs[1].get_title().endswith("(observed and predicted share one colour scale per gene)")
     plt.close(fig)
 
 
@@ -186,6 +200,8 @@ def test_gene_metrics(sdata):
     heights = [p.get_height() for p in ax.patches]
     np.testing.assert_allclose(heights, want.to_numpy(), rtol=1e-6)
     assert [t.get_text() for t in ax.get_xticklabels()] == list(want.index)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"mean over genes of per-gene fold means {want.mean():.3f}" in legend
     fm = ad.uns["predicted"]["fold_metrics"]
     n_dots = sum(len(c.get_offsets()) for c in ax.collections if c.get_offsets().shape[0] > 1)
     assert n_dots == int(np.isfinite(fm["pcc"].to_numpy(float)).sum())
@@ -225,8 +241,31 @@ def test_domains(sdata):
         want = matplotlib.colors.to_rgba_array([palettes.default_20[cats.index(v)] for v in labels])
         np.testing.assert_allclose(coll.get_facecolors()[:, :3], want[:, :3])
         assert axs[j].get_title() == f"{s}: domain"
+    # the reference row: its own palette (Dark2 for the 7 clusters), no colour shared with the domain row
+    ref_cats = list(ad.obs["cluster"].cat.categories)
+    assert len(ref_cats) <= 8
+    dark2 = matplotlib.colormaps["Dark2"].colors
+    dom_rgb, ref_rgb = set(), set()
+    for j, s in enumerate(sections):
+        dom_rgb |= {tuple(np.round(c[:3], 4)) for c in collections(axs[j])[0].get_facecolors()}
+        (coll,) = collections(axs[len(sections) + j])
+        labels = ad.obs.loc[(ad.obs["section"] == s).to_numpy(), "cluster"]
+        want = [
+            dark2[ref_cats.index(v)] if isinstance(v, str) else matplotlib.colors.to_rgb("lightgrey") for v in labels
+        ]
+        np.testing.assert_allclose(coll.get_facecolors()[:, :3], np.asarray(want))
+        ref_rgb |= {tuple(np.round(c[:3], 4)) for c in coll.get_facecolors()}
+    ref_rgb.discard(tuple(np.round(matplotlib.colors.to_rgb("lightgrey"), 4)))
+    assert len(ref_rgb) == len(ref_cats)
+    assert not (dom_rgb & ref_rgb)
     ev = ad.uns["domain_evaluation"]
-    assert f"ARI {ev['ari']:.2f}" in fig._suptitle.get_text()
+    title = fig.get_suptitle()
+    assert f"ARI {ev['ari']:.2f}" in title
+    # the 7 HER2ST spots without an authors' cluster were left out of ARI/NMI, and the title says so
+    assert ev["n_excluded"] == int(ad.obs["cluster"].isna().sum()) == 7
+    assert ev["n_evaluated"] == ad.n_obs - 7
+    assert f"({ad.n_obs - 7} spots; 7 with no cluster or domain label excluded" in title
+    assert "all spots" not in title
     assert_non_trivial(fig)
     plt.close(fig)
     fig = mst.pl.domains(ad, section=["C2", "C5"], return_fig=True)  # AnnData: obsm["spatial"], no image
@@ -293,3 +332,31 @@ def test_predicted_vs_observed_gene_not_predicted_in_section(sdata):
     assert "held-out PCC" in axs[3].get_title()
     assert len(axs[0].collections[0].get_offsets()) == c3.sum()  # no image: one marker per spot at obsm["spatial"]
     plt.close(fig)
+
+
+# ---- shared docstring text ----------------------------------------------------------------------------------------
+
+
+def test_inject_docs():
+    from morphst._docs import doc_show_return, inject_docs
+
+    @inject_docs(shared="a\n    b\n\nc", word="X")
+    def f():
+        """Sum {word} of uns[f"{key}_colors"].
+
+        Parameters
+        ----------
+            {shared}
+        """
+
+    lines = f.__doc__.split("\n")
+    assert lines[0] == 'Sum X of uns[f"{key}_colors"].'  # other braces are left alone
+    assert lines[4:8] == ["            a", "                b", "", "            c"]  # indented like the placeholder
+    with pytest.raises(ValueError, match="nope"):
+        inject_docs(nope="x")(f)
+    for name in mst.pl.__all__:
+        doc = getattr(mst.pl, name).__doc__
+        assert "{plot_params}" not in doc
+        assert "{returns_fig}" not in doc
+        assert "\n    show\n        Show the figure" in doc  # the shared text, at the parameters' indentation
+        assert doc_show_return.split("\n")[1].strip() in doc

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .._docs import doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
-from ._spatial import build_panels, category_colors, draw_panel, new_figure, resolve_sections
+from ._spatial import build_panels, category_colors, draw_panel, new_figure, reference_colors, resolve_sections
 from ._utils import finish, make_axes
 
 if TYPE_CHECKING:
@@ -33,6 +34,13 @@ def _categorical(adata: AnnData, key: str) -> tuple[pd.Series, list[str]]:
     return labels, cats
 
 
+@inject_docs(
+    plot_params=plot_params(
+        ax=", one per panel (``n_sections`` or ``2 × n_sections`` with ``reference``, row-major)",
+        figsize="about 3.6 inches per panel",
+    ),
+    returns_fig=doc_returns_fig,
+)
 def domains(
     data: SpatialData | AnnData,
     key: str = "domain",
@@ -53,10 +61,13 @@ def domains(
     """Spatial domains as coloured spots over the H&E, one panel per section, optionally above a reference.
 
     Reads the categorical ``obs[key]`` written by :func:`morphst.tl.domains` and, when present, the ARI/NMI that
-    :func:`morphst.tl.evaluate_domains` stored in ``uns[f"{key}_evaluation"]`` (shown in the figure title). The
-    H&E is drawn from a coarse pyramid level; spots are placed through the SpatialData transformations and drawn
-    at their true radius. Colours come from ``uns[f"{key}_colors"]`` when it matches the categories (scanpy's
-    convention), else from scanpy's default palettes; missing labels are light grey.
+    :func:`morphst.tl.evaluate_domains` stored in ``uns[f"{key}_evaluation"]`` (shown in the figure title, with the
+    number of spots left out of ARI/NMI because their reference or domain is missing). The H&E is drawn from a
+    coarse pyramid level; spots are placed through the SpatialData transformations and drawn at their true radius.
+    Domain colours come from ``uns[f"{key}_colors"]`` when it matches the categories (scanpy's convention), else
+    from scanpy's default palettes. The reference row uses a different qualitative palette (matplotlib's
+    ``Dark2``, ``Set3`` beyond 8 categories, ``tab20b`` beyond 12): colours are not matched across rows, so domain
+    ``"0"`` and reference ``"0"`` share a name, not a meaning. Missing labels are light grey.
 
     Parameters
     ----------
@@ -81,19 +92,11 @@ def domains(
         Opacity of the spots.
     legend
         Draw one legend per row, right of its last panel.
-    ax
-        Axes to draw on, one per panel (``n_sections`` or ``2 × n_sections`` with ``reference``, row-major);
-        ``None``: a new figure.
-    figsize
-        Size of a new figure (inches); ``None``: about 3.6 inches per panel.
-    show
-        Show the figure; ``None``: when matplotlib is interactive. Ignored with ``return_fig=True``.
-    return_fig
-        Return the :class:`~matplotlib.figure.Figure`.
+    {plot_params}
 
     Returns
     -------
-    The figure if ``return_fig``, else ``None``. Panels: one per section and row (domains, then reference).
+    {returns_fig} Panels: one per section and row (domains, then reference).
 
     Raises
     ------
@@ -127,7 +130,7 @@ def domains(
 
     for i, col_key in enumerate(rows):
         labels, cats = _categorical(adata, col_key)
-        cmap = category_colors(adata, col_key, cats)
+        cmap = category_colors(adata, col_key, cats) if i == 0 else reference_colors(cats)
         for j, panel in enumerate(panels):
             lab = labels.iloc[panel.rows]
             colors = [cmap.get(v, _MISSING) if v is not None else _MISSING for v in lab]
@@ -146,7 +149,12 @@ def domains(
     if reference is not None and isinstance(ev, dict) and "ari" in ev:
         ref_used = ev.get("params", {}).get("reference")
         if ref_used == reference:
+            if "n_evaluated" in ev and "n_excluded" in ev:
+                n_ev, n_ex = int(ev["n_evaluated"]), int(ev["n_excluded"])
+                spots = f"{n_ev} spots; {n_ex} with no {reference} or {key} label excluded"
+            else:
+                spots = "spots with both labels"
             fig.suptitle(
-                f"{key} vs {reference}: ARI {ev['ari']:.2f}, NMI {ev['nmi']:.2f} (all spots, mst.tl.evaluate_domains)"
+                f"{key} vs {reference}: ARI {ev['ari']:.2f}, NMI {ev['nmi']:.2f} ({spots}; mst.tl.evaluate_domains)"
             )
     return finish(fig, show=show, return_fig=return_fig)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import Key
+from .._docs import doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
 from ._spatial import new_figure
 from ._utils import finish, make_axes
@@ -19,6 +20,12 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@inject_docs(
+    plot_params=plot_params(
+        ax=", one per panel (``n × (1 + n_context)``, spot by spot)", figsize="about 1.9 inches per panel"
+    ),
+    returns_fig=doc_returns_fig,
+)
 def patches(
     sdata: SpatialData,
     *,
@@ -60,18 +67,11 @@ def patches(
         Spots per row; ``None``: about the square root of the number of spots.
     random_state
         Seed of the random choice of spots.
-    ax
-        Axes to draw on, one per panel (``n × (1 + n_context)``, spot by spot); ``None``: a new figure.
-    figsize
-        Size of a new figure (inches); ``None``: about 1.9 inches per panel.
-    show
-        Show the figure; ``None``: when matplotlib is interactive. Ignored with ``return_fig=True``.
-    return_fig
-        Return the :class:`~matplotlib.figure.Figure`.
+    {plot_params}
 
     Returns
     -------
-    The figure if ``return_fig``, else ``None``. Panels: one per spot and field of view.
+    {returns_fig} Panels: one per spot and field of view.
 
     Raises
     ------

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._docs import doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata
 from ._utils import finish, get_tl_result, make_axes
 
@@ -26,6 +27,10 @@ QUADRANT_COLORS: dict[str, str] = {
 _ROMAN = {"translation": "I", "integration": "II", "noise": "III", "overestimation": "IV"}
 
 
+@inject_docs(
+    plot_params=plot_params(ax=": one, or one per panel (``1 + len(compare)``)", figsize="4.5 × 4 inches per panel"),
+    returns_fig=doc_returns_fig,
+)
 def quadrants(
     data: SpatialData | AnnData,
     key: str = "quadrants",
@@ -70,18 +75,11 @@ def quadrants(
         panels share a representation.
     legend
         Draw a legend of the quadrants (on the last panel).
-    ax
-        Axes to draw on: one, or one per panel (``1 + len(compare)``).
-    figsize
-        Figure size (inches) when ``ax`` is None.
-    show
-        Show the figure; ``None``: only in interactive mode.
-    return_fig
-        Return the figure instead of ``None``.
+    {plot_params}
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure` if ``return_fig``, else ``None``.
+    {returns_fig}
 
     Raises
     ------

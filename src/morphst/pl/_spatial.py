@@ -313,6 +313,25 @@ def category_colors(adata: AnnData, key: str, categories: list[str]) -> dict[str
     return {c: pal[i % len(pal)] for i, c in enumerate(categories)}
 
 
+def reference_colors(categories: list[str]) -> dict[str, str]:
+    """Colours of a reference annotation drawn next to domains: a qualitative palette unlike scanpy's defaults.
+
+    Matplotlib's ``Dark2`` (up to 8 categories), ``Set3`` (12), ``tab20b`` (20), else scanpy's ``default_102``
+    from its 29th colour; none starts like scanpy's ``default_20``, so equal names do not look matched.
+    """
+    import matplotlib
+    from matplotlib.colors import to_hex
+    from scanpy.pl import palettes
+
+    n = len(categories)
+    if n <= 20:
+        name = "Dark2" if n <= 8 else "Set3" if n <= 12 else "tab20b"
+        pal = [to_hex(c) for c in matplotlib.colormaps[name].colors]
+    else:
+        pal = list(palettes.default_102[28:]) + list(palettes.default_102[:28])
+    return {c: pal[i % len(pal)] for i, c in enumerate(categories)}
+
+
 def new_figure(nrows: int, ncols: int, *, figsize, panel_size: tuple[float, float] = (3.6, 3.6), **kw):
     """A figure with ``nrows x ncols`` axes (always a 2-D array) sized ``panel_size`` inches per panel."""
     import matplotlib.pyplot as plt

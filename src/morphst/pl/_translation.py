@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from .._docs import doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
 from ._spatial import build_panels, draw_panel, new_figure, resolve_sections
 from ._utils import finish, make_axes
@@ -70,6 +71,10 @@ def _column(x, j: int) -> np.ndarray:
     return np.asarray(col, dtype=float).ravel()
 
 
+@inject_docs(
+    plot_params=plot_params(ax=", ``2 × n_genes`` of them (row-major)", figsize="about 4.2 × 3.8 inches per panel"),
+    returns_fig=doc_returns_fig,
+)
 def predicted_vs_observed(
     data: SpatialData | AnnData,
     genes: str | Sequence[str],
@@ -120,22 +125,17 @@ def predicted_vs_observed(
         Colour map of the expression values.
     same_scale
         Use one colour range for observed and predicted values of a gene; by default each panel has its own
-        (ridge-type predictions are shrunk towards the mean, so a shared range hides their pattern).
+        (ridge-type predictions are shrunk towards the mean, so a shared range hides their pattern). The figure
+        says which: in its suptitle (new figure), else in the title of the first predicted panel.
     alpha
         Opacity of the spots.
-    ax
-        Axes to draw on, ``2 × n_genes`` of them (row-major); ``None``: a new figure.
-    figsize
-        Size of a new figure (inches); ``None``: about 3.6 inches per panel.
-    show
-        Show the figure; ``None``: when matplotlib is interactive. Ignored with ``return_fig=True``.
-    return_fig
-        Return the :class:`~matplotlib.figure.Figure`.
+    {plot_params}
 
     Returns
     -------
-    The figure if ``return_fig``, else ``None``. Panels: ``n_genes`` rows × 2 (observed, predicted), each with a
-    colour bar.
+    {returns_fig} Panels: ``n_genes`` rows × 2 (observed, predicted), each with a colour bar
+    labelled with the scale of the values (the observed layer, and the translation target of
+    ``uns[key]["params"]["target"]``, e.g. ``log1p_cp10k``, that the predictions are on).
 
     Raises
     ------
@@ -183,6 +183,13 @@ def predicted_vs_observed(
         fig, flat = make_axes(ax, 2 * len(genes))
         axes = np.asarray(flat, dtype=object).reshape(len(genes), 2)
     where = f" ({panel.name})" if panel.name else ""
+    target = res.get("params", {}).get("target")
+    pred_scale = f"predicted {target}" if isinstance(target, str) else f"predicted ({key})"
+    scale_note = (
+        "observed and predicted share one colour scale per gene"
+        if same_scale
+        else "own colour scale per panel; same_scale=True to share"
+    )
     for i, g in enumerate(genes):
         j = adata.var_names.get_loc(g)
         obs_v = _column(adata.layers[layer], j)[panel.rows]
@@ -206,10 +213,16 @@ def predicted_vs_observed(
                 axes[i, k], panel, values=vals, cmap=cmap, vmin=lims[k][0], vmax=lims[k][1], alpha=alpha, title=title
             )
             if m is not None and np.isfinite(vals).any():
-                fig.colorbar(m, ax=axes[i, k], fraction=0.046, pad=0.02, label=layer if k == 0 else key)
+                label = f"observed {layer}" if k == 0 else pred_scale
+                fig.colorbar(m, ax=axes[i, k], fraction=0.046, pad=0.02, label=label)
+    if ax is None:
+        fig.suptitle(f"{key}: {scale_note}", fontsize="medium")
+    else:
+        axes[0, 1].set_title(f"{axes[0, 1].get_title()}\n({scale_note})", fontsize="medium")
     return finish(fig, show=show, return_fig=return_fig)
 
 
+@inject_docs(plot_params=plot_params(figsize="grows with the number of genes"), returns_fig=doc_returns_fig)
 def gene_metrics(
     data: SpatialData | AnnData,
     key: str = "predicted",
@@ -227,7 +240,8 @@ def gene_metrics(
     Bars show the mean over folds of the metric of :func:`morphst.tl.predict_expression` (``var[f"{key}_{metric}"]``,
     or the fold table when absent); dots show each fold's value (``uns[key]["fold_metrics"]``, folds where the
     gene was constant in the test part have no dot) and the line their range. The dashed line marks the mean over
-    genes.
+    genes of these per-gene fold means (the log of :func:`~morphst.tl.predict_expression` reports another summary,
+    the mean over folds of each fold's mean over its genes).
 
     Parameters
     ----------
@@ -242,18 +256,11 @@ def gene_metrics(
         Show only the best ``n_genes`` genes; ``None``: all predicted genes.
     table_key
         Table of a SpatialData.
-    ax
-        Axes to draw on; ``None``: a new figure.
-    figsize
-        Size of a new figure (inches); ``None``: grows with the number of genes.
-    show
-        Show the figure; ``None``: when matplotlib is interactive. Ignored with ``return_fig=True``.
-    return_fig
-        Return the :class:`~matplotlib.figure.Figure`.
+    {plot_params}
 
     Returns
     -------
-    The figure if ``return_fig``, else ``None``. One panel.
+    {returns_fig} One panel.
 
     Raises
     ------
@@ -315,7 +322,13 @@ def gene_metrics(
         )
         spread = sub[ok].groupby(sub["gene"].astype(str)[ok])[metric].agg(["min", "max"]).reindex(genes)
         a.vlines(x, spread["min"], spread["max"], color="#1f3b5c", linewidth=0.8, zorder=2)
-    a.axhline(float(mean.mean()), color="k", linestyle="--", linewidth=0.8, label=f"mean over genes {mean.mean():.3f}")
+    a.axhline(
+        float(mean.mean()),
+        color="k",
+        linestyle="--",
+        linewidth=0.8,
+        label=f"mean over genes of per-gene fold means {mean.mean():.3f}",
+    )
     if metric == "pcc":
         a.axhline(0, color="grey", linewidth=0.6)
     a.set_xticks(x)

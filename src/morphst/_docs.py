@@ -1,0 +1,78 @@
+"""Shared docstring text, injected with :func:`inject_docs` (the idea of scanpy's ``_doc_params``).
+
+A docstring holds a placeholder such as ``{plot_params}`` on a line of its own (or inline); :func:`inject_docs`
+replaces it with the text, indenting every further line of the text like the placeholder's line. Replacement uses
+:meth:`str.replace`, not :meth:`str.format`, so other braces in the docstring (``uns[f"{key}_colors"]``) are safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+_T = TypeVar("_T")
+
+
+def inject_docs(**kwargs: str) -> Callable[[_T], _T]:
+    """Decorator: replace each ``{name}`` placeholder of the docstring with ``kwargs[name]``.
+
+    Continuation lines of the injected text take the indentation of the line that holds the placeholder, so the
+    shared text is written without indentation.
+
+    Raises
+    ------
+    ValueError
+        At import time, if a placeholder is not in the docstring (a typo would otherwise go unnoticed).
+    """
+
+    def decorator(obj: _T) -> _T:
+        doc = obj.__doc__ or ""
+        for name, text in kwargs.items():
+            placeholder = "{" + name + "}"
+            if placeholder not in doc:
+                msg = f"`inject_docs`: no {placeholder} in the docstring of {getattr(obj, '__qualname__', obj)!r}."
+                raise ValueError(msg)
+            lines = []
+            for line in doc.split("\n"):
+                if placeholder in line:
+                    indent = line[: len(line) - len(line.lstrip())]
+                    sub = "\n".join(t if t.strip() else "" for t in text.replace("\n", "\n" + indent).split("\n"))
+                    line = line.replace(placeholder, sub)
+                lines.append(line)
+            doc = "\n".join(lines)
+        obj.__doc__ = doc
+        return obj
+
+    return decorator
+
+
+# ---- mst.pl ---------------------------------------------------------------------------------------------------------
+
+#: ``show`` and ``return_fig`` of every ``mst.pl`` function (the convention of :func:`morphst.pl._utils.finish`).
+doc_show_return = """\
+show
+    Show the figure; ``None``: when matplotlib is interactive. Ignored with ``return_fig=True``.
+return_fig
+    Return the :class:`~matplotlib.figure.Figure`."""
+
+#: Start of the Returns section of every ``mst.pl`` function.
+doc_returns_fig = "The figure if ``return_fig``, else ``None``."
+
+
+def plot_params(*, ax: str = "", figsize: str) -> str:
+    """Text of the ``ax``, ``figsize``, ``show`` and ``return_fig`` parameters of an ``mst.pl`` function.
+
+    Parameters
+    ----------
+    ax
+        What ``ax`` must hold, appended to "Axes to draw on" (e.g. ``", one per panel"``); empty: one axes.
+    figsize
+        The default size of a new figure, after "``None``: " (e.g. ``"about 3.6 inches per panel"``).
+    """
+    return (
+        f"ax\n    Axes to draw on{ax}; ``None``: a new figure.\n"
+        f"figsize\n    Size of a new figure (inches); ``None``: {figsize}.\n" + doc_show_return
+    )
+
+
+__all__ = ["doc_returns_fig", "doc_show_return", "inject_docs", "plot_params"]
