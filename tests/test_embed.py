@@ -216,3 +216,132 @@ def test_bad_input_raises_before_writing(synthetic_sdata, tmp_path, monkeypatch,
     with pytest.raises(exc, match=match):
         mst.tl.embed_patches(sdata, **kwargs)
     assert _state(sdata) == before
+
+
+def test_anndata_is_refused_before_the_model_is_built(synthetic_sdata, monkeypatch):
+    import morphst.tl.models as models
+
+    sdata, _ = synthetic_sdata
+    calls = []
+    monkeypatch.setattr(models, "get_model", lambda *a, **k: calls.append(a))
+    adata = sdata.tables["table"]
+    with pytest.raises(TypeError, match=r"`embed_patches` needs the SpatialData \(images \+ shapes"):
+        mst.tl.embed_patches(adata, "resnet18", weights="random")
+    assert calls == []
+    assert "patches" not in adata.uns
+    assert "not an anndata" in " ".join(mst.tl.embed_patches.__doc__.split()).lower()
+
+
+def test_patch_geometry_is_checked_before_the_model_is_built(synthetic_sdata, monkeypatch):
+    from spatialdata import SpatialData
+
+    import morphst.tl.models as models
+
+    sdata, _ = synthetic_sdata
+    no_images = SpatialData(shapes=dict(sdata.shapes), tables={"table": sdata.tables["table"]})
+    calls = []
+    monkeypatch.setattr(models, "get_model", lambda *a, **k: calls.append(a))
+    before = _state(no_images)
+    with pytest.raises(ValueError, match="has no images"):
+        mst.tl.embed_patches(no_images, "densenet121")
+    assert calls == []
+    assert _state(no_images) == before
+
+
+def _hub_spy(monkeypatch, *, reachable: bool):
+    """Replace the reachability check and timm.create_model(pretrained=True); return the call logs."""
+    import timm
+
+    from morphst.tl.models import _registry
+
+    log = {"reachable": 0, "hub": []}
+
+    def fake_reachable(timeout=_registry.HUB_TIMEOUT_S):
+        log["reachable"] += 1
+        return reachable
+
+    real_create = timm.create_model
+
+    def spy_create(name, *a, pretrained=False, **k):
+        if pretrained:
+            log["hub"].append(name)
+            raise RuntimeError("spy: no network in tests")
+        return real_create(name, *a, pretrained=pretrained, **k)
+
+    monkeypatch.setattr(_registry, "hub_reachable", fake_reachable)
+    monkeypatch.setattr(timm, "create_model", spy_create)
+    return log
+
+
+@pytest.mark.parametrize("model", ["densenet121", "hf-hub:MahmoodLab/uni"])
+def test_unreachable_hub_fails_fast_without_hub_calls(synthetic_sdata, tmp_path, monkeypatch, model):
+    import time
+
+    sdata, _ = synthetic_sdata
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(mst.settings, "_weights_dir", tmp_path)
+    log = _hub_spy(monkeypatch, reachable=False)
+    t0 = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match="hub was unreachable") as e:
+        mst.tl.embed_patches(sdata, model)
+    assert time.perf_counter() - t0 < 10
+    assert log == {"reachable": 1, "hub": []}
+    msg = str(e.value)
+    # the three ways to provide weights
+    assert "Pass `weights=` a local file" in msg
+    assert "$MORPHST_WEIGHTS_DIR" in msg
+    assert "load from the hub" in msg
+    assert "patches" not in sdata.tables["table"].uns
+
+
+def test_reachable_hub_is_tried_and_hf_hub_offline_skips_the_check(synthetic_sdata, tmp_path, monkeypatch):
+    sdata, _ = synthetic_sdata
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(mst.settings, "_weights_dir", tmp_path)
+    log = _hub_spy(monkeypatch, reachable=True)
+    with pytest.raises(FileNotFoundError, match="failed: RuntimeError: spy"):
+        mst.tl.embed_patches(sdata, "densenet121")
+    assert log == {"reachable": 1, "hub": ["densenet121"]}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE is set"):
+        mst.tl.embed_patches(sdata, "densenet121")
+    assert log == {"reachable": 1, "hub": ["densenet121"]}  # neither checked nor tried again
+
+
+def test_hub_reachable_reads_hf_endpoint(monkeypatch):
+    import socket
+
+    from morphst.tl.models import _registry
+
+    seen = []
+
+    def fake_connect(addr, timeout=None):
+        seen.append((addr, timeout))
+        raise OSError("unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", fake_connect)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert _registry.hub_reachable() is False
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example:8080")
+    assert _registry.hub_reachable(timeout=1.5) is False
+    assert seen == [(("huggingface.co", 443), 3.0), (("mirror.example", 8080), 1.5)]
+
+
+def test_find_weights_file_accepts_a_string_and_a_path(weights_dir):
+    from morphst.tl.models import find_weights_file
+
+    want = weights_dir / "densenet121_imagenet_capricorn" / "densenet121.timm.safetensors"
+    assert find_weights_file("densenet121", str(weights_dir)) == want
+    assert find_weights_file("densenet121", weights_dir) == want
+    assert find_weights_file(["resnet18", "densenet121"], weights_dir) == want
+    # a name is a whole name, not a sequence of letters
+    assert find_weights_file("d", weights_dir) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [("efficientnet-lite0", "efficientnet_lite0"), ("densnet121", "densenet121"), ("UNI", "uni")],
+)
+def test_unknown_model_suggests_close_names(name, suggestion):
+    with pytest.raises(ValueError, match=f"Did you mean '{suggestion}'"):
+        get_model(name)

@@ -335,6 +335,28 @@ def _compute_geometry(
     return out
 
 
+#: Defaults of :func:`extract_patches` (HEST-Benchmark: 112 µm at 224 px, 0.5 µm/px).
+DEFAULT_PATCH_SIZE_UM = 112.0
+DEFAULT_TARGET_PX = 224
+
+
+def check_default_geometry(sdata: SpatialData, table_key: str = Key.TABLE) -> None:
+    """Raise what :func:`extract_patches` with its defaults would raise, writing and logging nothing."""
+    require_sdata(sdata, "extract_patches")
+    _compute_geometry(
+        sdata,
+        get_adata(sdata, table_key),
+        image_key=None,
+        shapes_key=None,
+        sizes_um=[DEFAULT_PATCH_SIZE_UM],
+        target_px=DEFAULT_TARGET_PX,
+        um_per_px=None,
+        channels=None,
+        intensity_range=None,
+        fill_value=None,
+    )
+
+
 #: Warn when more than this fraction of the patches overhang the image edge.
 _EDGE_WARN_FRACTION = 0.10
 
@@ -372,8 +394,8 @@ def extract_patches(
     image_key: str | None = None,
     shapes_key: str | None = None,
     table_key: str = Key.TABLE,
-    patch_size: float = 112.0,
-    target_px: int = 224,
+    patch_size: float = DEFAULT_PATCH_SIZE_UM,
+    target_px: int = DEFAULT_TARGET_PX,
     context: Sequence[float] | float | None = None,
     um_per_px: float | None = None,
     channels: Sequence[int | str] | None = None,

@@ -67,12 +67,16 @@ def embed_patches(
     (x86 CPU with AVX512-BF16, torch 2.14), the relative difference per spot
     ``||f_bf16,i − f_fp32,i|| / ||f_fp32,i||`` was at most 0.12 (median 0.054) for EfficientNet-Lite0 and at most
     0.039 (median 0.013) for DenseNet-121 (bounds checked in the tests: 0.15 and 0.05), for a 2.4× faster
-    EfficientNet-Lite0 forward pass on 2 idle cores (``benchmarks/embed.py``). Use ``dtype="float32"`` for full-precision features.
+    EfficientNet-Lite0 forward pass on 2 idle cores (``benchmarks/embed.py``). On an NVIDIA H200
+    (``benchmarks/embed_gpu_check.py``) bf16 vs fp32 differed as on the CPU (max / median 0.034 / 0.013
+    DenseNet-121, 0.121 / 0.054 EfficientNet-Lite0), GPU fp32 matched CPU fp32 to 2e-6, and the TF32 convolutions
+    that torch enables by default on CUDA changed features by up to 0.7%. Use ``dtype="float32"`` for full-precision features.
 
     Parameters
     ----------
     sdata
-        SpatialData with the image(s), shapes and table.
+        SpatialData with the image(s), shapes and table; not an AnnData (the patches are cut from the image around
+        the shapes, which the table alone does not hold).
     model
         A registry name (:func:`morphst.tl.models.list_models`: ``"efficientnet_lite0"``, ``"densenet121"``,
         ``"resnet18"``, ``"resnet50"``, pathology foundation models such as ``"uni"``, ``"handcrafted"``), any timm
@@ -113,18 +117,22 @@ def embed_patches(
 
     Raises
     ------
+    TypeError
+        ``sdata`` is not a SpatialData (e.g. an AnnData table).
     ValueError
-        Unknown model (neither registered nor a timm architecture), bad ``dtype``, or an invalid patch setup (see
-        :func:`morphst.pp.extract_patches`).
+        Unknown model (neither registered nor a timm architecture; close names are suggested), bad ``dtype``, or an
+        invalid patch setup (see :func:`morphst.pp.extract_patches`; checked before the model is built).
     FileNotFoundError
-        No weights for the model (the message lists the ways to provide them).
+        No weights for the model (the message lists the ways to provide them). Offline (``$HF_HUB_OFFLINE`` set,
+        or huggingface.co not reachable within 3 s) this comes at once, without hub download retries.
     """
     import torch
     from tqdm.auto import tqdm
 
-    from ..pp._patches import OBS_X, PatchReader, extract_patches
+    from ..pp._patches import OBS_X, PatchReader, check_default_geometry, extract_patches, require_sdata
     from .models import get_model
 
+    require_sdata(sdata, "embed_patches")
     adata = get_adata(sdata, table_key)
     if dtype not in ("auto", "float32", "bfloat16"):
         msg = f"`dtype` must be 'auto', 'float32' or 'bfloat16', got {dtype!r}."
@@ -133,10 +141,16 @@ def embed_patches(
         msg = f"`batch_size` must be a positive integer, got {batch_size}."
         raise ValueError(msg)
     start = logg.info(f"embedding patches with {getattr(model, '__name__', model)!s}")
-    enc = get_model(model, weights=weights, random_state=random_state, n_jobs=n_jobs)
-    if Key.PATCHES not in adata.uns or OBS_X not in adata.obs:
-        extract_patches(sdata, table_key=table_key)
     size_index = 0 if context is False else int(context) + 1
+    # validate the patch geometry before building the model (seconds), writing nothing yet
+    needs_patches = Key.PATCHES not in adata.uns or OBS_X not in adata.obs
+    if needs_patches:
+        check_default_geometry(sdata, table_key)
+    else:
+        PatchReader(sdata, table_key=table_key, size_index=size_index, n_workers=n_jobs)
+    enc = get_model(model, weights=weights, random_state=random_state, n_jobs=n_jobs)
+    if needs_patches:
+        extract_patches(sdata, table_key=table_key)
     reader = PatchReader(sdata, table_key=table_key, size_index=size_index, n_workers=n_jobs)
 
     if key_added is None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,15 +203,17 @@ def _norm(s: str) -> str:
     return s.lower().replace("-", "_")
 
 
-def find_weights_file(names: list[str], weights_dir: Path | None) -> Path | None:
-    """A weights file in ``weights_dir`` (searched recursively) named after one of ``names``.
+def find_weights_file(names: str | Sequence[str], weights_dir: str | os.PathLike | None) -> Path | None:
+    """A weights file in ``weights_dir`` (searched recursively) named after ``names`` (one name or several).
 
     A file matches when the part of its name before the first dot, with ``-`` read as ``_``, equals a name or
     starts with it followed by ``_`` (``densenet121.timm.safetensors``, ``efficientnet-lite0-57934424.pth``).
-    safetensors files come first.
+    safetensors files come first, then the earlier name.
     """
     if weights_dir is None or not Path(weights_dir).is_dir():
         return None
+    if isinstance(names, str | os.PathLike):
+        names = [os.fspath(names)]
     wanted = [_norm(n) for n in names]
     hits = []
     for p in sorted(Path(weights_dir).rglob("*")):
@@ -272,6 +276,31 @@ def bundled_efficientnet_lite0() -> Path | None:
     return p if p.is_file() else None
 
 
+#: Seconds to wait for a TCP connection to the hub before treating it as unreachable.
+HUB_TIMEOUT_S = 3.0
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("0", "", "false", "no", "off")
+
+
+def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
+    """Whether the Hugging Face hub (``$HF_ENDPOINT``, default huggingface.co) accepts a TCP connection on its port.
+
+    One quick check, so that an offline machine fails at once instead of spending ~45 s in hub download retries.
+    """
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _timm_kwargs(spec: ModelSpec) -> dict[str, Any]:
     kw = dict(spec.timm_kwargs)
     if kw.get("mlp_layer") == _SWIGLU:
@@ -324,9 +353,13 @@ def _build_timm(spec: ModelSpec, weights, random_state: int):
         return model, f"file {path}", file_sha256(path)
 
     hub = spec.hub
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    err = "HF_HUB_OFFLINE is set" if offline else ""
-    if hub is not None and not offline:
+    err = ""
+    if hub is not None:
+        if _hub_offline():
+            err = "HF_HUB_OFFLINE is set"
+        elif not hub_reachable():
+            err = f"the hub was unreachable: no connection within {HUB_TIMEOUT_S:g} s; offline?"
+    if hub is not None and not err:
         try:
             if hub.startswith("hf-hub:"):
                 model = timm.create_model(
@@ -349,6 +382,18 @@ def _build_timm(spec: ModelSpec, weights, random_state: int):
         f"{' (failed: ' + err + ')' if err else ''}.{gated} Use weights='random' for a random initialisation."
     )
     raise FileNotFoundError(msg)
+
+
+def _close_matches(name: str, timm_names: Sequence[str], n: int = 3) -> list[str]:
+    """Registry names first, then timm architectures, closest to ``name`` (``-`` read as ``_``, case ignored)."""
+    q = _norm(name)
+    out: list[str] = []
+    for pool in (list(REGISTRY), list(timm_names)):
+        by_norm = {_norm(c): c for c in pool}
+        for m in difflib.get_close_matches(q, list(by_norm), n=n, cutoff=0.75):
+            if by_norm[m] not in out:
+                out.append(by_norm[m])
+    return out[:n]
 
 
 def get_model(
@@ -402,9 +447,11 @@ def get_model(
         import timm
 
         if not timm.is_model(model):
+            close = _close_matches(model, timm.list_models())
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             msg = (
                 f"Unknown model {model!r}: not in the morphst registry {list_keys(REGISTRY)} and not a timm "
-                "architecture (see `timm.list_models()`); or pass a callable."
+                f"architecture (see `timm.list_models()`); or pass a callable.{hint}"
             )
             raise ValueError(msg)
         cfg = timm.create_model(model, pretrained=False, num_classes=0).pretrained_cfg
