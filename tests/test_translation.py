@@ -241,6 +241,17 @@ def test_log_names_own_and_neighbour_features_and_the_average(tdata, morphst_log
     assert "(12 features)" in morphst_log.messages[0]
 
 
+def test_folds_bar_ends_its_line_when_not_a_terminal(tdata, capsys, monkeypatch):
+    # captured stderr is not a tty (like a log file or CI): the bar must end with a newline, not with a "\r" that
+    # lets the next log line overwrite it on the same line
+    monkeypatch.setattr(mst.settings, "progress_bar", True)
+    mst.tl.predict_expression(tdata, "X_feat", genes=["g0"])
+    err = capsys.readouterr().err
+    assert "folds: 100%" in err
+    assert err.endswith("\n")
+    assert not err.rstrip("\n").endswith("\r")
+
+
 def test_models_mlp_and_custom(tdata):
     from sklearn.linear_model import Ridge
     from sklearn.svm import SVR

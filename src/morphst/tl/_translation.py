@@ -484,6 +484,15 @@ def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_
     return gidx, p, t, row, description
 
 
+def _stderr_is_tty() -> bool:
+    import sys
+
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def _use_rep_hint() -> str:
     return "Run `mst.pp.extract_patches` then `mst.tl.embed_patches` first (they write `obsm['X_<model>']`)."
 
@@ -650,8 +659,11 @@ def predict_expression(
 
     from .._settings import settings
 
-    with _blas_limits(feats):
-        for name, train, test in tqdm(folds, desc="folds", disable=not settings.progress_bar, leave=False):
+    # closed before the "finished" line; on a terminal it clears itself, elsewhere (log file, CI) it ends its line,
+    # since clearing with "\r" there would leave the bar and the log line on one line
+    bar = tqdm(folds, desc="folds", disable=not settings.progress_bar, leave=not _stderr_is_tty())
+    with _blas_limits(feats), bar:
+        for name, train, test in bar:
             gidx, p, table, row, description = _run_fold(
                 adata, feats, y, plan, train, test, model, groups, alphas, random_state
             )
