@@ -46,3 +46,25 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setattr(morphst._demo, "run_demo", lambda **kw: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         main(["demo"])
+
+
+def test_demo_gene_table_ranks_genes_predicted_in_every_fold_first():
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    from morphst._demo import gene_table
+
+    a = ad.AnnData(np.zeros((2, 4), np.float32))
+    a.var_names = ["ONCE", "ALL_LOW", "ALL_HIGH", "NEVER"]
+    a.var["predicted_mask"] = [True, True, True, False]
+    a.var["predicted_pcc"] = [0.9, 0.2, 0.5, np.nan]
+    for m in ("mae", "mse", "rmse"):
+        a.var[f"predicted_{m}"] = 1.0
+    a.var["predicted_n_folds"] = [1, 3, 3, 0]
+    a.uns["predicted"] = {"per_fold": pd.DataFrame({"fold": ["A", "B", "C"]})}
+    t = gene_table(a)
+    # the gene seen in one fold (r 0.9) ranks after every gene predicted in all three folds; unpredicted genes drop
+    assert list(t.index) == ["ALL_HIGH", "ALL_LOW", "ONCE"]
+    assert t["n_folds"].tolist() == [3, 3, 1]
+    assert t["in_all_folds"].tolist() == [True, True, False]
