@@ -184,8 +184,8 @@ def run_demo(
         f"{sec['mse_training_mean'].mean():.3f} for the training-mean predictor (whose PCC is undefined: a constant)."
     )
     print(
-        f"(mean over genes of each gene's mean over folds, as `mst.pl.gene_metrics` shows: {genes['pcc'].mean():.3f} "
-        f"over {len(genes)} genes)"
+        f"(the other average, mean over genes of each gene's mean over its folds, as `mst.pl.gene_metrics` draws it "
+        f"for the genes it plots: {genes['pcc'].mean():.3f} over all {len(genes)} genes)"
     )
     print(
         "with spatial context (mean embedding of the 8 nearest spots appended): mean PCC over held-out sections "
