@@ -264,6 +264,15 @@ def test_upsampling_is_warned(synthetic_sdata, morphst_log):
     assert "0.25 µm/px" in warns[0]
 
 
+def test_upsampling_on_many_sections_is_one_warning(her2st_copy, morphst_log):
+    # HER2ST is ~0.688 µm/px; PROTOCOL's 112 µm -> 224 px asks for 0.5 µm/px: ~163 native px upsampled ~1.37×
+    mst.pp.extract_patches(her2st_copy)
+    warns = _messages(morphst_log, "WARNING")
+    assert len(warns) == 1
+    assert "upsampled 1.3" in warns[0]
+    assert "The same holds for 4 more region(s)." in warns[0]
+
+
 def test_edge_patches_are_warned(synthetic_sdata, morphst_log):
     sdata, _ = synthetic_sdata
     # centres at 102.4, 204.8, 307.2, 409.6 px of a 512 px image: a 300 px window (150 µm) overhangs the edge for

@@ -362,7 +362,12 @@ _EDGE_WARN_FRACTION = 0.10
 
 
 def _report_geometry(geoms: list[_RegionGeometry], sizes: list[float], target_px: int) -> None:
-    """Log the pyramid level, its µm/px and the window per region; warn on upsampling and on many edge patches."""
+    """Log the pyramid level, its µm/px and the window per region; warn on upsampling and on many edge patches.
+
+    Upsampling is told in one warning per patch size (the first region's figures, and how many regions share it),
+    so a multi-section dataset does not repeat the same warning per section.
+    """
+    upsampled: dict[float, list[str]] = {}
     for g in geoms:
         for k, size in enumerate(sizes):
             w = g.window_px[k]
@@ -372,12 +377,14 @@ def _report_geometry(geoms: list[_RegionGeometry], sizes: list[float], target_px
                 f"({size / target_px:.4g} µm/px)"
             )
             if min(w) < target_px:
-                logg.warning(
+                upsampled.setdefault(size, []).append(
                     f"{g.region} ({g.image_key}): the {size:g} µm patch is upsampled {target_px / min(w):.2f}× "
                     f"({min(w)} native px -> {target_px} px): the image ({g.level_um_per_px[k]:.4g} µm/px at its "
-                    f"finest level) is coarser than the requested {size / target_px:.4g} µm/px. Lower `target_px` "
-                    "or increase `patch_size` to avoid interpolated detail."
+                    f"finest level) is coarser than the requested {size / target_px:.4g} µm/px."
                 )
+    for msgs in upsampled.values():
+        more = f" The same holds for {len(msgs) - 1} more region(s)." if len(msgs) > 1 else ""
+        logg.warning(f"{msgs[0]}{more} Lower `target_px` or increase `patch_size` to avoid interpolated detail.")
     valid = np.concatenate([g.valid[0] for g in geoms])
     n_edge = int((valid < 1).sum())
     if n_edge > _EDGE_WARN_FRACTION * len(valid):
