@@ -172,6 +172,8 @@ def main() -> None:
                 "median_shared": float(df["shared"].median()),
                 "thr_relevance": res["thresholds"]["relevance"],
                 "thr_shared": res["thresholds"]["shared"],
+                # features whose relevance lies within 10% of its threshold: how fragile the I/IV (II/III) split is
+                "near_thr_rel": float((np.abs(df["relevance"] / res["thresholds"]["relevance"] - 1) < 0.1).mean()),
                 "top_gene": df["best_gene"].value_counts().index[0],
                 "s": round(time.perf_counter() - t, 1),
             }
@@ -181,7 +183,8 @@ def main() -> None:
         f"\nQuadrants (annotation = authors' clusters, {adata.uns['quadrants_imagenet']['params']['n_obs_used']} "
         f"spots, 7 without cluster left out; the {N_GENES} all-section select_genes genes, log1p-cp10k; permutation "
         f"thresholds, {n_perms_all} perms, 95th percentile; shares = fraction of features; relevance in nats, "
-        "shared = max |r|):"
+        "shared = max |r|; near_thr_rel = share of features whose relevance is within 10% of the relevance threshold, "
+        "i.e. whose quadrant a small change of the threshold can flip):"
     )
     with pd.option_context("display.width", 220, "display.precision", 3):
         print(tab.to_string())
