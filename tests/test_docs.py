@@ -82,3 +82,20 @@ def test_tutorials_are_saved_executed(name):
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
     figures = [o for c in code for o in c.outputs if "data" in o and {"image/png", "image/jpeg"} & set(o.data)]
     assert len(figures) >= 2
+
+
+@pytest.mark.parametrize("name", ["01_translation", "02_integration_quadrants"])
+def test_tutorial_outputs_are_current(name):
+    """The saved outputs were produced by the current code: `tutorials/run.py` stamps the hash of src/morphst."""
+    import importlib.util
+
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location("tutorials_run", REPO / "tutorials" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    nb = nbformat.read(REPO / "tutorials" / f"{name}.ipynb", as_version=4)
+    stamp = nb.metadata.get("morphst", {}).get("src_sha256")
+    assert stamp == run.source_hash(), (
+        f"{name}.ipynb was saved from other code than src/morphst now: run `python tutorials/run.py` and commit"
+    )
