@@ -282,3 +282,33 @@ def test_edge_patches_are_warned(synthetic_sdata, morphst_log):
     warns = _messages(morphst_log, "WARNING")
     assert len(warns) == 1
     assert "12 of 16 patches (75%) touch the image edge" in warns[0]
+
+
+@pytest.mark.parametrize("cache_bytes", [1, 2**30], ids=["evict-every-batch", "cache-all"])
+def test_chunked_reader_matches_padded_crops(synthetic_factory, cache_bytes):
+    """Windows assembled from many small chunks (48 px; windows span up to 6 x 6 chunks and overhang the edges),
+    read ahead and evicted batch by batch, equal crops of the padded in-memory image, pixel for pixel."""
+    from morphst.pp._patches import PatchReader
+
+    make_synthetic_sdata = synthetic_factory
+    sdata, _ = make_synthetic_sdata()
+    noise = np.random.default_rng(1).integers(0, 256, (3, 512, 512), dtype=np.uint8)
+    sdata = _with_image(sdata, noise, ["r", "g", "b"])
+    sdata.images["image"]["scale0"]["image"].data = sdata.images["image"]["scale0"]["image"].data.rechunk((3, 48, 48))
+    # 120 µm = 240 px at 0.5 µm/px: no resampling, the first row/column of spots overhangs the image
+    mst.pp.extract_patches(sdata, patch_size=120.0, target_px=240)
+    t = sdata.tables["table"]
+    assert t.uns["patches"]["regions"]["spots"]["level"][0] == 0
+    assert (t.obs["patch_valid_fraction"] < 1).sum() > 0
+    reader = PatchReader(sdata, cache_bytes=cache_bytes)
+    assert not next(iter(reader.groups.values())).reader.direct
+    got = {}
+    for rows, p in reader.iter_batches(batch_size=3):
+        for r, q in zip(rows, p.permute(0, 2, 3, 1).numpy(), strict=True):
+            got[int(r)] = q
+    assert sorted(got) == list(range(t.n_obs))
+    padded = np.pad(noise.transpose(1, 2, 0), ((240, 240), (240, 240), (0, 0)), constant_values=255)
+    for r in range(t.n_obs):
+        x0 = int(np.round(t.obs["patch_x_px"].iloc[r] - 120))
+        y0 = int(np.round(t.obs["patch_y_px"].iloc[r] - 120))
+        np.testing.assert_array_equal(got[r], padded[y0 + 240 : y0 + 480, x0 + 240 : x0 + 480])

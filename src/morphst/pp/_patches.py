@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +33,8 @@ OBS_Y = "patch_y_px"
 OBS_VALID = "patch_valid_fraction"
 #: Chunks larger than this are not cached whole: windows are sliced from them directly.
 _MAX_CHUNK_BYTES = 64 * 2**20
+#: Batches ahead of the one being assembled whose chunks are decoded meanwhile (evicted last).
+_LOOKAHEAD = 3
 #: Default bytes of decoded chunks kept per reader (bounded memory, independent of the image size).
 _CACHE_BYTES = 128 * 2**20
 
@@ -625,9 +627,11 @@ class _LevelReader:
             block = np.clip((block.astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
         elif block.dtype != np.uint8:
             block = block.astype(np.uint8)
-        if self.mode == "grey":
-            return np.repeat(block[0][:, :, None], 3, axis=2)
-        return np.ascontiguousarray(np.moveaxis(block, 0, -1))
+        # (C, h, w) -> (h, w, 3) one channel at a time: ~3x faster than a moveaxis copy of the whole block
+        out = np.empty((*block.shape[-2:], 3), np.uint8)
+        for c in range(3):
+            out[:, :, c] = block[0 if self.mode == "grey" else c]
+        return out
 
     def _read(self, y0, y1, x0, x1) -> np.ndarray:
         if self.zarr is not None:
@@ -694,6 +698,52 @@ class _LevelReader:
             sy0, sy1 = max(ya, cy0), min(yb_, cy1)
             sx0, sx1 = max(xa, cx0), min(xb_, cx1)
             out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = block[sy0 - cy0 : sy1 - cy0, sx0 - cx0 : sx1 - cx0]
+
+    def plan(self, xy0: np.ndarray, w: tuple[int, int]) -> np.ndarray:
+        """Per window (rows of ``xy0``), vectorised: ``[x0, y0, xa, xb, ya, yb, i0, i1, j0, j1]``.
+
+        ``xa:xb, ya:yb`` is the part inside the image (empty when ``xa >= xb`` or ``ya >= yb``) and
+        ``i0..i1, j0..j1`` (inclusive) the chunk rows and columns it touches.
+        """
+        x0, y0 = xy0[:, 0].astype(np.int64), xy0[:, 1].astype(np.int64)
+        xa, xb_ = np.maximum(x0, 0), np.minimum(x0 + w[0], self.w)
+        ya, yb_ = np.maximum(y0, 0), np.minimum(y0 + w[1], self.h)
+        i0 = np.searchsorted(self.yb, ya, side="right") - 1
+        i1 = np.searchsorted(self.yb, yb_ - 1, side="right") - 1
+        j0 = np.searchsorted(self.xb, xa, side="right") - 1
+        j1 = np.searchsorted(self.xb, xb_ - 1, side="right") - 1
+        return np.column_stack([x0, y0, xa, xb_, ya, yb_, i0, i1, j0, j1])
+
+    @staticmethod
+    def plan_keys(plan: np.ndarray) -> list[tuple[int, int]]:
+        """Sorted chunk keys ``(i, j)`` touched by the windows of ``plan``."""
+        keys = set()
+        for _x0, _y0, xa, xb_, ya, yb_, i0, i1, j0, j1 in plan.tolist():
+            if xa < xb_ and ya < yb_:
+                keys.update((i, j) for i in range(i0, i1 + 1) for j in range(j0, j1 + 1))
+        return sorted(keys)
+
+    def fill_cached(self, plan: np.ndarray, w: tuple[int, int], buf: np.ndarray) -> None:
+        """Fill ``buf[k]`` (wy, wx, 3) with window ``k`` of ``plan`` from cached chunks, padding outside the image."""
+        wx, wy = w
+        yb, xb = self.yb.tolist(), self.xb.tolist()
+        cache = self.cache
+        for k, (x0, y0, xa, xb_, ya, yb_, i0, i1, j0, j1) in enumerate(plan.tolist()):
+            out = buf[k]
+            if xa >= xb_ or ya >= yb_:
+                out[:] = self.fill
+                continue
+            if xa > x0 or ya > y0 or xb_ < x0 + wx or yb_ < y0 + wy:
+                out[:] = self.fill
+            for i in range(i0, i1 + 1):
+                cy0, cy1 = yb[i], yb[i + 1]
+                sy0, sy1 = max(ya, cy0), min(yb_, cy1)
+                for j in range(j0, j1 + 1):
+                    cx0, cx1 = xb[j], xb[j + 1]
+                    sx0, sx1 = max(xa, cx0), min(xb_, cx1)
+                    out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = cache[(i, j)][
+                        sy0 - cy0 : sy1 - cy0, sx0 - cx0 : sx1 - cx0
+                    ]
 
 
 def _resample(batch: np.ndarray, target_px: int):
@@ -807,46 +857,65 @@ class PatchReader:
                 start = k
         return plan
 
-    def _batches(self, plan, batch_size: int, pool: ThreadPoolExecutor) -> Iterator[tuple[np.ndarray, Any]]:
+    def _batches(
+        self, plan, batch_size: int, pool: ThreadPoolExecutor, resampler: ThreadPoolExecutor | None = None
+    ) -> Iterator[tuple[np.ndarray, Any]]:
         batches = [(g, pos[b : b + batch_size]) for g, pos in plan for b in range(0, len(pos), batch_size)]
+        # window bounds and chunk ranges of every batch, vectorised (chunked levels only)
+        plans = [None if g.reader.direct else g.reader.plan(g.xy0[p], g.w) for g, p in batches]
+        keys_all = [[] if pl is None else _LevelReader.plan_keys(pl) for pl in plans]
 
-        def keys_of(k: int) -> list:
-            g, p = batches[k]
-            if g.reader.direct:
-                return []
-            return sorted({key for q in p for key in g.reader.chunk_keys(*g.xy0[q], *g.w)})
+        inflight: dict = {}
+        out: deque = deque()
 
-        def submit(k: int) -> list:
-            # decode the chunks of batch k in the pool, while the current batch is assembled and resampled
+        def submit(k: int) -> None:
+            # decode the chunks of batch k in the pool, while earlier batches are assembled and resampled
             if k >= len(batches):
-                return []
+                return
             rd = batches[k][0].reader
-            return [pool.submit(rd.load, key) for key in keys_of(k) if key not in rd.cache]
+            for key in keys_all[k]:
+                if (id(rd), key) not in inflight and key not in rd.cache:
+                    inflight[(id(rd), key)] = pool.submit(rd.load, key)
 
-        pending = submit(0)
-        keys_next = keys_of(0) if batches else []
+        def protected(k: int) -> set:
+            return {key for kk in range(k, min(k + _LOOKAHEAD + 1, len(batches))) for key in keys_all[kk]}
+
+        for k in range(min(_LOOKAHEAD, len(batches))):
+            submit(k)
         for k, (g, p) in enumerate(batches):
             rd = g.reader
-            for f in pending:
-                f.result()
-            keys = keys_next
-            keys_next = keys_of(k + 1) if k + 1 < len(batches) else []
-            pending = submit(k + 1)
+            submit(k + _LOOKAHEAD)
+            keys = keys_all[k]
+            for key in keys:
+                f = inflight.pop((id(rd), key), None)
+                if f is not None:
+                    f.result()
+                if key not in rd.cache:  # pragma: no cover  (evicted meanwhile: protected keys are not)
+                    rd.load(key)
             buf = np.empty((len(p), g.w[1], g.w[0], 3), np.uint8)
-
-            def fill(i, p=p, buf=buf, g=g, rd=rd):
-                rd.window(int(g.xy0[p[i], 0]), int(g.xy0[p[i], 1]), g.w[0], g.w[1], buf[i])
-
             if rd.direct:
+
+                def fill(i, p=p, buf=buf, g=g, rd=rd):
+                    rd.window(int(g.xy0[p[i], 0]), int(g.xy0[p[i], 1]), g.w[0], g.w[1], buf[i])
+
                 list(pool.map(fill, range(len(p))))
             else:
                 with rd.lock:
                     for key in keys:
                         rd.cache.move_to_end(key)
-                for i in range(len(p)):
-                    fill(i)
-                rd.evict(set(keys) | set(keys_next))
-            yield g.rows[p], _resample(buf, self.target_px)
+                rd.fill_cached(plans[k], g.w, buf)
+                rd.evict(protected(k))
+            if resampler is None:
+                yield g.rows[p], _resample(buf, self.target_px)
+                continue
+            # resample batch k in its own thread while batch k + 1 is assembled
+            out.append((g.rows[p], resampler.submit(_resample, buf, self.target_px)))
+            if len(out) > 1:
+                r, f = out.popleft()
+                yield r, f.result()
+        while out:
+            r, f = out.popleft()
+            yield r, f.result()
 
     def iter_batches(
         self, rows: Sequence[int] | np.ndarray | None = None, *, batch_size: int = 64, prefetch: int = 2
@@ -863,8 +932,11 @@ class PatchReader:
 
         def produce():
             try:
-                with ThreadPoolExecutor(max_workers=self.n_workers) as pool:
-                    for item in self._batches(plan, batch_size, pool):
+                with (
+                    ThreadPoolExecutor(max_workers=self.n_workers) as pool,
+                    ThreadPoolExecutor(max_workers=1) as resampler,
+                ):
+                    for item in self._batches(plan, batch_size, pool, resampler):
                         while not stop.is_set():
                             try:
                                 q.put(item, timeout=0.1)
