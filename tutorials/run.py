@@ -38,7 +38,9 @@ def main(names: list[str]) -> None:
     for path in paths:
         start = time.perf_counter()
         nb = nbformat.read(path, as_version=4)
-        NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+        NotebookClient(
+            nb, timeout=900, kernel_name="python3", record_timing=False, resources={"metadata": {"path": str(HERE)}}
+        ).execute()
         nb.metadata["morphst"] = {"src_sha256": source_hash()}
         nbformat.write(nb, path)
         print(f"{path.name}: executed in {time.perf_counter() - start:.0f} s")
