@@ -146,3 +146,15 @@ def her2st_embedded(data_dir, weights_dir):
 def synthetic_factory():
     """The :func:`make_synthetic_sdata` factory itself, for tests that need other parameters."""
     return make_synthetic_sdata
+
+
+@pytest.fixture
+def morphst_log(caplog):
+    """caplog wired to the ``morphst`` logger (it does not propagate to the root logger that caplog watches)."""
+    import logging
+
+    logger = logging.getLogger("morphst")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="morphst")
+    yield caplog
+    logger.removeHandler(caplog.handler)

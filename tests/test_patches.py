@@ -215,18 +215,6 @@ def test_bad_input_raises_and_leaves_data_unchanged(synthetic_factory, prepare, 
     assert "patches" not in sdata.tables["table"].uns
 
 
-@pytest.fixture
-def morphst_log(caplog):
-    """caplog wired to the 'morphst' logger (it does not propagate to the root logger)."""
-    import logging
-
-    logger = logging.getLogger("morphst")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="morphst")
-    yield caplog
-    logger.removeHandler(caplog.handler)
-
-
 def _messages(caplog, level):
     return [r.getMessage() for r in caplog.records if r.levelname == level and r.name == "morphst"]
 

@@ -215,18 +215,6 @@ def test_spatial_context_adds_features(tdata):
     assert a.uns["predicted"]["params"]["spatial_context"] == 4
 
 
-@pytest.fixture
-def morphst_log(caplog):
-    """Capture the ``morphst`` logger (it does not propagate to the root logger that caplog watches)."""
-    import logging
-
-    logger = logging.getLogger("morphst")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="morphst")
-    yield caplog
-    logger.removeHandler(caplog.handler)
-
-
 def test_log_names_own_and_neighbour_features_and_the_average(tdata, morphst_log):
     a = tdata
     mst.tl.predict_expression(a, "X_feat", genes=["g0", "g1"], spatial_context=4)

@@ -449,6 +449,17 @@ def _blas_limits(feats: np.ndarray):
     return threadpool_limits(limits=1, user_api="blas") if feats.size < 20_000_000 else nullcontext()
 
 
+def _inputs(adata: AnnData, use_rep: str, target: str, spatial_context):
+    """Validate and return (features, k of the spatial context, coordinates, target matrix (CSR if sparse), store)."""
+    x = check_obsm(adata, use_rep, hint=_use_rep_hint())
+    k_ctx = _check_spatial_context(spatial_context)
+    coords = _coords(adata, k_ctx)
+    y, store_target = _target_matrix(adata, target)
+    if sparse.issparse(y):
+        y = y.tocsr()
+    return x, k_ctx, coords, y, store_target
+
+
 def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_state):
     """Select genes on ``train``, fit, predict ``test`` and score it; returns genes, predictions and metrics."""
     gidx = np.flatnonzero(plan.genes_for(adata, train))
@@ -626,12 +637,7 @@ def predict_expression(
     """
     adata = get_adata(data, table_key)
     # ---- validate everything before writing -----------------------------------------------------------------
-    x = check_obsm(adata, use_rep, hint=_use_rep_hint())
-    k_ctx = _check_spatial_context(spatial_context)
-    coords = _coords(adata, k_ctx)
-    y, store_target = _target_matrix(adata, target)
-    if sparse.issparse(y):
-        y = y.tocsr()
+    x, k_ctx, coords, y, store_target = _inputs(adata, use_rep, target, spatial_context)
     plan = _gene_plan(adata, genes, select_in_fold)
     folds = make_folds(
         adata,
@@ -1230,12 +1236,7 @@ def fit_translator(
         Bad ``model``, ``spatial_context`` or training mask (fewer than 2 spots).
     """
     adata = get_adata(data, table_key)
-    x = check_obsm(adata, use_rep, hint=_use_rep_hint())
-    k_ctx = _check_spatial_context(spatial_context)
-    coords = _coords(adata, k_ctx)
-    y, _ = _target_matrix(adata, target)
-    if sparse.issparse(y):
-        y = y.tocsr()
+    x, k_ctx, coords, y, _ = _inputs(adata, use_rep, target, spatial_context)
     plan = _gene_plan(adata, genes, select_on_train)
     groups = _groups(adata, groupby)
     if train is not None and not isinstance(train, str | np.ndarray) and all(isinstance(t, str) for t in train):
