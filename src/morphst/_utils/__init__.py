@@ -1,5 +1,6 @@
 """Internal helpers: tables, images, pyramid levels and validation."""
 
+from ._genes import check_unique_var_names
 from ._sdata import (
     check_obs_column,
     check_obsm,
@@ -9,4 +10,12 @@ from ._sdata import (
     records_params,
 )
 
-__all__ = ["check_obs_column", "check_obsm", "get_adata", "image_levels", "list_keys", "records_params"]
+__all__ = [
+    "check_obs_column",
+    "check_obsm",
+    "check_unique_var_names",
+    "get_adata",
+    "image_levels",
+    "list_keys",
+    "records_params",
+]
