@@ -63,6 +63,7 @@ def make_synthetic_sdata(
     shapes_scale: float = 2.0,
     shapes_offset: tuple[float, float] = (10.0, -20.0),
     seed: int = 0,
+    declare_um: bool = True,
 ):
     """A small SpatialData: an RGB image with dark marks at known spot centres, circles in another frame.
 
@@ -70,7 +71,8 @@ def make_synthetic_sdata(
     coordinate system ``"global"`` (µm) by ``Scale(um_per_px)``. The circles (``"spots"``) are given in their own
     frame that maps to ``"global"`` by ``Scale(shapes_scale)`` then ``Translation(shapes_offset)`` (µm), so the image
     and the shapes do not share pixel space. The table (``"table"``) annotates the spots, with two genes that follow
-    the x position. Returns ``(sdata, centres_px)`` with the spot centres in image pixels (x, y).
+    the x position; with ``declare_um`` it declares ``"global"`` as µm in ``uns["morphst_dataset"]``. Returns
+    ``(sdata, centres_px)`` with the spot centres in image pixels (x, y).
     """
     import anndata as ad
     import pandas as pd
@@ -109,6 +111,8 @@ def make_synthetic_sdata(
     )
     adata = ad.AnnData(x, obs=obs)
     adata.var_names = ["gene_a", "gene_b"]
+    if declare_um:  # "global" is in µm: say so, as morphst's datasets do (units are never assumed)
+        adata.uns["morphst_dataset"] = {"coordinate_systems": {"global": "micrometres"}}
     table = TableModel.parse(adata, region="spots", region_key="region", instance_key="instance_id")
     return SpatialData(images={"image": image}, shapes={"spots": shapes}, tables={"table": table}), centres_px
 

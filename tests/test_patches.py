@@ -92,11 +92,20 @@ def test_rgba_grey_uint16(synthetic_factory):
     mst.pp.extract_patches(sdata, patch_size=20.0, target_px=40)
     ref = mst.pp.get_patches(sdata)
     rgb = np.asarray(sdata.images["image"]["scale0"]["image"].data.compute())
-    # RGBA: alpha dropped
-    rgba = np.concatenate([rgb, np.full((1, *rgb.shape[1:]), 7, np.uint8)])
+    # RGBA with a transparent background (RGB black there, as PNG exports often are): composited over white,
+    # so it reads as the white RGB image, not as black (dense) tissue
+    marks = rgb[:1] < 128
+    rgba = np.concatenate([np.zeros_like(rgb), np.where(marks, 255, 0).astype(np.uint8)])
     s2 = _with_image(make_synthetic_sdata()[0], rgba, ["r", "g", "b", "a"])
     mst.pp.extract_patches(s2, patch_size=20.0, target_px=40)
     np.testing.assert_array_equal(mst.pp.get_patches(s2), ref)
+    assert s2.tables["table"].uns["patches"]["regions"]["spots"]["channel_mode"] == "rgba"
+    # half-transparent mid-grey over white: 128 * 0.5 + 255 * 0.5 = 191.5 -> 192 everywhere
+    half = np.concatenate([np.full_like(rgb, 128), np.full((1, *rgb.shape[1:]), 128, np.uint8)])
+    s2b = _with_image(make_synthetic_sdata()[0], half, ["r", "g", "b", "a"])
+    mst.pp.extract_patches(s2b, patch_size=20.0, target_px=40)
+    want = round(128 * 128 / 255 + 255 * (1 - 128 / 255))
+    assert np.unique(mst.pp.get_patches(s2b)).tolist() == [want]
     # single-channel uint16 (DAPI-like, bright marks on black): mapped by the given range, replicated to RGB
     grey = ((255 - rgb[:1].astype(np.uint16)) * 16).astype(np.uint16)  # marks 4080, background 0
     s3 = _with_image(make_synthetic_sdata()[0], grey, ["DAPI"])

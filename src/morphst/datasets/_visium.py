@@ -66,6 +66,7 @@ def visium_mouse_brain_crop(*, data_dir: str | os.PathLike | None = None):
         "source": "squidpy-1.8.2 sdist tests/_data (10x Genomics V1_Adult_Mouse_Brain)",
         "um_per_px": {"global": float(mpp)},
         "um_per_px_derivation": "55 um Visium spot diameter / spot_diameter_fullres (px)",
+        "coordinate_systems": {"global": "micrometres"},
         "X": "normalised log values of 1,999 HVGs, not raw counts",
     }
     shapes = ShapesModel.parse(

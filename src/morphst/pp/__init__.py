@@ -3,10 +3,12 @@
 from ._genes import select_genes
 from ._normalize import normalize
 from ._patches import extract_patches, get_patches
+from ._units import set_um_per_unit
 
 __all__: list[str] = [
     "extract_patches",
     "get_patches",
     "normalize",
     "select_genes",
+    "set_um_per_unit",
 ]

@@ -22,6 +22,7 @@ from .. import _logging as logg
 from .._constants import Key
 from .._settings import settings
 from .._utils import get_adata, image_levels, list_keys, records_params
+from .._utils._units import Units, linear_scale, resolve_um_per_unit
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -57,6 +58,52 @@ def _coordinate_systems(element) -> list[str]:
     from spatialdata.transformations import get_transformation
 
     return list(get_transformation(element, get_all=True).keys())
+
+
+def _pick_coordinate_system(shapes, shared: list[str]) -> str:
+    """Among the coordinate systems that shapes and image share, the shapes' own (identity), else the first.
+
+    spatialdata-io writes three for Visium (``<id>``, ``<id>_downscaled_hires``, ``<id>_downscaled_lowres``); any
+    of them maps shapes onto the image pixels alike, and the one where the shapes are untransformed is where the
+    reader's scale information (full-resolution px) applies most directly.
+    """
+    from spatialdata.transformations import Identity, get_transformation
+
+    for c in shared:
+        if isinstance(get_transformation(shapes, to_coordinate_system=c), Identity):
+            return c
+    return shared[0]
+
+
+def match_instance_ids(ids: np.ndarray, index: pd.Index, region: str) -> np.ndarray:
+    """Positions in the shapes ``index`` of the table's instance ``ids``, after a safe cast between str and int.
+
+    Raises
+    ------
+    ValueError
+        If ids are missing from the shapes (after casting), naming both dtypes and examples.
+    """
+    idx = pd.Index(index)
+    pos = idx.get_indexer(ids) if idx.is_unique else None
+    if pos is None:
+        msg = f"The index of shapes {region!r} has duplicated values; spots/cells must have unique ids."
+        raise ValueError(msg)
+    if (pos < 0).any():
+        # str vs int ids ("12" vs 12) are common after CSV/zarr round trips: compare both as strings
+        as_str = pd.Index(idx.astype(str))
+        if as_str.is_unique:
+            pos2 = as_str.get_indexer(pd.Index(ids).astype(str))
+            if not (pos2 < 0).any():
+                return pos2
+        missing = pd.Index(ids)[pos < 0]
+        msg = (
+            f"{len(missing)} of {len(ids)} instance ids of the table (e.g. {list(missing[:3])}, dtype "
+            f"{pd.Index(ids).dtype}) are not in the index of shapes {region!r} (e.g. {list(idx[:3])}, dtype "
+            f"{idx.dtype}), even compared as strings. The table's instance_key column must hold the shapes' index "
+            "values (see `spatialdata.models.TableModel.parse(..., instance_key=...)`)."
+        )
+        raise ValueError(msg)
+    return pos
 
 
 def _centroids(gdf) -> pd.DataFrame:
@@ -96,8 +143,8 @@ def _channel_plan(image, channels) -> tuple[list[int], str]:
         return idx, "grey" if len(idx) == 1 else "rgb"
     if n_c == 3:
         return [0, 1, 2], "rgb"
-    if n_c == 4:  # RGBA: drop alpha
-        return [0, 1, 2], "rgb"
+    if n_c == 4:  # RGBA: composited over white when read
+        return [0, 1, 2, 3], "rgba"
     if n_c == 1:
         return [0], "grey"
     msg = (
@@ -107,23 +154,54 @@ def _channel_plan(image, channels) -> tuple[list[int], str]:
     raise ValueError(msg)
 
 
-def _intensity_range(levels, idx: list[int], dtype, intensity_range) -> list[float] | None:
-    """``None`` for uint8, else ``[low, high]`` to map onto 0..255.
+#: Channel names of a colour (brightfield) image: one intensity range over them keeps the colour balance.
+_COLOUR_NAMES = {"r", "g", "b", "red", "green", "blue"}
 
-    Given, or the 0.1/99.9 percentiles of the coarsest level over the selected channels.
+
+def _intensity_range(levels, idx: list[int], mode: str, dtype, intensity_range) -> np.ndarray | None:
+    """``None`` for uint8, else per colour channel read ``[[low, high], ...]`` mapped onto 0..255.
+
+    Given (one pair for all channels, or one per channel), or the 0.1/99.9 percentiles of the coarsest level,
+    ignoring NaN: per channel, except for an RGB(A) image with channels named r, g, b, where one range over the
+    colour channels keeps the colour balance of brightfield stains.
     """
     if np.dtype(dtype) == np.uint8:
         return None
+    colour = idx[:3] if mode == "rgba" else idx
+    n = len(colour)
     if intensity_range is not None:
-        lo, hi = (float(v) for v in intensity_range)
-    else:
-        small = np.asarray(
-            levels[-1].data[idx].compute() if hasattr(levels[-1].data, "compute") else levels[-1].data[idx]
-        )
-        lo, hi = (float(v) for v in np.percentile(small, [0.1, 99.9]))
-    if not hi > lo:
-        hi = lo + 1.0
-    return [lo, hi]
+        r = np.asarray(intensity_range, dtype=float)
+        if r.shape == (2,):
+            r = np.tile(r, (n, 1))
+        if r.shape != (n, 2) or not np.isfinite(r).all():
+            msg = (
+                f"`intensity_range` must be one finite (low, high) pair or one per channel read ({n}), got "
+                f"{intensity_range!r}."
+            )
+            raise ValueError(msg)
+        if np.any(r[:, 1] <= r[:, 0]):
+            msg = f"`intensity_range` needs low < high for every channel, got {r.tolist()}."
+            raise ValueError(msg)
+        return r
+    lv = levels[-1].data
+    small = np.asarray(lv[colour].compute() if hasattr(lv, "compute") else lv[colour], dtype=np.float64)
+    names = [str(c).lower() for c in levels[-1].coords["c"].to_numpy()[colour]] if "c" in levels[-1].coords else []
+    joint = mode in ("rgb", "rgba") and len(names) == 3 and set(names) <= _COLOUR_NAMES
+    with np.errstate(all="ignore"):
+        if joint:
+            lo_hi = np.nanpercentile(small, [0.1, 99.9]) if np.isfinite(small).any() else np.array([0.0, 1.0])
+            r = np.tile(lo_hi, (n, 1))
+        else:
+            r = np.array(
+                [
+                    np.nanpercentile(small[c], [0.1, 99.9]) if np.isfinite(small[c]).any() else [0.0, 1.0]
+                    for c in range(n)
+                ],
+                dtype=float,
+            )
+    flat = ~(r[:, 1] > r[:, 0])
+    r[flat, 1] = r[flat, 0] + 1.0
+    return r
 
 
 @dataclass
@@ -136,7 +214,7 @@ class _RegionGeometry:
     um_per_px: tuple[float, float]  # level 0, (x, y)
     channels: list[int]
     mode: str
-    intensity_range: list[float] | None
+    intensity_range: np.ndarray | None  # (n colour channels, 2)
     fill_value: int
     levels: list[int]  # per size
     level_um_per_px: list[float]  # per size
@@ -144,6 +222,7 @@ class _RegionGeometry:
     factors: list[tuple[float, float]]  # per size, level downscale factor (x, y)
     valid: list[np.ndarray]  # per size, (n,)
     transform: np.ndarray  # 3x3 shapes -> image px
+    units: Units  # µm per unit of cs, and how it was found
 
 
 def _windows(centres: np.ndarray, f: tuple[float, float], w: tuple[int, int]) -> np.ndarray:
@@ -203,6 +282,8 @@ def _compute_geometry(
     channels,
     intensity_range,
     fill_value: int | None,
+    um_per_unit: float | None = None,
+    spot_diameter_um: float | None = None,
 ) -> list[_RegionGeometry]:
     regions, region_key, instance_key = _table_regions(adata)
     if image_key is not None and image_key not in sdata.images:
@@ -262,28 +343,29 @@ def _compute_geometry(
                 raise ValueError(msg)
             img_key = cands[0]
             shared = [c for c in _coordinate_systems(sdata.images[img_key]) if c in cs_shapes]
-        cs = shared[0]
+        cs = _pick_coordinate_system(shapes, shared)
         image = sdata.images[img_key]
         levels = image_levels(image)
         a_shapes = _affine_xy(shapes, cs)
         a_image = _affine_xy(image, cs)
         m = np.linalg.inv(a_image) @ a_shapes
         cent = _centroids(shapes)
-        ids = adata.obs[instance_key].to_numpy()[rows]
-        missing = pd.Index(ids).difference(cent.index)
-        if len(missing):
-            msg = f"{len(missing)} instance ids of the table (e.g. {list(missing[:3])}) are not in shapes {region!r}."
-            raise ValueError(msg)
-        xy = cent.loc[ids, ["x", "y"]].to_numpy(float)
+        pos = match_instance_ids(adata.obs[instance_key].to_numpy()[rows], cent.index, region)
+        xy = cent[["x", "y"]].to_numpy(float)[pos]
         centres = (m @ np.column_stack([xy, np.ones(len(xy))]).T).T[:, :2]
+        lin = a_image[:2, :2]
         if um_per_px is not None:
             s0 = (float(um_per_px), float(um_per_px))
+            units = Units(float(um_per_px) / linear_scale(a_image), f"given: um_per_px={float(um_per_px):g}")
         else:
-            lin = a_image[:2, :2]
-            s0 = (float(np.hypot(*lin[:, 0])), float(np.hypot(*lin[:, 1])))
+            units = resolve_um_per_unit(
+                sdata, adata, region, cs, um_per_unit=um_per_unit, spot_diameter_um=spot_diameter_um
+            )
+            u = units.um_per_unit
+            s0 = (u * float(np.hypot(*lin[:, 0])), u * float(np.hypot(*lin[:, 1])))
         idx, mode = _channel_plan(levels[0], channels)
-        irange = _intensity_range(levels, idx, levels[0].dtype, intensity_range)
-        fill = fill_value if fill_value is not None else (255 if mode == "rgb" and irange is None else 0)
+        irange = _intensity_range(levels, idx, mode, levels[0].dtype, intensity_range)
+        fill = fill_value if fill_value is not None else (255 if mode in ("rgb", "rgba") else 0)
         factors = _level_factors(levels)
         g = _RegionGeometry(
             region=region,
@@ -302,6 +384,7 @@ def _compute_geometry(
             factors=[],
             valid=[],
             transform=m,
+            units=units,
         )
         for size in sizes_um:
             need = size / target_px
@@ -371,6 +454,9 @@ def _report_geometry(geoms: list[_RegionGeometry], sizes: list[float], target_px
     """
     upsampled: dict[float, list[str]] = {}
     for g in geoms:
+        logg.info(
+            f"    {g.region}: coordinate system {g.cs!r}, {g.units.um_per_unit:.6g} µm per unit ({g.units.source})"
+        )
         for k, size in enumerate(sizes):
             w = g.window_px[k]
             logg.info(
@@ -406,23 +492,35 @@ def extract_patches(
     patch_size: float = DEFAULT_PATCH_SIZE_UM,
     target_px: int = DEFAULT_TARGET_PX,
     context: Sequence[float] | float | None = None,
+    um_per_unit: float | None = None,
     um_per_px: float | None = None,
+    spot_diameter_um: float | None = None,
     channels: Sequence[int | str] | None = None,
-    intensity_range: tuple[float, float] | None = None,
+    intensity_range: tuple[float, float] | Sequence[tuple[float, float]] | None = None,
     fill_value: int | None = None,
 ) -> None:
     """Work out a square patch of ``patch_size`` µm centred on every spot/cell of the table.
 
     Each patch is centred on the centroid of the spot's shape, mapped into the image's pixel space through the
-    SpatialData transformations (shapes and image need only share a coordinate system, in µm), read from the
+    SpatialData transformations (shapes and image need only share a coordinate system), read from the
     coarsest pyramid level that is still at least as fine as the needed resolution ``patch_size / target_px``
     µm/px, and resampled to ``target_px`` pixels (bilinear with antialiasing) when read. Window corners snap to the
     pixel grid of that level, so the centre is exact to half a level pixel (at most half an output pixel).
     Nothing is read here: this records the geometry; :func:`get_patches` and :func:`morphst.tl.embed_patches`
     read the pixels. Multi-scale context fields of view (the TRIPLEX / M2ORT idea: Chung et al., CVPR 2024;
     Wang et al., 2024) share the centre. Patches that overhang the image edge are padded (H&E: white) and the
-    fraction inside the image is recorded. RGBA drops alpha; single-channel images are replicated to grey RGB;
-    images that are not uint8 (e.g. uint16 DAPI) are mapped linearly onto 0–255 using ``intensity_range``.
+    fraction inside the image is recorded. RGBA is composited over white (transparent background reads as
+    glass, not as dense tissue); single-channel images are replicated to grey RGB; images that are not uint8 (e.g.
+    uint16 DAPI, float) are mapped linearly onto 0–255 using ``intensity_range``; NaN pixels (registration margins)
+    count as padding.
+
+    **Units.** SpatialData transformations carry no unit, so the µm size of one coordinate unit is resolved from
+    what the object says and recorded (``uns['patches']['regions'][...]['um_per_unit']`` and
+    ``['units_source']``): an explicit ``um_per_px`` or ``um_per_unit`` wins; else morphst's datasets declare µm
+    coordinate systems; else ``spot_diameter_um`` against the shapes' radius; else the 10x Visium scale factors
+    that ``spatialdata_io.visium`` / scanpy keep in ``uns['spatial']`` (55 µm spot over ``spot_diameter_fullres``
+    px), Visium HD bin sizes, or the µm shapes of ``spatialdata_io.xenium`` / ``merscope``. When nothing
+    determines it, a ``ValueError`` lists these options: there is no silent assumption.
 
     Parameters
     ----------
@@ -437,22 +535,30 @@ def extract_patches(
     table_key
         Table of the spots.
     patch_size
-        Side of the patch, µm (coordinate-system units are taken as µm).
+        Side of the patch, µm.
     target_px
         Side of the resampled patch, px; the patch resolution is ``patch_size / target_px`` µm/px.
     context
         Sides of larger fields of view around the same centre, µm, e.g. ``(336.0,)``; each is also resampled to
         ``target_px`` px.
+    um_per_unit
+        µm per unit of the coordinate system shared by shapes and image (e.g. ``1.0`` when it is in µm). Overrides
+        what is read from the object (see Units above).
     um_per_px
-        Override the level-0 pixel size of the image, µm/px (default: from the image's transformation, which
-        assumes the coordinate system is in µm).
+        µm per pixel of the image's finest pyramid level. Overrides everything else.
+    spot_diameter_um
+        Physical diameter of the spots, µm (10x Visium 55, legacy ST 100): with the shapes' radius, it gives the
+        scale when the object does not state it.
     channels
-        Channel indices or names to read (1 or 3). Default: RGB as is, RGBA without alpha, single channel as grey.
+        Channel indices or names to read (1 or 3). Default: RGB as is, RGBA composited over white, single channel
+        as grey.
     intensity_range
-        ``(low, high)`` intensities mapped onto 0 and 255 for non-uint8 images. Default: the 0.1 and 99.9
-        percentiles of the coarsest pyramid level.
+        For non-uint8 images, intensities mapped onto 0 and 255: one ``(low, high)`` for every channel, or one pair
+        per channel read. Default: the 0.1 and 99.9 percentiles (NaN ignored) of the coarsest pyramid level, per
+        channel; for a 3- or 4-channel image read as RGB (brightfield) one range over the three colour channels,
+        which keeps the colour balance.
     fill_value
-        Padding value (0–255) outside the image. Default: 255 (white) for uint8 RGB, else 0.
+        Padding value (0–255) outside the image and for NaN pixels. Default: 255 (white) for RGB, else 0.
 
     Returns
     -------
@@ -463,9 +569,11 @@ def extract_patches(
     - ``.obs['patch_valid_fraction']``: float in [0, 1], fraction of the patch inside the image;
       ``.obs['patch_valid_fraction_<size>um']`` for every context size.
     - ``.uns['patches']``: ``'sizes_um'`` (patch then context sides, µm), ``'target_px'``, ``'regions'``
-      (per shapes element: ``'image'``, ``'coordinate_system'``, ``'um_per_px'`` (level 0, x and y),
-      ``'level'``, ``'level_um_per_px'``, ``'window_px'`` (per size), ``'channels'``, ``'intensity_range'``,
-      ``'fill_value'``, ``'transform'`` (3 × 3 affine, shapes -> image px)) and ``'params'``.
+      (per shapes element: ``'image'``, ``'coordinate_system'``, ``'um_per_unit'`` (µm per coordinate unit)
+      and ``'units_source'`` (how it was found), ``'um_per_px'`` (level 0, x and y), ``'level'``,
+      ``'level_um_per_px'``, ``'window_px'`` (per size), ``'channels'``, ``'channel_mode'``,
+      ``'intensity_range'`` (per channel, ``[[low, high], ...]``, or ``'None'`` for uint8), ``'fill_value'``,
+      ``'transform'`` (3 × 3 affine, shapes -> image px)) and ``'params'``.
 
     Raises
     ------
@@ -475,7 +583,9 @@ def extract_patches(
         Unknown ``image_key`` / ``shapes_key`` (lists what exists).
     ValueError
         Unknown table, a table that does not annotate the shapes, no coordinate system shared by shapes and image,
-        every patch off the image, a patch smaller than one pixel at every level, bad ``channels``.
+        a scale (µm per unit) that nothing determines, every patch off the image, a patch smaller than one pixel
+        at every level, bad ``channels``, ``um_per_px`` / ``um_per_unit`` / ``spot_diameter_um`` not positive,
+        ``fill_value`` outside 0–255, table instance ids missing from the shapes.
     """
     require_sdata(sdata, "extract_patches")
     start = logg.info("extracting patch geometry")
@@ -495,6 +605,13 @@ def extract_patches(
     if any(not c > 0 for c in ctx):
         msg = f"`context` sizes must be positive (µm), got {ctx}."
         raise ValueError(msg)
+    for name, v in (("um_per_px", um_per_px), ("um_per_unit", um_per_unit), ("spot_diameter_um", spot_diameter_um)):
+        if v is not None and not (np.isfinite(v) and v > 0):
+            msg = f"`{name}` must be a positive number (µm), got {v}."
+            raise ValueError(msg)
+    if fill_value is not None and not 0 <= fill_value <= 255:
+        msg = f"`fill_value` is a padding intensity of the 8-bit patches and must lie in 0–255, got {fill_value}."
+        raise ValueError(msg)
     sizes = [float(patch_size), *ctx]
     geoms = _compute_geometry(
         sdata,
@@ -507,6 +624,8 @@ def extract_patches(
         channels=channels,
         intensity_range=intensity_range,
         fill_value=fill_value,
+        um_per_unit=um_per_unit,
+        spot_diameter_um=spot_diameter_um,
     )
     _report_geometry(geoms, sizes, int(target_px))
     # everything validated: write
@@ -523,6 +642,8 @@ def extract_patches(
         regions[g.region] = {
             "image": g.image_key,
             "coordinate_system": g.cs,
+            "um_per_unit": float(g.units.um_per_unit),
+            "units_source": g.units.source,
             "um_per_px": list(g.um_per_px),
             "level": [int(v) for v in g.levels],
             "level_um_per_px": [float(v) for v in g.level_um_per_px],
@@ -530,7 +651,7 @@ def extract_patches(
             "window_px": [list(map(int, w)) for w in g.window_px],
             "channels": list(g.channels),
             "channel_mode": g.mode,
-            "intensity_range": "None" if g.intensity_range is None else list(g.intensity_range),
+            "intensity_range": "None" if g.intensity_range is None else np.asarray(g.intensity_range, dtype=float),
             "fill_value": int(g.fill_value),
             "transform": np.asarray(g.transform, dtype=float),
         }
@@ -551,7 +672,9 @@ def extract_patches(
             patch_size=float(patch_size),
             target_px=int(target_px),
             context=ctx,
+            um_per_unit=um_per_unit,
             um_per_px=um_per_px,
+            spot_diameter_um=spot_diameter_um,
             channels=None if channels is None else list(channels),
             intensity_range=intensity_range,
             fill_value=fill_value,
@@ -620,11 +743,32 @@ class _LevelReader:
         self.lock = threading.Lock()
 
     def _convert(self, block: np.ndarray) -> np.ndarray:
-        """(C, h, w) of the selected channels -> (h, w, 3) uint8."""
+        """(C, h, w) of the selected channels -> (h, w, 3) uint8.
+
+        Intensities map per channel through ``irange``; NaN pixels become ``fill``; RGBA is composited over white.
+        """
         block = np.asarray(block)
-        if self.irange is not None:
-            lo, hi = self.irange
-            block = np.clip((block.astype(np.float32) - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+        alpha = None
+        if self.mode == "rgba":
+            a = block[3].astype(np.float32)
+            if block.dtype.kind in "iu":
+                a /= float(np.iinfo(block.dtype).max)
+            alpha = np.clip(np.nan_to_num(a, nan=0.0), 0.0, 1.0)
+            block = block[:3]
+        nan = np.isnan(block).any(axis=0) if block.dtype.kind == "f" else None
+        if self.irange is not None or alpha is not None or nan is not None:
+            v = block.astype(np.float32)
+            if self.irange is not None:
+                lo = self.irange[:, 0, None, None].astype(np.float32)
+                v = (v - lo) * (255.0 / (self.irange[:, 1, None, None] - self.irange[:, 0, None, None])).astype(
+                    np.float32
+                )
+            v = np.clip(v, 0, 255)
+            if alpha is not None:
+                v = v * alpha + 255.0 * (1.0 - alpha)
+            if nan is not None and nan.any():
+                v[:, nan] = self.fill
+            block = (v + 0.5).astype(np.uint8)
         elif block.dtype != np.uint8:
             block = block.astype(np.uint8)
         # (C, h, w) -> (h, w, 3) one channel at a time: ~3x faster than a moveaxis copy of the whole block
@@ -788,7 +932,10 @@ class PatchReader:
             raise KeyError(msg)
         sizes = list(np.atleast_1d(info["sizes_um"]).astype(float))
         if not 0 <= size_index < len(sizes):
-            msg = f"Context index {size_index - 1} out of range; the patches have context sizes {sizes[1:]} µm."
+            msg = (
+                f"Context index {size_index - 1} out of range; the patches have context sizes {sizes[1:]} µm "
+                "(run `mst.pp.extract_patches(sdata, context=(...))` to add some)."
+            )
             raise ValueError(msg)
         self.size_um = sizes[size_index]
         self.target_px = int(info["target_px"])
@@ -808,7 +955,7 @@ class PatchReader:
             f = tuple(np.asarray(r["level_factor"], float)[size_index])
             w = tuple(int(v) for v in np.asarray(r["window_px"])[size_index])
             irange = r["intensity_range"]
-            irange = None if isinstance(irange, str) else [float(v) for v in irange]
+            irange = None if isinstance(irange, str) else np.asarray(irange, dtype=float).reshape(-1, 2)
             reader = _LevelReader(
                 levels[lvl],
                 [int(c) for c in np.atleast_1d(r["channels"])],
@@ -964,10 +1111,29 @@ class PatchReader:
             th.join(timeout=5)
 
 
-def _resolve_rows(adata: AnnData, sel) -> np.ndarray:
+def context_index(context) -> int:
+    """Size index for ``context``: ``False`` -> 0 (the main patch), an integer ``k >= 0`` -> ``k + 1``.
+
+    Raises
+    ------
+    ValueError
+        For ``True`` (ambiguous: it would read as index 1), negative or non-integer values.
+    """
+    if context is False or context is None:
+        return 0
+    if isinstance(context, bool | np.bool_) or not isinstance(context, int | np.integer) or context < 0:
+        msg = (
+            f"`context` must be False (the main patch) or the 0-based index of a context size recorded by "
+            f"`mst.pp.extract_patches(context=...)`, got {context!r}."
+        )
+        raise ValueError(msg)
+    return int(context) + 1
+
+
+def _resolve_rows(adata: AnnData, sel, default: np.ndarray) -> np.ndarray:
     n = adata.n_obs
     if sel is None:
-        return np.arange(n)
+        return default
     if isinstance(sel, str | int | np.integer):
         sel = [sel]
     arr = np.asarray(sel)
@@ -981,6 +1147,14 @@ def _resolve_rows(adata: AnnData, sel) -> np.ndarray:
             msg = f"Row indices out of range for {n} observations."
             raise IndexError(msg)
         return np.where(arr < 0, arr + n, arr).astype(np.int64)
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()].unique()
+        msg = (
+            f"`obs_names` are not unique ({len(dup)} repeated, e.g. {list(dup[:3])}: Visium barcodes repeat across "
+            "sections), so rows cannot be selected by name. Call `adata.obs_names_make_unique()` on the table, or "
+            "select by integer positions or a boolean mask."
+        )
+        raise ValueError(msg)
     idx = adata.obs_names.get_indexer(arr.astype(str))
     if (idx < 0).any():
         msg = f"Observation names not found: {list(arr[idx < 0][:5])}."
@@ -1001,10 +1175,10 @@ def get_patches(
     Parameters
     ----------
     sdata
-        SpatialData (images + shapes + table, not an AnnData) on which :func:`extract_patches` was run (it is run
-        with defaults if not).
+        SpatialData (images + shapes + table, not an AnnData) on which :func:`extract_patches` was run.
     obs_indices_or_names
-        Rows of the table: integer positions, ``obs_names`` or a boolean mask. Default: all rows.
+        Rows of the table: integer positions, ``obs_names`` (unique ones) or a boolean mask. Default: every row
+        that has a patch (after ``extract_patches(shapes_key=...)``, the rows of that shapes element).
     table_key
         Table of the spots.
     context
@@ -1022,17 +1196,19 @@ def get_patches(
     TypeError
         If ``sdata`` is not a SpatialData (e.g. an AnnData table).
     KeyError
-        If a name is not in ``obs_names``.
+        If the table has no patch geometry (run :func:`extract_patches` first) or a name is not in ``obs_names``.
     ValueError
-        If a row has no patch geometry or ``context`` is out of range.
+        If a row has no patch geometry, ``context`` is out of range, ``batch_size < 1``, or rows are selected by
+        name while ``obs_names`` are not unique.
     """
     require_sdata(sdata, "get_patches")
     adata = get_adata(sdata, table_key)
-    if Key.PATCHES not in adata.uns or OBS_X not in adata.obs:
-        extract_patches(sdata, table_key=table_key)
-    rows = _resolve_rows(adata, obs_indices_or_names)
-    size_index = 0 if context is False else int(context) + 1
+    if int(batch_size) < 1:
+        msg = f"`batch_size` must be a positive integer, got {batch_size}."
+        raise ValueError(msg)
+    size_index = context_index(context)
     reader = PatchReader(sdata, table_key=table_key, size_index=size_index)
+    rows = _resolve_rows(adata, obs_indices_or_names, reader.rows)
     t = reader.target_px
     out = np.empty((len(rows), t, t, 3), np.uint8)
     k = 0

@@ -120,8 +120,10 @@ def embed_patches(
     TypeError
         ``sdata`` is not a SpatialData (e.g. an AnnData table).
     ValueError
-        Unknown model (neither registered nor a timm architecture; close names are suggested), bad ``dtype``, or an
-        invalid patch setup (see :func:`morphst.pp.extract_patches`; checked before the model is built).
+        Unknown model (neither registered nor a timm architecture; close names are suggested), bad ``dtype`` or
+        ``batch_size``, ``context`` that is neither ``False`` nor an index of the recorded context sizes, an invalid
+        patch setup (see :func:`morphst.pp.extract_patches`; checked before the model is built and before anything
+        is written), or an encoder that returns NaN/infinite features or the wrong shape (nothing is written).
     FileNotFoundError
         No weights for the model (the message lists the ways to provide them). Offline (``$HF_HUB_OFFLINE`` set,
         or huggingface.co not reachable within 3 s) this comes at once, without hub download retries.
@@ -129,7 +131,14 @@ def embed_patches(
     import torch
     from tqdm.auto import tqdm
 
-    from ..pp._patches import OBS_X, PatchReader, check_default_geometry, extract_patches, require_sdata
+    from ..pp._patches import (
+        OBS_X,
+        PatchReader,
+        check_default_geometry,
+        context_index,
+        extract_patches,
+        require_sdata,
+    )
     from .models import get_model
 
     require_sdata(sdata, "embed_patches")
@@ -140,10 +149,16 @@ def embed_patches(
     if int(batch_size) < 1:
         msg = f"`batch_size` must be a positive integer, got {batch_size}."
         raise ValueError(msg)
+    size_index = context_index(context)
     start = logg.info(f"embedding patches with {getattr(model, '__name__', model)!s}")
-    size_index = 0 if context is False else int(context) + 1
     # validate the patch geometry before building the model (seconds), writing nothing yet
     needs_patches = Key.PATCHES not in adata.uns or OBS_X not in adata.obs
+    if needs_patches and size_index > 0:
+        msg = (
+            f"`context={context}` asks for a context field of view, but the table has no patch geometry yet; run "
+            "`mst.pp.extract_patches(sdata, context=(<size µm>, ...))` first."
+        )
+        raise ValueError(msg)
     if needs_patches:
         check_default_geometry(sdata, table_key)
     else:
@@ -182,6 +197,20 @@ def embed_patches(
             with autocast:
                 f = enc.encode(x)
             f = f.float().cpu().numpy() if isinstance(f, torch.Tensor) else np.asarray(f, dtype=np.float32)
+            if f.ndim != 2 or f.shape[0] != len(rows):
+                msg = (
+                    f"The encoder {enc.name!r} returned shape {f.shape} for a batch of {len(rows)} patches; it must "
+                    "return (batch, n_features)."
+                )
+                raise ValueError(msg)
+            if not np.isfinite(f).all():
+                bad = int((~np.isfinite(f)).any(axis=1).sum())
+                msg = (
+                    f"The encoder {enc.name!r} returned NaN or infinite features for {bad} of {len(rows)} patches "
+                    f"(table rows {list(rows[~np.isfinite(f).all(axis=1)][:5])}); nothing was written. Check the "
+                    "encoder (e.g. a division by a zero-variance patch) or its weights."
+                )
+                raise ValueError(msg)
             if feats is None:
                 feats = np.full((adata.n_obs, f.shape[1]), np.nan, dtype=np.float32)
             feats[rows] = f
@@ -205,6 +234,7 @@ def embed_patches(
             images={r: v["image"] for r, v in regions.items()},
             pyramid_level={r: int(np.atleast_1d(v["level"])[size_index]) for r, v in regions.items()},
             level_um_per_px={r: float(np.atleast_1d(v["level_um_per_px"])[size_index]) for r, v in regions.items()},
+            um_per_unit={r: float(v["um_per_unit"]) for r, v in regions.items() if "um_per_unit" in v},
             device=str(dev),
             dtype="bfloat16 autocast" if ac is not None else "float32",
             batch_size=int(batch_size),
