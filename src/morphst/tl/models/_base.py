@@ -35,12 +35,35 @@ class ModelSpec:
     gated
         Whether the hub weights need an accepted licence and a token.
     pooling
-        ``"default"`` (timm's pooled features with ``num_classes=0``) or ``"cls+mean"`` (class token
-        concatenated with the mean of the patch tokens, as Virchow).
+        ``"default"`` (timm's pooled features with ``num_classes=0``; the class token of a transformers model) or
+        ``"cls+mean"`` (class token concatenated with the mean of the patch tokens, as Virchow).
+    n_prefix_tokens
+        Tokens before the patch tokens (class + register tokens) skipped by the ``"cls+mean"`` patch mean.
     timm_kwargs
-        Extra keyword arguments for ``timm.create_model``.
+        Extra keyword arguments for ``timm.create_model`` (plain values: they are also the model's recorded
+        recipe).
     description
         One line about the model.
+    crop_pct
+        Centre-crop fraction of the model's preprocessing: patches are resized to
+        ``floor(input_size / crop_pct)`` px, then the central ``input_size`` px are kept (``1.0``: no crop;
+        ``0.875``: resize to 256, crop 224, as Prov-GigaPath's card).
+    interpolation
+        ``"bilinear"`` or ``"bicubic"`` (antialiased) for that resize.
+    backend
+        ``"timm"`` (``timm.create_model``) or ``"transformers"`` (``transformers.AutoModel``, extra
+        ``morphst[foundation]``).
+    lazy_kwargs
+        A function returning more ``timm.create_model`` keyword arguments that need imports (layer classes such as
+        ``SwiGLUPacked``), called when the network is built: model quirks live with their spec.
+    convert_state_dict
+        ``f(state_dict, model_state_dict) -> state_dict`` applied to a local weights file before the strict load
+        (e.g. renaming keys by position), or ``None``.
+    bundled_weights
+        A function returning the path of weights shipped in a Python package (or ``None``), tried after
+        ``mst.settings.weights_dir``.
+    source
+        Where the recipe was checked (model card, code), cited for each entry.
     """
 
     name: str
@@ -57,6 +80,20 @@ class ModelSpec:
     n_prefix_tokens: int = 1
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+    backend: str = "timm"
+    lazy_kwargs: Callable[[], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    convert_state_dict: Callable[[dict, dict], dict] | None = field(default=None, repr=False, compare=False)
+    bundled_weights: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    source: str = ""
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``timm.create_model``: ``timm_kwargs`` plus those of ``lazy_kwargs``."""
+        kw = dict(self.timm_kwargs)
+        if self.lazy_kwargs is not None:
+            kw.update(self.lazy_kwargs())
+        return kw
 
 
 @runtime_checkable
@@ -78,7 +115,7 @@ class Encoder(Protocol):
 
 
 class TorchEncoder:
-    """A torch module with its preprocessing: resize to ``input_size``, scale to [0, 1], normalise."""
+    """A torch module with its preprocessing: resize to ``input_size`` (optionally centre-crop), scale, normalise."""
 
     uses_torch = True
 
@@ -95,8 +132,17 @@ class TorchEncoder:
         weights_source: str = "",
         weights_sha256: str | None = None,
         spec: ModelSpec | None = None,
+        crop_pct: float = 1.0,
+        interpolation: str = "bilinear",
     ):
         import torch
+
+        if interpolation not in ("bilinear", "bicubic"):
+            msg = f"`interpolation` must be 'bilinear' or 'bicubic', got {interpolation!r}."
+            raise ValueError(msg)
+        if not 0 < crop_pct <= 1:
+            msg = f"`crop_pct` must be in (0, 1], got {crop_pct}."
+            raise ValueError(msg)
 
         self.module = module.eval()
         self.name = name
@@ -108,6 +154,8 @@ class TorchEncoder:
         self.weights_source = weights_source
         self.weights_sha256 = weights_sha256
         self.spec = spec
+        self.crop_pct = float(crop_pct)
+        self.interpolation = interpolation
 
     @property
     def embedding_dim(self) -> int | None:
@@ -127,11 +175,28 @@ class TorchEncoder:
         self.module.to(memory_format=torch.channels_last)
 
     def transform(self, x):
+        """uint8 ``(B, 3, H, W)`` -> normalised float ``(B, 3, input_size, input_size)``.
+
+        Resize (antialiased ``interpolation``) to ``floor(input_size / crop_pct)`` px, centre-crop ``input_size``
+        px (as torchvision ``Resize`` + ``CenterCrop``), scale to [0, 1], subtract ``mean``, divide by ``std``.
+        """
+        import math
+
         import torch
         import torch.nn.functional as F
 
-        if self.input_size is not None and (x.shape[-1] != self.input_size or x.shape[-2] != self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True)
+        size = self.input_size
+        if size is not None:
+            resize = size if self.crop_pct >= 1 else math.floor(size / self.crop_pct)
+            if x.shape[-1] != resize or x.shape[-2] != resize:
+                if self.interpolation == "bilinear":
+                    x = F.interpolate(x, size=(resize, resize), mode="bilinear", antialias=True)
+                else:  # bicubic overshoots: interpolate in float, clamp to the uint8 range
+                    x = F.interpolate(x.to(torch.float32), size=(resize, resize), mode="bicubic", antialias=True)
+                    x = x.clamp_(0, 255)
+            if resize != size:
+                top = round((resize - size) / 2.0)
+                x = x[..., top : top + size, top : top + size]
         x = x.to(torch.float32).div_(255.0)
         return (x - self.mean) / self.std
 

