@@ -29,24 +29,31 @@ def test_every_section_loads_with_raw_counts(her2st_sdata, data_dir):
     adata = her2st_sdata.tables["table"]
     assert adata.var_names.is_unique
     assert list(adata.obs["section"].cat.categories) == SECTIONS
+    headers = {}
     for s in SECTIONS:
         raw, _ = _raw_section(data_dir, s)
+        headers[s] = list(raw.columns)
         sub = adata[adata.obs["section"] == s]
         assert sub.n_obs == len(raw) == N_SPOTS[s]
-        # per-spot UMI totals over the genes kept (those in every section) equal the raw file's
-        genes = sub.var_names
-        raw_tot = raw[genes].sum(axis=1).to_numpy()
-        np.testing.assert_array_equal(np.asarray(sub.X.sum(axis=1)).ravel(), raw_tot)
+        # lossless: per-spot UMI totals equal the row sums of the whole source file (every gene it lists)
+        np.testing.assert_array_equal(np.asarray(sub.X.sum(axis=1)).ravel(), raw.sum(axis=1).to_numpy())
+        # every count of the file is where it belongs; genes the file does not list are zero in this section
+        np.testing.assert_array_equal(sub[:, raw.columns].X.toarray(), raw.to_numpy(np.float32))
+        absent = ~adata.var_names.isin(raw.columns)
+        assert absent.any()
+        assert sub[:, absent].X.nnz == 0
         # and the values are integers
         assert np.all(np.mod(sub.X.data, 1) == 0)
         assert her2st_sdata.shapes[f"{s}_spots"].shape[0] == N_SPOTS[s]
-    # genes present in every section: intersection of the five raw headers
-    common = None
-    for s in SECTIONS:
-        with gzip.open(data_dir / f"her2st_patientC/data/ST-cnts/{s}.tsv.gz", "rt") as fh:
-            cols = set(fh.readline().rstrip("\n").split("\t")[1:])
-        common = cols if common is None else common & cols
-    assert adata.n_vars == len(common)
+    # genes: the union of the five raw headers (17,418; 14,382 of them listed in every file)
+    union = set().union(*map(set, headers.values()))
+    common = set.intersection(*map(set, headers.values()))
+    assert set(adata.var_names) == union
+    assert adata.n_vars == len(union) == 17418
+    listed = adata.var["n_sections_listed"]
+    assert (listed == 5).sum() == len(common) == 14382
+    assert set(adata.var_names[listed == 5]) == common
+    assert list(adata.var_names[: len(headers["C2"])]) == headers["C2"]  # first-appearance order
 
 
 def test_clusters_and_meaning(her2st_sdata):

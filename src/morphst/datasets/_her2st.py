@@ -141,6 +141,30 @@ def _read_section(root: Path, section: str):
     return a, mpp
 
 
+def _union_genes(tables: list) -> list:
+    """Put every section on the union of the genes (first-appearance order), zeros where a file lacks a gene.
+
+    A legacy ST count file lists the genes detected in that section; a gene absent from one section's file has zero
+    counts there, so the union with zeros is lossless (per-spot totals equal the files'), while an intersection
+    would drop counts. ``var['n_sections_listed']``: in how many of the loaded files the gene appears.
+    """
+    import anndata as ad
+    import scipy.sparse as sp
+
+    genes = pd.Index(list(dict.fromkeys(g for a in tables for g in a.var_names)), name=None)
+    listed = np.zeros(len(genes), dtype=np.int64)
+    out = []
+    for a in tables:
+        cols = genes.get_indexer(a.var_names)
+        listed[cols] += 1
+        x = sp.coo_matrix(a.X)
+        x = sp.csr_matrix((x.data, (x.row, cols[x.col])), shape=(a.n_obs, len(genes)), dtype=np.float32)
+        out.append(ad.AnnData(x, obs=a.obs, var=pd.DataFrame(index=genes)))
+    for a in out:
+        a.var["n_sections_listed"] = listed
+    return out
+
+
 def her2st(
     sections: Sequence[str] = ("C2", "C3", "C4", "C5", "C6"),
     *,
@@ -177,7 +201,9 @@ def her2st(
     - ``shapes["S_spots"]``: circles at the spot centres, in full-resolution pixels of that image, ``radius`` in px
       (50 µm); same transformation.
     - ``tables["table"]`` (all sections): ``X`` raw UMI counts (integers stored as float32, CSR sparse, as
-      ``scanpy.read_10x_h5`` does), genes present in every loaded section; ``obs`` with ``section``, ``region``
+      ``scanpy.read_10x_h5`` does), the union of the genes of the loaded sections' count files (a gene absent from
+      one section's file has zero counts there, so per-spot totals equal the files'; 17,418 genes for C2–C6), with
+      ``var["n_sections_listed"]`` (in how many loaded files the gene appears); ``obs`` with ``section``, ``region``
       (the shapes element), ``instance_id``, ``array_x``/``array_y`` (grid), ``pixel_x``/``pixel_y`` (px),
       ``cluster`` (the authors' expression clusters, categorical ``"0"``–``"6"``, NaN where unlabelled);
       ``obsm["spatial"]`` (px); ``uns["cluster_meaning"]`` (cluster id -> meaning from ``motivation.csv``) and
@@ -232,7 +258,7 @@ def her2st(
             )
         tables.append(a)
 
-    adata = ad.concat(tables, join="inner", merge=None)
+    adata = ad.concat(_union_genes(tables), join="inner", merge="same")
     adata.obs["section"] = pd.Categorical(adata.obs["section"], categories=list(sections))
     adata.obs["region"] = pd.Categorical(adata.obs["region"], categories=[f"{s}_spots" for s in sections])
     labels = adata.obs["cluster"].astype("object").where(adata.obs["cluster"].notna(), None)
@@ -251,6 +277,10 @@ def her2st(
             "least-squares slope of pixel vs array coordinates, 200 um grid step / mean px step (derived, not given "
             "by the source)"
         ),
+        "genes": (
+            "union of the sections' count files, zero where a file does not list a gene (lossless: per-spot totals "
+            "equal the files'); var['n_sections_listed'] counts the files listing each gene"
+        ),
         "spot_diameter_um": ST_SPOT_DIAMETER_UM,
         "spot_spacing_um": ST_SPOT_SPACING_UM,
         "coordinate_systems": {s: "micrometres" for s in sections},
@@ -258,4 +288,7 @@ def her2st(
     table = TableModel.parse(
         adata, region=[f"{s}_spots" for s in sections], region_key="region", instance_key="instance_id"
     )
-    return SpatialData(images=images, shapes=shapes, tables={Key.TABLE: table})
+    sdata = SpatialData(images=images, shapes=shapes, tables={Key.TABLE: table})
+    # the section coordinate systems are in µm: declared on the object too, so it holds without the table
+    sdata.attrs["morphst"] = {"coordinate_systems": {s: 1.0 for s in sections}}
+    return sdata

@@ -11,7 +11,7 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import Key
-from .._utils import get_adata, list_keys, records_params
+from .._utils import check_unique_var_names, get_adata, list_keys, records_params
 from ._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
 
 if TYPE_CHECKING:
@@ -40,7 +40,13 @@ def resolve_mask(adata: AnnData, mask) -> np.ndarray:
     else:
         m = np.asarray(mask)
         if m.dtype != bool:
-            idx = m.astype(int)
+            if m.size and not np.issubdtype(m.dtype, np.integer):
+                msg = f"`mask` must be boolean or integer positions, got dtype {m.dtype}."
+                raise ValueError(msg)
+            idx = m.astype(np.int64).ravel()
+            if idx.size and (idx.min() < -n or idx.max() >= n):
+                msg = f"`mask` positions must lie in [0, {n}) (spot positions), got {idx.min()} to {idx.max()}."
+                raise ValueError(msg)
             m = np.zeros(n, bool)
             m[idx] = True
         elif m.shape != (n,):
@@ -61,7 +67,7 @@ def target_values(adata: AnnData, layer: str | None):
     if layer is not None:
         if layer not in adata.layers:
             if layer == LOG1P_CP10K:
-                return log1p_cp10k(_counts_or_raise(adata))
+                return log1p_cp10k(_counts_or_raise(adata, _LOG_FIX))
             msg = (
                 f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}. "
                 f"Use `layer={LOG1P_CP10K!r}` (computed from raw counts in X) or run `mst.pp.normalize` first."
@@ -70,14 +76,24 @@ def target_values(adata: AnnData, layer: str | None):
         return adata.layers[layer]
     if LOG1P_CP10K in adata.layers:
         return adata.layers[LOG1P_CP10K]
-    return log1p_cp10k(_counts_or_raise(adata))
+    return log1p_cp10k(_counts_or_raise(adata, _LOG_FIX))
 
 
-def _counts_or_raise(adata: AnnData, hint: str = ""):
+_LOG_FIX = (
+    "The log1p-cp10k values are computed from raw counts in X: pass `layer=` naming a layer of log-normalised "
+    "expression (used as it is), or run `mst.pp.normalize(adata, layer=<raw counts layer>)` first."
+)
+_PEARSON_FIX = (
+    "Pearson residuals need raw counts: pass `layer=` naming a layer of raw counts, or choose "
+    "`hvg_flavor='seurat'` with `layer=` naming a log-normalised layer."
+)
+
+
+def _counts_or_raise(adata: AnnData, fix: str = ""):
     if adata.X is None:
         msg = "`adata.X` is empty; pass `layer=` naming a layer of log-normalised expression."
         raise ValueError(msg)
-    _check_counts(adata.X, "`adata.X`" + (f" ({hint})" if hint else ""))
+    _check_counts(adata.X, "`adata.X`", logged="log1p" in adata.uns, fix=fix)
     return adata.X
 
 
@@ -134,15 +150,42 @@ def gene_scores(
     return score, selected
 
 
+def check_selection_params(n_top, min_fraction) -> tuple[int, float]:
+    """Validate ``n_top`` (a positive integer) and ``min_fraction`` (in [0, 1]); return them as int and float."""
+    if isinstance(n_top, bool) or not isinstance(n_top, int | np.integer) or int(n_top) < 1:
+        msg = f"`n_top` must be a positive integer (number of genes to select), got {n_top!r}."
+        raise ValueError(msg)
+    try:
+        f = float(min_fraction)
+    except (TypeError, ValueError):
+        f = float("nan")
+    if not 0.0 <= f <= 1.0:
+        msg = (
+            f"`min_fraction` must be a fraction of spots in [0, 1] (e.g. 0.1: detected in at least 10% of the "
+            f"spots), got {min_fraction!r}."
+        )
+        raise ValueError(msg)
+    return int(n_top), f
+
+
+def no_gene_error(n_spots: int, min_fraction: float, where: str = "the masked spots") -> ValueError:
+    """The error for a selection that keeps no gene (every gene below ``min_fraction`` or undetected)."""
+    msg = (
+        f"No gene can be selected: none is detected (value > 0) in at least {min_fraction:g} of {where} "
+        f"({n_spots} spots). Lower `min_fraction`, or check the spots and the expression source (`layer=`)."
+    )
+    return ValueError(msg)
+
+
 def statistics_values(adata: AnnData, flavor: str, hvg_flavor: str, layer: str | None):
     """The matrix that :func:`gene_scores` needs: raw counts for Pearson residuals, log-normalised values else."""
     if flavor == "highly_variable" and hvg_flavor == "pearson_residuals":
         if layer is None:
-            return _counts_or_raise(adata, hint="or choose `hvg_flavor='seurat'` with a log-normalised `layer`")
+            return _counts_or_raise(adata, _PEARSON_FIX)
         if layer not in adata.layers:
             msg = f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}."
             raise KeyError(msg)
-        _check_counts(adata.layers[layer], f"`adata.layers[{layer!r}]`")
+        _check_counts(adata.layers[layer], f"`adata.layers[{layer!r}]`", fix=_PEARSON_FIX)
         return adata.layers[layer]
     return target_values(adata, layer)
 
@@ -214,17 +257,21 @@ def select_genes(
         The ranking score on the masked spots (residual variance, normalised dispersion or mean); NaN for genes
         below ``min_fraction`` and for a list.
     ``.uns[key_added]['params']`` : dict
-        ``n_top``, ``flavor``, ``hvg_flavor``, ``layer``, ``min_fraction``, ``n_spots`` (spots in the mask).
+        ``n_top``, ``flavor``, ``hvg_flavor``, ``layer``, ``min_fraction``, ``n_spots`` (spots in the mask),
+        ``n_selected`` (genes selected: fewer than ``n_top`` when fewer pass ``min_fraction``, with a warning).
 
     Raises
     ------
     KeyError
         If ``layer``, a mask column or a listed gene does not exist.
     ValueError
-        If ``n_top`` is not positive, ``flavor`` or ``hvg_flavor`` is unknown, the mask selects fewer than 2 spots,
-        or Pearson residuals are asked of values that are not raw counts.
+        If ``var_names`` has duplicates, ``n_top`` is not a positive integer, ``min_fraction`` is outside [0, 1],
+        ``flavor`` or ``hvg_flavor`` is unknown, the list of genes is empty, the mask selects fewer than 2 spots,
+        no gene passes ``min_fraction``, or the source is not what the score needs (raw counts for Pearson
+        residuals and for log1p-cp10k computed from ``X``). Nothing is written then.
     """
     adata = get_adata(data, table_key)
+    check_unique_var_names(adata, "mst.pp.select_genes")
     m = resolve_mask(adata, mask)
     is_list = not isinstance(flavor, str)
     if is_list:
@@ -236,8 +283,10 @@ def select_genes(
     elif flavor not in ("highly_variable", "mean"):
         msg = f"Unknown `flavor` {flavor!r}; use 'highly_variable', 'mean' or a list of gene names."
         raise ValueError(msg)
-    elif int(n_top) < 1:
-        msg = f"`n_top` must be a positive integer, got {n_top}."
+    else:
+        n_top, min_fraction = check_selection_params(n_top, min_fraction)
+    if is_list and not genes:
+        msg = "`flavor` is an empty list of genes; pass at least one gene name."
         raise ValueError(msg)
     if hvg_flavor not in ("pearson_residuals", "seurat", "cell_ranger"):
         msg = f"Unknown `hvg_flavor` {hvg_flavor!r}; use 'pearson_residuals', 'seurat' or 'cell_ranger'."
@@ -260,6 +309,13 @@ def select_genes(
             hvg_flavor=hvg_flavor,
             min_fraction=float(min_fraction),
         )
+        if not selected.any():
+            raise no_gene_error(int(m.sum()), float(min_fraction))
+        if selected.sum() < n_top:
+            logg.warning(
+                f"only {int(selected.sum())} of the {n_top} genes asked for are detected in at least "
+                f"{min_fraction:g} of the {int(m.sum())} spots; selected those (lower `min_fraction` for more)"
+            )
     adata.var[key_added] = selected
     adata.var[f"{key_added}_score"] = score
     adata.uns[key_added] = {
@@ -271,6 +327,7 @@ def select_genes(
             layer=layer,
             min_fraction=float(min_fraction),
             n_spots=int(m.sum()),
+            n_selected=int(selected.sum()),
         )
     }
     logg.info(f"    finished: added `.var[{key_added!r}]` ({int(selected.sum())} genes)", time=start)

@@ -20,20 +20,50 @@ __all__ = ["LOG1P_CP10K", "normalize"]
 LOG1P_CP10K = "log1p_cp10k"
 
 
-def _check_counts(x, where: str) -> None:
-    """Raise if ``x`` has negative or non-finite values (it must hold counts)."""
+def _check_counts(x, where: str, *, logged: bool = False, fix: str = "") -> None:
+    """Raise a ValueError unless ``x`` looks like raw counts: finite, non-negative integers.
+
+    ``where`` names the source in the message (e.g. ``"`adata.X`"``); ``fix`` says what to pass instead (e.g.
+    ``"Pass `layer=` naming a layer of raw counts."``). ``logged=True`` (pass ``"log1p" in adata.uns`` when ``x``
+    is ``adata.X``: :func:`scanpy.pp.log1p` writes that entry) refuses ``x`` as log-transformed.
+    """
+    fix = f" {fix}" if fix else ""
+    if logged:
+        msg = (
+            f"{where} is already log-transformed (`adata.uns['log1p']` is set by `sc.pp.log1p`); normalising it again "
+            f"would log-transform twice.{fix}"
+        )
+        raise ValueError(msg)
     data = x.data if sparse.issparse(x) else np.asarray(x)
     if data.size == 0:
         return
     if not np.all(np.isfinite(data)):
-        msg = f"{where} contains NaN or infinite values; normalisation expects raw counts."
+        msg = f"{where} contains NaN or infinite values; normalisation expects raw counts.{fix}"
         raise ValueError(msg)
     if data.min() < 0:
+        msg = f"{where} has negative values, so it does not hold raw counts (is it already log-normalised?).{fix}"
+        raise ValueError(msg)
+    frac = data != np.rint(data)
+    if frac.any():
+        v = float(data[frac].flat[0])
         msg = (
-            f"{where} has negative values, so it does not hold raw counts (is it already log-normalised?). "
-            "Pass `layer=` naming a layer of raw counts."
+            f"{where} has non-integer values ({int(frac.sum())} entries, e.g. {v:.4g}), so it does not hold raw "
+            f"counts (is it already normalised or log-transformed?).{fix} If these really are counts with fractional "
+            "corrections (e.g. ambient-RNA removal), round them first (e.g. `adata.layers['counts'] = "
+            "np.rint(adata.X)`)."
         )
         raise ValueError(msg)
+
+
+def _check_target_sum(target_sum) -> float:
+    try:
+        t = float(target_sum)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (np.isfinite(t) and t > 0):
+        msg = f"`target_sum` must be a positive number of counts per spot (e.g. 1e4), got {target_sum!r}."
+        raise ValueError(msg)
+    return t
 
 
 def log1p_cp10k(x, target_sum: float = 1e4):
@@ -45,6 +75,7 @@ def log1p_cp10k(x, target_sum: float = 1e4):
     import anndata as ad
     import scanpy as sc
 
+    target_sum = _check_target_sum(target_sum)
     x = x.astype(np.float32) if sparse.issparse(x) else np.asarray(x, dtype=np.float32)
     tmp = ad.AnnData(x.copy())
     sc.pp.normalize_total(tmp, target_sum=target_sum)
@@ -77,7 +108,8 @@ def normalize(
     target_sum
         Total counts per spot after normalisation (counts; default 10,000).
     layer
-        Layer holding the raw counts; ``None`` uses ``X``.
+        Layer holding the raw counts (non-negative integers); ``None`` uses ``X``. Already log-normalised values are
+        refused, not normalised twice.
     key_added
         Name of the layer written.
     inplace_X
@@ -102,11 +134,12 @@ def normalize(
     KeyError
         If ``layer`` is not a layer of the AnnData.
     ValueError
-        If the source has negative or non-finite values (it does not hold raw counts).
+        If ``target_sum`` is not a positive number, or the source does not hold raw counts: negative, non-finite or
+        non-integer values, or (for ``X``) ``uns['log1p']`` is set (``X`` was log-transformed by
+        :func:`scanpy.pp.log1p`). Nothing is written then.
     """
     adata = get_adata(data, table_key)
-    if copy:
-        adata = adata.copy()
+    target_sum = _check_target_sum(target_sum)
     if layer is not None and layer not in adata.layers:
         msg = f"Layer {layer!r} not found. Available layers: {sorted(adata.layers.keys())}; `layer=None` uses X."
         raise KeyError(msg)
@@ -115,7 +148,15 @@ def normalize(
     if src is None:
         msg = f"{where} is empty; nothing to normalise."
         raise ValueError(msg)
-    _check_counts(src, where)
+    fix = (
+        "`mst.pp.normalize` needs raw counts: pass `layer=` naming a layer of raw counts (e.g. `layer='counts'`); "
+        "if the values are already log-normalised, use them as they are (e.g. `target=` in "
+        "`mst.tl.predict_expression`) instead of normalising again."
+    )
+    _check_counts(src, where, logged=layer is None and "log1p" in adata.uns, fix=fix)
+    if copy:
+        adata = adata.copy()
+        src = adata.X if layer is None else adata.layers[layer]
     start = logg.info(f"normalizing counts of {where} to log1p per {target_sum:g}")
     values = log1p_cp10k(src, target_sum)
     adata.layers[key_added] = values

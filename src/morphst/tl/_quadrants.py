@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from .._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
+from .._utils import check_obs_column, check_obsm, check_unique_var_names, get_adata, list_keys, records_params
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -154,6 +154,36 @@ def _thresholds_arg(thresholds) -> tuple[str, tuple[float, float] | None]:
     return "fixed", (x, y)
 
 
+def _check_fixed(fixed: tuple[float, float] | None, n_categories: int, *, x_name: str, x_min: float) -> None:
+    """Fixed thresholds must lie where the axes have values, else a quadrant is empty by construction.
+
+    x: ``[x_min, 1)`` (|r| has ``x_min = 0``, Pearson r ``-1``; a value must be *strictly above* it, and none is
+    above 1). y: mutual information in nats, ``[0, ln(n_categories))`` (its largest possible value).
+    """
+    if fixed is None:
+        return
+    x, y = fixed
+    if not x_min <= x < 1:
+        msg = (
+            f"`thresholds[0]` (the {x_name} threshold) must lie in [{x_min:g}, 1): a feature counts when its value is "
+            f"strictly above it, and {x_name} never exceeds 1; got {x!r}."
+        )
+        raise ValueError(msg)
+    y_max = float(np.log(n_categories))
+    if not 0 <= y < y_max:
+        msg = (
+            f"`thresholds[1]` (the relevance threshold, mutual information in nats) must lie in [0, {y_max:.3g}) for "
+            f"an annotation of {n_categories} categories (ln {n_categories} is the largest possible value); got {y!r}."
+        )
+        raise ValueError(msg)
+
+
+def _check_n_neighbors(n_neighbors) -> None:
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer) or n_neighbors < 1:
+        msg = f"`n_neighbors` must be a positive integer (neighbours of the MI estimator), got {n_neighbors!r}."
+        raise ValueError(msg)
+
+
 def _assign(relevant: np.ndarray, shared: np.ndarray) -> pd.Categorical:
     out = np.where(
         relevant & shared,
@@ -226,8 +256,8 @@ def quadrants(
         ``n_perms`` permutations × ``n_null_features`` features drawn at random (seeded) once. Shared null: the max
         |r| over ``genes`` after shuffling the spots (rows) of all features relative to expression, pooled over
         ``n_perms`` permutations × all features. ``"median"``: the median of each axis over features. A pair
-        ``(x, y)``: fixed thresholds for shared information (x, |r|) and relevance (y, nats). A feature is relevant
-        (shared) when its value is strictly above the threshold.
+        ``(x, y)``: fixed thresholds for shared information (x, |r|, in ``[0, 1)``) and relevance (y, nats, in
+        ``[0, ln(n_categories))``). A feature is relevant (shared) when its value is strictly above the threshold.
     n_perms
         Permutations for ``thresholds="permutation"``.
     quantile
@@ -270,7 +300,8 @@ def quadrants(
         If ``use_rep``, ``annotation_key``, ``layer`` or a gene is missing, or ``genes="highly_variable"`` and
         ``var['highly_variable']`` does not exist.
     ValueError
-        If the annotation has fewer than 2 categories, or an option is invalid. Nothing is written then.
+        If the annotation has fewer than 2 categories, ``var_names`` has duplicates, fixed thresholds lie outside
+        the range of their axis, or an option is invalid. Nothing is written then.
     """
     start = logg.info(f"computing quadrants of {use_rep!r} against {annotation_key!r}")
     adata = get_adata(data, table_key)
@@ -291,8 +322,11 @@ def quadrants(
     if n_null_features is not None and n_null_features < 1:
         msg = f"`n_null_features` must be a positive integer or None, got {n_null_features!r}."
         raise ValueError(msg)
+    _check_n_neighbors(n_neighbors)
+    check_unique_var_names(adata, "mst.tl.quadrants")
     feats = check_obsm(adata, use_rep, hint=_EMBED_HINT).astype(np.float64)
     mask, y, cats = _labels(adata, annotation_key)
+    _check_fixed(fixed, len(cats), x_name="|Pearson r|", x_min=0.0)
     gene_names = _resolve_genes(adata, genes)
     expr = _expression(adata, gene_names, layer)
     _warn_if_counts(expr, layer)
@@ -442,7 +476,7 @@ def gene_quadrants(
         over genes × ``n_perms``); predictability threshold = ``quantile`` of the PCC between
         ``layers[predicted]`` and the observed values with spots shuffled within each ``groupby`` group, averaged
         over groups as the per-gene PCC is (pooled over genes × ``n_perms``). ``"median"``: medians over genes.
-        ``(x, y)``: fixed PCC (x) and MI (y, nats) thresholds.
+        ``(x, y)``: fixed PCC (x, in ``[-1, 1)``) and MI (y, nats, in ``[0, ln(n_categories))``) thresholds.
     groupby
         ``obs`` column of the cross-validation folds for the PCC null (within each fold, only the genes predicted in
         it). ``None``: ``obs[f'{predicted}_fold']`` if present, else ``uns[predicted]['params']['groupby']``, else
@@ -482,7 +516,8 @@ def gene_quadrants(
         If ``var[f'{predicted}_pcc']`` (run :func:`morphst.tl.predict_expression` first), the annotation, the layer,
         or ``layers[predicted]`` (for the permutation null) is missing.
     ValueError
-        If no gene was predicted, the annotation has fewer than 2 categories, or an option is invalid.
+        If no gene was predicted, the annotation has fewer than 2 categories, ``var_names`` has duplicates, fixed
+        thresholds lie outside the range of their axis, or an option is invalid. Nothing is written then.
     """
     start = logg.info(f"computing gene quadrants of {predicted!r} against {annotation_key!r}")
     adata = get_adata(data, table_key)
@@ -500,6 +535,8 @@ def gene_quadrants(
     if not 0 < quantile < 1:
         msg = f"`quantile` must be in (0, 1), got {quantile!r}."
         raise ValueError(msg)
+    _check_n_neighbors(n_neighbors)
+    check_unique_var_names(adata, "mst.tl.gene_quadrants")
     pcc_all = adata.var[col].to_numpy(dtype=np.float64)
     used = np.isfinite(pcc_all)
     if not used.any():
@@ -508,6 +545,7 @@ def gene_quadrants(
     gene_names = adata.var_names[used].tolist()
     pcc = pcc_all[used]
     mask, y, cats = _labels(adata, annotation_key)
+    _check_fixed(fixed, len(cats), x_name="Pearson r", x_min=-1.0)
     pparams = adata.uns[predicted].get("params", {}) if isinstance(adata.uns.get(predicted), dict) else {}
     pparams = pparams if isinstance(pparams, dict) else {}
     if layer is None and isinstance(pparams.get("target"), str) and pparams["target"] in adata.layers:

@@ -19,8 +19,8 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import Key
-from .._utils import check_obsm, get_adata, list_keys, records_params
-from ..pp._genes import gene_scores, resolve_mask, statistics_values
+from .._utils import check_obsm, check_unique_var_names, get_adata, list_keys, records_params
+from ..pp._genes import check_selection_params, gene_scores, no_gene_error, resolve_mask, statistics_values
 from ..pp._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
 from . import _metrics as metrics
 
@@ -194,6 +194,54 @@ def _feature_text(n_own: int, spatial_context: int | None) -> str:
     return f"{n_own} own + {n_own} neighbour-mean (k={spatial_context}) features"
 
 
+def _check_alphas(alphas) -> list[float]:
+    """Ridge penalties: a non-empty sequence of finite positive numbers."""
+    try:
+        a = np.asarray(list(alphas), dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        msg = f"`alphas` must be a non-empty sequence of positive numbers (ridge penalties), got {alphas!r}."
+        raise ValueError(msg) from None
+    if a.size == 0 or not np.all(np.isfinite(a)) or (a <= 0).any():
+        msg = (
+            f"`alphas` must be a non-empty sequence of finite positive numbers (ridge penalties), got {list(a)}; "
+            "e.g. `np.logspace(-1, 6, 15)` (the default)."
+        )
+        raise ValueError(msg)
+    return [float(v) for v in a]
+
+
+def _context_caps(k: int | None, groups: np.ndarray | None, n: int, *, strict: bool = True) -> dict[str, int]:
+    """Sections too small for ``k`` neighbours: ``{section: neighbours used}`` (``k`` capped at its spots - 1).
+
+    With ``strict``, raises when no section has ``k + 1`` spots: then ``k`` is never honoured and is surely a
+    mistake (when fitting; a fitted translator applied to a small section can only cap).
+    """
+    if not k:
+        return {}
+    if groups is None:
+        sizes = {"all spots": n}
+    else:
+        names, counts = np.unique(groups.astype(str), return_counts=True)
+        sizes = dict(zip(names.tolist(), counts.tolist(), strict=True))
+    if strict and max(sizes.values()) <= k:
+        msg = (
+            f"`spatial_context`={k} neighbours, but the largest section has {max(sizes.values())} spots (so at most "
+            f"{max(sizes.values()) - 1} neighbours); choose a smaller `spatial_context` (4 or 8 on a spot grid)."
+        )
+        raise ValueError(msg)
+    return {g: max(c - 1, 0) for g, c in sizes.items() if c <= k}
+
+
+def _warn_caps(caps: dict[str, int], k: int | None) -> None:
+    if caps:
+        shown = dict(list(caps.items())[:5])
+        more = f" and {len(caps) - 5} more" if len(caps) > 5 else ""
+        logg.warning(
+            f"{len(caps)} section(s) have too few spots for `spatial_context`={k}: their neighbour mean uses all other "
+            f"spots of the section instead ({shown}{more}: neighbours used; 0 = a spot alone uses its own features)"
+        )
+
+
 def _check_spatial_context(spatial_context) -> int | None:
     if spatial_context is None or spatial_context is False:
         return None
@@ -322,9 +370,29 @@ def _check_n_splits(n_splits: int, n: int) -> None:
 
 
 def _groups(adata: AnnData, groupby: str | None) -> np.ndarray | None:
+    """The ``groupby`` values as an object array (``None`` if no such column); raises if any is missing (NaN).
+
+    A spot without a group would silently be in no leave-one-group-out fold (never predicted), in no inner-CV group
+    and in no neighbourhood, so missing values are an error that says how to drop or fill them.
+    """
     if groupby is None or groupby not in adata.obs.columns:
         return None
-    return adata.obs[groupby].to_numpy(object)
+    col = adata.obs[groupby]
+    na = col.isna().to_numpy()
+    if na.any():
+        fill = (
+            f"adata.obs[{groupby!r}] = adata.obs[{groupby!r}].cat.add_categories('unknown').fillna('unknown')"
+            if isinstance(col.dtype, pd.CategoricalDtype)
+            else f"adata.obs[{groupby!r}] = adata.obs[{groupby!r}].fillna('unknown')"
+        )
+        msg = (
+            f"`adata.obs[{groupby!r}]` is missing (NaN) for {int(na.sum())} of {adata.n_obs} spots; they would belong "
+            f"to no section (never predicted, no spatial neighbours). Drop them "
+            f"(`adata = adata[adata.obs[{groupby!r}].notna()].copy()`) or give them a group of their own "
+            f"(`{fill}`), or pass another `groupby`."
+        )
+        raise ValueError(msg)
+    return col.to_numpy(object)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -343,7 +411,15 @@ def _target_matrix(adata: AnnData, target: str):
         if adata.X is None:
             msg = "`adata.X` is empty; it must hold raw counts to compute the 'log1p_cp10k' target."
             raise ValueError(msg)
-        _check_counts(adata.X, "`adata.X` (raw counts for the 'log1p_cp10k' target)")
+        _check_counts(
+            adata.X,
+            "`adata.X` (raw counts for the 'log1p_cp10k' target)",
+            logged="log1p" in adata.uns,
+            fix=(
+                "Pass `target=` naming a layer of log-normalised expression (`target='X'` if X already holds it), "
+                "or run `mst.pp.normalize(adata, layer=<raw counts layer>)` first (it writes `layers['log1p_cp10k']`)."
+            ),
+        )
         return log1p_cp10k(adata.X), True
     msg = (
         f"Target layer {target!r} not found. Available layers: {list_keys(adata.layers.keys())}; "
@@ -359,10 +435,14 @@ class _GenePlan:
     fixed: np.ndarray | None  # boolean mask when genes do not change between folds
     selection: dict[str, Any] = field(default_factory=dict)  # select_genes parameters when re-selected
     values: Any = None  # statistics matrix (raw counts or log values)
+    _cache: dict = field(default_factory=dict, repr=False)  # selection per training set (validated once, reused)
 
     def genes_for(self, adata: AnnData, train: np.ndarray) -> np.ndarray:
         if self.fixed is not None:
             return self.fixed
+        key = np.asarray(train, dtype=np.int64).tobytes()
+        if key in self._cache:
+            return self._cache[key]
         s = self.selection
         _, sel = gene_scores(
             self.values[train],
@@ -372,10 +452,14 @@ class _GenePlan:
             hvg_flavor=s["hvg_flavor"],
             min_fraction=float(s["min_fraction"]),
         )
+        if not sel.any():
+            raise no_gene_error(len(train), float(s["min_fraction"]), "the training spots")
+        self._cache[key] = sel
         return sel
 
 
 def _gene_plan(adata: AnnData, genes, select_in_fold: bool) -> _GenePlan:
+    check_unique_var_names(adata, "mst.tl.predict_expression / fit_translator")
     if not isinstance(genes, str):
         names = [str(g) for g in genes]
         missing = [g for g in names if g not in adata.var_names]
@@ -401,6 +485,11 @@ def _gene_plan(adata: AnnData, genes, select_in_fold: bool) -> _GenePlan:
         if sel["flavor"] not in ("highly_variable", "mean"):
             msg = f"`adata.uns[{genes!r}]['params']['flavor']` is {sel['flavor']!r}; expected 'highly_variable' or 'mean'."
             raise ValueError(msg)
+        try:
+            sel["n_top"], sel["min_fraction"] = check_selection_params(sel["n_top"], sel["min_fraction"])
+        except ValueError as e:
+            msg = f"The gene selection stored in `adata.uns[{genes!r}]['params']` is invalid: {e} Rerun `mst.pp.select_genes`."
+            raise ValueError(msg) from None
         values = statistics_values(adata, sel["flavor"], sel["hvg_flavor"], sel["layer"])
         if sparse.issparse(values):
             values = values.tocsr()
@@ -552,7 +641,7 @@ def predict_expression(
 
     Memory: ``layers[key_added]`` is a dense ``n_obs × n_vars`` float32 array (NaN where not predicted), as the
     house style prescribes for predictions, so it takes 4 bytes per spot and gene whatever the number of genes
-    predicted (HER2ST C2–C6, 910 × 14,382: 52 MB; 100,000 spots × 20,000 genes: 8 GB). For very large tables,
+    predicted (HER2ST C2–C6, 910 × 17,418: 63 MB; 100,000 spots × 20,000 genes: 8 GB). For very large tables,
     subset the AnnData to the genes of interest (or the candidate genes of the selection) first.
 
     Parameters
@@ -587,10 +676,13 @@ def predict_expression(
         Number ``k`` of spatial neighbours (in ``obsm['spatial']``, within the same ``groupby`` section, sparse kNN)
         whose mean embedding is concatenated to each spot's own (SEPAL / TRIPLEX idea: Pineda et al. 2023, Chung
         et al. 2024). ``None``: own embedding only. On the legacy ST grid, 4 are the adjacent spots (200 µm away).
+        A section with ``k`` spots or fewer uses all its other spots (a warning names them; recorded in
+        ``params['spatial_context_capped']`` as ``{section: neighbours used}``); ``k`` at least the size of the
+        largest section is an error.
     train_key
         Boolean ``obs`` column of training spots for ``cv="train_test"``.
     alphas
-        Ridge penalties searched by the inner cross-validation.
+        Ridge penalties searched by the inner cross-validation (non-empty, finite, positive).
     table_key
         Table of a SpatialData.
     random_state
@@ -633,7 +725,12 @@ def predict_expression(
     KeyError
         If ``use_rep``, the gene column, the target layer, ``groupby`` (for group folds) or ``train_key`` is missing.
     ValueError
-        Bad ``cv``, ``model``, ``spatial_context`` or ``n_splits``; features with NaN; fewer than 2 groups.
+        Bad ``cv``, ``model``, ``spatial_context`` (not a positive integer, or not smaller than the largest
+        section), ``alphas`` (empty, non-positive) or ``n_splits``; features with NaN; fewer than 2 groups;
+        missing (NaN) values in ``obs[groupby]``; duplicated ``var_names``; a training fold where no gene passes the
+        selection's ``min_fraction``; ``X`` that is not raw counts when the ``'log1p_cp10k'`` target must be
+        computed from it (non-integer, negative, or ``uns['log1p']`` set: pass ``target=`` naming the
+        log-normalised layer). Nothing is written then.
     """
     adata = get_adata(data, table_key)
     # ---- validate everything before writing -----------------------------------------------------------------
@@ -650,7 +747,12 @@ def predict_expression(
     )
     if isinstance(model, str):
         make_model(model, n_train=2, n_features=1)  # raises on an unknown name
+    alphas = _check_alphas(alphas)
     groups = _groups(adata, groupby)
+    caps = _context_caps(k_ctx, groups, adata.n_obs)
+    for _, train, _ in folds:  # in-fold gene selections (cached for the fits): a fold without genes fails here
+        plan.genes_for(adata, train)
+    _warn_caps(caps, k_ctx)
     feats = _features(x, coords, k_ctx, groups)
 
     start = logg.info(
@@ -712,8 +814,9 @@ def predict_expression(
             n_splits=int(n_splits),
             select_in_fold=plan.fixed is None,
             spatial_context=k_ctx,
+            spatial_context_capped=caps,
             train_key=train_key,
-            alphas=[float(a) for a in alphas],
+            alphas=alphas,
             n_features=int(feats.shape[1]),
             random_state=random_state,
             table_key=table_key,
@@ -824,6 +927,7 @@ class Translator:
             groupby = self.params.get("groupby")
             groupby = None if groupby == "None" else groupby
         groups = _groups(adata, groupby)
+        _warn_caps(_context_caps(self.spatial_context, groups, adata.n_obs, strict=False), self.spatial_context)
         return _features(x, coords, self.spatial_context, groups)
 
     def predict(self, adata: AnnData, *, groupby: str | None = None) -> np.ndarray:
@@ -1216,9 +1320,10 @@ def fit_translator(
     select_on_train
         Re-select the genes on the training spots (see ``genes``).
     spatial_context
-        ``k`` spatial neighbours whose mean embedding is appended (see :func:`predict_expression`).
+        ``k`` spatial neighbours whose mean embedding is appended (see :func:`predict_expression`; capped in
+        sections with ``k`` spots or fewer, recorded in ``params['spatial_context_capped']``).
     alphas
-        Ridge penalties searched by the inner cross-validation.
+        Ridge penalties searched by the inner cross-validation (non-empty, finite, positive).
     table_key
         Table of a SpatialData.
     random_state
@@ -1233,7 +1338,9 @@ def fit_translator(
     KeyError
         If ``use_rep``, the gene column, the target layer or a training group is missing.
     ValueError
-        Bad ``model``, ``spatial_context`` or training mask (fewer than 2 spots).
+        Bad ``model``, ``spatial_context``, ``alphas`` or training mask (fewer than 2 spots); NaN in
+        ``obs[groupby]``; duplicated ``var_names``; no gene passing the selection; ``X`` not raw counts when the
+        target must be computed from it (see :func:`predict_expression`).
     """
     adata = get_adata(data, table_key)
     x, k_ctx, coords, y, _ = _inputs(adata, use_rep, target, spatial_context)
@@ -1250,12 +1357,18 @@ def fit_translator(
             )
             raise KeyError(msg)
         m = np.isin(groups.astype(str), list(train))
+        if m.sum() < 2:
+            msg = f"`train` selects {int(m.sum())} spot(s) (groups {list(train)}); at least 2 are needed to fit."
+            raise ValueError(msg)
     else:
         m = resolve_mask(adata, train)
     rows = np.flatnonzero(m)
+    alphas = _check_alphas(alphas)
+    caps = _context_caps(k_ctx, groups, adata.n_obs)
+    gidx = np.flatnonzero(plan.genes_for(adata, rows))
+    _warn_caps(caps, k_ctx)
     feats = _features(x, coords, k_ctx, groups)
     start = logg.info(f"fitting a translator on {len(rows)} spots from `obsm[{use_rep!r}]`")
-    gidx = np.flatnonzero(plan.genes_for(adata, rows))
     est, description = make_model(
         model,
         n_train=len(rows),
@@ -1284,7 +1397,8 @@ def fit_translator(
             groupby=groupby,
             n_train=len(rows),
             alpha=_chosen_alpha(est),
-            alphas=[float(a) for a in alphas],
+            alphas=alphas,
+            spatial_context_capped=caps,
             random_state=random_state,
         ),
     )
