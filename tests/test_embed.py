@@ -41,9 +41,11 @@ def _subset(sdata, section: str, spot_rows, extra_xy=()):
         region_key="region",
         instance_key="instance_id",
     )
-    return SpatialData(
+    out = SpatialData(
         images={f"{section}_he": sdata.images[f"{section}_he"]}, shapes={"spots": shapes}, tables={"table": table}
     )
+    out.attrs.update(sdata.attrs)  # the loader's declaration: section coordinate systems are in µm
+    return out
 
 
 def test_registry_lists_models_with_metadata():
