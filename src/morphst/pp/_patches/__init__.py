@@ -1,0 +1,35 @@
+"""Spot/cell-centred patches at a physical size (µm), read lazily from the right pyramid level.
+
+The geometry (centre in image pixels, pyramid level, window size) is recorded in the table by
+:func:`extract_patches` (``_geometry``, ``_extract``); pixels are read on demand, chunk by chunk, by
+:class:`PatchReader` (``_reader``), used by :func:`get_patches` (``_get``) and :func:`morphst.tl.embed_patches`.
+"""
+
+from ._extract import extract_patches
+from ._geometry import (
+    DEFAULT_PATCH_SIZE_UM,
+    DEFAULT_TARGET_PX,
+    OBS_VALID,
+    OBS_X,
+    OBS_Y,
+    check_default_geometry,
+    match_instance_ids,
+    require_sdata,
+)
+from ._get import get_patches
+from ._reader import PatchReader, context_index
+
+__all__ = [
+    "DEFAULT_PATCH_SIZE_UM",
+    "DEFAULT_TARGET_PX",
+    "OBS_VALID",
+    "OBS_X",
+    "OBS_Y",
+    "PatchReader",
+    "check_default_geometry",
+    "context_index",
+    "extract_patches",
+    "get_patches",
+    "match_instance_ids",
+    "require_sdata",
+]
