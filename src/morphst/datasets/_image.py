@@ -34,9 +34,13 @@ def lazy_rgb_image(path: Path):
     if not cache.exists():
         from PIL import Image
 
+        limit = Image.MAX_IMAGE_PIXELS  # whole-slide JPEGs exceed Pillow's bomb guard: lift it for this file only
         Image.MAX_IMAGE_PIXELS = None
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB"))
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
         arr = np.ascontiguousarray(np.moveaxis(arr, -1, 0))
         tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)

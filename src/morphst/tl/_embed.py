@@ -63,14 +63,12 @@ def embed_patches(
     Eng.* 2020).
 
     Precision: with ``dtype="auto"``, CPUs with bf16 support (AVX512-BF16/AMX) and CUDA GPUs with bf16 run the
-    model under bf16 autocast with channels_last memory; elsewhere fp32. Measured on the 910 HER2ST C2–C6 patches
-    (x86 CPU with AVX512-BF16, torch 2.14), the relative difference per spot
-    ``||f_bf16,i − f_fp32,i|| / ||f_fp32,i||`` was at most 0.12 (median 0.054) for EfficientNet-Lite0 and at most
-    0.039 (median 0.013) for DenseNet-121 (bounds checked in the tests: 0.15 and 0.05), for a 2.4× faster
-    EfficientNet-Lite0 forward pass on 2 idle cores (``benchmarks/embed.py``). On an NVIDIA H200
-    (``benchmarks/embed_gpu_check.py``) bf16 vs fp32 differed as on the CPU (max / median 0.034 / 0.013
-    DenseNet-121, 0.121 / 0.054 EfficientNet-Lite0), GPU fp32 matched CPU fp32 to 2e-6, and the TF32 convolutions
-    that torch enables by default on CUDA changed features by up to 0.7%. Use ``dtype="float32"`` for full-precision features.
+    model under bf16 autocast with channels_last memory; elsewhere fp32. This changes the features: on the 910
+    HER2ST C2–C6 patches the relative difference per spot ``||f_bf16,i − f_fp32,i|| / ||f_fp32,i||`` was at most
+    0.12 (median 0.054) for EfficientNet-Lite0 and at most 0.039 (median 0.013) for DenseNet-121 (bounds checked in
+    the tests: 0.15 and 0.05); TF32 convolutions, which torch enables by default on CUDA, changed them by up to
+    0.7 %. Speed and GPU figures are in ``benchmarks/embed.py`` and ``benchmarks/embed_gpu_check.py``. Use
+    ``dtype="float32"`` for full-precision features.
 
     Parameters
     ----------
