@@ -157,3 +157,131 @@ def test_her2st_train_fold_selection(her2st_adata):
     sub = a[~test].copy()
     mst.pp.select_genes(sub, 50)
     assert set(sub.var_names[sub.var["morph_target"]]) == genes
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# issue 10: expression inputs and parameters are checked up front (right value, or a clear error and no write)
+# ------------------------------------------------------------------------------------------------------------------
+def _log_normalised(a):
+    b = a.copy()
+    sc.pp.normalize_total(b, target_sum=1e4)
+    sc.pp.log1p(b)
+    return b
+
+
+def test_normalize_refuses_log_normalised_x_and_names_layer():
+    a = make_counts()
+    raw = a.X.copy()
+    b = _log_normalised(a)
+    b.layers["counts"] = raw
+    with pytest.raises(ValueError, match=r"uns\['log1p'\].*`layer=`"):
+        mst.pp.normalize(b)
+    assert "log1p_cp10k" not in b.layers
+    # non-integer values without the uns flag (e.g. read from a file that dropped uns)
+    del b.uns["log1p"]
+    with pytest.raises(ValueError, match=r"non-integer values .*`layer=`"):
+        mst.pp.normalize(b)
+    assert "log1p_cp10k" not in b.layers
+    assert "log1p_cp10k" not in b.uns
+    # integer X but flagged log-transformed by scanpy: refused too
+    c = make_counts()
+    c.uns["log1p"] = {"base": None}
+    with pytest.raises(ValueError, match="log-transform twice"):
+        mst.pp.normalize(c)
+    # the fix named in the message gives the right values
+    mst.pp.normalize(b, layer="counts")
+    x = raw.toarray()
+    want = np.log1p(x / x.sum(axis=1, keepdims=True) * 1e4)
+    np.testing.assert_allclose(b.layers["log1p_cp10k"].toarray(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_select_genes_refuses_log_x_for_pearson_residuals_and_log1p():
+    a = _log_normalised(make_counts())
+    with pytest.raises(ValueError, match="Pearson residuals need raw counts"):
+        mst.pp.select_genes(a, 10)
+    with pytest.raises(ValueError, match="`layer=`"):
+        mst.pp.select_genes(a, 10, hvg_flavor="seurat")
+    assert "morph_target" not in a.var
+    # log-normalised X named as the layer: used as it is, equal to scanpy's seurat HVGs on it
+    a.layers["lognorm"] = a.X.copy()
+    mst.pp.select_genes(a, 10, hvg_flavor="seurat", layer="lognorm", min_fraction=0.0)
+    keep = np.asarray((a.X > 0).sum(axis=0)).ravel() > 0
+    df = sc.pp.highly_variable_genes(ad.AnnData(a.X[:, keep].copy()), flavor="seurat", n_top_genes=10, inplace=False)
+    assert set(a.var_names[a.var["morph_target"]]) == set(a.var_names[keep][df["highly_variable"].to_numpy()])
+
+
+@pytest.mark.parametrize("target_sum", [0, -1.0, float("nan"), float("inf"), "1e4"])
+def test_normalize_target_sum_must_be_positive(target_sum):
+    a = make_counts()
+    with pytest.raises(ValueError, match="`target_sum` must be a positive number"):
+        mst.pp.normalize(a, target_sum=target_sum)
+    assert "log1p_cp10k" not in a.layers
+
+
+def test_normalize_other_target_sum_is_right():
+    a = make_counts()
+    mst.pp.normalize(a, target_sum=1e6)
+    x = a.X.toarray()
+    np.testing.assert_allclose(
+        a.layers["log1p_cp10k"].toarray(), np.log1p(x / x.sum(1, keepdims=True) * 1e6), rtol=1e-5, atol=1e-5
+    )
+    assert a.uns["log1p_cp10k"]["params"]["target_sum"] == 1e6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"min_fraction": -0.1}, "`min_fraction` must be a fraction of spots in \\[0, 1\\]"),
+        ({"min_fraction": 1.5}, "`min_fraction` must be a fraction of spots in \\[0, 1\\]"),
+        ({"min_fraction": float("nan")}, "`min_fraction`"),
+        ({"n_top": 0}, "`n_top` must be a positive integer"),
+        ({"n_top": -3}, "`n_top` must be a positive integer"),
+        ({"n_top": 2.5}, "`n_top` must be a positive integer"),
+        ({"flavor": []}, "empty list"),
+        ({"mask": np.array([0, 5, 999])}, "positions must lie in"),
+        ({"mask": np.array([0.5, 1.5])}, "boolean or integer positions"),
+    ],
+)
+def test_select_genes_bad_parameters(kwargs, match):
+    a = make_counts()
+    kw = {"n_top": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        mst.pp.select_genes(a, kw.pop("n_top"), **kw)
+    assert "morph_target" not in a.var
+    assert "morph_target" not in a.uns
+
+
+def test_select_genes_min_fraction_one_and_zero_genes(morphst_log):
+    a = make_counts()
+    x = a.X.toarray()
+    detected_everywhere = (x > 0).all(axis=0)
+    assert 0 < detected_everywhere.sum() < 20
+    # min_fraction=1 is valid: only genes detected in every spot can be chosen; fewer than asked -> a warning
+    mst.pp.select_genes(a, 20, flavor="mean", min_fraction=1.0)
+    np.testing.assert_array_equal(a.var["morph_target"].to_numpy(), detected_everywhere)
+    assert a.uns["morph_target"]["params"]["n_selected"] == detected_everywhere.sum()
+    assert f"only {detected_everywhere.sum()} of the 20 genes" in morphst_log.text
+    # no gene detected in every spot: a clear error, nothing written
+    x[0, :] = 0
+    x[0, 0] = 1
+    x[1, 0] = 0
+    b = ad.AnnData(sparse.csr_matrix(x), obs=a.obs.copy())
+    b.var_names = a.var_names
+    with pytest.raises(ValueError, match=r"No gene can be selected.*min_fraction"):
+        mst.pp.select_genes(b, 10, min_fraction=1.0)
+    assert "morph_target" not in b.var
+
+
+def test_duplicated_var_names_are_refused_up_front():
+    a = make_counts()
+    names = list(a.var_names)
+    names[5] = names[3] = "DUP"
+    a.var_names = names
+    with pytest.raises(ValueError, match=r"1 duplicated gene name.*'DUP'.*adata.var_names_make_unique\(\)"):
+        mst.pp.select_genes(a, flavor=["DUP", "g1"])
+    with pytest.raises(ValueError, match="var_names_make_unique"):
+        mst.pp.select_genes(a, 10)
+    assert "morph_target" not in a.var
+    a.var_names_make_unique()
+    mst.pp.select_genes(a, flavor=["DUP", "g1"])
+    assert list(a.var_names[a.var["morph_target"]]) == ["g1", "DUP"]

@@ -300,3 +300,74 @@ def test_her2st_densenet_features_beyond_chance(her2st_embedded):
     mst.tl.select_features(adata, "X_densenet121", "translation")
     n_i = int((res["features"]["quadrant"] == "translation").sum())
     assert adata.obsm["X_densenet121_translation"].shape == (adata.n_obs, n_i)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# issue 10: thresholds outside their axis and duplicated gene names are errors, not empty quadrants
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("thresholds", "match"),
+    [
+        ((1.2, 0.1), r"`thresholds\[0\]` \(the \|Pearson r\| threshold\) must lie in \[0, 1\)"),
+        ((1.0, 0.1), r"`thresholds\[0\]`"),
+        ((-0.1, 0.1), r"`thresholds\[0\]`"),
+        ((0.5, -0.01), r"`thresholds\[1\]` \(the relevance threshold"),
+        ((0.5, 1.2), r"must lie in \[0, 1.1\) for an annotation of 3 categories"),  # ln 3 = 1.0986
+    ],
+)
+def test_fixed_thresholds_outside_their_axis(thresholds, match):
+    adata = make_quadrant_adata()
+    with pytest.raises(ValueError, match=match):
+        mst.tl.quadrants(adata, "X_toy", thresholds=thresholds)
+    assert "quadrants" not in adata.uns
+    assert "quadrants" not in adata.varm
+
+
+def test_fixed_thresholds_at_the_edges_are_right():
+    adata = make_quadrant_adata()
+    mst.tl.quadrants(adata, "X_toy", thresholds=(0.0, 0.0))
+    f = adata.uns["quadrants"]["features"]
+    # strictly above 0 on both axes: every feature with some MI and some |r| is in quadrant I
+    want = np.where(f["relevance"] > 0, np.where(f["shared"] > 0, "translation", "integration"), "")
+    want = np.where(want == "", np.where(f["shared"] > 0, "overestimation", "noise"), want)
+    np.testing.assert_array_equal(np.asarray(f["quadrant"], dtype=str), want)
+
+
+def test_duplicated_var_names_and_bad_n_neighbors():
+    adata = make_quadrant_adata()
+    adata.var_names = ["g_label", "g_label", "n1", "n2", "n3"]
+    with pytest.raises(ValueError, match=r"'g_label'.*var_names_make_unique\(\)"):
+        mst.tl.quadrants(adata, "X_toy", genes=["n1"], n_perms=2)
+    adata = make_quadrant_adata()
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="`n_neighbors` must be a positive integer"):
+            mst.tl.quadrants(adata, "X_toy", n_neighbors=bad, n_perms=2)
+    assert "quadrants" not in adata.uns
+
+
+def _gene_quadrant_adata():
+    adata = make_quadrant_adata()
+    adata.var["predicted_pcc"] = [0.8, 0.7, np.nan, 0.1, -0.2]
+    return adata
+
+
+def test_gene_quadrants_thresholds_and_duplicates():
+    adata = _gene_quadrant_adata()
+    with pytest.raises(ValueError, match=r"`thresholds\[0\]` \(the Pearson r threshold\) must lie in \[-1, 1\)"):
+        mst.tl.gene_quadrants(adata, thresholds=(1.5, 0.1))
+    with pytest.raises(ValueError, match=r"`thresholds\[1\]`"):
+        mst.tl.gene_quadrants(adata, thresholds=(0.5, 5.0))
+    assert "gene_quadrants" not in adata.uns
+    # a negative PCC threshold is on the axis: genes above it count as predictable
+    mst.tl.gene_quadrants(adata, thresholds=(-0.1, 0.05))
+    df = adata.uns["gene_quadrants"]["genes"]
+    assert list(df.index) == ["g_label", "g_other", "n2", "n3"]
+    pred = df["pcc"] > -0.1
+    rel = df["relevance"] > 0.05
+    want = np.where(rel, np.where(pred, "translation", "integration"), np.where(pred, "overestimation", "noise"))
+    np.testing.assert_array_equal(np.asarray(df["quadrant"], dtype=str), want)
+    assert df.loc["n3", "quadrant"] in ("noise", "integration")  # PCC -0.2 is below the threshold
+    b = _gene_quadrant_adata()
+    b.var_names = ["g_label", "n2", "n1", "n2", "n3"]
+    with pytest.raises(ValueError, match="var_names_make_unique"):
+        mst.tl.gene_quadrants(b, thresholds="median")

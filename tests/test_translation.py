@@ -371,3 +371,128 @@ def test_her2st_translator_on_section_without_table(her2st_embedded):
     assert near.sum() >= 20
     spot_pred = pd.DataFrame(t.X, index=t.obs["instance_id"].to_numpy()).loc[np.asarray(spots.index)[j[near, 0]]]
     assert np.corrcoef(g.X[near].ravel(), spot_pred.to_numpy().ravel())[0, 1] > 0.95
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# issue 10: users' own data -- the right value or a clear error, and nothing written on error
+# ------------------------------------------------------------------------------------------------------------------
+def _slots(a):
+    return (set(a.layers), list(a.obs.columns), list(a.var.columns), set(a.uns))
+
+
+def test_log_normalised_x_is_refused_and_target_x_predicts_it(tdata):
+    import scanpy as sc
+
+    a = tdata
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    before = _slots(a)
+    with pytest.raises(ValueError, match=r"uns\['log1p'\].*`target=`"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0", "g1"])
+    assert _slots(a) == before
+    del a.uns["log1p"]
+    before = _slots(a)
+    with pytest.raises(ValueError, match=r"non-integer values.*`target=`"):
+        mst.tl.fit_translator(a, "X_feat", genes=["g0", "g1"])
+    assert _slots(a) == before
+    # the fix the message names: X already holds the log-normalised target -> the same as computing it from counts
+    mst.tl.predict_expression(a, "X_feat", genes=["g0", "g1"], target="X")
+    b = make_translation_data()
+    mst.tl.predict_expression(b, "X_feat", genes=["g0", "g1"])
+    np.testing.assert_allclose(a.layers["predicted"], b.layers["predicted"], rtol=1e-4, atol=1e-4)
+
+
+def test_duplicated_var_names_are_refused(tdata):
+    a = tdata
+    names = list(a.var_names)
+    names[1] = "g0"
+    a.var_names = names
+    before = _slots(a)
+    for call in (
+        lambda: mst.tl.predict_expression(a, "X_feat", genes=["g0", "g2"]),
+        lambda: mst.tl.predict_expression(a, "X_feat"),
+        lambda: mst.tl.fit_translator(a, "X_feat", genes=["g2"]),
+    ):
+        with pytest.raises(ValueError, match=r"duplicated gene name.*'g0'.*var_names_make_unique\(\)"):
+            call()
+    assert _slots(a) == before
+    a.var_names_make_unique()
+    mst.tl.predict_expression(a, "X_feat", genes=["g0", "g2"])
+    assert a.var["predicted_mask"].sum() == 2
+
+
+def test_nan_in_groupby_is_an_error_naming_the_count(tdata):
+    a = tdata
+    a.obs.loc[a.obs_names[[3, 70, 71]], "section"] = np.nan
+    before = _slots(a)
+    with pytest.raises(ValueError, match=r"missing \(NaN\) for 3 of 256 spots.*notna\(\).*fillna\('unknown'\)"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"])
+    with pytest.raises(ValueError, match="3 of 256"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"], cv="kfold")  # inner CV groups, neighbourhoods
+    with pytest.raises(ValueError, match="3 of 256"):
+        mst.tl.fit_translator(a, "X_feat", genes=["g0"])
+    assert _slots(a) == before
+    # dropping them, as the message says: every remaining spot is predicted
+    b = a[a.obs["section"].notna()].copy()
+    mst.tl.predict_expression(b, "X_feat", genes=["g0"])
+    assert np.isfinite(b[:, "g0"].layers["predicted"]).all()
+    assert b.obs["predicted_fold"].notna().all()
+
+
+@pytest.mark.parametrize("alphas", [[], [1.0, -1.0], [0.0], [np.nan], "abc"])
+def test_alphas_must_be_positive(tdata, alphas):
+    a = tdata
+    before = _slots(a)
+    with pytest.raises(ValueError, match=r"`alphas` must be a non-empty sequence of .*positive"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"], alphas=alphas)
+    with pytest.raises(ValueError, match="`alphas`"):
+        mst.tl.fit_translator(a, "X_feat", genes=["g0"], alphas=alphas)
+    assert _slots(a) == before
+
+
+def test_spatial_context_larger_than_every_section_is_an_error(tdata):
+    a = tdata  # 4 sections of 64 spots
+    before = _slots(a)
+    with pytest.raises(ValueError, match="`spatial_context`=64 neighbours, but the largest section has 64 spots"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"], spatial_context=64)
+    assert _slots(a) == before
+    mst.tl.predict_expression(a, "X_feat", genes=["g0"], spatial_context=63)
+    assert a.uns["predicted"]["params"]["spatial_context_capped"] == {}
+
+
+def test_spatial_context_capped_in_small_sections_is_recorded(tdata, morphst_log):
+    a = tdata
+    sec = a.obs["section"].astype(str).to_numpy()
+    sec[[0, 1, 2]] = "tiny"  # a section of 3 spots: 2 neighbours at most
+    a.obs["section"] = pd.Categorical(sec)
+    mst.tl.predict_expression(a, "X_feat", genes=["g0"], spatial_context=8, cv="kfold")
+    assert a.uns["predicted"]["params"]["spatial_context_capped"] == {"tiny": 2}
+    assert "too few spots for `spatial_context`=8" in morphst_log.text
+    # the right value: their neighbour mean is the mean of the 2 other spots of the section
+    ctx, w = neighbour_mean(a.obsm["X_feat"], a.obsm["spatial"], 8, a.obs["section"].to_numpy(object))
+    np.testing.assert_allclose(ctx[0], a.obsm["X_feat"][[1, 2]].mean(axis=0), rtol=1e-6)
+    assert w[3].nnz == 8
+
+
+def test_fold_without_any_gene_fails_before_writing(tdata):
+    a = tdata
+    x = a.X.toarray()
+    for j in range(a.n_vars):  # every gene has one zero in every section: none is detected in all training spots
+        x[j::64, j] = 0
+    a.X = sparse.csr_matrix(x)
+    mst.pp.select_genes(a, 5, min_fraction=0.5)
+    a.uns["morph_target"]["params"]["min_fraction"] = 1.0
+    before = _slots(a)
+    with pytest.raises(ValueError, match=r"No gene can be selected.*training spots"):
+        mst.tl.predict_expression(a, "X_feat")
+    assert _slots(a) == before
+    a.uns["morph_target"]["params"]["min_fraction"] = 1.5
+    with pytest.raises(
+        ValueError, match=r"stored in `adata.uns\['morph_target'\]\['params'\]` is invalid.*min_fraction"
+    ):
+        mst.tl.predict_expression(a, "X_feat")
+    a.uns["morph_target"]["params"]["min_fraction"] = 0.1
+    a.uns["morph_target"]["params"]["n_top"] = 0
+    with pytest.raises(ValueError, match="n_top"):
+        mst.tl.predict_expression(a, "X_feat")
+    assert _slots(a) == before

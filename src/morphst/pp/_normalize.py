@@ -57,7 +57,7 @@ def _check_counts(x, where: str, *, logged: bool = False, fix: str = "") -> None
 
 def _check_target_sum(target_sum) -> float:
     try:
-        t = float(target_sum)
+        t = float("nan") if isinstance(target_sum, str | bool) else float(target_sum)
     except (TypeError, ValueError):
         t = float("nan")
     if not (np.isfinite(t) and t > 0):

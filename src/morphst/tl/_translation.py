@@ -47,12 +47,13 @@ def _inner_cv(groups: np.ndarray | None, n_splits: int = 5):
     """Inner splits for the ridge penalty: grouped by section when the training fold holds 2+ sections."""
     if groups is None:
         return None, "efficient leave-one-out (GCV)"
-    uniq = pd.unique(groups)
-    if len(uniq) < 2:
+    _, sizes = np.unique(np.asarray(groups).astype(str), return_counts=True)
+    # groups of one spot cannot be scored (R² needs 2 spots) alone: fewer folds than groups puts them with others
+    k = min(n_splits, len(sizes) - int((sizes < 2).sum()))
+    if k < 2:
         return None, "efficient leave-one-out (GCV)"
     from sklearn.model_selection import GroupKFold
 
-    k = min(n_splits, len(uniq))
     splits = list(GroupKFold(n_splits=k).split(np.zeros(len(groups)), groups=groups))
     return splits, f"GroupKFold({k}) by group"
 
