@@ -110,13 +110,19 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def options_text() -> str:
-    """The ways a user can state the scale, for error messages."""
-    return (
+def options_text(*, spots: bool = True) -> str:
+    """The ways a user can state the scale, for error messages (``spots``: mention ``spot_diameter_um``)."""
+    text = (
         "pass `um_per_unit=` (µm per coordinate-system unit, e.g. `um_per_unit=1.0` if the coordinates are already "
-        "in µm; or declare it once with `mst.pp.set_um_per_unit(sdata, coordinate_system, um_per_unit)`), `um_per_px=` (µm per pixel of the image's finest level), or `spot_diameter_um=` (the physical "
-        "diameter of the spots: 10x Visium 55, legacy ST 100; the shapes' radius gives the rest)"
+        "in µm; or declare it once with `mst.pp.set_um_per_unit(sdata, coordinate_system, um_per_unit)`), or "
+        "`um_per_px=` (µm per pixel of the image's finest level)"
     )
+    if spots:
+        text += (
+            ", or `spot_diameter_um=` (the physical diameter of the spots: 10x Visium 55, legacy ST 100; the shapes' "
+            "radius gives the rest)"
+        )
+    return text
 
 
 def resolve_um_per_unit(
@@ -235,5 +241,66 @@ def resolve_um_per_unit(
         f"transformations carry no unit, and nothing in the object states it (no Visium scale factors in "
         f"`uns['spatial']`, no spatialdata-io reader that writes µm, no "
         f"`uns['{Key.DATASET}']['coordinate_systems']` declaration). {_cap(options_text())}."
+    )
+    raise ValueError(msg)
+
+
+def resolve_image_scale(
+    sdata: SpatialData,
+    image_key: str,
+    *,
+    um_per_unit: float | None = None,
+    um_per_px: float | None = None,
+) -> tuple[str, float, Units]:
+    """Coordinate system, µm per pixel of the image's finest level, and µm per coordinate unit, for an image.
+
+    For an image without spots (an H&E-only slide). In order: ``um_per_px``; ``um_per_unit``; a declaration of one
+    of the image's coordinate systems (:func:`declared_um_per_unit`); shapes that share a coordinate system with the
+    image and a table that annotates them (:func:`resolve_um_per_unit`).
+
+    Raises
+    ------
+    ValueError
+        If nothing determines the scale (the message lists the options), or a given value is not positive.
+    """
+    from spatialdata.models import get_table_keys
+    from spatialdata.transformations import get_transformation
+
+    image = sdata.images[image_key]
+    tfs = get_transformation(image, get_all=True)
+    systems = list(tfs)
+
+    def px_scale(cs: str) -> float:  # coordinate units per level-0 pixel
+        return linear_scale(tfs[cs].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")))
+
+    for name, v in (("um_per_px", um_per_px), ("um_per_unit", um_per_unit)):
+        if v is not None and not (np.isfinite(v) and v > 0):
+            msg = f"`{name}` must be a positive number (µm), got {v}."
+            raise ValueError(msg)
+    cs = systems[0]
+    if um_per_px is not None:
+        u = Units(float(um_per_px) / px_scale(cs), f"given: um_per_px={float(um_per_px):g}")
+        return cs, float(um_per_px), u
+    if um_per_unit is not None:
+        return cs, float(um_per_unit) * px_scale(cs), Units(float(um_per_unit), f"given: um_per_unit={um_per_unit:g}")
+    for c in systems:
+        found = declared_um_per_unit(sdata, None, c)
+        if found is not None:
+            return c, found.um_per_unit * px_scale(c), found
+    for c in systems:
+        for table in sdata.tables.values():
+            if "spatialdata_attrs" not in table.uns:
+                continue
+            region = get_table_keys(table)[0]
+            for r in [region] if isinstance(region, str) else list(region):
+                if r in sdata.shapes and c in get_transformation(sdata.shapes[r], get_all=True):
+                    try:
+                        found = resolve_um_per_unit(sdata, table, r, c)
+                    except ValueError:
+                        continue
+                    return c, found.um_per_unit * px_scale(c), found
+    msg = (
+        f"Cannot tell the pixel size of image {image_key!r} in µm (coordinate systems {systems}): nothing in the "
+        f"object states it. {_cap(options_text(spots=False))}."
     )
     raise ValueError(msg)

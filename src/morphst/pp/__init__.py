@@ -3,6 +3,7 @@
 from ._genes import select_genes
 from ._normalize import normalize
 from ._patches import extract_patches, get_patches
+from ._tiles import tile_tissue
 from ._units import set_um_per_unit
 
 __all__: list[str] = [
@@ -11,4 +12,5 @@ __all__: list[str] = [
     "normalize",
     "select_genes",
     "set_um_per_unit",
+    "tile_tissue",
 ]

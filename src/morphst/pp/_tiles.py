@@ -1,0 +1,193 @@
+"""Tiles over the detected tissue of an H&E-only slide: spots for slides that have none."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+
+from .. import _logging as logg
+from .._utils import list_keys, records_params
+from .._utils._units import resolve_image_scale
+from ._patches import require_sdata
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+
+
+def tile_tissue(
+    sdata: SpatialData,
+    image_key: str,
+    *,
+    tile_size: float = 112.0,
+    min_tissue_fraction: float = 0.5,
+    method: Literal["otsu", "felzenszwalb", "weka"] = "otsu",
+    um_per_unit: float | None = None,
+    um_per_px: float | None = None,
+    key_added: str | None = None,
+    table_key: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Cover the tissue of an image with square tiles of ``tile_size`` µm: spots for an H&E-only slide.
+
+    Tissue is detected and the slide tiled by squidpy (``squidpy.experimental.im.detect_tissue`` and
+    ``make_tiles``, as sopa and LazySlide tile whole slides); morphst converts the tile size from µm to pixels of
+    the image's finest level and keeps the tiles whose tissue fraction is at least ``min_tissue_fraction``. The
+    result is a shapes element and a table that annotates it, so the rest of the pipeline runs unchanged:
+    :func:`morphst.pp.extract_patches` / :func:`morphst.tl.embed_patches` with ``table_key=``, or
+    :meth:`morphst.tl.Translator.predict_sdata` with ``shapes_key=key_added`` to predict expression over the
+    tissue.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData holding the image.
+    image_key
+        The H&E (or DAPI) image to tile.
+    tile_size
+        Side of a tile, µm (default: the 112 µm patch of :func:`morphst.pp.extract_patches`).
+    min_tissue_fraction
+        Keep tiles with at least this fraction of tissue pixels, in [0, 1].
+    method
+        Tissue detection of ``squidpy.experimental.im.detect_tissue``.
+    um_per_unit
+        µm per unit of the image's coordinate system (overrides what the object says). When given (or
+        ``um_per_px``), it is declared with :func:`morphst.pp.set_um_per_unit` so later steps use the same scale.
+    um_per_px
+        µm per pixel of the image's finest level (overrides everything else).
+    key_added
+        Name of the shapes element. Default: ``"<image_key>_tiles"``.
+    table_key
+        Name of the table that annotates the tiles (SpatialData names are unique across element types). Default:
+        ``"<key_added>_table"``.
+    overwrite
+        Replace an existing shapes element / table of that name.
+
+    Returns
+    -------
+    Nothing; sets
+
+    - ``sdata.shapes[key_added]``: square polygons (one per kept tile) in the image's pixel space, with the image's
+      transformations; index ``0..n_tiles-1``.
+    - ``sdata.tables[table_key]``: AnnData ``(n_tiles, 0)`` annotating them (``obs['region']``,
+      ``obs['instance_id']``, ``obs['tile_x']``, ``obs['tile_y']`` grid positions), ``obsm['spatial']`` tile
+      centres in the coordinate system's units, ``uns['tiles']`` (``'params'``, ``'coordinate_system'``,
+      ``'um_per_unit'``, ``'units_source'``, ``'tile_px'``, ``'n_tiles_total'``).
+    - ``sdata.labels['<image_key>_tissue']``: the tissue mask of squidpy, if it was not there.
+
+    Raises
+    ------
+    TypeError
+        ``sdata`` is not a SpatialData.
+    KeyError
+        Unknown ``image_key`` (lists the images).
+    ValueError
+        ``tile_size`` not positive, ``min_tissue_fraction`` outside [0, 1], a pixel size that nothing determines
+        (lists the options), outputs that exist without ``overwrite``, or no tile with enough tissue.
+    """
+    import anndata as ad
+    import squidpy as sq
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import get_transformation
+
+    from .._utils._units import declared_um_per_unit
+    from ._units import set_um_per_unit
+
+    require_sdata(sdata, "tile_tissue")
+    if image_key not in sdata.images:
+        msg = f"Image {image_key!r} not found. Available images: {list_keys(sdata.images)}."
+        raise KeyError(msg)
+    if not (np.isfinite(tile_size) and tile_size > 0):
+        msg = f"`tile_size` must be a positive number of µm, got {tile_size}."
+        raise ValueError(msg)
+    if not 0.0 <= min_tissue_fraction <= 1.0:
+        msg = f"`min_tissue_fraction` must lie in [0, 1], got {min_tissue_fraction}."
+        raise ValueError(msg)
+    key = key_added or f"{image_key}_tiles"
+    tkey = table_key or f"{key}_table"
+    if not overwrite and (key in sdata.shapes or tkey in sdata.tables):
+        msg = f"Shapes {key!r} or table {tkey!r} already exist; pass `overwrite=True` or other names."
+        raise ValueError(msg)
+    cs, mpp, units = resolve_image_scale(sdata, image_key, um_per_unit=um_per_unit, um_per_px=um_per_px)
+    tile_px = round(tile_size / mpp)
+    if tile_px < 1:
+        msg = f"A {tile_size:g} µm tile is smaller than one pixel ({mpp:.4g} µm/px); increase `tile_size`."
+        raise ValueError(msg)
+    start = logg.info(
+        f"tiling the tissue of {image_key!r}: {tile_size:g} µm tiles ({tile_px} px at {mpp:.4g} µm/px; {units.source})"
+    )
+    tmp = f"_morphst_tiles_{key}"
+    if method != "otsu" and f"{image_key}_tissue" not in sdata.labels:
+        sq.experimental.im.detect_tissue(sdata, image_key, method=method, new_labels_key=f"{image_key}_tissue")
+    # make_tiles detects the tissue itself (Otsu) when `<image_key>_tissue` is not there yet
+    sq.experimental.im.make_tiles(
+        sdata,
+        image_key,
+        tile_size=(tile_px, tile_px),
+        min_tissue_fraction=float(min_tissue_fraction),
+        new_shapes_key=tmp,
+        preview=False,
+    )
+    grid = sdata.shapes[tmp]
+    del sdata.shapes[tmp]
+    keep = grid["tile_classification"].astype(str).to_numpy() == "tissue"
+    if not keep.any():
+        msg = (
+            f"No {tile_size:g} µm tile of {image_key!r} has {min_tissue_fraction:g} of its area in detected tissue "
+            f"({len(grid)} tiles in all); lower `min_tissue_fraction` or `tile_size`, or check the image."
+        )
+        raise ValueError(msg)
+    tiles = grid.loc[keep, ["tile_x", "tile_y", "geometry"]].reset_index(drop=True)
+    gdf = tiles[["geometry"]].set_geometry("geometry")
+    gdf.attrs = {}  # squidpy's transformations travel on the frame: set them once, from the image
+    shapes = ShapesModel.parse(gdf, transformations=get_transformation(sdata.images[image_key], get_all=True))
+    c = shapes.geometry.centroid
+    a = (
+        get_transformation(shapes, to_coordinate_system=cs)
+        .to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+        .astype(float)
+    )
+    xy = (a @ np.column_stack([c.x, c.y, np.ones(len(c))]).T).T[:, :2]
+    obs = pd.DataFrame(
+        {
+            "region": pd.Categorical([key] * len(tiles)),
+            "instance_id": np.asarray(shapes.index),
+            "tile_x": tiles["tile_x"].to_numpy(),
+            "tile_y": tiles["tile_y"].to_numpy(),
+        },
+        index=[f"tile{i}" for i in range(len(tiles))],
+    )
+    table = ad.AnnData(obs=obs, obsm={"spatial": xy})
+    table.uns["tiles"] = {
+        "coordinate_system": cs,
+        "um_per_unit": float(units.um_per_unit),
+        "units_source": units.source,
+        "tile_px": int(tile_px),
+        "n_tiles_total": len(grid),
+        "params": records_params(
+            image_key=image_key,
+            tile_size=float(tile_size),
+            min_tissue_fraction=float(min_tissue_fraction),
+            method=method,
+            um_per_unit=um_per_unit,
+            um_per_px=um_per_px,
+            key_added=key,
+            table_key=tkey,
+            tissue_detection="squidpy.experimental.im.detect_tissue + make_tiles",
+        ),
+    }
+    table = TableModel.parse(table, region=key, region_key="region", instance_key="instance_id")
+    # everything computed: write
+    if (um_per_unit is not None or um_per_px is not None) and declared_um_per_unit(sdata, None, cs) is None:
+        set_um_per_unit(sdata, cs, units.um_per_unit)
+    sdata.shapes[key] = shapes
+    sdata.tables[tkey] = table
+    logg.info(
+        f"    finished: {len(tiles)} of {len(grid)} tiles with ≥ {min_tissue_fraction:g} tissue; added "
+        f"shapes[{key!r}], tables[{tkey!r}]",
+        time=start,
+    )
+
+
+__all__ = ["tile_tissue"]

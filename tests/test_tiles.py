@@ -1,0 +1,73 @@
+"""H&E-only slides: tiles over the detected tissue (mst.pp.tile_tissue)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import morphst as mst
+
+
+@pytest.fixture(scope="module")
+def c3_tiles(data_dir):
+    """HER2ST C3 loaded without its table (an H&E-only slide), tiled at 112 µm."""
+    sdata = mst.datasets.her2st(["C3"], data_dir=data_dir)
+    spots = sdata.tables["table"].obsm["spatial"].copy()  # image px of the spots, for checks only
+    del sdata.tables["table"]
+    mst.pp.tile_tissue(sdata, "C3_he")
+    return sdata, spots
+
+
+def test_tiles_cover_the_tissue_where_the_spots_are(c3_tiles):
+    from sklearn.neighbors import NearestNeighbors
+
+    sdata, spots_px = c3_tiles
+    t = sdata.tables["C3_he_tiles_table"]
+    info = t.uns["tiles"]
+    mpp = 0.68737638  # C3's µm/px, derived by the loader from the 200 µm spot grid
+    assert info["tile_px"] == round(112 / mpp)  # 163 px
+    xy = t.obsm["spatial"]  # µm (C3's coordinate system)
+    # a square grid of 112 µm (to the pixel: 163 px × 0.687 µm)
+    d, _ = NearestNeighbors(n_neighbors=2).fit(xy).kneighbors(xy)
+    assert np.median(d[:, 1]) == pytest.approx(163 * mpp, rel=1e-6)
+    # the tiled area matches the tissue the spots sample: legacy ST, one spot per 200 µm × 200 µm
+    n_spots = len(spots_px)
+    tile_area, spot_area = len(xy) * 0.112**2, n_spots * 0.2**2
+    assert 0.7 < tile_area / spot_area < 1.4
+    # nearly every spot lies on a kept tile (within half a tile diagonal of a tile centre)
+    dist, _ = NearestNeighbors(n_neighbors=1).fit(xy).kneighbors(spots_px * mpp)
+    assert (dist[:, 0] <= 112 / np.sqrt(2)).mean() > 0.9
+    # and the tiles feed the patch pipeline as spots do
+    mst.pp.extract_patches(sdata, table_key="C3_he_tiles_table")
+    r = t.uns["patches"]["regions"]["C3_he_tiles"]
+    assert list(r["window_px"][0]) == [163, 163]
+    p = mst.pp.get_patches(sdata, np.arange(5), table_key="C3_he_tiles_table")
+    assert p.mean() < 220  # tissue, not white glass
+
+
+def test_tile_tissue_needs_a_scale_and_valid_parameters():
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel
+
+    img = np.full((3, 300, 300), 255, np.uint8)
+    img[:, 100:200, 100:200] = 90
+    sdata = SpatialData(images={"he": Image2DModel.parse(img, dims=("c", "y", "x"), c_coords=["r", "g", "b"])})
+    with pytest.raises(ValueError, match=r"Cannot tell the pixel size.*um_per_unit=.*um_per_px="):
+        mst.pp.tile_tissue(sdata, "he")
+    with pytest.raises(KeyError, match=r"Available images: \['he'\]"):
+        mst.pp.tile_tissue(sdata, "HE")
+    with pytest.raises(ValueError, match="min_tissue_fraction"):
+        mst.pp.tile_tissue(sdata, "he", um_per_px=1.0, min_tissue_fraction=1.5)
+    with pytest.raises(ValueError, match="tile_size"):
+        mst.pp.tile_tissue(sdata, "he", um_per_px=1.0, tile_size=0)
+    assert list(sdata.shapes) == []
+    assert list(sdata.tables) == []
+    mst.pp.tile_tissue(sdata, "he", um_per_px=2.0, tile_size=40.0, min_tissue_fraction=1.0)
+    t = sdata.tables["he_tiles_table"]
+    assert t.uns["tiles"]["tile_px"] == 20
+    # the dark 100 px square holds 5 × 5 whole 20 px tiles of the grid that starts at the corner
+    assert t.n_obs == 25
+    # the scale given is declared, so patches of these tiles need no second override
+    assert sdata.attrs["morphst"]["coordinate_systems"]["global"] == 2.0
+    mst.pp.extract_patches(sdata, table_key="he_tiles_table", patch_size=40.0, target_px=20)
+    assert (mst.pp.get_patches(sdata, table_key="he_tiles_table") == 90).all()
