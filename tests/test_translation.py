@@ -299,7 +299,7 @@ def test_translator_reproduces_out_of_fold_and_roundtrips(tdata, tmp_path):
     got = tr.predict(new)
     cols = [list(a.var_names).index(g) for g in tr.genes]
     np.testing.assert_allclose(got, a.layers["predicted"][test][:, cols], rtol=1e-5, atol=1e-5)
-    path = tmp_path / "translator.joblib"
+    path = tmp_path / "translator.morphst"
     tr.save(path)
     tr2 = mst.tl.Translator.load(path)
     np.testing.assert_array_equal(tr2.predict(new), got)
@@ -496,3 +496,134 @@ def test_fold_without_any_gene_fails_before_writing(tdata):
     with pytest.raises(ValueError, match="n_top"):
         mst.tl.predict_expression(a, "X_feat")
     assert _slots(a) == before
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Translator files: versioned, checksummed, not a pickle
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def saved_translator(tdata, tmp_path):
+    mst.pp.select_genes(tdata, 8)
+    tr = mst.tl.fit_translator(tdata, "X_feat", train=["S0", "S2", "S3"], spatial_context=4)
+    path = tmp_path / "tr.morphst"
+    tr.save(path)
+    return tr, path, tdata
+
+
+@pytest.mark.parametrize("model", ["ridge", "mlp", "Ridge", "SVR"])
+def test_translator_file_round_trip_predicts_identically(tdata, tmp_path, model):
+    from sklearn.linear_model import Ridge
+    from sklearn.svm import SVR
+
+    est = {"Ridge": Ridge(alpha=3.0), "SVR": SVR()}.get(model, model)
+    tr = mst.tl.fit_translator(tdata, "X_feat", genes=["g0", "g1", "g12"], train=["S0", "S1"], model=est)
+    path = tmp_path / "t.bin"
+    tr.save(path)
+    assert path.read_bytes().startswith(b"MORPHST\x00TRANSLATOR\n")
+    assert not list(tmp_path.glob(".*tmp*"))  # the temporary file was renamed
+    tr2 = mst.tl.Translator.load(path)
+    np.testing.assert_array_equal(tr2.predict(tdata), tr.predict(tdata))
+    assert tr2.genes == tr.genes
+    assert (tr2.use_rep, tr2.target, tr2.spatial_context, tr2.n_features) == (
+        tr.use_rep,
+        tr.target,
+        tr.spatial_context,
+        tr.n_features,
+    )
+    assert tr2.embed_params == tr.embed_params
+    assert tr2.patch_params == tr.patch_params
+    assert tr2.params.keys() == tr.params.keys()
+
+
+@pytest.mark.parametrize("keep", [0, 10, 40, 0.5, -1])
+def test_truncated_translator_file_is_a_clear_error(saved_translator, keep):
+    _, path, _ = saved_translator
+    data = path.read_bytes()
+    n = int(len(data) * keep) if isinstance(keep, float) else (len(data) + keep if keep < 0 else keep)
+    path.write_bytes(data[:n])
+    with pytest.raises(ValueError, match=r"not a readable morphst translator file.*damaged or truncated"):
+        mst.tl.Translator.load(path)
+
+
+def test_one_flipped_byte_anywhere_is_a_clear_error(saved_translator):
+    _, path, _ = saved_translator
+    data = path.read_bytes()
+    hlen = int.from_bytes(data[19:27], "little")
+    # the signature, the header length, the JSON header (a digit of a number, a quote), the arrays, the checksum
+    header = data[27 : 27 + hlen]
+    positions = [0, 19, 27 + header.index(b'"n_features"') + 14, 27 + 5, 27 + hlen + 100, len(data) - 40]
+    positions += [len(data) - 1, *np.random.default_rng(0).integers(0, len(data), 20).tolist()]
+    for pos in positions:
+        bad = bytearray(data)
+        bad[pos] ^= 0x01
+        path.write_bytes(bytes(bad))
+        with pytest.raises(ValueError, match="morphst translator file") as e:
+            mst.tl.Translator.load(path)
+        assert "damaged" in str(e.value) or "format version" in str(e.value), (pos, str(e.value))
+    path.write_bytes(data)
+    mst.tl.Translator.load(path)  # the unaltered file still loads
+
+
+def test_other_format_version_is_a_clear_error(saved_translator):
+    import hashlib
+    import json
+
+    _, path, _ = saved_translator
+    data = path.read_bytes()
+    hlen = int.from_bytes(data[19:27], "little")
+    header = json.loads(data[27 : 27 + hlen])
+    header["format_version"] = 2
+    hb = json.dumps(header).encode()
+    body = data[:19] + len(hb).to_bytes(8, "little") + hb + data[27 + hlen : -32]
+    path.write_bytes(body + hashlib.sha256(body).digest())  # a valid file of a future format version
+    with pytest.raises(ValueError, match=r"format version 2 .*this morphst reads format version 1"):
+        mst.tl.Translator.load(path)
+
+
+def test_old_pickle_translator_file_is_refused_with_the_way_out(saved_translator, tmp_path):
+    import joblib
+
+    tr, _, _ = saved_translator
+    old = tmp_path / "old.joblib"
+    joblib.dump(tr, old)
+    with pytest.raises(ValueError, match=r"old pickle \(joblib\) format.*joblib.load\(path\)` then `tr.save"):
+        mst.tl.Translator.load(old)
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(ValueError, match="does not start with the morphst translator signature"):
+        mst.tl.Translator.load(tmp_path / "x.txt")
+
+
+def test_failed_save_leaves_the_old_file(saved_translator, monkeypatch):
+    import os
+
+    import morphst.tl._translator_io as tio
+
+    tr, path, a = saved_translator
+    data = path.read_bytes()
+    other = mst.tl.fit_translator(a, "X_feat", genes=["g0"])
+    written = []
+
+    def killed(fd):  # the process dies after the bytes are written, before the rename
+        written.append(os.fstat(fd).st_size)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tio.os, "fsync", killed)
+    with pytest.raises(KeyboardInterrupt):
+        other.save(path)
+    assert written[0] > 0
+    assert path.read_bytes() == data  # the old file is intact ...
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # ... and no partial file is left
+    with pytest.raises(KeyboardInterrupt):
+        other.save(path.with_name("new.morphst"))
+    assert not path.with_name("new.morphst").exists()
+    monkeypatch.undo()
+    assert mst.tl.Translator.load(path).genes == tr.genes
+
+
+def test_unsaveable_estimator_names_the_attribute(tdata, tmp_path):
+    from sklearn.neighbors import KNeighborsRegressor
+
+    tr = mst.tl.fit_translator(tdata, "X_feat", genes=["g0"], model=KNeighborsRegressor(algorithm="kd_tree"))
+    with pytest.raises(TypeError, match=r"_tree.*neither arrays"):
+        tr.save(tmp_path / "knn.morphst")
+    assert not list(tmp_path.iterdir())

@@ -896,21 +896,93 @@ class Translator:
 
     # ---- persistence --------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Save with :mod:`joblib` (a pickle: load only files you trust)."""
-        import joblib
+        """Save to ``path`` in morphst's translator format (a JSON header and raw arrays; not a pickle).
 
-        joblib.dump(self, path)
+        The file holds a format version and a sha256 checksum of its whole content, and is written to a temporary
+        file in the same folder, then renamed, so an interrupted save never leaves a partial file at ``path``.
+        Load it with :meth:`load`.
+
+        Parameters
+        ----------
+        path
+            File to write (any name; ``.morphst`` is a good suffix). An existing file is replaced.
+
+        Raises
+        ------
+        TypeError
+            If the estimator holds something other than arrays, numbers, strings and scikit-learn objects (e.g.
+            a third-party model's compiled object), naming the attribute. ``"ridge"``, ``"mlp"`` and
+            scikit-learn regressors such as :class:`~sklearn.linear_model.Ridge` or :class:`~sklearn.svm.SVR`
+            are supported.
+        """
+        from ._translator_io import write
+
+        state = {
+            "estimator": self.estimator,
+            "genes": list(self.genes),
+            "use_rep": self.use_rep,
+            "target": self.target,
+            "spatial_context": self.spatial_context,
+            "n_features": self.n_features,
+            "patch_params": self.patch_params,
+            "embed_params": self.embed_params,
+            "params": self.params,
+        }
+        try:
+            write(path, state, check=self._same_predictions)
+        except TypeError as e:
+            msg = (
+                f"This translator cannot be saved in morphst's format: {e} is neither arrays, numbers, strings nor "
+                "a (pure-Python) scikit-learn object. Use `model='ridge'`, `'mlp'` or a scikit-learn regressor "
+                "whose fitted state is arrays (linear models, SVR, MLP, ...)."
+            )
+            raise TypeError(msg) from None
+
+    def _same_predictions(self, state: dict) -> None:
+        """Raise TypeError unless the rebuilt estimator predicts exactly as this one (on a fixed random probe)."""
+        probe = np.random.default_rng(0).normal(size=(3, self.n_features)).astype(np.float32)
+        if not np.array_equal(np.asarray(self.estimator.predict(probe)), np.asarray(state["estimator"].predict(probe))):
+            msg = f"the estimator {type(self.estimator).__name__} (its state is not all in its attributes)"
+            raise TypeError(msg)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Translator:
-        """Load a translator written by :meth:`save` (a pickle: load only files you trust)."""
-        import joblib
+        """Load a translator written by :meth:`save`.
 
-        obj = joblib.load(path)
-        if not isinstance(obj, cls):
-            msg = f"{path} holds a {type(obj).__name__}, not a morphst Translator."
-            raise TypeError(msg)
-        return obj
+        Nothing in the file is executed: arrays and JSON only, and estimators are rebuilt from scikit-learn classes.
+        The checksum and the format version are checked first; a warning is logged when the file was written with
+        another scikit-learn version.
+
+        Parameters
+        ----------
+        path
+            File written by :meth:`save`.
+
+        Returns
+        -------
+        The :class:`Translator`, predicting exactly as the saved one did.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If the file is truncated or damaged (checksum mismatch), is not a translator file, is in the old pickle
+            format, or is in a format version this morphst does not read; the message says what to do.
+        """
+        import sklearn
+
+        from ._translator_io import read
+
+        state, versions = read(path)
+        if versions.get("sklearn") not in (None, sklearn.__version__):
+            logg.warning(
+                f"{path} was saved with scikit-learn {versions['sklearn']}, this is {sklearn.__version__}; "
+                "predictions may differ if the estimators changed between versions"
+            )
+        est = state.pop("estimator")
+        genes = state.pop("genes")
+        return cls(est, genes, **state)
 
     # ---- prediction ---------------------------------------------------------------------------------------------
     def features(self, adata: AnnData, *, groupby: str | None = None) -> np.ndarray:
