@@ -98,8 +98,9 @@ def get_patches(
     rows = _resolve_rows(adata, obs_indices_or_names, reader.rows)
     t = reader.target_px
     out = np.empty((len(rows), t, t, 3), np.uint8)
+    order = reader.chunk_order(rows)  # read in chunk order, return in the order asked
     k = 0
-    for _, patches in reader.iter_batches(rows, batch_size=batch_size):
-        out[k : k + len(patches)] = patches.permute(0, 2, 3, 1).numpy()
+    for _, patches in reader.iter_batches(rows[order], batch_size=batch_size):
+        out[order[k : k + len(patches)]] = patches.permute(0, 2, 3, 1).numpy()
         k += len(patches)
     return out

@@ -313,6 +313,31 @@ class PatchReader:
         """Table rows that have a patch."""
         return np.flatnonzero(self.row_group != "")
 
+    def chunk_order(self, rows: np.ndarray) -> np.ndarray:
+        """A permutation of ``rows`` that reads them image by image, in chunk order (row-major over chunks).
+
+        Reading in this order touches each chunk once however the rows were asked for (random order thrashed the
+        chunk cache: ~550 patches/s against ~4,000/s in spot order); callers put the patches back in place.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        names = self.row_group[rows]
+        bad = names == ""
+        if bad.any():
+            return np.arange(len(rows))  # _plan raises the clear error
+        group_id = np.zeros(len(rows), np.int64)
+        cy = np.zeros(len(rows), np.int64)
+        cx = np.zeros(len(rows), np.int64)
+        for k, (name, g) in enumerate(self.groups.items()):
+            sel = names == name
+            if not sel.any():
+                continue
+            group_id[sel] = k
+            if g.reader.is_dask and not g.reader.direct:
+                pos = pd.Series(np.arange(len(g.rows)), index=g.rows).loc[rows[sel]].to_numpy()
+                cy[sel] = np.searchsorted(g.reader.yb, g.xy0[pos, 1] + g.w[1] // 2, side="right")
+                cx[sel] = np.searchsorted(g.reader.xb, g.xy0[pos, 0] + g.w[0] // 2, side="right")
+        return np.lexsort((cx, cy, group_id))
+
     def _plan(self, rows: np.ndarray | None, sort: bool) -> list[tuple[_Group, np.ndarray]]:
         """Per group, positions (into group arrays) to read, in the order to read them."""
         plan = []
