@@ -68,3 +68,95 @@ def test_demo_gene_table_ranks_genes_predicted_in_every_fold_first():
     assert list(t.index) == ["ALL_HIGH", "ALL_LOW", "ONCE"]
     assert t["n_folds"].tolist() == [3, 3, 1]
     assert t["in_all_folds"].tolist() == [True, True, False]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the demo's writers: a killed or failed write never leaves a store that reads back as valid
+# ------------------------------------------------------------------------------------------------------------------
+def _small_results(value: float = 1.0):
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    from spatialdata import SpatialData
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import Identity
+
+    n = 6
+    shapes = ShapesModel.parse(
+        np.c_[np.arange(n), np.arange(n)].astype(float),
+        geometry=0,
+        radius=np.ones(n),
+        index=np.arange(n),
+        transformations={"global": Identity()},
+    )
+    obs = pd.DataFrame({"region": pd.Categorical(["spots"] * n), "instance_id": np.arange(n)}, index=list("abcdef"))
+    table = TableModel.parse(
+        ad.AnnData(np.full((n, 2), value, np.float32), obs=obs),
+        region="spots",
+        region_key="region",
+        instance_key="instance_id",
+    )
+    return SpatialData(shapes={"spots": shapes}, tables={"table": table})
+
+
+def test_write_results_round_trip(tmp_path):
+    import numpy as np
+    from spatialdata import read_zarr
+
+    from morphst._demo import write_results
+
+    path = tmp_path / "res.zarr"
+    write_results(_small_results(1.0), path)
+    write_results(_small_results(2.0), path)  # replaces the old store
+    back = read_zarr(path)
+    np.testing.assert_array_equal(back.tables["table"].X, np.full((6, 2), 2.0, np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.zarr"]
+
+
+def test_write_results_killed_midway_leaves_old_store_or_nothing(tmp_path, monkeypatch):
+    import numpy as np
+    from spatialdata import SpatialData, read_zarr
+
+    from morphst._demo import write_results
+
+    real_write = SpatialData.write
+
+    def killed(self, file_path, *args, **kwargs):
+        real_write(self, file_path, *args, **kwargs)  # the store is complete on disk at the temporary path ...
+        raise KeyboardInterrupt  # ... but the run dies before it is moved into place
+
+    path = tmp_path / "res.zarr"
+    monkeypatch.setattr(SpatialData, "write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_results(_small_results(1.0), path)
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    write_results(_small_results(1.0), path)
+    monkeypatch.setattr(SpatialData, "write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_results(_small_results(2.0), path)
+    monkeypatch.undo()
+    back = read_zarr(path)
+    np.testing.assert_array_equal(back.tables["table"].X, np.full((6, 2), 1.0, np.float32))  # old store intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.zarr"]
+
+
+def test_report_files_are_replaced_atomically(tmp_path):
+    import pandas as pd
+
+    from morphst._demo import atomic_path
+
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"a": [1]}).to_csv(path)
+    before = path.read_text()
+
+    def interrupted():
+        with atomic_path(path) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        interrupted()
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]

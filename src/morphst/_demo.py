@@ -8,10 +8,43 @@ with inner grouped CV), print the per-section Pearson r, and write the results a
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary sibling of ``path`` to write a file or folder into, then move it to ``path``.
+
+    The result appears at ``path`` only when the writing finished: if it raises (or the process is killed), ``path``
+    keeps its old content (or stays absent) and the temporary is removed (if the process survives). An existing
+    ``path`` is replaced by two renames, so there is no moment where a half-written store is at ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    for p in (tmp, old):
+        _remove(p)
+    try:
+        yield tmp
+        if path.exists() or path.is_symlink():
+            path.rename(old)
+        tmp.rename(path)
+    finally:
+        _remove(tmp)
+        _remove(old)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
 
 
 def summary(sdata) -> pd.DataFrame:
@@ -99,8 +132,11 @@ def report_figure(sections: pd.DataFrame, genes: pd.DataFrame, path: Path, *, ti
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
 
 
 def _results_sdata(sdata):
@@ -108,6 +144,20 @@ def _results_sdata(sdata):
     from spatialdata import SpatialData
 
     return SpatialData(shapes=dict(sdata.shapes.items()), tables={"table": sdata.tables["table"]})
+
+
+def write_results(sdata, path: str | os.PathLike) -> None:
+    """Write the shapes and the results table of ``sdata`` as a SpatialData zarr store at ``path``.
+
+    Written into a temporary folder next to ``path`` and renamed when complete, so an interrupted run never leaves a
+    store that reads back as valid but empty; an existing store at ``path`` is replaced only then.
+    """
+    import warnings
+
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # anndata warns once per array written to zarr v3 ("zarr v3 autosharding will be the default ..."): noise here
+        warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
+        _results_sdata(sdata).write(tmp)
 
 
 def run_demo(
@@ -199,8 +249,9 @@ def run_demo(
     print(genes[genes["in_all_folds"]].head(10)[["pcc", "rmse", "n_folds"]].round(3).to_string())
 
     print(f"\n[3/3] writing results to {out.resolve()}")
-    sec.to_csv(out / "translation_per_section.csv")
-    genes.to_csv(out / "translation_per_gene.csv")
+    for table, name in ((sec, "translation_per_section.csv"), (genes, "translation_per_gene.csv")):
+        with atomic_path(out / name) as tmp:
+            table.to_csv(tmp)
     report_figure(
         sec,
         genes,
@@ -208,17 +259,7 @@ def run_demo(
         title=f"HER2ST C2–C6, {model} (112 µm patches), PCA≤256 + ridge, train-fold HVGs: mean PCC over sections "
         f"{sec['mean_pcc'].mean():.3f}",
     )
-    zarr_path = out / "her2st_translation.zarr"
-    if zarr_path.exists():
-        import shutil
-
-        shutil.rmtree(zarr_path)
-    import warnings
-
-    with warnings.catch_warnings():
-        # anndata warns once per array written to zarr v3 ("zarr v3 autosharding will be the default ..."): noise here
-        warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
-        _results_sdata(sdata).write(zarr_path)
+    write_results(sdata, out / "her2st_translation.zarr")
     for p in (
         "her2st_translation.zarr",
         "translation_per_section.csv",
@@ -230,4 +271,4 @@ def run_demo(
     return sec
 
 
-__all__ = ["gene_table", "report_figure", "run_demo", "section_table", "summary"]
+__all__ = ["atomic_path", "gene_table", "report_figure", "run_demo", "section_table", "summary", "write_results"]
