@@ -595,3 +595,42 @@ def test_crop_pct_is_resize_then_centre_crop():
     torch.testing.assert_close(got, want, rtol=0, atol=1.01 / 255)  # uint8 resize rounding
     with pytest.raises(ValueError, match="crop_pct"):
         TorchEncoder(torch.nn.Identity(), name="x", input_size=224, crop_pct=0)
+
+
+def test_uni_from_the_cache_in_a_fresh_process_with_hf_hub_offline(tmp_path):
+    """The environment variables themselves (set before any import), as a user on an offline compute node."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    card = CARDS["uni"]
+    # UNI's recipe does not set depth: a one-block model (config.json model_args) keeps this quick
+    card = Card(**{**card.__dict__, "config": {**card.config, "model_args": {**card.config["model_args"], "depth": 1}}})
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(card.arch, pretrained=False, **dict(card.kwargs, depth=1)).eval()
+    cache = tmp_path / "hf" / "hub"
+    _write_hub_repo(cache, card, model)
+    patches = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    np.save(tmp_path / "patches.npy", patches)
+    np.save(tmp_path / "want.npy", _card_features(card, model, patches))
+    code = f"""
+import numpy as np, torch, morphst as mst
+enc = mst.tl.models.get_model("uni")
+assert "local Hugging Face cache" in enc.weights_source, enc.weights_source
+x = torch.from_numpy(np.load({str(tmp_path / "patches.npy")!r})).permute(0, 3, 1, 2).contiguous()
+with torch.inference_mode():
+    got = enc.encode(enc.transform(x)).numpy()
+want = np.load({str(tmp_path / "want.npy")!r})
+assert got.shape == (2, 1024), got.shape
+np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+print("OK", enc.weights_source)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", MORPHST_WEIGHTS_DIR=str(tmp_path / "none"))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "OK hub hf-hub:MahmoodLab/UNI (local Hugging Face cache, revision" in r.stdout
