@@ -5,11 +5,13 @@ from ._handcrafted import HandcraftedEncoder, feature_names, handcrafted_feature
 from ._registry import (
     REGISTRY,
     bundled_efficientnet_lite0,
+    cached_repo_id,
     find_weights_file,
     get_model,
     list_models,
     map_by_position,
     register_model,
+    swiglu_silu,
 )
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "ModelSpec",
     "TorchEncoder",
     "bundled_efficientnet_lite0",
+    "cached_repo_id",
     "feature_names",
     "find_weights_file",
     "get_model",
@@ -27,4 +30,5 @@ __all__ = [
     "list_models",
     "map_by_position",
     "register_model",
+    "swiglu_silu",
 ]
