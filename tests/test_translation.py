@@ -627,3 +627,18 @@ def test_unsaveable_estimator_names_the_attribute(tdata, tmp_path):
     with pytest.raises(TypeError, match=r"_tree.*neither arrays"):
         tr.save(tmp_path / "knn.morphst")
     assert not list(tmp_path.iterdir())
+
+
+def test_pl_gene_functions_refuse_duplicates_and_zero_genes(tdata):
+    a = tdata
+    mst.tl.predict_expression(a, "X_feat", genes=["g0", "g1", "g2"])
+    fig = mst.pl.gene_metrics(a, n_genes=2, return_fig=True, show=False)
+    assert len(fig.axes[0].get_xticklabels()) == 2
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="`n_genes` must be a positive integer"):
+            mst.pl.gene_metrics(a, n_genes=bad, show=False)
+    names = list(a.var_names)
+    names[5] = "g0"
+    a.var_names = names
+    with pytest.raises(ValueError, match=r"mst.pl.predicted_vs_observed.*var_names_make_unique\(\)"):
+        mst.pl.predicted_vs_observed(a, ["g0"], show=False)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._docs import doc_returns_fig, inject_docs, plot_params
-from .._utils import get_adata, list_keys
+from .._utils import check_unique_var_names, get_adata, list_keys
 from ._spatial import build_panels, draw_panel, new_figure, resolve_sections
 from ._utils import finish, make_axes
 
@@ -143,9 +143,10 @@ def predicted_vs_observed(
         If the translation ``key`` or the observed layer is missing (run :func:`morphst.tl.predict_expression`
         first), or a gene is not in ``var_names``.
     ValueError
-        If a gene was not predicted, or ``section`` is unknown.
+        If a gene was not predicted, ``section`` is unknown, or ``var_names`` has duplicates.
     """
     adata = get_adata(data, table_key)
+    check_unique_var_names(adata, "mst.pl.predicted_vs_observed")
     res = _check_predicted(adata, key)
     layer = _observed_layer(adata, res, key, layer)
     genes = [genes] if isinstance(genes, str) else [str(g) for g in genes]
@@ -267,10 +268,13 @@ def gene_metrics(
     KeyError
         If the translation ``key`` is missing (run :func:`morphst.tl.predict_expression` first).
     ValueError
-        If ``metric`` is unknown or was not computed.
+        If ``metric`` is unknown or was not computed, or ``n_genes`` is not a positive integer.
     """
     if metric not in _HIGHER_IS_BETTER:
         msg = f"`metric` must be one of {list(_HIGHER_IS_BETTER)}, got {metric!r}."
+        raise ValueError(msg)
+    if n_genes is not None and (isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1):
+        msg = f"`n_genes` must be a positive integer (the best genes to show) or None (all), got {n_genes!r}."
         raise ValueError(msg)
     adata = get_adata(data, table_key)
     res = adata.uns.get(key)
