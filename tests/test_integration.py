@@ -317,3 +317,97 @@ def test_fuse_real_embeddings_her2st(her2st_embedded):
     assert w[ok & same].mean() > w[ok & ~same].mean()
     mst.tl.domains(a, "X_weighted", n_domains=7)
     assert a.obs["domain"].nunique() == 7
+
+
+# ---------------------------------------------------------------- out-of-range input (issue 10)
+
+
+def test_evaluate_domains_tiny_section_caps_n_neighs():
+    """A section of 3 spots (fewer than n_neighs + 1) caps the neighbours there and keeps the others exact."""
+    a = grid_adata(12, sections=2)
+    keep = np.r_[np.arange(144), 144 + np.array([0, 1, 13])]  # S1 reduced to 3 spots
+    a = a[keep].copy()
+    a.obs["domain"] = pd.Categorical(np.where(a.obsm["spatial"][:, 0] < 6, "0", "1"))
+    mst.tl.evaluate_domains(a, reference=None, genes=["checker", "gradient"], n_neighs=6)
+    ev = a.uns["domain_evaluation"]
+    assert np.isfinite(ev["autocorr"]["moran_I"]).all()
+    assert np.isfinite(ev["autocorr"]["geary_C"]).all()
+    assert ev["params"]["notes"] == ["section 'S1': n_neighs capped at 2 (3 observations)"]
+    assert ev["autocorr"].loc["gradient", "moran_I"] > 0.8
+    # a section of one spot has no neighbours: left out, with a note, still finite
+    b = grid_adata(12, sections=2)[np.r_[np.arange(144), 144]].copy()
+    b.obs["domain"] = pd.Categorical(np.where(b.obsm["spatial"][:, 0] < 6, "0", "1"))
+    mst.tl.evaluate_domains(b, reference=None, genes=["gradient"], n_neighs=6)
+    eb = b.uns["domain_evaluation"]
+    assert np.isfinite(eb["autocorr"]["moran_I"]).all()
+    assert eb["params"]["notes"] == ["section 'S1': 1 observation, left out of the autocorrelation"]
+
+
+def test_autocorr_pvalues_are_one_sided_towards_the_observed_deviation():
+    from scipy import stats
+
+    a = grid_adata(20)
+    a.obs["domain"] = pd.Categorical(np.where(a.obsm["spatial"][:, 0] < 10, "0", "1"))
+    mst.tl.evaluate_domains(a, reference=None, genes=["checker", "gradient", "noise"], n_neighs=4)
+    tab = a.uns["domain_evaluation"]["autocorr"]
+    # negative (checkerboard) and positive (gradient) autocorrelation are both significant: one tail each way
+    assert tab.loc["checker", "moran_pval"] < 1e-10
+    assert tab.loc["gradient", "moran_pval"] < 1e-10
+    assert tab.loc["checker", "geary_pval"] < 1e-10
+    # one-sided p-values never exceed 0.5
+    assert (tab[["moran_pval", "geary_pval"]] <= 0.5).all().all()
+    # the noise gene: p = Phi(-|z|) with z from Moran's normality variance on the same graph (row-normalised)
+    n = a.n_obs
+    b = a.copy()
+    import squidpy as sq
+
+    sq.gr.spatial_neighbors(b, coord_type="generic", n_neighs=4)
+    w = b.obsp["spatial_connectivities"].tocsr()
+    w = sparse.diags(1.0 / np.asarray(w.sum(axis=1)).ravel()) @ w
+    s0 = w.sum()
+    s1 = ((w + w.T).multiply(w + w.T)).sum() / 2
+    s2 = (np.asarray(w.sum(1)).ravel() + np.asarray(w.sum(0)).ravel()) ** 2
+    var = (n * n * s1 - n * s2.sum() + 3 * s0**2) / ((n - 1) * (n + 1) * s0**2) - (1 / (n - 1)) ** 2
+    z = (tab.loc["noise", "moran_I"] + 1 / (n - 1)) / np.sqrt(var)
+    assert tab.loc["noise", "moran_pval"] == pytest.approx(stats.norm.cdf(-abs(z)), rel=1e-6)
+    from morphst.tl._domains import _geary_pval_calibrated
+
+    assert _geary_pval_calibrated("1.8.2")
+    assert not _geary_pval_calibrated("1.7.0")
+
+
+def test_out_of_range_arguments_are_errors_naming_them():
+    g = grid_adata(10)
+    g.obs["domain"] = pd.Categorical(["0", "1"] * (g.n_obs // 2))
+    with pytest.raises(ValueError, match=r"`n_markers` must be >= 1.*got 0"):
+        mst.tl.evaluate_domains(g, reference=None, n_markers=0, normalize=False)
+    with pytest.raises(ValueError, match=r"`n_neighs` must be >= 1"):
+        mst.tl.evaluate_domains(g, reference=None, n_neighs=0, normalize=False)
+    a, _ = three_regions(10)
+    for bad in (1, 0, a.n_obs + 1):
+        with pytest.raises(ValueError, match=rf"`n_domains` must be between 2 and n_obs={a.n_obs}, got {bad}"):
+            mst.tl.domains(a, "X_pca", method="kmeans", n_domains=bad)
+    a.obsm["X_zero"] = np.zeros((a.n_obs, 4))
+    for method in ("kmeans", "gmm"):
+        with pytest.raises(ValueError, match=r"`adata.obsm\['X_zero'\]` is constant"):
+            mst.tl.domains(a, "X_zero", method=method, n_domains=3)
+    a.obsm["X_two"] = np.repeat([[0.0, 1.0], [1.0, 0.0]], a.n_obs // 2, axis=0)
+    with pytest.raises(ValueError, match="has only 2 distinct rows"):
+        mst.tl.domains(a, "X_two", method="gmm", n_domains=3)
+    with pytest.raises(ValueError, match="covariance_type"):
+        mst.tl.domains(a, "X_pca", method="gmm", n_domains=3, covariance_type="diagonal")
+    with pytest.raises(ValueError, match="n_neighbors"):
+        mst.tl.domains(a, "X_pca", n_neighbors=0)
+
+
+def test_domains_caps_n_neighbors_with_a_note_and_gmm_covariance():
+    a, _ = three_regions(4)  # 16 observations
+    mst.tl.domains(a, "X_pca", method="leiden", n_neighbors=50, n_domains=2)
+    p = a.uns["domain"]["params"]
+    assert p["notes"] == ["n_neighbors capped at n_obs - 1 = 15"]
+    b, truth = three_regions(12)
+    mst.tl.domains(b, "X_pca", method="gmm", n_domains=2, key_added="g")
+    assert b.uns["g"]["params"]["covariance_type"] == "diag"
+    assert adjusted_rand_score(truth > 0, b.obs["g"].astype(int)) == pytest.approx(1.0)
+    mst.tl.domains(b, "X_pca", method="gmm", n_domains=2, covariance_type="full", key_added="gf")
+    assert b.uns["gf"]["params"]["covariance_type"] == "full"
