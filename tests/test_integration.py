@@ -187,6 +187,68 @@ def test_graph_is_sparse_per_section_and_follows_morphology():
     assert a.uns["X_fused"]["params"]["library_key"] == "section"
 
 
+def test_smooth_radius_in_spots_per_section_and_morphology_control():
+    a = grid_adata(10, sections=2)
+    a.obsm["spatial"] = a.obsm["spatial"] * 55.0  # any unit: the radius is in spot spacings
+    n = a.n_obs
+    rng = np.random.default_rng(0)
+    a.obsm["X_pca"] = rng.normal(size=(n, 6))
+    morph = rng.normal(size=(n, 16)) * 0.1
+    left = a.obsm["spatial"][:, 0] < 5 * 55.0
+    morph[:, 0] += 5.0 * left
+    a.obsm["X_morph"] = morph
+    mst.tl.fuse(a, ("X_pca", "X_morph"), n_comps=6, n_rings=1, n_steps=3)  # default method: smooth
+    p = a.uns["X_fused"]["params"]
+    assert p["method"] == "smooth"
+    assert p["spot_spacing"] == {"S0": pytest.approx(55.0), "S1": pytest.approx(55.0)}
+    g = a.obsp["X_fused_connectivities"]
+    assert sparse.issparse(g)
+    assert (abs(g - g.T) > 1e-12).nnz == 0
+    assert g.diagonal().sum() == 0
+    r, c = g.nonzero()
+    sec = a.obs["section"].to_numpy()
+    assert np.all(sec[r] == sec[c])
+    # one ring on a square grid: the 4 rook neighbours (radius 1.1 spacings); 2 rings: within 2.1 spacings
+    assert g.nnz == 2 * 2 * (2 * 10 * 9)
+    assert p["mean_neighbours"] == pytest.approx(g.nnz / n)
+    cross = left[r] != left[c]
+    assert g.data[cross].max() < 0.1 * np.median(g.data[~cross])
+    # the result is the expression block smoothed n_steps times by the row-normalised graph (+ self-loop)
+    from sklearn.decomposition import PCA
+
+    e = a.obsm["X_pca"] - a.obsm["X_pca"].mean(0)
+    e /= np.sqrt((e**2).sum() / (n - 1))
+    block = PCA(6).fit_transform(e)
+    prop = g + sparse.identity(n)
+    prop = sparse.diags(1 / np.asarray(prop.sum(1)).ravel()) @ prop
+    assert np.allclose(np.abs(a.obsm["X_fused"]), np.abs(prop @ (prop @ (prop @ block))), atol=1e-4)
+    # morphology off: expression alone gives the unweighted graph; morph_weight=0 is the same
+    mst.tl.fuse(a, ("X_pca",), n_comps=6, n_rings=2, key_added="X_off")
+    mst.tl.fuse(a, ("X_pca", "X_morph"), n_comps=6, n_rings=2, morph_weight=0.0, key_added="X_off0")
+    g2 = a.obsp["X_off_connectivities"]
+    assert set(np.unique(g2.data)) == {1.0}
+    assert g2.nnz == 2 * (2 * 2 * 10 * 9 + 2 * 2 * 9 * 9 + 2 * 2 * 10 * 8)  # rook, diagonal, 2-step axis
+    np.testing.assert_allclose(a.obsm["X_off"], a.obsm["X_off0"], atol=1e-5)
+    assert a.uns["X_off"]["params"]["n_steps"] == 5
+    assert a.uns["X_off"]["params"]["morph_weight"] == 0.0
+    for kw, match in [
+        ({"n_rings": 0}, "n_rings"),
+        ({"morph_weight": -1}, "morph_weight"),
+        ({"n_steps": 0}, "n_steps"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            mst.tl.fuse(a, ("X_pca", "X_morph"), **kw)
+
+
+def test_graph_caps_n_neighs_per_section_with_a_note():
+    a = grid_adata(6, sections=2)
+    a = a[np.r_[np.arange(36), 36, 37, 38]].copy()  # section S1: 3 spots
+    a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 4))
+    mst.tl.fuse(a, ("X_pca",), method="graph", n_neighs=6, n_comps=4)
+    assert a.uns["X_fused"]["params"]["notes"] == ["section 'S1': n_neighs capped at 2 (3 observations)"]
+    assert np.isfinite(a.obsm["X_fused"]).all()
+
+
 def test_fusion_recovers_region_that_only_morphology_carries():
     a, truth = three_regions()
     mst.tl.domains(a, "X_pca", method="kmeans", n_domains=3, key_added="d_expr")
@@ -262,7 +324,7 @@ def test_bad_input_raises_before_writing():
     with pytest.raises(KeyError, match=r"X_densenet121.*embed_patches"):
         mst.tl.fuse(a, ("X_pca", "X_densenet121"))
     with pytest.raises(ValueError, match="at least two"):
-        mst.tl.fuse(a, ("X_pca",))
+        mst.tl.fuse(a, ("X_pca",), method="stitch")
     with pytest.raises(KeyError, match=r"mst\.tl\.fuse"):
         mst.tl.domains(a, "X_fused")
     with pytest.raises(ValueError, match="n_domains"):
@@ -407,7 +469,7 @@ def test_domains_caps_n_neighbors_with_a_note_and_gmm_covariance():
     assert p["notes"] == ["n_neighbors capped at n_obs - 1 = 15"]
     b, truth = three_regions(12)
     mst.tl.domains(b, "X_pca", method="gmm", n_domains=2, key_added="g")
-    assert b.uns["g"]["params"]["covariance_type"] == "diag"
+    assert b.uns["g"]["params"]["covariance_type"] == "tied"
     assert adjusted_rand_score(truth > 0, b.obs["g"].astype(int)) == pytest.approx(1.0)
     mst.tl.domains(b, "X_pca", method="gmm", n_domains=2, covariance_type="full", key_added="gf")
     assert b.uns["gf"]["params"]["covariance_type"] == "full"

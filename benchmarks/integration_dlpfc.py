@@ -1,0 +1,333 @@
+"""Spatial domains on the human DLPFC (10x Visium, spatialLIBD), side by side with peer methods, in one run.
+
+Data: ``mst.datasets.dlpfc`` (5,000-gene raw counts, low-res H&E, manual layers; Maynard et al. 2021). Per section:
+expression = PCA (30 components) of log1p counts normalised to 10,000 per spot (all 5,000 genes, already the most
+variable); morphology = ``mst.tl.embed_patches(model="handcrafted")`` on 110 µm patches of the low-res image
+(≈ 12.7 µm/px: colour, stain density and texture; the image is too coarse for deep features). 7 domains. ARI and
+NMI against ``layer_guess_reordered`` (NA spots excluded), mean over 3 seeds (the seed of the clustering, and of the
+peers' own training). Wall time per run (both sections share 2 CPU cores with whatever else runs).
+
+Rows:
+- ``expression``: PCA + GMM (tied covariance) / + Leiden (scanpy, resolution searched to 7 domains).
+- ``morphst:<method>``: ``mst.tl.fuse`` with its defaults, then ``mst.tl.domains(method="gmm")`` (default
+  ``covariance_type="tied"``); ``morph=on`` uses the handcrafted features, ``morph=off`` the same method with
+  morphology removed (``use_rep=("X_pca",)``; for stitch/weighted, off = expression alone).
+- peers, from their own packages (each skipped with the reason when it does not import):
+  SpaGCN (Hu et al. 2021; histology on/off, its own GCN clustering with k-means init, refined);
+  stLearn SME normalisation (Pham et al. 2023; ``weights_matrix_all`` on / ``weights_matrix_pd_gd`` off; the
+  morphology features given to it are morphst's handcrafted ones, since stLearn's own extractor needs TensorFlow)
+  then PCA + the same GMM;
+  BANKSY (Singhal et al. 2024; ``lambda=0.8``, 18 neighbours, the authors' DLPFC settings) then PCA (20) + the same
+  GMM (BANKSY's DLPFC runs use R mclust, which needs rpy2/R);
+  GraphST (Long et al. 2023; its embedding, PCA (20) + the same GMM in place of R mclust).
+
+Run: ``python benchmarks/integration_dlpfc.py [--samples 151673 151674] [--data-dir DIR] [--no-peers]
+[--peers SpaGCN stLearn BANKSY GraphST] [--seeds 3]``. Install the peers with ``pip install -e ".[benchmarks]"``.
+
+Last line: ``RESULT samples=... morphst_ari_mean=... best_peer=<name> best_peer_ari_mean=... method=<morphst method>``
+(means over samples and seeds; morphst = the default ``fuse`` + ``domains(method="gmm")`` with morphology).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+import morphst as mst
+from morphst import _logging as logg
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(os.environ.get("MORPHST_DATA_DIR", REPO.parent / "shared" / "data")) / "dlpfc"
+N_DOMAINS = 7
+PEERS = ("SpaGCN", "stLearn", "BANKSY", "GraphST")
+
+
+def scores(adata, labels) -> dict:
+    ref = adata.obs["layer"].to_numpy()
+    ok = ~pd.isna(ref)
+    r, d = ref[ok].astype(str), np.asarray(labels)[ok].astype(str)
+    return {"ari": adjusted_rand_score(r, d), "nmi": normalized_mutual_info_score(r, d)}
+
+
+def gmm(rep: np.ndarray, seed: int) -> np.ndarray:
+    import anndata as ad
+
+    tmp = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(rep))]))
+    tmp.obsm["Z"] = np.asarray(rep, dtype=np.float64)
+    mst.tl.domains(tmp, "Z", method="gmm", n_domains=N_DOMAINS, random_state=seed)
+    return tmp.obs["domain"].to_numpy()
+
+
+def prepare(sample: str, data_dir: Path):
+    sdata = mst.datasets.dlpfc(sample, data_dir=data_dir)
+    a = sdata.tables["table"]
+    sf = a.uns["spatial"][sample]["scalefactors"]
+    um_per_px_lowres = 55.0 / sf["spot_diameter_fullres"] / sf["tissue_lowres_scalef"]
+    mst.pp.extract_patches(
+        sdata, image_key=f"{sample}_lowres_image", patch_size=110.0, target_px=16, um_per_px=um_per_px_lowres
+    )
+    mst.tl.embed_patches(sdata, model="handcrafted")
+    a.layers["counts"] = a.X.copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    sc.pp.pca(a, n_comps=30, random_state=0)
+    return sdata, a
+
+
+# ----------------------------------------------------------------------------------------------- morphst rows
+
+
+def morphst_rows(a, seeds) -> list[dict]:
+    rows = []
+
+    def add(name, morph, fn):
+        for seed in seeds:
+            t = time.perf_counter()
+            lab = fn(seed)
+            rows.append({"method": name, "morph": morph, "seed": seed, **scores(a, lab), "s": time.perf_counter() - t})
+
+    add("expression + gmm", "-", lambda s: gmm(a.obsm["X_pca"], s))
+
+    def leiden(seed):
+        mst.tl.domains(a, "X_pca", method="leiden", n_domains=N_DOMAINS, random_state=seed, key_added="_l")
+        return a.obs["_l"].to_numpy()
+
+    add("expression + leiden", "-", leiden)
+    for method in ("smooth", "graph", "stitch", "weighted"):
+        kw = {"weights": (0.7, 0.3)} if method == "weighted" else {}
+        for morph in ("on", "off"):
+            if morph == "off" and method in ("stitch", "weighted"):
+                continue  # without morphology these are expression alone (row above)
+            reps = ("X_pca", "X_handcrafted") if morph == "on" else ("X_pca",)
+
+            def run(seed, reps=reps, method=method, kw=kw):
+                mst.tl.fuse(a, reps, method=method, key_added="X_f", **kw)
+                return gmm(a.obsm["X_f"], seed)
+
+            add(f"morphst:{method}", morph, run)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- peers
+
+
+def _seed_all(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (the peers draw from the global generator)
+    torch.manual_seed(seed)
+
+
+def run_spagcn(sdata, a, sample, seeds) -> list[dict]:
+    import SpaGCN as spg
+
+    sf = a.uns["spatial"][sample]["scalefactors"]
+    img = np.asarray(sdata.images[f"{sample}_lowres_image"].values).transpose(1, 2, 0).copy()
+    # positions in low-res pixels (the only image here); SpaGCN's beta (49 full-res px) scaled alike
+    # SpaGCN's x is the pixel row, y the column
+    x_px = (a.obsm["spatial"][:, 1] * sf["tissue_lowres_scalef"]).astype(int)
+    y_px = (a.obsm["spatial"][:, 0] * sf["tissue_lowres_scalef"]).astype(int)
+    beta = max(1, round(49 * sf["tissue_lowres_scalef"]))
+    ad_ = a.copy()
+    ad_.X = ad_.X.toarray() if hasattr(ad_.X, "toarray") else ad_.X
+    adj_2d = spg.calculate_adj_matrix(x=x_px, y=y_px, histology=False)
+    rows = []
+    for hist in (True, False):
+        t0 = time.perf_counter()
+        adj = spg.calculate_adj_matrix(
+            x=x_px, y=y_px, x_pixel=x_px, y_pixel=y_px, image=img, beta=beta, alpha=1, histology=hist
+        )
+        l_val = spg.search_l(0.5, adj, start=0.01, end=1000, tol=0.01, max_run=100)
+        t_adj = time.perf_counter() - t0
+        for seed in seeds:
+            t = time.perf_counter()
+            _seed_all(seed)
+            clf = spg.SpaGCN()
+            clf.set_l(l_val)
+            clf.train(ad_, adj, init_spa=True, init="kmeans", n_clusters=N_DOMAINS, tol=5e-3, lr=0.05, max_epochs=200)
+            pred, _ = clf.predict()
+            refined = spg.refine(sample_id=ad_.obs_names.tolist(), pred=pred.tolist(), dis=adj_2d, shape="hexagon")
+            rows.append(
+                {
+                    "method": "peer:SpaGCN (refined)",
+                    "morph": "on" if hist else "off",
+                    "seed": seed,
+                    **scores(a, refined),
+                    "s": time.perf_counter() - t + t_adj / len(seeds),
+                }
+            )
+    return rows
+
+
+def run_stlearn(sdata, a, sample, seeds) -> list[dict]:
+    from stlearn.spatial.SME import SME_normalize
+
+    rows = []
+    for morph, weights in (("on", "weights_matrix_all"), ("off", "weights_matrix_pd_gd")):
+        t = time.perf_counter()
+        b = a.copy()
+        b.X = b.X.toarray()
+        b.obs["imagecol"] = a.obsm["spatial"][:, 0].astype(float)
+        b.obs["imagerow"] = a.obsm["spatial"][:, 1].astype(float)
+        b.obsm["X_morphology"] = np.asarray(a.obsm["X_handcrafted"], dtype=float)
+        SME_normalize(b, use_data="raw", weights=weights, platform="Visium")
+        x = b.obsm["raw_SME_normalized"]
+        x = x - x.mean(0)
+        from sklearn.decomposition import PCA
+
+        z = PCA(30, random_state=0).fit_transform(x)
+        t_rep = time.perf_counter() - t
+        for seed in seeds:
+            t = time.perf_counter()
+            lab = gmm(z, seed)
+            rows.append(
+                {
+                    "method": "peer:stLearn SME + gmm",
+                    "morph": morph,
+                    "seed": seed,
+                    **scores(a, lab),
+                    "s": time.perf_counter() - t + t_rep / len(seeds),
+                }
+            )
+    return rows
+
+
+def run_banksy(sdata, a, sample, seeds) -> list[dict]:
+    from banksy.embed_banksy import generate_banksy_matrix
+    from banksy.initialize_banksy import initialize_banksy
+    from sklearn.decomposition import PCA
+
+    t = time.perf_counter()
+    b = a.copy()
+    b.obs["xcoord"] = a.obsm["spatial"][:, 0].astype(float)
+    b.obs["ycoord"] = a.obsm["spatial"][:, 1].astype(float)
+    b.obsm["coord_xy"] = np.column_stack([b.obs["xcoord"], b.obs["ycoord"]])
+    bd = initialize_banksy(
+        b,
+        ("xcoord", "ycoord", "coord_xy"),
+        num_neighbours=18,
+        nbr_weight_decay="scaled_gaussian",
+        max_m=1,
+        plt_edge_hist=False,
+        plt_nbr_weights=False,
+        plt_agf_angles=False,
+        plt_theta=False,
+    )
+    _, bm = generate_banksy_matrix(b, bd, [0.8], max_m=1, verbose=False)
+    x = bm.X.toarray() if hasattr(bm.X, "toarray") else np.asarray(bm.X)
+    z = PCA(20, random_state=0).fit_transform(x - x.mean(0))
+    t_rep = time.perf_counter() - t
+    rows = []
+    for seed in seeds:
+        t = time.perf_counter()
+        lab = gmm(z, seed)
+        rows.append(
+            {
+                "method": "peer:BANKSY + gmm",
+                "morph": "off",
+                "seed": seed,
+                **scores(a, lab),
+                "s": time.perf_counter() - t + t_rep / len(seeds),
+            }
+        )
+    return rows
+
+
+def run_graphst(sdata, a, sample, seeds) -> list[dict]:
+    import skmisc  # noqa: F401  (GraphST's preprocessing selects genes with flavor="seurat_v3")
+    import torch
+    from GraphST.GraphST import GraphST
+    from sklearn.decomposition import PCA
+
+    rows = []
+    for seed in seeds:
+        t = time.perf_counter()
+        b = a.copy()
+        b.X = b.layers["counts"].copy()
+        b.obsm["spatial"] = np.asarray(a.obsm["spatial"], dtype=float)
+        model = GraphST(b, device=torch.device("cpu"), random_seed=seed)
+        b = model.train()
+        z = PCA(20, random_state=0).fit_transform(b.obsm["emb"])
+        lab = gmm(z, seed)
+        rows.append(
+            {"method": "peer:GraphST + gmm", "morph": "off", "seed": seed, **scores(a, lab)}
+            | {"s": time.perf_counter() - t}
+        )
+    return rows
+
+
+RUNNERS = {"SpaGCN": run_spagcn, "stLearn": run_stlearn, "BANKSY": run_banksy, "GraphST": run_graphst}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--samples", nargs="+", default=["151673", "151674"])
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="folder with one folder per sample")
+    p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
+    p.add_argument("--seeds", type=int, default=3)
+    args = p.parse_args()
+    seeds = list(range(args.seeds))
+    mst.settings.progress_bar = False
+    warnings.filterwarnings("ignore")
+    t_all = time.perf_counter()
+    rows = []
+    for sample in args.samples:
+        t0 = time.perf_counter()
+        sdata, a = prepare(sample, args.data_dir)
+        logg.logger.setLevel("WARNING")
+        print(f"[{sample}] {a.n_obs} spots, {a.n_vars} genes, prepared in {time.perf_counter() - t0:.0f}s", flush=True)
+        for r in morphst_rows(a, seeds):
+            rows.append({"sample": sample, **r})
+        if not args.no_peers:
+            for name in args.peers:
+                t = time.perf_counter()
+                try:
+                    out = RUNNERS[name](sdata, a, sample, seeds)
+                except ImportError as e:
+                    print(f"[{sample}] {name}: skipped, not installed ({type(e).__name__}: {e})", flush=True)
+                    continue
+                except Exception as e:  # a peer failing must not lose the other rows; say why
+                    print(f"[{sample}] {name}: skipped, failed ({type(e).__name__}: {e})", flush=True)
+                    continue
+                print(f"[{sample}] {name}: {time.perf_counter() - t:.0f}s", flush=True)
+                rows += [{"sample": sample, **r} for r in out]
+    df = pd.DataFrame(rows)
+    pd.set_option("display.width", 160)
+    for sample in args.samples:
+        sub = df[df["sample"] == sample]
+        tab = sub.groupby(["method", "morph"], sort=False).agg(
+            ari=("ari", "mean"), ari_min=("ari", "min"), ari_max=("ari", "max"), nmi=("nmi", "mean"), s=("s", "mean")
+        )
+        print(f"\n== {sample}: mean over {len(seeds)} seeds; ARI/NMI vs manual layers (NA excluded); s = seconds/run")
+        print(tab.round(3).to_string())
+    mean = df.groupby(["method", "morph"], sort=False)["ari"].mean()
+    print("\n== mean ARI over samples and seeds")
+    print(mean.round(3).to_string())
+    morphst_method = "smooth"
+    morphst_ari = mean[(f"morphst:{morphst_method}", "on")]
+    peers = {f"{m}|{o}": v for (m, o), v in mean.items() if m.startswith("peer:")}
+    if peers:
+        best = max(peers, key=peers.get)
+        best_name, best_ari = best.replace("peer:", "").replace("|", " morph="), peers[best]
+    else:
+        best_name, best_ari = "none", float("nan")
+    print(f"\ntotal {time.perf_counter() - t_all:.0f}s")
+    print(
+        f"RESULT samples={','.join(args.samples)} morphst_ari_mean={morphst_ari:.3f} "
+        f"best_peer={best_name.replace(' ', '_')} best_peer_ari_mean={best_ari:.3f} method={morphst_method}"
+    )
+
+
+if __name__ == "__main__":
+    main()
