@@ -8,6 +8,7 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pandas as pd
 
 from .. import _logging as logg
 from .._constants import Key
@@ -15,6 +16,7 @@ from .._settings import settings
 from .._utils import get_adata, records_params
 
 if TYPE_CHECKING:
+    from distributed import Client
     from spatialdata import SpatialData
 
 
@@ -39,6 +41,379 @@ def _autocast_dtype(device, dtype: str, uses_torch: bool):
     return None
 
 
+#: Patches per checkpoint block (rounded to whole batches): the work lost by a crash, and one zarr chunk.
+_BLOCK_PATCHES = 2048
+#: Version of the checkpoint layout (``attrs['morphst_embed_patches']['format']``).
+_CHECKPOINT_FORMAT = 1
+_CHECKPOINT_ATTR = "morphst_embed_patches"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the batch plan: fixed by the rows and the batch size, shared by a fresh run, a resumed run and the workers
+# --------------------------------------------------------------------------------------------------------------
+def _batch_plan(reader, batch_size: int) -> list[np.ndarray]:
+    """Table rows of every batch, in reading order: image by image, chunk by chunk, ``batch_size`` at a time.
+
+    The same split as :meth:`PatchReader.iter_batches` with ``rows=None``; a run that skips finished batches reads
+    the others with exactly these compositions (within an image every batch but the last is full).
+    """
+    out = []
+    for g, pos in reader._plan(None, sort=True):
+        out.extend(g.rows[pos[b : b + batch_size]] for b in range(0, len(pos), batch_size))
+    return out
+
+
+def _encode(enc, patches, dev, use_cl: bool, autocast) -> np.ndarray:
+    """One batch through the encoder: ``(B, D)`` float32; refuses a wrong shape or non-finite features."""
+    import torch
+
+    x = patches.to(dev, non_blocking=True) if enc.uses_torch else patches
+    x = enc.transform(x)
+    if use_cl and hasattr(x, "contiguous") and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast:
+        f = enc.encode(x)
+    f = f.float().cpu().numpy() if isinstance(f, torch.Tensor) else np.asarray(f, dtype=np.float32)
+    n = len(patches)
+    if f.ndim != 2 or f.shape[0] != n:
+        msg = (
+            f"The encoder {enc.name!r} returned shape {f.shape} for a batch of {n} patches; it must return "
+            "(batch, n_features)."
+        )
+        raise ValueError(msg)
+    if not np.isfinite(f).all():
+        bad = ~np.isfinite(f).all(axis=1)
+        msg = (
+            f"The encoder {enc.name!r} returned NaN or infinite features for {int(bad.sum())} of {n} patches; "
+            "nothing was written. Check the encoder (e.g. a division by a zero-variance patch) or its weights."
+        )
+        raise ValueError(msg)
+    return f.astype(np.float32, copy=False)
+
+
+def _prepare(enc, device: str | None, dtype: str):
+    """Move the encoder to its device; return ``(device, autocast dtype or None, channels_last, autocast ctx)``."""
+    import torch
+
+    dev = settings.resolve_device(device) if enc.uses_torch else torch.device("cpu")
+    ac = _autocast_dtype(dev, dtype, enc.uses_torch)
+    enc.to(dev)
+    use_cl = enc.uses_torch and dev.type in ("cpu", "cuda")
+    if use_cl:
+        enc.channels_last()
+    autocast = torch.autocast(device_type=dev.type, dtype=ac) if ac is not None else nullcontext()
+    return dev, ac, use_cl, autocast
+
+
+# --------------------------------------------------------------------------------------------------------------
+# checkpoint store
+# --------------------------------------------------------------------------------------------------------------
+class _Checkpoint:
+    """Features of finished blocks in a zarr store: ``rows`` (plan), ``features`` (one chunk per block), ``done``.
+
+    A block's features are written (one chunk; zarr's local store writes by rename) before its ``done`` flag, so
+    a killed process leaves only whole blocks marked done. The store appears, by rename, when the first block is
+    finished, complete with the plan and the call it belongs to.
+    """
+
+    def __init__(self, path, call: dict, rows: np.ndarray, block_rows: int):
+        from pathlib import Path
+
+        self.path = Path(path)
+        self.call = call
+        self.rows = rows  # (n_blocks * block_rows,) int64, -1 padding
+        self.block_rows = block_rows
+        self.n_blocks = len(rows) // block_rows
+        self.group = None
+        self.done = np.zeros(self.n_blocks, bool)
+        if self.path.exists():
+            self._open()
+
+    def _open(self) -> None:
+        import zarr
+
+        try:
+            g = zarr.open_group(str(self.path), mode="r+")
+            meta = dict(g.attrs).get(_CHECKPOINT_ATTR)
+        except Exception as e:  # any unreadable store gets the same message
+            meta, err = None, e
+        else:
+            err = None
+        if not isinstance(meta, dict):
+            msg = (
+                f"`checkpoint={str(self.path)!r}` exists but is not an embed_patches checkpoint"
+                f"{f' ({type(err).__name__}: {err})' if err else ''}; pass another path or delete it."
+            )
+            raise ValueError(msg)
+        if meta.get("format") != _CHECKPOINT_FORMAT:
+            msg = (
+                f"Checkpoint {str(self.path)!r} has format {meta.get('format')!r}, this morphst writes "
+                f"{_CHECKPOINT_FORMAT}; delete it to start again."
+            )
+            raise ValueError(msg)
+        stored = meta.get("call", {})
+        diff = sorted(k for k in set(stored) | set(self.call) if stored.get(k) != self.call.get(k))
+        if diff:
+            detail = "; ".join(f"{k}: stored {stored.get(k)!r}, now {self.call.get(k)!r}" for k in diff[:4])
+            msg = (
+                f"Checkpoint {str(self.path)!r} was written by a different call ({detail}); resuming it would mix "
+                "features of different runs. Pass the same arguments, another `checkpoint=` path, or delete it."
+            )
+            raise ValueError(msg)
+        if g["rows"].shape != self.rows.shape or not np.array_equal(g["rows"][:], self.rows):
+            msg = (
+                f"Checkpoint {str(self.path)!r} was written for other patches (the rows or their order differ: the "
+                "table or its patch geometry changed). Pass another `checkpoint=` path or delete it."
+            )
+            raise ValueError(msg)
+        self.group = g
+        self.done = g["done"][:].astype(bool)
+
+    def _create(self, dim: int) -> None:
+        import os
+        import shutil
+
+        import zarr
+
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        g = zarr.open_group(str(tmp), mode="w")
+        g.create_array("rows", shape=self.rows.shape, chunks=(self.block_rows,), dtype=np.int64, fill_value=-1)
+        g["rows"][:] = self.rows
+        g.create_array(
+            "features",
+            shape=(len(self.rows), dim),
+            chunks=(self.block_rows, dim),
+            dtype=np.float32,
+            fill_value=np.float32("nan"),
+        )
+        g.create_array("done", shape=(self.n_blocks,), chunks=(1,), dtype=np.uint8, fill_value=0, compressors=None)
+        g.attrs[_CHECKPOINT_ATTR] = {
+            "format": _CHECKPOINT_FORMAT,
+            "call": self.call,
+            "n_blocks": self.n_blocks,
+            "block_rows": self.block_rows,
+            "embedding_dim": int(dim),
+            "layout": "features[k] are the features of table row rows[k] (rows -1: padding); block b is done "
+            "when done[b] == 1",
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, self.path)
+        self.group = zarr.open_group(str(self.path), mode="r+")
+
+    def write(self, b: int, feats: np.ndarray) -> None:
+        if self.group is None:
+            self._create(feats.shape[1])
+        if self.group["features"].shape[1] != feats.shape[1]:
+            msg = (
+                f"The encoder returned {feats.shape[1]} features, the checkpoint holds "
+                f"{self.group['features'].shape[1]}."
+            )
+            raise ValueError(msg)
+        block = np.full((self.block_rows, feats.shape[1]), np.nan, np.float32)
+        block[: len(feats)] = feats
+        self.group["features"][b * self.block_rows : (b + 1) * self.block_rows] = block
+        self.group["done"][b] = 1  # last: the block counts only once its features are on disk
+        self.done[b] = True
+
+    def read(self, n_obs: int) -> np.ndarray:
+        g = self.group
+        out = np.full((n_obs, g["features"].shape[1]), np.nan, np.float32)
+        for b in range(self.n_blocks):
+            sl = slice(b * self.block_rows, (b + 1) * self.block_rows)
+            rows = self.rows[sl]
+            keep = rows >= 0
+            out[rows[keep]] = g["features"][sl][keep]
+        return out
+
+
+def _call_record(enc, model, weights, random_state, reader, size_index, dtype, batch_size, n_obs, regions) -> dict:
+    """What a checkpoint must match to be resumed (JSON-serialisable)."""
+    return {
+        "model": enc.name if isinstance(model, str) else f"callable {enc.name}",
+        "weights_sha256": enc.weights_sha256,
+        "weights": "random" if isinstance(weights, str) and weights == "random" else "pretrained",
+        "random_state": int(random_state) if isinstance(weights, str) and weights == "random" else None,
+        "dtype": dtype,
+        "batch_size": int(batch_size),
+        "n_obs": int(n_obs),
+        "patch_size_um": float(reader.size_um),
+        "target_px": int(reader.target_px),
+        "context_index": int(size_index),
+        "regions": {
+            r: {
+                "image": str(v["image"]),
+                "level": int(np.atleast_1d(v["level"])[size_index]),
+                "window_px": [int(x) for x in np.asarray(v["window_px"])[size_index]],
+                "channels": [int(c) for c in np.atleast_1d(v["channels"])],
+                "intensity_range": None
+                if isinstance(v["intensity_range"], str)
+                else np.asarray(v["intensity_range"], float).round(6).tolist(),
+            }
+            for r, v in sorted(regions.items())
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dask.distributed: one task per block; the worker opens the image level from the zarr store and keeps the model
+# --------------------------------------------------------------------------------------------------------------
+#: Per worker process: models by spec key, so each worker builds a model once.
+_WORKER_MODELS: dict = {}
+
+
+def _resolve_client(client):
+    if client is None:
+        return None
+    try:
+        import distributed
+    except ImportError as e:  # pragma: no cover - distributed is a dependency
+        msg = "`client=` needs dask.distributed: `pip install distributed`."
+        raise ImportError(msg) from e
+    if isinstance(client, str):
+        if client != "auto":
+            msg = f"`client` must be None, 'auto' (the active dask.distributed client) or a Client, got {client!r}."
+            raise ValueError(msg)
+        try:
+            return distributed.get_client()
+        except ValueError as e:
+            msg = (
+                "`client='auto'` needs an active dask.distributed Client: create one first, e.g. "
+                "`from distributed import Client; client = Client(cluster)`."
+            )
+            raise ValueError(msg) from e
+    if not isinstance(client, distributed.Client):
+        msg = f"`client` must be None, 'auto' or a dask.distributed Client, got {type(client).__name__}."
+        raise TypeError(msg)
+    return client
+
+
+def _level_on_disk(sdata, image_key: str, level: int, shape) -> str:
+    """Path of pyramid ``level`` of image ``image_key`` in the zarr store behind ``sdata``; refuses other images."""
+    from pathlib import Path
+
+    import zarr
+
+    hint = (
+        "Workers read the image from the SpatialData's zarr store: write it first and use the object read back, "
+        "e.g. `sdata.write('section.zarr'); sdata = spatialdata.read_zarr('section.zarr')`."
+    )
+    if sdata.path is None:
+        msg = f"`client=` needs a SpatialData backed by a zarr store on disk (sdata.path is None). {hint}"
+        raise ValueError(msg)
+    root = Path(sdata.path) / "images" / image_key
+    try:
+        g = zarr.open_group(str(root), mode="r")
+        attrs = dict(g.attrs)
+        ms = attrs.get("ome", attrs).get("multiscales")
+        path = ms[0]["datasets"][level]["path"] if ms else None
+        arr = g[path] if path is not None else None
+    except Exception:  # not there or not an OME-NGFF image: same advice
+        arr = None
+    if arr is None or tuple(arr.shape) != tuple(shape):
+        msg = (
+            f"Image {image_key!r} (level {level}, shape {tuple(shape)}) is not in the zarr store {str(sdata.path)!r} "
+            f"as it is in memory. {hint}"
+        )
+        raise ValueError(msg)
+    return str(root / path)
+
+
+def _worker_model(spec: dict):
+    key = spec["key"]
+    hit = _WORKER_MODELS.get(key)
+    if hit is None:
+        import torch
+
+        from .models import get_model
+
+        try:
+            from distributed import get_worker
+
+            torch.set_num_threads(max(1, int(get_worker().state.nthreads)))
+        except (ImportError, ValueError):  # pragma: no cover - not on a worker
+            pass
+        enc = get_model(
+            spec["model"], weights=spec["weights"], random_state=spec["random_state"], n_jobs=spec["n_jobs"]
+        )
+        hit = (enc, *_prepare(enc, spec["device"], spec["dtype"]))
+        _WORKER_MODELS.clear()  # one model per worker process
+        _WORKER_MODELS[key] = hit
+    return hit
+
+
+def _worker_block(task: dict) -> tuple[np.ndarray, dict]:
+    """Read and encode the batches of one block on a worker: ``(features in plan order, info)``."""
+    import dask.array as da
+    import torch
+    import zarr
+
+    from ..pp._patches import PatchReader
+
+    enc, dev, ac, use_cl, autocast = _worker_model(task["model"])
+    out = []
+    with torch.inference_mode():
+        for piece in task["pieces"]:
+            level = da.from_zarr(zarr.open_array(piece["level_path"], mode="r"))
+            reader = PatchReader.from_level(
+                level,
+                piece["xy0"],
+                piece["window_px"],
+                target_px=task["target_px"],
+                channels=piece["channels"],
+                channel_mode=piece["mode"],
+                intensity_range=piece["intensity_range"],
+                fill_value=piece["fill"],
+                n_workers=task["model"]["n_jobs"],
+            )
+            for k, (_, patches) in enumerate(
+                reader.iter_batches(np.arange(len(piece["xy0"])), batch_size=task["batch_size"])
+            ):
+                f = _encode(enc, patches, dev, use_cl, autocast)
+                if len(f) != piece["sizes"][k]:  # pragma: no cover - the plan is the same on both sides
+                    msg = "Internal error: a worker's batch differs from the plan."
+                    raise RuntimeError(msg)
+                out.append(f)
+    info = {"device": str(dev), "autocast": ac is not None, "weights_sha256": enc.weights_sha256}
+    return np.concatenate(out), info
+
+
+def _block_tasks(reader, batches, blocks, needed, level_paths, spec, batch_size) -> dict[int, dict]:
+    """Per unfinished block, the task a worker runs: the block's windows grouped by image (one piece per image)."""
+    where = {}  # table row -> (group name, position in group)
+    for name, g in reader.groups.items():
+        where[name] = pd.Series(np.arange(len(g.rows)), index=g.rows)
+    tasks = {}
+    for b in needed:
+        pieces = []
+        for k in blocks[b]:
+            rows = batches[k]
+            name = reader.row_group[rows[0]]
+            g = reader.groups[name]
+            if not pieces or pieces[-1]["name"] != name:
+                rd = g.reader
+                pieces.append(
+                    {
+                        "name": name,
+                        "level_path": level_paths[name],
+                        "xy0": [],
+                        "sizes": [],
+                        "window_px": g.w,
+                        "channels": rd.channels,
+                        "mode": rd.mode,
+                        "intensity_range": rd.irange,
+                        "fill": rd.fill,
+                    }
+                )
+            pieces[-1]["xy0"].append(g.xy0[where[name].loc[rows].to_numpy()])
+            pieces[-1]["sizes"].append(len(rows))
+        for p in pieces:
+            p["xy0"] = np.concatenate(p["xy0"])
+        tasks[b] = {"pieces": pieces, "model": spec, "target_px": reader.target_px, "batch_size": batch_size}
+    return tasks
+
+
 def embed_patches(
     sdata: SpatialData,
     model: str | Callable = "efficientnet_lite0",
@@ -52,6 +427,8 @@ def embed_patches(
     key_added: str | None = None,
     random_state: int = 0,
     n_jobs: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    client: Client | Literal["auto"] | None = None,
 ) -> None:
     """Embed the spot/cell-centred patches with an encoder, one feature vector per observation.
 
@@ -148,6 +525,7 @@ def embed_patches(
         msg = f"`batch_size` must be a positive integer, got {batch_size}."
         raise ValueError(msg)
     size_index = context_index(context)
+    cl = _resolve_client(client)
     start = logg.info(f"embedding patches with {getattr(model, '__name__', model)!s}")
     # validate the patch geometry before building the model (seconds), writing nothing yet
     needs_patches = Key.PATCHES not in adata.uns or OBS_X not in adata.obs
@@ -173,52 +551,107 @@ def embed_patches(
         if size_index > 0:
             key_added += f"_{reader.size_um:g}um"
 
-    dev = settings.resolve_device(device) if enc.uses_torch else torch.device("cpu")
-    ac = _autocast_dtype(dev, dtype, enc.uses_torch)
-    enc.to(dev)
-    use_cl = enc.uses_torch and dev.type in ("cpu", "cuda")
-    if use_cl:
-        enc.channels_last()
-    autocast = torch.autocast(device_type=dev.type, dtype=ac) if ac is not None else nullcontext()
-
-    rows_all = reader.rows
+    bs = int(batch_size)
+    batches = _batch_plan(reader, bs)
+    per_block = max(1, _BLOCK_PATCHES // bs)
+    blocks = [list(range(k, min(k + per_block, len(batches)))) for k in range(0, len(batches), per_block)]
+    block_rows = per_block * bs
+    plan_rows = np.full(len(blocks) * block_rows, -1, np.int64)
+    for b, ks in enumerate(blocks):
+        r = np.concatenate([batches[k] for k in ks])
+        plan_rows[b * block_rows : b * block_rows + len(r)] = r
+    regions = adata.uns[Key.PATCHES]["regions"]
+    call = _call_record(enc, model, weights, random_state, reader, size_index, dtype, bs, adata.n_obs, regions)
+    ckpt = _Checkpoint(checkpoint, call, plan_rows, block_rows) if checkpoint is not None else None
+    resumed = int(ckpt.done.sum()) if ckpt is not None else 0
+    needed = [b for b in range(len(blocks)) if ckpt is None or not ckpt.done[b]]
+    if ckpt is not None and resumed:
+        logg.info(f"    resuming {str(ckpt.path)!r}: {resumed} of {len(blocks)} blocks already embedded")
     feats: np.ndarray | None = None
-    with (
-        torch.inference_mode(),
-        tqdm(total=len(rows_all), desc=f"embed {enc.name}", unit="patch", disable=not settings.progress_bar) as bar,
-    ):
-        for rows, patches in reader.iter_batches(batch_size=int(batch_size)):
-            x = patches.to(dev, non_blocking=True) if enc.uses_torch else patches
-            x = enc.transform(x)
-            if use_cl and hasattr(x, "contiguous") and x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                f = enc.encode(x)
-            f = f.float().cpu().numpy() if isinstance(f, torch.Tensor) else np.asarray(f, dtype=np.float32)
-            if f.ndim != 2 or f.shape[0] != len(rows):
-                msg = (
-                    f"The encoder {enc.name!r} returned shape {f.shape} for a batch of {len(rows)} patches; it must "
-                    "return (batch, n_features)."
-                )
-                raise ValueError(msg)
-            if not np.isfinite(f).all():
-                bad = int((~np.isfinite(f)).any(axis=1).sum())
-                msg = (
-                    f"The encoder {enc.name!r} returned NaN or infinite features for {bad} of {len(rows)} patches "
-                    f"(table rows {list(rows[~np.isfinite(f).all(axis=1)][:5])}); nothing was written. Check the "
-                    "encoder (e.g. a division by a zero-variance patch) or its weights."
-                )
-                raise ValueError(msg)
-            if feats is None:
-                feats = np.full((adata.n_obs, f.shape[1]), np.nan, dtype=np.float32)
-            feats[rows] = f
-            bar.update(len(rows))
+
+    def finish(b: int, f: np.ndarray) -> None:
+        nonlocal feats
+        if ckpt is not None:
+            ckpt.write(b, f)
+            return
+        if feats is None:
+            feats = np.full((adata.n_obs, f.shape[1]), np.nan, dtype=np.float32)
+        feats[plan_rows[b * block_rows : b * block_rows + len(f)]] = f
+
+    n_todo = sum(len(batches[k]) for b in needed for k in blocks[b])
+    bar = tqdm(total=n_todo, desc=f"embed {enc.name}", unit="patch", disable=not settings.progress_bar)
+    run_info = None
+    if cl is None:
+        dev, ac, use_cl, autocast = _prepare(enc, device, dtype)
+        run_info = {"device": str(dev), "autocast": ac is not None}
+        if needed:
+            todo = [k for b in needed for k in blocks[b]]
+            it = reader.iter_batches(np.concatenate([batches[k] for k in todo]), batch_size=bs)
+            try:
+                with torch.inference_mode():
+                    for b in needed:
+                        fs = []
+                        for k in blocks[b]:
+                            rows, patches = next(it)
+                            if not np.array_equal(rows, batches[k]):  # pragma: no cover - reader contract
+                                msg = "Internal error: the patch reader's batches differ from the plan."
+                                raise RuntimeError(msg)
+                            fs.append(_encode(enc, patches, dev, use_cl, autocast))
+                            bar.update(len(rows))
+                        finish(b, np.concatenate(fs))
+            finally:
+                it.close()
+                bar.close()
+    else:
+        from dask.base import tokenize
+        from distributed import as_completed
+
+        level_paths = {
+            name: _level_on_disk(
+                sdata,
+                regions[name]["image"],
+                int(np.atleast_1d(regions[name]["level"])[size_index]),
+                g.reader.data.shape,
+            )
+            for name, g in reader.groups.items()
+        }
+        w = str(weights) if isinstance(weights, os.PathLike) else weights
+        spec = {
+            "model": model,
+            "weights": w,
+            "random_state": random_state,
+            "n_jobs": n_jobs,
+            "device": device,
+            "dtype": dtype,
+        }
+        spec["key"] = tokenize(model if isinstance(model, str) else repr(model), w, random_state, device, dtype, n_jobs)
+        tasks = _block_tasks(reader, batches, blocks, needed, level_paths, spec, bs)
+        token = tokenize(spec["key"], call, str(checkpoint))
+        futures = [cl.submit(_worker_block, tasks[b], key=f"morphst-embed-{token}-{b}", pure=False) for b in needed]
+        block_of = {f.key: b for f, b in zip(futures, needed, strict=True)}
+        try:
+            for fut, (f, info) in as_completed(futures, with_results=True):
+                if info["weights_sha256"] != enc.weights_sha256:
+                    msg = (
+                        f"A worker loaded other weights for {enc.name!r} (sha256 {info['weights_sha256']}, here "
+                        f"{enc.weights_sha256}): give `weights=` a path that every worker can read."
+                    )
+                    raise ValueError(msg)
+                run_info = run_info or info
+                finish(block_of[fut.key], f)
+                bar.update(len(f))
+                fut.release()
+        finally:
+            for fut in futures:
+                fut.cancel()
+            bar.close()
+    if ckpt is not None:
+        feats = ckpt.read(adata.n_obs)
     if feats is None:  # pragma: no cover - extract_patches guarantees at least one patch
         msg = "No patches to embed."
         raise ValueError(msg)
+    run_info = run_info or {"device": "none (all blocks resumed from the checkpoint)", "autocast": None}
 
-    info = adata.uns[Key.PATCHES]
-    regions = info["regions"]
     adata.obsm[key_added] = feats
     uns = {
         "params": records_params(
@@ -233,18 +666,22 @@ def embed_patches(
             pyramid_level={r: int(np.atleast_1d(v["level"])[size_index]) for r, v in regions.items()},
             level_um_per_px={r: float(np.atleast_1d(v["level_um_per_px"])[size_index]) for r, v in regions.items()},
             um_per_unit={r: float(v["um_per_unit"]) for r, v in regions.items() if "um_per_unit" in v},
-            device=str(dev),
-            dtype="bfloat16 autocast" if ac is not None else "float32",
+            device=run_info["device"],
+            dtype={True: "bfloat16 autocast", False: "float32", None: "as stored"}[run_info["autocast"]],
             batch_size=int(batch_size),
             random_state=random_state,
             embedding_dim=int(feats.shape[1]),
+            checkpoint=None if checkpoint is None else str(checkpoint),
+            checkpoint_blocks_resumed=resumed,
+            n_blocks=len(blocks),
+            client=None if cl is None else str(cl.scheduler.address),
         )
     }
     if hasattr(enc, "feature_names"):
         uns["feature_names"] = list(enc.feature_names)
     adata.uns[key_added] = uns
     logg.info(
-        f"    finished: {len(rows_all)} patches -> {feats.shape[1]} features; added .obsm[{key_added!r}], "
+        f"    finished: {len(plan_rows[plan_rows >= 0])} patches -> {feats.shape[1]} features; added .obsm[{key_added!r}], "
         f".uns[{key_added!r}]['params']",
         time=start,
     )

@@ -308,6 +308,40 @@ class PatchReader:
             self.groups[region] = _Group(reader, rows, xy0, w)
             self.row_group[rows] = region
 
+    @classmethod
+    def from_level(
+        cls,
+        level,
+        xy0: np.ndarray,
+        window_px: tuple[int, int],
+        *,
+        target_px: int,
+        channels: Sequence[int],
+        channel_mode: str,
+        intensity_range: np.ndarray | None,
+        fill_value: int,
+        n_workers: int | None = None,
+        cache_bytes: int = _CACHE_BYTES,
+    ) -> PatchReader:
+        """A reader of given windows of one pyramid level, without a SpatialData or table (rows ``0..n-1``).
+
+        For a process that opens the level itself, e.g. a dask worker reading it from the zarr store
+        (``dask.array.from_zarr``); the arguments are those of a group of a reader built from the SpatialData, so
+        the patches are the same bytes.
+        """
+        self = cls.__new__(cls)
+        xy0 = np.asarray(xy0, dtype=np.int64).reshape(-1, 2)
+        self.size_um = float("nan")
+        self.target_px = int(target_px)
+        self.n_obs = len(xy0)
+        self.n_workers = n_workers or settings.n_workers
+        rd = _LevelReader(
+            level, [int(c) for c in channels], str(channel_mode), intensity_range, int(fill_value), cache_bytes
+        )
+        self.groups = {"level": _Group(rd, np.arange(len(xy0)), xy0, (int(window_px[0]), int(window_px[1])))}
+        self.row_group = np.full(len(xy0), "level", dtype=object)
+        return self
+
     @property
     def rows(self) -> np.ndarray:
         """Table rows that have a patch."""
