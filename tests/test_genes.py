@@ -285,3 +285,11 @@ def test_duplicated_var_names_are_refused_up_front():
     a.var_names_make_unique()
     mst.pp.select_genes(a, flavor=["DUP", "g1"])
     assert list(a.var_names[a.var["morph_target"]]) == ["g1", "DUP"]
+
+
+@pytest.mark.parametrize("key_added", [None, ""])
+def test_normalize_key_added_must_name_a_layer(key_added):
+    a = make_counts()
+    with pytest.raises(ValueError, match="`key_added` must be a non-empty string"):
+        mst.pp.normalize(a, key_added=key_added)
+    assert len(a.layers) == 0

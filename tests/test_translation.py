@@ -642,3 +642,19 @@ def test_pl_gene_functions_refuse_duplicates_and_zero_genes(tdata):
     a.var_names = names
     with pytest.raises(ValueError, match=r"mst.pl.predicted_vs_observed.*var_names_make_unique\(\)"):
         mst.pl.predicted_vs_observed(a, ["g0"], show=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"cv": "kfold", "n_splits": 2.5}, "`n_splits` must be an integer between 2"),
+        ({"cv": "kfold", "n_splits": "3"}, "`n_splits` must be an integer between 2"),
+        ({"cv": "spatial_block", "n_splits": 1}, "`n_splits` must be an integer between 2"),
+        ({"cv": "kfold", "random_state": "x"}, "`random_state` must be an integer seed"),
+    ],
+)
+def test_fold_parameters_are_checked_by_morphst(tdata, kwargs, match):
+    before = _slots(tdata)
+    with pytest.raises(ValueError, match=match):
+        mst.tl.predict_expression(tdata, "X_feat", genes=["g0"], **kwargs)
+    assert _slots(tdata) == before

@@ -140,6 +140,9 @@ def normalize(
     """
     adata = get_adata(data, table_key)
     target_sum = _check_target_sum(target_sum)
+    if not isinstance(key_added, str) or not key_added:
+        msg = f"`key_added` must be a non-empty string (the layer name to write), got {key_added!r}."
+        raise ValueError(msg)
     if layer is not None and layer not in adata.layers:
         msg = f"Layer {layer!r} not found. Available layers: {sorted(adata.layers.keys())}; `layer=None` uses X."
         raise KeyError(msg)

@@ -195,6 +195,12 @@ def _feature_text(n_own: int, spatial_context: int | None) -> str:
     return f"{n_own} own + {n_own} neighbour-mean (k={spatial_context}) features"
 
 
+def _check_random_state(random_state) -> None:
+    if random_state is not None and (isinstance(random_state, bool) or not isinstance(random_state, int | np.integer)):
+        msg = f"`random_state` must be an integer seed (or None), got {random_state!r}."
+        raise ValueError(msg)
+
+
 def _check_alphas(alphas) -> list[float]:
     """Ridge penalties: a non-empty sequence of finite positive numbers."""
     try:
@@ -365,8 +371,8 @@ def make_folds(
 
 
 def _check_n_splits(n_splits: int, n: int) -> None:
-    if int(n_splits) < 2 or int(n_splits) > n:
-        msg = f"`n_splits` must be between 2 and the number of spots ({n}), got {n_splits}."
+    if isinstance(n_splits, bool) or not isinstance(n_splits, int | np.integer) or not 2 <= n_splits <= n:
+        msg = f"`n_splits` must be an integer between 2 and the number of spots ({n}), got {n_splits!r}."
         raise ValueError(msg)
 
 
@@ -735,6 +741,7 @@ def predict_expression(
     """
     adata = get_adata(data, table_key)
     # ---- validate everything before writing -----------------------------------------------------------------
+    _check_random_state(random_state)
     x, k_ctx, coords, y, store_target = _inputs(adata, use_rep, target, spatial_context)
     plan = _gene_plan(adata, genes, select_in_fold)
     folds = make_folds(
@@ -1437,6 +1444,7 @@ def fit_translator(
         m = resolve_mask(adata, train)
     rows = np.flatnonzero(m)
     alphas = _check_alphas(alphas)
+    _check_random_state(random_state)
     caps = _context_caps(k_ctx, groups, adata.n_obs)
     gidx = np.flatnonzero(plan.genes_for(adata, rows))
     _warn_caps(caps, k_ctx)
