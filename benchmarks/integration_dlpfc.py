@@ -276,7 +276,17 @@ def main() -> None:
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads (the same for every row)")
     args = p.parse_args()
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(args.threads)
+    with threadpool_limits(args.threads):
+        run(args)
+
+
+def run(args) -> None:
     seeds = list(range(args.seeds))
     mst.settings.progress_bar = False
     warnings.filterwarnings("ignore")

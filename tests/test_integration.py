@@ -193,11 +193,11 @@ def test_smooth_radius_in_spots_per_section_and_morphology_control():
     n = a.n_obs
     rng = np.random.default_rng(0)
     a.obsm["X_pca"] = rng.normal(size=(n, 6))
-    morph = rng.normal(size=(n, 16)) * 0.1
+    morph = rng.normal(size=(n, 2)) * 0.1
     left = a.obsm["spatial"][:, 0] < 5 * 55.0
     morph[:, 0] += 5.0 * left
     a.obsm["X_morph"] = morph
-    mst.tl.fuse(a, ("X_pca", "X_morph"), n_comps=6, n_rings=1, n_steps=3)  # default method: smooth
+    mst.tl.fuse(a, ("X_pca", "X_morph"), n_comps=6, n_rings=1, n_steps=3, morph_weight=5.0)  # default: smooth
     p = a.uns["X_fused"]["params"]
     assert p["method"] == "smooth"
     assert p["spot_spacing"] == {"S0": pytest.approx(55.0), "S1": pytest.approx(55.0)}
@@ -231,6 +231,9 @@ def test_smooth_radius_in_spots_per_section_and_morphology_control():
     np.testing.assert_allclose(a.obsm["X_off"], a.obsm["X_off0"], atol=1e-5)
     assert a.uns["X_off"]["params"]["n_steps"] == 5
     assert a.uns["X_off"]["params"]["morph_weight"] == 0.0
+    mst.tl.fuse(a, ("X_pca", "X_morph"), key_added="X_def")
+    assert a.uns["X_def"]["params"]["morph_weight"] == 0.3
+    assert a.uns["X_def"]["params"]["n_comps"] == [6, 2]  # default 20, capped at the features
     for kw, match in [
         ({"n_rings": 0}, "n_rings"),
         ({"morph_weight": -1}, "morph_weight"),
