@@ -13,7 +13,8 @@ What the fast tests cover and what they do not: every architecture argument of e
 the number of transformer blocks is capped at 1 (``depth`` / ``num_hidden_layers``) in both the card network and
 the one morphst builds, so that ViT-g/H models (0.6-1.1B parameters) run in seconds on 2 CPU cores. Blocks are
 identical in structure, so key names and shapes of every other tensor are checked as in the full model. The
-``slow`` test repeats the check at full depth (full-size weights files, one spot). The config.json files written
+``slow`` test repeats the check at full depth (full-size weights files, one spot; opt-in with
+``MORPHST_FULL_SIZE_MODELS=1``: ~15 GB peak memory for the ViT-g models). The config.json files written
 here follow the published ones where a mirror could be read (Virchow2, Prov-GigaPath); for the others they are
 reconstructed (architecture + minimal ``model_args``), so that the registry's explicit kwargs, not the file, have
 to define the network. No test here touches real weights: whether the published checkpoints give the published
@@ -506,7 +507,9 @@ def _check_model(name, sdata, offline_hub, monkeypatch, depth):
     with torch.inference_mode():
         a = local.encode(local.transform(x))
         b = enc.encode(enc.transform(x))
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # relative to the feature norm: element-wise, 24-40 full-depth blocks accumulate ~2e-5 absolute float error
+    # (channels_last in embed_patches changes the patch-embedding convolution's summation order)
+    assert float(torch.linalg.norm(a - b) / torch.linalg.norm(b)) < 1e-5
     return rel.max()
 
 
@@ -522,6 +525,11 @@ def test_foundation_model_loads_offline_and_matches_its_card(name, synthetic_fac
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FOUNDATION)
 def test_foundation_model_full_size(name, synthetic_factory, offline_hub, monkeypatch):
+    import os
+
+    if os.environ.get("MORPHST_FULL_SIZE_MODELS") != "1":
+        # ViT-g: ~4.5 GB weights file, ~15 GB peak memory, minutes per model on a CPU: opt-in only
+        pytest.skip("full-size foundation-model check: set MORPHST_FULL_SIZE_MODELS=1")
     sdata, _ = synthetic_factory(n_side=1)  # one spot: a full-size forward pass costs seconds on a CPU
     _check_model(name, sdata, offline_hub, monkeypatch, depth=None)
 
