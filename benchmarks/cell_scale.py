@@ -1,0 +1,310 @@
+"""Cell-level scale: a synthetic Xenium-like section of ``n`` cells through the whole pipeline (issue 13 §4).
+
+Steps, each with wall seconds and the process's peak RSS so far:
+
+1. ``generate``: :func:`morphst.datasets.xenium_like` (lazy DAPI pyramid; polygons, counts built in blocks).
+2. ``extract``: :func:`morphst.pp.extract_patches` on the DAPI, cell-scale patches (``--patch-um`` µm at
+   ``--patch-px`` px; default 32 µm at 64 px, 0.5 µm/px: the cell and its neighbours; the 112 µm default is the
+   field of view of a Visium spot, ~11 cells across).
+3. ``embed``: :func:`morphst.tl.embed_patches` ``model="handcrafted"`` on every cell, with ``checkpoint=``.
+4. ``cnn_subset`` (not in ``seconds_total``): ``--cnn`` (EfficientNet-Lite0) end to end on ``--cnn-n`` cells of
+   another section of the same density, and its forward rate on the same patches already in memory; the time for
+   ``n`` cells is extrapolated from the end-to-end rate.
+5. ``translate``: :func:`morphst.pp.normalize`, :func:`morphst.pp.select_genes` (100 genes),
+   :func:`morphst.tl.predict_expression` (ridge, 3 spatial-block folds) from the handcrafted features.
+6. ``fuse``: PCA of the log counts (scanpy, 30 comps) and :func:`morphst.tl.fuse` ``method="graph"``.
+7. ``domains``: :func:`morphst.tl.domains` ``method="kmeans"``, 5 domains (ARI against the synthetic truth).
+8. ``quadrants``: :func:`morphst.tl.quadrants` (handcrafted features, 50 genes, annotation = domains) in a forked
+   child process with a time limit (``--quadrants-timeout``); when it does not finish, ``quadrants_s`` is
+   reported as ``DNF>limit`` and ``seconds_total`` counts the limit.
+9. checks (not in ``seconds_total``) on a ``--check-n``-cell section written to zarr: a run killed with SIGKILL
+   (subprocess) and resumed from its checkpoint equals an uninterrupted run (``resume_identical``), and a
+   ``distributed.LocalCluster`` of 2 worker processes equals the single process (``distributed_identical``).
+
+Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells]``. Last line:
+``RESULT n_cells=<n> seconds_total=<s> peak_rss_mb=<MiB> embed_per_s=<handcrafted cells/s> quadrants_s=<s>
+resume_identical=<0|1> distributed_identical=<0|1>`` plus the CNN figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def rss_mb() -> float:
+    self_ = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(self_, kids) / 1024  # Linux: KiB
+
+
+ROWS: list[tuple[str, float, float, str]] = []
+
+
+def step(name: str, t0: float, note: str = "") -> float:
+    dt = time.perf_counter() - t0
+    ROWS.append((name, dt, rss_mb(), note))
+    print(f"  {name:<12} {dt:9.1f} s   peak RSS {rss_mb():8.0f} MiB   {note}", flush=True)
+    return dt
+
+
+def run_quadrants(adata, genes, timeout: float) -> tuple[float | None, str]:
+    """quadrants in a forked child (copy-on-write memory), killed after ``timeout`` s."""
+    import morphst as mst
+
+    r, w = os.pipe()
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # child, in its own process group: its joblib workers go with it
+        os.setpgid(0, 0)
+        os.close(r)
+        try:
+            mst.tl.quadrants(adata, "X_handcrafted", "domain", genes=list(genes), n_jobs=2)
+            q = adata.uns["quadrants"]
+            share = q.get("share", q.get("fractions", ""))
+            os.write(w, f"ok {share}".encode()[:4000])
+        except BaseException as e:  # report any failure to the parent
+            os.write(w, f"error {type(e).__name__}: {e}".encode()[:4000])
+        os.close(w)
+        os._exit(0)
+    os.close(w)
+    while True:
+        done, _status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            msg = os.read(r, 4000).decode()
+            os.close(r)
+            try:
+                os.killpg(pid, signal.SIGKILL)  # the child's idle joblib (loky) workers
+            except ProcessLookupError:
+                pass
+            return (time.perf_counter() - t0 if msg.startswith("ok") else None), msg
+        if time.perf_counter() - t0 > timeout:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(r)
+            return None, f"did not finish in {timeout:.0f} s (killed)"
+        time.sleep(1.0)
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import morphst as mst
+    from morphst.tl import _embed
+    from spatialdata import read_zarr
+
+    _embed._BLOCK_PATCHES = int(sys.argv[3])
+    mst.settings.progress_bar = False
+    sdata = read_zarr(sys.argv[1])
+    mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=float(sys.argv[4]), target_px=int(sys.argv[5]))
+    mst.tl.embed_patches(sdata, "handcrafted", checkpoint=sys.argv[2])
+    """
+)
+
+
+def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int) -> tuple[int, int, str]:
+    """Resume after SIGKILL and LocalCluster(2) against an uninterrupted single-process run."""
+    import distributed
+    import zarr
+    from spatialdata import read_zarr
+
+    import morphst as mst
+    from morphst.tl import _embed
+
+    path = workdir / "check.zarr"
+    if path.exists():
+        shutil.rmtree(path)
+    mst.datasets.xenium_like(n, seed=7, n_genes=20).write(path)
+    sdata = read_zarr(path)
+    mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=patch_um, target_px=patch_px)
+    t = sdata.tables["table"]
+    block = 256
+    old = _embed._BLOCK_PATCHES
+    _embed._BLOCK_PATCHES = block
+    try:
+        mst.tl.embed_patches(sdata, "handcrafted", key_added="plain")
+        ckpt = workdir / "check_embed.zarr"
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        script = workdir / "kill_me.py"
+        script.write_text(KILL_SCRIPT)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(path), str(ckpt), str(block), str(patch_um), str(patch_px)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        n_done = 0
+        t0 = time.time()
+        while time.time() - t0 < 600 and proc.poll() is None:
+            try:
+                n_done = int(zarr.open_group(str(ckpt), mode="r")["done"][:].sum())
+            except Exception:  # not created yet
+                n_done = 0
+            if n_done >= 2:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        n_blocks = int(np.ceil(n / block))
+        mst.tl.embed_patches(sdata, "handcrafted", checkpoint=ckpt, key_added="resumed")
+        resumed = t.uns["resumed"]["params"]["checkpoint_blocks_resumed"]
+        res_ok = int(np.array_equal(t.obsm["resumed"], t.obsm["plain"]) and 0 < resumed < n_blocks)
+        with (
+            distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            mst.tl.embed_patches(sdata, "handcrafted", client=client, key_added="dist")
+        dist_ok = int(np.array_equal(t.obsm["dist"], t.obsm["plain"]))
+    finally:
+        _embed._BLOCK_PATCHES = old
+    note = f"killed after {n_done} blocks done, {resumed} of {n_blocks} resumed"
+    return res_ok, dist_ok, note
+
+
+def cnn_rate(n: int, model: str, patch_um: float, patch_px: int) -> tuple[float, float]:
+    """End-to-end and forward-only cells/s of ``model`` on ``n`` cells (same density, another seed)."""
+    import torch
+
+    import morphst as mst
+    from morphst.tl._embed import _autocast_dtype
+    from morphst.tl.models import get_model
+
+    sdata = mst.datasets.xenium_like(n, seed=11, n_genes=10)
+    mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=patch_um, target_px=patch_px)
+    # warm the image chunks' drawing out of the timing? no: end to end includes reading, as for a user
+    t0 = time.perf_counter()
+    mst.tl.embed_patches(sdata, model)
+    e2e = n / (time.perf_counter() - t0)
+    enc = get_model(model)
+    enc.channels_last()
+    patches = torch.from_numpy(mst.pp.get_patches(sdata)).permute(0, 3, 1, 2)
+    ac = _autocast_dtype(torch.device("cpu"), "auto", True)
+    with torch.inference_mode():
+        x = enc.transform(patches).contiguous(memory_format=torch.channels_last)
+        ctx = torch.autocast("cpu", dtype=ac) if ac is not None else torch.autocast("cpu", enabled=False)
+        with ctx:
+            enc.encode(x[:64])
+            t0 = time.perf_counter()
+            for i in range(0, len(x), 64):
+                enc.encode(x[i : i + 64])
+            fwd = len(x) / (time.perf_counter() - t0)
+    return e2e, fwd
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("n", type=int, nargs="?", default=100_000)
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--patch-um", type=float, default=32.0)
+    ap.add_argument("--patch-px", type=int, default=64)
+    ap.add_argument("--cnn", default="efficientnet_lite0")
+    ap.add_argument("--cnn-n", type=int, default=1000)
+    ap.add_argument("--check-n", type=int, default=3000)
+    ap.add_argument("--quadrants-timeout", type=float, default=1200.0)
+    ap.add_argument("--skip", nargs="*", default=[], help="steps to skip: cnn, checks, quadrants")
+    args = ap.parse_args()
+
+    import scanpy as sc
+    import torch
+    from sklearn.metrics import adjusted_rand_score
+
+    import morphst as mst
+
+    mst.settings.progress_bar = False
+    n = args.n
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="morphst_cells_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"cell_scale: n={n}, patches {args.patch_um:g} µm -> {args.patch_px} px, {os.cpu_count()} CPUs, "
+        f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at start",
+        flush=True,
+    )
+    total = 0.0
+
+    t0 = time.perf_counter()
+    sdata = mst.datasets.xenium_like(n, seed=0)
+    img = sdata.images["morphology_focus"]["scale0"]["image"]
+    total += step("generate", t0, f"image {img.shape[-1]} x {img.shape[-2]} px (lazy), {n} polygons x 2")
+
+    t0 = time.perf_counter()
+    mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=args.patch_um, target_px=args.patch_px)
+    total += step("extract", t0)
+
+    ckpt = workdir / "handcrafted.zarr"
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    t0 = time.perf_counter()
+    mst.tl.embed_patches(sdata, "handcrafted", checkpoint=ckpt)
+    dt = step("embed", t0, "handcrafted, checkpointed")
+    total += dt
+    embed_per_s = n / dt
+    t = sdata.tables["table"]
+
+    cnn_e2e = cnn_fwd = float("nan")
+    if "cnn" not in args.skip:
+        t0 = time.perf_counter()
+        cnn_e2e, cnn_fwd = cnn_rate(args.cnn_n, args.cnn, args.patch_um, args.patch_px)
+        step(
+            "cnn_subset",
+            t0,
+            f"{args.cnn} on {args.cnn_n} cells: {cnn_e2e:.0f} cells/s end to end, forward {cnn_fwd:.0f}/s "
+            f"(ratio {cnn_e2e / cnn_fwd:.2f}); {n} cells ~ {n / cnn_e2e / 3600:.2f} h",
+        )
+
+    t0 = time.perf_counter()
+    mst.pp.normalize(t)
+    mst.pp.select_genes(t, n_top=100)
+    mst.tl.predict_expression(t, "X_handcrafted", cv="spatial_block", n_splits=3, groupby=None)
+    r = t.var["predicted_pearson"] if "predicted_pearson" in t.var else None
+    total += step("translate", t0, "" if r is None else f"median Pearson r {np.nanmedian(r):.3f} (100 genes)")
+
+    t0 = time.perf_counter()
+    from morphst.pp._normalize import LOG1P_CP10K
+
+    sc.pp.pca(t, n_comps=30, layer=LOG1P_CP10K)
+    mst.tl.fuse(t, ("X_pca", "X_handcrafted"), method="graph", n_comps=30, n_neighs=6)
+    total += step("fuse", t0, "graph")
+
+    t0 = time.perf_counter()
+    mst.tl.domains(t, "X_fused", method="kmeans", n_domains=5)
+    ari = adjusted_rand_score(t.obs["synthetic_domain"], t.obs["domain"])
+    total += step("domains", t0, f"kmeans, ARI vs synthetic truth {ari:.3f}")
+
+    quad = "skipped"
+    if "quadrants" not in args.skip:
+        genes = t.var_names[t.var[mst._constants.Key.MORPH_TARGET].to_numpy(bool)][:50]
+        qs, msg = run_quadrants(t, genes, args.quadrants_timeout)
+        total += qs if qs is not None else args.quadrants_timeout
+        quad = f"{qs:.1f}" if qs is not None else f"DNF>{args.quadrants_timeout:.0f}"
+        ROWS.append(("quadrants", qs or args.quadrants_timeout, rss_mb(), msg[:100]))
+        print(f"  {'quadrants':<12} {quad:>9} s   peak RSS {rss_mb():8.0f} MiB   {msg[:160]}", flush=True)
+
+    res_ok = dist_ok = -1
+    if "checks" not in args.skip:
+        t0 = time.perf_counter()
+        res_ok, dist_ok, note = identity_checks(args.check_n, workdir, args.patch_um, args.patch_px)
+        step("checks", t0, f"{args.check_n} cells: resume {res_ok}, distributed {dist_ok}; {note}")
+
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[2]:.1f} (15 min)")
+    print(
+        f"RESULT n_cells={n} seconds_total={total:.0f} peak_rss_mb={rss_mb():.0f} embed_per_s={embed_per_s:.0f} "
+        f"quadrants_s={quad} resume_identical={res_ok} distributed_identical={dist_ok} "
+        f"cnn_e2e_per_s={cnn_e2e:.1f} cnn_forward_per_s={cnn_fwd:.1f} cnn_ratio={cnn_e2e / cnn_fwd:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
