@@ -51,7 +51,7 @@ def her2st_copy(data_dir):
 
 @pytest.fixture(scope="session")
 def her2st_adata(her2st_sdata):
-    """A copy of the HER2ST C2–C6 table (910 spots x 14,382 genes, raw counts)."""
+    """A copy of the HER2ST C2–C6 table (910 spots x 17,418 genes, raw counts)."""
     return her2st_sdata.tables["table"].copy()
 
 

@@ -9,6 +9,7 @@ HEST-Benchmark linear probe (Jaume et al., NeurIPS 2024): standardise, PCA to at
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,9 +21,11 @@ from scipy import sparse
 from .. import _logging as logg
 from .._constants import Key
 from .._utils import check_obsm, check_unique_var_names, get_adata, list_keys, records_params
+from .._utils._units import resolve_um_per_unit
 from ..pp._genes import check_selection_params, gene_scores, no_gene_error, resolve_mask, statistics_values
 from ..pp._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
 from . import _metrics as metrics
+from ._applicability import OBS_SCORE, ApplicabilityDomain
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -869,6 +872,9 @@ class Translator:
         Parameters of the embedding (model name, weights), or ``{}``.
     params
         Fitting parameters.
+    applicability
+        The :class:`~morphst.tl._applicability.ApplicabilityDomain` fit on the training features (how far new
+        spots lie from them, calibrated on held-out training sections), or ``None`` (translators saved before it).
     """
 
     def __init__(
@@ -883,6 +889,7 @@ class Translator:
         patch_params: dict | None = None,
         embed_params: dict | None = None,
         params: dict | None = None,
+        applicability: ApplicabilityDomain | dict | None = None,
     ) -> None:
         self.estimator = estimator
         self.genes = [str(g) for g in genes]
@@ -893,6 +900,9 @@ class Translator:
         self.patch_params = dict(patch_params or {})
         self.embed_params = dict(embed_params or {})
         self.params = dict(params or {})
+        if isinstance(applicability, dict):
+            applicability = ApplicabilityDomain.from_state(applicability)
+        self.applicability = applicability
 
     def __repr__(self) -> str:
         ctx = f", spatial_context={self.spatial_context}" if self.spatial_context else ""
@@ -934,6 +944,7 @@ class Translator:
             "patch_params": self.patch_params,
             "embed_params": self.embed_params,
             "params": self.params,
+            "applicability": None if self.applicability is None else self.applicability.to_state(),
         }
         try:
             write(path, state, check=self._same_predictions)
@@ -1014,10 +1025,79 @@ class Translator:
         """Predicted expression, ``(n_obs, n_genes)`` float32 on the target scale, from ``obsm[use_rep]``.
 
         With ``spatial_context``, neighbours come from ``obsm['spatial']`` within each ``groupby`` section
-        (default: the training ``groupby`` if that column exists, else all spots together).
+        (default: the training ``groupby`` if that column exists, else all spots together). Warns when a section
+        lies outside the training domain (see :meth:`applicability_scores`).
         """
         f = self.features(adata, groupby=groupby)
+        self._check_domain(f, self._groups_of(adata, groupby))
         return np.asarray(self.estimator.predict(f), dtype=np.float32).reshape(len(f), len(self.genes))
+
+    def _groups_of(self, adata: AnnData, groupby: str | None) -> np.ndarray | None:
+        if groupby is None:
+            groupby = self.params.get("groupby")
+            groupby = None if groupby == "None" else groupby
+        return _groups(adata, groupby)
+
+    def _check_domain(self, feats: np.ndarray, groups: np.ndarray | None):
+        """Scores and per-section verdict of ``feats``; warns naming the sections out of the training domain."""
+        if self.applicability is None:
+            return None, None
+        scores = self.applicability.score(feats)
+        verdict = self.applicability.verdict(scores, groups)
+        out = verdict.index[~verdict["in_domain"]].tolist()
+        if out:
+            rows = verdict.loc[out]
+            detail = ", ".join(
+                f"{s} (median {m:.2f}, {100 * b:.0f}% of spots beyond)"
+                for s, m, b in zip(out, rows["median_score"], rows["frac_beyond"], strict=True)
+            )
+            warnings.warn(
+                f"Out of the translator's training domain: {detail}. Their morphology lies farther from the "
+                f"training spots than {100 * self.applicability.quantile:.0f}% of held-out training spots do, so the "
+                "predictions there are unreliable (new patient, tissue, stain or scanner?). See "
+                f"`obs['{OBS_SCORE}']` and `Translator.applicability_scores`.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return scores, verdict
+
+    def applicability_scores(self, adata: AnnData, *, groupby: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+        """How far each observation lies from the training data, and a verdict per section.
+
+        The score of a spot is the mean distance to its 5 nearest training spots in the translator's feature space
+        (standardised, 50 principal components), divided by the 95th percentile of the same distance for held-out
+        training sections (each against the others): above 1 is farther than 95 % of held-out training spots. A
+        section is in the training domain when its median score is at most 1 (nearest-neighbour applicability
+        domain, as in QSAR modelling: Sheridan et al. 2004).
+
+        Parameters
+        ----------
+        adata
+            Observations with ``obsm[use_rep]`` (and ``obsm['spatial']`` with ``spatial_context``).
+        groupby
+            ``obs`` column of sections for the verdict (default: the training ``groupby`` if present).
+
+        Returns
+        -------
+        ``(scores, verdict)``: ndarray ``(n_obs,)``; DataFrame indexed by section with ``n_spots``,
+        ``median_score``, ``frac_beyond`` (share of spots above 1) and ``in_domain`` (bool).
+
+        Raises
+        ------
+        ValueError
+            If the translator has no applicability domain (saved by an older morphst: refit it), or the features
+            do not match.
+        """
+        if self.applicability is None:
+            msg = (
+                "This translator has no applicability domain (saved by an older morphst); refit it with fit_translator."
+            )
+            raise ValueError(msg)
+        f = self.features(adata, groupby=groupby)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            scores, verdict = self._check_domain(f, self._groups_of(adata, groupby))
+        return scores, verdict
 
     def predict_adata(self, adata: AnnData, *, groupby: str | None = None) -> AnnData:
         """A new AnnData: ``X`` = predictions ``(n_obs, n_genes)``, ``obs``/``obsm`` copied from ``adata``."""
@@ -1030,7 +1110,25 @@ class Translator:
             obsm={k: np.asarray(v) for k, v in adata.obsm.items()},
         )
         out.uns["morphst_translation"] = {"params": records_params(target=self.target, **self._summary())}
+        self._write_domain(out, self.features(adata, groupby=groupby), self._groups_of(adata, groupby))
         return out
+
+    def _write_domain(self, out: AnnData, feats: np.ndarray, groups: np.ndarray | None) -> None:
+        if self.applicability is None:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # predict() has warned already
+            scores, verdict = self._check_domain(feats, groups)
+        out.obs[OBS_SCORE] = scores.astype(np.float32)
+        out.uns["morphst_translation"]["applicability"] = {
+            "verdict": {
+                str(k): {c: getattr(v, "item", lambda v=v: v)() for c, v in row.items()}
+                for k, row in verdict.iterrows()
+            },
+            "threshold": float(self.applicability.threshold),
+            "quantile": float(self.applicability.quantile),
+            "calibration": self.applicability.calibration,
+        }
 
     # ---- SpatialData ---------------------------------------------------------------------------------------------
     def _embed_kwargs(self, model, weights) -> dict:
@@ -1066,7 +1164,8 @@ class Translator:
             "target_px": int(target_px if target_px is not None else pp.get("target_px", 224)),
             "context": context if context is not None else (pp.get("context") or None),
         }
-        for k in ("um_per_px", "channels", "intensity_range", "fill_value"):
+        # the training image's scale (um_per_px / um_per_unit) is not carried: the new object's is resolved on it
+        for k in ("channels", "intensity_range", "fill_value"):
             if pp.get(k) is not None:
                 out[k] = tuple(pp[k]) if k == "intensity_range" else pp[k]
         return out
@@ -1083,6 +1182,8 @@ class Translator:
         patch_size: float | None = None,
         target_px: int | None = None,
         context: Sequence[float] | None = None,
+        um_per_unit: float | None = None,
+        um_per_px: float | None = None,
         batch_size: int = 64,
         device: str | None = None,
         dtype: Literal["auto", "float32", "bfloat16"] = "auto",
@@ -1113,6 +1214,9 @@ class Translator:
             Patch side after resampling, px; default: the training value.
         context
             Context fields of view, µm; default: the training value.
+        um_per_unit, um_per_px
+            Scale of ``sdata`` (see :func:`morphst.pp.extract_patches`); default: resolved from ``sdata`` itself
+            (its scale is never carried over from the training data).
         batch_size, device, dtype
             Passed to :func:`morphst.tl.embed_patches`.
         overwrite
@@ -1125,7 +1229,11 @@ class Translator:
         ``None`` (``inplace=True``) or the table. The table has ``X`` : ndarray, shape ``(n_shapes, n_genes)``,
         float32, predicted expression on the target scale; ``obs['region']``, ``obs['instance_id']``;
         ``obsm[use_rep]`` (the embeddings); ``obsm['spatial']`` (shape centroids in the shapes' own units); the
-        patch slots of :func:`morphst.pp.extract_patches`; ``uns['morphst_translation']['params']``.
+        patch slots of :func:`morphst.pp.extract_patches`; ``uns['morphst_translation']['params']``;
+        ``obs['translator_distance']`` (float32, the applicability score of :meth:`applicability_scores`: above 1
+        is farther from the training data than 95 % of held-out training spots) and
+        ``uns['morphst_translation']['applicability']`` (verdict per shapes element). A ``UserWarning`` names the
+        shapes elements out of the training domain.
 
         Raises
         ------
@@ -1180,7 +1288,10 @@ class Translator:
             shapes={k: sdata.shapes[k] for k in keys},
             tables={table_key: tmp_table},
         )
-        extract_patches(work, image_key=image_key, table_key=table_key, **pkw)
+        work.attrs.update(sdata.attrs)  # unit declarations and reader metadata (spatialdata_io_reader)
+        extract_patches(
+            work, image_key=image_key, table_key=table_key, um_per_unit=um_per_unit, um_per_px=um_per_px, **pkw
+        )
         embed_patches(
             work,
             table_key=table_key,
@@ -1191,7 +1302,7 @@ class Translator:
             **ekw,
         )
         t = work.tables[table_key]
-        pred = self.predict(t, groupby="region")
+        pred = self.predict(t, groupby="region")  # warns when a shapes element lies out of the training domain
         out = ad.AnnData(
             pred,
             obs=t.obs.copy(),
@@ -1210,6 +1321,7 @@ class Translator:
                 dtype=dtype,
             )
         }
+        self._write_domain(out, self.features(t, groupby="region"), _groups(t, "region"))
         out = TableModel.parse(out, region=keys, region_key="region", instance_key="instance_id")
         logg.info(f"    finished: table {table_key!r} ({out.n_obs} x {out.n_vars}, {self.target})", time=start)
         if not inplace:
@@ -1242,7 +1354,8 @@ class Translator:
         sdata
             SpatialData with image(s) and the measured spots.
         spacing_um
-            Distance between neighbouring grid centres, µm (coordinate-system units taken as µm).
+            Distance between neighbouring grid centres, µm (converted to coordinate units with the scale resolved
+            for the shapes: see :func:`morphst.pp.extract_patches`, Units; ``um_per_unit=`` in ``kwargs`` overrides).
         shapes_key
             Spots that define the area (default: every shapes element not ending in ``grid_suffix``).
         image_key
@@ -1262,8 +1375,8 @@ class Translator:
 
         Returns
         -------
-        Nothing; sets ``sdata.shapes[S + grid_suffix]`` (circles, µm, identity transformation to the coordinate
-        system of ``S``) and ``sdata.tables[table_key]`` (see :meth:`predict_sdata`).
+        Nothing; sets ``sdata.shapes[S + grid_suffix]`` (circles in the units of ``S``'s coordinate system, with an
+        identity transformation to it) and ``sdata.tables[table_key]`` (see :meth:`predict_sdata`).
 
         Raises
         ------
@@ -1271,7 +1384,7 @@ class Translator:
             Unknown shapes key.
         ValueError
             Non-positive ``spacing_um``, existing outputs without ``overwrite``, a shapes element without a
-            coordinate system.
+            coordinate system, or a scale (µm per coordinate unit) that nothing determines.
         """
         from sklearn.neighbors import NearestNeighbors
         from spatialdata import transform
@@ -1302,8 +1415,12 @@ class Translator:
                 raise ValueError(msg)
             images_cs = {c for im in sdata.images.values() for c in get_transformation(im, get_all=True)}
             cs = next((c for c in tf if c in images_cs), next(iter(tf)))
+            units = resolve_um_per_unit(
+                sdata, _table_annotating(sdata, k), k, cs, um_per_unit=kwargs.get("um_per_unit")
+            )
+            u = units.um_per_unit  # µm per coordinate unit of cs
             g = transform(sdata.shapes[k], to_coordinate_system=cs)
-            xy = np.column_stack([g.geometry.centroid.x, g.geometry.centroid.y])
+            xy = np.column_stack([g.geometry.centroid.x, g.geometry.centroid.y]) * u  # µm
             if len(xy) >= 2:
                 d, _ = NearestNeighbors(n_neighbors=2).fit(xy).kneighbors(xy)
                 pitch = float(np.median(d[:, 1]))
@@ -1324,13 +1441,16 @@ class Translator:
                 msg = f"No grid point of {k!r} lies within {reach:g} µm of a spot; increase `max_distance_um`."
                 raise ValueError(msg)
             grids[gk] = ShapesModel.parse(
-                pts,
+                pts / u,  # back to coordinate units
                 geometry=0,
-                radius=np.full(len(pts), spacing_um / 2.0),
+                radius=np.full(len(pts), spacing_um / 2.0 / u),
                 index=np.arange(len(pts)),
                 transformations={cs: Identity()},
             )
-            logg.info(f"    {gk}: {len(pts)} grid points ({spacing_um:g} µm, within {reach:g} µm of a spot, in {cs!r})")
+            logg.info(
+                f"    {gk}: {len(pts)} grid points ({spacing_um:g} µm, within {reach:g} µm of a spot, in {cs!r}; "
+                f"{u:.6g} µm per unit: {units.source})"
+            )
         for gk, shapes in grids.items():
             sdata.shapes[gk] = shapes
         self.predict_sdata(
@@ -1345,6 +1465,19 @@ class Translator:
             "n_genes": len(self.genes),
             "model_description": self.params.get("model_description", ""),
         }
+
+
+def _table_annotating(sdata: SpatialData, region: str) -> AnnData:
+    """The first table of ``sdata`` that annotates shapes ``region`` (for scale factors), else an empty AnnData."""
+    import anndata as ad
+    from spatialdata.models import get_table_keys
+
+    for t in sdata.tables.values():
+        if "spatialdata_attrs" in t.uns:
+            r = get_table_keys(t)[0]
+            if region in ([r] if isinstance(r, str) else list(r)):
+                return t
+    return ad.AnnData()
 
 
 def _embedding_params(adata: AnnData, use_rep: str) -> dict:
@@ -1460,6 +1593,9 @@ def fit_translator(
     )
     with _blas_limits(feats):
         est.fit(feats[rows], _dense_cols(y, rows, gidx))
+        domain = ApplicabilityDomain.fit(
+            feats[rows], None if groups is None else groups[rows], random_state=random_state
+        )
     patches = adata.uns.get(Key.PATCHES, {})
     tr = Translator(
         est,
@@ -1482,6 +1618,7 @@ def fit_translator(
             spatial_context_capped=caps,
             random_state=random_state,
         ),
+        applicability=domain,
     )
     logg.info(f"    finished: {tr!r}", time=start)
     return tr

@@ -1,0 +1,159 @@
+"""Applicability domain of a translator: how far new spots lie from its training data, and when to distrust it.
+
+A translator predicts well only on images like the ones it was trained on. Each new spot gets the mean distance to
+its ``k`` nearest training spots in the translator's feature space (standardised, then PCA), divided by the same
+distance's 95th percentile for *held-out training sections* (each training section measured against the others,
+the situation of a new section from the same source). A score above 1 means farther than 95 % of held-out training
+spots; a section whose median score is above 1 is out of the training domain, and its predictions should not be
+trusted. This is the nearest-neighbour applicability domain of QSAR modelling (Sheridan et al., *J. Chem. Inf.
+Comput. Sci.* 2004; Tropsha, *Mol. Inform.* 2010), calibrated per section as a cross-validated conformal-style
+threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+#: Spots' distance: mean over this many nearest training spots.
+K_NEIGHBOURS = 5
+#: Quantile of held-out training distances that a score of 1 stands for.
+QUANTILE = 0.95
+#: Principal components of the standardised features that distances are measured in.
+N_COMPONENTS = 50
+#: Training spots kept as the reference (a seeded subsample beyond this: bounded memory and time).
+MAX_REFERENCE = 20_000
+#: ``obs`` column of the per-spot score written by the Translator's predictions.
+OBS_SCORE = "translator_distance"
+
+
+@dataclass
+class ApplicabilityDomain:
+    """Reference points and calibration; see the module docstring. Arrays and numbers only (saved with the model)."""
+
+    mean: np.ndarray  # (n_features,)
+    scale: np.ndarray  # (n_features,)
+    components: np.ndarray  # (n_components, n_features)
+    reference: np.ndarray  # (n_ref, n_components)
+    threshold: float  # the QUANTILE of held-out distances
+    k: int
+    quantile: float
+    calibration: str  # how the held-out distances were made
+
+    @classmethod
+    def fit(
+        cls,
+        feats: np.ndarray,
+        groups: np.ndarray | None,
+        *,
+        k: int = K_NEIGHBOURS,
+        quantile: float = QUANTILE,
+        n_components: int = N_COMPONENTS,
+        max_reference: int = MAX_REFERENCE,
+        random_state: int = 0,
+    ) -> ApplicabilityDomain:
+        """Fit on the training features ``(n, n_features)`` and their sections ``groups`` (or ``None``).
+
+        Held-out distances: each section against the other sections (at least two sections), else each of 5
+        random folds against the rest (optimistic for new sections: neighbouring spots of one section are alike).
+        """
+        from sklearn.decomposition import PCA
+
+        x = np.asarray(feats, dtype=np.float64)
+        rng = np.random.default_rng(random_state)
+        mean = x.mean(axis=0)
+        scale = x.std(axis=0)
+        scale[~(scale > 0)] = 1.0
+        z = (x - mean) / scale
+        n_pc = max(1, min(n_components, z.shape[0] - 1, z.shape[1]))
+        pca = PCA(n_components=n_pc, random_state=random_state).fit(z)
+        p = pca.transform(z)
+        k_eff = max(1, min(k, len(p) - 1))
+        if groups is not None and len(pd.unique(groups)) >= 2:
+            folds = pd.factorize(np.asarray(groups))[0]
+            how = f"each of {folds.max() + 1} training sections against the others"
+        else:
+            folds = rng.permutation(np.arange(len(p)) % 5)
+            how = "5 random folds of the training spots (one section: optimistic for new sections)"
+        held = []
+        for f in np.unique(folds):
+            test, ref = p[folds == f], p[folds != f]
+            if len(ref) > max_reference:
+                ref = ref[rng.choice(len(ref), max_reference, replace=False)]
+            held.append(_knn_distance(ref, test, min(k_eff, len(ref))))
+        held = np.concatenate(held)
+        threshold = float(np.quantile(held, quantile))
+        if not threshold > 0:
+            threshold = float(np.max(held)) or 1.0
+        ref = p if len(p) <= max_reference else p[rng.choice(len(p), max_reference, replace=False)]
+        return cls(
+            # PCA centres the standardised features again: fold its mean in, so transform is one affine map
+            mean=mean + pca.mean_ * scale,
+            scale=scale,
+            components=np.asarray(pca.components_, dtype=np.float64),
+            reference=ref.astype(np.float32),
+            threshold=threshold,
+            k=int(k_eff),
+            quantile=float(quantile),
+            calibration=how,
+        )
+
+    def transform(self, feats: np.ndarray) -> np.ndarray:
+        """Features ``(n, n_features)`` -> the reference space ``(n, n_components)``."""
+        z = (np.asarray(feats, dtype=np.float64) - self.mean) / self.scale
+        return z @ self.components.T
+
+    def score(self, feats: np.ndarray) -> np.ndarray:
+        """Per spot: mean distance to the ``k`` nearest training spots over the calibrated threshold, ``(n,)``."""
+        return _knn_distance(self.reference, self.transform(feats), self.k) / self.threshold
+
+    def verdict(self, scores: np.ndarray, groups: np.ndarray | None) -> pd.DataFrame:
+        """Per section (``groups``; one row ``"all"`` without): spots, median score, share beyond 1, in domain."""
+        s = pd.Series(np.asarray(scores, dtype=float))
+        g = pd.Series(np.asarray(groups).astype(str) if groups is not None else np.full(len(s), "all"))
+        out = pd.DataFrame(
+            {
+                "n_spots": s.groupby(g).size(),
+                "median_score": s.groupby(g).median(),
+                "frac_beyond": (s > 1).groupby(g).mean(),
+            }
+        )
+        out["in_domain"] = out["median_score"] <= 1.0
+        out.index.name = "section"
+        return out
+
+    def to_state(self) -> dict:
+        """A dict of arrays and numbers (stored in the translator file)."""
+        return {
+            "mean": self.mean,
+            "scale": self.scale,
+            "components": self.components,
+            "reference": self.reference,
+            "threshold": self.threshold,
+            "k": self.k,
+            "quantile": self.quantile,
+            "calibration": self.calibration,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> ApplicabilityDomain:
+        """Inverse of :meth:`to_state`."""
+        return cls(
+            mean=np.asarray(state["mean"], dtype=np.float64),
+            scale=np.asarray(state["scale"], dtype=np.float64),
+            components=np.asarray(state["components"], dtype=np.float64),
+            reference=np.asarray(state["reference"], dtype=np.float32),
+            threshold=float(state["threshold"]),
+            k=int(state["k"]),
+            quantile=float(state["quantile"]),
+            calibration=str(state["calibration"]),
+        )
+
+
+def _knn_distance(ref: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    from sklearn.neighbors import NearestNeighbors
+
+    d, _ = NearestNeighbors(n_neighbors=k).fit(ref).kneighbors(query)
+    return d.mean(axis=1)

@@ -1,0 +1,119 @@
+"""Translator applicability domain: held-out sections read in-domain, shifted inputs out of domain (real data)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import morphst as mst
+
+SECTIONS = ["C2", "C3", "C4", "C5", "C6"]
+REP = "X_densenet121"
+
+
+@pytest.fixture(scope="module")
+def loso_translators(her2st_embedded):
+    """One DenseNet-121 translator per leave-one-section-out fold of HER2ST C2–C6 (as predict_expression folds)."""
+    adata = her2st_embedded
+    mst.pp.normalize(adata)
+    mst.pp.select_genes(adata, n_top=50)
+    return {
+        s: mst.tl.fit_translator(adata, REP, train=[t for t in SECTIONS if t != s], groupby="section") for s in SECTIONS
+    }
+
+
+@pytest.fixture(scope="module")
+def densenet(weights_dir):
+    from morphst.tl.models import get_model
+
+    enc = get_model(
+        "densenet121", weights=weights_dir / "densenet121_imagenet_capricorn" / "densenet121.timm.safetensors"
+    )
+    return enc
+
+
+def _embed(enc, patches: np.ndarray) -> np.ndarray:
+    """(n, T, T, 3) uint8 -> DenseNet-121 features (fp32; the fixture's bf16 differs by < 4 %)."""
+    import torch
+
+    with torch.inference_mode():
+        x = enc.transform(torch.from_numpy(patches).permute(0, 3, 1, 2).contiguous())
+        return np.concatenate([enc.encode(x[i : i + 32]).float().numpy() for i in range(0, len(x), 32)])
+
+
+def _as_adata(feats: np.ndarray, section: str):
+    import anndata as ad
+
+    a = ad.AnnData(np.zeros((len(feats), 1), np.float32), obs=pd.DataFrame({"section": [section] * len(feats)}))
+    a.obs_names = [f"o{i}" for i in range(len(feats))]
+    a.obsm[REP] = feats
+    return a
+
+
+def test_held_out_sections_are_in_domain(her2st_embedded, loso_translators):
+    adata = her2st_embedded
+    for s, tr in loso_translators.items():
+        sub = adata[adata.obs["section"] == s]
+        scores, verdict = tr.applicability_scores(sub)
+        assert verdict.loc[s, "in_domain"], verdict
+        assert verdict.loc[s, "median_score"] < 1.0
+        assert verdict.loc[s, "frac_beyond"] < 0.35  # ~5 % by construction for an average held-out section
+        assert scores.shape == (sub.n_obs,)
+        # the training sections themselves are closer still
+        train = adata[adata.obs["section"] != s]
+        _, v_train = tr.applicability_scores(train)
+        assert (v_train["median_score"] < verdict.loc[s, "median_score"]).all()
+
+
+def test_blur_stain_and_other_tissue_are_out_of_domain(her2st_copy, loso_translators, densenet, data_dir):
+    import torch
+    from torchvision.transforms.functional import gaussian_blur
+
+    tr = loso_translators["C3"]
+    sdata = her2st_copy
+    mst.pp.extract_patches(sdata)
+    t = sdata.tables["table"]
+    rows = np.flatnonzero(t.obs["section"].to_numpy() == "C3")
+    patches = mst.pp.get_patches(sdata, rows)
+    clean = _embed(densenet, patches)
+    _, v = tr.applicability_scores(_as_adata(clean, "C3"))
+    assert v.loc["C3", "in_domain"]  # re-embedded in fp32: still in domain
+    blurred = gaussian_blur(torch.from_numpy(patches).permute(0, 3, 1, 2), kernel_size=41, sigma=10.0)
+    blurred = blurred.permute(0, 2, 3, 1).contiguous().numpy()
+    stained = patches[..., ::-1].copy()  # red and blue swapped: a gross stain / channel-order shift
+    for name, p in (("blur", blurred), ("stain", stained)):
+        _, v = tr.applicability_scores(_as_adata(_embed(densenet, p), name))
+        assert not v.loc[name, "in_domain"], (name, v)
+        assert v.loc[name, "frac_beyond"] > 0.5
+    # another tissue and technology: human brain (DLPFC), 10x Visium read by spatialdata-io (pixel coordinates)
+    brain = mst.datasets.dlpfc("151673", data_dir=data_dir)
+    bt = brain.tables["table"]
+    mst.pp.extract_patches(brain, image_key=next(k for k in brain.images if "lowres" in k))
+    pick = np.random.default_rng(0).choice(np.flatnonzero(np.isfinite(bt.obs["patch_x_px"])), 150, replace=False)
+    feats = _embed(densenet, mst.pp.get_patches(brain, np.sort(pick)))
+    _, v = tr.applicability_scores(_as_adata(feats, "DLPFC"))
+    assert not v.loc["DLPFC", "in_domain"], v
+    # predictions on it warn, and say where to look
+    with pytest.warns(UserWarning, match=r"Out of the translator's training domain: DLPFC.*translator_distance"):
+        tr.predict(_as_adata(feats, "DLPFC"), groupby="section")
+
+
+def test_scores_survive_save_load_and_are_written(her2st_embedded, loso_translators, tmp_path):
+    tr = loso_translators["C3"]
+    sub = her2st_embedded[her2st_embedded.obs["section"] == "C3"].copy()
+    tr.save(tmp_path / "c3.morphst")
+    back = mst.tl.Translator.load(tmp_path / "c3.morphst")
+    a, va = tr.applicability_scores(sub)
+    b, vb = back.applicability_scores(sub)
+    np.testing.assert_array_equal(a, b)
+    pd.testing.assert_frame_equal(va, vb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # in-domain: no warning
+        out = back.predict_adata(sub, groupby="section")
+    np.testing.assert_allclose(out.obs["translator_distance"].to_numpy(), a, rtol=1e-6)
+    v = out.uns["morphst_translation"]["applicability"]["verdict"]["C3"]
+    assert v["in_domain"] is True
+    assert v["n_spots"] == sub.n_obs
