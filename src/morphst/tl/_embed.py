@@ -302,7 +302,7 @@ def _level_on_disk(sdata, image_key: str, level: int, shape) -> str:
     if sdata.path is None:
         msg = f"`client=` needs a SpatialData backed by a zarr store on disk (sdata.path is None). {hint}"
         raise ValueError(msg)
-    root = Path(sdata.path) / "images" / image_key
+    root = Path(sdata.path).absolute() / "images" / image_key  # workers may run elsewhere: no relative path
     try:
         g = zarr.open_group(str(root), mode="r")
         attrs = dict(g.attrs)
