@@ -24,6 +24,7 @@ def sdata_151673(data_dir, cache):
         mp.undo()
 
 
+@pytest.mark.slow  # reads the .rda twice and writes the 10x h5 (~15 s on a busy 2-core machine)
 def test_dlpfc_151673_real_values(sdata_151673, data_dir):
     sd = sdata_151673
     t = sd.tables["table"]
