@@ -19,7 +19,9 @@ Rows:
   then PCA + the same GMM;
   BANKSY (Singhal et al. 2024; ``lambda=0.8``, 18 neighbours, the authors' DLPFC settings) then PCA (20) + the same
   GMM (BANKSY's DLPFC runs use R mclust, which needs rpy2/R);
-  GraphST (Long et al. 2023; its embedding, PCA (20) + the same GMM in place of R mclust).
+  GraphST (Long et al. 2023; its embedding, PCA (20) + the same GMM in place of R mclust). GraphST trains 600
+  epochs with dense n × n matrices: about 4.5 s per epoch on one CPU thread for 3,600 spots (45 min per run), so
+  leave it out with ``--peers SpaGCN stLearn BANKSY`` on a CPU.
 
 Run: ``python benchmarks/integration_dlpfc.py [--samples 151673 151674] [--data-dir DIR] [--no-peers]
 [--peers SpaGCN stLearn BANKSY GraphST] [--seeds 3]``. Install the peers with ``pip install -e ".[benchmarks]"``.
@@ -299,7 +301,11 @@ def run(args) -> None:
         print(f"[{sample}] {a.n_obs} spots, {a.n_vars} genes, prepared in {time.perf_counter() - t0:.0f}s", flush=True)
         for r in morphst_rows(a, seeds):
             rows.append({"sample": sample, **r})
-        if not args.no_peers:
+        if args.no_peers:
+            print(f"[{sample}] peers: skipped (--no-peers)", flush=True)
+        else:
+            for name in [n for n in PEERS if n not in args.peers]:
+                print(f"[{sample}] {name}: skipped, not requested (--peers {' '.join(args.peers)})", flush=True)
             for name in args.peers:
                 t = time.perf_counter()
                 try:
