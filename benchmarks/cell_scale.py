@@ -60,7 +60,7 @@ def step(name: str, t0: float, note: str = "") -> float:
     return dt
 
 
-def run_quadrants(adata, genes, timeout: float) -> tuple[float | None, str]:
+def run_quadrants(adata, rep: str, genes, timeout: float) -> tuple[float | None, str]:
     """quadrants in a forked child (copy-on-write memory), killed after ``timeout`` s."""
     import morphst as mst
 
@@ -71,7 +71,7 @@ def run_quadrants(adata, genes, timeout: float) -> tuple[float | None, str]:
         os.setpgid(0, 0)
         os.close(r)
         try:
-            mst.tl.quadrants(adata, "X_handcrafted", "domain", genes=list(genes), n_jobs=2)
+            mst.tl.quadrants(adata, rep, "domain", genes=list(genes), n_jobs=2)
             q = adata.uns["quadrants"]
             share = q.get("share", q.get("fractions", ""))
             os.write(w, f"ok {share}".encode()[:4000])
@@ -205,12 +205,26 @@ def cnn_rate(n: int, model: str, patch_um: float, patch_px: int) -> tuple[float,
     return e2e, fwd
 
 
+def channel_stats(x):
+    """A cheap stand-in model (``--model channel_stats``): per channel mean, std, max and 3 quantiles of a patch."""
+    import torch
+
+    flat = x.flatten(2)
+    q = torch.quantile(flat, torch.tensor([0.1, 0.5, 0.9], dtype=flat.dtype), dim=2).permute(1, 0, 2).flatten(1)
+    return torch.cat([flat.mean(2), flat.std(2), flat.amax(2), q], dim=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("n", type=int, nargs="?", default=100_000)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--patch-um", type=float, default=32.0)
     ap.add_argument("--patch-px", type=int, default=64)
+    ap.add_argument(
+        "--model",
+        default="handcrafted",
+        help="model of the embed step: 'handcrafted', or 'channel_stats' (cheap stand-in, to measure the pipeline)",
+    )
     ap.add_argument("--cnn", default="efficientnet_lite0")
     ap.add_argument("--cnn-n", type=int, default=1000)
     ap.add_argument("--check-n", type=int, default=3000)
@@ -250,18 +264,20 @@ def main() -> None:
     mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=args.patch_um, target_px=args.patch_px)
     total += step("extract", t0)
 
-    ckpt = workdir / "handcrafted.zarr"
+    model = channel_stats if args.model == "channel_stats" else args.model
+    rep = f"X_{args.model}"
+    ckpt = workdir / f"{args.model}.zarr"
     if ckpt.exists() and not args.resume:
         shutil.rmtree(ckpt)
     t0 = time.perf_counter()
-    mst.tl.embed_patches(sdata, "handcrafted", checkpoint=ckpt)
+    mst.tl.embed_patches(sdata, model, checkpoint=ckpt)
     t = sdata.tables["table"]
-    params = t.uns["X_handcrafted"]["params"]
+    params = t.uns[rep]["params"]
     n_new = n - min(n, params["checkpoint_blocks_resumed"] * (mst.tl._embed._BLOCK_PATCHES // 64) * 64)
     dt = step(
         "embed",
         t0,
-        f"handcrafted, checkpointed; {params['checkpoint_blocks_resumed']} of {params['n_blocks']} blocks resumed "
+        f"{args.model}, checkpointed; {params['checkpoint_blocks_resumed']} of {params['n_blocks']} blocks resumed "
         f"from {ckpt}, ~{n_new} cells embedded in this run",
     )
     total += dt
@@ -281,15 +297,15 @@ def main() -> None:
     t0 = time.perf_counter()
     mst.pp.normalize(t)
     mst.pp.select_genes(t, n_top=100)
-    mst.tl.predict_expression(t, "X_handcrafted", cv="spatial_block", n_splits=3, groupby=None)
-    r = t.var["predicted_pearson"] if "predicted_pearson" in t.var else None
+    mst.tl.predict_expression(t, rep, cv="spatial_block", n_splits=3, groupby=None)
+    r = t.var["predicted_pcc"] if "predicted_pcc" in t.var else None
     total += step("translate", t0, "" if r is None else f"median Pearson r {np.nanmedian(r):.3f} (100 genes)")
 
     t0 = time.perf_counter()
     from morphst.pp._normalize import LOG1P_CP10K
 
     sc.pp.pca(t, n_comps=30, layer=LOG1P_CP10K)
-    mst.tl.fuse(t, ("X_pca", "X_handcrafted"), method="graph", n_comps=30, n_neighs=6)
+    mst.tl.fuse(t, ("X_pca", rep), method="graph", n_comps=30, n_neighs=6)
     total += step("fuse", t0, "graph")
 
     t0 = time.perf_counter()
@@ -300,7 +316,7 @@ def main() -> None:
     quad = "skipped"
     if "quadrants" not in args.skip:
         genes = t.var_names[t.var[mst._constants.Key.MORPH_TARGET].to_numpy(bool)][:50]
-        qs, msg = run_quadrants(t, genes, args.quadrants_timeout)
+        qs, msg = run_quadrants(t, rep, genes, args.quadrants_timeout)
         total += qs if qs is not None else args.quadrants_timeout
         quad = f"{qs:.1f}" if qs is not None else f"DNF>{args.quadrants_timeout:.0f}"
         ROWS.append(("quadrants", qs or args.quadrants_timeout, rss_mb(), msg[:100]))
@@ -314,7 +330,7 @@ def main() -> None:
 
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[2]:.1f} (15 min)")
     print(
-        f"RESULT n_cells={n} seconds_total={total:.0f} peak_rss_mb={rss_mb():.0f} embed_per_s={embed_per_s:.0f} "
+        f"RESULT n_cells={n} model={args.model} seconds_total={total:.0f} peak_rss_mb={rss_mb():.0f} embed_per_s={embed_per_s:.0f} "
         f"quadrants_s={quad} resume_identical={res_ok} distributed_identical={dist_ok} "
         f"cnn_e2e_per_s={cnn_e2e:.1f} cnn_forward_per_s={cnn_fwd:.1f} cnn_ratio={cnn_e2e / cnn_fwd:.2f}"
     )
