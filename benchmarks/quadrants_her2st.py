@@ -48,7 +48,6 @@ import scanpy as sc
 
 import morphst as mst
 from morphst.tl._quadrants import QUADRANTS
-from morphst.tl._translation import DEFAULT_ALPHAS, _blas_limits, _GenePlan, _run_fold
 
 SECTIONS = ["C2", "C3", "C4", "C5", "C6"]
 REPO = Path(__file__).resolve().parents[1]
@@ -96,19 +95,21 @@ def embed(sdata, cache: Path) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------------------ use
 def translate(adata, x: np.ndarray, y, gene_mask: np.ndarray, tr: np.ndarray, te: np.ndarray) -> float:
-    """One fold of ``mst.tl.predict_expression``'s default model (its own ``_run_fold``) on features ``x``.
+    """One fold of ``mst.tl.predict_expression``'s default model on features ``x``, through the public API.
 
-    Fixed genes ``gene_mask`` (selected on the training fold by the caller), inner CV grouped by section.
-    Returns the mean per-gene Pearson r in the test section (genes with undefined r excluded).
+    ``mst.tl.fit_translator`` runs the same recipe as one fold (fixed genes ``gene_mask``, selected on the training
+    fold by the caller; inner CV grouped by section). Returns the mean per-gene Pearson r in the test section
+    (genes with undefined r excluded), ``mst.tl.metrics.summarize``.
     """
-    groups = adata.obs["section"].to_numpy(object)
-    feats = np.asarray(x, dtype=np.float32)
-    with _blas_limits(feats):
-        _, _, _, row, _ = _run_fold(
-            adata, feats, y, _GenePlan(fixed=gene_mask), np.flatnonzero(tr), np.flatnonzero(te), "ridge", groups,
-            DEFAULT_ALPHAS, 0,
-        )  # fmt: skip
-    return float(row["pcc"])
+    work = adata.copy()
+    work.obsm["X_bench"] = np.asarray(x, dtype=np.float32)
+    genes = list(work.var_names[gene_mask])
+    t = mst.tl.fit_translator(work, "X_bench", genes=genes, target=TARGET, train=tr, groupby="section",
+                              select_on_train=False)  # fmt: skip
+    pred = t.predict(work[te])
+    obs = y[np.flatnonzero(te)][:, np.flatnonzero(gene_mask)]
+    obs = obs.toarray() if hasattr(obs, "toarray") else np.asarray(obs)
+    return float(mst.tl.metrics.summarize(obs, pred)["pcc"])
 
 
 def integrate(sub, morph_key: str | None, k: int) -> float:

@@ -59,8 +59,8 @@ def test_held_out_sections_are_in_domain(her2st_embedded, loso_translators):
         sub = adata[adata.obs["section"] == s]
         scores, verdict = tr.applicability_scores(sub)
         assert verdict.loc[s, "in_domain"], verdict
-        assert verdict.loc[s, "median_score"] < 1.0
-        assert verdict.loc[s, "frac_beyond"] < 0.35  # ~5 % by construction for an average held-out section
+        assert verdict.loc[s, "median_score"] < 0.8  # measured 0.59-0.62
+        assert verdict.loc[s, "frac_beyond"] < 0.06  # measured 1-3 % (5 % pooled, by construction)
         assert scores.shape == (sub.n_obs,)
         # the training sections themselves are closer still
         train = adata[adata.obs["section"] != s]
@@ -70,6 +70,7 @@ def test_held_out_sections_are_in_domain(her2st_embedded, loso_translators):
 
 def test_blur_stain_and_other_tissue_are_out_of_domain(her2st_copy, loso_translators, densenet, data_dir):
     import torch
+    from skimage.color import hed2rgb, rgb2hed
     from torchvision.transforms.functional import gaussian_blur
 
     tr = loso_translators["C3"]
@@ -83,11 +84,15 @@ def test_blur_stain_and_other_tissue_are_out_of_domain(her2st_copy, loso_transla
     assert v.loc["C3", "in_domain"]  # re-embedded in fp32: still in domain
     blurred = gaussian_blur(torch.from_numpy(patches).permute(0, 3, 1, 2), kernel_size=41, sigma=10.0)
     blurred = blurred.permute(0, 2, 3, 1).contiguous().numpy()
-    stained = patches[..., ::-1].copy()  # red and blue swapped: a gross stain / channel-order shift
-    for name, p in (("blur", blurred), ("stain", stained)):
+    swapped = patches[..., ::-1].copy()  # red and blue swapped: a gross stain / channel-order shift
+    hed = rgb2hed(patches.astype(float) / 255)
+    hed[..., 0] *= 0.3  # a heavy stain change: little haematoxylin, much eosin
+    hed[..., 1] *= 3.0
+    restained = (np.clip(hed2rgb(hed), 0, 1) * 255).astype(np.uint8)
+    for name, p, beyond in (("blur", blurred, 0.5), ("swap", swapped, 0.15), ("hed", restained, 0.12)):
         _, v = tr.applicability_scores(_as_adata(_embed(densenet, p), name))
         assert not v.loc[name, "in_domain"], (name, v)
-        assert v.loc[name, "frac_beyond"] > 0.5
+        assert v.loc[name, "frac_beyond"] > beyond, (name, v)
     # another tissue and technology: human brain (DLPFC), 10x Visium read by spatialdata-io (pixel coordinates)
     brain = mst.datasets.dlpfc("151673", data_dir=data_dir)
     bt = brain.tables["table"]

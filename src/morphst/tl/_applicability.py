@@ -4,8 +4,11 @@ A translator predicts well only on images like the ones it was trained on. Each 
 its ``k`` nearest training spots in the translator's feature space (standardised, then PCA), divided by the same
 distance's 95th percentile for *held-out training sections* (each training section measured against the others,
 the situation of a new section from the same source). A score above 1 means farther than 95 % of held-out training
-spots; a section whose median score is above 1 is out of the training domain, and its predictions should not be
-trusted. This is the nearest-neighbour applicability domain of QSAR modelling (Sheridan et al., *J. Chem. Inf.
+spots. A section is out of the training domain when more than twice that share (10 %) of its spots score above 1;
+its predictions should not be trusted. Measured on HER2ST C2–C6 with ImageNet DenseNet-121 features (each section
+held out in turn): held-out sections have 1–3 % of spots above 1 (median score ~0.6); the same C3 patches with red
+and blue swapped 29 %, a heavy H&E re-weighting (haematoxylin × 0.3, eosin × 3, skimage HED) 20 %, greyscale 52 %;
+heavy blur and brain tissue (DLPFC) far more. Colour shifts move ImageNet features less than blur or tissue do. This is the nearest-neighbour applicability domain of QSAR modelling (Sheridan et al., *J. Chem. Inf.
 Comput. Sci.* 2004; Tropsha, *Mol. Inform.* 2010), calibrated per section as a cross-validated conformal-style
 threshold.
 """
@@ -25,6 +28,8 @@ QUANTILE = 0.95
 N_COMPONENTS = 50
 #: Training spots kept as the reference (a seeded subsample beyond this: bounded memory and time).
 MAX_REFERENCE = 20_000
+#: A section is out of domain when the share of its spots scoring above 1 exceeds this many times ``1 - QUANTILE``.
+MAX_EXCESS = 2.0
 #: ``obs`` column of the per-spot score written by the Translator's predictions.
 OBS_SCORE = "translator_distance"
 
@@ -110,7 +115,10 @@ class ApplicabilityDomain:
         return _knn_distance(self.reference, self.transform(feats), self.k) / self.threshold
 
     def verdict(self, scores: np.ndarray, groups: np.ndarray | None) -> pd.DataFrame:
-        """Per section (``groups``; one row ``"all"`` without): spots, median score, share beyond 1, in domain."""
+        """Per section (``groups``; one row ``"all"`` without): spots, median score, share beyond 1, in domain.
+
+        In domain: at most ``MAX_EXCESS × (1 − quantile)`` (10 %) of the section's spots score above 1.
+        """
         s = pd.Series(np.asarray(scores, dtype=float))
         g = pd.Series(np.asarray(groups).astype(str) if groups is not None else np.full(len(s), "all"))
         out = pd.DataFrame(
@@ -120,7 +128,7 @@ class ApplicabilityDomain:
                 "frac_beyond": (s > 1).groupby(g).mean(),
             }
         )
-        out["in_domain"] = out["median_score"] <= 1.0
+        out["in_domain"] = out["frac_beyond"] <= MAX_EXCESS * (1.0 - self.quantile)
         out.index.name = "section"
         return out
 

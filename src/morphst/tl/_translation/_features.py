@@ -1,0 +1,116 @@
+"""Model input: the embedding, optionally with the mean embedding of the k nearest spots (spatial context)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from ... import _logging as logg
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+def neighbour_mean(
+    x: np.ndarray, coords: np.ndarray, k: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, sparse.csr_matrix]:
+    """Mean of ``x`` over each spot's ``k`` nearest spatial neighbours within its group (sparse kNN only).
+
+    Returns ``(context, W)``: ``context = W @ x`` with ``W`` a CSR ``(n, n)`` matrix holding ``1/k`` at each
+    spot's neighbours (itself excluded). Neighbours never cross groups (sections). A spot alone in its group gets
+    its own features. Nearest-neighbour ranks do not depend on the unit of ``coords``.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(x)
+    coords = np.asarray(coords, dtype=np.float64)
+    if groups is None:
+        groups = np.zeros(n, dtype=np.int64)
+    rows, cols, vals = [], [], []
+    for g in pd.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        if len(idx) < 2:
+            rows.append(idx)
+            cols.append(idx)
+            vals.append(np.ones(len(idx)))
+            continue
+        kk = min(k, len(idx) - 1)
+        nn = NearestNeighbors(n_neighbors=kk + 1).fit(coords[idx])
+        _, nbr = nn.kneighbors(coords[idx])
+        for i in range(len(idx)):
+            row = nbr[i][nbr[i] != i][:kk]
+            rows.append(np.full(len(row), idx[i]))
+            cols.append(idx[row])
+            vals.append(np.full(len(row), 1.0 / len(row)))
+    w = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    return np.asarray(w @ x, dtype=np.float32), w
+
+
+def _features(
+    x: np.ndarray, coords: np.ndarray | None, spatial_context: int | None, groups: np.ndarray | None
+) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if not spatial_context:
+        return x
+    ctx, _ = neighbour_mean(x, coords, int(spatial_context), groups)
+    return np.hstack([x, ctx])
+
+
+def _feature_text(n_own: int, spatial_context: int | None) -> str:
+    """How many features the model sees, e.g. ``"1280 own + 1280 neighbour-mean (k=8) features"``."""
+    if not spatial_context:
+        return f"{n_own} features"
+    return f"{n_own} own + {n_own} neighbour-mean (k={spatial_context}) features"
+
+
+def _context_caps(k: int | None, groups: np.ndarray | None, n: int, *, strict: bool = True) -> dict[str, int]:
+    """Sections too small for ``k`` neighbours: ``{section: neighbours used}`` (``k`` capped at its spots - 1).
+
+    With ``strict``, raises when no section has ``k + 1`` spots: then ``k`` is never honoured and is surely a
+    mistake (when fitting; a fitted translator applied to a small section can only cap).
+    """
+    if not k:
+        return {}
+    if groups is None:
+        sizes = {"all spots": n}
+    else:
+        names, counts = np.unique(groups.astype(str), return_counts=True)
+        sizes = dict(zip(names.tolist(), counts.tolist(), strict=True))
+    if strict and max(sizes.values()) <= k:
+        msg = (
+            f"`spatial_context`={k} neighbours, but the largest section has {max(sizes.values())} spots (so at most "
+            f"{max(sizes.values()) - 1} neighbours); choose a smaller `spatial_context` (4 or 8 on a spot grid)."
+        )
+        raise ValueError(msg)
+    return {g: max(c - 1, 0) for g, c in sizes.items() if c <= k}
+
+
+def _warn_caps(caps: dict[str, int], k: int | None) -> None:
+    if caps:
+        shown = dict(list(caps.items())[:5])
+        more = f" and {len(caps) - 5} more" if len(caps) > 5 else ""
+        logg.warning(
+            f"{len(caps)} section(s) have too few spots for `spatial_context`={k}: their neighbour mean uses all other "
+            f"spots of the section instead ({shown}{more}: neighbours used; 0 = a spot alone uses its own features)"
+        )
+
+
+def _check_spatial_context(spatial_context) -> int | None:
+    if spatial_context is None or spatial_context is False:
+        return None
+    if isinstance(spatial_context, bool) or int(spatial_context) != spatial_context or int(spatial_context) < 1:
+        msg = f"`spatial_context` must be None or a positive number of neighbours (int), got {spatial_context!r}."
+        raise ValueError(msg)
+    return int(spatial_context)
+
+
+def _coords(adata: AnnData, spatial_context: int | None) -> np.ndarray | None:
+    if not spatial_context:
+        return None
+    if "spatial" not in adata.obsm:
+        msg = "`spatial_context` needs spot coordinates in `adata.obsm['spatial']`."
+        raise KeyError(msg)
+    return np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2]

@@ -1,0 +1,170 @@
+"""`fit_translator`: fit the fold recipe of `predict_expression` on chosen spots and return a `Translator`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from ... import _logging as logg
+from ..._constants import Key
+from ..._utils import get_adata, list_keys, records_params
+from ...pp._genes import resolve_mask
+from ...pp._normalize import LOG1P_CP10K
+from .._applicability import ApplicabilityDomain
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+from ._cv import _inputs
+from ._features import _context_caps, _features, _warn_caps
+from ._folds import _groups
+from ._genes import _dense_cols, _gene_plan
+from ._model import DEFAULT_ALPHAS, _blas_limits, _check_alphas, _check_random_state, _chosen_alpha, make_model
+from ._translator import Translator
+
+
+def _embedding_params(adata: AnnData, use_rep: str) -> dict:
+    """Parameters that the embedding step stored for ``use_rep`` (if any)."""
+    for key in (use_rep, use_rep.removeprefix("X_"), f"embed_{use_rep.removeprefix('X_')}"):
+        v = adata.uns.get(key)
+        if isinstance(v, dict) and isinstance(v.get("params"), dict):
+            return dict(v["params"])
+    return {}
+
+
+def fit_translator(
+    data: AnnData | SpatialData,
+    use_rep: str = "X_efficientnet_lite0",
+    *,
+    genes: str | Sequence[str] = Key.MORPH_TARGET,
+    target: str = LOG1P_CP10K,
+    model: Literal["ridge", "mlp"] | Any = "ridge",
+    train: str | np.ndarray | Sequence[str] | None = None,
+    groupby: str | None = Key.SECTION,
+    select_on_train: bool = True,
+    spatial_context: int | None = None,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    table_key: str = Key.TABLE,
+    random_state: int = 0,
+) -> Translator:
+    """Fit a morphology -> expression model on (a subset of) the spots and return it as a :class:`Translator`.
+
+    The same recipe as one fold of :func:`predict_expression` (same genes rule, model, inner cross-validation and
+    features), so a translator fit on the training sections of a fold reproduces that fold's out-of-fold
+    predictions exactly. Apply it with :meth:`Translator.predict_sdata` to a new H&E section (no expression needed)
+    or with :meth:`Translator.predict_grid` to a dense grid of patches between and around the spots.
+
+    Parameters
+    ----------
+    data
+        AnnData, or SpatialData whose table ``table_key`` is used.
+    use_rep
+        ``obsm`` key of the morphological features.
+    genes
+        Target genes: a boolean ``var`` column or a list of names. With ``select_on_train=True`` and a column
+        written by :func:`morphst.pp.select_genes`, the selection is rerun on the training spots with its stored
+        parameters.
+    target
+        ``"log1p_cp10k"`` (computed from raw counts in ``X`` if the layer is missing), a layer name or ``"X"``.
+    model
+        ``"ridge"``, ``"mlp"`` or a scikit-learn regressor (see :func:`predict_expression`).
+    train
+        Training spots: ``None`` (all), a boolean ``obs`` column name, a boolean array, integer positions, or a
+        list of ``groupby`` values (e.g. ``["C2", "C4", "C5", "C6"]``).
+    groupby
+        ``obs`` column of sections (inner cross-validation groups, spatial neighbourhoods).
+    select_on_train
+        Re-select the genes on the training spots (see ``genes``).
+    spatial_context
+        ``k`` spatial neighbours whose mean embedding is appended (see :func:`predict_expression`; capped in
+        sections with ``k`` spots or fewer, recorded in ``params['spatial_context_capped']``).
+    alphas
+        Ridge penalties searched by the inner cross-validation (non-empty, finite, positive).
+    table_key
+        Table of a SpatialData.
+    random_state
+        Seed of the PCA and MLP.
+
+    Returns
+    -------
+    The fitted :class:`Translator`; the data are not modified.
+
+    Raises
+    ------
+    KeyError
+        If ``use_rep``, the gene column, the target layer or a training group is missing.
+    ValueError
+        Bad ``model``, ``spatial_context``, ``alphas`` or training mask (fewer than 2 spots); NaN in
+        ``obs[groupby]``; duplicated ``var_names``; no gene passing the selection; ``X`` not raw counts when the
+        target must be computed from it (see :func:`predict_expression`).
+    """
+    adata = get_adata(data, table_key)
+    x, k_ctx, coords, y, _ = _inputs(adata, use_rep, target, spatial_context)
+    plan = _gene_plan(adata, genes, select_on_train)
+    groups = _groups(adata, groupby)
+    if train is not None and not isinstance(train, str | np.ndarray) and all(isinstance(t, str) for t in train):
+        if groups is None:
+            msg = f"`train` lists groups but `groupby`={groupby!r} is not an obs column."
+            raise KeyError(msg)
+        missing = [t for t in train if t not in set(map(str, pd.unique(groups)))]
+        if missing:
+            msg = (
+                f"Training groups {missing} not in `adata.obs[{groupby!r}]`: {list_keys(map(str, pd.unique(groups)))}."
+            )
+            raise KeyError(msg)
+        m = np.isin(groups.astype(str), list(train))
+        if m.sum() < 2:
+            msg = f"`train` selects {int(m.sum())} spot(s) (groups {list(train)}); at least 2 are needed to fit."
+            raise ValueError(msg)
+    else:
+        m = resolve_mask(adata, train)
+    rows = np.flatnonzero(m)
+    alphas = _check_alphas(alphas)
+    _check_random_state(random_state)
+    caps = _context_caps(k_ctx, groups, adata.n_obs)
+    gidx = np.flatnonzero(plan.genes_for(adata, rows))
+    _warn_caps(caps, k_ctx)
+    feats = _features(x, coords, k_ctx, groups)
+    start = logg.info(f"fitting a translator on {len(rows)} spots from `obsm[{use_rep!r}]`")
+    est, description = make_model(
+        model,
+        n_train=len(rows),
+        n_features=feats.shape[1],
+        inner_groups=None if groups is None else groups[rows],
+        alphas=alphas,
+        random_state=random_state,
+    )
+    with _blas_limits(feats):
+        est.fit(feats[rows], _dense_cols(y, rows, gidx))
+        domain = ApplicabilityDomain.fit(
+            feats[rows], None if groups is None else groups[rows], random_state=random_state
+        )
+    patches = adata.uns.get(Key.PATCHES, {})
+    tr = Translator(
+        est,
+        adata.var_names[gidx],
+        use_rep=use_rep,
+        target=target,
+        spatial_context=k_ctx,
+        n_features=feats.shape[1],
+        patch_params=dict(patches.get("params", {})) if isinstance(patches, dict) else {},
+        embed_params=_embedding_params(adata, use_rep),
+        params=records_params(
+            genes=genes if isinstance(genes, str) else list(genes),
+            gene_selection=plan.selection if plan.fixed is None else None,
+            model=model if isinstance(model, str) else repr(model),
+            model_description=description,
+            groupby=groupby,
+            n_train=len(rows),
+            alpha=_chosen_alpha(est),
+            alphas=alphas,
+            spatial_context_capped=caps,
+            random_state=random_state,
+        ),
+        applicability=domain,
+    )
+    logg.info(f"    finished: {tr!r}", time=start)
+    return tr

@@ -1,0 +1,157 @@
+"""Cross-validation folds: leave one section out, k-fold, spatial blocks, train/test."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+
+from ..._utils import list_keys
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+CV = Literal["leave_one_group_out", "kfold", "spatial_block", "train_test"]
+
+
+def _spatial_blocks(coords: np.ndarray, groups: np.ndarray | None, n_splits: int) -> np.ndarray:
+    """Block id per spot: per group, ``n_splits`` contiguous strips along the longer axis (equal spot counts)."""
+    n = len(coords)
+    if groups is None:
+        groups = np.zeros(n, dtype=np.int64)
+    block = np.zeros(n, dtype=np.int64)
+    for g in pd.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        c = coords[idx]
+        axis = int(np.argmax(np.ptp(c, axis=0))) if len(idx) else 0
+        order = np.argsort(c[:, axis], kind="stable")
+        ranks = np.empty(len(idx), dtype=np.int64)
+        ranks[order] = np.arange(len(idx))
+        block[idx] = np.minimum(ranks * n_splits // max(len(idx), 1), n_splits - 1)
+    return block
+
+
+def make_folds(
+    adata: AnnData,
+    cv,
+    *,
+    groupby: str | None,
+    n_splits: int,
+    train_key: str,
+    random_state: int,
+    n_features: int,
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``[(fold_name, train_positions, test_positions), ...]`` with disjoint test sets."""
+    n = adata.n_obs
+    groups = _groups(adata, groupby)
+    dummy = np.zeros((n, 1))
+    if isinstance(cv, str):
+        if cv == "leave_one_group_out":
+            if groups is None:
+                msg = (
+                    f"cv='leave_one_group_out' needs `groupby` naming an obs column of groups (sections); "
+                    f"{groupby!r} is not in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
+                )
+                raise KeyError(msg)
+            uniq = [g for g in pd.unique(groups) if not pd.isna(g)]
+            if len(uniq) < 2:
+                msg = f"cv='leave_one_group_out' needs at least 2 groups in `adata.obs[{groupby!r}]`, got {len(uniq)}."
+                raise ValueError(msg)
+            cats = (
+                list(adata.obs[groupby].cat.categories)
+                if isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype)
+                else sorted(uniq, key=str)
+            )
+            out = []
+            for g in cats:
+                test = np.flatnonzero(groups == g)
+                if len(test) == 0:
+                    continue
+                train = np.flatnonzero((groups != g) & ~pd.isna(groups))
+                out.append((str(g), train, test))
+            return out
+        if cv == "kfold":
+            from sklearn.model_selection import KFold
+
+            _check_n_splits(n_splits, n)
+            kf = KFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+            return [(f"fold{i}", tr, te) for i, (tr, te) in enumerate(kf.split(dummy))]
+        if cv == "spatial_block":
+            if "spatial" not in adata.obsm:
+                msg = "cv='spatial_block' needs spot coordinates in `adata.obsm['spatial']`."
+                raise KeyError(msg)
+            _check_n_splits(n_splits, n)
+            block = _spatial_blocks(np.asarray(adata.obsm["spatial"], float)[:, :2], groups, n_splits)
+            return [(f"block{b}", np.flatnonzero(block != b), np.flatnonzero(block == b)) for b in range(n_splits)]
+        if cv == "train_test":
+            if train_key not in adata.obs.columns:
+                msg = (
+                    f"cv='train_test' needs a boolean obs column `train_key` (True = training spot); {train_key!r} "
+                    f"not found. Available columns: {list_keys(adata.obs.columns)}."
+                )
+                raise KeyError(msg)
+            col = adata.obs[train_key]
+            if col.dtype != bool:
+                msg = f"`adata.obs[{train_key!r}]` must be boolean (True = training spot), got dtype {col.dtype}."
+                raise ValueError(msg)
+            m = col.to_numpy(bool)
+            if m.all() or not m.any():
+                msg = f"`adata.obs[{train_key!r}]` must mark some spots True (train) and some False (test)."
+                raise ValueError(msg)
+            return [("test", np.flatnonzero(m), np.flatnonzero(~m))]
+        msg = (
+            f"Unknown `cv` {cv!r}; use 'leave_one_group_out', 'kfold', 'spatial_block', 'train_test' or a "
+            "scikit-learn splitter."
+        )
+        raise ValueError(msg)
+    if not hasattr(cv, "split"):
+        msg = f"`cv` must be a string option or a scikit-learn splitter with a `split` method, got {type(cv).__name__}."
+        raise ValueError(msg)
+    out = [
+        (f"fold{i}", np.asarray(tr), np.asarray(te))
+        for i, (tr, te) in enumerate(cv.split(np.zeros((n, n_features)), groups=groups))
+    ]
+    seen = np.zeros(n, dtype=np.int64)
+    for _, _, te in out:
+        seen[te] += 1
+    if (seen > 1).any():
+        msg = (
+            f"The splitter puts {int((seen > 1).sum())} spots in more than one test set; out-of-fold predictions "
+            "need disjoint test sets (e.g. KFold, GroupKFold, LeaveOneGroupOut)."
+        )
+        raise ValueError(msg)
+    return out
+
+
+def _check_n_splits(n_splits: int, n: int) -> None:
+    if isinstance(n_splits, bool) or not isinstance(n_splits, int | np.integer) or not 2 <= n_splits <= n:
+        msg = f"`n_splits` must be an integer between 2 and the number of spots ({n}), got {n_splits!r}."
+        raise ValueError(msg)
+
+
+def _groups(adata: AnnData, groupby: str | None) -> np.ndarray | None:
+    """The ``groupby`` values as an object array (``None`` if no such column); raises if any is missing (NaN).
+
+    A spot without a group would silently be in no leave-one-group-out fold (never predicted), in no inner-CV group
+    and in no neighbourhood, so missing values are an error that says how to drop or fill them.
+    """
+    if groupby is None or groupby not in adata.obs.columns:
+        return None
+    col = adata.obs[groupby]
+    na = col.isna().to_numpy()
+    if na.any():
+        fill = (
+            f"adata.obs[{groupby!r}] = adata.obs[{groupby!r}].cat.add_categories('unknown').fillna('unknown')"
+            if isinstance(col.dtype, pd.CategoricalDtype)
+            else f"adata.obs[{groupby!r}] = adata.obs[{groupby!r}].fillna('unknown')"
+        )
+        msg = (
+            f"`adata.obs[{groupby!r}]` is missing (NaN) for {int(na.sum())} of {adata.n_obs} spots; they would belong "
+            f"to no section (never predicted, no spatial neighbours). Drop them "
+            f"(`adata = adata[adata.obs[{groupby!r}].notna()].copy()`) or give them a group of their own "
+            f"(`{fill}`), or pass another `groupby`."
+        )
+        raise ValueError(msg)
+    return col.to_numpy(object)

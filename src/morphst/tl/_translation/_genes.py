@@ -1,0 +1,139 @@
+"""Target genes and values: fixed lists or a selection re-run on each training fold (no leakage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import sparse
+
+from ..._constants import Key
+from ..._utils import check_unique_var_names, list_keys
+from ...pp._genes import check_selection_params, gene_scores, no_gene_error, statistics_values
+from ...pp._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+#: Default number of genes selected in each training fold when no selection parameters are stored.
+DEFAULT_N_TOP = 50
+
+
+def _target_matrix(adata: AnnData, target: str):
+    """Return ``(Y, store)``: the target matrix and whether it must be stored as a new layer."""
+    if target == "X":
+        if adata.X is None:
+            msg = "`adata.X` is empty; choose `target=` naming a layer."
+            raise ValueError(msg)
+        return adata.X, False
+    if target in adata.layers:
+        return adata.layers[target], False
+    if target == LOG1P_CP10K:
+        if adata.X is None:
+            msg = "`adata.X` is empty; it must hold raw counts to compute the 'log1p_cp10k' target."
+            raise ValueError(msg)
+        _check_counts(
+            adata.X,
+            "`adata.X` (raw counts for the 'log1p_cp10k' target)",
+            logged="log1p" in adata.uns,
+            fix=(
+                "Pass `target=` naming a layer of log-normalised expression (`target='X'` if X already holds it), "
+                "or run `mst.pp.normalize(adata, layer=<raw counts layer>)` first (it writes `layers['log1p_cp10k']`)."
+            ),
+        )
+        return log1p_cp10k(adata.X), True
+    msg = (
+        f"Target layer {target!r} not found. Available layers: {list_keys(adata.layers.keys())}; "
+        f"use target={LOG1P_CP10K!r} (computed from raw counts in X) or target='X'."
+    )
+    raise KeyError(msg)
+
+
+@dataclass
+class _GenePlan:
+    """How target genes are chosen in each training fold."""
+
+    fixed: np.ndarray | None  # boolean mask when genes do not change between folds
+    selection: dict[str, Any] = field(default_factory=dict)  # select_genes parameters when re-selected
+    values: Any = None  # statistics matrix (raw counts or log values)
+    _cache: dict = field(default_factory=dict, repr=False)  # selection per training set (validated once, reused)
+
+    def genes_for(self, adata: AnnData, train: np.ndarray) -> np.ndarray:
+        if self.fixed is not None:
+            return self.fixed
+        key = np.asarray(train, dtype=np.int64).tobytes()
+        if key in self._cache:
+            return self._cache[key]
+        s = self.selection
+        _, sel = gene_scores(
+            self.values[train],
+            adata.var_names,
+            s["flavor"],
+            int(s["n_top"]),
+            hvg_flavor=s["hvg_flavor"],
+            min_fraction=float(s["min_fraction"]),
+        )
+        if not sel.any():
+            raise no_gene_error(len(train), float(s["min_fraction"]), "the training spots")
+        self._cache[key] = sel
+        return sel
+
+
+def _gene_plan(adata: AnnData, genes, select_in_fold: bool) -> _GenePlan:
+    check_unique_var_names(adata, "mst.tl.predict_expression / fit_translator")
+    if not isinstance(genes, str):
+        names = [str(g) for g in genes]
+        missing = [g for g in names if g not in adata.var_names]
+        if missing:
+            msg = f"{len(missing)} gene(s) not in `adata.var_names`: {missing[:10]}."
+            raise KeyError(msg)
+        if not names:
+            msg = "`genes` is an empty list."
+            raise ValueError(msg)
+        return _GenePlan(fixed=adata.var_names.isin(names))
+    stored = adata.uns.get(genes, {}).get("params", {}) if isinstance(adata.uns.get(genes), dict) else {}
+    # re-select in each fold when the column came from select_genes (its parameters are stored), or when the default
+    # key is absent altogether (then: 50 highly variable genes); a user-made column is used as it is
+    reselect = bool(stored) or (genes == Key.MORPH_TARGET and genes not in adata.var.columns)
+    if select_in_fold and reselect and stored.get("flavor", "highly_variable") != "list":
+        sel = {
+            "n_top": int(stored.get("n_top", DEFAULT_N_TOP)),
+            "flavor": stored.get("flavor", "highly_variable"),
+            "hvg_flavor": stored.get("hvg_flavor", "pearson_residuals"),
+            "min_fraction": float(stored.get("min_fraction", 0.1)),
+            "layer": None if stored.get("layer", "None") == "None" else stored.get("layer"),
+        }
+        if sel["flavor"] not in ("highly_variable", "mean"):
+            msg = f"`adata.uns[{genes!r}]['params']['flavor']` is {sel['flavor']!r}; expected 'highly_variable' or 'mean'."
+            raise ValueError(msg)
+        try:
+            sel["n_top"], sel["min_fraction"] = check_selection_params(sel["n_top"], sel["min_fraction"])
+        except ValueError as e:
+            msg = f"The gene selection stored in `adata.uns[{genes!r}]['params']` is invalid: {e} Rerun `mst.pp.select_genes`."
+            raise ValueError(msg) from None
+        values = statistics_values(adata, sel["flavor"], sel["hvg_flavor"], sel["layer"])
+        if sparse.issparse(values):
+            values = values.tocsr()
+        return _GenePlan(fixed=None, selection=sel, values=values)
+    if genes not in adata.var.columns:
+        msg = (
+            f"Gene column {genes!r} not found in `adata.var`. Run `mst.pp.select_genes(adata, key_added={genes!r})` "
+            f"first, pass a list of genes, or use `select_in_fold=True`. Available columns: "
+            f"{list_keys(adata.var.columns)}."
+        )
+        raise KeyError(msg)
+    col = adata.var[genes]
+    if col.dtype != bool:
+        msg = f"`adata.var[{genes!r}]` must be boolean (True = target gene), got dtype {col.dtype}."
+        raise ValueError(msg)
+    if not col.any():
+        msg = f"`adata.var[{genes!r}]` selects no gene."
+        raise ValueError(msg)
+    return _GenePlan(fixed=col.to_numpy(bool))
+
+
+def _dense_cols(y, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    sub = y[rows][:, cols] if sparse.issparse(y) else np.asarray(y)[np.ix_(rows, cols)]
+    return np.asarray(sub.toarray() if sparse.issparse(sub) else sub, dtype=np.float64)

@@ -1,0 +1,359 @@
+"""`Translator`: a fitted morphology -> expression model, saved, checked for applicability, applied to new data."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ... import _logging as logg
+from ..._utils import check_obsm, records_params
+from .._applicability import OBS_SCORE, ApplicabilityDomain
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+from . import _apply
+from ._cv import _use_rep_hint
+from ._features import _context_caps, _coords, _features, _warn_caps
+from ._folds import _groups
+
+
+class Translator:
+    """A fitted morphology -> expression model that can be saved and applied to new images.
+
+    Made by :func:`fit_translator`. Holds the fitted estimator, the target genes, the feature recipe (``use_rep``,
+    ``spatial_context``) and the patch / embedding parameters of the training data, so that
+    :meth:`predict_sdata` and :meth:`predict_grid` can cut and embed patches of a new section in the same way.
+
+    Attributes
+    ----------
+    estimator
+        Fitted scikit-learn estimator mapping features ``(n, n_features)`` to ``(n, n_genes)``.
+    genes
+        Names of the predicted genes.
+    use_rep
+        ``obsm`` key of the features, ``"X_<model>"``.
+    target
+        Scale of the predictions (e.g. ``"log1p_cp10k"``).
+    spatial_context
+        ``k`` of the neighbour-mean features, or ``None``.
+    patch_params
+        ``uns['patches']['params']`` of the training table (patch µm, px, context), or ``{}``.
+    embed_params
+        Parameters of the embedding (model name, weights), or ``{}``.
+    params
+        Fitting parameters.
+    applicability
+        The :class:`~morphst.tl._applicability.ApplicabilityDomain` fit on the training features (how far new
+        spots lie from them, calibrated on held-out training sections), or ``None`` (translators saved before it).
+    """
+
+    def __init__(
+        self,
+        estimator,
+        genes: Sequence[str],
+        *,
+        use_rep: str,
+        target: str,
+        spatial_context: int | None,
+        n_features: int,
+        patch_params: dict | None = None,
+        embed_params: dict | None = None,
+        params: dict | None = None,
+        applicability: ApplicabilityDomain | dict | None = None,
+    ) -> None:
+        self.estimator = estimator
+        self.genes = [str(g) for g in genes]
+        self.use_rep = use_rep
+        self.target = target
+        self.spatial_context = spatial_context
+        self.n_features = int(n_features)
+        self.patch_params = dict(patch_params or {})
+        self.embed_params = dict(embed_params or {})
+        self.params = dict(params or {})
+        if isinstance(applicability, dict):
+            applicability = ApplicabilityDomain.from_state(applicability)
+        self.applicability = applicability
+
+    def __repr__(self) -> str:
+        ctx = f", spatial_context={self.spatial_context}" if self.spatial_context else ""
+        return (
+            f"Translator({len(self.genes)} genes from {self.use_rep!r} ({self.n_features} features){ctx}, "
+            f"target={self.target!r})"
+        )
+
+    # ---- persistence --------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Save to ``path`` in morphst's translator format (a JSON header and raw arrays; not a pickle).
+
+        The file holds a format version and a sha256 checksum of its whole content, and is written to a temporary
+        file in the same folder, then renamed, so an interrupted save never leaves a partial file at ``path``.
+        Load it with :meth:`load`.
+
+        Parameters
+        ----------
+        path
+            File to write (any name; ``.morphst`` is a good suffix). An existing file is replaced.
+
+        Raises
+        ------
+        TypeError
+            If the estimator holds something other than arrays, numbers, strings and scikit-learn objects (e.g.
+            a third-party model's compiled object), naming the attribute. ``"ridge"``, ``"mlp"`` and
+            scikit-learn regressors such as :class:`~sklearn.linear_model.Ridge` or :class:`~sklearn.svm.SVR`
+            are supported.
+        """
+        from .._translator_io import write
+
+        state = {
+            "estimator": self.estimator,
+            "genes": list(self.genes),
+            "use_rep": self.use_rep,
+            "target": self.target,
+            "spatial_context": self.spatial_context,
+            "n_features": self.n_features,
+            "patch_params": self.patch_params,
+            "embed_params": self.embed_params,
+            "params": self.params,
+            "applicability": None if self.applicability is None else self.applicability.to_state(),
+        }
+        try:
+            write(path, state, check=self._same_predictions)
+        except TypeError as e:
+            msg = (
+                f"This translator cannot be saved in morphst's format: {e} is neither arrays, numbers, strings nor "
+                "a (pure-Python) scikit-learn object. Use `model='ridge'`, `'mlp'` or a scikit-learn regressor "
+                "whose fitted state is arrays (linear models, SVR, MLP, ...)."
+            )
+            raise TypeError(msg) from None
+
+    def _same_predictions(self, state: dict) -> None:
+        """Raise TypeError unless the rebuilt estimator predicts exactly as this one (on a fixed random probe)."""
+        probe = np.random.default_rng(0).normal(size=(3, self.n_features)).astype(np.float32)
+        if not np.array_equal(np.asarray(self.estimator.predict(probe)), np.asarray(state["estimator"].predict(probe))):
+            msg = f"the estimator {type(self.estimator).__name__} (its state is not all in its attributes)"
+            raise TypeError(msg)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Translator:
+        """Load a translator written by :meth:`save`.
+
+        Nothing in the file is executed: arrays and JSON only, and estimators are rebuilt from scikit-learn classes.
+        The checksum and the format version are checked first; a warning is logged when the file was written with
+        another scikit-learn version.
+
+        Parameters
+        ----------
+        path
+            File written by :meth:`save`.
+
+        Returns
+        -------
+        The :class:`Translator`, predicting exactly as the saved one did.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If the file is truncated or damaged (checksum mismatch), is not a translator file, is in the old pickle
+            format, or is in a format version this morphst does not read; the message says what to do.
+        """
+        import sklearn
+
+        from .._translator_io import read
+
+        state, versions = read(path)
+        if versions.get("sklearn") not in (None, sklearn.__version__):
+            logg.warning(
+                f"{path} was saved with scikit-learn {versions['sklearn']}, this is {sklearn.__version__}; "
+                "predictions may differ if the estimators changed between versions"
+            )
+        est = state.pop("estimator")
+        genes = state.pop("genes")
+        return cls(est, genes, **state)
+
+    # ---- prediction ---------------------------------------------------------------------------------------------
+    def features(self, adata: AnnData, *, groupby: str | None = None) -> np.ndarray:
+        """The model input of ``adata``: ``obsm[use_rep]``, plus the neighbour mean if ``spatial_context``."""
+        x = check_obsm(adata, self.use_rep, hint=_use_rep_hint())
+        n_own = self.n_features // 2 if self.spatial_context else self.n_features
+        if x.shape[1] != n_own:
+            msg = (
+                f"`obsm[{self.use_rep!r}]` has {x.shape[1]} features; the translator was fit on {n_own}. "
+                "Embed with the same model as the training data."
+            )
+            raise ValueError(msg)
+        coords = _coords(adata, self.spatial_context)
+        if groupby is None:
+            groupby = self.params.get("groupby")
+            groupby = None if groupby == "None" else groupby
+        groups = _groups(adata, groupby)
+        _warn_caps(_context_caps(self.spatial_context, groups, adata.n_obs, strict=False), self.spatial_context)
+        return _features(x, coords, self.spatial_context, groups)
+
+    def predict(self, adata: AnnData, *, groupby: str | None = None) -> np.ndarray:
+        """Predicted expression, ``(n_obs, n_genes)`` float32 on the target scale, from ``obsm[use_rep]``.
+
+        With ``spatial_context``, neighbours come from ``obsm['spatial']`` within each ``groupby`` section
+        (default: the training ``groupby`` if that column exists, else all spots together). Warns when a section
+        lies outside the training domain (see :meth:`applicability_scores`).
+        """
+        f = self.features(adata, groupby=groupby)
+        self._check_domain(f, self._groups_of(adata, groupby))
+        return np.asarray(self.estimator.predict(f), dtype=np.float32).reshape(len(f), len(self.genes))
+
+    def _groups_of(self, adata: AnnData, groupby: str | None) -> np.ndarray | None:
+        if groupby is None:
+            groupby = self.params.get("groupby")
+            groupby = None if groupby == "None" else groupby
+        return _groups(adata, groupby)
+
+    def _check_domain(self, feats: np.ndarray, groups: np.ndarray | None):
+        """Scores and per-section verdict of ``feats``; warns naming the sections out of the training domain."""
+        if self.applicability is None:
+            return None, None
+        scores = self.applicability.score(feats)
+        verdict = self.applicability.verdict(scores, groups)
+        out = verdict.index[~verdict["in_domain"]].tolist()
+        if out:
+            rows = verdict.loc[out]
+            detail = ", ".join(
+                f"{s} (median {m:.2f}, {100 * b:.0f}% of spots beyond)"
+                for s, m, b in zip(out, rows["median_score"], rows["frac_beyond"], strict=True)
+            )
+            warnings.warn(
+                f"Out of the translator's training domain: {detail}. Many of their spots lie farther from the "
+                f"training spots than {100 * self.applicability.quantile:.0f}% of held-out training spots do, so the "
+                "predictions there are unreliable (new patient, tissue, stain or scanner?). See "
+                f"`obs['{OBS_SCORE}']` and `Translator.applicability_scores`.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return scores, verdict
+
+    def applicability_scores(self, adata: AnnData, *, groupby: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+        """How far each observation lies from the training data, and a verdict per section.
+
+        The score of a spot is the mean distance to its 5 nearest training spots in the translator's feature space
+        (standardised, 50 principal components), divided by the 95th percentile of the same distance for held-out
+        training sections (each against the others): above 1 is farther than 95 % of held-out training spots. A
+        section is in the training domain when at most 10 % of its spots (twice the held-out share) score above 1
+        (nearest-neighbour applicability domain, as in QSAR modelling: Sheridan et al. 2004; figures measured on
+        HER2ST in :mod:`morphst.tl._applicability`).
+
+        Parameters
+        ----------
+        adata
+            Observations with ``obsm[use_rep]`` (and ``obsm['spatial']`` with ``spatial_context``).
+        groupby
+            ``obs`` column of sections for the verdict (default: the training ``groupby`` if present).
+
+        Returns
+        -------
+        ``(scores, verdict)``: ndarray ``(n_obs,)``; DataFrame indexed by section with ``n_spots``,
+        ``median_score``, ``frac_beyond`` (share of spots above 1) and ``in_domain`` (bool).
+
+        Raises
+        ------
+        ValueError
+            If the translator has no applicability domain (saved by an older morphst: refit it), or the features
+            do not match.
+        """
+        if self.applicability is None:
+            msg = (
+                "This translator has no applicability domain (saved by an older morphst); refit it with fit_translator."
+            )
+            raise ValueError(msg)
+        f = self.features(adata, groupby=groupby)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            scores, verdict = self._check_domain(f, self._groups_of(adata, groupby))
+        return scores, verdict
+
+    def predict_adata(self, adata: AnnData, *, groupby: str | None = None) -> AnnData:
+        """A new AnnData: ``X`` = predictions ``(n_obs, n_genes)``, ``obs``/``obsm`` copied from ``adata``."""
+        import anndata as ad
+
+        out = ad.AnnData(
+            self.predict(adata, groupby=groupby),
+            obs=adata.obs.copy(),
+            var=pd.DataFrame(index=pd.Index(self.genes)),
+            obsm={k: np.asarray(v) for k, v in adata.obsm.items()},
+        )
+        out.uns["morphst_translation"] = {"params": records_params(target=self.target, **self._summary())}
+        self._write_domain(out, self.features(adata, groupby=groupby), self._groups_of(adata, groupby))
+        return out
+
+    def _write_domain(self, out: AnnData, feats: np.ndarray, groups: np.ndarray | None) -> None:
+        if self.applicability is None:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # predict() has warned already
+            scores, verdict = self._check_domain(feats, groups)
+        out.obs[OBS_SCORE] = scores.astype(np.float32)
+        out.uns["morphst_translation"]["applicability"] = {
+            "verdict": {
+                str(k): {c: getattr(v, "item", lambda v=v: v)() for c, v in row.items()}
+                for k, row in verdict.iterrows()
+            },
+            "threshold": float(self.applicability.threshold),
+            "quantile": float(self.applicability.quantile),
+            "calibration": self.applicability.calibration,
+        }
+
+    # ---- SpatialData ---------------------------------------------------------------------------------------------
+    def _embed_kwargs(self, model, weights) -> dict:
+        ep = self.embed_params
+        if model is None:
+            model = ep.get("model")
+            if not model or str(model).startswith("callable"):
+                msg = (
+                    f"The translator does not know how `obsm[{self.use_rep!r}]` was made (no embedding parameters "
+                    "were stored with the training data); pass `model=` (and `weights=`) as given to "
+                    "`mst.tl.embed_patches`."
+                )
+                raise ValueError(msg)
+        if weights is None:
+            src = str(ep.get("weights", ""))
+            if src.startswith("random"):
+                weights = "random"
+            elif src.startswith("file ") and os.path.exists(src[5:]):
+                weights = src[5:]
+        ctx = ep.get("context", False)
+        rs = ep.get("random_state", 0)
+        return {
+            "model": model,
+            "weights": weights,
+            "context": False if ctx in (None, "None") else ctx,
+            "random_state": 0 if rs in (None, "None") else int(rs),
+        }
+
+    def _patch_kwargs(self, patch_size, target_px, context) -> dict:
+        pp = {k: (None if v == "None" else v) for k, v in self.patch_params.items()}
+        out = {
+            "patch_size": float(patch_size if patch_size is not None else pp.get("patch_size", 112.0)),
+            "target_px": int(target_px if target_px is not None else pp.get("target_px", 224)),
+            "context": context if context is not None else (pp.get("context") or None),
+        }
+        # the training image's scale (um_per_px / um_per_unit) is not carried: the new object's is resolved on it
+        for k in ("channels", "intensity_range", "fill_value"):
+            if pp.get(k) is not None:
+                out[k] = tuple(pp[k]) if k == "intensity_range" else pp[k]
+        return out
+
+    # applying to a SpatialData lives in _apply (new sections, dense grids)
+    predict_sdata = _apply.predict_sdata
+    predict_grid = _apply.predict_grid
+
+    def _summary(self) -> dict:
+        return {
+            "use_rep": self.use_rep,
+            "spatial_context": self.spatial_context,
+            "n_genes": len(self.genes),
+            "model_description": self.params.get("model_description", ""),
+        }
