@@ -71,3 +71,22 @@ def test_tile_tissue_needs_a_scale_and_valid_parameters():
     assert sdata.attrs["morphst"]["coordinate_systems"]["global"] == 2.0
     mst.pp.extract_patches(sdata, table_key="he_tiles_table", patch_size=40.0, target_px=20)
     assert (mst.pp.get_patches(sdata, table_key="he_tiles_table") == 90).all()
+
+
+def test_he_only_slide_gets_predictions_over_its_tissue(c3_tiles, data_dir):
+    """The H&E-only path: tiles of C3 (no table), a translator fit on C2 and C4, predictions per tile."""
+    sdata, _ = c3_tiles
+    train = mst.datasets.her2st(["C2", "C4"], data_dir=data_dir)
+    mst.tl.embed_patches(train, "handcrafted")
+    adata = train.tables["table"]
+    mst.pp.normalize(adata)
+    mst.pp.select_genes(adata, n_top=10)
+    tr = mst.tl.fit_translator(adata, "X_handcrafted", groupby="section")
+    tr.predict_sdata(sdata, shapes_key="C3_he_tiles", table_key="C3_predicted")
+    out = sdata.tables["C3_predicted"]
+    n_tiles = sdata.tables["C3_he_tiles_table"].n_obs
+    assert out.shape == (n_tiles, 10)
+    assert np.isfinite(out.X).all()
+    assert out.X.std(axis=0).min() > 0  # a map, not a constant
+    assert np.isfinite(out.obs["translator_distance"]).all()
+    assert out.uns["patches"]["regions"]["C3_he_tiles"]["window_px"][0][0] == 163  # 112 µm at 0.687 µm/px
