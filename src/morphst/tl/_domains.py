@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -303,6 +305,18 @@ def domains(
     return adata if copy else None
 
 
+@contextmanager
+def _quiet_spatialdata_logger():
+    from spatialdata._logging import logger
+
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _spatial_graph_per_section(
     coords: np.ndarray, sections: np.ndarray, n_neighs: int
 ) -> tuple[object, list[str], np.ndarray]:
@@ -329,7 +343,11 @@ def _spatial_graph_per_section(
             notes.append(f"section {sec!r}: n_neighs capped at {k} ({idx.size} observations)")
         part = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(idx.size)]))
         part.obsm["spatial"] = np.asarray(coords[idx], dtype=float)
-        sq.gr.spatial_neighbors(part, spatial_key="spatial", coord_type="generic", n_neighs=k)
+        with _quiet_spatialdata_logger():  # squidpy logs one "Creating graph" line per call, i.e. per section
+            if hasattr(sq.gr, "spatial_neighbors_knn"):  # squidpy >= 1.8
+                sq.gr.spatial_neighbors_knn(part, spatial_key="spatial", n_neighs=k)
+            else:
+                sq.gr.spatial_neighbors(part, spatial_key="spatial", coord_type="generic", n_neighs=k)
         g = part.obsp["spatial_connectivities"].tocoo()
         rows.append(idx[g.row])
         cols.append(idx[g.col])
