@@ -154,11 +154,8 @@ def synthetic_factory():
 
 @pytest.fixture
 def morphst_log(caplog):
-    """caplog wired to the ``morphst`` logger (it does not propagate to the root logger that caplog watches)."""
+    """caplog at INFO for the ``morphst`` logger (it propagates; warnings are ``warnings.warn``, see pytest.warns)."""
     import logging
 
-    logger = logging.getLogger("morphst")
-    logger.addHandler(caplog.handler)
     caplog.set_level(logging.INFO, logger="morphst")
-    yield caplog
-    logger.removeHandler(caplog.handler)
+    return caplog

@@ -29,7 +29,7 @@ def test_geometry_marks_centred_at_every_level(synthetic_factory, shapes_scale, 
     make_synthetic_sdata = synthetic_factory
     sdata, centres = make_synthetic_sdata(shapes_scale=shapes_scale, shapes_offset=shapes_offset)
     # 0.5 µm/px image, 3 levels (0.5, 1, 2 µm/px); 40 px output: 20 µm -> level 0, 40 µm -> 1, 80 µm -> 2
-    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=40, context=(40.0, 80.0))
+    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=40, context_sizes_um=(40.0, 80.0))
     t = sdata.tables["table"]
     np.testing.assert_allclose(t.obs[["patch_x_px", "patch_y_px"]].to_numpy(), centres, atol=1e-6)
     reg = t.uns["patches"]["regions"]["spots"]
@@ -42,8 +42,8 @@ def test_geometry_marks_centred_at_every_level(synthetic_factory, shapes_scale, 
     np.testing.assert_allclose(t.obs["patch_valid_fraction"], 1.0)
     img0 = sdata.images["image"]["scale0"]["image"].to_numpy()
     mark_px = (img0[0] == 0).sum() / len(centres)
-    for ctx, res in [(False, 0.5), (0, 1.0), (1, 2.0)]:
-        p = mst.pp.get_patches(sdata, context=ctx)
+    for ctx, res in [(None, 0.5), (0, 1.0), (1, 2.0)]:
+        p = mst.pp.get_patches(sdata, context_index=ctx)
         assert p.shape == (16, 40, 40, 3)
         assert p.dtype == np.uint8
         cx, cy, mass = _dark_centroid_and_mass(p)
@@ -128,7 +128,7 @@ def test_her2st_pairs_images_and_matches_direct_crop(her2st_copy):
     from skimage.transform import resize
 
     sdata = her2st_copy
-    mst.pp.extract_patches(sdata, context=(336.0,))
+    mst.pp.extract_patches(sdata, context_sizes_um=(336.0,))
     t = sdata.tables["table"]
     regions = t.uns["patches"]["regions"]
     assert {r: v["image"] for r, v in regions.items()} == {f"C{i}_spots": f"C{i}_he" for i in range(2, 7)}
@@ -155,7 +155,7 @@ def test_her2st_pairs_images_and_matches_direct_crop(her2st_copy):
         ref = resize(crop, (224, 224), order=1, anti_aliasing=False, preserve_range=True)
         assert np.abs(p[k].astype(float) - ref).mean() < 2.0
     # context patch: its central 112/336 part is the main patch at a third of the size
-    c = mst.pp.get_patches(sdata, rows, context=0)
+    c = mst.pp.get_patches(sdata, rows, context_index=0)
     centre = c[:, 75:149, 75:149].astype(np.float32)
     small = torch.nn.functional.interpolate(
         torch.from_numpy(p).permute(0, 3, 1, 2).float(), size=(75, 75), mode="bilinear", antialias=True
@@ -240,43 +240,53 @@ def test_anndata_is_refused_with_a_clear_type_error(synthetic_sdata):
         assert "not an anndata" in " ".join(fn.__doc__.split()).lower()
 
 
-def test_geometry_is_logged_with_units(synthetic_sdata, morphst_log):
+def test_geometry_is_logged_with_units(synthetic_sdata, morphst_log, recwarn):
     sdata, _ = synthetic_sdata
     # 20 µm at 40 px = 0.5 µm/px: level 0 (0.5 µm/px), a 40 px window; 40 µm context -> level 1 (1 µm/px), 40 px
-    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=40, context=(40.0,))
+    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=40, context_sizes_um=(40.0,))
     infos = _messages(morphst_log, "INFO")
     assert any("spots (image): 20 µm patch from pyramid level 0 (0.5 µm/px), window 40 × 40 px" in m for m in infos)
     assert any("spots (image): 40 µm patch from pyramid level 1 (1 µm/px), window 40 × 40 px" in m for m in infos)
-    assert _messages(morphst_log, "WARNING") == []  # no upsampling, no patch at the edge
+    assert _user_warnings(recwarn) == []  # no upsampling, no patch at the edge
 
 
-def test_upsampling_is_warned(synthetic_sdata, morphst_log):
+def _user_warnings(record):
+    """morphst's UserWarnings: they point at the caller's line, i.e. at this test file."""
+    return [str(w.message) for w in record if issubclass(w.category, UserWarning) and w.filename == __file__]
+
+
+def test_upsampling_is_warned(synthetic_sdata):
     sdata, _ = synthetic_sdata
     # 20 µm at 80 px asks for 0.25 µm/px; the image is 0.5 µm/px: 40 native px upsampled 2×
-    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=80)
-    warns = _messages(morphst_log, "WARNING")
+    with pytest.warns(UserWarning, match="upsampled") as record:
+        mst.pp.extract_patches(sdata, patch_size=20.0, target_px=80)
+    warns = _user_warnings(record)
+    # the warning points at the caller's line (this test), not inside morphst
+    assert [w.filename for w in record if "upsampled" in str(w.message)] == [__file__]
     assert len(warns) == 1
     assert "upsampled 2.00× (40 native px -> 80 px)" in warns[0]
     assert "0.5 µm/px" in warns[0]
     assert "0.25 µm/px" in warns[0]
 
 
-def test_upsampling_on_many_sections_is_one_warning(her2st_copy, morphst_log):
+def test_upsampling_on_many_sections_is_one_warning(her2st_copy):
     # HER2ST is ~0.688 µm/px; PROTOCOL's 112 µm -> 224 px asks for 0.5 µm/px: ~163 native px upsampled ~1.37×
-    mst.pp.extract_patches(her2st_copy)
-    warns = _messages(morphst_log, "WARNING")
+    with pytest.warns(UserWarning, match="upsampled") as record:
+        mst.pp.extract_patches(her2st_copy)
+    warns = _user_warnings(record)
     assert len(warns) == 1
     assert "upsampled 1.3" in warns[0]
     assert "The same holds for 4 more region(s)." in warns[0]
 
 
-def test_edge_patches_are_warned(synthetic_sdata, morphst_log):
+def test_edge_patches_are_warned(synthetic_sdata):
     sdata, _ = synthetic_sdata
     # centres at 102.4, 204.8, 307.2, 409.6 px of a 512 px image: a 300 px window (150 µm) overhangs the edge for
     # every spot in the outer ring (12 of 16); the 4 inner ones (54.8 .. 457.2 px) stay inside
-    mst.pp.extract_patches(sdata, patch_size=150.0, target_px=300)
+    with pytest.warns(UserWarning, match="touch the image edge") as record:
+        mst.pp.extract_patches(sdata, patch_size=150.0, target_px=300)
     assert (sdata.tables["table"].obs["patch_valid_fraction"] < 1).sum() == 12
-    warns = _messages(morphst_log, "WARNING")
+    warns = _user_warnings(record)
     assert len(warns) == 1
     assert "12 of 16 patches (75%) touch the image edge" in warns[0]
 

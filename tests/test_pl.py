@@ -66,7 +66,7 @@ def sdata(data_dir):
 
     sd = mst.datasets.her2st(data_dir=data_dir)
     ad = sd.tables["table"]
-    mst.pp.extract_patches(sd, context=(336.0,))
+    mst.pp.extract_patches(sd, context_sizes_um=(336.0,))
     mst.tl.embed_patches(sd, model="handcrafted")  # model-free colour/texture features: cheap
     mst.tl.predict_expression(ad, use_rep="X_handcrafted", genes=[*GENES, "CD74", "GRB7"], select_in_fold=False)
     # domains from expression (PCA of log1p HVGs), evaluated against the authors' clusters
@@ -291,14 +291,14 @@ def test_patches(sdata):
     rng = np.random.default_rng(0)
     rows = np.sort(rng.choice(np.arange(ad.n_obs), size=6, replace=False))
     want = mst.pp.get_patches(sdata, rows)
-    ctx = mst.pp.get_patches(sdata, rows, context=0)
+    ctx = mst.pp.get_patches(sdata, rows, context_index=0)
     for i in range(6):
         np.testing.assert_array_equal(axs[2 * i].get_images()[0].get_array(), want[i])
         np.testing.assert_array_equal(axs[2 * i + 1].get_images()[0].get_array(), ctx[i])
         assert axs[2 * i].get_title().startswith(str(ad.obs_names[rows[i]]))
     assert_non_trivial(fig)
     plt.close(fig)
-    fig = mst.pl.patches(sdata, spots=list(ad.obs_names[:3]), context=False, return_fig=True)
+    fig = mst.pl.patches(sdata, spots=list(ad.obs_names[:3]), show_context=False, return_fig=True)
     assert len(panels(fig)) == 3
     plt.close(fig)
 

@@ -303,8 +303,8 @@ def test_get_patches_needs_geometry_and_writes_nothing(synthetic_sdata):
     mst.pp.extract_patches(sdata, patch_size=20.0, target_px=40)
     with pytest.raises(ValueError, match="batch_size"):
         mst.pp.get_patches(sdata, batch_size=0)
-    with pytest.raises(ValueError, match="context"):
-        mst.pp.get_patches(sdata, context=True)
+    with pytest.raises(ValueError, match="context_index"):
+        mst.pp.get_patches(sdata, context_index=True)
 
 
 def test_embed_patches_validates_context_before_writing(synthetic_sdata):
@@ -314,9 +314,9 @@ def test_embed_patches_validates_context_before_writing(synthetic_sdata):
     def mean_rgb(x):
         return x.mean(dim=(2, 3))
 
-    for ctx in (0, True, -1):
-        with pytest.raises(ValueError, match="context"):
-            mst.tl.embed_patches(sdata, mean_rgb, context=ctx)
+    for ctx in (0, True, False, -1):
+        with pytest.raises(ValueError, match="context_index"):
+            mst.tl.embed_patches(sdata, mean_rgb, context_index=ctx)
         assert "patch_x_px" not in t.obs
         assert "patches" not in t.uns
 

@@ -9,10 +9,24 @@ class Key:
     """Default keys that morphst reads and writes."""
 
     TABLE: Final = "table"
-    #: ``obs`` column holding the section (sample) of each spot.
-    SECTION: Final = "section"
-    #: ``obs`` column holding the authors' (reference) cluster labels.
-    CLUSTER: Final = "cluster"
+    #: ``obs`` column holding the section (sample, library) of each spot: the default ``library_key``.
+    LIBRARY: Final = "section"
+    #: ``obs`` column holding the authors' (reference) labels: the default ``annotation_key``.
+    ANNOTATION: Final = "cluster"
+    #: ``obsm`` key of spot coordinates (squidpy's ``spatial_key``).
+    SPATIAL: Final = "spatial"
+    #: ``layers`` key of log-normalised expression written by :func:`morphst.pp.normalize` (the translation target).
+    TARGET: Final = "log1p_cp10k"
+    #: Default patch encoder of :func:`morphst.tl.embed_patches` and the ``obsm`` key it writes.
+    DEFAULT_MODEL: Final = "efficientnet_lite0"
+    DEFAULT_REP: Final = "X_efficientnet_lite0"
+    #: ``obsm``/``uns`` key of :func:`morphst.tl.fuse`.
+    FUSED: Final = "X_fused"
+    #: ``obs`` column of :func:`morphst.tl.domains`.
+    DOMAIN: Final = "domain"
+    #: ``uns``/``varm`` key of :func:`morphst.tl.quadrants` and :func:`morphst.tl.gene_quadrants`.
+    QUADRANTS: Final = "quadrants"
+    GENE_QUADRANTS: Final = "gene_quadrants"
     #: ``uns`` key for dataset-level metadata written by :mod:`morphst.datasets`.
     DATASET: Final = "morphst_dataset"
     #: ``uns`` key with patch geometry written by :func:`morphst.pp.extract_patches`.

@@ -22,6 +22,10 @@ class _Settings:
         Worker threads for patch reading (``None``: all cores).
     progress_bar
         Show tqdm progress bars on long work.
+    verbosity
+        ``0``: errors only, ``1``: warnings, ``2``: progress and "finished" lines (default), ``3``: debug. Sets the
+        level of the ``morphst`` logger; warnings a user must act on are :func:`warnings.warn` ``UserWarning``s and
+        follow Python's warning filters instead.
     data_dir
         Folder with the sample datasets (default: ``$MORPHST_DATA_DIR``).
     weights_dir
@@ -33,8 +37,23 @@ class _Settings:
         self.autocast: str = "auto"
         self.n_jobs: int | None = None
         self.progress_bar: bool = True
+        self._verbosity: int = 2
         self._data_dir: Path | None = None
         self._weights_dir: Path | None = None
+
+    @property
+    def verbosity(self) -> int:
+        return self._verbosity
+
+    @verbosity.setter
+    def verbosity(self, value: int) -> None:
+        from ._logging import VERBOSITY_LEVELS, logger
+
+        if isinstance(value, bool) or value not in VERBOSITY_LEVELS:
+            msg = f"`verbosity` must be 0 (errors), 1 (warnings), 2 (info) or 3 (debug), got {value!r}."
+            raise ValueError(msg)
+        self._verbosity = int(value)
+        logger.setLevel(VERBOSITY_LEVELS[self._verbosity])
 
     @property
     def data_dir(self) -> Path | None:
@@ -89,7 +108,7 @@ class _Settings:
     def __repr__(self) -> str:
         return (
             f"morphst settings: device={self.device!r}, autocast={self.autocast!r}, n_jobs={self.n_jobs}, "
-            f"progress_bar={self.progress_bar}, data_dir={self.data_dir}, weights_dir={self.weights_dir}"
+            f"progress_bar={self.progress_bar}, verbosity={self.verbosity}, data_dir={self.data_dir}, weights_dir={self.weights_dir}"
         )
 
 

@@ -7,6 +7,7 @@ from ._sdata import (
     get_adata,
     image_levels,
     list_keys,
+    none_if_missing,
     records_params,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "get_adata",
     "image_levels",
     "list_keys",
+    "none_if_missing",
     "records_params",
 ]

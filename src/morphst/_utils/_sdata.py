@@ -110,19 +110,30 @@ def image_levels(image) -> list:
 
 
 def records_params(**params: Any) -> dict[str, Any]:
-    """Make ``params`` storable in ``uns`` (h5ad/zarr): tuples to lists, None to the string ``"None"``."""
+    """Make ``params`` storable in ``uns`` (h5ad/zarr): tuples to lists; ``None`` values are left out (as scanpy does).
+
+    Readers take a missing key as ``None`` (:func:`none_if_missing` also accepts the string ``"None"`` that morphst
+    0.1 objects hold). A ``None`` inside a list becomes NaN.
+    """
 
     def conv(v):
         if v is None:
-            return "None"
+            return float("nan")
         if isinstance(v, tuple | list):
             return [conv(x) for x in v]
         if isinstance(v, np.generic):
             return v.item()
         if isinstance(v, dict):
-            return {str(k): conv(x) for k, x in v.items()}
+            return {str(k): conv(x) for k, x in v.items() if x is not None}
         if isinstance(v, str | int | float | bool | np.ndarray):
             return v
         return str(v)
 
-    return {k: conv(v) for k, v in params.items()}
+    return {k: conv(v) for k, v in params.items() if v is not None}
+
+
+def none_if_missing(value: Any) -> Any:
+    """A stored parameter as the caller passed it: ``None`` for a left-out value or the legacy string ``"None"``."""
+    if value is None or (isinstance(value, str) and value == "None"):
+        return None
+    return value

@@ -33,6 +33,24 @@ _RTOL = 0.05
 _HD_BIN = re.compile(r"square_(\d{3})um$")
 
 
+def check_positive_um(name: str, value, *, unit: str = "µm") -> float | None:
+    """``value`` as a float if it is a finite positive number, ``None`` if ``None``; else a ValueError naming it.
+
+    The one check of every physical size and scale parameter (``patch_size``, ``um_per_px``, ``um_per_unit``,
+    ``spot_diameter_um``, context and tile sizes).
+    """
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if isinstance(value, bool) or not (np.isfinite(v) and v > 0):
+        msg = f"`{name}` must be a positive number ({unit}), got {value!r}."
+        raise ValueError(msg)
+    return v
+
+
 @dataclass(frozen=True)
 class Units:
     """µm per unit of a coordinate system, and how that was found."""
@@ -163,14 +181,10 @@ def resolve_um_per_unit(
     """
     from spatialdata.transformations import get_transformation
 
+    um_per_unit = check_positive_um("um_per_unit", um_per_unit, unit="µm per coordinate-system unit")
+    spot_diameter_um = check_positive_um("spot_diameter_um", spot_diameter_um)
     if um_per_unit is not None:
-        if not (np.isfinite(um_per_unit) and um_per_unit > 0):
-            msg = f"`um_per_unit` must be a positive number (µm per coordinate-system unit), got {um_per_unit}."
-            raise ValueError(msg)
-        return Units(float(um_per_unit), f"given: um_per_unit={float(um_per_unit):g}")
-    if spot_diameter_um is not None and not (np.isfinite(spot_diameter_um) and spot_diameter_um > 0):
-        msg = f"`spot_diameter_um` must be a positive number (µm), got {spot_diameter_um}."
-        raise ValueError(msg)
+        return Units(um_per_unit, f"given: um_per_unit={um_per_unit:g}")
     found = declared_um_per_unit(sdata, adata, cs)
     if found is not None:
         return found
@@ -273,10 +287,8 @@ def resolve_image_scale(
     def px_scale(cs: str) -> float:  # coordinate units per level-0 pixel
         return linear_scale(tfs[cs].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")))
 
-    for name, v in (("um_per_px", um_per_px), ("um_per_unit", um_per_unit)):
-        if v is not None and not (np.isfinite(v) and v > 0):
-            msg = f"`{name}` must be a positive number (µm), got {v}."
-            raise ValueError(msg)
+    um_per_px = check_positive_um("um_per_px", um_per_px, unit="µm per pixel")
+    um_per_unit = check_positive_um("um_per_unit", um_per_unit, unit="µm per coordinate-system unit")
     cs = systems[0]
     if um_per_px is not None:
         u = Units(float(um_per_px) / px_scale(cs), f"given: um_per_px={float(um_per_px):g}")

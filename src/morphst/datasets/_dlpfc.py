@@ -227,7 +227,7 @@ def dlpfc(sample: str = "151673", *, data_dir: str | os.PathLike | None = None):
     labels = meta[LABEL_COLUMN].reindex(table.obs_names) if LABEL_COLUMN in meta else pd.Series(np.nan, table.obs_names)
     extra = sorted(set(labels.dropna().astype(str)) - set(LAYERS))
     table.obs["layer"] = pd.Categorical(labels.astype(object).where(labels.notna(), None), categories=[*LAYERS, *extra])
-    table.obs[Key.SECTION] = pd.Categorical([sample] * table.n_obs)
+    table.obs[Key.LIBRARY] = pd.Categorical([sample] * table.n_obs)
     table.X = table.X.astype(np.float32)
     table.uns["spatial"] = {sample: {"scalefactors": scalefactors}}
     fullres = VISIUM_SPOT_DIAMETER_UM / float(scalefactors["spot_diameter_fullres"])

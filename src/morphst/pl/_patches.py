@@ -31,7 +31,7 @@ def patches(
     *,
     n: int = 16,
     spots: Sequence[int] | Sequence[str] | None = None,
-    context: bool = True,
+    show_context: bool = True,
     color_by: str | None = None,
     table_key: str = "table",
     ncols: int | None = None,
@@ -57,8 +57,8 @@ def patches(
         Number of spots, drawn at random among those with a patch (seeded by ``random_state``), shown in table order.
     spots
         Spots to show instead (integer positions or ``obs_names``); overrides ``n``.
-    context
-        Also show the context fields of view (``extract_patches(context=...)``), one panel each.
+    show_context
+        Also show the context fields of view (``extract_patches(context_sizes_um=...)``), one panel each.
     color_by
         ``obs`` column shown in each title (e.g. ``"section"`` or ``"cluster"``).
     table_key
@@ -122,10 +122,10 @@ def patches(
         else:
             rows = np.asarray(sel, dtype=np.int64)
     sizes = [float(s) for s in np.atleast_1d(info.get("sizes_um", [np.nan]))]
-    n_ctx = len(sizes) - 1 if context else 0
+    n_ctx = len(sizes) - 1 if show_context else 0
     per_spot = 1 + n_ctx
     images = [get_patches(sdata, rows, table_key=table_key)]
-    images += [get_patches(sdata, rows, table_key=table_key, context=k) for k in range(n_ctx)]
+    images += [get_patches(sdata, rows, table_key=table_key, context_index=k) for k in range(n_ctx)]
 
     n_spots = len(rows)
     n_panels = n_spots * per_spot

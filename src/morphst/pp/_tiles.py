@@ -9,7 +9,7 @@ import pandas as pd
 
 from .. import _logging as logg
 from .._utils import list_keys, records_params
-from .._utils._units import resolve_image_scale
+from .._utils._units import check_positive_um, resolve_image_scale
 from ._patches import require_sdata
 
 if TYPE_CHECKING:
@@ -98,8 +98,9 @@ def tile_tissue(
     if image_key not in sdata.images:
         msg = f"Image {image_key!r} not found. Available images: {list_keys(sdata.images)}."
         raise KeyError(msg)
-    if not (np.isfinite(tile_size) and tile_size > 0):
-        msg = f"`tile_size` must be a positive number of µm, got {tile_size}."
+    tile_size = check_positive_um("tile_size", tile_size)
+    if tile_size is None:
+        msg = "`tile_size` must be a positive number (µm), got None."
         raise ValueError(msg)
     if not 0.0 <= min_tissue_fraction <= 1.0:
         msg = f"`min_tissue_fraction` must lie in [0, 1], got {min_tissue_fraction}."

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .._utils import list_keys
-from .._utils._units import ATTRS_KEY
+from .._utils._units import ATTRS_KEY, check_positive_um
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -46,12 +44,9 @@ def set_um_per_unit(sdata: SpatialData, coordinate_system: str, um_per_unit: flo
     if coordinate_system not in sdata.coordinate_systems:
         msg = f"Coordinate system {coordinate_system!r} not found. Available: {list_keys(sdata.coordinate_systems)}."
         raise KeyError(msg)
-    try:
-        v = float(um_per_unit)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not (np.isfinite(v) and v > 0):
-        msg = f"`um_per_unit` must be a positive number (µm per coordinate unit), got {um_per_unit!r}."
+    v = check_positive_um("um_per_unit", um_per_unit, unit="µm per coordinate-system unit")
+    if v is None:
+        msg = "`um_per_unit` must be a positive number (µm per coordinate-system unit), got None."
         raise ValueError(msg)
     attrs = sdata.attrs.setdefault(ATTRS_KEY, {})
     attrs.setdefault("coordinate_systems", {})[str(coordinate_system)] = v

@@ -13,7 +13,7 @@ import pandas as pd
 from .. import _logging as logg
 from .._constants import Key
 from .._settings import settings
-from .._utils import get_adata, records_params
+from .._utils import get_adata, none_if_missing, records_params
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -248,7 +248,7 @@ def _call_record(enc, model, weights, random_state, reader, size_index, dtype, b
                 "window_px": [int(x) for x in np.asarray(v["window_px"])[size_index]],
                 "channels": [int(c) for c in np.atleast_1d(v["channels"])],
                 "intensity_range": None
-                if isinstance(v["intensity_range"], str)
+                if none_if_missing(v.get("intensity_range")) is None
                 else np.asarray(v["intensity_range"], float).round(6).tolist(),
             }
             for r, v in sorted(regions.items())
@@ -416,11 +416,11 @@ def _block_tasks(reader, batches, blocks, needed, level_paths, spec, batch_size)
 
 def embed_patches(
     sdata: SpatialData,
-    model: str | Callable = "efficientnet_lite0",
+    model: str | Callable = Key.DEFAULT_MODEL,
     *,
     table_key: str = Key.TABLE,
     weights: str | os.PathLike | Literal["random"] | None = None,
-    context: bool | int = False,
+    context_index: int | None = None,
     batch_size: int = 64,
     device: str | None = None,
     dtype: Literal["auto", "float32", "bfloat16"] = "auto",
@@ -463,8 +463,9 @@ def embed_patches(
         ``None``: a file under ``mst.settings.weights_dir`` / ``$MORPHST_WEIGHTS_DIR`` named after the model, else
         the bundled package (``efficientnet_lite0``), else the hub when online. A path: that file (strict key
         matching). ``"random"``: a random initialisation of the same architecture, seeded by ``random_state``.
-    context
-        ``False``: the main patch; an integer ``k``: the ``k``-th context field of view of ``extract_patches``.
+    context_index
+        ``None``: the main patch; an integer ``k``: the ``k``-th (0-based) context field of view of
+        ``extract_patches(context_sizes_um=...)``.
     batch_size
         Patches per forward pass.
     device
@@ -517,7 +518,7 @@ def embed_patches(
         ``sdata`` is not a SpatialData (e.g. an AnnData table).
     ValueError
         Unknown model (neither registered nor a timm architecture; close names are suggested), bad ``dtype`` or
-        ``batch_size``, ``context`` that is neither ``False`` nor an index of the recorded context sizes, an invalid
+        ``batch_size``, ``context_index`` that is neither ``None`` nor an index of the recorded context sizes, an invalid
         patch setup (see :func:`morphst.pp.extract_patches`; checked before the model is built and before anything
         is written), or an encoder that returns NaN/infinite features or the wrong shape (nothing is written).
     FileNotFoundError
@@ -553,9 +554,9 @@ def embed_patches(
         OBS_X,
         PatchReader,
         check_default_geometry,
-        context_index,
         extract_patches,
         require_sdata,
+        size_index_of,
     )
     from .models import get_model
 
@@ -567,15 +568,15 @@ def embed_patches(
     if int(batch_size) < 1:
         msg = f"`batch_size` must be a positive integer, got {batch_size}."
         raise ValueError(msg)
-    size_index = context_index(context)
+    size_index = size_index_of(context_index)
     cl = _resolve_client(client)
     start = logg.info(f"embedding patches with {getattr(model, '__name__', model)!s}")
     # validate the patch geometry before building the model (seconds), writing nothing yet
     needs_patches = Key.PATCHES not in adata.uns or OBS_X not in adata.obs
     if needs_patches and size_index > 0:
         msg = (
-            f"`context={context}` asks for a context field of view, but the table has no patch geometry yet; run "
-            "`mst.pp.extract_patches(sdata, context=(<size µm>, ...))` first."
+            f"`context_index={context_index}` asks for a context field of view, but the table has no patch geometry "
+            "yet; run `mst.pp.extract_patches(sdata, context_sizes_um=(<size µm>, ...))` first."
         )
         raise ValueError(msg)
     if needs_patches:
@@ -698,13 +699,16 @@ def embed_patches(
     adata.obsm[key_added] = feats
     uns = {
         "params": records_params(
-            model=enc.name if isinstance(model, str) else f"callable {enc.name}",
+            model=enc.name,
+            model_is_callable=not isinstance(model, str),
             weights=enc.weights_source,
+            weights_random=isinstance(weights, str) and weights == "random",
+            weights_path=getattr(enc, "weights_path", None),
             weights_sha256=enc.weights_sha256,
             patch_size_um=reader.size_um,
             target_px=reader.target_px,
             um_per_px=reader.size_um / reader.target_px,
-            context=context,
+            context_index=context_index,
             images={r: v["image"] for r, v in regions.items()},
             pyramid_level={r: int(np.atleast_1d(v["level"])[size_index]) for r, v in regions.items()},
             level_um_per_px={r: float(np.atleast_1d(v["level_um_per_px"])[size_index]) for r, v in regions.items()},

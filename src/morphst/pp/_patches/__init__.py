@@ -17,7 +17,7 @@ from ._geometry import (
     require_sdata,
 )
 from ._get import get_patches
-from ._reader import PatchReader, context_index
+from ._reader import PatchReader, size_index_of
 
 __all__ = [
     "DEFAULT_PATCH_SIZE_UM",
@@ -27,9 +27,9 @@ __all__ = [
     "OBS_Y",
     "PatchReader",
     "check_default_geometry",
-    "context_index",
     "extract_patches",
     "get_patches",
     "match_instance_ids",
     "require_sdata",
+    "size_index_of",
 ]

@@ -10,6 +10,7 @@ import numpy as np
 from ... import _logging as logg
 from ..._constants import Key
 from ..._utils import get_adata, records_params
+from ..._utils._units import check_positive_um
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -74,7 +75,7 @@ def extract_patches(
     table_key: str = Key.TABLE,
     patch_size: float = DEFAULT_PATCH_SIZE_UM,
     target_px: int = DEFAULT_TARGET_PX,
-    context: Sequence[float] | float | None = None,
+    context_sizes_um: Sequence[float] | float | None = None,
     um_per_unit: float | None = None,
     um_per_px: float | None = None,
     spot_diameter_um: float | None = None,
@@ -121,7 +122,7 @@ def extract_patches(
         Side of the patch, µm.
     target_px
         Side of the resampled patch, px; the patch resolution is ``patch_size / target_px`` µm/px.
-    context
+    context_sizes_um
         Sides of larger fields of view around the same centre, µm, e.g. ``(336.0,)``; each is also resampled to
         ``target_px`` px.
     um_per_unit
@@ -155,7 +156,7 @@ def extract_patches(
       (per shapes element: ``'image'``, ``'coordinate_system'``, ``'um_per_unit'`` (µm per coordinate unit)
       and ``'units_source'`` (how it was found), ``'um_per_px'`` (level 0, x and y), ``'level'``,
       ``'level_um_per_px'``, ``'window_px'`` (per size), ``'channels'``, ``'channel_mode'``,
-      ``'intensity_range'`` (per channel, ``[[low, high], ...]``, or ``'None'`` for uint8), ``'fill_value'``,
+      ``'intensity_range'`` (per channel, ``[[low, high], ...]``; absent for uint8), ``'fill_value'``,
       ``'transform'`` (3 × 3 affine, shapes -> image px)) and ``'params'``.
 
     Raises
@@ -173,25 +174,23 @@ def extract_patches(
     require_sdata(sdata, "extract_patches")
     start = logg.info("extracting patch geometry")
     adata = get_adata(sdata, table_key)
-    if not patch_size > 0:
-        msg = f"`patch_size` must be positive (µm), got {patch_size}."
+    if check_positive_um("patch_size", patch_size) is None:
+        msg = "`patch_size` must be a positive number (µm), got None."
         raise ValueError(msg)
     if int(target_px) < 1:
         msg = f"`target_px` must be a positive number of pixels, got {target_px}."
         raise ValueError(msg)
-    if context is None:
+    if context_sizes_um is None:
         ctx: list[float] = []
-    elif np.isscalar(context):
-        ctx = [float(context)]
+    elif np.isscalar(context_sizes_um):
+        ctx = [float(context_sizes_um)]
     else:
-        ctx = [float(c) for c in context]
-    if any(not c > 0 for c in ctx):
-        msg = f"`context` sizes must be positive (µm), got {ctx}."
-        raise ValueError(msg)
-    for name, v in (("um_per_px", um_per_px), ("um_per_unit", um_per_unit), ("spot_diameter_um", spot_diameter_um)):
-        if v is not None and not (np.isfinite(v) and v > 0):
-            msg = f"`{name}` must be a positive number (µm), got {v}."
-            raise ValueError(msg)
+        ctx = [float(c) for c in context_sizes_um]
+    for c in ctx:
+        check_positive_um("context_sizes_um", c)
+    check_positive_um("um_per_px", um_per_px, unit="µm per pixel")
+    check_positive_um("um_per_unit", um_per_unit, unit="µm per coordinate-system unit")
+    check_positive_um("spot_diameter_um", spot_diameter_um)
     if fill_value is not None and not 0 <= fill_value <= 255:
         msg = f"`fill_value` is a padding intensity of the 8-bit patches and must lie in 0–255, got {fill_value}."
         raise ValueError(msg)
@@ -234,10 +233,11 @@ def extract_patches(
             "window_px": [list(map(int, w)) for w in g.window_px],
             "channels": list(g.channels),
             "channel_mode": g.mode,
-            "intensity_range": "None" if g.intensity_range is None else np.asarray(g.intensity_range, dtype=float),
             "fill_value": int(g.fill_value),
             "transform": np.asarray(g.transform, dtype=float),
         }
+        if g.intensity_range is not None:
+            regions[g.region]["intensity_range"] = np.asarray(g.intensity_range, dtype=float)
     for col in [c for c in adata.obs.columns if c.startswith(OBS_VALID)]:
         del adata.obs[col]
     adata.obs[OBS_X] = cx
@@ -254,7 +254,7 @@ def extract_patches(
             table_key=table_key,
             patch_size=float(patch_size),
             target_px=int(target_px),
-            context=ctx,
+            context_sizes_um=ctx,
             um_per_unit=um_per_unit,
             um_per_px=um_per_px,
             spot_diameter_um=spot_diameter_um,

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 from ._geometry import require_sdata
-from ._reader import PatchReader, context_index
+from ._reader import PatchReader, size_index_of
 
 
 def _resolve_rows(adata: AnnData, sel, default: np.ndarray) -> np.ndarray:
@@ -54,7 +54,7 @@ def get_patches(
     obs_indices_or_names: Sequence[int] | Sequence[str] | np.ndarray | None = None,
     *,
     table_key: str = Key.TABLE,
-    context: bool | int = False,
+    context_index: int | None = None,
     batch_size: int = 64,
 ) -> np.ndarray:
     """Read patches recorded by :func:`extract_patches` into memory, for inspection and plotting.
@@ -68,9 +68,9 @@ def get_patches(
         that has a patch (after ``extract_patches(shapes_key=...)``, the rows of that shapes element).
     table_key
         Table of the spots.
-    context
-        ``False``: the main patch; an integer ``k``: the ``k``-th context field of view (0-based), resampled to
-        the same ``target_px``.
+    context_index
+        ``None``: the main patch; an integer ``k``: the ``k``-th context field of view (0-based, in the order of
+        ``extract_patches(context_sizes_um=...)``), resampled to the same ``target_px``.
     batch_size
         Patches read per batch.
 
@@ -85,7 +85,7 @@ def get_patches(
     KeyError
         If the table has no patch geometry (run :func:`extract_patches` first) or a name is not in ``obs_names``.
     ValueError
-        If a row has no patch geometry, ``context`` is out of range, ``batch_size < 1``, or rows are selected by
+        If a row has no patch geometry, ``context_index`` is out of range, ``batch_size < 1``, or rows are selected by
         name while ``obs_names`` are not unique.
     """
     require_sdata(sdata, "get_patches")
@@ -93,7 +93,7 @@ def get_patches(
     if int(batch_size) < 1:
         msg = f"`batch_size` must be a positive integer, got {batch_size}."
         raise ValueError(msg)
-    size_index = context_index(context)
+    size_index = size_index_of(context_index)
     reader = PatchReader(sdata, table_key=table_key, size_index=size_index)
     rows = _resolve_rows(adata, obs_indices_or_names, reader.rows)
     t = reader.target_px

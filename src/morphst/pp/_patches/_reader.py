@@ -273,7 +273,7 @@ class PatchReader:
         if not 0 <= size_index < len(sizes):
             msg = (
                 f"Context index {size_index - 1} out of range; the patches have context sizes {sizes[1:]} µm "
-                "(run `mst.pp.extract_patches(sdata, context=(...))` to add some)."
+                "(run `mst.pp.extract_patches(sdata, context_sizes_um=(...))` to add some)."
             )
             raise ValueError(msg)
         self.size_um = sizes[size_index]
@@ -293,8 +293,8 @@ class PatchReader:
             lvl = int(np.atleast_1d(r["level"])[size_index])
             f = tuple(np.asarray(r["level_factor"], float)[size_index])
             w = tuple(int(v) for v in np.asarray(r["window_px"])[size_index])
-            irange = r["intensity_range"]
-            irange = None if isinstance(irange, str) else np.asarray(irange, dtype=float).reshape(-1, 2)
+            irange = r.get("intensity_range")  # absent (or the legacy string "None"): uint8 pixels as they are
+            irange = None if irange is None or isinstance(irange, str) else np.asarray(irange, float).reshape(-1, 2)
             reader = _LevelReader(
                 levels[lvl],
                 [int(c) for c in np.atleast_1d(r["channels"])],
@@ -509,20 +509,25 @@ class PatchReader:
             th.join(timeout=5)
 
 
-def context_index(context) -> int:
-    """Size index for ``context``: ``False`` -> 0 (the main patch), an integer ``k >= 0`` -> ``k + 1``.
+def size_index_of(context_index) -> int:
+    """Size index for ``context_index``: ``None`` -> 0 (the main patch), an integer ``k >= 0`` -> ``k + 1``.
 
     Raises
     ------
     ValueError
-        For ``True`` (ambiguous: it would read as index 1), negative or non-integer values.
+        For booleans (``True`` would read as index 1, ``False`` as the first context size), negative or
+        non-integer values.
     """
-    if context is False or context is None:
+    if context_index is None:
         return 0
-    if isinstance(context, bool | np.bool_) or not isinstance(context, int | np.integer) or context < 0:
+    if (
+        isinstance(context_index, bool | np.bool_)
+        or not isinstance(context_index, int | np.integer)
+        or context_index < 0
+    ):
         msg = (
-            f"`context` must be False (the main patch) or the 0-based index of a context size recorded by "
-            f"`mst.pp.extract_patches(context=...)`, got {context!r}."
+            f"`context_index` must be None (the main patch) or the 0-based index of a context size recorded by "
+            f"`mst.pp.extract_patches(context_sizes_um=...)`, got {context_index!r}."
         )
         raise ValueError(msg)
-    return int(context) + 1
+    return int(context_index) + 1

@@ -33,7 +33,7 @@ def predict_sdata(
     weights: str | os.PathLike | None = None,
     patch_size: float | None = None,
     target_px: int | None = None,
-    context: Sequence[float] | None = None,
+    context_sizes_um: Sequence[float] | None = None,
     um_per_unit: float | None = None,
     um_per_px: float | None = None,
     batch_size: int = 64,
@@ -64,7 +64,7 @@ def predict_sdata(
         Patch side, µm; default: the training patch side.
     target_px
         Patch side after resampling, px; default: the training value.
-    context
+    context_sizes_um
         Context fields of view, µm; default: the training value.
     um_per_unit, um_per_px
         Scale of ``sdata`` (see :func:`morphst.pp.extract_patches`); default: resolved from ``sdata`` itself
@@ -116,7 +116,7 @@ def predict_sdata(
         msg = f"Table {table_key!r} already exists; pass `overwrite=True` or another `table_key`."
         raise ValueError(msg)
     ekw = self._embed_kwargs(model, weights)
-    pkw = self._patch_kwargs(patch_size, target_px, context)
+    pkw = self._patch_kwargs(patch_size, target_px, context_sizes_um)
 
     start = logg.info(f"predicting {len(self.genes)} genes for shapes {keys}")
     obs, xy = [], []

@@ -91,7 +91,7 @@ def predict_expression(
     target: str = LOG1P_CP10K,
     model: Literal["ridge", "mlp"] | Any = "ridge",
     cv: CV | Any = "leave_one_group_out",
-    groupby: str | None = Key.SECTION,
+    groupby: str | None = Key.LIBRARY,
     n_splits: int = 5,
     select_in_fold: bool = True,
     spatial_context: int | None = None,

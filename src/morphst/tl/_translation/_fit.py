@@ -43,7 +43,7 @@ def fit_translator(
     target: str = LOG1P_CP10K,
     model: Literal["ridge", "mlp"] | Any = "ridge",
     train: str | np.ndarray | Sequence[str] | None = None,
-    groupby: str | None = Key.SECTION,
+    groupby: str | None = Key.LIBRARY,
     select_on_train: bool = True,
     spatial_context: int | None = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,

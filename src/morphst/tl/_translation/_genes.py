@@ -9,7 +9,7 @@ import numpy as np
 from scipy import sparse
 
 from ..._constants import Key
-from ..._utils import check_unique_var_names, list_keys
+from ..._utils import check_unique_var_names, list_keys, none_if_missing
 from ...pp._genes import check_selection_params, gene_scores, no_gene_error, statistics_values
 from ...pp._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
 
@@ -103,7 +103,7 @@ def _gene_plan(adata: AnnData, genes, select_in_fold: bool) -> _GenePlan:
             "flavor": stored.get("flavor", "highly_variable"),
             "hvg_flavor": stored.get("hvg_flavor", "pearson_residuals"),
             "min_fraction": float(stored.get("min_fraction", 0.1)),
-            "layer": None if stored.get("layer", "None") == "None" else stored.get("layer"),
+            "layer": none_if_missing(stored.get("layer")),
         }
         if sel["flavor"] not in ("highly_variable", "mean"):
             msg = f"`adata.uns[{genes!r}]['params']['flavor']` is {sel['flavor']!r}; expected 'highly_variable' or 'mean'."

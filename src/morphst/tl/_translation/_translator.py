@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ... import _logging as logg
-from ..._utils import check_obsm, records_params
+from ..._utils import check_obsm, none_if_missing, records_params
 from .._applicability import OBS_SCORE, ApplicabilityDomain
 
 if TYPE_CHECKING:
@@ -190,8 +190,7 @@ class Translator:
             raise ValueError(msg)
         coords = _coords(adata, self.spatial_context)
         if groupby is None:
-            groupby = self.params.get("groupby")
-            groupby = None if groupby == "None" else groupby
+            groupby = none_if_missing(self.params.get("groupby"))
         groups = _groups(adata, groupby)
         _warn_caps(_context_caps(self.spatial_context, groups, adata.n_obs, strict=False), self.spatial_context)
         return _features(x, coords, self.spatial_context, groups)
@@ -209,8 +208,7 @@ class Translator:
 
     def _groups_of(self, adata: AnnData, groupby: str | None) -> np.ndarray | None:
         if groupby is None:
-            groupby = self.params.get("groupby")
-            groupby = None if groupby == "None" else groupby
+            groupby = none_if_missing(self.params.get("groupby"))
         return _groups(adata, groupby)
 
     def _check_domain(self, feats: np.ndarray, groups: np.ndarray | None):
@@ -310,8 +308,8 @@ class Translator:
     def _embed_kwargs(self, model, weights) -> dict:
         ep = self.embed_params
         if model is None:
-            model = ep.get("model")
-            if not model or str(model).startswith("callable"):
+            model = none_if_missing(ep.get("model"))
+            if not model or bool(ep.get("model_is_callable", False)):
                 msg = (
                     f"The translator does not know how `obsm[{self.use_rep!r}]` was made (no embedding parameters "
                     "were stored with the training data); pass `model=` (and `weights=`) as given to "
@@ -319,26 +317,27 @@ class Translator:
                 )
                 raise ValueError(msg)
         if weights is None:
-            src = str(ep.get("weights", ""))
-            if src.startswith("random"):
+            path = none_if_missing(ep.get("weights_path"))
+            if bool(ep.get("weights_random", False)):
                 weights = "random"
-            elif src.startswith("file ") and os.path.exists(src[5:]):
-                weights = src[5:]
-        ctx = ep.get("context", False)
-        rs = ep.get("random_state", 0)
+            elif path is not None and os.path.exists(str(path)):
+                weights = str(path)
+        rs = none_if_missing(ep.get("random_state"))
         return {
             "model": model,
             "weights": weights,
-            "context": False if ctx in (None, "None") else ctx,
-            "random_state": 0 if rs in (None, "None") else int(rs),
+            "context_index": none_if_missing(ep.get("context_index")),
+            "random_state": 0 if rs is None else int(rs),
         }
 
-    def _patch_kwargs(self, patch_size, target_px, context) -> dict:
-        pp = {k: (None if v == "None" else v) for k, v in self.patch_params.items()}
+    def _patch_kwargs(self, patch_size, target_px, context_sizes_um) -> dict:
+        pp = {k: none_if_missing(v) for k, v in self.patch_params.items()}
         out = {
             "patch_size": float(patch_size if patch_size is not None else pp.get("patch_size", 112.0)),
             "target_px": int(target_px if target_px is not None else pp.get("target_px", 224)),
-            "context": context if context is not None else (pp.get("context") or None),
+            "context_sizes_um": context_sizes_um
+            if context_sizes_um is not None
+            else (pp.get("context_sizes_um") or None),
         }
         # the training image's scale (um_per_px / um_per_unit) is not carried: the new object's is resolved on it
         for k in ("channels", "intensity_range", "fill_value"):

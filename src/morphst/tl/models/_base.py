@@ -108,6 +108,8 @@ class Encoder(Protocol):
     uses_torch: bool
     weights_source: str
     weights_sha256: str | None
+    #: The weights file (or transformers folder) loaded, ``None`` when not loaded from a local path.
+    weights_path: str | None
 
     def transform(self, x: Any) -> Any: ...
 
@@ -131,6 +133,7 @@ class TorchEncoder:
         n_prefix_tokens: int = 1,
         weights_source: str = "",
         weights_sha256: str | None = None,
+        weights_path: str | None = None,
         spec: ModelSpec | None = None,
         crop_pct: float = 1.0,
         interpolation: str = "bilinear",
@@ -153,6 +156,7 @@ class TorchEncoder:
         self.n_prefix_tokens = n_prefix_tokens
         self.weights_source = weights_source
         self.weights_sha256 = weights_sha256
+        self.weights_path = weights_path
         self.spec = spec
         self.crop_pct = float(crop_pct)
         self.interpolation = interpolation
@@ -214,6 +218,7 @@ class CallableEncoder:
 
     uses_torch = True
     weights_sha256 = None
+    weights_path = None
 
     def __init__(self, fn: Callable, name: str | None = None):
         self.fn = fn

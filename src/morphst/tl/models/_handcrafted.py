@@ -58,6 +58,7 @@ class HandcraftedEncoder:
     uses_torch = False
     weights_source = "none (handcrafted features, scikit-image)"
     weights_sha256 = None
+    weights_path = None
 
     def __init__(self, n_jobs: int = 1):
         self.n_jobs = n_jobs

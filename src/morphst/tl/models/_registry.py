@@ -556,7 +556,7 @@ def _no_weights(spec: ModelSpec, err: str) -> FileNotFoundError:
 
 
 def _build_timm(spec: ModelSpec, weights, random_state: int):
-    """Build the timm network of ``spec`` and load weights: returns ``(module, source, sha256)``."""
+    """Build the timm network of ``spec`` and load weights: ``(module, source text, sha256, weights path)``."""
     import timm
     import torch
 
@@ -569,6 +569,7 @@ def _build_timm(spec: ModelSpec, weights, random_state: int):
         return (
             timm.create_model(spec.arch, pretrained=False, **kw),
             f"random initialisation (seed {random_state})",
+            None,
             None,
         )
 
@@ -593,7 +594,7 @@ def _build_timm(spec: ModelSpec, weights, random_state: int):
         if spec.pooling == "cls+mean":
             sd = {k: v for k, v in sd.items() if k in target or not k.startswith("head")}
         model.load_state_dict(sd, strict=True)
-        return model, f"file {path}", file_sha256(path)
+        return model, f"file {path}", file_sha256(path), str(path)
 
     hub = spec.hub
     err = ""
@@ -611,14 +612,14 @@ def _build_timm(spec: ModelSpec, weights, random_state: int):
                     )
             rev = _cached_revision(repo) if cache_only else None
             where = f" (local Hugging Face cache, revision {rev})" if cache_only else ""
-            return model, f"hub {hub}{where}", None
+            return model, f"hub {hub}{where}", None, None
         except Exception as e:
             err = f"{type(e).__name__}: {e}"[:300]
     raise _no_weights(spec, err)
 
 
 def _build_transformers(spec: ModelSpec, weights, random_state: int):
-    """Load the ``transformers`` model of ``spec`` (a folder, the weights dir, the hub): ``(module, source, sha)``."""
+    """Load the ``transformers`` model of ``spec`` (a folder, the weights dir, the hub): as :func:`_build_timm`."""
     try:
         import transformers  # noqa: F401
     except ImportError as e:
@@ -646,13 +647,13 @@ def _build_transformers(spec: ModelSpec, weights, random_state: int):
             cfg = AutoConfig.from_pretrained(str(where), local_files_only=True)
         torch.manual_seed(random_state)
         model = AutoModel.from_config(cfg, **kw)
-        return TokenModel(model), f"random initialisation (seed {random_state})", None
+        return TokenModel(model), f"random initialisation (seed {random_state})", None, None
 
     folder = _local_folder(weights, spec)
     if folder is not None:
         model = AutoModel.from_pretrained(str(folder), local_files_only=True, **kw)
         wfile = next((folder / f for f in ("model.safetensors", "pytorch_model.bin") if (folder / f).is_file()), None)
-        return TokenModel(model), f"folder {folder}", file_sha256(wfile) if wfile else None
+        return TokenModel(model), f"folder {folder}", file_sha256(wfile) if wfile else None, str(folder)
     err = ""
     if repo is not None:
         repo_to_load, cache_only, err = _hub_plan(spec.hub)
@@ -662,7 +663,7 @@ def _build_transformers(spec: ModelSpec, weights, random_state: int):
                 model = AutoModel.from_pretrained(repo_to_load, local_files_only=cache_only, **kw)
             rev = _cached_revision(repo_to_load) if cache_only else None
             where = f" (local Hugging Face cache, revision {rev})" if cache_only else ""
-            return TokenModel(model), f"hub {spec.hub}{where}", None
+            return TokenModel(model), f"hub {spec.hub}{where}", None, None
         except Exception as e:
             err = f"{type(e).__name__}: {e}"[:300]
     raise _no_weights(spec, err)
@@ -786,7 +787,7 @@ def get_model(
             hub=cfg.get("hf_hub_id"),
         )
     build = _build_transformers if spec.backend == "transformers" else _build_timm
-    module, source, sha = build(spec, weights, random_state)
+    module, source, sha, path = build(spec, weights, random_state)
     return TorchEncoder(
         module,
         name=spec.name,
@@ -797,6 +798,7 @@ def get_model(
         n_prefix_tokens=spec.n_prefix_tokens,
         weights_source=source,
         weights_sha256=sha,
+        weights_path=path,
         spec=spec,
         crop_pct=spec.crop_pct,
         interpolation=spec.interpolation,
