@@ -333,7 +333,7 @@ def offline_hub(tmp_path, monkeypatch):
     """An empty local HF cache, ``HF_HUB_OFFLINE=1``, an empty weights dir; any reachability check fails the test."""
     from huggingface_hub import constants
 
-    from morphst.tl.models import _registry
+    from morphst.tl.models import _weights
 
     cache = tmp_path / "hf" / "hub"
     cache.mkdir(parents=True)
@@ -350,7 +350,7 @@ def offline_hub(tmp_path, monkeypatch):
     def no_network(*a, **k):
         raise AssertionError("HF_HUB_OFFLINE is set: the hub must not be contacted")
 
-    monkeypatch.setattr(_registry, "hub_reachable", no_network)
+    monkeypatch.setattr(_weights, "hub_reachable", no_network)
     return cache, wdir
 
 
@@ -572,18 +572,18 @@ def test_transformers_models_name_the_extra_when_missing(monkeypatch, offline_hu
 
 
 def test_model_quirks_live_on_their_specs():
-    from morphst.tl.models import _registry
+    from morphst.tl.models import _specs
 
-    assert REGISTRY["virchow2"].lazy_kwargs is _registry.swiglu_silu
-    assert REGISTRY["uni2_h"].lazy_kwargs is _registry.swiglu_silu
+    assert REGISTRY["virchow2"].lazy_kwargs is _specs.swiglu_silu
+    assert REGISTRY["uni2_h"].lazy_kwargs is _specs.swiglu_silu
     import torch
     from timm.layers import SwiGLUPacked
 
     kw = REGISTRY["virchow2"].create_kwargs()
     assert kw["mlp_layer"] is SwiGLUPacked
     assert kw["act_layer"] is torch.nn.SiLU
-    assert REGISTRY["efficientnet_lite0"].convert_state_dict is _registry.efficientnet_pytorch_to_timm
-    assert REGISTRY["efficientnet_lite0"].bundled_weights is _registry.bundled_efficientnet_lite0
+    assert REGISTRY["efficientnet_lite0"].convert_state_dict is _specs.efficientnet_pytorch_to_timm
+    assert REGISTRY["efficientnet_lite0"].bundled_weights is _specs.bundled_efficientnet_lite0
     # the recorded recipe (timm_kwargs) stays plain data
     json.dumps({n: s.timm_kwargs for n, s in REGISTRY.items()})
 

@@ -2,17 +2,9 @@
 
 from ._base import CallableEncoder, Encoder, ModelSpec, TorchEncoder
 from ._handcrafted import HandcraftedEncoder, feature_names, handcrafted_features
-from ._registry import (
-    REGISTRY,
-    bundled_efficientnet_lite0,
-    cached_repo_id,
-    find_weights_file,
-    get_model,
-    list_models,
-    map_by_position,
-    register_model,
-    swiglu_silu,
-)
+from ._registry import get_model
+from ._specs import REGISTRY, bundled_efficientnet_lite0, list_models, register_model, swiglu_silu
+from ._weights import cached_repo_id, find_weights_file, map_by_position
 
 __all__ = [
     "REGISTRY",
