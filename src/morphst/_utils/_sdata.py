@@ -27,12 +27,15 @@ def get_adata(data: SpatialData | AnnData, table_key: str = "table") -> AnnData:
     TypeError
         If ``data`` is neither an AnnData nor a SpatialData.
     """
+    import sys
+
     from anndata import AnnData
-    from spatialdata import SpatialData
 
     if isinstance(data, AnnData):
         return data
-    if isinstance(data, SpatialData):
+    # an AnnData-only session never imports spatialdata (seconds): a SpatialData exists only if it was imported
+    sd = sys.modules.get("spatialdata")
+    if sd is not None and isinstance(data, sd.SpatialData):
         if table_key not in data.tables:
             msg = f"Table {table_key!r} not found in the SpatialData. Available tables: {list_keys(data.tables)}."
             raise ValueError(msg)
