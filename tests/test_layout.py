@@ -71,9 +71,11 @@ def test_none_parameters_are_left_out_of_uns():
 
     p = records_params(a=None, b=(1, None), c={"x": None, "y": 2}, d="None", e=np.int64(3))
     assert set(p) == {"b", "c", "d", "e"}
-    assert p["b"][0] == 1 and np.isnan(p["b"][1])
+    assert p["b"][0] == 1
+    assert np.isnan(p["b"][1])
     assert p["c"] == {"y": 2}
-    assert p["e"] == 3 and type(p["e"]) is int
+    assert p["e"] == 3
+    assert type(p["e"]) is int
     assert none_if_missing(p.get("a")) is None
     assert none_if_missing("None") is None  # morphst 0.1 objects
     assert none_if_missing("X_pca") == "X_pca"
