@@ -59,6 +59,36 @@ return_fig
 doc_returns_fig = "The figure if ``return_fig``, else ``None``."
 
 
+# ---- parameters shared by mst.pp / mst.tl / mst.pl --------------------------------------------------------------
+
+#: ``data`` and ``table_key`` of a function that takes an AnnData or a SpatialData.
+doc_data = """\
+data
+    AnnData, or SpatialData whose table ``table_key`` is used.
+table_key
+    Table of a SpatialData (ignored for an AnnData)."""
+
+#: ``table_key`` of a function that needs a SpatialData (images and shapes, not only the table).
+doc_table_key = """\
+table_key
+    Table annotating the spots/cells."""
+
+#: ``library_key``: the section column (squidpy's name).
+doc_library_key = """\
+library_key
+    ``obs`` column of the section (library, sample) of each spot; ``None``: all spots form one section."""
+
+#: ``copy`` of an AnnData/SpatialData function that writes into its input.
+doc_copy = """\
+copy
+    Return a modified copy of the table instead of writing into ``data``."""
+
+#: ``random_state`` of a seeded function.
+doc_random_state = """\
+random_state
+    Seed; the same seed gives the same result."""
+
+
 def plot_params(*, ax: str = "", figsize: str) -> str:
     """Text of the ``ax``, ``figsize``, ``show`` and ``return_fig`` parameters of an ``mst.pl`` function.
 
@@ -75,4 +105,14 @@ def plot_params(*, ax: str = "", figsize: str) -> str:
     )
 
 
-__all__ = ["doc_returns_fig", "doc_show_return", "inject_docs", "plot_params"]
+__all__ = [
+    "doc_copy",
+    "doc_data",
+    "doc_library_key",
+    "doc_random_state",
+    "doc_returns_fig",
+    "doc_show_return",
+    "doc_table_key",
+    "inject_docs",
+    "plot_params",
+]

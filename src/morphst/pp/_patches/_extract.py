@@ -14,6 +14,7 @@ from ..._utils._units import check_positive_um
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
+from ..._docs import doc_table_key, inject_docs
 from ._geometry import (
     DEFAULT_PATCH_SIZE_UM,
     DEFAULT_TARGET_PX,
@@ -67,6 +68,7 @@ def _report_geometry(geoms: list[_RegionGeometry], sizes: list[float], target_px
         )
 
 
+@inject_docs(table_key=doc_table_key)
 def extract_patches(
     sdata: SpatialData,
     *,
@@ -116,8 +118,7 @@ def extract_patches(
         (e.g. HER2ST ``"C2_spots"`` -> ``"C2_he"``).
     shapes_key
         Only the spots of this shapes element. Default: every shapes element the table annotates.
-    table_key
-        Table of the spots.
+    {table_key}
     patch_size
         Side of the patch, µm.
     target_px

@@ -13,6 +13,7 @@ from ..._utils import get_adata
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
+from ..._docs import doc_table_key, inject_docs
 from ._geometry import require_sdata
 from ._reader import PatchReader, size_index_of
 
@@ -49,6 +50,7 @@ def _resolve_rows(adata: AnnData, sel, default: np.ndarray) -> np.ndarray:
     return idx.astype(np.int64)
 
 
+@inject_docs(table_key=doc_table_key)
 def get_patches(
     sdata: SpatialData,
     obs_indices_or_names: Sequence[int] | Sequence[str] | np.ndarray | None = None,
@@ -66,8 +68,7 @@ def get_patches(
     obs_indices_or_names
         Rows of the table: integer positions, ``obs_names`` (unique ones) or a boolean mask. Default: every row
         that has a patch (after ``extract_patches(shapes_key=...)``, the rows of that shapes element).
-    table_key
-        Table of the spots.
+    {table_key}
     context_index
         ``None``: the main patch; an integer ``k``: the ``k``-th context field of view (0-based, in the order of
         ``extract_patches(context_sizes_um=...)``), resampled to the same ``target_px``.

@@ -16,11 +16,13 @@ from ..._utils import get_adata, records_params
 if TYPE_CHECKING:
     from distributed import Client
     from spatialdata import SpatialData
+from ..._docs import doc_table_key, inject_docs
 from ._checkpoint import _BLOCK_PATCHES, _call_record, _Checkpoint
 from ._compute import _batch_plan, _encode, _prepare
 from ._distributed import _block_tasks, _level_on_disk, _resolve_client, _worker_block
 
 
+@inject_docs(table_key=doc_table_key)
 def embed_patches(
     sdata: SpatialData,
     model: str | Callable = Key.DEFAULT_MODEL,
@@ -64,8 +66,7 @@ def embed_patches(
         ``"resnet18"``, ``"resnet50"``, pathology foundation models such as ``"uni"``, ``"handcrafted"``), any timm
         architecture name, or a callable mapping float RGB tensors ``(B, 3, target_px, target_px)`` in [0, 1]
         (no normalisation) to ``(B, D)``.
-    table_key
-        Table of the spots.
+    {table_key}
     weights
         ``None``: a file under ``mst.settings.weights_dir`` / ``$MORPHST_WEIGHTS_DIR`` named after the model, else
         the bundled package (``efficientnet_lite0``), else the hub when online. A path: that file (strict key
