@@ -21,7 +21,8 @@ def loso_translators(her2st_embedded):
     mst.pp.normalize(adata)
     mst.pp.select_genes(adata, n_top=50)
     return {
-        s: mst.tl.fit_translator(adata, REP, train=[t for t in SECTIONS if t != s], groupby="section") for s in SECTIONS
+        s: mst.tl.fit_translator(adata, REP, train=[t for t in SECTIONS if t != s], library_key="section")
+        for s in SECTIONS
     }
 
 
@@ -103,7 +104,7 @@ def test_blur_stain_and_other_tissue_are_out_of_domain(her2st_copy, loso_transla
     assert not v.loc["DLPFC", "in_domain"], v
     # predictions on it warn, and say where to look
     with pytest.warns(UserWarning, match=r"Out of the translator's training domain: DLPFC.*translator_distance"):
-        tr.predict(_as_adata(feats, "DLPFC"), groupby="section")
+        tr.predict(_as_adata(feats, "DLPFC"), library_key="section")
 
 
 def test_scores_survive_save_load_and_are_written(her2st_embedded, loso_translators, tmp_path):
@@ -117,7 +118,7 @@ def test_scores_survive_save_load_and_are_written(her2st_embedded, loso_translat
     pd.testing.assert_frame_equal(va, vb)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # in-domain: no warning
-        out = back.predict_adata(sub, groupby="section")
+        out = back.predict_adata(sub, library_key="section")
     np.testing.assert_allclose(out.obs["translator_distance"].to_numpy(), a, rtol=1e-6)
     v = out.uns["morphst_translation"]["applicability"]["verdict"]["C3"]
     assert v["in_domain"] is True

@@ -81,7 +81,7 @@ def test_he_only_slide_gets_predictions_over_its_tissue(c3_tiles, data_dir):
     adata = train.tables["table"]
     mst.pp.normalize(adata)
     mst.pp.select_genes(adata, n_top=10)
-    tr = mst.tl.fit_translator(adata, "X_handcrafted", groupby="section")
+    tr = mst.tl.fit_translator(adata, "X_handcrafted", library_key="section")
     tr.predict_sdata(sdata, shapes_key="C3_he_tiles", table_key="C3_predicted")
     out = sdata.tables["C3_predicted"]
     n_tiles = sdata.tables["C3_he_tiles_table"].n_obs

@@ -120,7 +120,7 @@ def test_in_fold_selection_never_sees_the_test_section(tdata):
     a.X = sparse.csr_matrix(x)
     mst.pp.select_genes(a, 10)  # on all spots (leaky): g30 is selected
     assert a.var.loc["g30", "morph_target"]
-    mst.tl.predict_expression(a, "X_feat", select_in_fold=True)
+    mst.tl.predict_expression(a, "X_feat", select_on_train=True)
     fm = a.uns["predicted"]["fold_metrics"]
     assert fm.groupby("fold", observed=True).size().eq(10).all()
     assert "g30" not in set(fm.loc[fm["fold"] == "S3", "gene"])
@@ -132,7 +132,7 @@ def test_in_fold_selection_never_sees_the_test_section(tdata):
         b = mst.pp.select_genes(a, 10, mask=train, copy=True)
         assert set(fm.loc[fm["fold"] == s, "gene"]) == set(b.var_names[b.var["morph_target"]])
     # leaky variant: the same (all-spot) genes in every fold
-    mst.tl.predict_expression(a, "X_feat", select_in_fold=False, key_added="leaky")
+    mst.tl.predict_expression(a, "X_feat", select_on_train=False, key_added="leaky")
     fl = a.uns["leaky"]["fold_metrics"]
     assert "g30" in set(fl.loc[fl["fold"] == "S3", "gene"])
 
@@ -140,13 +140,13 @@ def test_in_fold_selection_never_sees_the_test_section(tdata):
 def test_user_gene_column_is_used_as_is(tdata):
     a = tdata
     a.var["mine"] = a.var_names.isin(["g2", "g11"])
-    mst.tl.predict_expression(a, "X_feat", genes="mine")  # select_in_fold=True, but no select_genes params
+    mst.tl.predict_expression(a, "X_feat", genes="mine")  # select_on_train=True, but no select_genes params
     fm = a.uns["predicted"]["fold_metrics"]
     assert set(fm["gene"]) == {"g2", "g11"}
     assert fm.groupby("fold", observed=True).size().eq(2).all()
     # the default key without a column: 50 (here: all 40 minus undetected) genes re-selected per fold
     mst.tl.predict_expression(a, "X_feat", key_added="auto")
-    assert a.uns["auto"]["params"]["select_in_fold"]
+    assert a.uns["auto"]["params"]["select_on_train"]
     assert a.uns["auto"]["params"]["gene_selection"]["n_top"] == 50
 
 
@@ -266,7 +266,7 @@ def test_bad_input_leaves_data_unchanged(tdata):
     with pytest.raises(KeyError, match="Available layers"):
         mst.tl.predict_expression(a, "X_feat", genes=["g0"], target="nope")
     with pytest.raises(KeyError, match="select_genes"):
-        mst.tl.predict_expression(a, "X_feat", genes="nope", select_in_fold=False)
+        mst.tl.predict_expression(a, "X_feat", genes="nope", select_on_train=False)
     with pytest.raises(KeyError, match="train"):
         mst.tl.predict_expression(a, "X_feat", genes=["g0"], cv="train_test")
     with pytest.raises(ValueError, match="spatial_context"):
@@ -460,14 +460,14 @@ def test_spatial_context_larger_than_every_section_is_an_error(tdata):
     assert a.uns["predicted"]["params"]["spatial_context_capped"] == {}
 
 
-def test_spatial_context_capped_in_small_sections_is_recorded(tdata, morphst_log):
+def test_spatial_context_capped_in_small_sections_is_recorded(tdata):
     a = tdata
     sec = a.obs["section"].astype(str).to_numpy()
     sec[[0, 1, 2]] = "tiny"  # a section of 3 spots: 2 neighbours at most
     a.obs["section"] = pd.Categorical(sec)
-    mst.tl.predict_expression(a, "X_feat", genes=["g0"], spatial_context=8, cv="kfold")
+    with pytest.warns(UserWarning, match="too few spots for `spatial_context`=8"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"], spatial_context=8, cv="kfold")
     assert a.uns["predicted"]["params"]["spatial_context_capped"] == {"tiny": 2}
-    assert "too few spots for `spatial_context`=8" in morphst_log.text
     # the right value: their neighbour mean is the mean of the 2 other spots of the section
     ctx, w = neighbour_mean(a.obsm["X_feat"], a.obsm["spatial"], 8, a.obs["section"].to_numpy(object))
     np.testing.assert_allclose(ctx[0], a.obsm["X_feat"][[1, 2]].mean(axis=0), rtol=1e-6)
@@ -658,3 +658,158 @@ def test_fold_parameters_are_checked_by_morphst(tdata, kwargs, match):
     with pytest.raises(ValueError, match=match):
         mst.tl.predict_expression(tdata, "X_feat", genes=["g0"], **kwargs)
     assert _slots(tdata) == before
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# issue 14 §2: patients (leave one patient out, within-patient figures apart) and transfer options
+# ------------------------------------------------------------------------------------------------------------------
+def _two_patients(a):
+    a.obs["patient"] = pd.Categorical(a.obs["section"].map({"S0": "P0", "S1": "P0", "S2": "P1", "S3": "P1"}))
+    return a
+
+
+def test_patient_key_runs_across_and_within_patient_folds(tdata):
+    a = _two_patients(tdata)
+    genes = ["g0", "g1", "g2", "g15"]
+    mst.tl.predict_expression(a, "X_feat", genes=genes, patient_key="patient")
+    pf = a.uns["predicted"]["per_fold"]
+    assert list(zip(pf["fold"].astype(str), pf["kind"], strict=True)) == [
+        ("P0", "across_patient"),
+        ("P1", "across_patient"),
+        ("S0", "within_patient"),
+        ("S1", "within_patient"),
+        ("S2", "within_patient"),
+        ("S3", "within_patient"),
+    ]
+    # across: trained on the other patient's 2 sections; within: on the one other section of the same patient
+    assert pf["n_train"].tolist() == [128, 128, 64, 64, 64, 64]
+    summary = a.uns["predicted"]["summary"]
+    for kind in ("across_patient", "within_patient"):
+        sub = pf[pf["kind"] == kind]
+        assert summary.loc[kind, "n_folds"] == len(sub)
+        assert summary.loc[kind, "pcc"] == pytest.approx(sub["pcc"].mean())
+        assert summary.loc[kind, "pcc_min"] == pytest.approx(sub["pcc"].min())
+    # the layer and the fold column hold the across-patient predictions: those of a translator fit on patient P1
+    p0 = (a.obs["patient"] == "P0").to_numpy()
+    assert (a.obs["predicted_fold"].astype(str)[p0] == "P0").all()
+    tr = mst.tl.fit_translator(a, "X_feat", genes=genes, train=["S2", "S3"])
+    cols = [list(a.var_names).index(g) for g in tr.genes]
+    np.testing.assert_allclose(a.layers["predicted"][p0][:, cols], tr.predict(a[p0]), rtol=1e-5, atol=1e-5)
+    # a within-patient fold is the translator fit on the other section of the patient, scored on its own section
+    tr_s0 = mst.tl.fit_translator(a, "X_feat", genes=genes, train=["S1"])
+    s0 = (a.obs["section"] == "S0").to_numpy()
+    p = tr_s0.predict(a[s0])
+    y = a[s0, tr_s0.genes].layers["log1p_cp10k"].toarray()
+    want = np.mean([np.corrcoef(p[:, j], y[:, j])[0, 1] for j in range(len(genes))])
+    assert pf.set_index(pf["fold"].astype(str)).loc["S0", "pcc"] == pytest.approx(want, abs=1e-6)
+    # the per-gene var metrics come from the across-patient folds only
+    fm = a.uns["predicted"]["fold_metrics"]
+    across = fm[fm["kind"] == "across_patient"].groupby("gene", observed=True)["pcc"].mean()
+    np.testing.assert_allclose(a.var.loc[across.index, "predicted_pcc"], across.to_numpy())
+    assert a.uns["predicted"]["params"]["patient_key"] == "patient"
+
+
+def test_patient_key_errors_and_one_patient(tdata):
+    a = _two_patients(tdata)
+    with pytest.raises(ValueError, match="`patient_key` needs cv='leave_one_group_out'"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"], patient_key="patient", cv="kfold")
+    with pytest.raises(KeyError, match="`patient_key`='nope' is not an obs column"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0"], patient_key="nope")
+    b = a.copy()
+    b.obs["patient"] = pd.Categorical(np.where(np.arange(b.n_obs) % 2, "P0", "P1"))  # sections split across patients
+    with pytest.raises(ValueError, match="belong to more than one patient"):
+        mst.tl.predict_expression(b, "X_feat", genes=["g0"], patient_key="patient")
+    c = a.copy()
+    c.obs["patient"] = "P0"
+    with pytest.warns(UserWarning, match="holds one patient"):
+        mst.tl.predict_expression(c, "X_feat", genes=["g0"], patient_key="patient")
+    assert set(c.uns["predicted"]["per_fold"]["kind"]) == {"within_patient"}
+    assert c.obs["predicted_fold"].notna().all()
+
+
+def test_no_patient_key_summary_is_the_fold_mean(tdata):
+    a = tdata
+    mst.tl.predict_expression(a, "X_feat", genes=["g0", "g1"])
+    s = a.uns["predicted"]["summary"]
+    pf = a.uns["predicted"]["per_fold"]
+    assert list(s.index) == ["all"]
+    assert s.loc["all", "pcc"] == pytest.approx(pf["pcc"].mean())
+    assert s.loc["all", "mse_train_mean"] == pytest.approx(pf["mse_train_mean"].mean())
+    assert "kind" not in pf.columns
+
+
+def test_scale_per_group_is_a_per_section_z_score():
+    from morphst.tl._translation._features import scale_per_group
+
+    x = np.array([[1.0, 5.0], [3.0, 5.0], [10.0, 0.0], [20.0, 2.0], [30.0, 4.0]], dtype=np.float32)
+    g = np.array(["a", "a", "b", "b", "b"], dtype=object)
+    z = scale_per_group(x, g)
+    # section a: mean (2, 5), std (1, 0 -> constant becomes 0); section b: mean (20, 2), std (sqrt(200/3), sqrt(8/3))
+    np.testing.assert_allclose(z[:2], [[-1.0, 0.0], [1.0, 0.0]], atol=1e-6)
+    sb = np.array([np.sqrt(200 / 3), np.sqrt(8 / 3)])
+    np.testing.assert_allclose(z[2:], (x[2:] - [20.0, 2.0]) / sb, rtol=1e-6)
+
+
+def test_scale_per_library_makes_a_translator_blind_to_a_section_wide_shift(tdata, tmp_path):
+    """A held-out section whose features are shifted and rescaled as a whole (a stain / scanner change) gets the
+    same predictions with scale_per_library, and different ones without."""
+    a = tdata
+    genes = ["g0", "g1", "g2"]
+    new = a[(a.obs["section"] == "S1").to_numpy()].copy()
+    shifted = new.copy()
+    rng = np.random.default_rng(1)
+    shifted.obsm["X_feat"] = new.obsm["X_feat"] * rng.uniform(0.5, 2.0, 12) + rng.normal(size=12) * 3
+    plain = mst.tl.fit_translator(a, "X_feat", genes=genes, train=["S0", "S2", "S3"])
+    scaled = mst.tl.fit_translator(a, "X_feat", genes=genes, train=["S0", "S2", "S3"], scale_per_library=True)
+    assert scaled.params["scale_per_library"] is True
+    with pytest.warns(UserWarning, match="Out of the translator's training domain: S1"):  # and it is flagged
+        assert not np.allclose(plain.predict(shifted), plain.predict(new), atol=0.05)
+    np.testing.assert_allclose(scaled.predict(shifted), scaled.predict(new), rtol=1e-4, atol=1e-4)
+    # stored in the file
+    scaled.save(tmp_path / "s.morphst")
+    back = mst.tl.Translator.load(tmp_path / "s.morphst")
+    np.testing.assert_array_equal(back.predict(shifted), scaled.predict(shifted))
+    # predict_expression with the option equals one fold of the same translator
+    mst.tl.predict_expression(a, "X_feat", genes=genes, scale_per_library=True, select_on_train=False)
+    rows = (a.obs["section"] == "S1").to_numpy()
+    cols = [list(a.var_names).index(g) for g in scaled.genes]
+    tr1 = mst.tl.fit_translator(
+        a, "X_feat", genes=genes, train=["S0", "S2", "S3"], scale_per_library=True, select_on_train=False
+    )
+    np.testing.assert_allclose(a.layers["predicted"][rows][:, cols], tr1.predict(new), rtol=1e-5, atol=1e-5)
+    assert a.uns["predicted"]["params"]["scale_per_library"] is True
+    with pytest.raises(KeyError, match="scale_per_library=True"):
+        mst.tl.predict_expression(a, "X_feat", genes=genes, scale_per_library=True, library_key=None, cv="kfold")
+
+
+def test_translator_files_of_morphst_0_1_name_the_section_column_groupby(tdata, tmp_path):
+    a = tdata
+    tr = mst.tl.fit_translator(a, "X_feat", genes=["g0"], train=["S0", "S1"], spatial_context=4)
+    assert tr.params["library_key"] == "section"
+    assert "groupby" not in tr.params
+    tr.params["groupby"] = tr.params.pop("library_key")  # as morphst 0.1 wrote it
+    tr.save(tmp_path / "old.morphst")
+    back = mst.tl.Translator.load(tmp_path / "old.morphst")
+    assert back.params["library_key"] == "section"
+    assert back.library_key == "section"
+    # the neighbourhoods are found within sections again: same predictions as the translator that named it
+    ref = mst.tl.fit_translator(a, "X_feat", genes=["g0"], train=["S0", "S1"], spatial_context=4)
+    np.testing.assert_array_equal(back.predict(a), ref.predict(a))
+
+
+def test_stain_reference_is_stored_and_checked(tdata, tmp_path):
+    sqe = pytest.importorskip("squidpy.experimental.im")
+    ref = sqe.StainReference(
+        method="macenko",
+        stain_matrix=np.array([[0.65, 0.07, 0.27], [0.70, 0.99, 0.57], [0.29, 0.11, 0.78]]),
+        white_point=np.array([255.0, 255.0, 255.0]),
+    )
+    tr = mst.tl.fit_translator(tdata, "X_feat", genes=["g0"], stain_reference=ref)
+    assert tr.params["stain_method"] == "macenko"
+    tr.save(tmp_path / "st.morphst")
+    back = mst.tl.Translator.load(tmp_path / "st.morphst")
+    assert back.stain_reference["method"] == "macenko"
+    np.testing.assert_array_equal(back.stain_reference["stain_matrix"], ref.stain_matrix)
+    assert sqe.StainReference(**back.stain_reference) == ref
+    with pytest.raises(TypeError, match="squidpy StainReference"):
+        mst.tl.fit_translator(tdata, "X_feat", genes=["g0"], stain_reference="macenko")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from .._constants import Key
 from .._docs import doc_returns_fig, inject_docs, plot_params
 from .._utils import check_unique_var_names, get_adata, list_keys
 from ._spatial import build_panels, draw_panel, new_figure, resolve_sections
@@ -47,7 +48,12 @@ def _fold_table(res: dict) -> pd.DataFrame | None:
     if fm is None:
         return None
     fm = fm if isinstance(fm, pd.DataFrame) else pd.DataFrame(fm)
-    return fm if {"fold", "gene"} <= set(fm.columns) else None
+    if not {"fold", "gene"} <= set(fm.columns):
+        return None
+    if "kind" in fm.columns:  # with patient_key: the folds behind the layer (across patients when there are some)
+        kinds = set(fm["kind"].astype(str))
+        fm = fm[fm["kind"].astype(str) == ("across_patient" if "across_patient" in kinds else sorted(kinds)[0])]
+    return fm
 
 
 def _observed_layer(adata: AnnData, res: dict, key: str, layer: str | None) -> str:
@@ -79,11 +85,11 @@ def predicted_vs_observed(
     data: SpatialData | AnnData,
     genes: str | Sequence[str],
     *,
-    key: str = "predicted",
-    section: str | None = None,
-    section_key: str = "section",
+    predicted_key: str = Key.PREDICTED,
+    library_id: str | None = None,
+    library_key: str = Key.LIBRARY,
     layer: str | None = None,
-    table_key: str = "table",
+    table_key: str = Key.TABLE,
     image_key: str | None = None,
     image_px: int = 600,
     cmap: str = "viridis",
@@ -98,23 +104,23 @@ def predicted_vs_observed(
 
     One row per gene: observed (the translation target, e.g. ``log1p_cp10k``) on the left, the out-of-fold
     prediction of :func:`morphst.tl.predict_expression` on the right, with the gene's Pearson r in the title: the
-    r of the fold that held this section out (``uns[key]["fold_metrics"]``) when the section is one fold, as in
-    leave-one-section-out; otherwise the mean over folds (``var[f"{key}_pcc"]``).
+    r of the fold that held this section out (``uns[predicted_key]["fold_metrics"]``) when the section is one fold, as in
+    leave-one-section-out; otherwise the mean over folds (``var[f"{predicted_key}_pcc"]``).
 
     Parameters
     ----------
     data
         SpatialData (spots over the image that shares their coordinate system), or AnnData (``obsm["spatial"]``).
     genes
-        Gene(s) to show; they must have been predicted (``var[f"{key}_mask"]``).
-    key
+        Gene(s) to show; they must have been predicted (``var[f"{predicted_key}_mask"]``).
+    predicted_key
         Key of the translation (``key_added`` of :func:`morphst.tl.predict_expression`).
-    section
-        Section to draw, a value of ``obs[section_key]``; ``None``: the first section.
-    section_key
+    library_id
+        Section to draw, a value of ``obs[library_key]``; ``None``: the first section.
+    library_key
         ``obs`` column of the sections.
     layer
-        Layer of observed values; ``None``: the target that the translation recorded in ``uns[key]["params"]``.
+        Layer of observed values; ``None``: the target that the translation recorded in ``uns[predicted_key]["params"]``.
     table_key
         Table of a SpatialData.
     image_key
@@ -135,16 +141,17 @@ def predicted_vs_observed(
     -------
     {returns_fig} Panels: ``n_genes`` rows × 2 (observed, predicted), each with a colour bar
     labelled with the scale of the values (the observed layer, and the translation target of
-    ``uns[key]["params"]["target"]``, e.g. ``log1p_cp10k``, that the predictions are on).
+    ``uns[predicted_key]["params"]["target"]``, e.g. ``log1p_cp10k``, that the predictions are on).
 
     Raises
     ------
     KeyError
-        If the translation ``key`` or the observed layer is missing (run :func:`morphst.tl.predict_expression`
+        If the translation ``predicted_key`` or the observed layer is missing (run :func:`morphst.tl.predict_expression`
         first), or a gene is not in ``var_names``.
     ValueError
-        If a gene was not predicted, ``section`` is unknown, or ``var_names`` has duplicates.
+        If a gene was not predicted, ``library_id`` is unknown, or ``var_names`` has duplicates.
     """
+    key = predicted_key
     adata = get_adata(data, table_key)
     check_unique_var_names(adata, "mst.pl.predicted_vs_observed")
     res = _check_predicted(adata, key)
@@ -168,9 +175,9 @@ def predicted_vs_observed(
             f"{' …' if len(predicted) > 10 else ''}."
         )
         raise ValueError(msg)
-    sections = resolve_sections(adata, section, section_key)[:1]
+    sections = resolve_sections(adata, library_id, library_key)[:1]
     (panel,) = build_panels(
-        data, sections, table_key=table_key, section_key=section_key, image_key=image_key, image_px=image_px
+        data, sections, table_key=table_key, section_key=library_key, image_key=image_key, image_px=image_px
     )
 
     fold_col = f"{key}_fold"
@@ -226,11 +233,11 @@ def predicted_vs_observed(
 @inject_docs(plot_params=plot_params(figsize="grows with the number of genes"), returns_fig=doc_returns_fig)
 def gene_metrics(
     data: SpatialData | AnnData,
-    key: str = "predicted",
+    predicted_key: str = Key.PREDICTED,
     *,
     metric: Metric = "pcc",
     n_genes: int | None = None,
-    table_key: str = "table",
+    table_key: str = Key.TABLE,
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     show: bool | None = None,
@@ -238,8 +245,8 @@ def gene_metrics(
 ) -> Figure | None:
     """Per-gene translation metric, sorted best first, with the spread over cross-validation folds.
 
-    Bars show the mean over folds of the metric of :func:`morphst.tl.predict_expression` (``var[f"{key}_{metric}"]``,
-    or the fold table when absent); dots show each fold's value (``uns[key]["fold_metrics"]``, folds where the
+    Bars show the mean over folds of the metric of :func:`morphst.tl.predict_expression` (``var[f"{predicted_key}_{metric}"]``,
+    or the fold table when absent); dots show each fold's value (``uns[predicted_key]["fold_metrics"]``, folds where the
     gene was constant in the test part have no dot) and the line their range. The dashed line marks the mean over
     genes of these per-gene fold means (the log of :func:`~morphst.tl.predict_expression` reports another summary,
     the mean over folds of each fold's mean over its genes).
@@ -248,7 +255,7 @@ def gene_metrics(
     ----------
     data
         AnnData, or SpatialData whose table ``table_key`` is used.
-    key
+    predicted_key
         Key of the translation (``key_added`` of :func:`morphst.tl.predict_expression`).
     metric
         ``"pcc"`` (Pearson r, higher is better) or an error (``"mae"``, ``"mse"``, ``"rmse"``; on the target scale,
@@ -266,10 +273,11 @@ def gene_metrics(
     Raises
     ------
     KeyError
-        If the translation ``key`` is missing (run :func:`morphst.tl.predict_expression` first).
+        If the translation ``predicted_key`` is missing (run :func:`morphst.tl.predict_expression` first).
     ValueError
         If ``metric`` is unknown or was not computed, or ``n_genes`` is not a positive integer.
     """
+    key = predicted_key
     if metric not in _HIGHER_IS_BETTER:
         msg = f"`metric` must be one of {list(_HIGHER_IS_BETTER)}, got {metric!r}."
         raise ValueError(msg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
@@ -46,7 +47,12 @@ def predict_sdata(
 
     Builds a table annotating ``shapes_key``, cuts patches with :func:`morphst.pp.extract_patches` and the
     training patch geometry (µm side, px, context), embeds them with :func:`morphst.tl.embed_patches` and the
-    training encoder, and predicts (a new H&E section in, a predicted-expression table out).
+    training encoder, and predicts (a new H&E section in, a predicted-expression table out). The transfer options
+    stored in the translator are applied as in training: ``scale_per_library`` standardises the features within
+    each shapes element; a stain reference (``fit_translator(stain_reference=...)``) normalises each image used
+    to it first (``squidpy.experimental.im.normalize_stains``, Macenko et al. 2009; the tissue mask from
+    ``squidpy.experimental.im.detect_tissue`` when the image has none; the normalised full-resolution image is
+    held in memory, 3 bytes per pixel; ``sdata`` is not modified).
 
     Parameters
     ----------
@@ -141,6 +147,8 @@ def predict_sdata(
         tables={table_key: tmp_table},
     )
     work.attrs.update(sdata.attrs)  # unit declarations and reader metadata (spatialdata_io_reader)
+    if self.stain_reference is not None:  # the training images were normalised to this reference: so is this one
+        _normalise_stains(work, keys, image_key, self.stain_reference)
     extract_patches(work, image_key=image_key, table_key=table_key, um_per_unit=um_per_unit, um_per_px=um_per_px, **pkw)
     embed_patches(
         work,
@@ -152,7 +160,7 @@ def predict_sdata(
         **ekw,
     )
     t = work.tables[table_key]
-    pred = self.predict(t, groupby="region")  # warns when a shapes element lies out of the training domain
+    pred = self.predict(t, library_key="region")  # warns when a shapes element lies out of the training domain
     out = ad.AnnData(
         pred,
         obs=t.obs.copy(),
@@ -171,7 +179,7 @@ def predict_sdata(
             dtype=dtype,
         )
     }
-    self._write_domain(out, self.features(t, groupby="region"), _groups(t, "region"))
+    self._write_domain(out, self.features(t, library_key="region"), _groups(t, "region"))
     out = TableModel.parse(out, region=keys, region_key="region", instance_key="instance_id")
     logg.info(f"    finished: table {table_key!r} ({out.n_obs} x {out.n_vars}, {self.target})", time=start)
     if not inplace:
@@ -318,3 +326,35 @@ def _table_annotating(sdata: SpatialData, region: str) -> AnnData:
             if region in ([r] if isinstance(r, str) else list(r)):
                 return t
     return ad.AnnData()
+
+
+def _normalise_stains(work: SpatialData, shapes_keys: list[str], image_key: str | None, state: dict) -> None:
+    """Replace the images of ``work`` that the shapes use by their stain-normalised version (squidpy)."""
+    import squidpy.experimental.im as sqe
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import get_transformation
+
+    ref = sqe.StainReference(**{k: (v if k == "method" else np.asarray(v)) for k, v in state.items()})
+    if image_key is not None:
+        names = [image_key]
+    else:
+        cs = {c for k in shapes_keys for c in get_transformation(work.shapes[k], get_all=True)}
+        names = [k for k, im in work.images.items() if cs & set(get_transformation(im, get_all=True))]
+    for name in names:
+        if f"{name}_tissue" not in work.labels:
+            sqe.detect_tissue(work, name)
+        logg.info(f"    normalising the stains of {name!r} to the translator's {ref.method} reference (squidpy)")
+        da = sqe.normalize_stains(work, name, ref, inplace=False)
+        el = work.images[name]
+        factors = None
+        if hasattr(el, "children"):  # a pyramid: keep its downsampling factors
+            shapes = [el[k]["image"].shape[-1] for k in sorted(el.children, key=lambda k: int(k.removeprefix("scale")))]
+            factors = [max(1, round(a / b)) for a, b in itertools.pairwise(shapes)] or None
+        work.images[name] = Image2DModel.parse(
+            da.data.compute(),
+            dims=("c", "y", "x"),
+            c_coords=list(da.coords["c"].values) if "c" in da.coords else None,
+            transformations=get_transformation(el, get_all=True),
+            scale_factors=factors,
+            chunks=(int(da.shape[0]), 1024, 1024),
+        )

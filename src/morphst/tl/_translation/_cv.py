@@ -18,8 +18,16 @@ from .. import _metrics as metrics
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
-from ._features import _check_spatial_context, _context_caps, _coords, _feature_text, _features, _warn_caps
-from ._folds import CV, _groups, make_folds
+from ._features import (
+    _check_spatial_context,
+    _context_caps,
+    _coords,
+    _feature_text,
+    _features,
+    _warn_caps,
+    scale_per_group,
+)
+from ._folds import CV, _groups, make_folds, patient_folds
 from ._genes import _dense_cols, _gene_plan, _target_matrix
 from ._model import DEFAULT_ALPHAS, _blas_limits, _check_alphas, _check_random_state, _chosen_alpha, make_model
 
@@ -85,16 +93,18 @@ def _use_rep_hint() -> str:
 
 def predict_expression(
     data: AnnData | SpatialData,
-    use_rep: str = "X_efficientnet_lite0",
+    use_rep: str = Key.DEFAULT_REP,
     *,
     genes: str | Sequence[str] = Key.MORPH_TARGET,
-    target: str = LOG1P_CP10K,
+    target: str = Key.TARGET,
     model: Literal["ridge", "mlp"] | Any = "ridge",
     cv: CV | Any = "leave_one_group_out",
-    groupby: str | None = Key.LIBRARY,
+    library_key: str | None = Key.LIBRARY,
+    patient_key: str | None = None,
     n_splits: int = 5,
-    select_in_fold: bool = True,
+    select_on_train: bool = True,
     spatial_context: int | None = None,
+    scale_per_library: bool = False,
     train_key: str = "train",
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     table_key: str = Key.TABLE,
@@ -106,21 +116,30 @@ def predict_expression(
 
     Morphology translation (Chelebian, Avenel & Wählby, Nat. Commun. 2025) evaluated as in HEST-Benchmark (Jaume et
     al., NeurIPS 2024), but without its leakage: in each fold the target genes are re-selected on the training spots
-    (``select_in_fold=True``), and every fitted statistic — scaling, PCA, ridge penalty — sees the training fold
+    (``select_on_train=True``), and every fitted statistic — scaling, PCA, ridge penalty — sees the training fold
     only. The default model is the HEST linear probe: features standardised on the training fold, PCA to at most
     256 components fit on the training fold, ridge regression (:class:`~sklearn.linear_model.RidgeCV`) with the
-    penalty chosen by inner cross-validation on the training fold, grouped by ``groupby`` (leave-sections-out
+    penalty chosen by inner cross-validation on the training fold, grouped by ``library_key`` (leave-sections-out
     within the training fold, :class:`~sklearn.model_selection.GroupKFold`, R² averaged over genes) when the
     training fold holds at least two groups, else efficient leave-one-out.
 
     Gene semantics. With ``genes`` naming a ``var`` column written by :func:`morphst.pp.select_genes` (or the
-    default ``"morph_target"`` not yet computed) and ``select_in_fold=True``, selection is rerun on each training
+    default ``"morph_target"`` not yet computed) and ``select_on_train=True``, selection is rerun on each training
     fold with the parameters stored in ``uns[genes]['params']`` (default: 50 highly variable genes by Pearson
     residuals); a boolean column made by other means is used as it is. Each fold predicts and is
     evaluated on its own train-selected genes only. The layer holds, for each spot, the genes of the fold that held
     it out (NaN elsewhere); ``var[f'{key_added}_mask']`` is the union over folds, and the per-gene metrics in
     ``var`` average over the folds that selected the gene. With ``select_in_fold=False`` (or a list of genes) the
     same genes are used in every fold; selecting them on all spots beforehand is the leaky HEST variant.
+
+    Patients. With ``patient_key`` (an ``obs`` column grouping sections by patient) and
+    ``cv="leave_one_group_out"``, two kinds of folds are run: *across patients* (leave one patient out: train on
+    all sections of the other patients, predict this patient's) and *within patients* (for each patient with two
+    or more sections, leave one section out, training on the other sections of that patient only). Serial
+    sections of one tumour share staining, scanner and biology, so within-patient figures are optimistic for a
+    new patient; the two are reported separately (``uns[key_added]['summary']`` and the ``kind`` column of the
+    fold tables). The layer, ``obs[f'{key_added}_fold']`` and the per-gene ``var`` metrics hold the
+    across-patient folds (within-patient folds when there is one patient only, with a warning).
 
     Memory: ``layers[key_added]`` is a dense ``n_obs × n_vars`` float32 array (NaN where not predicted), as the
     house style prescribes for predictions, so it takes 4 bytes per spot and gene whatever the number of genes
@@ -143,25 +162,35 @@ def predict_expression(
         units and early stopping on standardised targets), or any scikit-learn regressor, cloned per fold and used
         as given (wrap it in a :class:`~sklearn.pipeline.Pipeline` for preprocessing).
     cv
-        ``"leave_one_group_out"`` (one fold per value of ``groupby``), ``"kfold"`` (``n_splits`` shuffled folds),
+        ``"leave_one_group_out"`` (one fold per value of ``library_key``), ``"kfold"`` (``n_splits`` shuffled folds),
         ``"spatial_block"`` (within each group, ``n_splits`` contiguous strips of equal spot count along the longer
         axis of ``obsm['spatial']``; fold ``k`` holds out strip ``k`` of every group, so neighbours rarely straddle
         train and test), ``"train_test"`` (train on ``obs[train_key] == True``, predict the rest), or a
-        scikit-learn splitter (its ``split`` gets ``groups=obs[groupby]``; test sets must be disjoint).
-    groupby
-        ``obs`` column of sections: the groups of ``"leave_one_group_out"``, the inner cross-validation groups, and
-        the sections within which spatial neighbours are searched.
+        scikit-learn splitter (its ``split`` gets ``groups=obs[library_key]``; test sets must be disjoint).
+    library_key
+        ``obs`` column of sections (libraries): the groups of ``"leave_one_group_out"``, the inner
+        cross-validation groups, the sections within which spatial neighbours are searched and features scaled.
+    patient_key
+        ``obs`` column of patients (a grouping above sections): adds leave-one-patient-out folds and reports
+        across- and within-patient figures separately (see Patients above). Only with
+        ``cv="leave_one_group_out"``. ``None``: sections only.
     n_splits
         Number of folds of ``"kfold"`` and ``"spatial_block"``.
-    select_in_fold
+    select_on_train
         Re-select the target genes on each training fold (no test statistic enters the gene choice).
     spatial_context
-        Number ``k`` of spatial neighbours (in ``obsm['spatial']``, within the same ``groupby`` section, sparse kNN)
+        Number ``k`` of spatial neighbours (in ``obsm['spatial']``, within the same ``library_key`` section, sparse kNN)
         whose mean embedding is concatenated to each spot's own (SEPAL / TRIPLEX idea: Pineda et al. 2023, Chung
         et al. 2024). ``None``: own embedding only. On the legacy ST grid, 4 are the adjacent spots (200 µm away).
         A section with ``k`` spots or fewer uses all its other spots (a warning names them; recorded in
         ``params['spatial_context_capped']`` as ``{section: neighbours used}``); ``k`` at least the size of the
         largest section is an error.
+    scale_per_library
+        Standardise every feature within each section (mean 0, standard deviation 1 over that section's spots,
+        after the spatial context) before the model: removes section-wide shifts of the embedding (stain, scanner,
+        thickness), at the cost of section-wide differences in expression that morphology could have explained.
+        Uses only the features of a section, never its expression, so a new section is scaled by itself in the
+        same way (:func:`fit_translator` stores it). Measured on HER2ST in ``benchmarks/transfer_her2st.py``.
     train_key
         Boolean ``obs`` column of training spots for ``cv="train_test"``.
     alphas
@@ -197,20 +226,26 @@ def predict_expression(
         One row per fold and gene: ``fold``, ``gene``, ``pcc``, ``mae``, ``mse``, ``rmse``, ``n_test``,
         ``constant_in_test``.
     ``.uns[key_added]['per_fold']`` : DataFrame
-        One row per fold: ``fold``, ``n_train``, ``n_test``, ``n_genes``, ``pcc`` (mean over genes with a defined
+        One row per fold: ``fold``, (with ``patient_key``: ``kind``, ``"across_patient"`` or
+        ``"within_patient"``; also in ``fold_metrics``), ``n_train``, ``n_test``, ``n_genes``, ``pcc`` (mean over genes with a defined
         r), ``mae``, ``mse``, ``rmse``, ``n_excluded`` (genes without r), ``n_constant_in_test``, ``mse_train_mean``
         (MSE of the training-mean predictor), ``alpha`` (ridge penalty chosen; NaN for other models).
+    ``.uns[key_added]['summary']`` : DataFrame
+        One row per kind of fold (``"all"``; with ``patient_key``, ``"across_patient"`` and ``"within_patient"``):
+        ``n_folds``, ``pcc`` (mean over folds), ``pcc_min``, ``pcc_max``, ``mse``, ``mse_train_mean``.
     ``.uns[key_added]['params']`` : dict
         Everything needed to rerun it, the ``target`` used and the model description.
 
     Raises
     ------
     KeyError
-        If ``use_rep``, the gene column, the target layer, ``groupby`` (for group folds) or ``train_key`` is missing.
+        If ``use_rep``, the gene column, the target layer, ``library_key`` (for group folds, ``scale_per_library``),
+        ``patient_key`` or ``train_key`` is missing.
     ValueError
         Bad ``cv``, ``model``, ``spatial_context`` (not a positive integer, or not smaller than the largest
         section), ``alphas`` (empty, non-positive) or ``n_splits``; features with NaN; fewer than 2 groups;
-        missing (NaN) values in ``obs[groupby]``; duplicated ``var_names``; a training fold where no gene passes the
+        ``patient_key`` with another ``cv``, or a section of two patients; missing (NaN) values in
+        ``obs[library_key]``; duplicated ``var_names``; a training fold where no gene passes the
         selection's ``min_fraction``; ``X`` that is not raw counts when the ``'log1p_cp10k'`` target must be
         computed from it (non-integer, negative, or ``uns['log1p']`` set: pass ``target=`` naming the
         log-normalised layer). Nothing is written then.
@@ -219,29 +254,48 @@ def predict_expression(
     # ---- validate everything before writing -----------------------------------------------------------------
     _check_random_state(random_state)
     x, k_ctx, coords, y, store_target = _inputs(adata, use_rep, target, spatial_context)
-    plan = _gene_plan(adata, genes, select_in_fold)
-    folds = make_folds(
-        adata,
-        cv,
-        groupby=groupby,
-        n_splits=n_splits,
-        train_key=train_key,
-        random_state=random_state,
-        n_features=x.shape[1],
-    )
+    plan = _gene_plan(adata, genes, select_on_train)
+    if patient_key is not None:
+        if cv != "leave_one_group_out":
+            msg = f"`patient_key` needs cv='leave_one_group_out' (leave one patient / section out), got cv={cv!r}."
+            raise ValueError(msg)
+        folds = patient_folds(adata, library_key=library_key, patient_key=patient_key)
+    else:
+        folds = [
+            (*f, "all")
+            for f in make_folds(
+                adata,
+                cv,
+                library_key=library_key,
+                n_splits=n_splits,
+                train_key=train_key,
+                random_state=random_state,
+                n_features=x.shape[1],
+            )
+        ]
     if isinstance(model, str):
         make_model(model, n_train=2, n_features=1)  # raises on an unknown name
     alphas = _check_alphas(alphas)
-    groups = _groups(adata, groupby)
+    groups = _groups(adata, library_key)
+    _check_scaling(scale_per_library, groups, library_key, adata)
     caps = _context_caps(k_ctx, groups, adata.n_obs)
-    for _, train, _ in folds:  # in-fold gene selections (cached for the fits): a fold without genes fails here
+    for _, train, _, _ in folds:  # in-fold gene selections (cached for the fits): a fold without genes fails here
         plan.genes_for(adata, train)
     _warn_caps(caps, k_ctx)
     feats = _features(x, coords, k_ctx, groups)
+    if scale_per_library:
+        feats = scale_per_group(feats, groups)
+    kinds = [f[3] for f in folds]
+    main_kind = "across_patient" if "across_patient" in kinds else kinds[0]
 
     start = logg.info(
         f"predicting expression from `obsm[{use_rep!r}]` ({_feature_text(x.shape[1], k_ctx)}) in {len(folds)} folds "
-        f"({cv if isinstance(cv, str) else type(cv).__name__})"
+        f"({cv if isinstance(cv, str) else type(cv).__name__}"
+        + (
+            f"; {kinds.count('across_patient')} across / {kinds.count('within_patient')} within patients)"
+            if patient_key
+            else ")"
+        )
     )
     pred = np.full((adata.n_obs, adata.n_vars), np.nan, dtype=np.float32)
     fold_label = np.full(adata.n_obs, None, dtype=object)
@@ -255,20 +309,25 @@ def predict_expression(
     # since clearing with "\r" there would leave the bar and the log line on one line
     bar = tqdm(folds, desc="folds", disable=not settings.progress_bar, leave=not _stderr_is_tty())
     with _blas_limits(feats), bar:
-        for name, train, test in bar:
+        for name, train, test, kind in bar:
             gidx, p, table, row, description = _run_fold(
                 adata, feats, y, plan, train, test, model, groups, alphas, random_state
             )
-            pred[np.ix_(test, gidx)] = p
-            fold_label[test] = name
+            if kind == main_kind:
+                pred[np.ix_(test, gidx)] = p
+                fold_label[test] = name
             table.insert(0, "fold", name)
+            if patient_key is not None:
+                table.insert(1, "kind", kind)
+                row = {"kind": kind, **row}
             tables.append(table)
             per_fold.append({"fold": name, **row})
     fm = pd.concat(tables, ignore_index=True)
-    fold_names = [f[0] for f in folds]
+    fold_names = list(dict.fromkeys(f[0] for f in folds))
     fm["fold"] = pd.Categorical(fm["fold"], categories=fold_names)
     pf = pd.DataFrame(per_fold)
     pf["fold"] = pd.Categorical(pf["fold"], categories=fold_names)
+    summary = _summary(pf)
 
     # ---- write ---------------------------------------------------------------------------------------------------
     if copy:
@@ -276,9 +335,11 @@ def predict_expression(
     if store_target:
         adata.layers[LOG1P_CP10K] = y
     adata.layers[key_added] = pred
-    adata.obs[f"{key_added}_fold"] = pd.Categorical(fold_label, categories=fold_names)
-    per_gene = fm.groupby("gene", observed=True)[["pcc", "mae", "mse", "rmse"]].mean()
-    counts = fm.groupby("gene", observed=True).size()
+    main_names = [f[0] for f in folds if f[3] == main_kind]
+    adata.obs[f"{key_added}_fold"] = pd.Categorical(fold_label, categories=main_names)
+    fm_main = fm[fm["kind"] == main_kind] if "kind" in fm.columns else fm
+    per_gene = fm_main.groupby("gene", observed=True)[["pcc", "mae", "mse", "rmse"]].mean()
+    counts = fm_main.groupby("gene", observed=True).size()
     adata.var[f"{key_added}_mask"] = adata.var_names.isin(per_gene.index)
     for col in ("pcc", "mae", "mse", "rmse"):
         adata.var[f"{key_added}_{col}"] = per_gene[col].reindex(adata.var_names).to_numpy(np.float64)
@@ -286,6 +347,7 @@ def predict_expression(
     adata.uns[key_added] = {
         "fold_metrics": fm,
         "per_fold": pf,
+        "summary": summary,
         "params": records_params(
             use_rep=use_rep,
             genes=genes if isinstance(genes, str) else list(genes),
@@ -294,11 +356,13 @@ def predict_expression(
             model=model if isinstance(model, str) else repr(model),
             model_description=description,
             cv=cv if isinstance(cv, str) else repr(cv),
-            groupby=groupby,
+            library_key=library_key,
+            patient_key=patient_key,
             n_splits=int(n_splits),
-            select_in_fold=plan.fixed is None,
+            select_on_train=plan.fixed is None,
             spatial_context=k_ctx,
             spatial_context_capped=caps,
+            scale_per_library=bool(scale_per_library),
             train_key=train_key,
             alphas=alphas,
             n_features=int(feats.shape[1]),
@@ -306,12 +370,45 @@ def predict_expression(
             table_key=table_key,
         ),
     }
-    ok = pf["pcc"].notna()
+    figures = "; ".join(
+        ("" if k == "all" else f"{k.replace('_', ' ')}: ")
+        + f"mean PCC over folds (each the mean over that fold's genes) {r.pcc:.3f} over {int(r.n_folds)} folds "
+        f"(range {r.pcc_min:.3f}–{r.pcc_max:.3f})"
+        for k, r in summary.iterrows()
+    )
     logg.info(
-        f"    finished: mean PCC over folds (each the mean over that fold's genes) {pf.loc[ok, 'pcc'].mean():.3f} "
-        f"over {len(pf)} folds (range {pf['pcc'].min():.3f}–{pf['pcc'].max():.3f}); added `.layers[{key_added!r}]`, "
+        f"    finished: {figures}; added `.layers[{key_added!r}]`, "
         f"`.obs['{key_added}_fold']`, `.var['{key_added}_mask' | '_pcc' | '_mae' | '_mse' | '_rmse']`, "
         f"`.uns[{key_added!r}]`",
         time=start,
     )
     return adata if copy else None
+
+
+def _summary(pf: pd.DataFrame) -> pd.DataFrame:
+    """One row per kind of fold: number of folds, mean / min / max PCC over folds, mean MSE and training-mean MSE."""
+    kind = pf["kind"] if "kind" in pf.columns else pd.Series("all", index=pf.index)
+    rows = {}
+    for k in pd.unique(kind):
+        sub = pf[kind == k]
+        ok = sub["pcc"].notna()
+        rows[str(k)] = {
+            "n_folds": len(sub),
+            "pcc": float(sub.loc[ok, "pcc"].mean()) if ok.any() else float("nan"),
+            "pcc_min": float(sub["pcc"].min()),
+            "pcc_max": float(sub["pcc"].max()),
+            "mse": float(sub["mse"].mean()),
+            "mse_train_mean": float(sub["mse_train_mean"].mean()),
+        }
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "kind"
+    return out
+
+
+def _check_scaling(scale_per_library: bool, groups, library_key, adata: AnnData) -> None:
+    if scale_per_library and groups is None:
+        msg = (
+            f"`scale_per_library=True` standardises features within each section of `obs[library_key]`, but "
+            f"`library_key`={library_key!r} is not an obs column. Available columns: {list(adata.obs.columns)[:20]}."
+        )
+        raise KeyError(msg)

@@ -59,6 +59,25 @@ def _features(
     return np.hstack([x, ctx])
 
 
+def scale_per_group(feats: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Features z-scored within each group (section): mean 0, standard deviation 1 per feature and group.
+
+    A constant feature of a group (e.g. a one-spot group) becomes 0 there. ``groups=None``: all rows as one group.
+    """
+    x = np.array(feats, dtype=np.float32, copy=True)
+    if groups is None:
+        groups = np.zeros(len(x), dtype=np.int64)
+    codes = pd.factorize(np.asarray(groups))[0]
+    for g in np.unique(codes):
+        idx = np.flatnonzero(codes == g)
+        block = x[idx].astype(np.float64)
+        mu = block.mean(axis=0)
+        sd = block.std(axis=0)
+        sd[~(sd > 0)] = 1.0
+        x[idx] = ((block - mu) / sd).astype(np.float32)
+    return x
+
+
 def _feature_text(n_own: int, spatial_context: int | None) -> str:
     """How many features the model sees, e.g. ``"1280 own + 1280 neighbour-mean (k=8) features"``."""
     if not spatial_context:

@@ -12,14 +12,13 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._utils import get_adata, list_keys, records_params
 from ...pp._genes import resolve_mask
-from ...pp._normalize import LOG1P_CP10K
 from .._applicability import ApplicabilityDomain
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
-from ._cv import _inputs
-from ._features import _context_caps, _features, _warn_caps
+from ._cv import _check_scaling, _inputs
+from ._features import _context_caps, _features, _warn_caps, scale_per_group
 from ._folds import _groups
 from ._genes import _dense_cols, _gene_plan
 from ._model import DEFAULT_ALPHAS, _blas_limits, _check_alphas, _check_random_state, _chosen_alpha, make_model
@@ -37,15 +36,17 @@ def _embedding_params(adata: AnnData, use_rep: str) -> dict:
 
 def fit_translator(
     data: AnnData | SpatialData,
-    use_rep: str = "X_efficientnet_lite0",
+    use_rep: str = Key.DEFAULT_REP,
     *,
     genes: str | Sequence[str] = Key.MORPH_TARGET,
-    target: str = LOG1P_CP10K,
+    target: str = Key.TARGET,
     model: Literal["ridge", "mlp"] | Any = "ridge",
     train: str | np.ndarray | Sequence[str] | None = None,
-    groupby: str | None = Key.LIBRARY,
+    library_key: str | None = Key.LIBRARY,
     select_on_train: bool = True,
     spatial_context: int | None = None,
+    scale_per_library: bool = False,
+    stain_reference: Any = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     table_key: str = Key.TABLE,
     random_state: int = 0,
@@ -73,14 +74,24 @@ def fit_translator(
         ``"ridge"``, ``"mlp"`` or a scikit-learn regressor (see :func:`predict_expression`).
     train
         Training spots: ``None`` (all), a boolean ``obs`` column name, a boolean array, integer positions, or a
-        list of ``groupby`` values (e.g. ``["C2", "C4", "C5", "C6"]``).
-    groupby
-        ``obs`` column of sections (inner cross-validation groups, spatial neighbourhoods).
+        list of ``library_key`` values (e.g. ``["C2", "C4", "C5", "C6"]``).
+    library_key
+        ``obs`` column of sections (inner cross-validation groups, spatial neighbourhoods, feature scaling).
     select_on_train
         Re-select the genes on the training spots (see ``genes``).
     spatial_context
         ``k`` spatial neighbours whose mean embedding is appended (see :func:`predict_expression`; capped in
         sections with ``k`` spots or fewer, recorded in ``params['spatial_context_capped']``).
+    scale_per_library
+        Standardise features within each section (see :func:`predict_expression`); stored, so
+        :meth:`Translator.predict` and :meth:`Translator.predict_sdata` scale each new section by its own
+        features in the same way.
+    stain_reference
+        A :class:`squidpy.experimental.im.StainReference` (from ``squidpy.experimental.im.fit_stain_reference``)
+        that the training images were normalised to (``squidpy.experimental.im.normalize_stains``) before
+        their patches were embedded, or ``None``. Stored (its arrays), so :meth:`Translator.predict_sdata`
+        normalises a new section's image to it (tissue mask by ``squidpy.experimental.im.detect_tissue`` when
+        the image has none) before cutting patches.
     alphas
         Ridge penalties searched by the inner cross-validation (non-empty, finite, positive).
     table_key
@@ -98,21 +109,24 @@ def fit_translator(
         If ``use_rep``, the gene column, the target layer or a training group is missing.
     ValueError
         Bad ``model``, ``spatial_context``, ``alphas`` or training mask (fewer than 2 spots); NaN in
-        ``obs[groupby]``; duplicated ``var_names``; no gene passing the selection; ``X`` not raw counts when the
+        ``obs[library_key]``; duplicated ``var_names``; no gene passing the selection; ``X`` not raw counts when the
         target must be computed from it (see :func:`predict_expression`).
     """
     adata = get_adata(data, table_key)
     x, k_ctx, coords, y, _ = _inputs(adata, use_rep, target, spatial_context)
     plan = _gene_plan(adata, genes, select_on_train)
-    groups = _groups(adata, groupby)
+    groups = _groups(adata, library_key)
+    _check_scaling(scale_per_library, groups, library_key, adata)
+    stain = _stain_state(stain_reference)
     if train is not None and not isinstance(train, str | np.ndarray) and all(isinstance(t, str) for t in train):
         if groups is None:
-            msg = f"`train` lists groups but `groupby`={groupby!r} is not an obs column."
+            msg = f"`train` lists groups but `library_key`={library_key!r} is not an obs column."
             raise KeyError(msg)
         missing = [t for t in train if t not in set(map(str, pd.unique(groups)))]
         if missing:
             msg = (
-                f"Training groups {missing} not in `adata.obs[{groupby!r}]`: {list_keys(map(str, pd.unique(groups)))}."
+                f"Training groups {missing} not in `adata.obs[{library_key!r}]`: "
+                f"{list_keys(map(str, pd.unique(groups)))}."
             )
             raise KeyError(msg)
         m = np.isin(groups.astype(str), list(train))
@@ -128,6 +142,8 @@ def fit_translator(
     gidx = np.flatnonzero(plan.genes_for(adata, rows))
     _warn_caps(caps, k_ctx)
     feats = _features(x, coords, k_ctx, groups)
+    if scale_per_library:
+        feats = scale_per_group(feats, groups)
     start = logg.info(f"fitting a translator on {len(rows)} spots from `obsm[{use_rep!r}]`")
     est, description = make_model(
         model,
@@ -157,7 +173,9 @@ def fit_translator(
             gene_selection=plan.selection if plan.fixed is None else None,
             model=model if isinstance(model, str) else repr(model),
             model_description=description,
-            groupby=groupby,
+            library_key=library_key,
+            scale_per_library=bool(scale_per_library),
+            stain_method=None if stain is None else stain["method"],
             n_train=len(rows),
             alpha=_chosen_alpha(est),
             alphas=alphas,
@@ -165,6 +183,28 @@ def fit_translator(
             random_state=random_state,
         ),
         applicability=domain,
+        stain_reference=stain,
     )
     logg.info(f"    finished: {tr!r}", time=start)
     return tr
+
+
+def _stain_state(ref) -> dict | None:
+    """The arrays of a squidpy ``StainReference`` (stored in the translator), or ``None``."""
+    if ref is None:
+        return None
+    if isinstance(ref, dict):
+        return dict(ref)
+    fields = ("stain_matrix", "mu", "sigma", "white_point", "max_concentrations")
+    if not hasattr(ref, "method") or not all(hasattr(ref, f) for f in fields):
+        msg = (
+            "`stain_reference` must be a squidpy StainReference (`squidpy.experimental.im.fit_stain_reference`) "
+            f"or None, got {type(ref).__name__}."
+        )
+        raise TypeError(msg)
+    out = {"method": str(ref.method)}
+    for f in fields:
+        v = getattr(ref, f)
+        if v is not None:
+            out[f] = np.asarray(v, dtype=np.float64)
+    return out

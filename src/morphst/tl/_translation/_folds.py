@@ -37,7 +37,7 @@ def make_folds(
     adata: AnnData,
     cv,
     *,
-    groupby: str | None,
+    library_key: str | None,
     n_splits: int,
     train_key: str,
     random_state: int,
@@ -45,23 +45,23 @@ def make_folds(
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``[(fold_name, train_positions, test_positions), ...]`` with disjoint test sets."""
     n = adata.n_obs
-    groups = _groups(adata, groupby)
+    groups = _groups(adata, library_key)
     dummy = np.zeros((n, 1))
     if isinstance(cv, str):
         if cv == "leave_one_group_out":
             if groups is None:
                 msg = (
-                    f"cv='leave_one_group_out' needs `groupby` naming an obs column of groups (sections); "
-                    f"{groupby!r} is not in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
+                    f"cv='leave_one_group_out' needs `library_key` naming an obs column of groups (sections); "
+                    f"{library_key!r} is not in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
                 )
                 raise KeyError(msg)
             uniq = [g for g in pd.unique(groups) if not pd.isna(g)]
             if len(uniq) < 2:
-                msg = f"cv='leave_one_group_out' needs at least 2 groups in `adata.obs[{groupby!r}]`, got {len(uniq)}."
+                msg = f"cv='leave_one_group_out' needs at least 2 groups in `adata.obs[{library_key!r}]`, got {len(uniq)}."
                 raise ValueError(msg)
             cats = (
-                list(adata.obs[groupby].cat.categories)
-                if isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype)
+                list(adata.obs[library_key].cat.categories)
+                if isinstance(adata.obs[library_key].dtype, pd.CategoricalDtype)
                 else sorted(uniq, key=str)
             )
             out = []
@@ -125,33 +125,92 @@ def make_folds(
     return out
 
 
+def patient_folds(
+    adata: AnnData, *, library_key: str | None, patient_key: str
+) -> list[tuple[str, np.ndarray, np.ndarray, str]]:
+    """Leave-one-patient-out folds, then leave-one-section-out folds within each patient with 2+ sections.
+
+    Returns ``[(fold_name, train, test, kind), ...]`` with ``kind`` ``"across_patient"`` (train on the other
+    patients, test on this one; fold name = the patient) or ``"within_patient"`` (train on the other sections of
+    the same patient only; fold name = the section). Each set of one kind has disjoint test sets.
+    """
+    import warnings
+
+    patients = _groups(adata, patient_key)
+    if patients is None:
+        msg = (
+            f"`patient_key`={patient_key!r} is not an obs column (patients: a grouping above sections). "
+            f"Available columns: {list_keys(adata.obs.columns)}."
+        )
+        raise KeyError(msg)
+    libs = _groups(adata, library_key)
+    pat = patients.astype(str)
+    uniq = sorted(pd.unique(pat), key=str)
+    if libs is not None:
+        lib = libs.astype(str)
+        shared = pd.DataFrame({"p": pat, "l": lib}).groupby("l")["p"].nunique()
+        if (shared > 1).any():
+            msg = (
+                f"Sections {list(shared.index[shared > 1])[:5]} of `obs[{library_key!r}]` belong to more than one "
+                f"patient in `obs[{patient_key!r}]`; each section must come from one patient."
+            )
+            raise ValueError(msg)
+    out = []
+    if len(uniq) >= 2:
+        for p in uniq:
+            test = np.flatnonzero(pat == p)
+            out.append((p, np.flatnonzero(pat != p), test, "across_patient"))
+    else:
+        warnings.warn(
+            f"`obs[{patient_key!r}]` holds one patient ({uniq[0]!r}): no leave-one-patient-out fold is possible, so "
+            "only within-patient (leave-one-section-out) figures are reported; they are optimistic for new patients.",
+            UserWarning,
+            stacklevel=3,
+        )
+    if libs is not None:
+        for p in uniq:
+            in_p = pat == p
+            secs = sorted(pd.unique(lib[in_p]), key=str)
+            if len(secs) < 2:
+                continue
+            for s in secs:
+                test = np.flatnonzero(in_p & (lib == s))
+                out.append((s, np.flatnonzero(in_p & (lib != s)), test, "within_patient"))
+    if not out:
+        msg = (
+            f"No fold: `obs[{patient_key!r}]` has one patient and no patient has 2 sections in `obs[{library_key!r}]`."
+        )
+        raise ValueError(msg)
+    return out
+
+
 def _check_n_splits(n_splits: int, n: int) -> None:
     if isinstance(n_splits, bool) or not isinstance(n_splits, int | np.integer) or not 2 <= n_splits <= n:
         msg = f"`n_splits` must be an integer between 2 and the number of spots ({n}), got {n_splits!r}."
         raise ValueError(msg)
 
 
-def _groups(adata: AnnData, groupby: str | None) -> np.ndarray | None:
-    """The ``groupby`` values as an object array (``None`` if no such column); raises if any is missing (NaN).
+def _groups(adata: AnnData, library_key: str | None) -> np.ndarray | None:
+    """The ``library_key`` values as an object array (``None`` if no such column); raises if any is missing (NaN).
 
     A spot without a group would silently be in no leave-one-group-out fold (never predicted), in no inner-CV group
     and in no neighbourhood, so missing values are an error that says how to drop or fill them.
     """
-    if groupby is None or groupby not in adata.obs.columns:
+    if library_key is None or library_key not in adata.obs.columns:
         return None
-    col = adata.obs[groupby]
+    col = adata.obs[library_key]
     na = col.isna().to_numpy()
     if na.any():
         fill = (
-            f"adata.obs[{groupby!r}] = adata.obs[{groupby!r}].cat.add_categories('unknown').fillna('unknown')"
+            f"adata.obs[{library_key!r}] = adata.obs[{library_key!r}].cat.add_categories('unknown').fillna('unknown')"
             if isinstance(col.dtype, pd.CategoricalDtype)
-            else f"adata.obs[{groupby!r}] = adata.obs[{groupby!r}].fillna('unknown')"
+            else f"adata.obs[{library_key!r}] = adata.obs[{library_key!r}].fillna('unknown')"
         )
         msg = (
-            f"`adata.obs[{groupby!r}]` is missing (NaN) for {int(na.sum())} of {adata.n_obs} spots; they would belong "
+            f"`adata.obs[{library_key!r}]` is missing (NaN) for {int(na.sum())} of {adata.n_obs} spots; they would belong "
             f"to no section (never predicted, no spatial neighbours). Drop them "
-            f"(`adata = adata[adata.obs[{groupby!r}].notna()].copy()`) or give them a group of their own "
-            f"(`{fill}`), or pass another `groupby`."
+            f"(`adata = adata[adata.obs[{library_key!r}].notna()].copy()`) or give them a group of their own "
+            f"(`{fill}`), or pass another `library_key`."
         )
         raise ValueError(msg)
     return col.to_numpy(object)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
 from . import _apply
 from ._cv import _use_rep_hint
-from ._features import _context_caps, _coords, _features, _warn_caps
+from ._features import _context_caps, _coords, _features, _warn_caps, scale_per_group
 from ._folds import _groups
 
 
@@ -50,6 +50,9 @@ class Translator:
     applicability
         The :class:`~morphst.tl._applicability.ApplicabilityDomain` fit on the training features (how far new
         spots lie from them, calibrated on held-out training sections), or ``None`` (translators saved before it).
+    stain_reference
+        Arrays of the squidpy stain reference the training images were normalised to (``method``,
+        ``stain_matrix``, ``white_point``, ...), or ``None``.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class Translator:
         embed_params: dict | None = None,
         params: dict | None = None,
         applicability: ApplicabilityDomain | dict | None = None,
+        stain_reference: dict | None = None,
     ) -> None:
         self.estimator = estimator
         self.genes = [str(g) for g in genes]
@@ -78,6 +82,7 @@ class Translator:
         if isinstance(applicability, dict):
             applicability = ApplicabilityDomain.from_state(applicability)
         self.applicability = applicability
+        self.stain_reference = None if stain_reference is None else dict(stain_reference)
 
     def __repr__(self) -> str:
         ctx = f", spatial_context={self.spatial_context}" if self.spatial_context else ""
@@ -121,6 +126,8 @@ class Translator:
             "params": self.params,
             "applicability": None if self.applicability is None else self.applicability.to_state(),
         }
+        if self.stain_reference is not None:  # files without it stay readable by the morphst that wrote them
+            state["stain_reference"] = self.stain_reference
         try:
             write(path, state, check=self._same_predictions)
         except TypeError as e:
@@ -175,11 +182,28 @@ class Translator:
             )
         est = state.pop("estimator")
         genes = state.pop("genes")
-        return cls(est, genes, **state)
+        params = dict(state.pop("params", None) or {})
+        if "groupby" in params:  # files of morphst 0.1 name the section column `groupby`
+            params.setdefault("library_key", params.pop("groupby"))
+        return cls(est, genes, params=params, **state)
 
     # ---- prediction ---------------------------------------------------------------------------------------------
-    def features(self, adata: AnnData, *, groupby: str | None = None) -> np.ndarray:
-        """The model input of ``adata``: ``obsm[use_rep]``, plus the neighbour mean if ``spatial_context``."""
+    @property
+    def library_key(self) -> str | None:
+        """``obs`` column of sections used in training (``None`` if none)."""
+        return none_if_missing(self.params.get("library_key", self.params.get("groupby")))
+
+    @property
+    def scale_per_library(self) -> bool:
+        """Whether features are standardised within each section (see :func:`fit_translator`)."""
+        return bool(self.params.get("scale_per_library", False))
+
+    def features(self, adata: AnnData, *, library_key: str | None = None) -> np.ndarray:
+        """The model input of ``adata``: ``obsm[use_rep]``, plus the neighbour mean if ``spatial_context``.
+
+        With ``scale_per_library``, standardised within each section of ``library_key`` (default: the training
+        ``library_key`` if that column exists, else all observations as one section).
+        """
         x = check_obsm(adata, self.use_rep, hint=_use_rep_hint())
         n_own = self.n_features // 2 if self.spatial_context else self.n_features
         if x.shape[1] != n_own:
@@ -189,27 +213,25 @@ class Translator:
             )
             raise ValueError(msg)
         coords = _coords(adata, self.spatial_context)
-        if groupby is None:
-            groupby = none_if_missing(self.params.get("groupby"))
-        groups = _groups(adata, groupby)
+        groups = self._groups_of(adata, library_key)
         _warn_caps(_context_caps(self.spatial_context, groups, adata.n_obs, strict=False), self.spatial_context)
-        return _features(x, coords, self.spatial_context, groups)
+        f = _features(x, coords, self.spatial_context, groups)
+        return scale_per_group(f, groups) if self.scale_per_library else f
 
-    def predict(self, adata: AnnData, *, groupby: str | None = None) -> np.ndarray:
+    def predict(self, adata: AnnData, *, library_key: str | None = None) -> np.ndarray:
         """Predicted expression, ``(n_obs, n_genes)`` float32 on the target scale, from ``obsm[use_rep]``.
 
-        With ``spatial_context``, neighbours come from ``obsm['spatial']`` within each ``groupby`` section
-        (default: the training ``groupby`` if that column exists, else all spots together). Warns when a section
-        lies outside the training domain (see :meth:`applicability_scores`).
+        With ``spatial_context``, neighbours come from ``obsm['spatial']`` within each ``library_key`` section
+        (default: the training ``library_key`` if that column exists, else all spots together); so does the
+        scaling of ``scale_per_library``. Warns (``UserWarning``) when a section lies outside the training domain
+        (see :meth:`applicability_scores`).
         """
-        f = self.features(adata, groupby=groupby)
-        self._check_domain(f, self._groups_of(adata, groupby))
+        f = self.features(adata, library_key=library_key)
+        self._check_domain(f, self._groups_of(adata, library_key))
         return np.asarray(self.estimator.predict(f), dtype=np.float32).reshape(len(f), len(self.genes))
 
-    def _groups_of(self, adata: AnnData, groupby: str | None) -> np.ndarray | None:
-        if groupby is None:
-            groupby = none_if_missing(self.params.get("groupby"))
-        return _groups(adata, groupby)
+    def _groups_of(self, adata: AnnData, library_key: str | None) -> np.ndarray | None:
+        return _groups(adata, self.library_key if library_key is None else library_key)
 
     def _check_domain(self, feats: np.ndarray, groups: np.ndarray | None):
         """Scores and per-section verdict of ``feats``; warns naming the sections out of the training domain."""
@@ -234,7 +256,9 @@ class Translator:
             )
         return scores, verdict
 
-    def applicability_scores(self, adata: AnnData, *, groupby: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    def applicability_scores(
+        self, adata: AnnData, *, library_key: str | None = None
+    ) -> tuple[np.ndarray, pd.DataFrame]:
         """How far each observation lies from the training data, and a verdict per section.
 
         The score of a spot is the mean distance to its 5 nearest training spots in the translator's feature space
@@ -248,8 +272,8 @@ class Translator:
         ----------
         adata
             Observations with ``obsm[use_rep]`` (and ``obsm['spatial']`` with ``spatial_context``).
-        groupby
-            ``obs`` column of sections for the verdict (default: the training ``groupby`` if present).
+        library_key
+            ``obs`` column of sections for the verdict (default: the training ``library_key`` if present).
 
         Returns
         -------
@@ -267,24 +291,24 @@ class Translator:
                 "This translator has no applicability domain (saved by an older morphst); refit it with fit_translator."
             )
             raise ValueError(msg)
-        f = self.features(adata, groupby=groupby)
+        f = self.features(adata, library_key=library_key)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            scores, verdict = self._check_domain(f, self._groups_of(adata, groupby))
+            scores, verdict = self._check_domain(f, self._groups_of(adata, library_key))
         return scores, verdict
 
-    def predict_adata(self, adata: AnnData, *, groupby: str | None = None) -> AnnData:
+    def predict_adata(self, adata: AnnData, *, library_key: str | None = None) -> AnnData:
         """A new AnnData: ``X`` = predictions ``(n_obs, n_genes)``, ``obs``/``obsm`` copied from ``adata``."""
         import anndata as ad
 
         out = ad.AnnData(
-            self.predict(adata, groupby=groupby),
+            self.predict(adata, library_key=library_key),
             obs=adata.obs.copy(),
             var=pd.DataFrame(index=pd.Index(self.genes)),
             obsm={k: np.asarray(v) for k, v in adata.obsm.items()},
         )
         out.uns["morphst_translation"] = {"params": records_params(target=self.target, **self._summary())}
-        self._write_domain(out, self.features(adata, groupby=groupby), self._groups_of(adata, groupby))
+        self._write_domain(out, self.features(adata, library_key=library_key), self._groups_of(adata, library_key))
         return out
 
     def _write_domain(self, out: AnnData, feats: np.ndarray, groups: np.ndarray | None) -> None:
