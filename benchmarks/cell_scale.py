@@ -14,12 +14,19 @@ Steps, each with wall seconds and the process's peak RSS so far:
    :func:`morphst.tl.predict_expression` (ridge, 3 spatial-block folds) from the handcrafted features.
 6. ``fuse``: PCA of the log counts (scanpy, 30 comps) and :func:`morphst.tl.fuse` ``method="graph"``.
 7. ``domains``: :func:`morphst.tl.domains` ``method="kmeans"``, 5 domains (ARI against the synthetic truth).
-8. ``quadrants``: :func:`morphst.tl.quadrants` (handcrafted features, 50 genes, annotation = domains) in a forked
-   child process with a time limit (``--quadrants-timeout``); when it does not finish, ``quadrants_s`` is
-   reported as ``DNF>limit`` and ``seconds_total`` counts the limit.
+8. ``quadrants``: :func:`morphst.tl.quadrants` (the embedding, 50 genes, annotation = domains; relevance on its
+   default seeded subsample of 20,000 cells with a stability check on a second one, shared information on every
+   cell) in a forked child process with a time limit (``--quadrants-timeout``); when it does not finish,
+   ``quadrants_s`` is reported as ``DNF>limit`` and ``seconds_total`` counts the limit.
 9. checks (not in ``seconds_total``) on a ``--check-n``-cell section written to zarr: a run killed with SIGKILL
    (subprocess) and resumed from its checkpoint equals an uninterrupted run (``resume_identical``), and a
    ``distributed.LocalCluster`` of 2 worker processes equals the single process (``distributed_identical``).
+
+Each step prints its seconds, the peak RSS of the step itself (sampled every 50 ms: the step that sets the
+overall peak is the one to look at) and the process's peak RSS so far.
+
+``--quadrants-target``: only the issue-13 target of :func:`morphst.tl.quadrants`, 50 genes × 1,280 features
+(float32, as an EfficientNet embedding) at ``n`` cells on a synthetic table, timed in this process.
 
 Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells] [--resume]`` (``--resume`` continues the
 embedding of an interrupted run from its checkpoint in ``workdir``). Last line:
@@ -30,6 +37,7 @@ resume_identical=<0|1> distributed_identical=<0|1>`` plus the CNN figures.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import resource
 import shutil
@@ -38,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -50,13 +59,36 @@ def rss_mb() -> float:
     return max(self_, kids) / 1024  # Linux: KiB
 
 
+_STEP_PEAK = [0.0]
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _sample_rss() -> None:
+    while True:
+        _STEP_PEAK[0] = max(_STEP_PEAK[0], _current_rss_mb())
+        time.sleep(0.05)
+
+
 ROWS: list[tuple[str, float, float, str]] = []
+
+
+def step_start() -> float:
+    """Reset the step's peak RSS; return the start time."""
+    _STEP_PEAK[0] = _current_rss_mb()
+    return time.perf_counter()
 
 
 def step(name: str, t0: float, note: str = "") -> float:
     dt = time.perf_counter() - t0
     ROWS.append((name, dt, rss_mb(), note))
-    print(f"  {name:<12} {dt:9.1f} s   peak RSS {rss_mb():8.0f} MiB   {note}", flush=True)
+    print(
+        f"  {name:<12} {dt:9.1f} s   step peak RSS {_STEP_PEAK[0]:8.0f} MiB   peak so far {rss_mb():8.0f} MiB   {note}",
+        flush=True,
+    )
     return dt
 
 
@@ -73,8 +105,10 @@ def run_quadrants(adata, rep: str, genes, timeout: float) -> tuple[float | None,
         try:
             mst.tl.quadrants(adata, rep, "domain", genes=list(genes), n_jobs=2)
             q = adata.uns["quadrants"]
-            share = q.get("share", q.get("fractions", ""))
-            os.write(w, f"ok {share}".encode()[:4000])
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in q["shares"].items())
+            st = q.get("stability", {})
+            stab = f"; stability: agreement {st['agreement']:.3f}, max share diff {st['max_share_difference']:.3f}"
+            os.write(w, (f"ok {shares}" + (stab if st else "")).encode()[:4000])
         except BaseException as e:  # report any failure to the parent
             os.write(w, f"error {type(e).__name__}: {e}".encode()[:4000])
         os.close(w)
@@ -214,6 +248,46 @@ def channel_stats(x):
     return torch.cat([flat.mean(2), flat.std(2), flat.amax(2), q], dim=1)
 
 
+def quadrants_target(n: int, n_genes: int = 50, n_features: int = 1280) -> None:
+    """Issue 13 §3: quadrants at ``n`` cells, 50 genes × 1,280 features (float32), 8 annotation categories."""
+    import anndata as ad
+    import pandas as pd
+
+    import morphst as mst
+
+    mst.settings.progress_bar = False
+    rng = np.random.default_rng(0)
+    t0 = step_start()
+    label = rng.integers(0, 8, n)
+    genes = rng.normal(size=(n, n_genes)).astype(np.float32)
+    genes[:, :10] += label[:, None].astype(np.float32) * 0.3
+    feats = np.empty((n, n_features), dtype=np.float32)
+    for s in range(0, n, 65_536):  # features: 1/4 follow genes, 1/4 follow labels, the rest noise
+        m = min(s + 65_536, n) - s
+        f = rng.standard_normal((m, n_features), dtype=np.float32)
+        f[:, : n_features // 4] += np.repeat(genes[s : s + m, :10], n_features // 40, axis=1)[:, : n_features // 4]
+        f[:, n_features // 4 : n_features // 2] += 0.2 * label[s : s + m, None]
+        feats[s : s + m] = f
+    a = ad.AnnData(genes, obs=pd.DataFrame({"cluster": pd.Categorical(label.astype(str))}))
+    a.var_names = [f"g{i}" for i in range(n_genes)]
+    a.var["highly_variable"] = True
+    a.obsm["X_cnn"] = feats
+    del feats, genes
+    step("build", t0, f"{n} cells, {n_genes} genes, {n_features} float32 features")
+    t0 = step_start()
+    mst.tl.quadrants(a, "X_cnn", "cluster", n_jobs=2)
+    dt = step("quadrants", t0)
+    q = a.uns["quadrants"]
+    st = q["stability"] if "stability" in q else {}
+    print("shares", {k: round(v, 3) for k, v in q["shares"].items()}, "stability", st)
+    print(
+        f"RESULT quadrants_target n_cells={n} n_genes={n_genes} n_features={n_features} quadrants_s={dt:.1f} "
+        f"peak_rss_mb={rss_mb():.0f} relevance_subsample={q['params'].get('relevance_subsample', n)} "
+        f"stability_agreement={st.get('agreement', float('nan')):.3f} "
+        f"load_avg={os.getloadavg()[0]:.1f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("n", type=int, nargs="?", default=100_000)
@@ -229,6 +303,11 @@ def main() -> None:
     ap.add_argument("--cnn-n", type=int, default=1000)
     ap.add_argument("--check-n", type=int, default=3000)
     ap.add_argument("--quadrants-timeout", type=float, default=1200.0)
+    ap.add_argument(
+        "--quadrants-target",
+        action="store_true",
+        help="only time mst.tl.quadrants on 50 genes x 1,280 float32 features at n synthetic cells",
+    )
     ap.add_argument("--skip", nargs="*", default=[], help="steps to skip: cnn, checks, quadrants")
     ap.add_argument(
         "--resume",
@@ -237,6 +316,10 @@ def main() -> None:
         "(seconds_total then counts only this run's share of the embedding)",
     )
     args = ap.parse_args()
+    threading.Thread(target=_sample_rss, daemon=True).start()
+    if args.quadrants_target:
+        quadrants_target(args.n)
+        return
 
     import scanpy as sc
     import torch
@@ -255,12 +338,12 @@ def main() -> None:
     )
     total = 0.0
 
-    t0 = time.perf_counter()
+    t0 = step_start()
     sdata = mst.datasets.xenium_like(n, seed=0)
     img = sdata.images["morphology_focus"]["scale0"]["image"]
     total += step("generate", t0, f"image {img.shape[-1]} x {img.shape[-2]} px (lazy), {n} polygons x 2")
 
-    t0 = time.perf_counter()
+    t0 = step_start()
     mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=args.patch_um, target_px=args.patch_px)
     total += step("extract", t0)
 
@@ -269,7 +352,7 @@ def main() -> None:
     ckpt = workdir / f"{args.model}.zarr"
     if ckpt.exists() and not args.resume:
         shutil.rmtree(ckpt)
-    t0 = time.perf_counter()
+    t0 = step_start()
     mst.tl.embed_patches(sdata, model, checkpoint=ckpt)
     t = sdata.tables["table"]
     params = t.uns[rep]["params"]
@@ -285,7 +368,7 @@ def main() -> None:
 
     cnn_e2e = cnn_fwd = float("nan")
     if "cnn" not in args.skip:
-        t0 = time.perf_counter()
+        t0 = step_start()
         cnn_e2e, cnn_fwd = cnn_rate(args.cnn_n, args.cnn, args.patch_um, args.patch_px)
         step(
             "cnn_subset",
@@ -294,21 +377,25 @@ def main() -> None:
             f"(ratio {cnn_e2e / cnn_fwd:.2f}); {n} cells ~ {n / cnn_e2e / 3600:.2f} h",
         )
 
-    t0 = time.perf_counter()
+    t0 = step_start()
     mst.pp.normalize(t)
     mst.pp.select_genes(t, n_top=100)
-    mst.tl.predict_expression(t, rep, cv="spatial_block", n_splits=3, groupby=None)
+    # the section column is `library_key` after the issue-12 renames (`groupby` before)
+    sig = inspect.signature(mst.tl.predict_expression).parameters
+    mst.tl.predict_expression(
+        t, rep, cv="spatial_block", n_splits=3, **({"library_key": None} if "library_key" in sig else {"groupby": None})
+    )
     r = t.var["predicted_pcc"] if "predicted_pcc" in t.var else None
     total += step("translate", t0, "" if r is None else f"median Pearson r {np.nanmedian(r):.3f} (100 genes)")
 
-    t0 = time.perf_counter()
+    t0 = step_start()
     from morphst.pp._normalize import LOG1P_CP10K
 
     sc.pp.pca(t, n_comps=30, layer=LOG1P_CP10K)
     mst.tl.fuse(t, ("X_pca", rep), method="graph", n_comps=30, n_neighs=6)
     total += step("fuse", t0, "graph")
 
-    t0 = time.perf_counter()
+    t0 = step_start()
     mst.tl.domains(t, "X_fused", method="kmeans", n_domains=5)
     ari = adjusted_rand_score(t.obs["synthetic_domain"], t.obs["domain"])
     total += step("domains", t0, f"kmeans, ARI vs synthetic truth {ari:.3f}")
@@ -324,7 +411,7 @@ def main() -> None:
 
     res_ok = dist_ok = -1
     if "checks" not in args.skip:
-        t0 = time.perf_counter()
+        t0 = step_start()
         res_ok, dist_ok, note = identity_checks(args.check_n, workdir, args.patch_um, args.patch_px)
         step("checks", t0, f"{args.check_n} cells: resume {res_ok}, distributed {dist_ok}; {note}")
 

@@ -93,7 +93,7 @@ def test_moran_geary_checkerboard_and_gradient():
 
     a = grid_adata(30)
     a.obs["domain"] = pd.Categorical(np.where(a.obsm["spatial"][:, 0] < 15, "0", "1"))
-    mst.tl.evaluate_domains(a, reference=None, genes=["checker", "gradient", "noise"], n_neighs=4)
+    mst.tl.evaluate_domains(a, annotation_key=None, genes=["checker", "gradient", "noise"], n_neighs=4)
     tab = a.uns["domain_evaluation"]["autocorr"]
     # checkerboard: rook neighbours all of the other colour -> strongly negative; gradient: near 1
     assert tab.loc["checker", "moran_I"] < -0.8
@@ -393,7 +393,7 @@ def test_evaluate_domains_tiny_section_caps_n_neighs():
     keep = np.r_[np.arange(144), 144 + np.array([0, 1, 13])]  # S1 reduced to 3 spots
     a = a[keep].copy()
     a.obs["domain"] = pd.Categorical(np.where(a.obsm["spatial"][:, 0] < 6, "0", "1"))
-    mst.tl.evaluate_domains(a, reference=None, genes=["checker", "gradient"], n_neighs=6)
+    mst.tl.evaluate_domains(a, annotation_key=None, genes=["checker", "gradient"], n_neighs=6)
     ev = a.uns["domain_evaluation"]
     assert np.isfinite(ev["autocorr"]["moran_I"]).all()
     assert np.isfinite(ev["autocorr"]["geary_C"]).all()
@@ -402,7 +402,7 @@ def test_evaluate_domains_tiny_section_caps_n_neighs():
     # a section of one spot has no neighbours: left out, with a note, still finite
     b = grid_adata(12, sections=2)[np.r_[np.arange(144), 144]].copy()
     b.obs["domain"] = pd.Categorical(np.where(b.obsm["spatial"][:, 0] < 6, "0", "1"))
-    mst.tl.evaluate_domains(b, reference=None, genes=["gradient"], n_neighs=6)
+    mst.tl.evaluate_domains(b, annotation_key=None, genes=["gradient"], n_neighs=6)
     eb = b.uns["domain_evaluation"]
     assert np.isfinite(eb["autocorr"]["moran_I"]).all()
     assert eb["params"]["notes"] == ["section 'S1': 1 observation, left out of the autocorrelation"]
@@ -413,7 +413,7 @@ def test_autocorr_pvalues_are_one_sided_towards_the_observed_deviation():
 
     a = grid_adata(20)
     a.obs["domain"] = pd.Categorical(np.where(a.obsm["spatial"][:, 0] < 10, "0", "1"))
-    mst.tl.evaluate_domains(a, reference=None, genes=["checker", "gradient", "noise"], n_neighs=4)
+    mst.tl.evaluate_domains(a, annotation_key=None, genes=["checker", "gradient", "noise"], n_neighs=4)
     tab = a.uns["domain_evaluation"]["autocorr"]
     # negative (checkerboard) and positive (gradient) autocorrelation are both significant: one tail each way
     assert tab.loc["checker", "moran_pval"] < 1e-10
@@ -445,9 +445,9 @@ def test_out_of_range_arguments_are_errors_naming_them():
     g = grid_adata(10)
     g.obs["domain"] = pd.Categorical(["0", "1"] * (g.n_obs // 2))
     with pytest.raises(ValueError, match=r"`n_markers` must be >= 1.*got 0"):
-        mst.tl.evaluate_domains(g, reference=None, n_markers=0, normalize=False)
+        mst.tl.evaluate_domains(g, annotation_key=None, n_markers=0, normalize=False)
     with pytest.raises(ValueError, match=r"`n_neighs` must be >= 1"):
-        mst.tl.evaluate_domains(g, reference=None, n_neighs=0, normalize=False)
+        mst.tl.evaluate_domains(g, annotation_key=None, n_neighs=0, normalize=False)
     a, _ = three_regions(10)
     for bad in (1, 0, a.n_obs + 1):
         with pytest.raises(ValueError, match=rf"`n_domains` must be between 2 and n_obs={a.n_obs}, got {bad}"):
@@ -461,18 +461,108 @@ def test_out_of_range_arguments_are_errors_naming_them():
         mst.tl.domains(a, "X_two", method="gmm", n_domains=3)
     with pytest.raises(ValueError, match="covariance_type"):
         mst.tl.domains(a, "X_pca", method="gmm", n_domains=3, covariance_type="diagonal")
-    with pytest.raises(ValueError, match="n_neighbors"):
-        mst.tl.domains(a, "X_pca", n_neighbors=0)
+    with pytest.raises(ValueError, match="n_neighs"):
+        mst.tl.domains(a, "X_pca", n_neighs=0)
 
 
-def test_domains_caps_n_neighbors_with_a_note_and_gmm_covariance():
+def test_domains_caps_n_neighs_with_a_note_and_gmm_covariance():
     a, _ = three_regions(4)  # 16 observations
-    mst.tl.domains(a, "X_pca", method="leiden", n_neighbors=50, n_domains=2)
+    mst.tl.domains(a, "X_pca", method="leiden", n_neighs=50, n_domains=2)
     p = a.uns["domain"]["params"]
-    assert p["notes"] == ["n_neighbors capped at n_obs - 1 = 15"]
+    assert p["notes"] == ["n_neighs capped at n_obs - 1 = 15"]
     b, truth = three_regions(12)
     mst.tl.domains(b, "X_pca", method="gmm", n_domains=2, key_added="g")
     assert b.uns["g"]["params"]["covariance_type"] == "tied"
     assert adjusted_rand_score(truth > 0, b.obs["g"].astype(int)) == pytest.approx(1.0)
     mst.tl.domains(b, "X_pca", method="gmm", n_domains=2, covariance_type="full", key_added="gf")
     assert b.uns["gf"]["params"]["covariance_type"] == "full"
+
+
+# ---------------------------------------------------------------- pinned values (issue 12 refactor: unchanged)
+PINNED = {
+    "smooth": (
+        [[-0.515144, 0.034156, -0.032742], [-0.514966, 0.032823, -0.02491], [-0.513931, 0.030248, -0.014326]],
+        554.1398,
+        10840,
+        9320.396024,
+    ),
+    "graph": (
+        [[-0.421769, -0.068508, -0.177969], [-0.432561, 0.106238, -0.154197], [-0.439541, 0.059502, -0.068762]],
+        993.6924,
+        5686,
+        1775.741872,
+    ),
+    "kmeans": ([438, 414, 124], 0.583911),
+    "gmm": ([440, 425, 111], 0.605713),
+    "leiden": ([444, 444, 88], 0.64549),
+    "eval": (0.60571303, 0.61290855, 0.02131583, 0.02907329, ["g0", "g7", "g6", "g5", "g9", "g1"]),
+}
+
+
+def two_sections_with_counts() -> ad.AnnData:
+    a1, _ = three_regions(24, 0)
+    a2, _ = three_regions(20, 1)
+    a = ad.concat([a1, a2], label="section", keys=["A", "B"], index_unique="-")
+    rng = np.random.default_rng(3)
+    x = rng.poisson(2.0, size=(a.n_obs, 12)).astype(np.float32)
+    x[:, 0] += 4 * (a.obs["truth"].to_numpy() == "1")
+    a = ad.AnnData(x, obs=a.obs, obsm=dict(a.obsm), var=pd.DataFrame(index=[f"g{i}" for i in range(12)]))
+    a.obs["cluster"] = a.obs["truth"]
+    return a
+
+
+def test_fuse_domains_evaluate_values_pinned_from_before_the_refactor():
+    """Values written by the code before the issue-12 refactor (shared graph helper, renames): fuse (smooth,
+    graph), domains (kmeans, gmm, leiden) and evaluate_domains on two sections; the outputs were bit-identical."""
+    a = two_sections_with_counts()
+    for m, kw in [("smooth", {}), ("graph", {"n_neighs": 5})]:
+        mst.tl.fuse(a, ("X_pca", "X_morph"), method=m, n_comps=8, key_added=f"F_{m}", **kw)
+        f = a.obsm[f"F_{m}"].astype(np.float64)
+        g = a.obsp[f"F_{m}_connectivities"]
+        first, total, nnz, gsum = PINNED[m]
+        np.testing.assert_allclose(f[:3, :3], first, atol=2e-6)
+        assert np.abs(f).sum() == pytest.approx(total, rel=1e-6)
+        assert g.nnz == nnz
+        assert g.sum() == pytest.approx(gsum, rel=1e-9)
+        assert a.uns[f"F_{m}"]["connectivities_key"] == f"F_{m}_connectivities"  # scanpy's neighbors contract
+    for dm in ("kmeans", "gmm", "leiden"):
+        mst.tl.domains(a, "F_smooth", method=dm, n_domains=3, key_added=f"d_{dm}")
+        sizes, ari = PINNED[dm]
+        assert np.bincount(a.obs[f"d_{dm}"].astype(int)).tolist() == sizes
+        assert adjusted_rand_score(a.obs["truth"], a.obs[f"d_{dm}"]) == pytest.approx(ari, abs=1e-6)
+    mst.tl.evaluate_domains(a, "d_gmm", "cluster", n_markers=2, n_neighs=5, key_added="ev")
+    ev = a.uns["ev"]
+    ari, nmi, moran, geary, genes = PINNED["eval"]
+    assert (ev["ari"], ev["nmi"]) == (pytest.approx(ari, abs=1e-8), pytest.approx(nmi, abs=1e-8))
+    assert ev["mean_moran_I"] == pytest.approx(moran, abs=1e-8)
+    assert ev["mean_geary_1mC"] == pytest.approx(geary, abs=1e-8)
+    assert list(ev["autocorr"].index) == genes
+    assert ev["params"]["domain_key"] == "d_gmm"
+    assert ev["params"]["annotation_key"] == "cluster"
+    assert "d_gmm_evaluation" not in a.uns  # key_added given
+
+
+def test_knn_edges_equal_squidpy_per_section():
+    import squidpy as sq
+
+    from morphst._utils._graph import knn_edges
+
+    a = two_sections_with_counts()
+    coords = a.obsm["spatial"] + np.random.default_rng(0).normal(scale=3.0, size=a.obsm["spatial"].shape)
+    rows, cols, dist, caps = knn_edges(coords, a.obs["section"].to_numpy(), n_neighs=7)
+    assert caps == {}
+    mine = sparse.csr_matrix((dist, (rows, cols)), shape=(a.n_obs, a.n_obs))
+    for sec in ("A", "B"):
+        idx = np.flatnonzero(a.obs["section"].to_numpy() == sec)
+        part = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in idx]))
+        part.obsm["spatial"] = coords[idx]
+        sq.gr.spatial_neighbors_knn(part, spatial_key="spatial", n_neighs=7)
+        want = part.obsp["spatial_distances"]
+        got = mine[idx][:, idx]
+        assert (got != 0).sum() == (want != 0).sum() == 7 * idx.size
+        np.testing.assert_allclose(got.toarray(), want.toarray(), rtol=1e-12)
+    # no edge across sections; capped sections noted
+    sec = a.obs["section"].to_numpy()
+    assert (sec[rows] == sec[cols]).all()
+    _, _, _, caps = knn_edges(coords[:5], np.array(["x", "x", "x", "y", "z"]), n_neighs=3)
+    assert caps == {"x": 2, "y": 0, "z": 0}

@@ -14,7 +14,7 @@ N = 600
 DESIGNED = {"0": "translation", "1": "integration", "2": "noise", "3": "overestimation"}
 
 
-def make_quadrant_adata(seed: int = 0, n_extra_noise: int = 4) -> ad.AnnData:
+def make_quadrant_adata(seed: int = 0, n_extra_noise: int = 4, n: int = N) -> ad.AnnData:
     """Spots in 3 balanced classes; genes and features built so that features 0–3 land in quadrants I–IV.
 
     Contrasts c1 = (-1, 0, 1) and c2 = (1, -2, 1) over the classes are orthogonal, so a feature following c2 is
@@ -24,22 +24,22 @@ def make_quadrant_adata(seed: int = 0, n_extra_noise: int = 4) -> ad.AnnData:
       feature 2 = noise, feature 3 = g_other + small noise (overestimation); then pure-noise features.
     """
     rng = np.random.default_rng(seed)
-    label = np.repeat(np.arange(3), N // 3)
+    label = np.repeat(np.arange(3), n // 3)
     rng.shuffle(label)
     c1, c2 = np.array([-1.0, 0.0, 1.0]), np.array([1.0, -2.0, 1.0]) / np.sqrt(3)
-    g_label = c1[label] + 0.5 * rng.normal(size=N)
-    g_other = rng.normal(size=N)
-    genes = np.column_stack([g_label, g_other, rng.normal(size=(N, 3))])
+    g_label = c1[label] + 0.5 * rng.normal(size=n)
+    g_other = rng.normal(size=n)
+    genes = np.column_stack([g_label, g_other, rng.normal(size=(n, 3))])
     feats = np.column_stack(
         [
-            g_label + 0.2 * rng.normal(size=N),
-            c2[label] + 0.5 * rng.normal(size=N),
-            rng.normal(size=N),
-            g_other + 0.2 * rng.normal(size=N),
-            rng.normal(size=(N, n_extra_noise)),
+            g_label + 0.2 * rng.normal(size=n),
+            c2[label] + 0.5 * rng.normal(size=n),
+            rng.normal(size=n),
+            g_other + 0.2 * rng.normal(size=n),
+            rng.normal(size=(n, n_extra_noise)),
         ]
     ).astype(np.float32)
-    obs = pd.DataFrame({"cluster": pd.Categorical(np.array(["a", "b", "c"])[label])}, index=[f"s{i}" for i in range(N)])
+    obs = pd.DataFrame({"cluster": pd.Categorical(np.array(["a", "b", "c"])[label])}, index=[f"s{i}" for i in range(n)])
     adata = ad.AnnData(genes.astype(np.float32), obs=obs)
     adata.var_names = ["g_label", "g_other", "n1", "n2", "n3"]
     adata.var["highly_variable"] = True
@@ -161,7 +161,7 @@ def test_select_features(toy):
     with pytest.raises(ValueError, match="Unknown quadrant"):
         mst.tl.select_features(adata, "X_toy", "bogus")
     with pytest.raises(KeyError, match=r"mst\.tl\.quadrants"):
-        mst.tl.select_features(adata, "X_toy", key="nothing_here")
+        mst.tl.select_features(adata, "X_toy", quadrants_key="nothing_here")
     adata.obsm["X_other"] = adata.obsm["X_toy"]
     with pytest.raises(ValueError, match="computed on 'X_toy'"):
         mst.tl.select_features(adata, "X_other")
@@ -185,10 +185,10 @@ def test_gene_quadrants_flags_well_predicted_irrelevant_gene():
     for j in range(3):
         pcc[j] = np.nanmean([np.corrcoef(pred[sections == s, j], x[sections == s, j])[0, 1] for s in "ABC"])
     adata.var["predicted_pcc"] = pcc
-    adata.uns["predicted"] = {"params": {"groupby": "section", "target": "X"}}
+    adata.uns["predicted"] = {"params": {"library_key": "section", "target": "X"}}
     mst.tl.gene_quadrants(adata, n_perms=20)
     res = adata.uns["gene_quadrants"]
-    assert res["params"]["groupby"] == "predicted_fold"
+    assert res["params"]["library_key"] == "predicted_fold"
     assert list(res["genes"].index) == ["g_label", "g_other", "n1"]
     q = adata.var["gene_quadrants"]
     assert q["g_label"] == "translation"
@@ -333,15 +333,15 @@ def test_fixed_thresholds_at_the_edges_are_right():
     np.testing.assert_array_equal(np.asarray(f["quadrant"], dtype=str), want)
 
 
-def test_duplicated_var_names_and_bad_n_neighbors():
+def test_duplicated_var_names_and_bad_n_neighs():
     adata = make_quadrant_adata()
     adata.var_names = ["g_label", "g_label", "n1", "n2", "n3"]
     with pytest.raises(ValueError, match=r"'g_label'.*var_names_make_unique\(\)"):
         mst.tl.quadrants(adata, "X_toy", genes=["n1"], n_perms=2)
     adata = make_quadrant_adata()
     for bad in (0, -1, 2.5):
-        with pytest.raises(ValueError, match="`n_neighbors` must be a positive integer"):
-            mst.tl.quadrants(adata, "X_toy", n_neighbors=bad, n_perms=2)
+        with pytest.raises(ValueError, match="`n_neighs` must be a positive integer"):
+            mst.tl.quadrants(adata, "X_toy", n_neighs=bad, n_perms=2)
     assert "quadrants" not in adata.uns
 
 
@@ -371,3 +371,104 @@ def test_gene_quadrants_thresholds_and_duplicates():
     b.var_names = ["g_label", "n2", "n1", "n2", "n3"]
     with pytest.raises(ValueError, match="var_names_make_unique"):
         mst.tl.gene_quadrants(b, thresholds="median")
+
+
+# ------------------------------------------------------------------------------------- cell scale: subsampled path
+def test_mutual_info_1d_equals_sklearn_on_continuous_data():
+    from morphst._utils._stats import mutual_info_1d
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    y = rng.integers(0, 4, n)
+    y[:2] = 7  # a label of 2 observations (k capped at 1)
+    y[2] = 9  # a label of one observation: left out, as scikit-learn does
+    x = np.column_stack(
+        [rng.normal(size=n) + 0.5 * y, rng.normal(size=n), rng.exponential(size=n) * (y + 1), 1e6 * rng.normal(size=n)]
+    )
+    for k in (1, 3, 5):
+        want = mutual_info_classif(x, y, discrete_features=False, n_neighbors=k, random_state=0)
+        # same jitter draws; inputs scaled to within an ulp of scikit-learn's can move one neighbour count at a tie
+        np.testing.assert_allclose(mutual_info_1d(x, y, n_neighbors=k, random_state=0), want, atol=1e-5)
+
+
+def test_abs_pearson_chunked_equals_numpy():
+    from morphst._utils._stats import abs_pearson_chunked
+
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(5000, 6))
+    f = rng.normal(size=(5000, 40)).astype(np.float32)
+    f[:, 0] += 3 * g[:, 0].astype(np.float32)
+    f[:, 5] = 2.0  # constant: 0
+    rows = np.sort(rng.choice(5000, 3000, replace=False))
+    want = np.nan_to_num(np.abs(np.corrcoef(g[rows].T, f[rows].astype(np.float64).T)[:6, 6:]))
+    np.testing.assert_allclose(abs_pearson_chunked(g, f, rows, chunk=777), want, atol=2e-6)
+
+
+def test_subsampled_quadrants_find_the_designed_features_and_record_the_subsample():
+    big = make_quadrant_adata(seed=2, n=6000, n_extra_noise=0)  # the 4 designed features, far from chance
+    out = mst.tl.quadrants(big, "X_toy", n_perms=10, max_obs=1500, copy=True)
+    res = out.uns["quadrants"]
+    df = res["features"]
+    for feat, quad in DESIGNED.items():
+        assert df.loc[feat, "quadrant"] == quad, (feat, df.loc[feat].to_dict(), res["thresholds"])
+    p = res["params"]
+    assert p["max_obs"] == 1500
+    assert p["relevance_subsample"] == 1500
+    assert "default_rng([0, 1])" in p["relevance_subsample_rule"]
+    st = res["stability"]
+    assert st["agreement"] == 1.0
+    assert st["stable"]
+    assert st["max_share_difference"] == 0.0
+    assert st["tolerance"] == 0.05
+    # relevance = MI on the recorded subsample (first max_obs of the seeded permutation, sorted)
+    rows = np.sort(np.random.default_rng([0, 1]).permutation(6000)[:1500])
+    y = big.obs["cluster"].cat.codes.to_numpy()[rows]
+    want = mutual_info_classif(big.obsm["X_toy"][rows], y, discrete_features=False, n_neighbors=3, random_state=0)
+    np.testing.assert_allclose(df["relevance"].to_numpy(), want, atol=1e-5)
+    # shared information on every observation
+    r = np.abs(np.corrcoef(np.asarray(big.X, dtype=np.float64).T, big.obsm["X_toy"].astype(np.float64).T)[:5, 5:])
+    np.testing.assert_allclose(df["shared"].to_numpy(), r.max(axis=0), atol=2e-6)
+    # chance max |r| over 5 genes on 6000 spots: about 2.5 / sqrt(6000) = 0.03
+    assert 0.01 < res["thresholds"]["shared"] < 0.06
+    # seeded: identical on a rerun
+    again = mst.tl.quadrants(big, "X_toy", n_perms=10, max_obs=1500, copy=True).uns["quadrants"]
+    pd.testing.assert_frame_equal(again["features"], df)
+    assert again["thresholds"] == res["thresholds"]
+
+
+def test_max_obs_above_n_changes_nothing(toy):
+    out = mst.tl.quadrants(make_quadrant_adata(), "X_toy", n_perms=30, max_obs=None, copy=True).uns["quadrants"]
+    pd.testing.assert_frame_equal(out["features"], toy.uns["quadrants"]["features"])
+    assert out["thresholds"] == toy.uns["quadrants"]["thresholds"]
+    assert "stability" not in toy.uns["quadrants"]
+    assert "relevance_subsample" not in toy.uns["quadrants"]["params"]
+    assert toy.uns["quadrants"]["params"]["max_obs"] == 20_000
+
+
+def test_unstable_subsamples_warn(monkeypatch):
+    from morphst.tl._quadrants import _common
+
+    monkeypatch.setattr(_common, "STABILITY_TOL", -1.0)  # any difference, even none, exceeds it
+    adata = make_quadrant_adata()
+    with pytest.warns(UserWarning, match="independent subsamples"):
+        mst.tl.quadrants(adata, "X_toy", n_perms=3, max_obs=200)
+    assert adata.uns["quadrants"]["stability"]["stable"] is False
+    with pytest.raises(ValueError, match="`max_obs` must be an integer >= 100"):
+        mst.tl.quadrants(adata, "X_toy", max_obs=10)
+
+
+def test_subsampled_gene_quadrants():
+    adata = make_quadrant_adata()
+    x = np.asarray(adata.X, dtype=np.float64)
+    rng = np.random.default_rng(5)
+    adata.layers["predicted"] = (x + rng.normal(size=x.shape)).astype(np.float32)
+    adata.var["predicted_pcc"] = [0.8, 0.7, 0.01, 0.0, -0.01]
+    mst.tl.gene_quadrants(adata, n_perms=5, max_obs=300)
+    res = adata.uns["gene_quadrants"]
+    assert res["params"]["relevance_subsample"] == 300
+    rows = np.sort(np.random.default_rng([0, 1]).permutation(N)[:300])
+    y = adata.obs["cluster"].cat.codes.to_numpy()[rows]
+    want = mutual_info_classif(x[rows], y, discrete_features=False, n_neighbors=3, random_state=0)
+    np.testing.assert_allclose(res["genes"]["relevance"].to_numpy(), want, atol=1e-5)
+    assert set(res["stability"]) >= {"agreement", "max_share_difference", "tolerance", "stable"}
+    assert adata.var["gene_quadrants"]["g_label"] == "translation"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .._constants import Key
 from .._docs import doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
 from ._spatial import build_panels, category_colors, draw_panel, new_figure, reference_colors, resolve_sections
@@ -36,19 +37,19 @@ def _categorical(adata: AnnData, key: str) -> tuple[pd.Series, list[str]]:
 
 @inject_docs(
     plot_params=plot_params(
-        ax=", one per panel (``n_sections`` or ``2 × n_sections`` with ``reference``, row-major)",
+        ax=", one per panel (``n_sections`` or ``2 × n_sections`` with ``annotation_key``, row-major)",
         figsize="about 3.6 inches per panel",
     ),
     returns_fig=doc_returns_fig,
 )
 def domains(
     data: SpatialData | AnnData,
-    key: str = "domain",
+    domain_key: str = Key.DOMAIN,
     *,
-    reference: str | None = None,
-    section: str | Sequence[str] | None = None,
-    section_key: str = "section",
-    table_key: str = "table",
+    annotation_key: str | None = None,
+    library_id: str | Sequence[str] | None = None,
+    library_key: str = Key.LIBRARY,
+    table_key: str = Key.TABLE,
     image_key: str | None = None,
     image_px: int = 600,
     alpha: float = 0.85,
@@ -60,11 +61,11 @@ def domains(
 ) -> Figure | None:
     """Spatial domains as coloured spots over the H&E, one panel per section, optionally above a reference.
 
-    Reads the categorical ``obs[key]`` written by :func:`morphst.tl.domains` and, when present, the ARI/NMI that
-    :func:`morphst.tl.evaluate_domains` stored in ``uns[f"{key}_evaluation"]`` (shown in the figure title, with the
+    Reads the categorical ``obs[domain_key]`` written by :func:`morphst.tl.domains` and, when present, the ARI/NMI
+    that :func:`morphst.tl.evaluate_domains` stored in ``uns[f"{domain_key}_evaluation"]`` (shown in the figure title, with the
     number of spots left out of ARI/NMI because their reference or domain is missing). The H&E is drawn from a
     coarse pyramid level; spots are placed through the SpatialData transformations and drawn at their true radius.
-    Domain colours come from ``uns[f"{key}_colors"]`` when it matches the categories (scanpy's convention), else
+    Domain colours come from ``uns[f"{domain_key}_colors"]`` when it matches the categories (scanpy's convention), else
     from scanpy's default palettes. The reference row uses a different qualitative palette (matplotlib's
     ``Dark2``, ``Set3`` beyond 8 categories, ``tab20b`` beyond 12): colours are not matched across rows, so domain
     ``"0"`` and reference ``"0"`` share a name, not a meaning. Missing labels are light grey.
@@ -74,13 +75,13 @@ def domains(
     data
         SpatialData (spots drawn over the image that shares their coordinate system), or an AnnData (spots drawn
         at ``obsm["spatial"]``, no image).
-    key
+    domain_key
         ``obs`` column of the domains.
-    reference
+    annotation_key
         ``obs`` column of a reference annotation (e.g. ``"cluster"``), drawn in a second row.
-    section
-        Section(s) to draw, values of ``obs[section_key]``; ``None``: every section.
-    section_key
+    library_id
+        Section(s) to draw, values of ``obs[library_key]``; ``None``: every section.
+    library_key
         ``obs`` column of the sections.
     table_key
         Table of a SpatialData.
@@ -101,12 +102,13 @@ def domains(
     Raises
     ------
     KeyError
-        If ``obs[key]`` is missing (run :func:`morphst.tl.domains` first), or ``reference`` / ``section_key`` is
-        missing (the message lists the columns).
+        If ``obs[domain_key]`` is missing (run :func:`morphst.tl.domains` first), or ``annotation_key`` /
+        ``library_key`` is missing (the message lists the columns).
     ValueError
-        If a section is not in ``obs[section_key]``.
+        If a section is not in ``obs[library_key]``.
     """
     adata = get_adata(data, table_key)
+    key, reference = domain_key, annotation_key
     if key not in adata.obs.columns:
         msg = (
             f"Domains {key!r} not found in `adata.obs`: run `mst.tl.domains(adata, use_rep=..., key_added={key!r})` "
@@ -116,9 +118,9 @@ def domains(
     if reference is not None and reference not in adata.obs.columns:
         msg = f"Reference {reference!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
         raise KeyError(msg)
-    sections = resolve_sections(adata, section, section_key)
+    sections = resolve_sections(adata, library_id, library_key)
     panels = build_panels(
-        data, sections, table_key=table_key, section_key=section_key, image_key=image_key, image_px=image_px
+        data, sections, table_key=table_key, section_key=library_key, image_key=image_key, image_px=image_px
     )
     rows = [key] + ([reference] if reference is not None else [])
     ncols = len(panels)
@@ -147,7 +149,8 @@ def domains(
             )
     ev = adata.uns.get(f"{key}_evaluation")
     if reference is not None and isinstance(ev, dict) and "ari" in ev:
-        ref_used = ev.get("params", {}).get("reference")
+        p = ev.get("params", {})
+        ref_used = p.get("annotation_key", p.get("reference"))  # "reference" in objects of morphst 0.1
         if ref_used == reference:
             if "n_evaluated" in ev and "n_excluded" in ev:
                 n_ev, n_ex = int(ev["n_evaluated"]), int(ev["n_excluded"])

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._constants import Key
 from .._docs import doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata
 from ._utils import finish, get_tl_result, make_axes
@@ -33,10 +34,10 @@ _ROMAN = {"translation": "I", "integration": "II", "noise": "III", "overestimati
 )
 def quadrants(
     data: SpatialData | AnnData,
-    key: str = "quadrants",
+    quadrants_key: str = Key.QUADRANTS,
     *,
     compare: str | Sequence[str] | None = None,
-    table_key: str = "table",
+    table_key: str = Key.TABLE,
     palette: Mapping[str, str] | None = None,
     size: float = 12.0,
     alpha: float = 0.7,
@@ -57,7 +58,7 @@ def quadrants(
     ----------
     data
         AnnData, or SpatialData whose table ``table_key`` is used.
-    key
+    quadrants_key
         ``uns`` key written by :func:`morphst.tl.quadrants`.
     compare
         Other key(s) of :func:`morphst.tl.quadrants` (e.g. another encoder on the same spots) drawn in panels side
@@ -84,12 +85,12 @@ def quadrants(
     Raises
     ------
     KeyError
-        If ``uns[key]`` (or a ``compare`` key) is missing: run :func:`morphst.tl.quadrants` first.
+        If ``uns[quadrants_key]`` (or a ``compare`` key) is missing: run :func:`morphst.tl.quadrants` first.
     ValueError
         If ``ax`` does not hold one axes per panel.
     """
     adata = get_adata(data, table_key)
-    keys = [key] + ([compare] if isinstance(compare, str) else list(compare or []))
+    keys = [quadrants_key] + ([compare] if isinstance(compare, str) else list(compare or []))
     results = [get_tl_result(adata, k, "quadrants", required=("features", "thresholds")) for k in keys]
     titles = [title] if isinstance(title, str) else (list(title) if title is not None else None)
     if titles is not None and len(titles) != len(keys):

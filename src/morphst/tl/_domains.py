@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
+import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -13,6 +12,7 @@ import pandas as pd
 from .. import _logging as logg
 from .._constants import Key
 from .._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
+from .._utils._graph import knn_edges
 from ._fuse import _rep_hint, resolve_library_key
 
 if TYPE_CHECKING:
@@ -136,23 +136,27 @@ def _leiden_search(tmp: AnnData, k: int, resolution: float, random_state: int, m
             break
     off, res, lab, seed = best
     if off:
-        logg.warning(f"Leiden could not reach exactly {k} domains; using resolution {res:.4g} (off by {off}).")
+        msg = (
+            f"Leiden could not reach exactly {k} domains; using resolution {res:.4g} (off by {off}). Pass another "
+            "`resolution` to start from, or use `method='kmeans'`/`'gmm'` for an exact number of domains."
+        )
+        warnings.warn(msg, UserWarning, stacklevel=3)
     return lab, res, seed, trace
 
 
 def domains(
     data: SpatialData | AnnData,
-    use_rep: str = "X_fused",
+    use_rep: str = Key.FUSED,
     *,
     method: DomainMethod = "leiden",
     n_domains: int | None = None,
     resolution: float = 1.0,
-    n_neighbors: int = 15,
+    n_neighs: int = 15,
     covariance_type: CovarianceType = "tied",
     n_init: int = 10,
     table_key: str = Key.TABLE,
     random_state: int = 0,
-    key_added: str = "domain",
+    key_added: str = Key.DOMAIN,
     copy: bool = False,
 ) -> AnnData | None:
     """Spatial domains: cluster a (fused) representation.
@@ -179,7 +183,7 @@ def domains(
         Number of domains. Required for ``"kmeans"`` and ``"gmm"``; for ``"leiden"``, the resolution is searched.
     resolution
         Leiden resolution (the start of the search when ``n_domains`` is set).
-    n_neighbors
+    n_neighs
         ``"leiden"`` only: neighbours of the kNN graph in ``use_rep`` space; capped at ``n_obs - 1`` (the cap is
         recorded in ``uns[key_added]["params"]["notes"]``).
     covariance_type
@@ -229,8 +233,8 @@ def domains(
     if resolution <= 0:
         msg = f"`resolution` must be positive, got {resolution}."
         raise ValueError(msg)
-    if int(n_neighbors) < 1:
-        msg = f"`n_neighbors` must be >= 1, got {n_neighbors}."
+    if int(n_neighs) < 1:
+        msg = f"`n_neighs` must be >= 1, got {n_neighs}."
         raise ValueError(msg)
     if int(n_init) < 1:
         msg = f"`n_init` must be >= 1, got {n_init}."
@@ -256,9 +260,9 @@ def domains(
         import scanpy as sc
 
         tmp = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()), obsm={use_rep: x})
-        k = min(int(n_neighbors), adata.n_obs - 1)
-        if k < n_neighbors:
-            notes.append(f"n_neighbors capped at n_obs - 1 = {k}")
+        k = min(int(n_neighs), adata.n_obs - 1)
+        if k < n_neighs:
+            notes.append(f"n_neighs capped at n_obs - 1 = {k}")
         sc.pp.neighbors(
             tmp,
             use_rep=use_rep,
@@ -272,7 +276,7 @@ def domains(
         else:
             labels, res_used, seed, trace = _leiden_search(tmp, int(n_domains), resolution, random_state)
             params["leiden_random_state"] = seed
-        params.update(resolution=float(res_used), resolution_search=trace, n_neighbors=n_neighbors)
+        params.update(resolution=float(res_used), resolution_search=trace, n_neighs=n_neighs)
         labels = labels.astype(np.int64)
     elif method == "kmeans":
         from sklearn.cluster import KMeans
@@ -305,55 +309,31 @@ def domains(
     return adata if copy else None
 
 
-@contextmanager
-def _quiet_spatialdata_logger():
-    from spatialdata._logging import logger
-
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _spatial_graph_per_section(
     coords: np.ndarray, sections: np.ndarray, n_neighs: int
 ) -> tuple[object, list[str], np.ndarray]:
-    """Squidpy's generic kNN graph (binary, directed), built section by section.
+    """Squidpy's generic kNN graph (binary, directed; ``gr.spatial_neighbors_knn``), built section by section.
 
     ``n_neighs`` is capped at ``n - 1`` in a section of ``n`` observations (noted); sections of one observation
     have no neighbours and are flagged in ``dropped``. Returns ``(connectivities CSR, notes, dropped)``.
     """
-    import anndata as ad
-    import squidpy as sq
     from scipy import sparse
 
     n = coords.shape[0]
-    rows, cols, notes = [], [], []
+    rows, cols, _, caps = knn_edges(np.asarray(coords, dtype=float), sections, n_neighs=n_neighs)
+    notes = []
     dropped = np.zeros(n, dtype=bool)
-    for sec in pd.unique(sections):
+    for sec in pd.unique(sections):  # notes in order of appearance
+        k = caps.get(str(sec))
+        if k is None:
+            continue
         idx = np.flatnonzero(sections == sec)
-        k = min(int(n_neighs), idx.size - 1)
         if k < 1:
             dropped[idx] = True
             notes.append(f"section {sec!r}: 1 observation, left out of the autocorrelation")
-            continue
-        if k < n_neighs:
+        else:
             notes.append(f"section {sec!r}: n_neighs capped at {k} ({idx.size} observations)")
-        part = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(idx.size)]))
-        part.obsm["spatial"] = np.asarray(coords[idx], dtype=float)
-        with _quiet_spatialdata_logger():  # squidpy logs one "Creating graph" line per call, i.e. per section
-            if hasattr(sq.gr, "spatial_neighbors_knn"):  # squidpy >= 1.8
-                sq.gr.spatial_neighbors_knn(part, spatial_key="spatial", n_neighs=k)
-            else:
-                sq.gr.spatial_neighbors(part, spatial_key="spatial", coord_type="generic", n_neighs=k)
-        g = part.obsp["spatial_connectivities"].tocoo()
-        rows.append(idx[g.row])
-        cols.append(idx[g.col])
-    r = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
-    c = np.concatenate(cols) if cols else np.empty(0, dtype=np.int64)
-    graph = sparse.csr_matrix((np.ones(r.size), (r, c)), shape=(n, n))
+    graph = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
     return graph, notes, dropped
 
 
@@ -372,23 +352,24 @@ def _is_raw_counts(x) -> bool:
 
 def evaluate_domains(
     data: SpatialData | AnnData,
-    key: str = "domain",
-    reference: str | None = Key.CLUSTER,
+    domain_key: str = Key.DOMAIN,
+    annotation_key: str | None = Key.ANNOTATION,
     *,
     genes: Sequence[str] | None = None,
     n_markers: int = 3,
     layer: str | None = None,
     normalize: bool | None = None,
-    spatial_key: str = "spatial",
+    spatial_key: str = Key.SPATIAL,
     library_key: str | None = None,
     n_neighs: int = 6,
     table_key: str = Key.TABLE,
+    key_added: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Evaluate spatial domains: agreement with a reference and spatial coherence of their marker genes.
 
-    - ARI and NMI (scikit-learn ``adjusted_rand_score``, ``normalized_mutual_info_score``) between ``obs[key]``
-      and ``obs[reference]``, on the observations where both are set (the others are excluded and counted).
+    - ARI and NMI (scikit-learn ``adjusted_rand_score``, ``normalized_mutual_info_score``) between ``obs[domain_key]``
+      and ``obs[annotation_key]``, on the observations where both are set (the others are excluded and counted).
     - Moran's I (Moran, *Biometrika* 1950) and Geary's C (Geary, 1954), scaled as ``1 − C`` so that, like
       Moran's I, positive means spatially coherent and negative means checkerboard-like, for the domains' marker
       genes on a spatial kNN graph built per section (squidpy ``gr.spatial_neighbors`` + ``gr.spatial_autocorr``,
@@ -399,9 +380,9 @@ def evaluate_domains(
     ----------
     data
         AnnData, or SpatialData whose table ``table_key`` is used.
-    key
+    domain_key
         ``obs`` column of the domains (from :func:`morphst.tl.domains`).
-    reference
+    annotation_key
         ``obs`` column of the reference labels; ``None`` skips ARI/NMI.
     genes
         Genes whose autocorrelation is reported. ``None``: marker genes of the domains.
@@ -423,6 +404,8 @@ def evaluate_domains(
         ``params["notes"]``.
     table_key
         Table of a SpatialData.
+    key_added
+        ``uns`` key of the result; ``None``: ``f"{domain_key}_evaluation"``.
     copy
         Return a modified copy instead of writing to ``data``.
 
@@ -438,10 +421,10 @@ def evaluate_domains(
 
     Returns
     -------
-    ``None``, or with ``copy=True`` the modified AnnData. Sets ``.uns[f"{key}_evaluation"]`` : dict with
+    ``None``, or with ``copy=True`` the modified AnnData. Sets ``.uns[key_added]`` (default ``f"{domain_key}_evaluation"``) : dict with
 
     ``"ari"``, ``"nmi"`` : float
-        Agreement with ``reference`` (absent when ``reference`` is ``None``).
+        Agreement with ``annotation_key`` (absent when ``annotation_key`` is ``None``).
     ``"n_evaluated"``, ``"n_excluded"`` : int
         Observations compared, and those left out because the reference or the domain is missing.
     ``"autocorr"`` : DataFrame, one row per gene
@@ -455,7 +438,7 @@ def evaluate_domains(
     Raises
     ------
     KeyError
-        If ``key``, ``reference``, ``spatial_key``, ``layer`` or a gene is missing (the message lists what is there).
+        If ``domain_key``, ``annotation_key``, ``spatial_key``, ``layer`` or a gene is missing (the message lists what is there).
     ValueError
         If the reference has fewer than two categories, markers are asked of fewer than two domains, ``n_markers``
         < 1 or ``n_neighs`` < 1.
@@ -466,6 +449,8 @@ def evaluate_domains(
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     adata = get_adata(data, table_key)
+    key, reference = domain_key, annotation_key
+    key_added = f"{key}_evaluation" if key_added is None else key_added
     dom = check_obs_column(adata, key)
     out: dict = {}
     if reference is not None:
@@ -556,8 +541,8 @@ def evaluate_domains(
         mean_moran_I=float(table["moran_I"].mean()),
         mean_geary_1mC=float(table["geary_1mC"].mean()),
         params=records_params(
-            key=key,
-            reference=reference,
+            domain_key=key,
+            annotation_key=reference,
             genes=None if marker_of else genes,
             n_markers=n_markers,
             layer=layer,
@@ -571,10 +556,10 @@ def evaluate_domains(
     )
     if copy:
         adata = adata.copy()
-    adata.uns[f"{key}_evaluation"] = out
+    adata.uns[key_added] = out
     summary = f"ARI={out['ari']:.3f} NMI={out['nmi']:.3f} " if "ari" in out else ""
     logg.info(
-        f"    finished: {summary}mean Moran's I={out['mean_moran_I']:.3f}, added 'uns[{key + '_evaluation'!r}]'",
+        f"    finished: {summary}mean Moran's I={out['mean_moran_I']:.3f}, added 'uns[{key_added!r}]'",
         time=start,
     )
     return adata if copy else None

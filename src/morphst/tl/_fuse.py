@@ -16,6 +16,7 @@ from scipy import sparse
 from .. import _logging as logg
 from .._constants import Key
 from .._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
+from .._utils._graph import knn_edges, radius_edges, symmetrise
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -40,7 +41,7 @@ def resolve_library_key(adata: AnnData, library_key: str | None) -> str | None:
     if library_key is not None:
         check_obs_column(adata, library_key)
         return library_key
-    return Key.SECTION if Key.SECTION in adata.obs.columns else None
+    return Key.LIBRARY if Key.LIBRARY in adata.obs.columns else None
 
 
 def spatial_knn(
@@ -48,105 +49,12 @@ def spatial_knn(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Symmetric spatial k-nearest-neighbour edges, built within each group (section) only.
 
-    Parameters
-    ----------
-    coords
-        Coordinates, shape ``(n_obs, 2)``, in any unit (px or µm); distances come back in the same unit.
-    groups
-        Group (section) label per observation, shape ``(n_obs,)``; observations of different groups are never
-        neighbours. ``None``: one group.
-    n_neighs
-        Neighbours per observation (fewer in a group with ``<= n_neighs`` observations).
-
-    Returns
-    -------
-    ``(rows, cols, dist)``: the directed edge list of the symmetrised graph (each undirected edge appears in
-    both directions, no self-loops), with the spatial distance of each edge.
+    ``(rows, cols, dist)``: the directed edge list of the symmetrised graph (each undirected edge in both
+    directions, no self-loops) with the distance of each edge, in the unit of ``coords``; observations of different
+    groups are never neighbours; ``n_neighs`` is capped at the group size - 1.
     """
-    from sklearn.neighbors import NearestNeighbors
-
-    n = coords.shape[0]
-    if groups is None:
-        groups = np.zeros(n, dtype=np.int64)
-    _, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    rows_l, cols_l, dist_l = [], [], []
-    for g in np.unique(codes):
-        idx = np.flatnonzero(codes == g)
-        k = min(n_neighs, idx.size - 1)
-        if k < 1:
-            continue
-        nn = NearestNeighbors(n_neighbors=k + 1).fit(coords[idx])
-        dist, ind = nn.kneighbors(coords[idx])
-        # drop each point itself (the first neighbour, unless duplicates shuffled the order)
-        src = np.repeat(np.arange(idx.size), k + 1)
-        dst = ind.ravel()
-        d = dist.ravel()
-        keep = src != dst
-        src, dst, d = src[keep], dst[keep], d[keep]
-        rows_l.append(idx[src])
-        cols_l.append(idx[dst])
-        dist_l.append(d)
-    if not rows_l:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty, np.empty(0)
-    rows = np.concatenate(rows_l)
-    cols = np.concatenate(cols_l)
-    dist = np.concatenate(dist_l)
-    # symmetrise: union of i->j and j->i, each undirected edge once per direction
-    r = np.concatenate([rows, cols])
-    c = np.concatenate([cols, rows])
-    d = np.concatenate([dist, dist])
-    _, first = np.unique(r.astype(np.int64) * n + c, return_index=True)
-    return r[first], c[first], d[first]
-
-
-def spot_spacing(coords: np.ndarray) -> float:
-    """Centre-to-centre spot spacing: the median distance of each observation to its nearest neighbour.
-
-    In the unit of ``coords`` (px or µm). Visium: 100 µm; legacy ST: 200 µm.
-    """
-    from sklearn.neighbors import NearestNeighbors
-
-    if coords.shape[0] < 2:
-        return 1.0
-    dist, _ = NearestNeighbors(n_neighbors=2).fit(coords).kneighbors(coords)
-    d = dist[:, 1]
-    d = d[d > 0]
-    return float(np.median(d)) if d.size else 1.0
-
-
-def spatial_radius_graph(
-    coords: np.ndarray, groups: np.ndarray | None = None, *, n_rings: float = 2.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
-    """Symmetric spatial edges within ``(n_rings + 0.1) × spacing`` of each observation, per group (section).
-
-    The spacing is estimated per group by :func:`spot_spacing`, so the radius is in spots, not in a fixed unit:
-    on a hexagonal Visium grid, ``n_rings=1`` reaches the 6 nearest spots (100 µm), ``n_rings=2`` the 18 spots of
-    the first two rings (up to 200 µm). Returns ``(rows, cols, dist, spacing per group)``; no self-loops.
-    """
-    from sklearn.neighbors import NearestNeighbors
-
-    n = coords.shape[0]
-    if groups is None:
-        groups = np.zeros(n, dtype=np.int64)
-    labels, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    rows_l, cols_l, dist_l, spacing = [], [], [], {}
-    for g in np.unique(codes):
-        idx = np.flatnonzero(codes == g)
-        if idx.size < 2:
-            continue
-        sp = spot_spacing(coords[idx])
-        spacing[str(labels[g])] = sp
-        radius = (n_rings + 0.1) * sp
-        graph = NearestNeighbors(radius=radius).fit(coords[idx]).radius_neighbors_graph(mode="distance").tocoo()
-        keep = graph.row != graph.col
-        rows_l.append(idx[graph.row[keep]])
-        cols_l.append(idx[graph.col[keep]])
-        dist_l.append(graph.data[keep])
-    if not rows_l:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty, np.empty(0), spacing
-    return np.concatenate(rows_l), np.concatenate(cols_l), np.concatenate(dist_l), spacing
+    rows, cols, dist, _ = knn_edges(coords, groups, n_neighs=n_neighs)
+    return symmetrise(rows, cols, dist, coords.shape[0])
 
 
 def _edge_distances(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -203,7 +111,7 @@ def _balanced(block: np.ndarray, weight: float) -> np.ndarray:
 
 def fuse(
     data: SpatialData | AnnData,
-    use_rep: Sequence[str] = ("X_pca", "X_efficientnet_lite0"),
+    use_rep: Sequence[str] = ("X_pca", Key.DEFAULT_REP),
     *,
     method: FuseMethod = "smooth",
     weights: Sequence[float] | None = None,
@@ -212,10 +120,10 @@ def fuse(
     morph_weight: float = 0.3,
     n_neighs: int = 6,
     n_steps: int | None = None,
-    spatial_key: str = "spatial",
+    spatial_key: str = Key.SPATIAL,
     library_key: str | None = None,
     table_key: str = Key.TABLE,
-    key_added: str = "X_fused",
+    key_added: str = Key.FUSED,
     random_state: int = 0,
     copy: bool = False,
 ) -> AnnData | None:
@@ -312,6 +220,9 @@ def fuse(
         components).
     ``.obsp[f"{key_added}_connectivities"]`` : sparse CSR, shape ``(n_obs, n_obs)``
         ``"smooth"``/``"graph"``: the symmetric (morphology-weighted) spatial graph (no self-loops).
+    ``.uns[key_added]["connectivities_key"]`` : str
+        ``"smooth"``/``"graph"``: the ``obsp`` key of that graph (scanpy's ``neighbors`` contract, so e.g.
+        ``sc.tl.leiden(adata, neighbors_key=key_added)`` clusters it).
     ``.uns[key_added]["params"]`` : dict
         The parameters, the components and variance captured per modality; for ``"smooth"``/``"graph"`` the
         bandwidths, the spot spacing per section (``"smooth"``, unit of ``obsm[spatial_key]``), the number of edges
@@ -392,7 +303,7 @@ def fuse(
     graph = None
     notes: list[str] = []
     if method == "smooth":
-        rows, cols, ds, spacing = spatial_radius_graph(coords, groups, n_rings=n_rings)
+        rows, cols, ds, spacing = radius_edges(coords, groups, n_rings=n_rings)
         ew = np.ones(rows.size)
         sigma_m = None
         if len(reps) > 1 and morph_weight > 0 and rows.size:
@@ -458,9 +369,12 @@ def fuse(
     if copy:
         adata = adata.copy()
     adata.obsm[key_added] = np.ascontiguousarray(fused, dtype=np.float32)
+    uns: dict = {"params": records_params(**params)}
     if graph is not None:
-        adata.obsp[f"{key_added}_connectivities"] = graph
-    adata.uns[key_added] = {"params": records_params(**params)}
-    slots = f"'obsm[{key_added!r}]'" + (f", 'obsp[{key_added + '_connectivities'!r}]'" if graph is not None else "")
-    logg.info(f"    finished: added {slots} {fused.shape} and 'uns[{key_added!r}]'", time=start)
+        conn_key = f"{key_added}_connectivities"
+        adata.obsp[conn_key] = graph
+        uns = {"connectivities_key": conn_key, **uns}
+    adata.uns[key_added] = uns
+    slots = f"'obsm[{key_added!r}]' {fused.shape}" + (f", 'obsp[{conn_key!r}]'" if graph is not None else "")
+    logg.info(f"    finished: fused {len(use_rep)} representation(s); added {slots}, 'uns[{key_added!r}]'", time=start)
     return adata if copy else None

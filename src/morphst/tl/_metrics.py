@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["gene_table", "is_constant", "mae", "mse", "pcc", "rmse", "summarize"]
+from .._utils._stats import is_constant, pearson_columns
 
-#: Relative tolerance under which a column counts as constant (its standard deviation relative to its scale).
-_CONST_RTOL = 1e-10
+__all__ = ["gene_table", "is_constant", "mae", "mse", "pcc", "rmse", "summarize"]
 
 
 def _prepare(y_true, y_pred) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -36,17 +35,6 @@ def _out(v: np.ndarray, squeeze: bool):
     return float(v[0]) if squeeze else v
 
 
-def is_constant(y) -> np.ndarray:
-    """Per column: ``True`` where all values are equal (up to floating point noise) or fewer than 2 are finite."""
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim == 1:
-        y = y[:, None]
-    sd = np.nanstd(y, axis=0) if y.shape[0] else np.zeros(y.shape[1])
-    scale = np.nanmax(np.abs(y), axis=0, initial=0.0) if y.shape[0] else np.zeros(y.shape[1])
-    n = np.isfinite(y).sum(axis=0)
-    return (sd <= _CONST_RTOL * np.maximum(scale, 1e-300)) | (n < 2)
-
-
 def pcc(y_true, y_pred) -> np.ndarray | float:
     """Pearson correlation between observed and predicted values, per gene.
 
@@ -64,16 +52,7 @@ def pcc(y_true, y_pred) -> np.ndarray | float:
     :func:`scipy.stats.pearsonr` elsewhere.
     """
     yt, yp, squeeze = _prepare(y_true, y_pred)
-    const = is_constant(yt) | is_constant(yp)
-    dt = yt - yt.mean(axis=0)
-    dp = yp - yp.mean(axis=0)
-    num = (dt * dp).sum(axis=0)
-    den = np.sqrt((dt**2).sum(axis=0) * (dp**2).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = num / den
-    r = np.clip(r, -1.0, 1.0)
-    r[const] = np.nan
-    return _out(r, squeeze)
+    return _out(pearson_columns(yt, yp), squeeze)
 
 
 def mae(y_true, y_pred) -> np.ndarray | float:

@@ -1,0 +1,383 @@
+""":func:`quadrants` (features on the relevance × shared-information plane) and :func:`select_features`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+
+from ... import _logging as logg
+from ..._constants import Key
+from ..._utils import check_obsm, check_unique_var_names, get_adata, records_params
+from ..._utils._stats import abs_pearson, abs_pearson_chunked, standardise
+from . import _common as c
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+_EMBED_HINT = "Run `mst.tl.embed_patches` first (it writes `obsm['X_<model>']`)."
+
+
+def _shared_null_all_rows(expr, feats, rows, null_cols, n_perms, rng, chunk: int = 65_536):
+    """Shared-axis null on every annotated row: max |r| over genes of the null features, gene rows shuffled.
+
+    Float32 products over row chunks (``feats`` is read at ``null_cols`` only, never copied whole).
+    """
+    zg = np.empty((rows.size, expr.shape[1]), dtype=np.float32)
+    zf = np.empty((rows.size, null_cols.size), dtype=np.float32)
+    for s in range(0, rows.size, chunk):
+        idx = rows[s : s + chunk]
+        zg[s : s + idx.size] = expr[idx]
+        zf[s : s + idx.size] = np.asarray(feats[idx])[:, null_cols]
+    for z in (zg, zf):
+        mu, sd = z.mean(axis=0, dtype=np.float64), z.std(axis=0, dtype=np.float64)
+        ok = sd > 1e-12 * np.maximum(1.0, np.abs(mu))
+        z -= mu.astype(np.float32)
+        z /= np.where(ok, sd, 1.0).astype(np.float32)
+        z[:, ~ok] = 0.0
+
+    def draw(rng_):
+        perm = rng_.permutation(rows.size)
+        return np.abs(zg[perm].T @ zf / rows.size).max(axis=0).astype(np.float64)
+
+    return draw
+
+
+def quadrants(
+    data: SpatialData | AnnData,
+    use_rep: str,
+    annotation_key: str = Key.ANNOTATION,
+    *,
+    genes: Literal["highly_variable"] | Sequence[str] = "highly_variable",
+    layer: str | None = None,
+    relevance: Literal["mutual_info"] = "mutual_info",
+    shared: Literal["max_abs_pearson"] = "max_abs_pearson",
+    thresholds: Literal["permutation", "median"] | tuple[float, float] = "permutation",
+    n_perms: int = 100,
+    quantile: float = 0.95,
+    n_null_features: int | None = 32,
+    n_neighs: int = 3,
+    max_obs: int | None = c.MAX_OBS,
+    table_key: str = Key.TABLE,
+    random_state: int = 0,
+    n_jobs: int | None = None,
+    key_added: str = Key.QUADRANTS,
+    copy: bool = False,
+) -> AnnData | None:
+    """Place every morphological feature in the translation–integration quadrants.
+
+    Implements Box 2 of Chelebian, Avenel & Wählby, *Nat. Commun.* 2025: per feature (column of
+    ``obsm[use_rep]``), *relevance* is the mutual information with the annotation (the kNN estimator of Ross 2014,
+    scikit-learn :func:`~sklearn.feature_selection.mutual_info_classif`, seeded) and *shared information* is the
+    largest |Pearson r| with any of ``genes`` (and which gene). With thresholds on both axes each feature falls in
+    one quadrant: I ``"translation"`` (relevant, shared), II ``"integration"`` (relevant, not shared), III
+    ``"noise"`` (neither), IV ``"overestimation"`` (shared, not relevant).
+
+    Spots with a missing annotation are left out of both axes (their number is in ``params``).
+
+    Cell-level data: with more than ``max_obs`` annotated observations, relevance and its permutation null are
+    estimated on a seeded subsample of ``max_obs`` of them (the same estimator, computed on sorted values, which
+    agrees with scikit-learn's to rounding), and on a second, independent subsample the quadrants are found again:
+    their agreement and the largest difference of a quadrant's share are stored in ``uns[key_added]['stability']``,
+    with a warning when that difference exceeds 5 %. Shared information is computed on every annotated
+    observation (float32 products over row chunks; the features are never copied whole), its null from
+    ``n_perms`` shuffles of the gene rows against ``n_null_features`` features.
+
+    Parameters
+    ----------
+    data
+        AnnData, or SpatialData whose table ``table_key`` is used.
+    use_rep
+        ``obsm`` key of the morphological features, e.g. ``"X_densenet121"`` (from :func:`morphst.tl.embed_patches`).
+    annotation_key
+        ``obs`` column with the task's labels (categorical; at least 2 categories), e.g. clusters or pathology.
+    genes
+        ``"highly_variable"`` (``var['highly_variable']``, from :func:`scanpy.pp.highly_variable_genes`) or a list
+        of gene names: the genes the shared axis is measured against.
+    layer
+        Layer with the expression used for correlations (default: ``X``). It should be log-normalised
+        (e.g. log1p of counts per 10,000); a warning is issued when it looks like raw counts.
+    relevance
+        Relevance measure; only ``"mutual_info"``.
+    shared
+        Shared-information measure; only ``"max_abs_pearson"``.
+    thresholds
+        ``"permutation"`` (default): the ``quantile`` of a pooled permutation null, so that *relevant* and *shared*
+        mean "above chance". Relevance null: the mutual information of features with shuffled labels, pooled over
+        ``n_perms`` permutations × ``n_null_features`` features drawn at random (seeded) once. Shared null: the max
+        |r| over ``genes`` after shuffling the spots (rows) of all features relative to expression, pooled over
+        ``n_perms`` permutations × all features (beyond ``max_obs`` observations: × the ``n_null_features``
+        features). ``"median"``: the median of each axis over features. A pair ``(x, y)``: fixed thresholds for
+        shared information (x, |r|, in ``[0, 1)``) and relevance (y, nats, in ``[0, ln(n_categories))``). A feature
+        is relevant (shared) when its value is strictly above the threshold.
+    n_perms
+        Permutations for ``thresholds="permutation"``.
+    quantile
+        Quantile of the pooled null used as threshold (0.95: the 95th percentile).
+    n_null_features
+        Features used for the relevance null (the null distribution hardly depends on the feature). ``None``: all
+        features.
+    n_neighs
+        Neighbours of the mutual-information estimator.
+    max_obs
+        Annotated observations beyond which relevance is estimated on a seeded subsample of this size (>= 100);
+        ``None``: always on all of them (scikit-learn's estimator; slow beyond ~10^5 observations).
+    table_key
+        Table of a SpatialData.
+    random_state
+        Seed of the mutual-information estimator (its jitter), of the permutations and of the subsamples.
+    n_jobs
+        Workers of :func:`~sklearn.feature_selection.mutual_info_classif` (not subsampled).
+    key_added
+        Key in ``uns`` and ``varm``.
+    copy
+        Return a modified copy instead of writing to ``data``.
+
+    Returns
+    -------
+    ``None``, or a copy of the AnnData when ``copy=True``. Sets:
+
+    ``.uns[key_added]['features']`` : DataFrame, shape ``(n_features, 4)``
+        Per feature (index: column number as a string): ``relevance`` (nats), ``shared`` (max |r|), ``best_gene``,
+        ``quadrant`` (ordered categorical: translation, integration, noise, overestimation).
+    ``.uns[key_added]['thresholds']`` : dict
+        ``{'relevance': y, 'shared': x}``.
+    ``.uns[key_added]['shares']`` : dict
+        Fraction of features per quadrant.
+    ``.uns[key_added]['stability']`` : dict
+        Only when subsampled: ``agreement`` (fraction of features in the same quadrant on both subsamples),
+        ``max_share_difference``, ``tolerance`` (0.05), ``shares_second_subsample``, ``stable``.
+    ``.uns[key_added]['params']`` : dict
+        The parameters, the genes used, the number of spots used / left out and the subsample (size and rule).
+    ``.varm[key_added]`` : ndarray, shape ``(n_vars, n_features)``, float32
+        |Pearson r| of each gene with each feature; NaN in the rows of genes not used.
+
+    Raises
+    ------
+    KeyError
+        If ``use_rep``, ``annotation_key``, ``layer`` or a gene is missing, or ``genes="highly_variable"`` and
+        ``var['highly_variable']`` does not exist.
+    ValueError
+        If the annotation has fewer than 2 categories, ``var_names`` has duplicates, fixed thresholds lie outside
+        the range of their axis, or an option is invalid. Nothing is written then.
+    """
+    start = logg.info(f"computing quadrants of {use_rep!r} against {annotation_key!r}")
+    adata = get_adata(data, table_key)
+    # ---- validate everything before writing anything
+    if relevance != "mutual_info":
+        msg = f"`relevance` must be 'mutual_info', got {relevance!r}."
+        raise ValueError(msg)
+    if shared != "max_abs_pearson":
+        msg = f"`shared` must be 'max_abs_pearson', got {shared!r}."
+        raise ValueError(msg)
+    opt = c.check_options(thresholds, n_perms, quantile, n_neighs, max_obs)
+    if n_null_features is not None and n_null_features < 1:
+        msg = f"`n_null_features` must be a positive integer or None, got {n_null_features!r}."
+        raise ValueError(msg)
+    check_unique_var_names(adata, "mst.tl.quadrants")
+    feats_all = check_obsm(adata, use_rep, hint=_EMBED_HINT)
+    mask, y, cats = c.labels(adata, annotation_key)
+    opt.check_fixed(len(cats), x_name="|Pearson r|", x_min=0.0)
+    gene_names = c.resolve_genes(adata, genes)
+    expr_all = c.expression(adata, gene_names, layer)
+    c.warn_if_counts(expr_all, layer)
+    used = np.flatnonzero(mask)
+    n_obs, n_feat = used.size, feats_all.shape[1]
+    if n_obs <= opt.n_neighs:
+        msg = f"Only {n_obs} annotated spots; need more than `n_neighs`={opt.n_neighs}."
+        raise ValueError(msg)
+    rel = c.relevance_rows(n_obs, opt.max_obs, random_state, n_jobs, opt.n_neighs)
+    if rel.subsampled:
+        logg.info(f"    relevance on a seeded subsample of {rel.rows.size} of {n_obs} annotated observations")
+        feats = np.asarray(feats_all[used[rel.rows]], dtype=np.float64)
+        y_rel = y[rel.rows]
+        r = abs_pearson_chunked(expr_all, feats_all, used)  # genes × features, every annotated row
+    else:
+        feats = np.asarray(feats_all[mask], dtype=np.float64)
+        expr = expr_all[mask]
+        y_rel = y
+        r = abs_pearson(expr, feats)
+
+    # ---- relevance: mutual information with the annotation; shared information: max |r| over genes
+    mi = rel.mi(feats, y_rel, random_state)
+    shared_v = r.max(axis=0)
+    best = np.asarray(gene_names, dtype=object)[r.argmax(axis=0)]
+
+    # ---- thresholds
+    null_info: dict[str, object] = {}
+    if opt.mode == "fixed":
+        thr_shared, thr_rel = opt.fixed
+    elif opt.mode == "median":
+        thr_shared, thr_rel = float(np.median(shared_v)), float(np.median(mi))
+    else:
+        rng = np.random.default_rng(random_state)
+        n_null = n_feat if n_null_features is None else min(int(n_null_features), n_feat)
+        null_cols = np.sort(rng.choice(n_feat, size=n_null, replace=False))
+        if rel.subsampled:
+            x_null = _shared_null_all_rows(expr_all, feats_all, used, null_cols, opt.n_perms, rng)
+        else:
+            zg, _ = standardise(expr)
+            zf, _ = standardise(feats)
+
+            def x_null(rng_):
+                perm = rng_.permutation(n_obs)
+                return np.abs(zg.T @ zf[perm] / n_obs).max(axis=0)
+
+        null_mi, null_r = c.permutation_null(
+            opt.n_perms,
+            rng,
+            y_rel.size,
+            lambda perm, p: rel.mi(feats[:, null_cols], y_rel[perm], random_state + p),
+            x_null,
+        )
+        thr_rel = float(np.quantile(null_mi, opt.quantile))
+        thr_shared = float(np.quantile(null_r, opt.quantile))
+        null_info = {"n_null_relevance": int(null_mi.size), "n_null_shared": int(null_r.size)}
+
+    quad = c.assign(mi > thr_rel, shared_v > thr_shared)
+    entry_extra = {}
+    if rel.subsampled:
+        feats2 = np.asarray(feats_all[used[rel.second]], dtype=np.float64)
+        quad2 = c.assign(rel.mi(feats2, y[rel.second], random_state) > thr_rel, shared_v > thr_shared)
+        entry_extra["stability"] = c.stability(quad, quad2, f"{n_feat} features of {use_rep!r}")
+    df = pd.DataFrame(
+        {"relevance": mi.astype(np.float64), "shared": shared_v, "best_gene": best.astype(str), "quadrant": quad},
+        index=pd.Index([str(i) for i in range(n_feat)], name="feature"),
+    )
+    varm = np.full((adata.n_vars, n_feat), np.nan, dtype=np.float32)
+    varm[adata.var_names.get_indexer(gene_names)] = r.astype(np.float32)
+    shares = c.shares(quad)
+    null = None
+    if opt.mode == "permutation":
+        null = (
+            "relevance: MI with shuffled labels, pooled over permutations x a seeded subset of features; shared: max "
+            "|r| over genes after shuffling the spots of "
+            + ("the same subset of features" if rel.subsampled else "all features")
+            + ", pooled over permutations x features"
+        )
+    params = records_params(
+        use_rep=use_rep,
+        annotation_key=annotation_key,
+        categories=cats,
+        genes=gene_names,
+        layer=layer,
+        relevance=relevance,
+        shared=shared,
+        **opt.record(),
+        n_null_features=n_null_features,
+        null=null,
+        random_state=random_state,
+        n_obs_used=int(n_obs),
+        n_obs_excluded_missing_annotation=int((~mask).sum()),
+        **rel.record(n_obs, random_state),
+        **null_info,
+    )
+    entry = {
+        "features": df,
+        "thresholds": {"relevance": float(thr_rel), "shared": float(thr_shared)},
+        "shares": shares,
+        **entry_extra,
+        "params": params,
+    }
+    adata = c.write(adata, key_added, entry, copy=copy, varm=varm)
+    logg.info(
+        f"    finished: quadrants of {n_feat} features ("
+        + ", ".join(f"{q} {v:.0%}" for q, v in shares.items())
+        + f"); added .uns[{key_added!r}] (features, thresholds, shares, params), .varm[{key_added!r}] "
+        "(|r| genes x features)",
+        time=start,
+    )
+    return adata if copy else None
+
+
+def select_features(
+    data: SpatialData | AnnData,
+    use_rep: str,
+    quadrant: Literal["translation", "integration", "noise", "overestimation"] | Sequence[str] = "translation",
+    *,
+    quadrants_key: str = Key.QUADRANTS,
+    table_key: str = Key.TABLE,
+    key_added: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Keep only the features of ``use_rep`` that fall in the given quadrant(s).
+
+    Reads :func:`morphst.tl.quadrants`'s ``uns[quadrants_key]`` (Chelebian et al. 2025, Box 2) and writes the chosen
+    columns to a new ``obsm`` entry, e.g. quadrant-I features for :func:`morphst.tl.predict_expression` and
+    quadrant-II features for :func:`morphst.tl.fuse`.
+
+    Parameters
+    ----------
+    data
+        AnnData, or SpatialData whose table ``table_key`` is used.
+    use_rep
+        ``obsm`` key of the features; must be the one ``uns[quadrants_key]`` was computed on.
+    quadrant
+        One quadrant name or a list of them.
+    quadrants_key
+        ``uns`` key written by :func:`morphst.tl.quadrants`.
+    table_key
+        Table of a SpatialData.
+    key_added
+        ``obsm`` key to write; default ``f'{use_rep}_{quadrant}'`` (names joined by ``'_'`` for a list).
+    copy
+        Return a modified copy instead of writing to ``data``.
+
+    Returns
+    -------
+    ``None``, or a copy of the AnnData when ``copy=True``. Sets:
+
+    ``.obsm[key_added]`` : ndarray, shape ``(n_obs, n_selected)``
+        The selected columns of ``obsm[use_rep]``, in their original order.
+    ``.uns[key_added]['params']`` : dict
+        Source, quadrants and the selected column numbers (``features``).
+
+    Raises
+    ------
+    KeyError
+        If ``uns[quadrants_key]`` (run :func:`morphst.tl.quadrants` first) or ``obsm[use_rep]`` is missing.
+    ValueError
+        If ``uns[quadrants_key]`` was computed on another representation, a quadrant name is unknown, or no feature
+        is in the chosen quadrant(s).
+    """
+    adata = get_adata(data, table_key)
+    key = quadrants_key
+    res = adata.uns.get(key)
+    if not isinstance(res, dict) or "features" not in res:
+        msg = (
+            f"`adata.uns[{key!r}]` with quadrant results not found: run "
+            f"`mst.tl.quadrants(adata, {use_rep!r}, ..., key_added={key!r})` first."
+        )
+        raise KeyError(msg)
+    x = check_obsm(adata, use_rep, hint=_EMBED_HINT)
+    src = res.get("params", {}).get("use_rep")
+    if src is not None and src != use_rep:
+        msg = f"`adata.uns[{key!r}]` was computed on {src!r}, not {use_rep!r}; pass use_rep={src!r} or another key."
+        raise ValueError(msg)
+    qs = [quadrant] if isinstance(quadrant, str) else [str(q) for q in quadrant]
+    bad = [q for q in qs if q not in c.QUADRANTS]
+    if bad or not qs:
+        msg = f"Unknown quadrant(s) {bad}; choose from {list(c.QUADRANTS)}."
+        raise ValueError(msg)
+    df = res["features"]
+    if len(df) != x.shape[1]:
+        msg = f"`adata.uns[{key!r}]` has {len(df)} features but `obsm[{use_rep!r}]` has {x.shape[1]}; rerun quadrants."
+        raise ValueError(msg)
+    cols = np.flatnonzero(np.isin(np.asarray(df["quadrant"], dtype=object), qs))
+    if cols.size == 0:
+        msg = f"No feature of {use_rep!r} is in quadrant(s) {qs} (shares: {res.get('shares', {})}); choose another."
+        raise ValueError(msg)
+    key_added = key_added if key_added is not None else f"{use_rep}_{'_'.join(qs)}"
+    src_x = adata.obsm[use_rep]
+    out = np.asarray(src_x)[:, cols] if not hasattr(src_x, "toarray") else x[:, cols]
+    if copy:
+        adata = adata.copy()
+    adata.obsm[key_added] = np.ascontiguousarray(out)
+    adata.uns[key_added] = {
+        "params": records_params(use_rep=use_rep, quadrant=qs, quadrants_key=key, features=cols.astype(np.int64))
+    }
+    logg.info(f"selected {cols.size} of {x.shape[1]} features of {use_rep!r} in {qs}: added .obsm[{key_added!r}]")
+    return adata if copy else None

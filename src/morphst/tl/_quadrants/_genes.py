@@ -1,0 +1,256 @@
+""":func:`gene_quadrants`: predictability from morphology (x) against relevance to the annotation (y), per gene."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+
+from ... import _logging as logg
+from ..._constants import Key
+from ..._utils import check_obs_column, check_unique_var_names, get_adata, list_keys, none_if_missing, records_params
+from ..._utils._stats import pearson_columns
+from . import _common as c
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+
+def _pcc_null(pred: np.ndarray, expr_all: np.ndarray, groups: list[np.ndarray], n_genes: int):
+    """The predictability null, one draw per call of the returned function.
+
+    Per group (fold): the Pearson r of the predictions with the observed values of shuffled spots of that group
+    (genes predicted in it), averaged over groups as the per-gene PCC is.
+    """
+    parts = []
+    for idx in groups:
+        if len(idx) < 3:
+            continue
+        ok = np.isfinite(pred[idx]).all(axis=0)  # genes predicted for this group (fold)
+        parts.append((idx, ok, pred[idx][:, ok]))
+
+    def draw(rng):
+        rs = []
+        for idx, ok, p in parts:
+            r_g = np.full(n_genes, np.nan)
+            r_g[ok] = pearson_columns(p, expr_all[rng.permutation(idx)][:, ok])
+            rs.append(r_g)
+        return np.nanmean(np.vstack(rs), axis=0) if rs else None
+
+    return draw
+
+
+def gene_quadrants(
+    data: SpatialData | AnnData,
+    *,
+    predicted_key: str = Key.PREDICTED,
+    annotation_key: str = Key.ANNOTATION,
+    layer: str | None = None,
+    thresholds: Literal["permutation", "median"] | tuple[float, float] = "permutation",
+    library_key: str | None = None,
+    n_perms: int = 100,
+    quantile: float = 0.95,
+    n_neighs: int = 3,
+    max_obs: int | None = c.MAX_OBS,
+    table_key: str = Key.TABLE,
+    random_state: int = 0,
+    key_added: str = Key.GENE_QUADRANTS,
+    copy: bool = False,
+) -> AnnData | None:
+    """The gene-level reading of the quadrant framework: predictability from morphology against relevance.
+
+    After Box 1/2 of Chelebian, Avenel & Wählby, *Nat. Commun.* 2025. For every gene predicted by
+    :func:`morphst.tl.predict_expression` (``var[f'{predicted_key}_pcc']`` not NaN): the x axis is how well it is
+    predicted from morphology (mean per-section Pearson r), the y axis how relevant the gene is to the annotation
+    (mutual information of its expression with the labels, scikit-learn ``mutual_info_classif``, seeded). Genes that
+    are well predicted but not relevant fall in ``"overestimation"`` (e.g. housekeeping genes whose high score says
+    nothing about the task). Spots with a missing annotation are left out of the relevance axis. Beyond ``max_obs``
+    annotated observations, relevance and its null are estimated on a seeded subsample, with a stability check on a
+    second one, as in :func:`morphst.tl.quadrants`; the predictability null uses every observation.
+
+    Parameters
+    ----------
+    data
+        AnnData, or SpatialData whose table ``table_key`` is used.
+    predicted_key
+        Key of :func:`morphst.tl.predict_expression`: reads ``var[f'{predicted_key}_pcc']`` and, for the
+        permutation null, ``layers[predicted_key]``.
+    annotation_key
+        ``obs`` column with the labels (at least 2 categories).
+    layer
+        Observed expression, log-normalised like the prediction target: used for the relevance axis and for the
+        permutation null of the PCC. ``None``: the layer named by ``uns[predicted_key]['params']['target']`` when it
+        exists (e.g. ``'log1p_cp10k'``), else ``X``.
+    thresholds
+        ``"permutation"``: relevance threshold = ``quantile`` of the MI of the genes with shuffled labels (pooled
+        over genes × ``n_perms``); predictability threshold = ``quantile`` of the PCC between
+        ``layers[predicted_key]`` and the observed values with spots shuffled within each ``library_key`` group,
+        averaged over groups as the per-gene PCC is (pooled over genes × ``n_perms``). ``"median"``: medians over
+        genes. ``(x, y)``: fixed PCC (x, in ``[-1, 1)``) and MI (y, nats, in ``[0, ln(n_categories))``) thresholds.
+    library_key
+        ``obs`` column of the cross-validation folds for the PCC null (within each fold, only the genes predicted in
+        it). ``None``: ``obs[f'{predicted_key}_fold']`` if present, else ``uns[predicted_key]['params']
+        ['library_key']``, else one group.
+    n_perms
+        Permutations for ``thresholds="permutation"``.
+    quantile
+        Quantile of the pooled null used as threshold.
+    n_neighs
+        Neighbours of the mutual-information estimator.
+    max_obs
+        Annotated observations beyond which relevance is estimated on a seeded subsample of this size (>= 100);
+        ``None``: always on all of them.
+    table_key
+        Table of a SpatialData.
+    random_state
+        Seed of the estimator's jitter, of the permutations and of the subsamples.
+    key_added
+        Prefix of the ``var`` columns and key in ``uns``.
+    copy
+        Return a modified copy instead of writing to ``data``.
+
+    Returns
+    -------
+    ``None``, or a copy of the AnnData when ``copy=True``. Sets:
+
+    ``.var[f'{key_added}_relevance']`` : float, shape ``(n_vars,)``
+        Mutual information (nats) with the annotation; NaN for genes not predicted.
+    ``.var[f'{key_added}']`` : ordered categorical, shape ``(n_vars,)``
+        Quadrant of each predicted gene (translation, integration, noise, overestimation); NaN otherwise.
+    ``.var[f'{key_added}_overestimation']`` : bool, shape ``(n_vars,)``
+        Genes in the overestimation quadrant.
+    ``.uns[key_added]`` : dict
+        ``genes`` (DataFrame: pcc, relevance, quadrant), ``thresholds`` ``{'relevance', 'pcc'}``, ``shares``,
+        ``stability`` (only when subsampled, as in :func:`morphst.tl.quadrants`), ``params``.
+
+    Raises
+    ------
+    KeyError
+        If ``var[f'{predicted_key}_pcc']`` (run :func:`morphst.tl.predict_expression` first), the annotation, the
+        layer, or ``layers[predicted_key]`` (for the permutation null) is missing.
+    ValueError
+        If no gene was predicted, the annotation has fewer than 2 categories, ``var_names`` has duplicates, fixed
+        thresholds lie outside the range of their axis, or an option is invalid. Nothing is written then.
+    """
+    predicted = predicted_key
+    start = logg.info(f"computing gene quadrants of {predicted!r} against {annotation_key!r}")
+    adata = get_adata(data, table_key)
+    col = f"{predicted}_pcc"
+    if col not in adata.var.columns:
+        msg = (
+            f"`adata.var[{col!r}]` not found: run `mst.tl.predict_expression(adata, ..., key_added={predicted!r})` "
+            f"first. Available var columns: {list_keys(adata.var.columns)}."
+        )
+        raise KeyError(msg)
+    opt = c.check_options(thresholds, n_perms, quantile, n_neighs, max_obs)
+    check_unique_var_names(adata, "mst.tl.gene_quadrants")
+    pcc_all = adata.var[col].to_numpy(dtype=np.float64)
+    used = np.isfinite(pcc_all)
+    if not used.any():
+        msg = f"`adata.var[{col!r}]` is NaN for every gene: no gene was predicted."
+        raise ValueError(msg)
+    gene_names = adata.var_names[used].tolist()
+    pcc = pcc_all[used]
+    mask, y, cats = c.labels(adata, annotation_key)
+    opt.check_fixed(len(cats), x_name="Pearson r", x_min=-1.0)
+    pparams = adata.uns[predicted].get("params", {}) if isinstance(adata.uns.get(predicted), dict) else {}
+    pparams = pparams if isinstance(pparams, dict) else {}
+    target = none_if_missing(pparams.get("target"))
+    if layer is None and isinstance(target, str) and target in adata.layers:
+        layer = target  # the observed values that predict_expression was trained on
+    expr_all = c.expression(adata, gene_names, layer)
+    expr = expr_all[mask]
+    if expr.shape[0] <= opt.n_neighs:
+        msg = f"Only {expr.shape[0]} annotated spots; need more than `n_neighs`={opt.n_neighs}."
+        raise ValueError(msg)
+    if opt.mode == "permutation":
+        if predicted not in adata.layers:
+            msg = (
+                f"`adata.layers[{predicted!r}]` not found; it is needed for the permutation null of the PCC "
+                "(run `mst.tl.predict_expression` first), or use `thresholds='median'` or `(x, y)`."
+            )
+            raise KeyError(msg)
+        if library_key is None:
+            stored = [none_if_missing(pparams.get(k)) for k in ("library_key", "groupby")]
+            for g in (f"{predicted}_fold", *stored):
+                if isinstance(g, str) and g in adata.obs.columns:
+                    library_key = g
+                    break
+        if library_key is not None:
+            check_obs_column(adata, library_key)
+        pred = adata.layers[predicted][:, adata.var_names.get_indexer(gene_names)]
+        pred = np.asarray(pred.toarray() if hasattr(pred, "toarray") else pred, dtype=np.float64)
+
+    rel = c.relevance_rows(expr.shape[0], opt.max_obs, random_state, None, opt.n_neighs)
+    x_rel, y_rel = (expr[rel.rows], y[rel.rows]) if rel.subsampled else (expr, y)
+    mi = rel.mi(x_rel, y_rel, random_state)
+
+    if opt.mode == "fixed":
+        thr_pcc, thr_rel = opt.fixed
+    elif opt.mode == "median":
+        thr_pcc, thr_rel = float(np.median(pcc)), float(np.median(mi))
+    else:
+        rng = np.random.default_rng(random_state)
+        groups = (
+            [np.arange(adata.n_obs)]
+            if library_key is None
+            else [
+                np.flatnonzero((adata.obs[library_key] == g).to_numpy())
+                for g in adata.obs[library_key].dropna().unique()
+            ]
+        )
+        null_mi, null_pcc = c.permutation_null(
+            opt.n_perms,
+            rng,
+            y_rel.size,
+            lambda perm, p: rel.mi(x_rel, y_rel[perm], random_state + p),
+            _pcc_null(pred, expr_all, groups, len(gene_names)),
+        )
+        thr_rel = float(np.quantile(null_mi, opt.quantile))
+        thr_pcc = float(np.nanquantile(null_pcc, opt.quantile))
+
+    quad = c.assign(mi > thr_rel, pcc > thr_pcc)
+    extra = {}
+    if rel.subsampled:
+        quad2 = c.assign(rel.mi(expr[rel.second], y[rel.second], random_state) > thr_rel, pcc > thr_pcc)
+        extra["stability"] = c.stability(quad, quad2, f"{len(gene_names)} genes")
+    df = pd.DataFrame({"pcc": pcc, "relevance": mi, "quadrant": quad}, index=pd.Index(gene_names, name="gene"))
+    rel_col = np.full(adata.n_vars, np.nan)
+    rel_col[used] = mi
+    q_obj = np.full(adata.n_vars, None, dtype=object)
+    q_obj[used] = np.asarray(quad, dtype=object)
+    q_col = pd.Categorical(q_obj, categories=list(c.QUADRANTS), ordered=True)
+    entry = {
+        "genes": df,
+        "thresholds": {"relevance": float(thr_rel), "pcc": float(thr_pcc)},
+        "shares": c.shares(quad),
+        **extra,
+        "params": records_params(
+            predicted_key=predicted,
+            annotation_key=annotation_key,
+            categories=cats,
+            layer=layer,
+            library_key=library_key,
+            **opt.record(),
+            random_state=random_state,
+            n_genes=len(gene_names),
+            n_obs_used=int(mask.sum()),
+            n_obs_excluded_missing_annotation=int((~mask).sum()),
+            **rel.record(int(mask.sum()), random_state),
+        ),
+    }
+    var = {
+        f"{key_added}_relevance": rel_col,
+        key_added: q_col,
+        f"{key_added}_overestimation": np.asarray(q_col == "overestimation", dtype=bool),
+    }
+    adata = c.write(adata, key_added, entry, copy=copy, var=var)
+    n_over = int((df["quadrant"] == "overestimation").sum())
+    logg.info(
+        f"    finished: {n_over} gene(s) in overestimation; added .var[{key_added!r}], "
+        f".var['{key_added}_relevance'], .var['{key_added}_overestimation'], .uns[{key_added!r}]",
+        time=start,
+    )
+    return adata if copy else None
