@@ -158,13 +158,13 @@ def main() -> None:
     var_rows.append(run(adata, "densenet121, seurat-flavour HVGs (train-fold)", "X_densenet121", genes="hvg_seurat"))
     mst.pp.select_genes(adata, 50)  # on ALL sections: leaky
     for name, rep in encoders.items():
-        var_rows.append(run(adata, f"LEAKY all-section HVGs: {name}", rep, select_in_fold=False))
+        var_rows.append(run(adata, f"LEAKY all-section HVGs: {name}", rep, select_on_train=False))
     var_rows.append(
         run(
             adata,
             "LEAKY all-section HVGs: densenet121 + spatial_context=8",
             "X_densenet121",
-            select_in_fold=False,
+            select_on_train=False,
             spatial_context=8,
         )
     )

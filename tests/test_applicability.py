@@ -123,3 +123,77 @@ def test_scores_survive_save_load_and_are_written(her2st_embedded, loso_translat
     v = out.uns["morphst_translation"]["applicability"]["verdict"]["C3"]
     assert v["in_domain"] is True
     assert v["n_spots"] == sub.n_obs
+
+
+# ---- mst.pl.applicability -------------------------------------------------------------------------------------------
+def _synthetic(seed=0, n_per=60, n_features=8):
+    import anndata as ad
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    secs = ["S0", "S1", "S2", "S3"]
+    n = n_per * len(secs)
+    x = rng.normal(size=(n, n_features)).astype(np.float32)
+    counts = rng.poisson(np.exp(1.5 + 0.5 * x[:, :1] + rng.normal(scale=0.2, size=(n, 6)))).astype(np.float32)
+    a = ad.AnnData(
+        sparse.csr_matrix(counts),
+        obs=pd.DataFrame({"section": pd.Categorical(np.repeat(secs, n_per))}, index=[f"s{i}" for i in range(n)]),
+    )
+    a.var_names = [f"g{j}" for j in range(6)]
+    a.obsm["X_feat"] = x
+    a.obsm["spatial"] = rng.uniform(0, 1000, size=(n, 2))
+    return a
+
+
+def test_pl_applicability_draws_the_scores_with_the_verdicts():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    a = _synthetic()
+    tr = mst.tl.fit_translator(a, "X_feat", genes=["g0", "g1"], train=["S0", "S1", "S2"])
+    new = a[a.obs["section"].isin(["S3"]).to_numpy()].copy()
+    far = new.copy()
+    far.obs["section"] = pd.Categorical(["far"] * far.n_obs)
+    far.obs_names = [f"far{i}" for i in range(far.n_obs)]
+    far.obsm["X_feat"] = far.obsm["X_feat"] + 6.0  # far from every training spot
+    import anndata as ad
+
+    both = ad.concat([new, far], merge="same")
+    both.obs["section"] = pd.Categorical(both.obs["section"].astype(str))
+    with pytest.warns(UserWarning, match="training domain: far"):
+        out = tr.predict_adata(both)
+    scores, verdict = tr.applicability_scores(both)
+    np.testing.assert_allclose(out.obs["translator_distance"].to_numpy(), scores, rtol=1e-6)
+    fig = mst.pl.applicability(out, return_fig=True)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title().split(":")[0] for ax in panels] == ["S3", "far"]
+    for ax, s in zip(panels, ["S3", "far"], strict=True):
+        rows = (out.obs["section"] == s).to_numpy()
+        # the colours are the scores of that section's spots, in order, on a scale centred on 1
+        drawn = np.asarray(ax.collections[0].get_array(), dtype=float)
+        np.testing.assert_allclose(drawn, out.obs["translator_distance"].to_numpy()[rows], rtol=1e-6)
+        norm = ax.collections[0].norm
+        assert (norm.vmin, norm.vcenter, norm.vmax) == (0.0, 1.0, 2.0)
+        frac = verdict.loc[s, "frac_beyond"]
+        want = "in training domain" if verdict.loc[s, "in_domain"] else "OUT of training domain"
+        assert ax.get_title() == f"{s}: {want}\n({100 * frac:.0f}% of spots > 1)"
+    assert verdict.loc["S3", "in_domain"]
+    assert not verdict.loc["far", "in_domain"]
+    # one section, on given axes
+    import matplotlib.pyplot as plt
+
+    _, axs = plt.subplots(1, 1)
+    assert mst.pl.applicability(out, library_id="far", ax=axs, show=False) is None
+    assert axs.get_title().startswith("far: OUT of training domain")
+    plt.close("all")
+
+
+def test_pl_applicability_errors():
+    a = _synthetic()
+    with pytest.raises(KeyError, match=r"No applicability score `obs\['translator_distance'\]`.*predict_sdata"):
+        mst.pl.applicability(a)
+    a.obs["translator_distance"] = 0.5
+    with pytest.raises(ValueError, match="`vmax` must be above 1"):
+        mst.pl.applicability(a, vmax=1.0)
+    with pytest.raises(KeyError, match="`library_key`='nope'"):
+        mst.pl.applicability(a, library_key="nope")

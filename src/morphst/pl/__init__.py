@@ -1,8 +1,9 @@
 """morphst.pl."""
 
+from ._applicability import applicability
 from ._domains import domains
 from ._patches import patches
 from ._quadrants import quadrants
 from ._translation import gene_metrics, predicted_vs_observed
 
-__all__: list[str] = ["domains", "gene_metrics", "patches", "predicted_vs_observed", "quadrants"]
+__all__: list[str] = ["applicability", "domains", "gene_metrics", "patches", "predicted_vs_observed", "quadrants"]

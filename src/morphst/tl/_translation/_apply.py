@@ -179,7 +179,7 @@ def predict_sdata(
             dtype=dtype,
         )
     }
-    self._write_domain(out, self.features(t, library_key="region"), _groups(t, "region"))
+    self._write_domain(out, self.features(t, library_key="region"), _groups(t, "region"), "region")
     out = TableModel.parse(out, region=keys, region_key="region", instance_key="instance_id")
     logg.info(f"    finished: table {table_key!r} ({out.n_obs} x {out.n_vars}, {self.target})", time=start)
     if not inplace:

@@ -308,10 +308,18 @@ class Translator:
             obsm={k: np.asarray(v) for k, v in adata.obsm.items()},
         )
         out.uns["morphst_translation"] = {"params": records_params(target=self.target, **self._summary())}
-        self._write_domain(out, self.features(adata, library_key=library_key), self._groups_of(adata, library_key))
+        lk = self.library_key if library_key is None else library_key
+        self._write_domain(
+            out,
+            self.features(adata, library_key=library_key),
+            self._groups_of(adata, library_key),
+            lk if lk in adata.obs.columns else None,
+        )
         return out
 
-    def _write_domain(self, out: AnnData, feats: np.ndarray, groups: np.ndarray | None) -> None:
+    def _write_domain(
+        self, out: AnnData, feats: np.ndarray, groups: np.ndarray | None, library_key: str | None
+    ) -> None:
         if self.applicability is None:
             return
         with warnings.catch_warnings():
@@ -327,6 +335,8 @@ class Translator:
             "quantile": float(self.applicability.quantile),
             "calibration": self.applicability.calibration,
         }
+        if library_key is not None:  # the obs column the verdict is per value of (absent: one verdict, "all")
+            out.uns["morphst_translation"]["applicability"]["library_key"] = library_key
 
     # ---- SpatialData ---------------------------------------------------------------------------------------------
     def _embed_kwargs(self, model, weights) -> dict:

@@ -1,0 +1,148 @@
+"""Map of a translator's applicability score (:meth:`morphst.tl.Translator.applicability_scores`) on the tissue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._docs import doc_returns_fig, inject_docs, plot_params
+from .._utils import get_adata, list_keys
+from ..tl._applicability import MAX_EXCESS, OBS_SCORE, QUANTILE
+from ._spatial import build_panels, draw_panel, new_figure, resolve_sections
+from ._utils import finish, make_axes
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from spatialdata import SpatialData
+
+#: Table written by :meth:`morphst.tl.Translator.predict_sdata` (its default ``table_key``).
+PREDICTED_TABLE = "morph_predicted"
+
+
+@inject_docs(
+    plot_params=plot_params(ax=", one per section (row-major)", figsize="about 3.8 inches per panel"),
+    returns_fig=doc_returns_fig,
+)
+def applicability(
+    data: SpatialData | AnnData,
+    *,
+    score_key: str = OBS_SCORE,
+    library_id: str | Sequence[str] | None = None,
+    library_key: str | None = None,
+    table_key: str = PREDICTED_TABLE,
+    image_key: str | None = None,
+    image_px: int = 600,
+    vmax: float = 2.0,
+    cmap: str = "RdYlBu_r",
+    alpha: float = 0.9,
+    ax: Axes | Sequence[Axes] | None = None,
+    figsize: tuple[float, float] | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Figure | None:
+    """How far each spot lies from a translator's training data, on the tissue, one panel per section.
+
+    Draws ``obs[score_key]`` written by :meth:`morphst.tl.Translator.predict_sdata`, ``predict_grid`` or
+    ``predict_adata``: each spot's mean distance to its nearest training spots in the translator's feature space,
+    divided by the 95th percentile of that distance for held-out training sections. Below 1 (blue) the spot looks
+    like the training data; above 1 (red) it lies farther than 95 % of held-out training spots, and its
+    predictions are extrapolations. The colour scale is centred on 1 (``vmax`` saturates). Each panel's title
+    gives the section's verdict: out of the training domain when more than 10 % of its spots score above 1
+    (from ``uns['morphst_translation']['applicability']['verdict']`` when present, else from the scores).
+
+    Parameters
+    ----------
+    data
+        SpatialData (spots over the image that shares their coordinate system; its table ``table_key``), or the
+        AnnData of ``predict_adata`` / ``predict_sdata(inplace=False)`` (spots at ``obsm['spatial']``).
+    score_key
+        ``obs`` column of the score.
+    library_id
+        Section(s) to draw, values of ``obs[library_key]``; ``None``: every section.
+    library_key
+        ``obs`` column of the sections; ``None``: the one the verdict was computed on (``"region"``, one panel
+        per shapes element, for ``predict_sdata``), else ``"section"`` if present, else all spots in one panel.
+    table_key
+        Table of a SpatialData (default: the table of :meth:`~morphst.tl.Translator.predict_sdata`).
+    image_key
+        Image to draw under the spots; ``None``: the image that shares the spots' coordinate system.
+    image_px
+        Short side (px) of the rendered H&E.
+    vmax
+        Upper end of the colour scale (the lower end is 0, the middle 1).
+    cmap
+        Colour map (diverging, centred on the threshold 1).
+    alpha
+        Opacity of the spots.
+    {plot_params}
+
+    Returns
+    -------
+    {returns_fig} Panels: one per section, each with a colour bar marked at 1.
+
+    Raises
+    ------
+    KeyError
+        If ``obs[score_key]`` is missing (apply a translator first: :meth:`morphst.tl.Translator.predict_sdata`),
+        or ``library_key`` is not an ``obs`` column.
+    ValueError
+        If ``vmax`` is not above 1, or a section is unknown.
+    """
+    if not vmax > 1:
+        msg = f"`vmax` must be above 1 (the colour scale runs 0 – 1 – vmax), got {vmax!r}."
+        raise ValueError(msg)
+    adata = get_adata(data, table_key)
+    if score_key not in adata.obs.columns:
+        msg = (
+            f"No applicability score `obs[{score_key!r}]`: apply a fitted translator first "
+            "(`tr.predict_sdata(sdata)`, `tr.predict_grid(sdata)` or `tr.predict_adata(adata)`). "
+            f"Available columns: {list_keys(adata.obs.columns)}."
+        )
+        raise KeyError(msg)
+    info = adata.uns.get("morphst_translation", {}).get("applicability", {})
+    if library_key is None:
+        library_key = info.get("library_key") or next(
+            (k for k in ("section", "region") if k in adata.obs.columns), "section"
+        )
+    elif library_key not in adata.obs.columns:
+        msg = f"`library_key`={library_key!r} is not an obs column. Available columns: {list_keys(adata.obs.columns)}."
+        raise KeyError(msg)
+    sections = resolve_sections(adata, library_id, library_key)
+    panels = build_panels(
+        data, sections, table_key=table_key, section_key=library_key, image_key=image_key, image_px=image_px
+    )
+    if ax is None:
+        fig, axes = new_figure(1, len(panels), figsize=figsize, panel_size=(3.8, 3.6))
+        axes = list(axes.ravel())
+    else:
+        fig, axes = make_axes(ax, len(panels))
+    from matplotlib.colors import TwoSlopeNorm
+
+    scores = adata.obs[score_key].to_numpy(dtype=float)
+    verdicts = info.get("verdict", {})
+    for a, panel in zip(axes, panels, strict=True):
+        vals = scores[panel.rows]
+        m = draw_panel(a, panel, values=vals, cmap=cmap, vmin=0.0, vmax=vmax, alpha=alpha)
+        if m is not None:
+            m.set_norm(TwoSlopeNorm(vcenter=1.0, vmin=0.0, vmax=vmax))
+            cb = fig.colorbar(m, ax=a, fraction=0.046, pad=0.02, label=f"{score_key} (1 = threshold)")
+            cb.ax.axhline(1.0, color="k", linewidth=1.0)
+        a.set_title(_title(panel.name, vals, verdicts.get(panel.name)), fontsize="medium")
+    return finish(fig, show=show, return_fig=return_fig)
+
+
+def _title(name: str, vals: np.ndarray, stored: dict | None) -> str:
+    """``"<section>: in domain (3 % of spots > 1)"`` from the stored verdict, else from the scores."""
+    ok = np.isfinite(vals)
+    if stored is not None and "frac_beyond" in stored:
+        frac, inside = float(stored["frac_beyond"]), bool(stored["in_domain"])
+    else:
+        frac = float((vals[ok] > 1).mean()) if ok.any() else float("nan")
+        inside = frac <= MAX_EXCESS * (1.0 - QUANTILE)
+    where = f"{name}: " if name else ""
+    verdict = "in training domain" if inside else "OUT of training domain"
+    return f"{where}{verdict}\n({100 * frac:.0f}% of spots > 1)"
