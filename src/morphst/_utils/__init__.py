@@ -2,6 +2,7 @@
 
 from ._genes import check_unique_var_names
 from ._sdata import (
+    affine_xy,
     check_obs_column,
     check_obsm,
     get_adata,
@@ -9,9 +10,11 @@ from ._sdata import (
     list_keys,
     none_if_missing,
     records_params,
+    shape_centroids,
 )
 
 __all__ = [
+    "affine_xy",
     "check_obs_column",
     "check_obsm",
     "check_unique_var_names",
@@ -20,4 +23,5 @@ __all__ = [
     "list_keys",
     "none_if_missing",
     "records_params",
+    "shape_centroids",
 ]

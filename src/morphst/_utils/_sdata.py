@@ -112,6 +112,23 @@ def image_levels(image) -> list:
     raise TypeError(msg)
 
 
+def affine_xy(element, coordinate_system: str) -> np.ndarray:
+    """The 3 × 3 affine matrix (x, y) mapping ``element``'s own units into ``coordinate_system``."""
+    from spatialdata.transformations import get_transformation
+
+    t = get_transformation(element, to_coordinate_system=coordinate_system)
+    return np.asarray(t.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)
+
+
+def shape_centroids(gdf) -> np.ndarray:
+    """Centres ``(n, 2)`` (x, y) of a shapes GeoDataFrame, in its own units: the points of circles, else centroids."""
+    geom = gdf.geometry
+    if (geom.geom_type == "Point").all():
+        return np.column_stack([geom.x.to_numpy(float), geom.y.to_numpy(float)])
+    c = geom.centroid
+    return np.column_stack([c.x.to_numpy(float), c.y.to_numpy(float)])
+
+
 def records_params(**params: Any) -> dict[str, Any]:
     """Make ``params`` storable in ``uns`` (h5ad/zarr): tuples to lists; ``None`` values are left out (as scanpy does).
 

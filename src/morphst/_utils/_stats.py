@@ -65,12 +65,18 @@ def abs_pearson(expr: np.ndarray, feats: np.ndarray) -> np.ndarray:
     return np.clip(np.abs(r), 0.0, 1.0)
 
 
+def _rows_per_chunk(chunk: int, n_cols: int) -> int:
+    """At most ``chunk`` rows, and at most 2**22 values per chunk (32 MiB in float64), at least 256 rows."""
+    return int(max(256, min(chunk, 2**22 // max(n_cols, 1))))
+
+
 def column_moments(x, rows: np.ndarray | None = None, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
     """Mean and population standard deviation of each column of ``x`` (over ``rows``), read in row chunks.
 
     Accumulated in float64 around a first-chunk shift, so a float32 ``x`` of any height never needs a float64 copy.
     """
     rows = np.arange(x.shape[0]) if rows is None else np.asarray(rows)
+    chunk = _rows_per_chunk(chunk, x.shape[1])
     shift = np.asarray(x[rows[: min(chunk, rows.size)]], dtype=np.float64).mean(axis=0)
     s1 = np.zeros(x.shape[1])
     s2 = np.zeros(x.shape[1])
@@ -90,6 +96,7 @@ def abs_pearson_chunked(expr: np.ndarray, feats, rows: np.ndarray | None = None,
     are read at ``rows`` (``None``: all). Constant columns give 0. Agrees with :func:`abs_pearson` to about 1e-5.
     """
     rows = np.arange(feats.shape[0]) if rows is None else np.asarray(rows)
+    chunk = _rows_per_chunk(chunk, feats.shape[1] + expr.shape[1])
     mg, sg = column_moments(expr, rows, chunk)
     mf, sf = column_moments(feats, rows, chunk)
     okg = sg > 1e-12 * np.maximum(1.0, np.abs(mg))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._utils import get_adata, image_levels, list_keys
+from .._utils import affine_xy, get_adata, image_levels, list_keys, shape_centroids
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -97,22 +97,13 @@ def _read_level(base, chosen) -> tuple[np.ndarray, float, float]:
     return out, float(step * b), float(step * b)
 
 
-def _affine(element, cs: str) -> np.ndarray:
-    from spatialdata.transformations import get_transformation
-
-    t = get_transformation(element, to_coordinate_system=cs)
-    return np.asarray(t.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)
-
-
 def _spot_geometry(gdf) -> tuple[np.ndarray, np.ndarray | None]:
     """Centroids (n, 2) and radii (n,) of a shapes GeoDataFrame (circles, or polygons as equal-area circles)."""
     geom = gdf.geometry
     if (geom.geom_type == "Point").all():
-        xy = np.column_stack([geom.x.to_numpy(), geom.y.to_numpy()])
         radius = gdf["radius"].to_numpy(dtype=float) if "radius" in gdf.columns else None
-        return xy, radius
-    cen = geom.centroid
-    return np.column_stack([cen.x.to_numpy(), cen.y.to_numpy()]), np.sqrt(geom.area.to_numpy() / np.pi)
+        return shape_centroids(gdf), radius
+    return shape_centroids(gdf), np.sqrt(geom.area.to_numpy() / np.pi)
 
 
 def section_values(adata: AnnData, section_key: str) -> list[str] | None:
@@ -127,15 +118,15 @@ def section_values(adata: AnnData, section_key: str) -> list[str] | None:
 
 
 def resolve_sections(adata: AnnData, section, section_key: str) -> list[str | None]:
-    """Turn ``section`` (None, a name or a list) into a list of sections; ``[None]`` means all spots in one panel."""
+    """Turn ``library_id`` (None, a name or a list) into a list of sections; ``[None]``: all spots in one panel."""
     available = section_values(adata, section_key)
     if section is None:
         return list(available) if available else [None]
     wanted = [section] if isinstance(section, str | int) else list(section)
     if available is None:
         msg = (
-            f"`section={section!r}` was given but `adata.obs` has no column {section_key!r} "
-            f"(pass `section_key=`). Available columns: {list_keys(adata.obs.columns)}."
+            f"`library_id={section!r}` was given but `adata.obs` has no column {section_key!r} "
+            f"(pass `library_key=`). Available columns: {list_keys(adata.obs.columns)}."
         )
         raise KeyError(msg)
     bad = [s for s in wanted if str(s) not in available]
@@ -214,7 +205,7 @@ def _panel_from_sdata(sdata, adata, rows, name, *, image_key, image_px) -> Panel
     img_key = candidates[0] if candidates else None
     if img_key is None:
         cs = sorted(shape_cs)[0]
-        m = _affine(shapes, cs)
+        m = affine_xy(shapes, cs)
         pts = np.c_[xy, np.ones(len(xy))] @ m.T
         scale = np.sqrt(abs(np.linalg.det(m[:2, :2])))
         return Panel(name, rows, pts[:, :2], None if radius is None else radius * scale, meta={"cs": cs})
@@ -224,7 +215,7 @@ def _panel_from_sdata(sdata, adata, rows, name, *, image_key, image_px) -> Panel
         msg = f"Image {img_key!r} and shapes {region!r} share no coordinate system; cannot overlay them."
         raise ValueError(msg)
     cs = name if name in common else common[0]
-    m = np.linalg.inv(_affine(image, cs)) @ _affine(shapes, cs)  # shapes -> full-resolution image px
+    m = np.linalg.inv(affine_xy(image, cs)) @ affine_xy(shapes, cs)  # shapes -> full-resolution image px
     thumb, sx, sy = _thumbnail(image, image_px)
     m = np.diag([1 / sx, 1 / sy, 1.0]) @ m
     pts = np.c_[xy, np.ones(len(xy))] @ m.T

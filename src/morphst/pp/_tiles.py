@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from .._utils import list_keys, records_params
+from .._utils import affine_xy, list_keys, records_params, shape_centroids
 from .._utils._units import check_positive_um, resolve_image_scale
 from ._patches import require_sdata
 
@@ -143,13 +143,8 @@ def tile_tissue(
     gdf = tiles[["geometry"]].set_geometry("geometry")
     gdf.attrs = {}  # squidpy's transformations travel on the frame: set them once, from the image
     shapes = ShapesModel.parse(gdf, transformations=get_transformation(sdata.images[image_key], get_all=True))
-    c = shapes.geometry.centroid
-    a = (
-        get_transformation(shapes, to_coordinate_system=cs)
-        .to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
-        .astype(float)
-    )
-    xy = (a @ np.column_stack([c.x, c.y, np.ones(len(c))]).T).T[:, :2]
+    c = shape_centroids(shapes)
+    xy = (affine_xy(shapes, cs) @ np.column_stack([c, np.ones(len(c))]).T).T[:, :2]
     obs = pd.DataFrame(
         {
             "region": pd.Categorical([key] * len(tiles)),

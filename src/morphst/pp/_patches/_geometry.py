@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..._constants import Key
-from ..._utils import get_adata, image_levels, list_keys
+from ..._utils import affine_xy, get_adata, image_levels, list_keys, shape_centroids
 from ..._utils._units import Units, linear_scale, resolve_um_per_unit
 
 if TYPE_CHECKING:
@@ -30,13 +30,6 @@ def _valid_col(size_um: float, main: bool) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # geometry
 # --------------------------------------------------------------------------------------------------------------
-def _affine_xy(element, cs: str) -> np.ndarray:
-    from spatialdata.transformations import get_transformation
-
-    t = get_transformation(element, to_coordinate_system=cs)
-    return np.asarray(t.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)
-
-
 def _coordinate_systems(element) -> list[str]:
     from spatialdata.transformations import get_transformation
 
@@ -87,14 +80,6 @@ def match_instance_ids(ids: np.ndarray, index: pd.Index, region: str) -> np.ndar
         )
         raise ValueError(msg)
     return pos
-
-
-def _centroids(gdf) -> pd.DataFrame:
-    geom = gdf.geometry
-    if (geom.geom_type == "Point").all():
-        return pd.DataFrame({"x": geom.x.to_numpy(), "y": geom.y.to_numpy()}, index=gdf.index)
-    c = geom.centroid
-    return pd.DataFrame({"x": c.x.to_numpy(), "y": c.y.to_numpy()}, index=gdf.index)
 
 
 def _level_factors(levels) -> list[tuple[float, float]]:
@@ -329,12 +314,11 @@ def _compute_geometry(
         cs = _pick_coordinate_system(shapes, shared)
         image = sdata.images[img_key]
         levels = image_levels(image)
-        a_shapes = _affine_xy(shapes, cs)
-        a_image = _affine_xy(image, cs)
+        a_shapes = affine_xy(shapes, cs)
+        a_image = affine_xy(image, cs)
         m = np.linalg.inv(a_image) @ a_shapes
-        cent = _centroids(shapes)
-        pos = match_instance_ids(adata.obs[instance_key].to_numpy()[rows], cent.index, region)
-        xy = cent[["x", "y"]].to_numpy(float)[pos]
+        pos = match_instance_ids(adata.obs[instance_key].to_numpy()[rows], shapes.index, region)
+        xy = shape_centroids(shapes)[pos]
         centres = (m @ np.column_stack([xy, np.ones(len(xy))]).T).T[:, :2]
         lin = a_image[:2, :2]
         if um_per_px is not None:
