@@ -13,7 +13,9 @@ Steps, each with wall seconds and the process's peak RSS so far:
 5. ``translate``: :func:`morphst.pp.normalize`, :func:`morphst.pp.select_genes` (100 genes),
    :func:`morphst.tl.predict_expression` (ridge, 3 spatial-block folds) from the handcrafted features.
 6. ``fuse``: PCA of the log counts (scanpy, 30 comps) and :func:`morphst.tl.fuse` ``method="graph"``.
-7. ``domains``: :func:`morphst.tl.domains` ``method="kmeans"``, 5 domains (ARI against the synthetic truth).
+7. ``domains``: :func:`morphst.tl.domains` ``method="kmeans"``, 5 domains (ARI against the synthetic truth); then,
+   not in ``seconds_total``: ``gmm`` (tied, 2 starts), ``leiden`` (resolution 0.1, no search) and
+   :func:`morphst.tl.evaluate_domains` of the k-means domains (``domains_extra``).
 8. ``quadrants``: :func:`morphst.tl.quadrants` (the embedding, 50 genes, annotation = domains; relevance on its
    default seeded subsample of 20,000 cells with a stability check on a second one, shared information on every
    cell) in a forked child process with a time limit (``--quadrants-timeout``); when it does not finish,
@@ -106,9 +108,12 @@ def run_quadrants(adata, rep: str, genes, timeout: float) -> tuple[float | None,
             mst.tl.quadrants(adata, rep, "domain", genes=list(genes), n_jobs=2)
             q = adata.uns["quadrants"]
             shares = ", ".join(f"{k} {v:.0%}" for k, v in q["shares"].items())
-            st = q.get("stability", {})
-            stab = f"; stability: agreement {st['agreement']:.3f}, max share diff {st['max_share_difference']:.3f}"
-            os.write(w, (f"ok {shares}" + (stab if st else "")).encode()[:4000])
+            st = q.get("stability")
+            if st:
+                shares += (
+                    f"; stability: agreement {st['agreement']:.3f}, max share diff {st['max_share_difference']:.3f}"
+                )
+            os.write(w, f"ok {shares}".encode()[:4000])
         except BaseException as e:  # report any failure to the parent
             os.write(w, f"error {type(e).__name__}: {e}".encode()[:4000])
         os.close(w)
@@ -308,7 +313,12 @@ def main() -> None:
         action="store_true",
         help="only time mst.tl.quadrants on 50 genes x 1,280 float32 features at n synthetic cells",
     )
-    ap.add_argument("--skip", nargs="*", default=[], help="steps to skip: cnn, checks, quadrants")
+    ap.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        help="steps to skip: cnn, checks, quadrants, domains_extra (gmm, leiden, evaluate)",
+    )
     ap.add_argument(
         "--resume",
         action="store_true",
@@ -399,6 +409,21 @@ def main() -> None:
     mst.tl.domains(t, "X_fused", method="kmeans", n_domains=5)
     ari = adjusted_rand_score(t.obs["synthetic_domain"], t.obs["domain"])
     total += step("domains", t0, f"kmeans, ARI vs synthetic truth {ari:.3f}")
+
+    if "domains_extra" not in args.skip:  # not in seconds_total: memory and time of the other methods
+        t0 = step_start()
+        mst.tl.domains(t, "X_fused", method="gmm", n_domains=5, n_init=2, key_added="domain_gmm")
+        ari = adjusted_rand_score(t.obs["synthetic_domain"], t.obs["domain_gmm"])
+        step("gmm", t0, f"tied covariance, n_init=2, ARI {ari:.3f}")
+        t0 = step_start()
+        mst.tl.domains(t, "X_fused", method="leiden", resolution=0.1, key_added="domain_leiden")
+        n_l = t.obs["domain_leiden"].nunique()
+        ari = adjusted_rand_score(t.obs["synthetic_domain"], t.obs["domain_leiden"])
+        step("leiden", t0, f"resolution 0.1 (no search): {n_l} domains, ARI {ari:.3f}")
+        t0 = step_start()
+        mst.tl.evaluate_domains(t, "domain", "synthetic_domain", n_markers=2, layer=LOG1P_CP10K, normalize=False)
+        ev = t.uns["domain_evaluation"]
+        step("evaluate", t0, f"ARI {ev['ari']:.3f}, mean Moran's I {ev['mean_moran_I']:.3f} (10 markers)")
 
     quad = "skipped"
     if "quadrants" not in args.skip:

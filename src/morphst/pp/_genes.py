@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -98,7 +99,26 @@ def _counts_or_raise(adata: AnnData, fix: str = ""):
 
 
 def _dense_or_csr(x):
-    return x.astype(np.float32).tocsr() if sparse.issparse(x) else np.asarray(x, np.float32)
+    """``x`` as float32 CSR or ndarray, copied only when its type or layout differs (callers never modify it)."""
+    if sparse.issparse(x):
+        return (
+            sparse.csr_matrix(x.astype(np.float32, copy=False))
+            if x.format != "csr"
+            else x.astype(np.float32, copy=False)
+        )
+    return np.asarray(x, np.float32)
+
+
+def _detected(values) -> np.ndarray:
+    """Spots with a value > 0, per gene (no boolean copy of a sparse matrix)."""
+    if sparse.issparse(values):
+        return np.bincount(values.indices[values.data > 0], minlength=values.shape[1])
+    return np.asarray((values > 0).sum(axis=0)).ravel()
+
+
+def _columns(values, keep: np.ndarray):
+    """``values[:, keep]``, without a copy when ``keep`` is every column."""
+    return values if keep.size == values.shape[1] else values[:, keep]
 
 
 def gene_scores(
@@ -123,12 +143,12 @@ def gene_scores(
 
     values = _dense_or_csr(values)
     n = values.shape[0]
-    detected = np.asarray((values > 0).sum(axis=0)).ravel()
+    detected = _detected(values)
     score = np.full(values.shape[1], np.nan)
     if flavor == "highly_variable" and hvg_flavor == "pearson_residuals":
         # analytic Pearson residuals (Lause, Berens & Kobak, Genome Biol. 2021): residual variance per gene
         keep = np.flatnonzero(detected > 0)
-        tmp = ad.AnnData(values[:, keep])
+        tmp = ad.AnnData(_columns(values, keep))
         tmp.var_names = var_names[keep]
         df = sc.experimental.pp.highly_variable_genes(
             tmp, flavor="pearson_residuals", n_top_genes=min(n_top, len(keep)), inplace=False
@@ -136,7 +156,7 @@ def gene_scores(
         score[keep] = df["residual_variances"].to_numpy(np.float64)
     elif flavor == "highly_variable":
         keep = np.flatnonzero(detected > 0)
-        tmp = ad.AnnData(values[:, keep])
+        tmp = ad.AnnData(_columns(values, keep))
         tmp.var_names = var_names[keep]
         df = sc.pp.highly_variable_genes(tmp, flavor=hvg_flavor, n_top_genes=min(n_top, len(keep)), inplace=False)
         score[keep] = df["dispersions_norm"].to_numpy(np.float64)
@@ -200,7 +220,7 @@ def select_genes(
     mask: str | np.ndarray | None = None,
     min_fraction: float = 0.1,
     key_added: str = Key.MORPH_TARGET,
-    table_key: str = "table",
+    table_key: str = Key.TABLE,
     copy: bool = False,
 ) -> AnnData | None:
     """Select the target genes of morphology translation, with statistics on a subset of spots only.
@@ -302,7 +322,7 @@ def select_genes(
         score = np.full(adata.n_vars, np.nan)
     else:
         score, selected = gene_scores(
-            values[np.flatnonzero(m)],
+            values if m.all() else values[np.flatnonzero(m)],  # no copy of every row
             adata.var_names,
             flavor,
             int(n_top),
@@ -312,10 +332,11 @@ def select_genes(
         if not selected.any():
             raise no_gene_error(int(m.sum()), float(min_fraction))
         if selected.sum() < n_top:
-            logg.warning(
+            msg = (
                 f"only {int(selected.sum())} of the {n_top} genes asked for are detected in at least "
                 f"{min_fraction:g} of the {int(m.sum())} spots; selected those (lower `min_fraction` for more)"
             )
+            warnings.warn(msg, UserWarning, stacklevel=2)
     adata.var[key_added] = selected
     adata.var[f"{key_added}_score"] = score
     adata.uns[key_added] = {

@@ -8,6 +8,7 @@ import numpy as np
 from scipy import sparse
 
 from .. import _logging as logg
+from .._constants import Key
 from .._utils import get_adata, records_params
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["LOG1P_CP10K", "normalize"]
 
 #: Layer name of the default translation target written by :func:`normalize`.
-LOG1P_CP10K = "log1p_cp10k"
+LOG1P_CP10K = Key.TARGET
 
 
 def _check_counts(x, where: str, *, logged: bool = False, fix: str = "") -> None:
@@ -76,12 +77,13 @@ def log1p_cp10k(x, target_sum: float = 1e4):
     import scanpy as sc
 
     target_sum = _check_target_sum(target_sum)
-    x = x.astype(np.float32) if sparse.issparse(x) else np.asarray(x, dtype=np.float32)
-    tmp = ad.AnnData(x.copy())
+    # one float32 copy of the input, normalised in place (the input is never modified)
+    x = x.astype(np.float32, copy=True) if sparse.issparse(x) else np.array(x, dtype=np.float32, copy=True)
+    tmp = ad.AnnData(x)
     sc.pp.normalize_total(tmp, target_sum=target_sum)
     sc.pp.log1p(tmp)
     out = tmp.X
-    return out.astype(np.float32) if sparse.issparse(out) else np.asarray(out, dtype=np.float32)
+    return out.astype(np.float32, copy=False) if sparse.issparse(out) else np.asarray(out, dtype=np.float32)
 
 
 def normalize(
@@ -91,7 +93,7 @@ def normalize(
     layer: str | None = None,
     key_added: str = LOG1P_CP10K,
     inplace_X: bool = False,
-    table_key: str = "table",
+    table_key: str = Key.TABLE,
     copy: bool = False,
 ) -> AnnData | None:
     """Normalise raw counts to log1p of counts per ``target_sum`` (default: per 10,000), into a layer.

@@ -202,7 +202,7 @@ class Relevance:
     def mi(self, x: np.ndarray, y: np.ndarray, random_state: int) -> np.ndarray:
         """Mutual information (nats) of each column of ``x`` with ``y`` (rows already those of the subsample)."""
         if self.subsampled:
-            return mutual_info_1d(x, y, n_neighbors=self.n_neighs, random_state=random_state)
+            return mutual_info_1d(x, y, n_neighbors=self.n_neighs, random_state=random_state, n_jobs=self.n_jobs)
         from sklearn.feature_selection import mutual_info_classif
 
         return mutual_info_classif(

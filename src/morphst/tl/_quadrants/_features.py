@@ -28,10 +28,11 @@ def _shared_null_all_rows(expr, feats, rows, null_cols, n_perms, rng, chunk: int
     """
     zg = np.empty((rows.size, expr.shape[1]), dtype=np.float32)
     zf = np.empty((rows.size, null_cols.size), dtype=np.float32)
+    every = rows.size == feats.shape[0]  # all rows: contiguous slices instead of gathers
     for s in range(0, rows.size, chunk):
-        idx = rows[s : s + chunk]
-        zg[s : s + idx.size] = expr[idx]
-        zf[s : s + idx.size] = np.asarray(feats[idx])[:, null_cols]
+        idx = slice(s, min(s + chunk, rows.size)) if every else rows[s : s + chunk]
+        zg[s : s + chunk] = expr[idx]
+        zf[s : s + chunk] = np.asarray(feats[idx])[:, null_cols]
     for z in (zg, zf):
         mu, sd = z.mean(axis=0, dtype=np.float64), z.std(axis=0, dtype=np.float64)
         ok = sd > 1e-12 * np.maximum(1.0, np.abs(mu))
@@ -194,7 +195,7 @@ def quadrants(
         logg.info(f"    relevance on a seeded subsample of {rel.rows.size} of {n_obs} annotated observations")
         feats = np.asarray(feats_all[used[rel.rows]], dtype=np.float64)
         y_rel = y[rel.rows]
-        r = abs_pearson_chunked(expr_all, feats_all, used)  # genes × features, every annotated row
+        r = abs_pearson_chunked(expr_all, feats_all, None if mask.all() else used)  # every annotated row
     else:
         feats = np.asarray(feats_all[mask], dtype=np.float64)
         expr = expr_all[mask]
