@@ -104,7 +104,7 @@ def translate(adata, x: np.ndarray, y, gene_mask: np.ndarray, tr: np.ndarray, te
     work = adata.copy()
     work.obsm["X_bench"] = np.asarray(x, dtype=np.float32)
     genes = list(work.var_names[gene_mask])
-    t = mst.tl.fit_translator(work, "X_bench", genes=genes, target=TARGET, train=tr, groupby="section",
+    t = mst.tl.fit_translator(work, "X_bench", genes=genes, target=TARGET, train=tr, library_key="section",
                               select_on_train=False)  # fmt: skip
     pred = t.predict(work[te])
     obs = y[np.flatnonzero(te)][:, np.flatnonzero(gene_mask)]
@@ -239,7 +239,7 @@ def main() -> None:
     # the all-feature column must be exactly what mst.tl.predict_expression gives (genes re-selected in each fold)
     check = {}
     for name, (key, _, _) in ENCODERS.items():
-        mst.tl.predict_expression(adata, key, genes="morph_target", groupby="section", key_added="check")
+        mst.tl.predict_expression(adata, key, genes="morph_target", library_key="section", key_added="check")
         pf = adata.uns["check"]["per_fold"].set_index(adata.uns["check"]["per_fold"]["fold"].astype(str))
         mine = folds[folds["encoder"] == name].set_index("test")["pcc_all"]
         check[name] = float(np.max(np.abs(pf.loc[SECTIONS, "pcc"].to_numpy() - mine.loc[SECTIONS].to_numpy())))
@@ -262,8 +262,8 @@ def main() -> None:
 
     # ---------------------------------------------------------------- gene-level reading (tl.gene_quadrants)
     a = adata.copy()
-    mst.tl.predict_expression(a, "X_densenet121", genes=genes_all, groupby="section", key_added="predicted")
-    mst.tl.gene_quadrants(a, predicted="predicted", annotation_key="cluster", n_perms=n_perms_all)
+    mst.tl.predict_expression(a, "X_densenet121", genes=genes_all, library_key="section", key_added="predicted")
+    mst.tl.gene_quadrants(a, predicted_key="predicted", annotation_key="cluster", n_perms=n_perms_all)
     g = a.uns["gene_quadrants"]
     gdf = g["genes"].sort_values(["quadrant", "pcc"], ascending=[True, False])
     thr = ", ".join(f"{k} {v:.3f}" for k, v in g["thresholds"].items())

@@ -472,3 +472,30 @@ def test_subsampled_gene_quadrants():
     np.testing.assert_allclose(res["genes"]["relevance"].to_numpy(), want, atol=1e-5)
     assert set(res["stability"]) >= {"agreement", "max_share_difference", "tolerance", "stable"}
     assert adata.var["gene_quadrants"]["g_label"] == "translation"
+
+
+def test_gene_quadrants_values_pinned_from_before_the_refactor():
+    """Values of the code before the issue-12 refactor (one Pearson r helper: the PCC threshold moved by 1 ulp)."""
+    adata = make_quadrant_adata()
+    x = np.asarray(adata.X, dtype=np.float64)
+    rng = np.random.default_rng(3)
+    pred = x + rng.normal(size=x.shape) * np.array([0.5, 0.5, 3, 3, 3])
+    pred[:, 4] = np.nan
+    sections = np.repeat(["A", "B", "C"], 200)
+    pred[sections == "C", 1] = np.nan
+    adata.layers["predicted"] = pred.astype(np.float32)
+    adata.obs["predicted_fold"] = pd.Categorical(sections)
+    pcc = np.full(adata.n_vars, np.nan)
+    for j in range(4):
+        r = [np.corrcoef(pred[sections == s, j], x[sections == s, j])[0, 1] for s in "ABC"]
+        pcc[j] = np.nanmean(r)
+    adata.var["predicted_pcc"] = pcc
+    adata.uns["predicted"] = {"params": {"target": "X"}}
+    mst.tl.gene_quadrants(adata, n_perms=30)
+    res = adata.uns["gene_quadrants"]
+    assert res["thresholds"]["relevance"] == pytest.approx(0.034015658590353645, rel=1e-12)
+    assert res["thresholds"]["pcc"] == pytest.approx(0.07297503174450153, rel=1e-12)
+    np.testing.assert_allclose(
+        res["genes"]["relevance"], [0.6404952299535751, 0.0, 0.01228429177111856, 0.02355477268511663], rtol=1e-12
+    )
+    assert list(res["genes"]["quadrant"].astype(str)) == ["translation", "overestimation"] + ["overestimation"] * 2
