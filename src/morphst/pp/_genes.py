@@ -12,6 +12,7 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import Key
+from .._docs import doc_copy, doc_data, inject_docs
 from .._utils import check_unique_var_names, get_adata, list_keys, records_params
 from ._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
 
@@ -210,6 +211,7 @@ def statistics_values(adata: AnnData, flavor: str, hvg_flavor: str, layer: str |
     return target_values(adata, layer)
 
 
+@inject_docs(data=doc_data, copy=doc_copy)
 def select_genes(
     data: AnnData | SpatialData,
     n_top: int = 50,
@@ -238,8 +240,7 @@ def select_genes(
 
     Parameters
     ----------
-    data
-        AnnData, or SpatialData whose table ``table_key`` is used.
+    {data}
     n_top
         Number of genes to select (ignored when ``flavor`` is a list of genes).
     flavor
@@ -262,10 +263,7 @@ def select_genes(
         uses 0.1). Ignored for a list.
     key_added
         Name of the ``var`` column written.
-    table_key
-        Table of a SpatialData.
-    copy
-        Return a copy instead of writing in place (AnnData input only).
+    {copy}
 
     Returns
     -------

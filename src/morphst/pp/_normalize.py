@@ -9,6 +9,7 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import Key
+from .._docs import doc_copy, doc_data, inject_docs
 from .._utils import get_adata, records_params
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def log1p_cp10k(x, target_sum: float = 1e4):
     return out.astype(np.float32, copy=False) if sparse.issparse(out) else np.asarray(out, dtype=np.float32)
 
 
+@inject_docs(data=doc_data, copy=doc_copy)
 def normalize(
     data: AnnData | SpatialData,
     *,
@@ -105,8 +107,7 @@ def normalize(
 
     Parameters
     ----------
-    data
-        AnnData, or SpatialData whose table ``table_key`` is used.
+    {data}
     target_sum
         Total counts per spot after normalisation (counts; default 10,000).
     layer
@@ -116,10 +117,7 @@ def normalize(
         Name of the layer written.
     inplace_X
         Also replace ``X`` by the normalised values.
-    table_key
-        Table of a SpatialData.
-    copy
-        Return a normalised copy instead of writing in place (AnnData input only).
+    {copy}
 
     Returns
     -------

@@ -11,6 +11,7 @@ import pandas as pd
 
 from .. import _logging as logg
 from .._constants import Key
+from .._docs import doc_copy, doc_data, inject_docs
 from .._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
 from .._utils._graph import knn_edges
 from ._fuse import _rep_hint, resolve_library_key
@@ -144,6 +145,7 @@ def _leiden_search(tmp: AnnData, k: int, resolution: float, random_state: int, m
     return lab, res, seed, trace
 
 
+@inject_docs(data=doc_data, copy=doc_copy)
 def domains(
     data: SpatialData | AnnData,
     use_rep: str = Key.FUSED,
@@ -173,8 +175,7 @@ def domains(
 
     Parameters
     ----------
-    data
-        AnnData, or SpatialData whose table ``table_key`` is used.
+    {data}
     use_rep
         ``obsm`` key of the representation (e.g. from :func:`morphst.tl.fuse`, or ``"X_pca"``).
     method
@@ -191,14 +192,11 @@ def domains(
     n_init
         ``"kmeans"``/``"gmm"``: initialisations (k-means++ starts for ``"gmm"``); the best fit is kept (>= 1). One
         start is not enough on DLPFC: single GMM fits landed on solutions 0.2 ARI apart from seed to seed.
-    table_key
-        Table of a SpatialData.
     random_state
         Seed of the clustering.
     key_added
         ``obs`` column of the domains; also the ``uns`` key of the parameters.
-    copy
-        Return a modified copy instead of writing to ``data``.
+    {copy}
 
     Returns
     -------
@@ -350,6 +348,7 @@ def _is_raw_counts(x) -> bool:
     return bool(vals.size) and bool(np.all(vals >= 0)) and bool(np.allclose(vals, np.round(vals)))
 
 
+@inject_docs(data=doc_data, copy=doc_copy)
 def evaluate_domains(
     data: SpatialData | AnnData,
     domain_key: str = Key.DOMAIN,
@@ -378,8 +377,7 @@ def evaluate_domains(
 
     Parameters
     ----------
-    data
-        AnnData, or SpatialData whose table ``table_key`` is used.
+    {data}
     domain_key
         ``obs`` column of the domains (from :func:`morphst.tl.domains`).
     annotation_key
@@ -402,12 +400,9 @@ def evaluate_domains(
         Spatial neighbours per observation (>= 1), within its section; capped at ``n - 1`` in a section of ``n``
         observations (a section of one observation is left out of the autocorrelation); caps are recorded in
         ``params["notes"]``.
-    table_key
-        Table of a SpatialData.
     key_added
         ``uns`` key of the result; ``None``: ``f"{domain_key}_evaluation"``.
-    copy
-        Return a modified copy instead of writing to ``data``.
+    {copy}
 
     Notes
     -----

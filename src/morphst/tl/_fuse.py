@@ -15,6 +15,7 @@ from scipy import sparse
 
 from .. import _logging as logg
 from .._constants import Key
+from .._docs import doc_copy, doc_data, inject_docs
 from .._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
 from .._utils._graph import knn_edges, radius_edges, symmetrise
 
@@ -128,6 +129,7 @@ def _balanced(block: np.ndarray, weight: float) -> np.ndarray:
     return block * np.sqrt(weight / var) if var > 0 else block
 
 
+@inject_docs(data=doc_data, copy=doc_copy)
 def fuse(
     data: SpatialData | AnnData,
     use_rep: Sequence[str] = ("X_pca", Key.DEFAULT_REP),
@@ -187,8 +189,7 @@ def fuse(
 
     Parameters
     ----------
-    data
-        AnnData, or SpatialData whose table ``table_key`` is used.
+    {data}
     use_rep
         ``obsm`` keys of the modalities, expression first (e.g. ``"X_pca"`` from ``sc.pp.pca``), then morphology
         (``"X_<model>"`` from :func:`morphst.tl.embed_patches`). At least two, except for ``"smooth"`` and
@@ -220,14 +221,11 @@ def fuse(
     library_key
         ``"smooth"``/``"graph"``: ``obs`` column with the section of each observation; spots of different sections are
         never neighbours. ``None``: ``"section"`` when that column exists, else one section.
-    table_key
-        Table of a SpatialData.
     key_added
         ``obsm`` key of the result; also the ``uns`` key of the parameters.
     random_state
         Seed of the PCA solver.
-    copy
-        Return a modified copy instead of writing to ``data``.
+    {copy}
 
     Returns
     -------

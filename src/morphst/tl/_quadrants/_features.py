@@ -10,6 +10,7 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
+from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obsm, check_unique_var_names, get_adata, records_params
 from ..._utils._stats import abs_pearson, abs_pearson_chunked, standardise
 from . import _common as c
@@ -47,6 +48,7 @@ def _shared_null_all_rows(expr, feats, rows, null_cols, n_perms, rng, chunk: int
     return draw
 
 
+@inject_docs(data=doc_data, copy=doc_copy)
 def quadrants(
     data: SpatialData | AnnData,
     use_rep: str,
@@ -89,8 +91,7 @@ def quadrants(
 
     Parameters
     ----------
-    data
-        AnnData, or SpatialData whose table ``table_key`` is used.
+    {data}
     use_rep
         ``obsm`` key of the morphological features, e.g. ``"X_densenet121"`` (from :func:`morphst.tl.embed_patches`).
     annotation_key
@@ -126,16 +127,13 @@ def quadrants(
     max_obs
         Annotated observations beyond which relevance is estimated on a seeded subsample of this size (>= 100);
         ``None``: always on all of them (scikit-learn's estimator; slow beyond ~10^5 observations).
-    table_key
-        Table of a SpatialData.
     random_state
         Seed of the mutual-information estimator (its jitter), of the permutations and of the subsamples.
     n_jobs
         Workers of :func:`~sklearn.feature_selection.mutual_info_classif` (not subsampled).
     key_added
         Key in ``uns`` and ``varm``.
-    copy
-        Return a modified copy instead of writing to ``data``.
+    {copy}
 
     Returns
     -------
@@ -294,6 +292,7 @@ def quadrants(
     return adata if copy else None
 
 
+@inject_docs(data=doc_data, copy=doc_copy)
 def select_features(
     data: SpatialData | AnnData,
     use_rep: str,
@@ -312,20 +311,16 @@ def select_features(
 
     Parameters
     ----------
-    data
-        AnnData, or SpatialData whose table ``table_key`` is used.
+    {data}
     use_rep
         ``obsm`` key of the features; must be the one ``uns[quadrants_key]`` was computed on.
     quadrant
         One quadrant name or a list of them.
     quadrants_key
         ``uns`` key written by :func:`morphst.tl.quadrants`.
-    table_key
-        Table of a SpatialData.
     key_added
         ``obsm`` key to write; default ``f'{use_rep}_{quadrant}'`` (names joined by ``'_'`` for a list).
-    copy
-        Return a modified copy instead of writing to ``data``.
+    {copy}
 
     Returns
     -------

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
+from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obs_column, check_unique_var_names, get_adata, list_keys, none_if_missing, records_params
 from ..._utils._stats import pearson_columns
 from . import _common as c
@@ -42,6 +43,7 @@ def _pcc_null(pred: np.ndarray, expr_all: np.ndarray, groups: list[np.ndarray], 
     return draw
 
 
+@inject_docs(data=doc_data, copy=doc_copy)
 def gene_quadrants(
     data: SpatialData | AnnData,
     *,
@@ -72,8 +74,7 @@ def gene_quadrants(
 
     Parameters
     ----------
-    data
-        AnnData, or SpatialData whose table ``table_key`` is used.
+    {data}
     predicted_key
         Key of :func:`morphst.tl.predict_expression`: reads ``var[f'{predicted_key}_pcc']`` and, for the
         permutation null, ``layers[predicted_key]``.
@@ -102,14 +103,11 @@ def gene_quadrants(
     max_obs
         Annotated observations beyond which relevance is estimated on a seeded subsample of this size (>= 100);
         ``None``: always on all of them.
-    table_key
-        Table of a SpatialData.
     random_state
         Seed of the estimator's jitter, of the permutations and of the subsamples.
     key_added
         Prefix of the ``var`` columns and key in ``uns``.
-    copy
-        Return a modified copy instead of writing to ``data``.
+    {copy}
 
     Returns
     -------
