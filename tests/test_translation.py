@@ -813,3 +813,24 @@ def test_stain_reference_is_stored_and_checked(tdata, tmp_path):
     assert sqe.StainReference(**back.stain_reference) == ref
     with pytest.raises(TypeError, match="squidpy StainReference"):
         mst.tl.fit_translator(tdata, "X_feat", genes=["g0"], stain_reference="macenko")
+
+
+def test_her2st_pseudo_patients_mechanics(her2st_embedded):
+    """Pairs of serial C sections as pseudo-patients: this checks the mechanics on real data, not a real
+    across-patient figure (all five sections come from one tumour)."""
+    a = her2st_embedded.copy()
+    pseudo = {"C2": "pA", "C3": "pA", "C4": "pB", "C5": "pB", "C6": "pC"}
+    a.obs["patient"] = pd.Categorical(a.obs["section"].astype(str).map(pseudo))
+    mst.tl.predict_expression(a, "X_densenet121", patient_key="patient")
+    pf = a.uns["predicted"]["per_fold"].set_index("fold")
+    assert pf.loc[["pA", "pB", "pC"], "kind"].eq("across_patient").all()
+    assert pf.loc[["C2", "C3", "C4", "C5"], "kind"].eq("within_patient").all()
+    assert "C6" not in pf.index  # pC has one section: no within-patient fold
+    # within: trained on the single other section of the pair (C2 <- C3 only)
+    assert pf.loc["C2", "n_train"] == (a.obs["section"] == "C3").sum()
+    assert pf.loc["pA", "n_train"] == a.obs["section"].isin(["C4", "C5", "C6"]).sum()
+    # real signal in every fold of both kinds (known: ~0.4 mean PCC leave-one-section-out on these sections)
+    assert (pf["pcc"] > 0.1).all()
+    s = a.uns["predicted"]["summary"]
+    assert set(s.index) == {"across_patient", "within_patient"}
+    assert s.loc["within_patient", "n_folds"] == 4

@@ -28,7 +28,7 @@ from ._features import (
     scale_per_group,
 )
 from ._folds import CV, _groups, make_folds, patient_folds
-from ._genes import _dense_cols, _gene_plan, _target_matrix
+from ._genes import _dense_cols, _gene_columns, _gene_plan, _target_matrix
 from ._model import DEFAULT_ALPHAS, _blas_limits, _check_alphas, _check_random_state, _chosen_alpha, make_model
 
 
@@ -46,8 +46,12 @@ def _inputs(adata: AnnData, use_rep: str, target: str, spatial_context):
 def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_state):
     """Select genes on ``train``, fit, predict ``test`` and score it; returns genes, predictions and metrics."""
     gidx = np.flatnonzero(plan.genes_for(adata, train))
-    y_train = _dense_cols(y, train, gidx)
-    y_test = _dense_cols(y, test, gidx)
+    # memory: only the fold's genes are cut (not every gene's rows), and only the training values are dense
+    # during the fit; the test rows stay sparse until scored
+    yg = _gene_columns(y, gidx)
+    y_train = _dense_cols(yg, train, np.arange(len(gidx)))
+    y_test = yg[test]
+    del yg
     est, description = make_model(
         model,
         n_train=len(train),
@@ -57,7 +61,11 @@ def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_
         random_state=random_state,
     )
     est.fit(feats[train], y_train)
+    train_mean = y_train.mean(axis=0)
+    del y_train
     p = np.asarray(est.predict(feats[test]), dtype=np.float64).reshape(len(test), len(gidx))
+    # float64, as the metrics use it (no further copies there)
+    y_test = _dense_cols(y_test, np.arange(len(test)), np.arange(len(gidx)))
     t = metrics.gene_table(y_test, p, adata.var_names[gidx]).reset_index()
     t["n_test"] = len(test)
     t = t[["gene", "pcc", "mae", "mse", "rmse", "n_test", "constant_in_test"]]
@@ -72,7 +80,7 @@ def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_
         "rmse": float(t["rmse"].mean()),
         "n_excluded": int((~ok).sum()),
         "n_constant_in_test": int(t["constant_in_test"].sum()),
-        "mse_train_mean": float(np.mean((y_test - y_train.mean(axis=0)) ** 2)),
+        "mse_train_mean": float(np.mean((y_test - train_mean) ** 2)),
         "alpha": _chosen_alpha(est),
     }
     return gidx, p, t, row, description

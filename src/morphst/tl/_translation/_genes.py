@@ -134,6 +134,19 @@ def _gene_plan(adata: AnnData, genes, select_in_fold: bool) -> _GenePlan:
     return _GenePlan(fixed=col.to_numpy(bool))
 
 
-def _dense_cols(y, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def _dense_cols(y, rows: np.ndarray, cols: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Dense ``y[rows][:, cols]`` as ``dtype`` (``None``: the dtype of ``y``, no cast)."""
     sub = y[rows][:, cols] if sparse.issparse(y) else np.asarray(y)[np.ix_(rows, cols)]
-    return np.asarray(sub.toarray() if sparse.issparse(sub) else sub, dtype=np.float64)
+    sub = sub.toarray() if sparse.issparse(sub) else sub
+    return np.asarray(sub, dtype=dtype)
+
+
+def _gene_columns(y, cols: np.ndarray):
+    """``y[:, cols]``: the fold's genes only (CSR if ``y`` is sparse), cut once per fold.
+
+    The train and test rows are then cut from it instead of from every gene (at 1,000,000 cells × 300 genes, a
+    train-row copy of all genes is 3× the size of one of 100 genes).
+    """
+    if sparse.issparse(y):
+        return sparse.csr_matrix(y[:, cols])
+    return np.asarray(y)[:, cols]
