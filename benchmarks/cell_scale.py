@@ -388,13 +388,21 @@ def main() -> None:
         )
 
     t0 = step_start()
+    t1 = step_start()
     mst.pp.normalize(t)
+    step("  normalize", t1)
+    parts_peak = _STEP_PEAK[0]
+    t1 = step_start()
     mst.pp.select_genes(t, n_top=100)
-    # the section column is `library_key` after the issue-12 renames (`groupby` before)
-    sig = inspect.signature(mst.tl.predict_expression).parameters
+    step("  select", t1, "100 genes, Pearson residuals")
+    parts_peak = max(parts_peak, _STEP_PEAK[0])
+    t1 = step_start()
+    sig = inspect.signature(mst.tl.predict_expression).parameters  # `library_key` after issue 12 (`groupby` before)
     mst.tl.predict_expression(
         t, rep, cv="spatial_block", n_splits=3, **({"library_key": None} if "library_key" in sig else {"groupby": None})
     )
+    step("  predict", t1, "ridge, 3 spatial-block folds")
+    _STEP_PEAK[0] = max(parts_peak, _STEP_PEAK[0])  # the translate line: the largest of its parts
     r = t.var["predicted_pcc"] if "predicted_pcc" in t.var else None
     total += step("translate", t0, "" if r is None else f"median Pearson r {np.nanmedian(r):.3f} (100 genes)")
 
