@@ -137,7 +137,7 @@ def predict_expression(
     residuals); a boolean column made by other means is used as it is. Each fold predicts and is
     evaluated on its own train-selected genes only. The layer holds, for each spot, the genes of the fold that held
     it out (NaN elsewhere); ``var[f'{key_added}_mask']`` is the union over folds, and the per-gene metrics in
-    ``var`` average over the folds that selected the gene. With ``select_in_fold=False`` (or a list of genes) the
+    ``var`` average over the folds that selected the gene. With ``select_on_train=False`` (or a list of genes) the
     same genes are used in every fold; selecting them on all spots beforehand is the leaky HEST variant.
 
     Patients. With ``patient_key`` (an ``obs`` column grouping sections by patient) and

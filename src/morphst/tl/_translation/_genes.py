@@ -81,7 +81,7 @@ class _GenePlan:
         return sel
 
 
-def _gene_plan(adata: AnnData, genes, select_in_fold: bool) -> _GenePlan:
+def _gene_plan(adata: AnnData, genes, select_on_train: bool) -> _GenePlan:
     check_unique_var_names(adata, "mst.tl.predict_expression / fit_translator")
     if not isinstance(genes, str):
         names = [str(g) for g in genes]
@@ -97,7 +97,7 @@ def _gene_plan(adata: AnnData, genes, select_in_fold: bool) -> _GenePlan:
     # re-select in each fold when the column came from select_genes (its parameters are stored), or when the default
     # key is absent altogether (then: 50 highly variable genes); a user-made column is used as it is
     reselect = bool(stored) or (genes == Key.MORPH_TARGET and genes not in adata.var.columns)
-    if select_in_fold and reselect and stored.get("flavor", "highly_variable") != "list":
+    if select_on_train and reselect and stored.get("flavor", "highly_variable") != "list":
         sel = {
             "n_top": int(stored.get("n_top", DEFAULT_N_TOP)),
             "flavor": stored.get("flavor", "highly_variable"),
@@ -120,7 +120,7 @@ def _gene_plan(adata: AnnData, genes, select_in_fold: bool) -> _GenePlan:
     if genes not in adata.var.columns:
         msg = (
             f"Gene column {genes!r} not found in `adata.var`. Run `mst.pp.select_genes(adata, key_added={genes!r})` "
-            f"first, pass a list of genes, or use `select_in_fold=True`. Available columns: "
+            f"first, pass a list of genes, or use `select_on_train=True`. Available columns: "
             f"{list_keys(adata.var.columns)}."
         )
         raise KeyError(msg)
