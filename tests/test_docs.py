@@ -99,3 +99,55 @@ def test_tutorial_outputs_are_current(name):
     assert stamp == run.source_hash(), (
         f"{name}.ipynb was saved from other code than src/morphst now: run `python tutorials/run.py` and commit"
     )
+
+
+def _code_snippets() -> list[tuple[str, str]]:
+    """Python code of the README, the docs pages and the tutorials' code cells, as ``(where, code)``."""
+    import json
+
+    out = []
+    for md in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for k, block in enumerate(re.findall(r"```python\n(.*?)```", md.read_text(), flags=re.S)):
+            out.append((f"{md.name} block {k}", block))
+    for nb in sorted((REPO / "tutorials").glob("*.ipynb")):
+        for k, cell in enumerate(json.loads(nb.read_text())["cells"]):
+            if cell["cell_type"] == "code":
+                src = "".join(cell["source"])
+                out.append((f"{nb.name} cell {k}", "\n".join(l for l in src.splitlines() if not l.startswith("%"))))
+    return out
+
+
+def test_documented_calls_use_the_current_parameter_names():
+    """Every ``mst.<module>.<function>(..., name=...)`` in the README, docs and tutorials names a real parameter."""
+    import ast
+
+    checked, bad = 0, []
+    for where, code in _code_snippets():
+        for node in ast.walk(ast.parse(code)):
+            if not isinstance(node, ast.Call):
+                continue
+            parts, f = [], node.func
+            while isinstance(f, ast.Attribute):
+                parts.append(f.attr)
+                f = f.value
+            if not (isinstance(f, ast.Name) and f.id == "mst" and parts):
+                continue
+            obj = mst
+            for name in reversed(parts):
+                obj = getattr(obj, name, None)
+            if obj is None:
+                bad.append(f"{where}: mst.{'.'.join(reversed(parts))} does not exist")
+                continue
+            if not callable(obj):
+                continue
+            params = inspect.signature(obj).parameters
+            if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                continue
+            checked += 1
+            bad += [
+                f"{where}: mst.{'.'.join(reversed(parts))}({kw.arg}=...)"
+                for kw in node.keywords
+                if kw.arg is not None and kw.arg not in params
+            ]
+    assert checked > 30
+    assert bad == []
