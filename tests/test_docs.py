@@ -113,7 +113,7 @@ def _code_snippets() -> list[tuple[str, str]]:
         for k, cell in enumerate(json.loads(nb.read_text())["cells"]):
             if cell["cell_type"] == "code":
                 src = "".join(cell["source"])
-                out.append((f"{nb.name} cell {k}", "\n".join(l for l in src.splitlines() if not l.startswith("%"))))
+                out.append((f"{nb.name} cell {k}", "\n".join(ln for ln in src.splitlines() if not ln.startswith("%"))))
     return out
 
 
