@@ -68,7 +68,7 @@ def sdata(data_dir):
     ad = sd.tables["table"]
     mst.pp.extract_patches(sd, context_sizes_um=(336.0,))
     mst.tl.embed_patches(sd, model="handcrafted")  # model-free colour/texture features: cheap
-    mst.tl.predict_expression(ad, use_rep="X_handcrafted", genes=[*GENES, "CD74", "GRB7"], select_in_fold=False)
+    mst.tl.predict_expression(ad, use_rep="X_handcrafted", genes=[*GENES, "CD74", "GRB7"], select_on_train=False)
     # domains from expression (PCA of log1p HVGs), evaluated against the authors' clusters
     tmp = ad.copy()
     sc.pp.normalize_total(tmp, target_sum=1e4)
@@ -77,7 +77,7 @@ def sdata(data_dir):
     sc.pp.pca(tmp, n_comps=20, mask_var="highly_variable")
     ad.obsm["X_pca"] = tmp.obsm["X_pca"]
     mst.tl.domains(ad, use_rep="X_pca", method="kmeans", n_domains=7)
-    mst.tl.evaluate_domains(ad, key="domain", reference="cluster")
+    mst.tl.evaluate_domains(ad, domain_key="domain", annotation_key="cluster")
     return sd
 
 
@@ -130,7 +130,7 @@ def test_thumbnail_fast_path_matches_block_mean(her2st_sdata):
 
 def test_predicted_vs_observed(sdata):
     ad = sdata.tables["table"]
-    fig = mst.pl.predicted_vs_observed(sdata, GENES, section="C3", return_fig=True)
+    fig = mst.pl.predicted_vs_observed(sdata, GENES, library_id="C3", return_fig=True)
     assert isinstance(fig, Figure)
     axs = panels(fig)
     assert len(axs) == 2 * len(GENES)
@@ -166,7 +166,7 @@ def test_predicted_vs_observed(sdata):
 
 def test_predicted_vs_observed_on_given_axes_and_shared_scale(sdata):
     fig, axs = plt.subplots(1, 2)
-    out = mst.pl.predicted_vs_observed(sdata, "ERBB2", section="C2", ax=list(axs), same_scale=True, show=False)
+    out = mst.pl.predicted_vs_observed(sdata, "ERBB2", library_id="C2", ax=list(axs), same_scale=True, show=False)
     assert out is None
     (a,), (b,) = collections(axs[0]), collections(axs[1])
     assert a.get_clim() == b.get_clim()
@@ -186,7 +186,7 @@ def test_predicted_vs_observed_errors(her2st_copy, sdata):
     with pytest.raises(KeyError, match="NOT_A_GENE"):
         mst.pl.predicted_vs_observed(sdata, "NOT_A_GENE")
     with pytest.raises(ValueError, match="C9"):
-        mst.pl.predicted_vs_observed(sdata, "ERBB2", section="C9")
+        mst.pl.predicted_vs_observed(sdata, "ERBB2", library_id="C9")
 
 
 # ---- gene_metrics -------------------------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ def test_gene_metrics_errors(her2st_adata, sdata):
 
 def test_domains(sdata):
     ad = sdata.tables["table"]
-    fig = mst.pl.domains(sdata, reference="cluster", return_fig=True)
+    fig = mst.pl.domains(sdata, annotation_key="cluster", return_fig=True)
     axs = panels(fig)
     sections = list(ad.obs["section"].cat.categories)
     assert len(axs) == 2 * len(sections)
@@ -268,7 +268,7 @@ def test_domains(sdata):
     assert "all spots" not in title
     assert_non_trivial(fig)
     plt.close(fig)
-    fig = mst.pl.domains(ad, section=["C2", "C5"], return_fig=True)  # AnnData: obsm["spatial"], no image
+    fig = mst.pl.domains(ad, library_id=["C2", "C5"], return_fig=True)  # AnnData: obsm["spatial"], no image
     assert len(panels(fig)) == 2
     plt.close(fig)
 
@@ -277,7 +277,7 @@ def test_domains_errors(her2st_copy, sdata):
     with pytest.raises(KeyError, match=r"mst\.tl\.domains"):
         mst.pl.domains(her2st_copy)
     with pytest.raises(KeyError, match="not_a_column"):
-        mst.pl.domains(sdata, reference="not_a_column")
+        mst.pl.domains(sdata, annotation_key="not_a_column")
 
 
 # ---- patches ------------------------------------------------------------------------------------------------------
@@ -316,7 +316,7 @@ def test_patches_errors(her2st_copy, sdata):
 def test_show_and_return_convention(sdata):
     assert mst.pl.gene_metrics(sdata, show=False) is None
     plt.close("all")
-    assert isinstance(mst.pl.domains(sdata, section="C6", return_fig=True), Figure)
+    assert isinstance(mst.pl.domains(sdata, library_id="C6", return_fig=True), Figure)
     plt.close("all")
 
 
@@ -325,7 +325,7 @@ def test_predicted_vs_observed_gene_not_predicted_in_section(sdata):
     ad = sdata.tables["table"].copy()
     c3 = (ad.obs["section"] == "C3").to_numpy()
     ad.layers["predicted"][c3, ad.var_names.get_loc("ERBB2")] = np.nan
-    fig = mst.pl.predicted_vs_observed(ad, ["ERBB2", "MGP"], section="C3", return_fig=True)
+    fig = mst.pl.predicted_vs_observed(ad, ["ERBB2", "MGP"], library_id="C3", return_fig=True)
     axs = panels(fig)
     assert len(axs) == 4
     assert "not predicted here" in axs[1].get_title()
