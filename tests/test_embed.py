@@ -254,11 +254,11 @@ def _hub_spy(monkeypatch, *, reachable: bool):
     """Replace the reachability check and timm.create_model(pretrained=True); return the call logs."""
     import timm
 
-    from morphst.tl.models import _registry
+    from morphst.tl.models import _weights
 
     log = {"reachable": 0, "hub": []}
 
-    def fake_reachable(timeout=_registry.HUB_TIMEOUT_S):
+    def fake_reachable(timeout=_weights.HUB_TIMEOUT_S):
         log["reachable"] += 1
         return reachable
 
@@ -270,7 +270,7 @@ def _hub_spy(monkeypatch, *, reachable: bool):
             raise RuntimeError("spy: no network in tests")
         return real_create(name, *a, pretrained=pretrained, **k)
 
-    monkeypatch.setattr(_registry, "hub_reachable", fake_reachable)
+    monkeypatch.setattr(_weights, "hub_reachable", fake_reachable)
     monkeypatch.setattr(timm, "create_model", spy_create)
     return log
 
@@ -313,7 +313,7 @@ def test_reachable_hub_is_tried_and_hf_hub_offline_skips_the_check(synthetic_sda
 def test_hub_reachable_reads_hf_endpoint(monkeypatch):
     import socket
 
-    from morphst.tl.models import _registry
+    from morphst.tl.models import _weights
 
     seen = []
 
@@ -323,9 +323,9 @@ def test_hub_reachable_reads_hf_endpoint(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", fake_connect)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    assert _registry.hub_reachable() is False
+    assert _weights.hub_reachable() is False
     monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example:8080")
-    assert _registry.hub_reachable(timeout=1.5) is False
+    assert _weights.hub_reachable(timeout=1.5) is False
     assert seen == [(("huggingface.co", 443), 3.0), (("mirror.example", 8080), 1.5)]
 
 
