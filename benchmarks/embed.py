@@ -38,7 +38,6 @@ def main() -> None:
     import torch
 
     import morphst as mst
-    from morphst.tl._embed import _autocast_dtype
     from morphst.tl.models import get_model
 
     ap = argparse.ArgumentParser()
@@ -57,7 +56,7 @@ def main() -> None:
     enc.channels_last()
     with torch.inference_mode():
         x = enc.transform(patches).contiguous(memory_format=torch.channels_last)
-    auto = _autocast_dtype(torch.device("cpu"), "auto", True)
+    auto = mst.settings.resolve_autocast("cpu")
     # the machine may be shared: alternate the measurements and keep the best of `--repeats` for each
     best = {"fwd32": 0.0, "fwd16": 0.0, "auto": 0.0, "float32": 0.0}
     for _ in range(args.repeats):

@@ -89,3 +89,16 @@ def test_check_positive_um_is_the_one_size_check():
     for bad in (0, -1.0, float("nan"), float("inf"), "a", True):
         with pytest.raises(ValueError, match=r"`patch_size` must be a positive number \(µm\)"):
             check_positive_um("patch_size", bad)
+
+
+def test_resolve_autocast_follows_the_setting(monkeypatch):
+    import torch
+
+    auto = mst.settings.resolve_autocast("cpu")
+    try:
+        bf16_cpu = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        bf16_cpu = False
+    assert auto is (torch.bfloat16 if bf16_cpu else None)
+    monkeypatch.setattr(mst.settings, "autocast", "float32")
+    assert mst.settings.resolve_autocast("cpu") is None

@@ -100,6 +100,16 @@ class _Settings:
             return torch.device("cpu")
         return torch.device(dev)
 
+    def resolve_autocast(self, device: str | None = None):
+        """The autocast dtype that ``embed_patches(dtype="auto")`` uses on ``device``: ``torch.bfloat16`` or ``None``.
+
+        ``None`` means float32: ``autocast="float32"``, or a device without bf16 support (CPUs without
+        AVX512-BF16/AMX, GPUs before Ampere).
+        """
+        from .tl._embed._compute import _autocast_dtype
+
+        return _autocast_dtype(self.resolve_device(device), "auto", True)
+
     @property
     def n_workers(self) -> int:
         """Number of worker threads to use (``n_jobs`` or the CPU count)."""

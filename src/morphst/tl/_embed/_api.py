@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from distributed import Client
     from spatialdata import SpatialData
 from ..._docs import doc_table_key, inject_docs
-from ._checkpoint import _BLOCK_PATCHES, _call_record, _Checkpoint
+from ._checkpoint import _call_record, _Checkpoint
 from ._compute import _batch_plan, _encode, _prepare
 from ._distributed import _block_tasks, _level_on_disk, _resolve_client, _worker_block
 
@@ -159,6 +159,8 @@ def embed_patches(
     from tqdm.auto import tqdm
 
     from ...pp._patches import (
+        DEFAULT_PATCH_SIZE_UM,
+        DEFAULT_TARGET_PX,
         OBS_X,
         PatchReader,
         check_default_geometry,
@@ -192,7 +194,11 @@ def embed_patches(
     else:
         PatchReader(sdata, table_key=table_key, size_index=size_index, n_workers=n_jobs)
     enc = get_model(model, weights=weights, random_state=random_state, n_jobs=n_jobs)
-    if needs_patches:
+    if needs_patches:  # said, not silent: the defaults of extract_patches, recorded in uns['patches'] as usual
+        logg.info(
+            "    no patch geometry in the table yet: running `mst.pp.extract_patches` with its defaults "
+            f"({DEFAULT_PATCH_SIZE_UM:g} µm at {DEFAULT_TARGET_PX} px); call it first to choose other sizes"
+        )
         extract_patches(sdata, table_key=table_key)
     reader = PatchReader(sdata, table_key=table_key, size_index=size_index, n_workers=n_jobs)
 
@@ -205,6 +211,8 @@ def embed_patches(
 
     bs = int(batch_size)
     batches = _batch_plan(reader, bs)
+    from . import _BLOCK_PATCHES  # read at call time: the package attribute is the knob tests and benchmarks set
+
     per_block = max(1, _BLOCK_PATCHES // bs)
     blocks = [list(range(k, min(k + per_block, len(batches)))) for k in range(0, len(batches), per_block)]
     block_rows = per_block * bs

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..._settings import settings
-
-if TYPE_CHECKING:
-    pass
 
 
 def _autocast_dtype(device, dtype: str, uses_torch: bool):
