@@ -350,6 +350,18 @@ def test_her2st_translator_on_section_without_table(her2st_embedded):
     np.testing.assert_allclose(new.to_numpy(), oof.to_numpy(), atol=0.05)
     assert np.corrcoef(new.to_numpy().ravel(), oof.to_numpy().ravel())[0, 1] > 0.999
 
+    # the applicability map over the H&E (as tutorial 01 draws it): one panel per shapes element, the drawn values
+    # are the scores, the title the verdict (a held-out section of the training patient: in domain)
+    fig = mst.pl.applicability(sd, return_fig=True)
+    (ax,) = [a_ for a_ in fig.axes if a_.get_title()]
+    verdict = t.uns["morphst_translation"]["applicability"]["verdict"]["C3_spots"]
+    assert verdict["in_domain"]
+    assert ax.get_title() == f"C3_spots: in training domain\n({100 * verdict['frac_beyond']:.0f}% of spots > 1)"
+    np.testing.assert_allclose(
+        np.asarray(ax.collections[0].get_array(), dtype=float), t.obs["translator_distance"].to_numpy(), rtol=1e-6
+    )
+    assert len(ax.images) == 1  # drawn over the H&E
+
     # super-resolution: a 200 µm grid anchored on the spots, kept within 60 µm of a spot; grid points that fall
     # within 30 µm of a spot see nearly the same patch, so they get nearly the spot's predictions
     from sklearn.neighbors import NearestNeighbors
