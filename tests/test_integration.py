@@ -566,3 +566,18 @@ def test_knn_edges_equal_squidpy_per_section():
     assert (sec[rows] == sec[cols]).all()
     _, _, _, caps = knn_edges(coords[:5], np.array(["x", "x", "x", "y", "z"]), n_neighs=3)
     assert caps == {"x": 2, "y": 0, "z": 0}
+
+
+def test_leiden_equals_scanpy_leiden_on_the_same_graph():
+    """domains(method='leiden') builds scanpy's igraph graph from the sparse arrays (bounded memory): same labels."""
+    import scanpy as sc
+
+    a = two_sections_with_counts()
+    a.obsm["X"] = a.obsm["X_pca"][:, :10]
+    for res, seed in ((0.5, 0), (1.0, 3)):
+        mst.tl.domains(a, "X", method="leiden", resolution=res, random_state=seed, n_neighs=10, key_added="mine")
+        b = ad.AnnData(obs=pd.DataFrame(index=a.obs_names), obsm={"X": a.obsm["X"]})
+        sc.pp.neighbors(b, use_rep="X", n_neighbors=10, random_state=seed)
+        sc.tl.leiden(b, resolution=res, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
+        assert adjusted_rand_score(b.obs["leiden"], a.obs["mine"]) == 1.0
+        assert a.obs["mine"].nunique() == b.obs["leiden"].nunique()
