@@ -198,9 +198,10 @@ def predict_expression(
         after the spatial context) before the model: removes section-wide shifts of the embedding (stain, scanner,
         thickness), at the cost of section-wide differences in expression that morphology could have explained.
         Uses only the features of a section, never its expression, so a new section is scaled by itself in the
-        same way (:func:`fit_translator` stores it). Off by default: on HER2ST C2–C6 (leave one section out,
-        DenseNet-121) it moved the mean PCC from 0.423 to 0.427 (one section down by 0.011), within-patient
-        serial sections being the case it helps least (``benchmarks/transfer_her2st.py``).
+        same way (:func:`fit_translator` stores it). Off by default, as no encoder gained clearly: on HER2ST
+        C2–C6 (leave one section out, ``benchmarks/transfer_her2st.py``) mean PCC 0.423 -> 0.427 with
+        DenseNet-121 (one section down 0.011) and 0.348 -> 0.360 with EfficientNet-Lite0 (one section down
+        0.006); it costs no measurable time. Worth trying on new patients, where a section-wide shift is likely.
     train_key
         Boolean ``obs`` column of training spots for ``cv="train_test"``.
     alphas

@@ -92,8 +92,9 @@ def fit_translator(
         their patches were embedded, or ``None``. Stored (its arrays), so :meth:`Translator.predict_sdata`
         normalises a new section's image to it (tissue mask by ``squidpy.experimental.im.detect_tissue`` when
         the image has none) before cutting patches. On HER2ST C2–C6 (serial sections, one stain batch) Macenko
-        normalisation to a training section left the leave-one-section-out mean PCC unchanged (0.423,
-        DenseNet-121; ``benchmarks/transfer_her2st.py``); it costs about 30 s per section image here.
+        normalisation to a training section left the leave-one-section-out mean PCC of DenseNet-121 unchanged
+        (0.423) and raised EfficientNet-Lite0's from 0.348 to 0.354 (``benchmarks/transfer_her2st.py``); it
+        costs about 30 s per section image here (tissue mask and normalisation), plus re-embedding.
     alphas
         Ridge penalties searched by the inner cross-validation (non-empty, finite, positive).
     table_key
