@@ -30,6 +30,15 @@ overall peak is the one to look at) and the process's peak RSS so far.
 ``--quadrants-target``: only the issue-13 target of :func:`morphst.tl.quadrants`, 50 genes × 1,280 features
 (float32, as an EfficientNet embedding) at ``n`` cells on a synthetic table, timed in this process.
 
+Measured (2 shared cores, load average 4-5, 2026-11-30), ``1000000 --model channel_stats --skip cnn``: embed 967 s,
+translate 125 s (step peak 9160 MiB, inside ``predict_expression``: its RidgeCV fit adds ~3.1 GiB, the dense
+prediction layer 1.2 GiB), fuse 58 s (6440 MiB), kmeans 11 s, gmm 52 s, leiden 384 s (10009 MiB sampled; its
+igraph conversion is now ~5× lighter), evaluate_domains 10 s, quadrants 44 s (stability agreement 1.000), checks
+resume 1 / distributed 1: ``RESULT n_cells=1000000 model=channel_stats seconds_total=1249 peak_rss_mb=10548
+embed_per_s=1034 quadrants_s=44.1 resume_identical=1 distributed_identical=1``. Handcrafted on 20,000 cells (load 2):
+447 cells/s, i.e. ~2,240 s of embedding for 1,000,000 cells. ``--quadrants-target`` at 1,000,000 cells: 104 s,
+peak 7403 MiB (5.1 GB of it the features themselves), load 4.7.
+
 Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells] [--resume]`` (``--resume`` continues the
 embedding of an interrupted run from its checkpoint in ``workdir``). Last line:
 ``RESULT n_cells=<n> seconds_total=<s> peak_rss_mb=<MiB> embed_per_s=<handcrafted cells/s> quadrants_s=<s>
