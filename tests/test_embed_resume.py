@@ -151,6 +151,12 @@ def test_distributed_workers_give_the_single_process_result(cells_zarr):
     t = sdata.tables["table"]
     mst.tl.embed_patches(sdata, "handcrafted", batch_size=16, key_added="local_hc")
     mst.tl.embed_patches(sdata, slow_features, batch_size=16, dtype="float32", key_added="local_cb")
+
+    def nested_features(x):  # the same model, nested: shipped by value, so workers need not import this module
+        import torch
+
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
@@ -158,7 +164,7 @@ def test_distributed_workers_give_the_single_process_result(cells_zarr):
         distributed.Client(cluster) as client,
     ):
         mst.tl.embed_patches(sdata, "handcrafted", batch_size=16, key_added="dist_hc", client=client)
-        mst.tl.embed_patches(sdata, slow_features, batch_size=16, dtype="float32", key_added="dist_cb", client="auto")
+        mst.tl.embed_patches(sdata, nested_features, batch_size=16, dtype="float32", key_added="dist_cb", client="auto")
         # both workers took part, each built the handcrafted model once
         counts = client.run(lambda: len(_embed._WORKER_MODELS))
         assert len(counts) == 2

@@ -846,3 +846,34 @@ def test_her2st_pseudo_patients_mechanics(her2st_embedded):
     s = a.uns["predicted"]["summary"]
     assert set(s.index) == {"across_patient", "within_patient"}
     assert s.loc["within_patient", "n_folds"] == 4
+
+
+def test_large_training_folds_choose_the_penalty_on_a_seeded_subsample(monkeypatch):
+    """Above MAX_ALPHA_ROWS the ridge penalty comes from the same inner CV on a seeded subsample, then Ridge(alpha)
+    is fit on every row; at or below it the fit is RidgeCV as before."""
+    from sklearn.linear_model import Ridge, RidgeCV
+
+    from morphst.tl._translation import _model
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 8))
+    y = x @ rng.normal(size=(8, 4)) + rng.normal(scale=3.0, size=(600, 4))
+    groups = np.repeat(["a", "b", "c"], 200)
+    est, _ = _model.make_model("ridge", n_train=600, n_features=8, inner_groups=groups)
+    small, note = _model.fit_model(est, x, y, inner_groups=groups)
+    assert note == ""
+    assert isinstance(small.named_steps["ridge"], RidgeCV)
+
+    monkeypatch.setattr(_model, "MAX_ALPHA_ROWS", 150)
+    est, _ = _model.make_model("ridge", n_train=600, n_features=8, inner_groups=groups)
+    big, note = _model.fit_model(est, x, y, inner_groups=groups, random_state=5)
+    assert "subsample of 150 of 600 training rows" in note
+    rows = np.sort(np.random.default_rng(5).choice(600, 150, replace=False))
+    ref, _ = _model.make_model("ridge", n_train=150, n_features=8, inner_groups=groups[rows], random_state=5)
+    alpha = ref.fit(x[rows], y[rows]).named_steps["ridge"].alpha_
+    ridge = big.named_steps["ridge"]
+    assert isinstance(ridge, Ridge)
+    assert ridge.alpha == alpha
+    assert _model._chosen_alpha(big) == alpha
+    z = big[:-1].transform(x)  # the scaler and PCA are fit on every row
+    np.testing.assert_allclose(ridge.coef_, Ridge(alpha=alpha).fit(z, y).coef_, rtol=1e-10)

@@ -203,7 +203,7 @@ def run_demo(
     mst.pp.normalize(adata)
     # the global column is for reference only: predict_expression re-selects the genes inside each training fold
     mst.pp.select_genes(adata, n_top)
-    mst.tl.predict_expression(adata, use_rep, genes="morph_target", select_in_fold=True, cv="leave_one_group_out")
+    mst.tl.predict_expression(adata, use_rep, genes="morph_target", select_on_train=True, cv="leave_one_group_out")
 
     # the SEPAL / TRIPLEX idea, for comparison: add the mean embedding of the 8 surrounding spots
     mst.tl.predict_expression(adata, use_rep, spatial_context=8, key_added="predicted_context8")

@@ -177,7 +177,7 @@ def her2st(
     Cite the paper when you use the data; the repository states no licence.
 
     **One SpatialData for all sections**, with one table whose ``obs["section"]`` gives the section, so
-    leave-one-section-out cross-validation is a ``groupby="section"`` away. Each section has its own coordinate
+    leave-one-section-out cross-validation is a ``library_key="section"`` away. Each section has its own coordinate
     system, named after it (``"C2"``, ...), in which **one unit is one micrometre**. The scale (µm/px) is
     **derived in code from the 200 µm spot grid** (least-squares fit of pixel against array coordinates), not given
     by the source; it is about 0.69 µm/px and recorded per section in ``uns["morphst_dataset"]["um_per_px"]``.

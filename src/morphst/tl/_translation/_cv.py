@@ -29,7 +29,15 @@ from ._features import (
 )
 from ._folds import CV, _groups, make_folds, patient_folds
 from ._genes import _dense_cols, _gene_columns, _gene_plan, _target_matrix
-from ._model import DEFAULT_ALPHAS, _blas_limits, _check_alphas, _check_random_state, _chosen_alpha, make_model
+from ._model import (
+    DEFAULT_ALPHAS,
+    _blas_limits,
+    _check_alphas,
+    _check_random_state,
+    _chosen_alpha,
+    fit_model,
+    make_model,
+)
 
 
 def _inputs(adata: AnnData, use_rep: str, target: str, spatial_context):
@@ -60,7 +68,15 @@ def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_
         alphas=alphas,
         random_state=random_state,
     )
-    est.fit(feats[train], y_train)
+    est, note = fit_model(
+        est,
+        feats[train],
+        y_train,
+        inner_groups=None if groups is None else groups[train],
+        alphas=alphas,
+        random_state=random_state,
+    )
+    description += note
     train_mean = y_train.mean(axis=0)
     del y_train
     p = np.asarray(est.predict(feats[test]), dtype=np.float64).reshape(len(test), len(gidx))

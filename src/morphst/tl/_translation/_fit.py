@@ -21,7 +21,15 @@ from ._cv import _check_scaling, _inputs
 from ._features import _context_caps, _features, _warn_caps, scale_per_group
 from ._folds import _groups
 from ._genes import _dense_cols, _gene_plan
-from ._model import DEFAULT_ALPHAS, _blas_limits, _check_alphas, _check_random_state, _chosen_alpha, make_model
+from ._model import (
+    DEFAULT_ALPHAS,
+    _blas_limits,
+    _check_alphas,
+    _check_random_state,
+    _chosen_alpha,
+    fit_model,
+    make_model,
+)
 from ._translator import Translator
 
 
@@ -157,7 +165,15 @@ def fit_translator(
         random_state=random_state,
     )
     with _blas_limits(feats):
-        est.fit(feats[rows], _dense_cols(y, rows, gidx))
+        est, note = fit_model(
+            est,
+            feats[rows],
+            _dense_cols(y, rows, gidx),
+            inner_groups=None if groups is None else groups[rows],
+            alphas=alphas,
+            random_state=random_state,
+        )
+        description += note
         domain = ApplicabilityDomain.fit(
             feats[rows], None if groups is None else groups[rows], random_state=random_state
         )
