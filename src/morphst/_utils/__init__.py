@@ -3,6 +3,7 @@
 from ._genes import check_unique_var_names
 from ._sdata import (
     affine_xy,
+    bool_column,
     check_obs_column,
     check_obsm,
     get_adata,
@@ -15,6 +16,7 @@ from ._sdata import (
 
 __all__ = [
     "affine_xy",
+    "bool_column",
     "check_obs_column",
     "check_obsm",
     "check_unique_var_names",

@@ -114,6 +114,26 @@ def image_levels(image) -> list:
     raise TypeError(msg)
 
 
+def bool_column(adata: AnnData, axis: str, key: str, *, meaning: str, missing: str) -> np.ndarray:
+    """``adata.obs[key]`` / ``adata.var[key]`` (``axis``) as a boolean array; ``missing`` is the KeyError message.
+
+    Raises
+    ------
+    KeyError
+        If the column does not exist (with ``missing``).
+    ValueError
+        If it is not boolean (``meaning`` says what True means).
+    """
+    frame = getattr(adata, axis)
+    if key not in frame.columns:
+        raise KeyError(missing)
+    col = frame[key]
+    if col.dtype != bool:
+        msg = f"`adata.{axis}[{key!r}]` must be boolean (True = {meaning}), got dtype {col.dtype}."
+        raise ValueError(msg)
+    return col.to_numpy(bool)
+
+
 def affine_xy(element, coordinate_system: str) -> np.ndarray:
     """The 3 × 3 affine matrix (x, y) mapping ``element``'s own units into ``coordinate_system``."""
     from spatialdata.transformations import get_transformation

@@ -13,7 +13,7 @@ from scipy import sparse
 from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, inject_docs
-from .._utils import check_unique_var_names, get_adata, list_keys, records_params
+from .._utils import bool_column, check_unique_var_names, get_adata, list_keys, records_params
 from ._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
 
 if TYPE_CHECKING:
@@ -31,14 +31,13 @@ def resolve_mask(adata: AnnData, mask) -> np.ndarray:
     if mask is None:
         return np.ones(n, bool)
     if isinstance(mask, str):
-        if mask not in adata.obs.columns:
-            msg = f"Mask column {mask!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
-            raise KeyError(msg)
-        col = adata.obs[mask]
-        if col.dtype != bool:
-            msg = f"`adata.obs[{mask!r}]` must be boolean (True = use the spot), got dtype {col.dtype}."
-            raise ValueError(msg)
-        m = col.to_numpy(bool)
+        m = bool_column(
+            adata,
+            "obs",
+            mask,
+            meaning="use the spot",
+            missing=f"Mask column {mask!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}.",
+        )
     else:
         m = np.asarray(mask)
         if m.dtype != bool:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from ..._utils import list_keys
+from ..._utils import bool_column, list_keys
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -86,17 +86,14 @@ def make_folds(
             block = _spatial_blocks(np.asarray(adata.obsm["spatial"], float)[:, :2], groups, n_splits)
             return [(f"block{b}", np.flatnonzero(block != b), np.flatnonzero(block == b)) for b in range(n_splits)]
         if cv == "train_test":
-            if train_key not in adata.obs.columns:
-                msg = (
-                    f"cv='train_test' needs a boolean obs column `train_key` (True = training spot); {train_key!r} "
-                    f"not found. Available columns: {list_keys(adata.obs.columns)}."
-                )
-                raise KeyError(msg)
-            col = adata.obs[train_key]
-            if col.dtype != bool:
-                msg = f"`adata.obs[{train_key!r}]` must be boolean (True = training spot), got dtype {col.dtype}."
-                raise ValueError(msg)
-            m = col.to_numpy(bool)
+            m = bool_column(
+                adata,
+                "obs",
+                train_key,
+                meaning="training spot",
+                missing=f"cv='train_test' needs a boolean obs column `train_key` (True = training spot); "
+                f"{train_key!r} not found. Available columns: {list_keys(adata.obs.columns)}.",
+            )
             if m.all() or not m.any():
                 msg = f"`adata.obs[{train_key!r}]` must mark some spots True (train) and some False (test)."
                 raise ValueError(msg)

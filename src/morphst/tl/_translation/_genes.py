@@ -9,7 +9,7 @@ import numpy as np
 from scipy import sparse
 
 from ..._constants import Key
-from ..._utils import check_unique_var_names, list_keys, none_if_missing
+from ..._utils import bool_column, check_unique_var_names, list_keys, none_if_missing
 from ...pp._genes import check_selection_params, gene_scores, no_gene_error, statistics_values
 from ...pp._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
 
@@ -117,21 +117,19 @@ def _gene_plan(adata: AnnData, genes, select_on_train: bool) -> _GenePlan:
         if sparse.issparse(values):
             values = values.tocsr()
         return _GenePlan(fixed=None, selection=sel, values=values)
-    if genes not in adata.var.columns:
-        msg = (
-            f"Gene column {genes!r} not found in `adata.var`. Run `mst.pp.select_genes(adata, key_added={genes!r})` "
-            f"first, pass a list of genes, or use `select_on_train=True`. Available columns: "
-            f"{list_keys(adata.var.columns)}."
-        )
-        raise KeyError(msg)
-    col = adata.var[genes]
-    if col.dtype != bool:
-        msg = f"`adata.var[{genes!r}]` must be boolean (True = target gene), got dtype {col.dtype}."
-        raise ValueError(msg)
+    col = bool_column(
+        adata,
+        "var",
+        genes,
+        meaning="target gene",
+        missing=f"Gene column {genes!r} not found in `adata.var`. Run `mst.pp.select_genes(adata, "
+        f"key_added={genes!r})` first, pass a list of genes, or use `select_on_train=True`. Available columns: "
+        f"{list_keys(adata.var.columns)}.",
+    )
     if not col.any():
         msg = f"`adata.var[{genes!r}]` selects no gene."
         raise ValueError(msg)
-    return _GenePlan(fixed=col.to_numpy(bool))
+    return _GenePlan(fixed=col)
 
 
 def _dense_cols(y, rows: np.ndarray, cols: np.ndarray, dtype=np.float64) -> np.ndarray:
