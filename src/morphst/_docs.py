@@ -89,6 +89,14 @@ random_state
     Seed; the same seed gives the same result."""
 
 
+#: ``image_key`` and ``image_px`` of the ``mst.pl`` maps drawn over the H&E.
+doc_image = """\
+image_key
+    Image to draw under the spots; ``None``: the image that shares the spots' coordinate system.
+image_px
+    Short side (px) of the rendered H&E: the coarsest pyramid level at least this large is read (and cached)."""
+
+
 def plot_params(*, ax: str = "", figsize: str) -> str:
     """Text of the ``ax``, ``figsize``, ``show`` and ``return_fig`` parameters of an ``mst.pl`` function.
 
@@ -108,6 +116,7 @@ def plot_params(*, ax: str = "", figsize: str) -> str:
 __all__ = [
     "doc_copy",
     "doc_data",
+    "doc_image",
     "doc_library_key",
     "doc_random_state",
     "doc_returns_fig",

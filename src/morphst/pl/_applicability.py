@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._docs import doc_returns_fig, inject_docs, plot_params
+from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
 from ..tl._applicability import MAX_EXCESS, OBS_SCORE, QUANTILE
 from ._spatial import build_panels, draw_panel, new_figure, resolve_sections
@@ -24,6 +24,7 @@ PREDICTED_TABLE = "morph_predicted"
 
 
 @inject_docs(
+    image=doc_image,
     plot_params=plot_params(ax=", one per section (row-major)", figsize="about 3.8 inches per panel"),
     returns_fig=doc_returns_fig,
 )
@@ -68,10 +69,7 @@ def applicability(
         per shapes element, for ``predict_sdata``), else ``"section"`` if present, else all spots in one panel.
     table_key
         Table of a SpatialData (default: the table of :meth:`~morphst.tl.Translator.predict_sdata`).
-    image_key
-        Image to draw under the spots; ``None``: the image that shares the spots' coordinate system.
-    image_px
-        Short side (px) of the rendered H&E.
+    {image}
     vmax
         Upper end of the colour scale (the lower end is 0, the middle 1).
     cmap

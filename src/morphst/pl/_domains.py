@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
-from .._docs import doc_returns_fig, inject_docs, plot_params
+from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
 from ._spatial import build_panels, category_colors, draw_panel, new_figure, reference_colors, resolve_sections
 from ._utils import finish, make_axes
@@ -36,6 +36,7 @@ def _categorical(adata: AnnData, key: str) -> tuple[pd.Series, list[str]]:
 
 
 @inject_docs(
+    image=doc_image,
     plot_params=plot_params(
         ax=", one per panel (``n_sections`` or ``2 × n_sections`` with ``annotation_key``, row-major)",
         figsize="about 3.6 inches per panel",
@@ -85,10 +86,7 @@ def domains(
         ``obs`` column of the sections.
     table_key
         Table of a SpatialData.
-    image_key
-        Image to draw under the spots; ``None``: the image that shares the spots' coordinate system.
-    image_px
-        Short side (px) of the rendered H&E: the coarsest pyramid level at least this large is read (and cached).
+    {image}
     alpha
         Opacity of the spots.
     legend

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
-from .._docs import doc_returns_fig, inject_docs, plot_params
+from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import check_unique_var_names, get_adata, list_keys
 from ._spatial import build_panels, draw_panel, new_figure, resolve_sections
 from ._utils import finish, make_axes
@@ -78,6 +78,7 @@ def _column(x, j: int) -> np.ndarray:
 
 
 @inject_docs(
+    image=doc_image,
     plot_params=plot_params(ax=", ``2 × n_genes`` of them (row-major)", figsize="about 4.2 × 3.8 inches per panel"),
     returns_fig=doc_returns_fig,
 )
@@ -123,10 +124,7 @@ def predicted_vs_observed(
         Layer of observed values; ``None``: the target that the translation recorded in ``uns[predicted_key]["params"]``.
     table_key
         Table of a SpatialData.
-    image_key
-        Image to draw under the spots; ``None``: the image that shares the spots' coordinate system.
-    image_px
-        Short side (px) of the rendered H&E: the coarsest pyramid level at least this large is read (and cached).
+    {image}
     cmap
         Colour map of the expression values.
     same_scale
