@@ -39,6 +39,13 @@ embed_per_s=1034 quadrants_s=44.1 resume_identical=1 distributed_identical=1``. 
 447 cells/s, i.e. ~2,240 s of embedding for 1,000,000 cells. ``--quadrants-target`` at 1,000,000 cells: 104 s,
 peak 7403 MiB (5.1 GB of it the features themselves), load 4.7.
 
+Again after the ridge-penalty subsample and the leiden graph change (2026-12-01, ``--skip cnn checks``, the first
+20 minutes beside a CI run): embed 1451 s, translate 46 s (step peak 6773 MiB, was 9160), fuse 30 s, kmeans 7 s,
+gmm 10 s, leiden 174 s (step peak 8089 MiB sampled from /proc/self; was 384 s), evaluate 9 s, quadrants 35 s
+(stability 1.000): ``RESULT n_cells=1000000 model=channel_stats seconds_total=1594 peak_rss_mb=9920 embed_per_s=689
+quadrants_s=35.1``. ``peak_rss_mb`` is ``ru_maxrss`` of the process or its largest child; the process's own sampled
+RSS never exceeded 8089 MiB, so the 9920 MiB comes from a child process (not identified).
+
 Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells] [--resume]`` (``--resume`` continues the
 embedding of an interrupted run from its checkpoint in ``workdir``). Last line:
 ``RESULT n_cells=<n> seconds_total=<s> peak_rss_mb=<MiB> embed_per_s=<handcrafted cells/s> quadrants_s=<s>
