@@ -64,93 +64,85 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 
+def _read_hwm_mb() -> float:
+    """The kernel's peak resident set size of this process (``VmHWM``) since the last reset, MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_hwm() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux ``/proc/self/clear_refs``, value 5); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+_PEAK = {"process": 0.0}  # the largest step peak so far: this process's own RSS, children not included
+
+
 def rss_mb() -> float:
-    self_ = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(self_, kids) / 1024  # Linux: KiB
+    """This process's peak RSS so far, MiB (the largest step peak; every step is measured by the kernel)."""
+    return max(_PEAK["process"], _read_hwm_mb())
 
 
-_STEP_PEAK = [0.0]
-
-
-def _current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _sample_rss() -> None:
-    while True:
-        _STEP_PEAK[0] = max(_STEP_PEAK[0], _current_rss_mb())
-        time.sleep(0.05)
+def children_rss_mb() -> float:
+    """Peak RSS of the largest child process waited for (the checks' killed run and dask workers), MiB."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
 
 
 ROWS: list[tuple[str, float, float, str]] = []
+_STEP = {"peak": 0.0}
 
 
 def step_start() -> float:
-    """Reset the step's peak RSS; return the start time."""
-    _STEP_PEAK[0] = _current_rss_mb()
+    """Start a step: reset the kernel's peak-RSS counter; return the start time."""
+    _PEAK["process"] = rss_mb()
+    if not _reset_hwm():
+        msg = "cannot reset the peak RSS counter (/proc/self/clear_refs): per-step peaks need Linux >= 4.0"
+        raise SystemExit(msg)
     return time.perf_counter()
 
 
 def step(name: str, t0: float, note: str = "") -> float:
     dt = time.perf_counter() - t0
-    ROWS.append((name, dt, rss_mb(), note))
+    _STEP["peak"] = _read_hwm_mb()
+    _PEAK["process"] = max(_PEAK["process"], _STEP["peak"])
+    ROWS.append((name, dt, _STEP["peak"], note))
     print(
-        f"  {name:<12} {dt:9.1f} s   step peak RSS {_STEP_PEAK[0]:8.0f} MiB   peak so far {rss_mb():8.0f} MiB   {note}",
+        f"  {name:<12} {dt:9.1f} s   step peak RSS {_STEP['peak']:8.0f} MiB   peak so far {rss_mb():8.0f} MiB   {note}",
         flush=True,
     )
     return dt
 
 
-def run_quadrants(adata, rep: str, genes, timeout: float) -> tuple[float | None, str]:
-    """quadrants in a forked child (copy-on-write memory), killed after ``timeout`` s."""
+def run_quadrants(adata, rep: str, genes) -> tuple[float | None, str]:
+    """:func:`morphst.tl.quadrants` in this process: ``(seconds or None, message)``."""
     import morphst as mst
 
-    r, w = os.pipe()
     t0 = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:  # child, in its own process group: its joblib workers go with it
-        os.setpgid(0, 0)
-        os.close(r)
-        try:
-            mst.tl.quadrants(adata, rep, "domain", genes=list(genes), n_jobs=2)
-            q = adata.uns["quadrants"]
-            shares = ", ".join(f"{k} {v:.0%}" for k, v in q["shares"].items())
-            st = q.get("stability")
-            if st:
-                shares += (
-                    f"; stability: agreement {st['agreement']:.3f}, max share diff {st['max_share_difference']:.3f}"
-                )
-            os.write(w, f"ok {shares}".encode()[:4000])
-        except BaseException as e:  # report any failure to the parent
-            os.write(w, f"error {type(e).__name__}: {e}".encode()[:4000])
-        os.close(w)
-        os._exit(0)
-    os.close(w)
-    while True:
-        done, _status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            msg = os.read(r, 4000).decode()
-            os.close(r)
-            try:
-                os.killpg(pid, signal.SIGKILL)  # the child's idle joblib (loky) workers
-            except ProcessLookupError:
-                pass
-            return (time.perf_counter() - t0 if msg.startswith("ok") else None), msg
-        if time.perf_counter() - t0 > timeout:
-            os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(r)
-            return None, f"did not finish in {timeout:.0f} s (killed)"
-        time.sleep(1.0)
+    try:
+        mst.tl.quadrants(adata, rep, "domain", genes=list(genes), n_jobs=2)
+    except Exception as e:  # report the failure in the RESULT line
+        return None, f"error {type(e).__name__}: {e}"
+    dt = time.perf_counter() - t0
+    q = adata.uns["quadrants"]
+    msg = "ok " + ", ".join(f"{k} {v:.0%}" for k, v in q["shares"].items())
+    st = q.get("stability")
+    if st:
+        msg += f"; stability: agreement {st['agreement']:.3f}, max share diff {st['max_share_difference']:.3f}"
+    return dt, msg
 
 
 KILL_SCRIPT = textwrap.dedent(
@@ -235,7 +227,6 @@ def cnn_rate(n: int, model: str, patch_um: float, patch_px: int) -> tuple[float,
     import torch
 
     import morphst as mst
-    from morphst.tl._embed import _autocast_dtype
     from morphst.tl.models import get_model
 
     sdata = mst.datasets.xenium_like(n, seed=11, n_genes=10)
@@ -247,7 +238,7 @@ def cnn_rate(n: int, model: str, patch_um: float, patch_px: int) -> tuple[float,
     enc = get_model(model)
     enc.channels_last()
     patches = torch.from_numpy(mst.pp.get_patches(sdata)).permute(0, 3, 1, 2)
-    ac = _autocast_dtype(torch.device("cpu"), "auto", True)
+    ac = mst.settings.resolve_autocast("cpu")
     with torch.inference_mode():
         x = enc.transform(patches).contiguous(memory_format=torch.channels_last)
         ctx = torch.autocast("cpu", dtype=ac) if ac is not None else torch.autocast("cpu", enabled=False)
@@ -323,7 +314,6 @@ def main() -> None:
     ap.add_argument("--cnn", default="efficientnet_lite0")
     ap.add_argument("--cnn-n", type=int, default=1000)
     ap.add_argument("--check-n", type=int, default=3000)
-    ap.add_argument("--quadrants-timeout", type=float, default=1200.0)
     ap.add_argument(
         "--quadrants-target",
         action="store_true",
@@ -342,7 +332,6 @@ def main() -> None:
         "(seconds_total then counts only this run's share of the embedding)",
     )
     args = ap.parse_args()
-    threading.Thread(target=_sample_rss, daemon=True).start()
     if args.quadrants_target:
         quadrants_target(args.n)
         return
@@ -407,20 +396,27 @@ def main() -> None:
     t1 = step_start()
     mst.pp.normalize(t)
     step("  normalize", t1)
-    parts_peak = _STEP_PEAK[0]
+    parts_peak = _STEP["peak"]
     t1 = step_start()
     mst.pp.select_genes(t, n_top=100)
     step("  select", t1, "100 genes, Pearson residuals")
-    parts_peak = max(parts_peak, _STEP_PEAK[0])
+    parts_peak = max(parts_peak, _STEP["peak"])
     t1 = step_start()
     sig = inspect.signature(mst.tl.predict_expression).parameters  # `library_key` after issue 12 (`groupby` before)
     mst.tl.predict_expression(
         t, rep, cv="spatial_block", n_splits=3, **({"library_key": None} if "library_key" in sig else {"groupby": None})
     )
     step("  predict", t1, "ridge, 3 spatial-block folds")
-    _STEP_PEAK[0] = max(parts_peak, _STEP_PEAK[0])  # the translate line: the largest of its parts
+    parts_peak = max(parts_peak, _STEP["peak"])
     r = t.var["predicted_pcc"] if "predicted_pcc" in t.var else None
-    total += step("translate", t0, "" if r is None else f"median Pearson r {np.nanmedian(r):.3f} (100 genes)")
+    dt = time.perf_counter() - t0  # the translate line: its parts' time, and the largest of their peaks
+    ROWS.append(("translate", dt, parts_peak, ""))
+    total += dt
+    print(
+        f"  {'translate':<12} {dt:9.1f} s   step peak RSS {parts_peak:8.0f} MiB   peak so far {rss_mb():8.0f} MiB   "
+        + ("" if r is None else f"median Pearson r {np.nanmedian(r):.3f} (100 genes)"),
+        flush=True,
+    )
 
     t0 = step_start()
     from morphst.pp._normalize import LOG1P_CP10K
@@ -450,13 +446,21 @@ def main() -> None:
         step("evaluate", t0, f"ARI {ev['ari']:.3f}, mean Moran's I {ev['mean_moran_I']:.3f} (10 markers)")
 
     quad = "skipped"
+    gq_s = float("nan")
     if "quadrants" not in args.skip:
         genes = t.var_names[t.var[mst._constants.Key.MORPH_TARGET].to_numpy(bool)][:50]
-        qs, msg = run_quadrants(t, rep, genes, args.quadrants_timeout)
-        total += qs if qs is not None else args.quadrants_timeout
-        quad = f"{qs:.1f}" if qs is not None else f"DNF>{args.quadrants_timeout:.0f}"
-        ROWS.append(("quadrants", qs or args.quadrants_timeout, rss_mb(), msg[:100]))
-        print(f"  {'quadrants':<12} {quad:>9} s   peak RSS {rss_mb():8.0f} MiB   {msg[:160]}", flush=True)
+        t0 = step_start()
+        qs, msg = run_quadrants(t, rep, genes)
+        step("quadrants", t0, msg[:160])
+        if qs is not None:
+            total += qs
+        quad = f"{qs:.1f}" if qs is not None else "failed"
+        t0 = step_start()
+        mst.tl.gene_quadrants(t, annotation_key="domain")
+        gq = t.uns["gene_quadrants"]
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in gq["shares"].items())
+        gq_s = step("gene_quadr.", t0, f"{len(gq['genes'])} predicted genes against the k-means domains: {shares}")
+        total += gq_s
 
     res_ok = dist_ok = -1
     if "checks" not in args.skip:
@@ -465,9 +469,10 @@ def main() -> None:
         step("checks", t0, f"{args.check_n} cells: resume {res_ok}, distributed {dist_ok}; {note}")
 
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[2]:.1f} (15 min)")
+    print(f"largest child process (checks: the killed run, dask workers): {children_rss_mb():.0f} MiB peak RSS")
     print(
         f"RESULT n_cells={n} model={args.model} seconds_total={total:.0f} peak_rss_mb={rss_mb():.0f} embed_per_s={embed_per_s:.0f} "
-        f"quadrants_s={quad} resume_identical={res_ok} distributed_identical={dist_ok} "
+        f"quadrants_s={quad} gene_quadrants_s={gq_s:.1f} resume_identical={res_ok} distributed_identical={dist_ok} "
         f"cnn_e2e_per_s={cnn_e2e:.1f} cnn_forward_per_s={cnn_fwd:.1f} cnn_ratio={cnn_e2e / cnn_fwd:.2f}"
     )
 

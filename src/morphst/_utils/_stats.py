@@ -174,7 +174,8 @@ def mutual_info_1d(
     the ``k`` nearest values of a point in 1-D lie among the ``k`` on either side of it, and distances are compared
     squared as the tree does; values agree with scikit-learn's to ~1e-6 nats (an input an ulp
     apart can move one neighbour count at a tie). Time ``O(n log n)`` per column instead of a tree per class and column; memory two
-    float64 copies of ``x``. ``n_jobs`` threads share the columns. Used for the subsampled path of :func:`morphst.tl.quadrants`.
+    float64 copies of ``x``. ``n_jobs`` threads share the columns. The relevance axis of :func:`morphst.tl.quadrants`
+    and :func:`morphst.tl.gene_quadrants`.
     """
     from scipy.special import digamma
     from sklearn.preprocessing import scale

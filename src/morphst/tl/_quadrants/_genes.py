@@ -66,9 +66,9 @@ def gene_quadrants(
     After Box 1/2 of Chelebian, Avenel & Wählby, *Nat. Commun.* 2025. For every gene predicted by
     :func:`morphst.tl.predict_expression` (``var[f'{predicted_key}_pcc']`` not NaN): the x axis is how well it is
     predicted from morphology (mean per-section Pearson r), the y axis how relevant the gene is to the annotation
-    (mutual information of its expression with the labels, scikit-learn ``mutual_info_classif``, seeded). Genes that
-    are well predicted but not relevant fall in ``"overestimation"`` (e.g. housekeeping genes whose high score says
-    nothing about the task). Spots with a missing annotation are left out of the relevance axis. Beyond ``max_obs``
+    (mutual information of its expression with the labels, scikit-learn's ``mutual_info_classif`` estimator, seeded).
+    Genes that are well predicted but not relevant fall in ``"overestimation"`` (e.g. housekeeping genes whose high
+    score says nothing about the task). Spots with a missing annotation are left out of the relevance axis. Beyond ``max_obs``
     annotated observations, relevance and its null are estimated on a seeded subsample, with a stability check on a
     second one, as in :func:`morphst.tl.quadrants`; the predictability null uses every observation.
 
