@@ -228,7 +228,8 @@ def test_handcrafted_batch_equals_per_patch_reference(her2st_sdata):
     patches = np.concatenate([he, edge])
     ref = np.stack([_handcrafted_reference(p) for p in patches])
     got = handcrafted_features_batch(patches)
-    assert got.shape == (len(patches), len(feature_names())) and got.dtype == np.float32
+    assert got.shape == (len(patches), len(feature_names()))
+    assert got.dtype == np.float32
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(handcrafted_features(patches[0]), got[0], rtol=1e-6)
     names = feature_names()

@@ -78,15 +78,16 @@ def resolve_genes(adata: AnnData, genes: str | Sequence[str]) -> list[str]:
     return names
 
 
-def expression(adata: AnnData, genes: list[str], layer: str | None) -> np.ndarray:
-    """Dense float64 matrix (n_obs × n_genes) of ``layer`` (or X) for ``genes``."""
+def expression(adata: AnnData, genes: list[str], layer: str | None, keep_float32: bool = False) -> np.ndarray:
+    """Dense float64 matrix (n_obs × n_genes) of ``layer`` (or X) for ``genes``; float32 stays float32 on request."""
     if layer is not None and layer not in adata.layers:
         msg = f"Layer {layer!r} not found in `adata.layers`. Available: {list_keys(adata.layers.keys())}."
         raise KeyError(msg)
     idx = adata.var_names.get_indexer(genes)
     x = adata.X if layer is None else adata.layers[layer]
     x = x[:, idx]
-    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
+    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x)
+    x = x.astype(np.float32 if keep_float32 and x.dtype == np.float32 else np.float64, copy=False)
     if not np.all(np.isfinite(x)):
         msg = f"Expression ({'X' if layer is None else f'layer {layer!r}'}) contains NaN or infinite values."
         raise ValueError(msg)
