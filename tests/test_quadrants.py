@@ -507,6 +507,8 @@ def test_gene_quadrants_values_pinned_from_before_the_refactor():
 
 def test_pcc_null_draw_equals_pearson_of_shuffled_values():
     """One draw of gene_quadrants' predictability null = Pearson r of predictions with shuffled observations."""
+    from scipy import sparse
+
     from morphst._utils._stats import pearson_columns
     from morphst.tl._quadrants._genes import _pcc_null
 
@@ -532,3 +534,11 @@ def test_pcc_null_draw_equals_pearson_of_shuffled_values():
         assert np.isnan(r[2])
         assert np.isfinite(r[4])
     assert np.abs(np.array(got)[:, [0, 1, 3, 5]]).max() < 0.1  # shuffled: near 0
+    # cut from the whole layer (other genes around, dense or sparse): the same draws
+    layer = np.column_stack([rng.normal(size=(n, 2)), pred[:, ::-1]]).astype(np.float32)
+    cols = np.array([7, 6, 5, 4, 3, 2])
+    for lay in (layer, sparse.csr_matrix(np.nan_to_num(layer, nan=0.0))):
+        want_lay = np.nan_to_num(pred, nan=0.0) if sparse.issparse(lay) else pred
+        ref = _pcc_null(want_lay, expr, groups, g, block=700)(np.random.default_rng(5))
+        cut = _pcc_null(lay, expr, groups, g, gene_idx=cols, block=700)(np.random.default_rng(5))
+        np.testing.assert_array_equal(cut, ref)
