@@ -1,6 +1,6 @@
 """Cell-level scale: a synthetic Xenium-like section of ``n`` cells through the whole pipeline (issue 13 §4).
 
-Steps, each with wall seconds and the process's peak RSS so far:
+Steps, each with wall seconds and peak RSS:
 
 1. ``generate``: :func:`morphst.datasets.xenium_like` (lazy DAPI pyramid; polygons, counts built in blocks).
 2. ``extract``: :func:`morphst.pp.extract_patches` on the DAPI, cell-scale patches (``--patch-um`` µm at
@@ -18,38 +18,39 @@ Steps, each with wall seconds and the process's peak RSS so far:
    :func:`morphst.tl.evaluate_domains` of the k-means domains (``domains_extra``).
 8. ``quadrants``: :func:`morphst.tl.quadrants` (the embedding, 50 genes, annotation = domains; relevance on its
    default seeded subsample of 20,000 cells with a stability check on a second one, shared information on every
-   cell) in a forked child process with a time limit (``--quadrants-timeout``); when it does not finish,
-   ``quadrants_s`` is reported as ``DNF>limit`` and ``seconds_total`` counts the limit.
+   cell); then ``gene_quadrants``: :func:`morphst.tl.gene_quadrants` of the predicted genes against the domains
+   (its PCC null on every cell, 100 permutations).
 9. checks (not in ``seconds_total``) on a ``--check-n``-cell section written to zarr: a run killed with SIGKILL
    (subprocess) and resumed from its checkpoint equals an uninterrupted run (``resume_identical``), and a
    ``distributed.LocalCluster`` of 2 worker processes equals the single process (``distributed_identical``).
 
-Each step prints its seconds, the peak RSS of the step itself (sampled every 50 ms: the step that sets the
-overall peak is the one to look at) and the process's peak RSS so far.
+Each step prints its seconds, the peak RSS of the step itself and the process's peak RSS so far. Peaks are the
+kernel's (``VmHWM`` of ``/proc/self/status``, reset at each step through ``/proc/self/clear_refs``), so a peak
+inside a long C call is not missed as a sampling thread would miss it (that is how an earlier version reported
+8,089 MiB for a Leiden step that reached 9,920). Child processes are reported apart: a process started from this
+one (the checks' killed run) inherits its peak in ``ru_maxrss``, which is not memory it used.
 
 ``--quadrants-target``: only the issue-13 target of :func:`morphst.tl.quadrants`, 50 genes × 1,280 features
 (float32, as an EfficientNet embedding) at ``n`` cells on a synthetic table, timed in this process.
 
-Measured (2 shared cores, load average 4-5, 2026-11-30), ``1000000 --model channel_stats --skip cnn``: embed 967 s,
-translate 125 s (step peak 9160 MiB, inside ``predict_expression``: its RidgeCV fit adds ~3.1 GiB, the dense
-prediction layer 1.2 GiB), fuse 58 s (6440 MiB), kmeans 11 s, gmm 52 s, leiden 384 s (10009 MiB sampled; its
-igraph conversion is now ~5× lighter), evaluate_domains 10 s, quadrants 44 s (stability agreement 1.000), checks
-resume 1 / distributed 1: ``RESULT n_cells=1000000 model=channel_stats seconds_total=1249 peak_rss_mb=10548
-embed_per_s=1034 quadrants_s=44.1 resume_identical=1 distributed_identical=1``. Handcrafted on 20,000 cells (load 2):
-447 cells/s, i.e. ~2,240 s of embedding for 1,000,000 cells. ``--quadrants-target`` at 1,000,000 cells: 104 s,
-peak 7403 MiB (5.1 GB of it the features themselves), load 4.7.
-
-Again after the ridge-penalty subsample and the leiden graph change (2026-12-01, ``--skip cnn checks``, the first
-20 minutes beside a CI run): embed 1451 s, translate 46 s (step peak 6773 MiB, was 9160), fuse 30 s, kmeans 7 s,
-gmm 10 s, leiden 174 s (step peak 8089 MiB sampled from /proc/self; was 384 s), evaluate 9 s, quadrants 35 s
-(stability 1.000): ``RESULT n_cells=1000000 model=channel_stats seconds_total=1594 peak_rss_mb=9920 embed_per_s=689
-quadrants_s=35.1``. ``peak_rss_mb`` is ``ru_maxrss`` of the process or its largest child; the process's own sampled
-RSS never exceeded 8089 MiB, so the 9920 MiB comes from a child process (not identified).
+Measured here (2 cores, nothing else running, load average 1.3 at start; 2026-12-01), ``1000000``: generate 26 s
+(3123 MiB), extract 5 s, embed 666 s (1,502 cells/s, 4312 MiB), translate 47 s (6817 MiB), fuse 35 s (6726 MiB),
+kmeans 10 s (ARI 0.998 against the synthetic truth), quadrants 44 s (stability agreement 1.000), gene_quadrants 153 s
+(7639 MiB); not in the total: gmm 21 s (ARI 0.615: two starts land in a local optimum), leiden 215 s (7755 MiB, the
+peak), evaluate_domains 10 s; CNN EfficientNet-Lite0 31 cells/s end to end (0.93 of its forward rate):
+``RESULT n_cells=1000000 model=handcrafted seconds_total=986 peak_rss_mb=7755 embed_per_s=1502 quadrants_s=44.1
+gene_quadrants_s=153.2 resume_identical=1 distributed_identical=1 cnn_e2e_per_s=30.9 cnn_forward_per_s=33.3
+cnn_ratio=0.93``. An earlier run the same hour, before gene_quadrants cut its prediction layer per fold:
+``seconds_total=859 peak_rss_mb=8085 embed_per_s=1864 gene_quadrants_s=162.6`` (gene_quadrants set the peak then;
+the embedding rate varies by ~20 % between runs on this shared machine).
+Before this session's changes (2026-11-30): handcrafted 447 cells/s (per-patch features), quadrants below 20,000
+cells with scikit-learn's trees, leiden 10,009 MiB. ``--quadrants-target`` at 1,000,000 cells: 104 s, peak
+7403 MiB (5.1 GB of it the features themselves).
 
 Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells] [--resume]`` (``--resume`` continues the
 embedding of an interrupted run from its checkpoint in ``workdir``). Last line:
 ``RESULT n_cells=<n> seconds_total=<s> peak_rss_mb=<MiB> embed_per_s=<handcrafted cells/s> quadrants_s=<s>
-resume_identical=<0|1> distributed_identical=<0|1>`` plus the CNN figures.
+gene_quadrants_s=<s> resume_identical=<0|1> distributed_identical=<0|1>`` plus the CNN figures.
 """
 
 from __future__ import annotations
