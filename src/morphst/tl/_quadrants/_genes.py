@@ -38,9 +38,9 @@ def _pcc_null(pred, expr_all: np.ndarray, groups: list[np.ndarray], n_genes: int
             continue
         p = pred[idx] if gene_idx is None else pred[idx][:, gene_idx] if issparse(pred) else pred[np.ix_(idx, gene_idx)]
         p = np.asarray(p.toarray() if issparse(p) else p)
-        ok = np.isfinite(p).all(axis=0)  # genes predicted for this group (fold)
-        p = p[:, ok]
-        e = expr_all[idx][:, ok]
+        cols = np.flatnonzero(np.isfinite(p).all(axis=0))  # genes predicted for this group (fold)
+        p = p[:, cols]
+        e = expr_all[np.ix_(idx, cols)]
         const = is_constant(p) | is_constant(e)
         e_mean = e.mean(axis=0, dtype=np.float64)
         d = e - e_mean
@@ -52,22 +52,21 @@ def _pcc_null(pred, expr_all: np.ndarray, groups: list[np.ndarray], n_genes: int
             zp /= np.sqrt(np.einsum("ij,ij->j", zp, zp))
         zp = np.nan_to_num(zp, copy=False).astype(np.float32)
         sum_zp = zp.sum(axis=0, dtype=np.float64)
-        parts.append((idx, ok, const, zp, sum_zp, e_mean, e_norm))
+        parts.append((idx, cols, const, zp, sum_zp, e_mean, e_norm))
 
     def draw(rng):
         rs = []
-        for idx, ok, const, zp, sum_zp, e_mean, e_norm in parts:
+        for idx, cols, const, zp, sum_zp, e_mean, e_norm in parts:
             src = rng.permutation(idx)  # shuffled spots of this group
-            cols = np.flatnonzero(ok)
             dot = np.zeros(cols.size)
             for s in range(0, src.size, block):
-                eb = expr_all[src[s : s + block]][:, cols].astype(np.float64)
+                eb = expr_all[np.ix_(src[s : s + block], cols)].astype(np.float64)
                 dot += np.einsum("ij,ij->j", eb, zp[s : s + block].astype(np.float64))
             with np.errstate(invalid="ignore", divide="ignore"):
                 r = np.clip((dot - e_mean * sum_zp) / e_norm, -1.0, 1.0)
             r[const] = np.nan
             r_g = np.full(n_genes, np.nan)
-            r_g[ok] = r
+            r_g[cols] = r
             rs.append(r_g)
         return np.nanmean(np.vstack(rs), axis=0) if rs else None
 
