@@ -435,7 +435,7 @@ def test_autocorr_pvalues_are_one_sided_towards_the_observed_deviation():
     var = (n * n * s1 - n * s2.sum() + 3 * s0**2) / ((n - 1) * (n + 1) * s0**2) - (1 / (n - 1)) ** 2
     z = (tab.loc["noise", "moran_I"] + 1 / (n - 1)) / np.sqrt(var)
     assert tab.loc["noise", "moran_pval"] == pytest.approx(stats.norm.cdf(-abs(z)), rel=1e-6)
-    from morphst.tl._evaluate import _geary_pval_calibrated
+    from morphst.tl._integration._evaluate import _geary_pval_calibrated
 
     assert _geary_pval_calibrated("1.8.2")
     assert not _geary_pval_calibrated("1.7.0")

@@ -608,7 +608,7 @@ def test_old_pickle_translator_file_is_refused_with_the_way_out(saved_translator
 def test_failed_save_leaves_the_old_file(saved_translator, monkeypatch):
     import os
 
-    import morphst.tl._translator_io as tio
+    import morphst.tl._translation._io as tio
 
     tr, path, a = saved_translator
     data = path.read_bytes()

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
-from ..tl._applicability import MAX_EXCESS, OBS_SCORE, QUANTILE
+from ..tl._translation._applicability import MAX_EXCESS, OBS_SCORE, QUANTILE
 from ._spatial import build_panels, draw_panel, new_figure, resolve_sections
 from ._utils import finish, make_axes
 

@@ -2,10 +2,8 @@
 
 from . import _metrics as metrics
 from . import models
-from ._domains import domains
 from ._embed import embed_patches
-from ._evaluate import evaluate_domains
-from ._fuse import fuse
+from ._integration import domains, evaluate_domains, fuse
 from ._quadrants import gene_quadrants, quadrants, select_features
 from ._translation import Translator, fit_translator, predict_expression
 

@@ -7,7 +7,8 @@ HEST-Benchmark linear probe (Jaume et al., NeurIPS 2024): standardise, PCA to at
 
 Modules: ``_model`` (estimator, inner CV), ``_features`` (spatial context), ``_folds`` (cross-validation splits),
 ``_genes`` (target genes and values), ``_cv`` (:func:`predict_expression`), ``_translator`` (:class:`Translator`),
-``_fit`` (:func:`fit_translator`), ``_apply`` (:meth:`Translator.predict_sdata`, :meth:`Translator.predict_grid`).
+``_fit`` (:func:`fit_translator`), ``_apply`` (:meth:`Translator.predict_sdata`, :meth:`Translator.predict_grid`),
+``_applicability`` (how far new spots lie from the training features), ``_io`` (the versioned translator file).
 """
 
 from ._cv import predict_expression

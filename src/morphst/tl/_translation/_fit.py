@@ -12,7 +12,7 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._utils import get_adata, list_keys, records_params
 from ...pp._genes import resolve_mask
-from .._applicability import ApplicabilityDomain
+from ._applicability import ApplicabilityDomain
 
 if TYPE_CHECKING:
     from anndata import AnnData

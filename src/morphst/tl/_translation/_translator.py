@@ -12,7 +12,7 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._utils import check_obsm, none_if_missing, records_params
-from .._applicability import OBS_SCORE, ApplicabilityDomain
+from ._applicability import OBS_SCORE, ApplicabilityDomain
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -48,7 +48,7 @@ class Translator:
     params
         Fitting parameters.
     applicability
-        The :class:`~morphst.tl._applicability.ApplicabilityDomain` fit on the training features (how far new
+        The :class:`~morphst.tl._translation._applicability.ApplicabilityDomain` fit on the training features (how far new
         spots lie from them, calibrated on held-out training sections), or ``None`` (translators saved before it).
     stain_reference
         Arrays of the squidpy stain reference the training images were normalised to (``method``,
@@ -112,7 +112,7 @@ class Translator:
             scikit-learn regressors such as :class:`~sklearn.linear_model.Ridge` or :class:`~sklearn.svm.SVR`
             are supported.
         """
-        from .._translator_io import write
+        from ._io import write
 
         state = {
             "estimator": self.estimator,
@@ -172,7 +172,7 @@ class Translator:
         """
         import sklearn
 
-        from .._translator_io import read
+        from ._io import read
 
         state, versions = read(path)
         if versions.get("sklearn") not in (None, sklearn.__version__):
@@ -266,7 +266,7 @@ class Translator:
         training sections (each against the others): above 1 is farther than 95 % of held-out training spots. A
         section is in the training domain when at most 10 % of its spots (twice the held-out share) score above 1
         (nearest-neighbour applicability domain, as in QSAR modelling: Sheridan et al. 2004; figures measured on
-        HER2ST in :mod:`morphst.tl._applicability`).
+        HER2ST in :mod:`morphst.tl._translation._applicability`).
 
         Parameters
         ----------

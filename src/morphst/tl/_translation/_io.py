@@ -160,7 +160,7 @@ def _decode(v: Any, arrays: list[np.ndarray]) -> Any:
 def _versions() -> dict[str, str]:
     import sklearn
 
-    from .. import __version__
+    from ... import __version__
 
     return {"morphst": str(__version__), "sklearn": sklearn.__version__, "numpy": np.__version__}
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from .. import _logging as logg
-from .._constants import Key
-from .._docs import doc_copy, doc_data, inject_docs
-from .._utils import check_obsm, get_adata, records_params
-from ._fuse import _rep_hint
+from ... import _logging as logg
+from ..._constants import Key
+from ..._docs import doc_copy, doc_data, inject_docs
+from ..._utils import check_obsm, get_adata, records_params
+from ._keys import rep_hint
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -253,7 +253,7 @@ def domains(
     if method not in _METHODS:
         msg = f"`method` must be one of {list(_METHODS)}, got {method!r}."
         raise ValueError(msg)
-    hint = "Run `mst.tl.fuse` first." if use_rep.startswith("X_fused") else _rep_hint(use_rep)
+    hint = "Run `mst.tl.fuse` first." if use_rep.startswith("X_fused") else rep_hint(use_rep)
     x = check_obsm(adata, use_rep, hint=hint)
     if n_domains is None and method != "leiden":
         msg = f"`method={method!r}` needs `n_domains`."

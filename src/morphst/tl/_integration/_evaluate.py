@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .. import _logging as logg
-from .._constants import Key
-from .._docs import doc_copy, doc_data, inject_docs
-from .._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
-from .._utils._graph import knn_edges
-from ._fuse import resolve_library_key
+from ... import _logging as logg
+from ..._constants import Key
+from ..._docs import doc_copy, doc_data, inject_docs
+from ..._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
+from ..._utils._graph import knn_edges
+from ._keys import resolve_library_key
 
 if TYPE_CHECKING:
     from anndata import AnnData

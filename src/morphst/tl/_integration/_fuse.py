@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from scipy import sparse
 
-from .. import _logging as logg
-from .._constants import Key
-from .._docs import doc_copy, doc_data, inject_docs
-from .._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
-from .._utils._graph import knn_edges, radius_edges, symmetrise
+from ... import _logging as logg
+from ..._constants import Key
+from ..._docs import doc_copy, doc_data, inject_docs
+from ..._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
+from ..._utils._graph import knn_edges, radius_edges, symmetrise
+from ._keys import rep_hint, resolve_library_key
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -27,22 +28,6 @@ FuseMethod = Literal["smooth", "stitch", "weighted", "graph"]
 _METHODS = ("smooth", "stitch", "weighted", "graph")
 #: methods that take expression alone (no morphology) as well, for the "morphology off" control
 _SPATIAL_METHODS = ("smooth", "graph")
-
-
-def _rep_hint(key: str) -> str:
-    if key == "X_pca":
-        return "Run `sc.pp.pca` (on log-normalised expression) first."
-    if key.startswith("X_"):
-        return f"Run `mst.tl.embed_patches(sdata, model={key[2:]!r})` first (or the function that writes {key!r})."
-    return ""
-
-
-def resolve_library_key(adata: AnnData, library_key: str | None) -> str | None:
-    """Return the ``obs`` column that holds the sections: ``library_key``, else ``"section"`` when present."""
-    if library_key is not None:
-        check_obs_column(adata, library_key)
-        return library_key
-    return Key.LIBRARY if Key.LIBRARY in adata.obs.columns else None
 
 
 def spatial_knn(
@@ -266,7 +251,7 @@ def fuse(
         msg = f"`use_rep` needs at least two `obsm` keys (expression first, then morphology), got {use_rep!r}."
         raise ValueError(msg)
     use_rep = [str(k) for k in use_rep]
-    reps = [check_obsm(adata, k, hint=_rep_hint(k)) for k in use_rep]
+    reps = [check_obsm(adata, k, hint=rep_hint(k)) for k in use_rep]
     n_obs = adata.n_obs
     if n_obs < 3:
         msg = f"At least 3 observations are needed to fuse, got {n_obs}."

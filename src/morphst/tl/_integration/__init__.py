@@ -1,0 +1,12 @@
+"""Integration: fuse morphology with expression, find spatial domains, evaluate them.
+
+The "integration" direction of Chelebian, Avenel & Wählby (Nat. Commun. 2025). Modules: ``_fuse``
+(:func:`fuse`), ``_domains`` (:func:`domains`), ``_evaluate`` (:func:`evaluate_domains`), ``_keys`` (helpers the
+three share).
+"""
+
+from ._domains import domains
+from ._evaluate import evaluate_domains
+from ._fuse import fuse
+
+__all__ = ["domains", "evaluate_domains", "fuse"]
