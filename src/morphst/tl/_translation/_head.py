@@ -205,7 +205,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total, n_b = total + float(loss), n_b + 1
+                total, n_b = total + loss.item(), n_b + 1
             row = {"epoch": epoch, "train_loss": total / max(n_b, 1)}
             if val_rows is not None:
                 net.eval()
