@@ -48,11 +48,14 @@ def test_inner_split_holds_out_one_training_section_only():
     groups = np.repeat(["a", "b", "c", "d"], 10)
     train = np.flatnonzero(groups != "d")  # "d" is the test section of the outer fold
     fit, val, how = inner_validation_split(train, groups, random_state=0)
-    assert set(groups[val]) == {groups[val][0]} and groups[val][0] != "d"
+    assert set(groups[val]) == {groups[val][0]}
+    assert groups[val][0] != "d"
     assert np.array_equal(np.sort(np.concatenate([fit, val])), train)
     assert "held out" in how
     fit1, val1, how1 = inner_validation_split(np.arange(20), None, random_state=0)
-    assert len(val1) == 4 and len(fit1) == 16 and "random" in how1
+    assert len(val1) == 4
+    assert len(fit1) == 16
+    assert "random" in how1
 
 
 def test_model_inputs_blocks_hand_computed():
@@ -62,7 +65,8 @@ def test_model_inputs_blocks_hand_computed():
     c = np.ones((4, 2), dtype=np.float32)
     f, blocks = model_inputs(x, coords, 1, groups, context=[("context:X_c", c)], global_context=True)
     assert blocks == [("patch", 3), ("context:X_c", 2), ("neighbours", 3), ("section", 3)]
-    assert np.array_equal(f[:, :3], x) and np.array_equal(f[:, 3:5], c)
+    assert np.array_equal(f[:, :3], x)
+    assert np.array_equal(f[:, 3:5], c)
     assert np.array_equal(f[:, 5:8], x[[1, 0, 3, 2]])  # each spot's one neighbour in its section
     assert np.allclose(f[:, 8:], np.repeat([x[:2].mean(0), x[2:].mean(0)], 2, axis=0))
     assert np.allclose(section_mean(x, None), np.broadcast_to(x.mean(0), x.shape))
@@ -83,7 +87,8 @@ def test_head_finds_the_neighbour_block_and_is_repeatable(grid):
     assert abs(np.mean(r_own)) < 0.2  # own features carry none of it
     again = FeatureHead(blocks=blocks, random_state=0, **FAST).fit(feats[tr], y[tr], groups=sec[tr])
     assert np.array_equal(again.predict(feats[te]), p)  # seeded: identical on the CPU
-    assert head.chosen_epoch_ >= 1 and set(head.curve_) >= {"epoch", "train_loss", "val_loss", "val_pcc"}
+    assert head.chosen_epoch_ >= 1
+    assert set(head.curve_) >= {"epoch", "train_loss", "val_loss", "val_pcc"}
     assert head.transform(feats).shape == (len(feats), head.n_hidden)
 
 
@@ -132,9 +137,11 @@ def test_translator_with_a_head_saves_without_pickle_and_predicts_the_same(grid,
     assert tr.blocks == [("patch", 12), ("context:X_ctx", 4), ("neighbours", 12), ("section", 12)]
     f = tmp_path / "head.morphst"
     tr.save(f)
-    assert b"__reduce__" not in f.read_bytes() and f.read_bytes()[:1] != b"\x80"
+    assert b"__reduce__" not in f.read_bytes()
+    assert f.read_bytes()[:1] != b"\x80"
     back = mst.tl.Translator.load(f)
-    assert back.context_rep == ["X_ctx"] and back.global_context
+    assert back.context_rep == ["X_ctx"]
+    assert back.global_context
     assert np.array_equal(back.predict(a), tr.predict(a))
     del a.obsm["X_ctx"]
     with pytest.raises(KeyError, match="X_ctx"):
@@ -149,10 +156,13 @@ def test_learn_features_translation_writes_the_head_representation(grid):
         global_context=False, n_components=16, options=opts, train=["s0", "s1", "s2"],
     )  # fmt: skip
     z = a.obsm["X_learned_translation"]
-    assert z.shape == (a.n_obs, 16) and z.dtype == np.float32
+    assert z.shape == (a.n_obs, 16)
+    assert z.dtype == np.float32
     u = a.uns["X_learned_translation"]
-    assert u["params"]["n_train"] == 3 * 144 and u["params"]["genes"] == list(a.var_names)
-    assert 1 <= u["chosen_epoch"] <= 40 and len(u["curve"]) >= u["chosen_epoch"]
+    assert u["params"]["n_train"] == 3 * 144
+    assert u["params"]["genes"] == list(a.var_names)
+    assert 1 <= u["chosen_epoch"] <= 40
+    assert len(u["curve"]) >= u["chosen_epoch"]
     feats, blocks = model_inputs(a.obsm["X_m"], a.obsm["spatial"], 4, a.obs["section"].to_numpy())
     head = FeatureHead(blocks=blocks, n_hidden=16, random_state=0, **FAST, weight_decay=opts.weight_decay)
     tr = np.flatnonzero(a.obs["section"].astype(str) != "s3")
