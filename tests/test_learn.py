@@ -194,3 +194,23 @@ def test_learn_features_bad_input_writes_nothing(grid, kwargs, err, match):
     with pytest.raises(err, match=match):
         mst.tl.learn_features(a, "X_m", genes=list(a.var_names), target="y", **kwargs)
     assert (set(a.obsm), set(a.uns), set(a.layers)) == before
+
+
+def test_translator_with_context_patches_predicts_a_section_from_its_image(synthetic_factory):
+    """A translator reading a context-patch embedding cuts and embeds both fields of view of a new section."""
+    sd, _ = synthetic_factory(size_px=512, n_side=6)
+    mst.pp.extract_patches(sd, patch_size=20.0, target_px=32, context_sizes_um=(40.0,))
+    mst.tl.embed_patches(sd, "handcrafted")
+    mst.tl.embed_patches(sd, "handcrafted", context_index=0, key_added="X_handcrafted_ctx0")
+    a = sd.tables["table"]
+    tr = mst.tl.fit_translator(
+        a, "X_handcrafted", genes=["gene_a", "gene_b"], target="X", context_rep="X_handcrafted_ctx0"
+    )
+    assert tr.context_embed_params["X_handcrafted_ctx0"]["context_index"] == 0
+    expected = tr.predict(a)
+    del sd.tables["table"]
+    tr.predict_sdata(sd, shapes_key="spots", um_per_unit=1.0)  # the µm declaration left with the table
+    t = sd.tables["morph_predicted"]
+    assert "X_handcrafted_ctx0" in t.obsm
+    order = pd.Index(t.obs["instance_id"].to_numpy()).get_indexer(a.obs["instance_id"].to_numpy())
+    np.testing.assert_allclose(t.X[order], expected, rtol=1e-5, atol=1e-5)

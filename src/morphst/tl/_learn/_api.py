@@ -42,7 +42,7 @@ def learn_features(
     expression_rep: str = "X_pca",
     method: Literal["hsic", "residual"] = "hsic",
     penalty_weight: float = 1.0,
-    n_components: int = 64,
+    n_components: int = 128,
     train: str | np.ndarray | Sequence[str] | None = None,
     library_key: str | None = Key.LIBRARY,
     options: TrainOptions | None = None,

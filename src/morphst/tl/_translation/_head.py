@@ -91,7 +91,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         self,
         blocks: Sequence[tuple[str, int]] | None = None,
         *,
-        n_hidden: int = 64,
+        n_hidden: int = 128,
         max_epochs: int = 200,
         patience: int = 20,
         learning_rate: float = 1e-3,

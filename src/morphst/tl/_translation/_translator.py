@@ -372,13 +372,14 @@ class Translator:
             out.uns["morphst_translation"]["applicability"]["library_key"] = library_key
 
     # ---- SpatialData ---------------------------------------------------------------------------------------------
-    def _embed_kwargs(self, model, weights) -> dict:
-        ep = self.embed_params
+    def _embed_kwargs(self, model, weights, params: dict | None = None, rep: str | None = None) -> dict:
+        ep = self.embed_params if params is None else params
+        rep = self.use_rep if rep is None else rep
         if model is None:
             model = none_if_missing(ep.get("model"))
             if not model or bool(ep.get("model_is_callable", False)):
                 msg = (
-                    f"The translator does not know how `obsm[{self.use_rep!r}]` was made (no embedding parameters "
+                    f"The translator does not know how `obsm[{rep!r}]` was made (no embedding parameters "
                     "were stored with the training data); pass `model=` (and `weights=`) as given to "
                     "`mst.tl.embed_patches`."
                 )
