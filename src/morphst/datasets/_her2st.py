@@ -166,7 +166,7 @@ def _union_genes(tables: list) -> list:
 
 
 def her2st(
-    sections: Sequence[str] = ("C2", "C3", "C4", "C5", "C6"),
+    library_id: str | Sequence[str] = ("C2", "C3", "C4", "C5", "C6"),
     *,
     data_dir: str | os.PathLike | None = None,
 ):
@@ -184,8 +184,8 @@ def her2st(
 
     Parameters
     ----------
-    sections
-        Sections to load, any of ``"C1"`` … ``"C6"``. C1 has **no image** here (its JPEG is not in the source
+    library_id
+        Section(s) to load, any of ``"C1"`` … ``"C6"``. C1 has **no image** here (its JPEG is not in the source
         snapshot): it gets spots and expression only, plus the pathologist labels in ``obs["pathologist_label"]``.
     data_dir
         Folder holding ``her2st_patientC`` (or its content). Default: ``$MORPHST_DATA_DIR`` (or
@@ -221,9 +221,7 @@ def her2st(
     from spatialdata.models import Image2DModel, ShapesModel, TableModel
     from spatialdata.transformations import Scale
 
-    if isinstance(sections, str):
-        sections = (sections,)
-    sections = tuple(sections)
+    sections = (library_id,) if isinstance(library_id, str) else tuple(library_id)
     bad = [s for s in sections if s not in SECTIONS]
     if bad or not sections:
         msg = f"Unknown HER2ST patient C section(s) {bad}; choose from {list(SECTIONS)}."
@@ -271,7 +269,7 @@ def her2st(
         "name": "her2st_patientC",
         "source": f"github.com/almaan/her2st@{COMMIT}",
         "citation": "Andersson A. et al., Nat. Commun. 12, 6012 (2021)",
-        "sections": list(sections),
+        "library_id": list(sections),
         "um_per_px": {s: float(v) for s, v in mpps.items()},
         "um_per_px_derivation": (
             "least-squares slope of pixel vs array coordinates, 200 um grid step / mean px step (derived, not given "
