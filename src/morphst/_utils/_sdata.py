@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._constants import Key
+
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
@@ -17,7 +19,7 @@ def list_keys(keys) -> str:
     return "[" + ", ".join(repr(k) for k in keys) + "]" if keys else "[] (none)"
 
 
-def get_adata(data: SpatialData | AnnData, table_key: str = "table") -> AnnData:
+def get_adata(data: SpatialData | AnnData, table_key: str = Key.TABLE) -> AnnData:
     """Return the AnnData of ``data``: itself, or ``data.tables[table_key]`` for a SpatialData.
 
     Raises

@@ -115,7 +115,7 @@ def _read_section(root: Path, section: str):
     ids = sel.index[sel.index.isin(cnt.index)]
     obs = pd.DataFrame(
         {
-            "section": section,
+            Key.LIBRARY: section,
             "array_x": sel.loc[ids, "x"].to_numpy(int),
             "array_y": sel.loc[ids, "y"].to_numpy(int),
             "pixel_x": sel.loc[ids, "pixel_x"].to_numpy(float),
@@ -257,13 +257,13 @@ def her2st(
         tables.append(a)
 
     adata = ad.concat(_union_genes(tables), join="inner", merge="same")
-    adata.obs["section"] = pd.Categorical(adata.obs["section"], categories=list(sections))
+    adata.obs[Key.LIBRARY] = pd.Categorical(adata.obs[Key.LIBRARY], categories=list(sections))
     adata.obs["region"] = pd.Categorical(adata.obs["region"], categories=[f"{s}_spots" for s in sections])
     labels = adata.obs["cluster"].astype("object").where(adata.obs["cluster"].notna(), None)
     adata.obs["cluster"] = pd.Categorical(labels, categories=sorted({v for v in labels if v is not None}, key=int))
     if "pathologist_label" in adata.obs:
         adata.obs["pathologist_label"] = adata.obs["pathologist_label"].astype("category")
-    adata.obsm["spatial"] = adata.obs[["pixel_x", "pixel_y"]].to_numpy()
+    adata.obsm[Key.SPATIAL] = adata.obs[["pixel_x", "pixel_y"]].to_numpy()
     adata.uns["cluster_meaning"] = _cluster_meaning(root)
     adata.uns[Key.DATASET] = {
         "name": "her2st_patientC",

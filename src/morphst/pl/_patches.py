@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import Key
-from .._docs import doc_returns_fig, inject_docs, plot_params
+from .._docs import doc_returns_fig, doc_table_key, inject_docs, plot_params
 from .._utils import get_adata, list_keys
 from ._spatial import new_figure
 from ._utils import finish, make_axes
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         ax=", one per panel (``n × (1 + n_context)``, spot by spot)", figsize="about 1.9 inches per panel"
     ),
     returns_fig=doc_returns_fig,
+    table_key=doc_table_key,
 )
 def patches(
     sdata: SpatialData,
@@ -61,8 +62,7 @@ def patches(
         Also show the context fields of view (``extract_patches(context_sizes_um=...)``), one panel each.
     color_by
         ``obs`` column shown in each title (e.g. ``"section"`` or ``"cluster"``).
-    table_key
-        Table of the spots.
+    {table_key}
     ncols
         Spots per row; ``None``: about the square root of the number of spots.
     random_state

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .._constants import Key
 from .._utils import affine_xy, get_adata, image_levels, list_keys, shape_centroids
 
 if TYPE_CHECKING:
@@ -162,13 +163,13 @@ def build_panels(
 
 
 def _panel_from_obsm(adata: AnnData, rows: np.ndarray, name: str) -> Panel:
-    if "spatial" not in adata.obsm:
+    if Key.SPATIAL not in adata.obsm:
         msg = (
             "No spot coordinates: pass a SpatialData (spots drawn over its image), or an AnnData with "
             f"`obsm['spatial']`. Available obsm keys: {list_keys(adata.obsm.keys())}."
         )
         raise KeyError(msg)
-    xy = np.asarray(adata.obsm["spatial"], dtype=float)[rows, :2]
+    xy = np.asarray(adata.obsm[Key.SPATIAL], dtype=float)[rows, :2]
     return Panel(name=name, rows=rows, xy=xy, radius=None)
 
 
