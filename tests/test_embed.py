@@ -10,14 +10,6 @@ DENSENET_SHA256 = "00cdb407813fc839cda8b2f3959f999454c278fad2c28a7e3fb17b3ec69fe
 EFFNET_PTH_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    old = mst.settings.progress_bar
-    mst.settings.progress_bar = False
-    yield
-    mst.settings.progress_bar = old
-
-
 def _subset(sdata, section: str, spot_rows, extra_xy=()):
     """A small SpatialData: one HER2ST section, some of its spots (by position), plus extra centres (image px)."""
     import anndata as ad

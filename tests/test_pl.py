@@ -87,7 +87,7 @@ def sdata(data_dir):
 def test_overlay_follows_transformations(synthetic_sdata):
     """Synthetic image with dark marks at known centres; circles given in another frame (scaled, translated)."""
     sd, centres = synthetic_sdata
-    (panel,) = _spatial.build_panels(sd, [None], table_key="table", section_key="section", image_key=None, image_px=512)
+    (panel,) = _spatial.build_panels(sd, [None], table_key="table", library_key="section", image_key=None, image_px=512)
     assert panel.image.shape[:2] == (512, 512)  # the full-resolution level: no rescaling
     np.testing.assert_allclose(panel.xy, centres, atol=1e-6)
     # every spot centre falls on its dark mark in the drawn image
@@ -97,7 +97,7 @@ def test_overlay_follows_transformations(synthetic_sdata):
     np.testing.assert_allclose(panel.radius, 20.0)
     # a coarser thumbnail: same spots, scaled by the level factor
     (coarse,) = _spatial.build_panels(
-        sd, [None], table_key="table", section_key="section", image_key=None, image_px=128
+        sd, [None], table_key="table", library_key="section", image_key=None, image_px=128
     )
     f = 512 / coarse.image.shape[1]
     np.testing.assert_allclose(coarse.xy, centres / f, atol=1e-6)

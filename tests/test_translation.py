@@ -334,7 +334,7 @@ def test_her2st_translator_on_section_without_table(her2st_embedded):
     assert set(tr.genes) == set(fm.loc[fm["fold"] == "C3", "gene"])
     assert tr.embed_params["model"] == "efficientnet_lite0"
 
-    sd = mst.datasets.her2st(sections=("C3",))
+    sd = mst.datasets.her2st(library_id=("C3",))
     del sd.tables["table"]
     tr.predict_sdata(sd, shapes_key="C3_spots")
     t = sd.tables["morph_predicted"]

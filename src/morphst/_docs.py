@@ -76,7 +76,8 @@ table_key
 #: ``library_key``: the section column (squidpy's name).
 doc_library_key = """\
 library_key
-    ``obs`` column of the section (library, sample) of each spot; ``None``: all spots form one section."""
+    ``obs`` column of the section (library, sample) of each spot. ``None``, or the default ``"section"`` when
+    there is no such column: all spots form one section."""
 
 #: ``copy`` of an AnnData/SpatialData function that writes into its input.
 doc_copy = """\

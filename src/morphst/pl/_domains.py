@@ -118,7 +118,7 @@ def domains(
         raise KeyError(msg)
     sections = resolve_sections(adata, library_id, library_key)
     panels = build_panels(
-        data, sections, table_key=table_key, section_key=library_key, image_key=image_key, image_px=image_px
+        data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
     )
     rows = [key] + ([reference] if reference is not None else [])
     ncols = len(panels)
@@ -148,8 +148,7 @@ def domains(
     ev = adata.uns.get(f"{key}_evaluation")
     if reference is not None and isinstance(ev, dict) and "ari" in ev:
         p = ev.get("params", {})
-        ref_used = p.get("annotation_key", p.get("reference"))  # "reference" in objects of morphst 0.1
-        if ref_used == reference:
+        if p.get("annotation_key") == reference:
             if "n_evaluated" in ev and "n_excluded" in ev:
                 n_ev, n_ex = int(ev["n_evaluated"]), int(ev["n_excluded"])
                 spots = f"{n_ev} spots; {n_ex} with no {reference} or {key} label excluded"

@@ -91,7 +91,7 @@ def quadrants(
     """
     adata = get_adata(data, table_key)
     keys = [quadrants_key] + ([compare] if isinstance(compare, str) else list(compare or []))
-    results = [get_tl_result(adata, k, "quadrants", required=("features", "thresholds")) for k in keys]
+    results = [get_tl_result(adata, k, Key.QUADRANTS, required=("features", "thresholds")) for k in keys]
     titles = [title] if isinstance(title, str) else (list(title) if title is not None else None)
     if titles is not None and len(titles) != len(keys):
         msg = f"`title` holds {len(titles)} title(s) for {len(keys)} panel(s)."

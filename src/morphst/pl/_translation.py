@@ -175,7 +175,7 @@ def predicted_vs_observed(
         raise ValueError(msg)
     sections = resolve_sections(adata, library_id, library_key)[:1]
     (panel,) = build_panels(
-        data, sections, table_key=table_key, section_key=library_key, image_key=image_key, image_px=image_px
+        data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
     )
 
     fold_col = f"{key}_fold"

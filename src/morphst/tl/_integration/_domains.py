@@ -10,7 +10,7 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._docs import doc_copy, doc_data, inject_docs
+from ..._docs import doc_copy, doc_data, doc_random_state, inject_docs
 from ..._utils import check_obsm, get_adata, records_params
 from ._keys import rep_hint
 
@@ -79,9 +79,9 @@ def _leiden_graph(tmp: AnnData):
     """The igraph graph scanpy's ``tl.leiden`` clusters (``obsp['connectivities']``) and its edge weights.
 
     The same edges in the same order with the same weights as scanpy's ``get_igraph_from_adjacency``, so the labels
-    are the same, built with less memory: edges added from an int64 array (no Python tuple per edge: +0.7 GiB per
-    200,000 cells in scanpy; ``Graph(edges=array)`` +0.5 GiB) and the weights kept as a float64 array handed to
-    ``community_leiden`` (an edge attribute holds a Python float per edge: +0.14 GiB per 200,000 cells).
+    are the same, built with less memory: edges added from an int64 array (no Python tuple per edge, as scanpy and
+    ``Graph(edges=array)`` make) and the weights kept as a float64 array handed to ``community_leiden`` (an edge
+    attribute holds a Python float per edge).
     Returns ``(graph, weights)``, or ``None`` when scanpy's seeding helper is not importable: then
     ``sc.tl.leiden`` is called.
     """
@@ -178,7 +178,7 @@ def _leiden_search(
     return lab, res, seed, trace
 
 
-@inject_docs(data=doc_data, copy=doc_copy)
+@inject_docs(data=doc_data, random_state=doc_random_state, copy=doc_copy)
 def domains(
     data: SpatialData | AnnData,
     use_rep: str = Key.FUSED,
@@ -202,9 +202,8 @@ def domains(
     count jumps over ``n_domains``, the search is repeated with seeds ``random_state + 1``, … up to 4 more times).
     ``"kmeans"`` and ``"gmm"`` are scikit-learn's ``KMeans`` and ``GaussianMixture`` (``n_init`` initialisations)
     (``covariance_type``, default ``"tied"``: one covariance shared by all components, like mclust's ``EEE``
-    model that GraphST clusters with; a ``"full"`` covariance per component takes 20–45 s per fit on 60 dimensions
-    and 3,600 spots on 2 CPU cores, ``"tied"`` and ``"diag"`` a few seconds), which need ``n_domains``. Labels are ``"0"``, ``"1"``, … by decreasing
-    size.
+    model that GraphST clusters with; ``"full"``, one covariance per component, is much slower), which need
+    ``n_domains``. Labels are ``"0"``, ``"1"``, … by decreasing size.
 
     Parameters
     ----------
@@ -223,10 +222,10 @@ def domains(
     covariance_type
         ``"gmm"`` only: covariance of each component (scikit-learn ``GaussianMixture``).
     n_init
-        ``"kmeans"``/``"gmm"``: initialisations (k-means++ starts for ``"gmm"``); the best fit is kept (>= 1). One
-        start is not enough on DLPFC: single GMM fits landed on solutions 0.2 ARI apart from seed to seed.
-    random_state
-        Seed of the clustering.
+        ``"kmeans"``/``"gmm"``: initialisations (k-means++ starts for ``"gmm"``); the best fit is kept (>= 1). A
+        single fit depends strongly on its seed.
+    {random_state}
+        It seeds the clustering.
     key_added
         ``obs`` column of the domains; also the ``uns`` key of the parameters.
     {copy}
@@ -250,6 +249,46 @@ def domains(
         If ``use_rep`` holds NaN/inf, ``method`` is unknown, or ``n_domains`` is missing or out of range.
     """
     adata = get_adata(data, table_key)
+    x = _check_options(adata, use_rep, method, n_domains, resolution, n_neighs, n_init, covariance_type)
+    start = logg.info(f"finding domains in {use_rep!r} with {method}")
+
+    params: dict = {"method": method, "use_rep": use_rep, "random_state": random_state}
+    notes: list[str] = []
+    if method == "leiden":
+        labels = _leiden(adata, x, use_rep, n_domains, resolution, n_neighs, random_state, params, notes)
+    elif method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        labels = KMeans(n_clusters=int(n_domains), n_init=int(n_init), random_state=random_state).fit_predict(x)
+        params["n_init"] = int(n_init)
+    else:
+        from sklearn.mixture import GaussianMixture
+
+        gm = GaussianMixture(
+            n_components=int(n_domains),
+            covariance_type=covariance_type,
+            n_init=int(n_init),
+            random_state=random_state,
+        )
+        labels = gm.fit(x).predict(x)
+        params.update(covariance_type=covariance_type, n_init=int(n_init))
+    cat = _labels_by_size(np.asarray(labels))
+    params["n_domains"] = len(cat.categories)
+    params["n_domains_requested"] = n_domains
+    params["notes"] = notes
+
+    if copy:
+        adata = adata.copy()
+    adata.obs[key_added] = pd.Categorical(cat, categories=cat.categories)
+    adata.uns[key_added] = {"params": records_params(**params)}
+    logg.info(
+        f"    finished: found {len(cat.categories)} domains, added 'obs[{key_added!r}]' (categorical)", time=start
+    )
+    return adata if copy else None
+
+
+def _check_options(adata, use_rep, method, n_domains, resolution, n_neighs, n_init, covariance_type) -> np.ndarray:
+    """Check the options of :func:`domains`; return ``obsm[use_rep]``."""
     if method not in _METHODS:
         msg = f"`method` must be one of {list(_METHODS)}, got {method!r}."
         raise ValueError(msg)
@@ -282,63 +321,34 @@ def domains(
                 "Check that the representation was computed (e.g. not all zero)."
             )
             raise ValueError(msg)
-    start = logg.info(f"finding domains in {use_rep!r} with {method}")
+    return x
 
-    params: dict = {"method": method, "use_rep": use_rep, "random_state": random_state}
-    notes: list[str] = []
-    if method == "leiden":
-        import anndata as ad
-        import scanpy as sc
 
-        tmp = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()), obsm={use_rep: x})
-        k = min(int(n_neighs), adata.n_obs - 1)
-        if k < n_neighs:
-            notes.append(f"n_neighs capped at n_obs - 1 = {k}")
-        sc.pp.neighbors(
-            tmp,
-            use_rep=use_rep,
-            n_neighbors=k,
-            transformer=_knn_transformer(adata.n_obs, k, random_state),
-            random_state=random_state,
-        )
-        del tmp.obsp["distances"]  # only the connectivities are clustered
-        graph = _leiden_graph(tmp)
-        if graph is not None:
-            del tmp.obsp["connectivities"]  # now in the igraph graph
-        if n_domains is None:
-            labels = _leiden_labels(tmp, resolution, random_state, graph)
-            res_used, trace = resolution, [[float(resolution), len(np.unique(labels)), random_state]]
-        else:
-            labels, res_used, seed, trace = _leiden_search(tmp, int(n_domains), resolution, random_state, graph=graph)
-            params["leiden_random_state"] = seed
-        params.update(resolution=float(res_used), resolution_search=trace, n_neighs=n_neighs)
-        labels = labels.astype(np.int64)
-    elif method == "kmeans":
-        from sklearn.cluster import KMeans
+def _leiden(adata, x, use_rep, n_domains, resolution, n_neighs, random_state, params: dict, notes: list[str]):
+    """Leiden labels (int64) on a kNN graph of ``x`` built on a scratch object; the search and caps go to ``params``."""
+    import anndata as ad
+    import scanpy as sc
 
-        labels = KMeans(n_clusters=int(n_domains), n_init=int(n_init), random_state=random_state).fit_predict(x)
-        params["n_init"] = int(n_init)
-    else:
-        from sklearn.mixture import GaussianMixture
-
-        gm = GaussianMixture(
-            n_components=int(n_domains),
-            covariance_type=covariance_type,
-            n_init=int(n_init),
-            random_state=random_state,
-        )
-        labels = gm.fit(x).predict(x)
-        params.update(covariance_type=covariance_type, n_init=int(n_init))
-    cat = _labels_by_size(np.asarray(labels))
-    params["n_domains"] = len(cat.categories)
-    params["n_domains_requested"] = n_domains
-    params["notes"] = notes
-
-    if copy:
-        adata = adata.copy()
-    adata.obs[key_added] = pd.Categorical(cat, categories=cat.categories)
-    adata.uns[key_added] = {"params": records_params(**params)}
-    logg.info(
-        f"    finished: found {len(cat.categories)} domains, added 'obs[{key_added!r}]' (categorical)", time=start
+    tmp = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()), obsm={use_rep: x})
+    k = min(int(n_neighs), adata.n_obs - 1)
+    if k < n_neighs:
+        notes.append(f"n_neighs capped at n_obs - 1 = {k}")
+    sc.pp.neighbors(
+        tmp,
+        use_rep=use_rep,
+        n_neighbors=k,
+        transformer=_knn_transformer(adata.n_obs, k, random_state),
+        random_state=random_state,
     )
-    return adata if copy else None
+    del tmp.obsp["distances"]  # only the connectivities are clustered
+    graph = _leiden_graph(tmp)
+    if graph is not None:
+        del tmp.obsp["connectivities"]  # now in the igraph graph
+    if n_domains is None:
+        labels = _leiden_labels(tmp, resolution, random_state, graph)
+        res_used, trace = resolution, [[float(resolution), len(np.unique(labels)), random_state]]
+    else:
+        labels, res_used, seed, trace = _leiden_search(tmp, int(n_domains), resolution, random_state, graph=graph)
+        params["leiden_random_state"] = seed
+    params.update(resolution=float(res_used), resolution_search=trace, n_neighs=n_neighs)
+    return labels.astype(np.int64)
