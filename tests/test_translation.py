@@ -877,3 +877,41 @@ def test_large_training_folds_choose_the_penalty_on_a_seeded_subsample(monkeypat
     assert _model._chosen_alpha(big) == alpha
     z = big[:-1].transform(x)  # the scaler and PCA are fit on every row
     np.testing.assert_allclose(ridge.coef_, Ridge(alpha=alpha).fit(z, y).coef_, rtol=1e-10)
+
+
+def test_cv_auto_single_section_uses_spatial_blocks(tdata, caplog):
+    import logging
+
+    one = tdata[tdata.obs["section"] == "S0"].copy()  # 64 spots on an 8 x 8 grid
+    with caplog.at_level(logging.INFO, logger="morphst"):
+        mst.tl.predict_expression(one, "X_feat", genes=["g0", "g1"])
+    params = one.uns["predicted"]["params"]
+    assert params["cv"] == "spatial_block"
+    assert params["cv_requested"] == "auto"
+    assert "one section" in caplog.text
+    assert "spatial-block" in caplog.text
+    fold = one.obs["predicted_fold"]
+    assert list(fold.cat.categories) == [f"block{b}" for b in range(5)]
+    # 64 spots in 5 strips of equal count along x (ranks * 5 // 64): 13, 13, 13, 13, 12 spots
+    assert fold.value_counts().sort_index().tolist() == [13, 13, 13, 13, 12]
+    # same folds as asking for spatial blocks explicitly
+    two = tdata[tdata.obs["section"] == "S0"].copy()
+    mst.tl.predict_expression(two, "X_feat", genes=["g0", "g1"], cv="spatial_block")
+    np.testing.assert_array_equal(fold.to_numpy(), two.obs["predicted_fold"].to_numpy())
+    # no section column at all: also one section
+    del one.obs["section"]
+    mst.tl.predict_expression(one, "X_feat", genes=["g0"], key_added="p2")
+    assert one.uns["p2"]["params"]["cv"] == "spatial_block"
+    # without coordinates a clear error that names the alternatives
+    del one.obsm["spatial"]
+    with pytest.raises(KeyError, match=r"one section .* cv='kfold'"):
+        mst.tl.predict_expression(one, "X_feat", genes=["g0"], key_added="p3")
+    assert "p3" not in one.uns
+
+
+def test_cv_auto_several_sections_leaves_one_out(tdata):
+    mst.tl.predict_expression(tdata, "X_feat", genes=["g0", "g1"])
+    params = tdata.uns["predicted"]["params"]
+    assert params["cv"] == "leave_one_group_out"
+    assert params["cv_requested"] == "auto"
+    assert list(tdata.uns["predicted"]["per_fold"]["fold"]) == ["S0", "S1", "S2", "S3"]

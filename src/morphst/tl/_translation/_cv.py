@@ -27,7 +27,7 @@ from ._features import (
     _warn_caps,
     scale_per_group,
 )
-from ._folds import CV, _groups, make_folds, patient_folds
+from ._folds import CV, _groups, make_folds, patient_folds, resolve_cv
 from ._genes import _dense_cols, _gene_columns, _gene_plan, _target_matrix
 from ._model import (
     DEFAULT_ALPHAS,
@@ -122,7 +122,7 @@ def predict_expression(
     genes: str | Sequence[str] = Key.MORPH_TARGET,
     target: str = Key.TARGET,
     model: Literal["ridge", "mlp"] | Any = "ridge",
-    cv: CV | Any = "leave_one_group_out",
+    cv: CV | Any = "auto",
     library_key: str | None = Key.LIBRARY,
     patient_key: str | None = None,
     n_splits: int = 5,
@@ -186,6 +186,9 @@ def predict_expression(
         units and early stopping on standardised targets), or any scikit-learn regressor, cloned per fold and used
         as given (wrap it in a :class:`~sklearn.pipeline.Pipeline` for preprocessing).
     cv
+        ``"auto"`` (default): ``"leave_one_group_out"`` when ``obs[library_key]`` holds two or more sections (or
+        with ``patient_key``), ``"spatial_block"`` when there is one section (``library_key`` absent or a single
+        value; logged, and recorded in ``params['cv']`` with ``params['cv_requested']``).
         ``"leave_one_group_out"`` (one fold per value of ``library_key``), ``"kfold"`` (``n_splits`` shuffled folds),
         ``"spatial_block"`` (within each group, ``n_splits`` contiguous strips of equal spot count along the longer
         axis of ``obsm['spatial']``; fold ``k`` holds out strip ``k`` of every group, so neighbours rarely straddle
@@ -282,6 +285,7 @@ def predict_expression(
     _check_random_state(random_state)
     x, k_ctx, coords, y, store_target = _inputs(adata, use_rep, target, spatial_context)
     plan = _gene_plan(adata, genes, select_on_train)
+    cv_requested, cv = cv, resolve_cv(adata, cv, library_key=library_key, patient_key=patient_key, n_splits=n_splits)
     if patient_key is not None:
         if cv != "leave_one_group_out":
             msg = f"`patient_key` needs cv='leave_one_group_out' (leave one patient / section out), got cv={cv!r}."
@@ -383,6 +387,7 @@ def predict_expression(
             model=model if isinstance(model, str) else repr(model),
             model_description=description,
             cv=cv if isinstance(cv, str) else repr(cv),
+            cv_requested=cv_requested if isinstance(cv_requested, str) else repr(cv_requested),
             library_key=library_key,
             patient_key=patient_key,
             n_splits=int(n_splits),
