@@ -119,7 +119,7 @@ def test_markers_ranked_per_domain():
     # two domains split on x: the gradient gene is higher in the right domain, so it is a marker of it
     a.obs["domain"] = pd.Categorical(np.where(a.obsm["spatial"][:, 0] < 8, "0", "1"))
     a.obs["cluster"] = a.obs["domain"].copy()
-    mst.tl.evaluate_domains(a, n_markers=1, normalize=False)
+    mst.tl.evaluate_domains(a, annotation_key="cluster", n_markers=1, normalize=False)
     ev = a.uns["domain_evaluation"]
     assert ev["ari"] == pytest.approx(1.0)
     assert ev["autocorr"].loc["gradient", "domain"] == "1"
@@ -581,3 +581,22 @@ def test_leiden_equals_scanpy_leiden_on_the_same_graph():
         sc.tl.leiden(b, resolution=res, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
         assert adjusted_rand_score(b.obs["leiden"], a.obs["mine"]) == 1.0
         assert a.obs["mine"].nunique() == b.obs["leiden"].nunique()
+
+
+def test_evaluate_domains_without_annotation_gives_spatial_metrics(morphst_log):
+    import squidpy as sq
+
+    a = grid_adata(16)
+    a.obs["domain"] = pd.Categorical(np.where(a.obsm["spatial"][:, 0] < 8, "0", "1"))
+    a.obs["cluster"] = a.obs["domain"].copy()  # a column named like HER2ST's is not used unless asked for
+    mst.tl.evaluate_domains(a, genes=["gradient"], n_neighs=4, normalize=False)
+    ev = a.uns["domain_evaluation"]
+    assert "ari" not in ev
+    assert ev["params"].get("annotation_key") is None
+    assert "spatial coherence only" in morphst_log.text
+    # the gradient along x is spatially coherent: Moran's I equals the textbook value on the same graph
+    b = a.copy()
+    sq.gr.spatial_neighbors(b, coord_type="generic", n_neighs=4, library_key="section")
+    v = b[:, "gradient"].X.ravel().astype(float)
+    assert ev["mean_moran_I"] == pytest.approx(morans_i(v, b.obsp["spatial_connectivities"].tocsr()), abs=1e-6)
+    assert ev["mean_moran_I"] > 0.5

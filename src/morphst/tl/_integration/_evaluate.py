@@ -65,7 +65,7 @@ def _is_raw_counts(x) -> bool:
 def evaluate_domains(
     data: SpatialData | AnnData,
     domain_key: str = Key.DOMAIN,
-    annotation_key: str | None = Key.ANNOTATION,
+    annotation_key: str | None = None,
     *,
     genes: Sequence[str] | None = None,
     n_markers: int = 3,
@@ -94,7 +94,8 @@ def evaluate_domains(
     domain_key
         ``obs`` column of the domains (from :func:`morphst.tl.domains`).
     annotation_key
-        ``obs`` column of the reference labels; ``None`` skips ARI/NMI.
+        ``obs`` column of the reference labels (e.g. pathologist layers); ``None`` (default): no reference, so
+        only the spatial coherence of the markers is reported (logged), no ARI/NMI.
     genes
         Genes whose autocorrelation is reported. ``None``: marker genes of the domains.
     n_markers
@@ -199,7 +200,14 @@ def evaluate_domains(
         msg = f"`n_neighs` must be >= 1, got {n_neighs}."
         raise ValueError(msg)
 
-    start = logg.info(f"evaluating domains {key!r}" + (f" against {reference!r}" if reference else ""))
+    start = logg.info(
+        f"evaluating domains {key!r}"
+        + (
+            f" against {reference!r}"
+            if reference
+            else ": no `annotation_key`, so spatial coherence only (pass `annotation_key=` for ARI/NMI)"
+        )
+    )
     x = adata.layers[layer] if layer is not None else adata.X
     tmp = ad.AnnData(
         X=x.copy(), obs=pd.DataFrame(index=adata.obs_names.copy()), var=pd.DataFrame(index=adata.var_names)
