@@ -215,6 +215,32 @@ def test_gene_metrics(sdata):
     plt.close(fig)
 
 
+def test_gene_metrics_ranks_genes_of_all_folds_first():
+    import anndata as ad
+    import pandas as pd
+
+    # gene A: predicted in 1 of 5 folds (r 0.54 there); B and C in all 5 (means 0.30 and 0.40)
+    rows = [("f0", "A", 0.54)] + [(f"f{k}", g, v) for k in range(5) for g, v in (("B", 0.3), ("C", 0.4))]
+    fm = pd.DataFrame(rows, columns=["fold", "gene", "pcc"])
+    fm["fold"] = pd.Categorical(fm["fold"], categories=[f"f{k}" for k in range(5)])
+    a = ad.AnnData(np.zeros((3, 4), np.float32), var=pd.DataFrame(index=["A", "B", "C", "D"]))
+    a.var["predicted_pcc"] = [0.54, 0.3, 0.4, np.nan]
+    a.var["predicted_mask"] = [True, True, True, False]
+    a.var["predicted_n_folds"] = [1, 5, 5, 0]
+    a.uns["predicted"] = {"fold_metrics": fm, "per_fold": pd.DataFrame({"fold": [f"f{k}" for k in range(5)]})}
+    fig = mst.pl.gene_metrics(a, return_fig=True)
+    (axis,) = panels(fig)
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["C", "B", "A (1/5)"]
+    heights = sorted((p.get_x() + p.get_width() / 2, p.get_height()) for p in axis.patches)
+    np.testing.assert_allclose([h for _, h in heights], [0.4, 0.3, 0.54])
+    assert any("fewer than all 5 folds" in t.get_text() for t in axis.get_legend().get_texts())
+    plt.close(fig)
+    # n_genes keeps the fair order: the 1-fold gene is not among the best two
+    fig = mst.pl.gene_metrics(a, n_genes=2, return_fig=True)
+    assert [t.get_text() for t in panels(fig)[0].get_xticklabels()] == ["C", "B"]
+    plt.close(fig)
+
+
 def test_gene_metrics_errors(her2st_adata, sdata):
     with pytest.raises(KeyError, match=r"mst\.tl\.predict_expression"):
         mst.pl.gene_metrics(her2st_adata)

@@ -71,6 +71,22 @@ def _observed_layer(adata: AnnData, res: dict, key: str, layer: str | None) -> s
     return layer
 
 
+def _folds_per_gene(adata: AnnData, key: str, fm: pd.DataFrame | None, genes: pd.Index) -> tuple[pd.Series, int]:
+    """Folds that predicted each gene, and the number of folds (from ``var`` or the fold table)."""
+    col = f"{key}_n_folds"
+    res = adata.uns.get(key)
+    pf = res.get("per_fold") if isinstance(res, dict) else None
+    if fm is not None:
+        counts = fm.groupby(fm["gene"].astype(str), observed=True)["fold"].nunique()
+        n_total = int(fm["fold"].astype(str).nunique())
+    elif col in adata.var.columns:
+        counts = adata.var[col].astype(int)
+        n_total = len(pf) if pf is not None else int(counts.max())
+    else:  # no record of folds: every gene counts as predicted everywhere
+        return pd.Series(1, index=genes), 1
+    return counts.reindex(genes).fillna(0).astype(int), max(n_total, 1)
+
+
 def _column(x, j: int) -> np.ndarray:
     col = x[:, j]
     col = col.toarray() if hasattr(col, "toarray") else np.asarray(col)
@@ -243,6 +259,10 @@ def gene_metrics(
 ) -> Figure | None:
     """Per-gene translation metric, sorted best first, with the spread over cross-validation folds.
 
+    With in-fold gene selection a gene may be predicted in only some folds; its mean is over those folds only, so
+    genes predicted in every fold are ranked first and the others after them (hatched bars, ``k/N`` folds in the
+    tick label, from ``var[f"{predicted_key}_n_folds"]``).
+
     Bars show the mean over folds of the metric of :func:`morphst.tl.predict_expression` (``var[f"{predicted_key}_{metric}"]``,
     or the fold table when absent); dots show each fold's value (``uns[predicted_key]["fold_metrics"]``, folds where the
     gene was constant in the test part have no dot) and the line their range. The dashed line marks the mean over
@@ -304,17 +324,32 @@ def gene_metrics(
     if mean.empty:
         msg = f"No gene has a {metric!r} value under {key!r} (all constant in their test folds?)."
         raise ValueError(msg)
-    mean = mean.sort_values(ascending=not _HIGHER_IS_BETTER[metric])
+    n_folds, n_total = _folds_per_gene(adata, key, fm, mean.index)
+    # genes predicted in every fold first: a mean over fewer folds (in-fold gene selection) is not comparable
+    order = pd.DataFrame({"all": n_folds == n_total, "m": mean.to_numpy()}, index=mean.index)
+    order = order.sort_values(["all", "m"], ascending=[False, not _HIGHER_IS_BETTER[metric]], kind="stable")
+    mean, n_folds = mean[order.index], n_folds.reindex(order.index)
     if n_genes is not None:
-        mean = mean.iloc[: int(n_genes)]
+        mean, n_folds = mean.iloc[: int(n_genes)], n_folds.iloc[: int(n_genes)]
     genes = [str(g) for g in mean.index]
+    partial = (n_folds < n_total).to_numpy()
     if figsize is None:
         figsize = (max(5.0, 0.22 * len(genes) + 1.5), 4.0)
     fig, (a,) = make_axes(ax, 1, figsize=figsize)
     if ax is None:
         fig.set_layout_engine("constrained")
     x = np.arange(len(genes))
-    a.bar(x, mean.to_numpy(), color="#8fb3d9", edgecolor="none", label="mean over folds", zorder=1)
+    a.bar(x[~partial], mean.to_numpy()[~partial], color="#8fb3d9", edgecolor="none", label="mean over folds", zorder=1)
+    if partial.any():
+        a.bar(
+            x[partial],
+            mean.to_numpy()[partial],
+            color="#d9d9d9",
+            edgecolor="#8fb3d9",
+            hatch="//",
+            label=f"predicted in fewer than all {n_total} folds (label: k/{n_total}); ranked after the others",
+            zorder=1,
+        )
     if fm is not None:
         sub = fm[fm["gene"].astype(str).isin(genes)]
         pos = {g: i for i, g in enumerate(genes)}
@@ -342,7 +377,11 @@ def gene_metrics(
     if metric == "pcc":
         a.axhline(0, color="grey", linewidth=0.6)
     a.set_xticks(x)
-    a.set_xticklabels(genes, rotation=90, fontsize="small")
+    a.set_xticklabels(
+        [f"{g} ({int(k)}/{n_total})" if p else g for g, k, p in zip(genes, n_folds, partial, strict=True)],
+        rotation=90,
+        fontsize="small",
+    )
     a.set_xlim(-0.7, len(genes) - 0.3)
     a.set_ylabel({"pcc": "Pearson r (held-out)"}.get(metric, f"{metric.upper()} (held-out)"))
     a.set_title(f"{key}: per-gene {metric.upper()}, best first")
