@@ -386,3 +386,35 @@ def test_inject_docs():
         assert "{returns_fig}" not in doc
         assert "\n    show\n        Show the figure" in doc  # the shared text, at the parameters' indentation
         assert doc_show_return.split("\n")[1].strip() in doc
+
+
+def test_background_is_the_image_the_patches_came_from(synthetic_factory):
+    """spatialdata-io Visium: an all-black "..._hires_image" sorts before "..._lowres_image"; patches came from lowres."""
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import get_transformation
+
+    sdata, _ = synthetic_factory(size_px=256)
+    img = sdata.images["image"]
+    tf = get_transformation(img, get_all=True)
+    sdata.images["a_hires_image"] = Image2DModel.parse(
+        np.zeros((3, 256, 256), np.uint8), dims=("c", "y", "x"), c_coords=["r", "g", "b"], transformations=tf
+    )
+    sdata.images["b_lowres_image"] = img
+    del sdata.images["image"]
+    adata = sdata.tables["table"]
+    (before,) = _spatial.build_panels(
+        sdata, [None], table_key="table", section_key="section", image_key=None, image_px=64
+    )
+    assert before.meta["image_key"] == "a_hires_image"  # without a record: alphabetical, the black placeholder
+    mst.pp.extract_patches(sdata, image_key="b_lowres_image", patch_size=20.0, target_px=16)
+    assert adata.uns["patches"]["regions"]["spots"]["image"] == "b_lowres_image"
+    (panel,) = _spatial.build_panels(
+        sdata, [None], table_key="table", section_key="section", image_key=None, image_px=64
+    )
+    assert panel.meta["image_key"] == "b_lowres_image"
+    assert panel.image.mean() > 200  # the white synthetic slide, not the black placeholder
+    # an explicit image_key still wins
+    (forced,) = _spatial.build_panels(
+        sdata, [None], table_key="table", section_key="section", image_key="a_hires_image", image_px=64
+    )
+    assert forced.meta["image_key"] == "a_hires_image"

@@ -172,6 +172,13 @@ def _panel_from_obsm(adata: AnnData, rows: np.ndarray, name: str) -> Panel:
     return Panel(name=name, rows=rows, xy=xy, radius=None)
 
 
+def _patch_image(adata: AnnData, region: str) -> str | None:
+    """The image that :func:`morphst.pp.extract_patches` cut this region's patches from, if recorded."""
+    regions = adata.uns.get("patches", {}).get("regions", {}) if isinstance(adata.uns.get("patches"), dict) else {}
+    rec = regions.get(region) if isinstance(regions, dict) else None
+    return rec.get("image") if isinstance(rec, dict) else None
+
+
 def _panel_from_sdata(sdata, adata, rows, name, *, image_key, image_px) -> Panel:
     from spatialdata.models import get_table_keys
     from spatialdata.transformations import get_transformation
@@ -199,9 +206,11 @@ def _panel_from_sdata(sdata, adata, rows, name, *, image_key, image_px) -> Panel
         candidates = [image_key]
     else:
         candidates = [k for k in sdata.images if shape_cs & set(get_transformation(sdata.images[k], get_all=True))]
-        # prefer an image named after the section or the region (e.g. "C2_he" for "C2_spots")
+        # prefer the image the patches were cut from (uns["patches"], also written when a translator applies),
+        # then an image named after the section or the region (e.g. "C2_he" for "C2_spots")
+        used = _patch_image(adata, region)
         stem = region.rsplit("_", 1)[0]
-        candidates.sort(key=lambda k: (not k.startswith(name or stem), not k.startswith(stem), k))
+        candidates.sort(key=lambda k: (k != used, not k.startswith(name or stem), not k.startswith(stem), k))
     img_key = candidates[0] if candidates else None
     if img_key is None:
         cs = sorted(shape_cs)[0]
