@@ -179,7 +179,8 @@ def predict_sdata(
             dtype=dtype,
         )
     }
-    self._write_domain(out, self.features(t, library_key="region"), _groups(t, "region"), "region")
+    f = self.features(t, library_key="region")
+    self._write_domain(out, self._domain_features(t, f, "region"), _groups(t, "region"), "region")
     out = TableModel.parse(out, region=keys, region_key="region", instance_key="instance_id")
     logg.info(f"    finished: table {table_key!r} ({out.n_obs} x {out.n_vars}, {self.target})", time=start)
     if not inplace:

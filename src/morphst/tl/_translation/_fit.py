@@ -152,7 +152,7 @@ def fit_translator(
     caps = _context_caps(k_ctx, groups, adata.n_obs)
     gidx = np.flatnonzero(plan.genes_for(adata, rows))
     _warn_caps(caps, k_ctx)
-    feats = _features(x, coords, k_ctx, groups)
+    feats = unscaled = _features(x, coords, k_ctx, groups)
     if scale_per_library:
         feats = scale_per_group(feats, groups)
     start = logg.info(f"fitting a translator on {len(rows)} spots from `obsm[{use_rep!r}]`")
@@ -174,8 +174,11 @@ def fit_translator(
             random_state=random_state,
         )
         description += note
-        domain = ApplicabilityDomain.fit(
-            feats[rows], None if groups is None else groups[rows], random_state=random_state
+        domain = ApplicabilityDomain.fit(  # before scale_per_library, which would hide a section-wide shift
+            unscaled[rows],
+            None if groups is None else groups[rows],
+            random_state=random_state,
+            before_scaling=bool(scale_per_library),
         )
     patches = adata.uns.get(Key.PATCHES, {})
     tr = Translator(

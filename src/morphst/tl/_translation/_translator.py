@@ -198,11 +198,11 @@ class Translator:
         """Whether features are standardised within each section (see :func:`fit_translator`)."""
         return bool(self.params.get("scale_per_library", False))
 
-    def features(self, adata: AnnData, *, library_key: str | None = None) -> np.ndarray:
+    def features(self, adata: AnnData, *, library_key: str | None = None, scaled: bool = True) -> np.ndarray:
         """The model input of ``adata``: ``obsm[use_rep]``, plus the neighbour mean if ``spatial_context``.
 
         With ``scale_per_library``, standardised within each section of ``library_key`` (default: the training
-        ``library_key`` if that column exists, else all observations as one section).
+        ``library_key`` if that column exists, else all observations as one section); ``scaled=False``: before it.
         """
         x = check_obsm(adata, self.use_rep, hint=_use_rep_hint())
         n_own = self.n_features // 2 if self.spatial_context else self.n_features
@@ -216,7 +216,13 @@ class Translator:
         groups = self._groups_of(adata, library_key)
         _warn_caps(_context_caps(self.spatial_context, groups, adata.n_obs, strict=False), self.spatial_context)
         f = _features(x, coords, self.spatial_context, groups)
-        return scale_per_group(f, groups) if self.scale_per_library else f
+        return scale_per_group(f, groups) if self.scale_per_library and scaled else f
+
+    def _domain_features(self, adata: AnnData, feats: np.ndarray, library_key: str | None) -> np.ndarray:
+        """The features the applicability domain was measured on: ``feats``, or those before per-section scaling."""
+        if self.applicability is not None and self.applicability.before_scaling and self.scale_per_library:
+            return self.features(adata, library_key=library_key, scaled=False)
+        return feats
 
     def predict(self, adata: AnnData, *, library_key: str | None = None) -> np.ndarray:
         """Predicted expression, ``(n_obs, n_genes)`` float32 on the target scale, from ``obsm[use_rep]``.
@@ -227,7 +233,7 @@ class Translator:
         (see :meth:`applicability_scores`).
         """
         f = self.features(adata, library_key=library_key)
-        self._check_domain(f, self._groups_of(adata, library_key))
+        self._check_domain(self._domain_features(adata, f, library_key), self._groups_of(adata, library_key))
         return np.asarray(self.estimator.predict(f), dtype=np.float32).reshape(len(f), len(self.genes))
 
     def _groups_of(self, adata: AnnData, library_key: str | None) -> np.ndarray | None:
@@ -291,7 +297,7 @@ class Translator:
                 "This translator has no applicability domain (saved by an older morphst); refit it with fit_translator."
             )
             raise ValueError(msg)
-        f = self.features(adata, library_key=library_key)
+        f = self._domain_features(adata, self.features(adata, library_key=library_key), library_key)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             scores, verdict = self._check_domain(f, self._groups_of(adata, library_key))
@@ -311,7 +317,7 @@ class Translator:
         lk = self.library_key if library_key is None else library_key
         self._write_domain(
             out,
-            self.features(adata, library_key=library_key),
+            self._domain_features(adata, self.features(adata, library_key=library_key), library_key),
             self._groups_of(adata, library_key),
             lk if lk in adata.obs.columns else None,
         )
