@@ -247,7 +247,8 @@ def test_graph_caps_n_neighs_per_section_with_a_note():
     a = grid_adata(6, sections=2)
     a = a[np.r_[np.arange(36), 36, 37, 38]].copy()  # section S1: 3 spots
     a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 4))
-    mst.tl.fuse(a, ("X_pca",), method="graph", n_neighs=6, n_comps=4)
+    with pytest.warns(UserWarning, match=r"section 'S1': n_neighs capped at 2 \(3 observations\)"):
+        mst.tl.fuse(a, ("X_pca",), method="graph", n_neighs=6, n_comps=4)
     assert a.uns["X_fused"]["params"]["notes"] == ["section 'S1': n_neighs capped at 2 (3 observations)"]
     assert np.isfinite(a.obsm["X_fused"]).all()
 
@@ -467,9 +468,11 @@ def test_out_of_range_arguments_are_errors_naming_them():
 
 def test_domains_caps_n_neighs_with_a_note_and_gmm_covariance():
     a, _ = three_regions(4)  # 16 observations
-    mst.tl.domains(a, "X_pca", method="leiden", n_neighs=50, n_domains=2)
-    p = a.uns["domain"]["params"]
-    assert p["notes"] == ["n_neighs capped at n_obs - 1 = 15"]
+    with pytest.raises(ValueError, match="there are 16 observations"):
+        mst.tl.domains(a, "X_pca", method="leiden", n_neighs=50, n_domains=2)
+    assert "domain" not in a.obs
+    mst.tl.domains(a, "X_pca", method="leiden", n_neighs=15, n_domains=2)
+    assert a.uns["domain"]["params"]["n_neighs"] == 15
     b, truth = three_regions(12)
     mst.tl.domains(b, "X_pca", method="gmm", n_domains=2, key_added="g")
     assert b.uns["g"]["params"]["covariance_type"] == "tied"
@@ -600,3 +603,15 @@ def test_evaluate_domains_without_annotation_gives_spatial_metrics(morphst_log):
     v = b[:, "gradient"].X.ravel().astype(float)
     assert ev["mean_moran_I"] == pytest.approx(morans_i(v, b.obsp["spatial_connectivities"].tocsr()), abs=1e-6)
     assert ev["mean_moran_I"] > 0.5
+
+
+def test_fuse_refuses_n_neighs_no_section_can_honour():
+    """Two sections of 36 spots: n_neighs=10,000 was recorded while 35 were used; now a clear error."""
+    a = grid_adata(6, sections=2)
+    a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 4))
+    with pytest.raises(ValueError, match=r"largest section has 36 observations \(so at most 35 neighbours\)"):
+        mst.tl.fuse(a, ("X_pca",), method="graph", n_neighs=10_000, n_comps=4)
+    assert "X_fused" not in a.obsm
+    mst.tl.fuse(a, ("X_pca",), method="graph", n_neighs=35, n_comps=4)  # every other spot of its section
+    g = a.obsp["X_fused_connectivities"]
+    assert g.getnnz(axis=1).tolist() == [35] * a.n_obs

@@ -196,8 +196,8 @@ def fuse(
         morphology). On DLPFC with low-res handcrafted features 0.3 matched morphology off (ARI 0.558 vs 0.561),
         1 and 3 lowered it (0.54): there, morphology does not help; the default keeps it mild.
     n_neighs
-        ``"graph"`` only: spatial neighbours per observation, within its section (capped at the section size - 1;
-        the cap is recorded in ``params["notes"]``).
+        ``"graph"`` only: spatial neighbours per observation, within its section (capped at the section size - 1
+        with a warning, recorded in ``params["notes"]``; at least the size of the largest section is an error).
     n_steps
         ``"smooth"`` and ``"graph"``: smoothing steps (>= 1). ``None``: 5 for ``"smooth"``, 1 for ``"graph"``.
     spatial_key
@@ -282,6 +282,8 @@ def fuse(
         if n_neighs < 1 or n_steps < 1:
             msg = f"`n_neighs` and `n_steps` must be >= 1, got {n_neighs} and {n_steps}."
             raise ValueError(msg)
+        if method == "graph":
+            _check_n_neighs(n_neighs, groups, n_obs)
         if not (np.isfinite(n_rings) and n_rings > 0):
             msg = f"`n_rings` must be a positive number of spot spacings, got {n_rings}."
             raise ValueError(msg)
@@ -343,6 +345,8 @@ def fuse(
             ]
         elif n_obs - 1 < n_neighs:
             notes.append(f"n_neighs capped at {n_obs - 1} ({n_obs} observations)")
+        if notes:
+            logg.warning(f"`n_neighs`={n_neighs} is more than some sections allow: {'; '.join(notes[:5])}.")
         sigma_s = float(np.median(ds)) if ds.size else 1.0
         sigma_s = sigma_s if sigma_s > 0 else 1.0
         ew = np.exp(-(ds**2) / (2 * sigma_s**2))
@@ -380,3 +384,16 @@ def fuse(
     slots = f"'obsm[{key_added!r}]' {fused.shape}" + (f", 'obsp[{conn_key!r}]'" if graph is not None else "")
     logg.info(f"    finished: fused {len(use_rep)} representation(s); added {slots}, 'uns[{key_added!r}]'", time=start)
     return adata if copy else None
+
+
+def _check_n_neighs(n_neighs: int, groups, n_obs: int) -> None:
+    """Refuse ``n_neighs`` that no section can honour (as ``spatial_context`` does); smaller sections are capped."""
+    largest = (
+        int(np.unique(np.asarray(groups).astype(str), return_counts=True)[1].max()) if groups is not None else n_obs
+    )
+    if int(n_neighs) >= largest:
+        msg = (
+            f"`n_neighs`={n_neighs} spatial neighbours, but the largest section has {largest} observations (so at "
+            f"most {largest - 1} neighbours); choose a smaller `n_neighs` (6 on Visium, 4 on the legacy ST grid)."
+        )
+        raise ValueError(msg)
