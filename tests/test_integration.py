@@ -615,3 +615,13 @@ def test_fuse_refuses_n_neighs_no_section_can_honour():
     mst.tl.fuse(a, ("X_pca",), method="graph", n_neighs=35, n_comps=4)  # every other spot of its section
     g = a.obsp["X_fused_connectivities"]
     assert g.getnnz(axis=1).tolist() == [35] * a.n_obs
+
+
+def test_domains_on_one_spot_is_a_clear_error():
+    a = grid_adata(4)
+    a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 3))
+    one = a[:1].copy()
+    for method, n in (("leiden", None), ("kmeans", 2), ("gmm", 2)):
+        with pytest.raises(ValueError, match="at least 3 observations, got 1"):
+            mst.tl.domains(one, "X_pca", method=method, n_domains=n)
+    assert "domain" not in one.obs

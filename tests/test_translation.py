@@ -958,3 +958,12 @@ def test_applicability_with_scale_per_library_sees_the_shift_scaling_removes(tda
     with pytest.warns(UserWarning, match="Out of the translator's training domain"):
         out = back.predict_adata(shifted)
     np.testing.assert_allclose(out.obs["translator_distance"], s_shift, rtol=1e-5)
+
+
+def test_predict_sdata_given_an_anndata_says_what_to_pass(tdata):
+    tr = mst.tl.fit_translator(tdata, "X_feat", genes=["g0"], train=["S0", "S1"])
+    for fn in (tr.predict_sdata, tr.predict_grid):
+        with pytest.raises(TypeError, match=r"needs a SpatialData .* got AnnData\. .*predict_adata"):
+            fn(tdata)
+    with pytest.raises(TypeError, match="got ndarray"):
+        tr.predict_sdata(np.zeros(3))

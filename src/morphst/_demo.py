@@ -183,7 +183,13 @@ def run_demo(
         msg = f"The demo needs at least two sections (leave-one-section-out), got {list(sections)}; e.g. C2,C3."
         raise ValueError(msg)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as e:
+        msg = (
+            f"Cannot create the output folder {str(out)!r} ({e.strerror}: {e.filename}); pass `--out` naming a folder."
+        )
+        raise ValueError(msg) from None
     sdata = mst.datasets.her2st(sections=sections, data_dir=data_dir)
     print("HER2ST patient C (Andersson et al., Nat. Commun. 2021), legacy ST")
     print(summary(sdata).to_string())

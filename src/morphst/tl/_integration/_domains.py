@@ -254,6 +254,9 @@ def domains(
         raise ValueError(msg)
     hint = "Run `mst.tl.fuse` first." if use_rep.startswith("X_fused") else rep_hint(use_rep)
     x = check_obsm(adata, use_rep, hint=hint)
+    if adata.n_obs < 3:
+        msg = f"Finding domains needs at least 3 observations, got {adata.n_obs}: pass the whole section(s)."
+        raise ValueError(msg)
     if n_domains is None and method != "leiden":
         msg = f"`method={method!r}` needs `n_domains`."
         raise ValueError(msg)

@@ -158,6 +158,9 @@ def evaluate_domains(
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     adata = get_adata(data, table_key)
+    from ..._utils._checks import check_expression
+
+    check_expression(adata, "mst.tl.evaluate_domains")
     key, reference = domain_key, annotation_key
     key_added = f"{key}_evaluation" if key_added is None else key_added
     dom = check_obs_column(adata, key)

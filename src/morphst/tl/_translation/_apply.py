@@ -104,9 +104,11 @@ def predict_sdata(
     from spatialdata import SpatialData
     from spatialdata.models import TableModel
 
+    from ..._utils._checks import check_sdata
     from ...pp import extract_patches
     from .._embed import embed_patches
 
+    check_sdata(sdata, "Translator.predict_sdata")
     keys = (
         list(sdata.shapes.keys())
         if shapes_key is None
@@ -251,6 +253,9 @@ def predict_grid(
     from spatialdata.models import ShapesModel
     from spatialdata.transformations import Identity, get_transformation
 
+    from ..._utils._checks import check_sdata
+
+    check_sdata(sdata, "Translator.predict_grid")
     if not spacing_um > 0:
         msg = f"`spacing_um` must be positive (µm), got {spacing_um}."
         raise ValueError(msg)
