@@ -139,9 +139,11 @@ def extract_patches(
         as grey.
     intensity_range
         For non-uint8 images, intensities mapped onto 0 and 255: one ``(low, high)`` for every channel, or one pair
-        per channel read. Default: the 0.1 and 99.9 percentiles (NaN ignored) of the coarsest pyramid level, per
-        channel; for a 3- or 4-channel image read as RGB (brightfield) one range over the three colour channels,
-        which keeps the colour balance.
+        per channel read. Default: the 0.1 and 99.9 percentiles (NaN ignored) of the full-resolution pixels (every
+        pixel up to 4 million per channel, else a strided sample; never a downsampled level, whose averaging
+        narrows the range), per channel (e.g. named fluorescence markers); for a 3- or 4-channel image read as RGB
+        with unnamed channels (0, 1, 2), or three channels named r/g/b (brightfield), one range over the three
+        colour channels, which keeps the colour balance.
     fill_value
         Padding value (0–255) outside the image and for NaN pixels. Default: 255 (white) for RGB, else 0.
 
