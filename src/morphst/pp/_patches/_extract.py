@@ -53,11 +53,14 @@ def _report_geometry(geoms: list[_RegionGeometry], sizes: list[float], target_px
                 upsampled.setdefault(size, []).append(
                     f"{g.region} ({g.image_key}): the {size:g} µm patch is upsampled {target_px / min(w):.2f}× "
                     f"({min(w)} native px -> {target_px} px): the image ({g.level_um_per_px[k]:.4g} µm/px at its "
-                    f"finest level) is coarser than the requested {size / target_px:.4g} µm/px."
+                    f"finest level) is coarser than the requested {size / target_px:.4g} µm/px. To avoid "
+                    f"interpolated detail, use `target_px={min(w)}` (the image's own resolution; encoders resize "
+                    f"to their input size themselves) or `patch_size={target_px * g.level_um_per_px[k]:.0f}` "
+                    f"(µm that {target_px} native px cover)."
                 )
     for msgs in upsampled.values():
         more = f" The same holds for {len(msgs) - 1} more region(s)." if len(msgs) > 1 else ""
-        logg.warning(f"{msgs[0]}{more} Lower `target_px` or increase `patch_size` to avoid interpolated detail.")
+        logg.warning(f"{msgs[0]}{more}")
     valid = np.concatenate([g.valid[0] for g in geoms])
     n_edge = int((valid < 1).sum())
     if n_edge > _EDGE_WARN_FRACTION * len(valid):
