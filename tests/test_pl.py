@@ -418,3 +418,23 @@ def test_background_is_the_image_the_patches_came_from(synthetic_factory):
         sdata, [None], table_key="table", section_key="section", image_key="a_hires_image", image_px=64
     )
     assert forced.meta["image_key"] == "a_hires_image"
+
+
+def test_predicted_vs_observed_takes_gene_symbols(sdata):
+    """As scanpy's ``gene_symbols=``: genes named in a var column (e.g. symbols when var_names are Ensembl IDs)."""
+    ad = sdata.tables["table"]
+    ad.var["alias"] = [f"ID_{g}" for g in ad.var_names]
+    try:
+        fig = mst.pl.predicted_vs_observed(sdata, ["ID_ERBB2"], gene_symbols="alias", library_id="C3", return_fig=True)
+        obs_ax, pred_ax = panels(fig)
+        c3 = (ad.obs["section"] == "C3").to_numpy()
+        j = ad.var_names.get_loc("ERBB2")
+        np.testing.assert_allclose(collections(pred_ax)[0].get_array(), ad.layers["predicted"][c3, j], rtol=1e-6)
+        assert obs_ax.get_title().startswith("ID_ERBB2 observed")
+        plt.close(fig)
+        with pytest.raises(KeyError, match=r"'ERBB2' not found in `var\['alias'\]`"):
+            mst.pl.predicted_vs_observed(sdata, ["ERBB2"], gene_symbols="alias")
+        with pytest.raises(KeyError, match="is not a var column"):
+            mst.pl.predicted_vs_observed(sdata, ["ERBB2"], gene_symbols="symbols")
+    finally:
+        del ad.var["alias"]

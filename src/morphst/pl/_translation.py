@@ -87,6 +87,27 @@ def _folds_per_gene(adata: AnnData, key: str, fm: pd.DataFrame | None, genes: pd
     return counts.reindex(genes).fillna(0).astype(int), max(n_total, 1)
 
 
+def _by_symbol(adata: AnnData, genes: list[str], gene_symbols: str | None) -> tuple[list[str], dict[str, str]]:
+    """``genes`` named in ``var[gene_symbols]`` -> (their ``var_names``, ``{var_name: name to show}``)."""
+    if gene_symbols is None:
+        return genes, {g: g for g in genes}
+    if gene_symbols not in adata.var.columns:
+        msg = f"`gene_symbols`={gene_symbols!r} is not a var column. Available columns: {list_keys(adata.var.columns)}."
+        raise KeyError(msg)
+    sym = adata.var[gene_symbols].astype(str)
+    ids = []
+    for g in genes:
+        hit = adata.var_names[(sym == g).to_numpy()]
+        if len(hit) == 0:
+            msg = f"Gene {g!r} not found in `var[{gene_symbols!r}]` (e.g. {list(sym.iloc[:5])})."
+            raise KeyError(msg)
+        if len(hit) > 1:
+            msg = f"{g!r} names {len(hit)} genes in `var[{gene_symbols!r}]` ({list(hit)}); pass one of these var_names."
+            raise ValueError(msg)
+        ids.append(str(hit[0]))
+    return ids, dict(zip(ids, genes, strict=True))
+
+
 def _column(x, j: int) -> np.ndarray:
     col = x[:, j]
     col = col.toarray() if hasattr(col, "toarray") else np.asarray(col)
@@ -106,6 +127,7 @@ def predicted_vs_observed(
     library_id: str | None = None,
     library_key: str = Key.LIBRARY,
     layer: str | None = None,
+    gene_symbols: str | None = None,
     table_key: str = Key.TABLE,
     image_key: str | None = None,
     image_px: int = 600,
@@ -138,6 +160,9 @@ def predicted_vs_observed(
         ``obs`` column of the sections.
     layer
         Layer of observed values; ``None``: the target that the translation recorded in ``uns[predicted_key]["params"]``.
+    gene_symbols
+        ``var`` column holding the names that ``genes`` are given in and that titles show (e.g. gene symbols when
+        ``var_names`` are Ensembl IDs), as in scanpy; ``None``: ``var_names``.
     table_key
         Table of a SpatialData.
     {image}
@@ -174,6 +199,7 @@ def predicted_vs_observed(
     if not genes:
         msg = "`genes` is empty; pass one or more predicted genes."
         raise ValueError(msg)
+    genes, shown = _by_symbol(adata, genes, gene_symbols)
     mask_col = f"{key}_mask"
     predicted = (
         adata.var_names[adata.var[mask_col].to_numpy(bool)] if mask_col in adata.var.columns else adata.var_names
@@ -227,9 +253,10 @@ def predicted_vs_observed(
         if same_scale:
             both = np.concatenate([obs_v, pred_v])
             lims = [(np.nanmin(both), np.nanmax(both))] * 2
-        titles = [f"{g} observed{where}", f"{g} predicted" + (f", {how} {pcc:.2f}" if how else "")]
+        name = shown[g]
+        titles = [f"{name} observed{where}", f"{name} predicted" + (f", {how} {pcc:.2f}" if how else "")]
         if not np.isfinite(pred_v).any():  # with in-fold gene selection, a fold may not have selected this gene
-            titles[1] = f"{g}: not predicted here\n(not selected in this fold's training part)"
+            titles[1] = f"{name}: not predicted here\n(not selected in this fold's training part)"
         for k, (vals, title) in enumerate(zip((obs_v, pred_v), titles, strict=True)):
             m = draw_panel(
                 axes[i, k], panel, values=vals, cmap=cmap, vmin=lims[k][0], vmax=lims[k][1], alpha=alpha, title=title
