@@ -438,3 +438,29 @@ def test_predicted_vs_observed_takes_gene_symbols(sdata):
             mst.pl.predicted_vs_observed(sdata, ["ERBB2"], gene_symbols="symbols")
     finally:
         del ad.var["alias"]
+
+
+def test_predicted_expression_maps_a_translators_table(synthetic_factory):
+    """An H&E-only section: the table of Translator.predict_sdata (X = predictions) drawn over the image."""
+    sdata, centres = synthetic_factory()
+    t = sdata.tables["table"]
+    with pytest.raises(KeyError, match=r"apply a fitted translator first"):
+        mst.pl.predicted_expression(sdata, "gene_a", table_key="table")
+    t.uns["morphst_translation"] = {"params": {"target": "log1p_cp10k"}}
+    fig = mst.pl.predicted_expression(sdata, ["gene_b", "gene_a"], table_key="table", return_fig=True)
+    axs = panels(fig)
+    assert len(axs) == 2  # two genes, one section (region "spots")
+    for a, g in zip(axs, ["gene_b", "gene_a"], strict=True):
+        (c,) = collections(a)
+        np.testing.assert_allclose(c.get_array(), t[:, g].X.ravel(), rtol=1e-6)
+        assert a.get_title() == f"{g} predicted (spots)"
+        # the circles sit on the spot marks of the image: centres in thumbnail px, scaled from full-res px
+        img_h = a.images[0].get_array().shape[0]
+        xy = np.array([p.get_extents().get_points().mean(0) for p in c.get_paths()]) * (512 / img_h)  # image px
+        np.testing.assert_allclose(xy, centres, atol=512 / img_h)
+    bars = [a.get_ylabel() for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert bars == ["predicted log1p_cp10k"] * 2
+    assert_non_trivial(fig)
+    plt.close(fig)
+    with pytest.raises(KeyError, match="were not predicted"):
+        mst.pl.predicted_expression(sdata, "ERBB2", table_key="table")
