@@ -253,7 +253,7 @@ def test_gene_metrics_errors(her2st_adata, sdata):
 
 def test_domains(sdata):
     ad = sdata.tables["table"]
-    fig = mst.pl.domains(sdata, annotation_key="cluster", return_fig=True)
+    fig = mst.pl.domains(sdata, annotation_key="cluster", match_colors=False, return_fig=True)
     axs = panels(fig)
     sections = list(ad.obs["section"].cat.categories)
     assert len(axs) == 2 * len(sections)
@@ -464,3 +464,37 @@ def test_predicted_expression_maps_a_translators_table(synthetic_factory):
     plt.close(fig)
     with pytest.raises(KeyError, match="were not predicted"):
         mst.pl.predicted_expression(sdata, "ERBB2", table_key="table")
+
+
+def test_domains_colours_matched_to_the_reference():
+    """Domains that equal the layers under other names get the layers' colours; one section: side by side."""
+    import anndata as ad
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 300
+    xy = rng.uniform(0, 100, (n, 2))
+    layer = np.array(["L1", "L2", "L3"])[np.digitize(xy[:, 1], [33, 66])]
+    rename = {"L1": "2", "L2": "0", "L3": "1"}  # the domains find the layers, named otherwise
+    dom = np.array([rename[v] for v in layer], dtype=object)
+    dom[:40] = "3"  # and a fourth domain with no layer of its own
+    a = ad.AnnData(np.zeros((n, 1), np.float32), obs=pd.DataFrame(index=[f"s{i}" for i in range(n)]))
+    a.obsm["spatial"] = xy
+    a.obs["domain"] = pd.Categorical(dom)
+    a.obs["layer"] = pd.Categorical(layer)
+    from morphst.pl._domains import match_categories
+
+    assert match_categories(a.obs["domain"], a.obs["layer"]) == {"0": "L2", "1": "L3", "2": "L1"}
+    fig = mst.pl.domains(a, annotation_key="layer", return_fig=True)
+    d_ax, r_ax = panels(fig)
+    w, h = fig.get_size_inches()
+    assert w > h  # side by side
+    dom_fc = d_ax.collections[0].get_facecolors()[:, :3]
+    ref_fc = r_ax.collections[0].get_facecolors()[:, :3]
+    same = dom[:] != "3"
+    np.testing.assert_allclose(dom_fc[same], ref_fc[same])  # matched domains: the colour of their layer
+    ref_colours = {tuple(np.round(c, 4)) for c in ref_fc}
+    assert not ({tuple(np.round(c, 4)) for c in dom_fc[~same]} & ref_colours)  # the extra domain: a colour of its own
+    legend = [t.get_text() for t in d_ax.get_legend().get_texts()]
+    assert legend == ["0 ~ L2", "1 ~ L3", "2 ~ L1", "3"]
+    plt.close(fig)
