@@ -498,3 +498,34 @@ def test_domains_colours_matched_to_the_reference():
     legend = [t.get_text() for t in d_ax.get_legend().get_texts()]
     assert legend == ["0 ~ L2", "1 ~ L3", "2 ~ L1", "3"]
     plt.close(fig)
+
+
+def test_scale_bar_has_the_right_length(synthetic_factory):
+    """The synthetic slide is 0.5 µm/px (512 px, "global" in µm): the bar's length in data px is its label / 0.5."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    sdata, _ = synthetic_factory()
+    (panel,) = _spatial.build_panels(
+        sdata, [None], table_key="table", section_key="section", image_key=None, image_px=128
+    )
+    # thumbnail of 128 px for 512 full-resolution px at 0.5 µm/px: 2 µm per thumbnail px
+    assert panel.meta["um_per_px"] == pytest.approx(2.0)
+    fig, axis = plt.subplots()
+    _spatial.draw_panel(axis, panel, colors=["k"] * len(panel.rows))
+    (bar,) = [a for a in axis.artists if isinstance(a, AnchoredSizeBar)]
+    width_um = np.ptp(axis.get_xlim()) * 2.0
+    label = bar.txt_label.get_text()
+    length_um = float(label.split()[0]) * (1000 if label.endswith("mm") else 1)
+    assert length_um in {1, 2, 5, 10, 20, 50, 100, 200, 500}
+    assert 0.1 * width_um < length_um <= 0.2 * width_um
+    (rect,) = bar.size_bar.get_children()
+    assert rect.get_width() == pytest.approx(length_um / 2.0)  # data px = µm / (µm per px)
+    plt.close(fig)
+    # without a known unit (an AnnData with obsm["spatial"]) no bar is drawn
+    a = sdata.tables["table"].copy()
+    a.obsm["spatial"] = np.zeros((a.n_obs, 2)) + np.arange(a.n_obs)[:, None]
+    (p2,) = _spatial.build_panels(a, [None], table_key="table", section_key="section", image_key=None, image_px=128)
+    fig, axis = plt.subplots()
+    _spatial.draw_panel(axis, p2, colors=["k"] * len(p2.rows))
+    assert not [x for x in axis.artists if isinstance(x, AnchoredSizeBar)]
+    plt.close(fig)
