@@ -529,3 +529,15 @@ def test_scale_bar_has_the_right_length(synthetic_factory):
     _spatial.draw_panel(axis, p2, colors=["k"] * len(p2.rows))
     assert not [x for x in axis.artists if isinstance(x, AnchoredSizeBar)]
     plt.close(fig)
+
+
+def test_demo_map_figure_draws_the_best_genes_on_the_tissue(sdata, tmp_path):
+    from morphst._demo import gene_table, map_figure
+
+    ad = sdata.tables["table"]
+    genes = gene_table(ad)
+    drawn = map_figure(sdata, genes, "C3", tmp_path / "map.png")
+    assert drawn == list(genes.index[:2])  # select_on_train=False here: every gene is in every fold
+    img = plt.imread(tmp_path / "map.png")[..., :3]
+    assert img.shape[0] > 400
+    assert float((img.mean(-1) * 255).var()) > 300.0  # an H&E with spots, not a blank page
