@@ -235,6 +235,11 @@ def test_gene_metrics_ranks_genes_of_all_folds_first():
     np.testing.assert_allclose([h for _, h in heights], [0.4, 0.3, 0.54])
     assert any("fewer than all 5 folds" in t.get_text() for t in axis.get_legend().get_texts())
     plt.close(fig)
+    # labelled by a var column (gene symbols when var_names are Ensembl IDs)
+    a.var["symbol"] = ["SYM_A", "SYM_B", "SYM_C", "SYM_D"]
+    fig = mst.pl.gene_metrics(a, gene_symbols="symbol", return_fig=True)
+    assert [t.get_text() for t in panels(fig)[0].get_xticklabels()] == ["SYM_C", "SYM_B", "SYM_A (1/5)"]
+    plt.close(fig)
     # n_genes keeps the fair order: the 1-fold gene is not among the best two
     fig = mst.pl.gene_metrics(a, n_genes=2, return_fig=True)
     assert [t.get_text() for t in panels(fig)[0].get_xticklabels()] == ["C", "B"]

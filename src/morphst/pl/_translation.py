@@ -278,6 +278,7 @@ def gene_metrics(
     *,
     metric: Metric = "pcc",
     n_genes: int | None = None,
+    gene_symbols: str | None = None,
     table_key: str = Key.TABLE,
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
@@ -307,6 +308,9 @@ def gene_metrics(
         lower is better).
     n_genes
         Show only the best ``n_genes`` genes; ``None``: all predicted genes.
+    gene_symbols
+        ``var`` column of the names to label the genes with (e.g. symbols when ``var_names`` are Ensembl IDs), as in
+        scanpy; ``None``: ``var_names``.
     table_key
         Table of a SpatialData.
     {plot_params}
@@ -404,8 +408,15 @@ def gene_metrics(
     if metric == "pcc":
         a.axhline(0, color="grey", linewidth=0.6)
     a.set_xticks(x)
+    if gene_symbols is not None:
+        if gene_symbols not in adata.var.columns:
+            msg = f"`gene_symbols`={gene_symbols!r} is not a var column. Available: {list_keys(adata.var.columns)}."
+            raise KeyError(msg)
+        names = adata.var[gene_symbols].astype(str).reindex(genes).fillna(pd.Series(genes, index=genes)).tolist()
+    else:
+        names = genes
     a.set_xticklabels(
-        [f"{g} ({int(k)}/{n_total})" if p else g for g, k, p in zip(genes, n_folds, partial, strict=True)],
+        [f"{g} ({int(k)}/{n_total})" if p else g for g, k, p in zip(names, n_folds, partial, strict=True)],
         rotation=90,
         fontsize="small",
     )
