@@ -158,9 +158,6 @@ def evaluate_domains(
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     adata = get_adata(data, table_key)
-    from ..._utils._checks import check_expression
-
-    check_expression(adata, "mst.tl.evaluate_domains")
     key, reference = domain_key, annotation_key
     key_added = f"{key}_evaluation" if key_added is None else key_added
     dom = check_obs_column(adata, key)
@@ -202,6 +199,9 @@ def evaluate_domains(
     if int(n_neighs) < 1:
         msg = f"`n_neighs` must be >= 1, got {n_neighs}."
         raise ValueError(msg)
+    from ..._utils._checks import check_expression
+
+    check_expression(adata, "mst.tl.evaluate_domains")  # after the label checks: they need no expression
 
     start = logg.info(
         f"evaluating domains {key!r}"
