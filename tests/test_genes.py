@@ -293,3 +293,32 @@ def test_normalize_key_added_must_name_a_layer(key_added):
     with pytest.raises(ValueError, match="`key_added` must be a non-empty string"):
         mst.pp.normalize(a, key_added=key_added)
     assert len(a.layers) == 0
+
+
+def test_expression_functions_refuse_empty_axes_and_backed_anndata(tmp_path):
+    """Raw library errors before (e.g. ``ufunc 'isfinite' not supported`` for a backed AnnData) become clear ones."""
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(rng.poisson(3, (20, 30)).astype(np.float32))
+    a.var_names = [f"g{i}" for i in range(30)]
+    for fn in (mst.pp.normalize, mst.pp.select_genes):
+        with pytest.raises(ValueError, match="20 spots and 0 genes"):
+            fn(a[:, []].copy())
+        with pytest.raises(ValueError, match="0 spots and 30 genes"):
+            fn(a[[]].copy())
+    a.write_h5ad(tmp_path / "b.h5ad")
+    b = ad.read_h5ad(tmp_path / "b.h5ad", backed="r")
+    for fn in (mst.pp.normalize, mst.pp.select_genes):
+        with pytest.raises(ValueError, match=r"backed mode .*adata\.to_memory\(\)"):
+            fn(b)
+    assert "log1p_cp10k" not in b.layers
+    # in memory, the same values work: cp10k + log1p equals the hand computation
+    c = b.to_memory()
+    mst.pp.normalize(c)
+    x = np.asarray(a.X, float)
+    np.testing.assert_allclose(
+        np.asarray(
+            c.layers["log1p_cp10k"].todense() if sparse.issparse(c.layers["log1p_cp10k"]) else c.layers["log1p_cp10k"]
+        ),
+        np.log1p(x / x.sum(1, keepdims=True) * 1e4),
+        rtol=1e-5,
+    )

@@ -141,6 +141,28 @@ def report_figure(sections: pd.DataFrame, genes: pd.DataFrame, path: Path, *, ti
         plt.close(fig)
 
 
+def map_figure(sdata, genes: pd.DataFrame, section: str, path: Path, *, n_genes: int = 2) -> list[str]:
+    """Observed and predicted expression on the tissue of ``section`` for the best genes predicted in every fold.
+
+    Returns the genes drawn (``mst.pl.predicted_vs_observed``, saved as a PNG at ``path``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    import morphst as mst
+
+    top = [str(g) for g in genes.index[genes["in_all_folds"].to_numpy(bool)][:n_genes]]
+    fig = mst.pl.predicted_vs_observed(sdata, top, library_id=section, return_fig=True)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+    return top
+
+
 def _results_sdata(sdata):
     """A SpatialData with the shapes and the results table (the H&E images stay in the data folder)."""
     from spatialdata import SpatialData
@@ -174,7 +196,7 @@ def run_demo(
 
     Writes into ``out``: ``her2st_translation.zarr`` (SpatialData: spot shapes and the table with the embeddings in
     ``obsm['X_<model>']``, out-of-fold predictions in ``layers['predicted']`` (and ``layers['predicted_context8']``
-    with 8-neighbour spatial context), observed ``layers['log1p_cp10k']`` and the metrics in ``var``/``uns``), ``translation_per_section.csv``, ``translation_per_gene.csv`` and ``translation_report.png``.
+    with 8-neighbour spatial context), observed ``layers['log1p_cp10k']`` and the metrics in ``var``/``uns``), ``translation_per_section.csv``, ``translation_per_gene.csv``, ``translation_report.png`` and ``translation_map.png`` (observed and predicted expression of the two best genes on the tissue of the best-predicted section).
     Returns the per-section table.
     """
     import morphst as mst
@@ -185,7 +207,13 @@ def run_demo(
         msg = f"The demo needs at least two sections (leave-one-section-out), got {list(sections)}; e.g. C2,C3."
         raise ValueError(msg)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as e:
+        msg = (
+            f"Cannot create the output folder {str(out)!r} ({e.strerror}: {e.filename}); pass `--out` naming a folder."
+        )
+        raise ValueError(msg) from None
     sdata = mst.datasets.her2st(sections, data_dir=data_dir)
     print("HER2ST patient C (Andersson et al., Nat. Commun. 2021), legacy ST")
     print(summary(sdata).to_string())
@@ -226,12 +254,15 @@ def run_demo(
         title=f"HER2ST C2–C6, {model} (112 µm patches), PCA≤256 + ridge, train-fold HVGs: mean PCC over sections "
         f"{sec['mean_pcc'].mean():.3f}",
     )
+    best = str(sec["mean_pcc"].idxmax())
+    map_figure(sdata, genes, best, out / "translation_map.png")
     write_results(sdata, out / "her2st_translation.zarr")
     for p in (
         "her2st_translation.zarr",
         "translation_per_section.csv",
         "translation_per_gene.csv",
         "translation_report.png",
+        "translation_map.png",
     ):
         print(f"  {out.resolve() / p}")
     print(f"done in {time.perf_counter() - t0:.0f} s")
@@ -278,4 +309,13 @@ def _print_results(sec: pd.DataFrame, genes: pd.DataFrame, ctx) -> None:
     print(genes[genes["in_all_folds"]].head(10)[["pcc", "rmse", "n_folds"]].round(3).to_string())
 
 
-__all__ = ["atomic_path", "gene_table", "report_figure", "run_demo", "section_table", "summary", "write_results"]
+__all__ = [
+    "atomic_path",
+    "gene_table",
+    "map_figure",
+    "report_figure",
+    "run_demo",
+    "section_table",
+    "summary",
+    "write_results",
+]

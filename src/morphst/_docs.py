@@ -93,7 +93,9 @@ random_state
 #: ``image_key`` and ``image_px`` of the ``mst.pl`` maps drawn over the H&E.
 doc_image = """\
 image_key
-    Image to draw under the spots; ``None``: the image that shares the spots' coordinate system.
+    Image to draw under the spots; ``None``: the image the patches were cut from (``uns["patches"]``, written by
+    :func:`morphst.pp.extract_patches` and when a translator is applied), else one that shares the spots'
+    coordinate system, preferring a name that starts with the section's.
 image_px
     Short side (px) of the rendered H&E: the coarsest pyramid level at least this large is read (and cached)."""
 

@@ -173,6 +173,13 @@ def _panel_from_obsm(adata: AnnData, rows: np.ndarray, name: str) -> Panel:
     return Panel(name=name, rows=rows, xy=xy, radius=None)
 
 
+def _patch_image(adata: AnnData, region: str) -> str | None:
+    """The image that :func:`morphst.pp.extract_patches` cut this region's patches from, if recorded."""
+    regions = adata.uns.get("patches", {}).get("regions", {}) if isinstance(adata.uns.get("patches"), dict) else {}
+    rec = regions.get(region) if isinstance(regions, dict) else None
+    return rec.get("image") if isinstance(rec, dict) else None
+
+
 def _panel_from_sdata(sdata, adata, rows, name, *, image_key, image_px) -> Panel:
     from spatialdata.models import get_table_keys
     from spatialdata.transformations import get_transformation
@@ -200,9 +207,11 @@ def _panel_from_sdata(sdata, adata, rows, name, *, image_key, image_px) -> Panel
         candidates = [image_key]
     else:
         candidates = [k for k in sdata.images if shape_cs & set(get_transformation(sdata.images[k], get_all=True))]
-        # prefer an image named after the section or the region (e.g. "C2_he" for "C2_spots")
+        # prefer the image the patches were cut from (uns["patches"], also written when a translator applies),
+        # then an image named after the section or the region (e.g. "C2_he" for "C2_spots")
+        used = _patch_image(adata, region)
         stem = region.rsplit("_", 1)[0]
-        candidates.sort(key=lambda k: (not k.startswith(name or stem), not k.startswith(stem), k))
+        candidates.sort(key=lambda k: (k != used, not k.startswith(name or stem), not k.startswith(stem), k))
     img_key = candidates[0] if candidates else None
     if img_key is None:
         cs = sorted(shape_cs)[0]
@@ -227,8 +236,53 @@ def _panel_from_sdata(sdata, adata, rows, name, *, image_key, image_px) -> Panel
         pts[:, :2],
         None if radius is None else radius * scale,
         image=thumb,
-        meta={"cs": cs, "image_key": img_key, "shapes_key": region},
+        meta={
+            "cs": cs,
+            "image_key": img_key,
+            "shapes_key": region,
+            "um_per_px": _thumbnail_um_per_px(sdata, adata, region, cs, image, sx),
+        },
     )
+
+
+def _thumbnail_um_per_px(sdata, adata, region: str, cs: str, image, sx: float) -> float | None:
+    """µm per thumbnail pixel, when the µm scale of ``cs`` can be resolved (for the scale bar); else ``None``."""
+    from .._utils._units import linear_scale, resolve_um_per_unit
+
+    try:
+        units = resolve_um_per_unit(sdata, adata, region, cs)
+    except (ValueError, KeyError, TypeError):  # no unit declared or derivable: no scale bar
+        return None
+    value = float(units.um_per_unit) * linear_scale(affine_xy(image, cs)) * float(sx)
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def _nice_length(um: float) -> float:
+    """The largest 1, 2 or 5 × 10^k µm not above ``um``."""
+    k = 10 ** np.floor(np.log10(um))
+    return float(max(f * k for f in (1, 2, 5) if f * k <= um))
+
+
+def add_scale_bar(ax: Axes, um_per_px: float, width_px: float) -> None:
+    """A scale bar of a round µm length, about a fifth of the view wide, in the lower right corner."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    length = _nice_length(0.2 * width_px * um_per_px)
+    label = f"{length / 1000:g} mm" if length >= 1000 else f"{length:g} µm"
+    bar = AnchoredSizeBar(
+        ax.transData,
+        length / um_per_px,
+        label,
+        loc="lower right",
+        frameon=False,
+        size_vertical=0,
+        color="black",
+        pad=0.4,
+        borderpad=0.3,
+        sep=3,
+    )
+    bar.set_label("scale bar")
+    ax.add_artist(bar)
 
 
 def draw_panel(
@@ -285,6 +339,8 @@ def draw_panel(
         (x0, y0), (x1, y1) = xy.min(axis=0) - pad, xy.max(axis=0) + pad
         ax.set_xlim(x0, x1)
         ax.set_ylim(y1, y0)  # image convention: y down
+        if panel.meta.get("um_per_px"):
+            add_scale_bar(ax, float(panel.meta["um_per_px"]), float(x1 - x0))
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])

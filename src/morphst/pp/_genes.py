@@ -14,6 +14,7 @@ from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, inject_docs
 from .._utils import bool_column, check_unique_var_names, get_adata, list_keys, records_params
+from .._utils._checks import check_expression
 from ._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
 
 if TYPE_CHECKING:
@@ -289,6 +290,7 @@ def select_genes(
         residuals and for log1p-cp10k computed from ``X``). Nothing is written then.
     """
     adata = get_adata(data, table_key)
+    check_expression(adata, "mst.pp.select_genes")
     check_unique_var_names(adata, "mst.pp.select_genes")
     m = resolve_mask(adata, mask)
     is_list = not isinstance(method, str)

@@ -217,8 +217,7 @@ def domains(
     resolution
         Leiden resolution (the start of the search when ``n_domains`` is set).
     n_neighs
-        ``"leiden"`` only: neighbours of the kNN graph in ``use_rep`` space; capped at ``n_obs - 1`` (the cap is
-        recorded in ``uns[key_added]["params"]["notes"]``).
+        ``"leiden"`` only: neighbours of the kNN graph in ``use_rep`` space; at least ``n_obs`` is an error.
     covariance_type
         ``"gmm"`` only: covariance of each component (scikit-learn ``GaussianMixture``).
     n_init
@@ -294,6 +293,9 @@ def _check_options(adata, use_rep, method, n_domains, resolution, n_neighs, n_in
         raise ValueError(msg)
     hint = "Run `mst.tl.fuse` first." if use_rep.startswith("X_fused") else rep_hint(use_rep)
     x = check_obsm(adata, use_rep, hint=hint)
+    if adata.n_obs < 3:
+        msg = f"Finding domains needs at least 3 observations, got {adata.n_obs}: pass the whole section(s)."
+        raise ValueError(msg)
     if n_domains is None and method != "leiden":
         msg = f"`method={method!r}` needs `n_domains`."
         raise ValueError(msg)
@@ -305,6 +307,12 @@ def _check_options(adata, use_rep, method, n_domains, resolution, n_neighs, n_in
         raise ValueError(msg)
     if int(n_neighs) < 1:
         msg = f"`n_neighs` must be >= 1, got {n_neighs}."
+        raise ValueError(msg)
+    if method == "leiden" and int(n_neighs) >= adata.n_obs:
+        msg = (
+            f"`n_neighs`={n_neighs} neighbours for the Leiden graph, but there are {adata.n_obs} observations (so at "
+            f"most {adata.n_obs - 1} neighbours); choose a smaller `n_neighs`."
+        )
         raise ValueError(msg)
     if int(n_init) < 1:
         msg = f"`n_init` must be >= 1, got {n_init}."

@@ -65,7 +65,7 @@ def _is_raw_counts(x) -> bool:
 def evaluate_domains(
     data: SpatialData | AnnData,
     domain_key: str = Key.DOMAIN,
-    annotation_key: str | None = Key.ANNOTATION,
+    annotation_key: str | None = None,
     *,
     genes: Sequence[str] | None = None,
     n_markers: int = 3,
@@ -94,7 +94,8 @@ def evaluate_domains(
     domain_key
         ``obs`` column of the domains (from :func:`morphst.tl.domains`).
     annotation_key
-        ``obs`` column of the reference labels; ``None`` skips ARI/NMI.
+        ``obs`` column of the reference labels (e.g. pathologist layers); ``None`` (default): no reference, so
+        only the spatial coherence of the markers is reported (logged), no ARI/NMI.
     genes
         Genes whose autocorrelation is reported. ``None``: marker genes of the domains.
     n_markers
@@ -161,8 +162,18 @@ def evaluate_domains(
     coords = check_obsm(adata, spatial_key)[:, :2]
     lib = resolve_library_key(adata, library_key)
     genes = _check_genes(adata, dom, key, genes, layer, n_markers, n_neighs)
+    from ..._utils._checks import check_expression
 
-    start = logg.info(f"evaluating domains {key!r}" + (f" against {reference!r}" if reference else ""))
+    check_expression(adata, "mst.tl.evaluate_domains")  # after the label checks: they need no expression
+
+    start = logg.info(
+        f"evaluating domains {key!r}"
+        + (
+            f" against {reference!r}"
+            if reference
+            else ": no `annotation_key`, so spatial coherence only (pass `annotation_key=` for ARI/NMI)"
+        )
+    )
     sections = adata.obs[lib].astype(str).to_numpy() if lib is not None else np.zeros(adata.n_obs, dtype=str)
     table, marker_of, do_norm, notes = _autocorrelation(
         adata, dom, coords, sections, genes, layer, n_markers, normalize, n_neighs

@@ -191,8 +191,8 @@ def fuse(
         ``"smooth"`` only: how strongly morphological dissimilarity down-weights an edge (>= 0; 0 ignores
         morphology). The default keeps it mild (see the README for its effect on DLPFC).
     n_neighs
-        ``"graph"`` only: spatial neighbours per observation, within its section (capped at the section size - 1;
-        the cap is recorded in ``params["notes"]``).
+        ``"graph"`` only: spatial neighbours per observation, within its section (capped at the section size - 1
+        with a warning, recorded in ``params["notes"]``; at least the size of the largest section is an error).
     n_steps
         ``"smooth"`` and ``"graph"``: smoothing steps (>= 1). ``None``: 5 for ``"smooth"``, 1 for ``"graph"``.
     spatial_key
@@ -237,6 +237,8 @@ def fuse(
     adata = get_adata(data, table_key)
     inputs = _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library_key)
     n_steps = _check_spatial_options(method, n_rings, morph_weight, n_neighs, n_steps)
+    if method == "graph":
+        _check_n_neighs(n_neighs, inputs.groups, inputs.n_obs)
 
     # --- compute everything before writing anything ---
     blocks, infos = [], []
@@ -349,6 +351,8 @@ def _check_spatial_options(method, n_rings, morph_weight, n_neighs, n_steps) -> 
         if n_neighs < 1 or n_steps < 1:
             msg = f"`n_neighs` and `n_steps` must be >= 1, got {n_neighs} and {n_steps}."
             raise ValueError(msg)
+        if method == "graph":
+            _check_n_neighs(n_neighs, groups, n_obs)
         if not (np.isfinite(n_rings) and n_rings > 0):
             msg = f"`n_rings` must be a positive number of spot spacings, got {n_rings}."
             raise ValueError(msg)
@@ -356,6 +360,19 @@ def _check_spatial_options(method, n_rings, morph_weight, n_neighs, n_steps) -> 
             msg = f"`morph_weight` must be >= 0, got {morph_weight}."
             raise ValueError(msg)
     return n_steps
+
+
+def _check_n_neighs(n_neighs: int, groups, n_obs: int) -> None:
+    """Refuse ``n_neighs`` that no section can honour (as ``spatial_context`` does); smaller sections are capped."""
+    largest = (
+        int(np.unique(np.asarray(groups).astype(str), return_counts=True)[1].max()) if groups is not None else n_obs
+    )
+    if int(n_neighs) >= largest:
+        msg = (
+            f"`n_neighs`={n_neighs} spatial neighbours, but the largest section has {largest} observations (so at "
+            f"most {largest - 1} neighbours); choose a smaller `n_neighs` (6 on Visium, 4 on the legacy ST grid)."
+        )
+        raise ValueError(msg)
 
 
 def _smooth(inputs: _Inputs, blocks, n_rings, morph_weight, n_steps, spatial_key):
@@ -399,6 +416,8 @@ def _graph(inputs: _Inputs, blocks, n_neighs, n_steps, spatial_key, notes: list[
         ]
     elif n_obs - 1 < n_neighs:
         notes.append(f"n_neighs capped at {n_obs - 1} ({n_obs} observations)")
+    if notes:
+        logg.warning(f"`n_neighs`={n_neighs} is more than some sections allow: {'; '.join(notes[:5])}.")
     sigma_s = float(np.median(ds)) if ds.size else 1.0
     sigma_s = sigma_s if sigma_s > 0 else 1.0
     ew = np.exp(-(ds**2) / (2 * sigma_s**2))

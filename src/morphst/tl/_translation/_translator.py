@@ -223,12 +223,12 @@ class Translator:
         """Whether the section's mean embedding is a model input."""
         return any(n == "section" for n, _ in self.blocks)
 
-    def features(self, adata: AnnData, *, library_key: str | None = None) -> np.ndarray:
+    def features(self, adata: AnnData, *, library_key: str | None = None, scaled: bool = True) -> np.ndarray:
         """The model input of ``adata``: ``obsm[use_rep]``, context patches, neighbour mean, section mean.
 
         The blocks of :attr:`blocks`, in that order. With ``scale_per_library``, standardised within each section of
         ``library_key`` (default: the training ``library_key`` if that column exists, else all observations as one
-        section).
+        section); ``scaled=False``: before it.
         """
         from ._cv import context_arrays
 
@@ -251,7 +251,13 @@ class Translator:
         f, _ = model_inputs(
             x, coords, self.spatial_context, groups, context=context, global_context=self.global_context
         )
-        return scale_per_group(f, groups) if self.scale_per_library else f
+        return scale_per_group(f, groups) if self.scale_per_library and scaled else f
+
+    def _domain_features(self, adata: AnnData, feats: np.ndarray, library_key: str | None) -> np.ndarray:
+        """The features the applicability domain was measured on: ``feats``, or those before per-section scaling."""
+        if self.applicability is not None and self.applicability.before_scaling and self.scale_per_library:
+            return self.features(adata, library_key=library_key, scaled=False)
+        return feats
 
     def predict(self, adata: AnnData, *, library_key: str | None = None) -> np.ndarray:
         """Predicted expression, ``(n_obs, n_genes)`` float32 on the target scale, from ``obsm[use_rep]``.
@@ -266,7 +272,9 @@ class Translator:
     def _predict_scored(self, adata: AnnData, library_key: str | None):
         """``(predictions, scores, verdict)``: features and applicability computed once (warns once)."""
         f = self.features(adata, library_key=library_key)
-        scores, verdict = self._check_domain(f, self._groups_of(adata, library_key))
+        scores, verdict = self._check_domain(
+            self._domain_features(adata, f, library_key), self._groups_of(adata, library_key)
+        )
         pred = np.asarray(self.estimator.predict(f), dtype=np.float32).reshape(len(f), len(self.genes))
         return pred, scores, verdict
 
@@ -331,7 +339,7 @@ class Translator:
                 "This translator has no applicability domain (saved by an older morphst); refit it with fit_translator."
             )
             raise ValueError(msg)
-        f = self.features(adata, library_key=library_key)
+        f = self._domain_features(adata, self.features(adata, library_key=library_key), library_key)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             scores, verdict = self._check_domain(f, self._groups_of(adata, library_key))
@@ -500,6 +508,9 @@ class Translator:
         """
         from spatialdata.models import TableModel
 
+        from ..._utils._checks import check_sdata
+
+        check_sdata(sdata, "Translator.predict_sdata")
         keys = _apply.shapes_keys(sdata, shapes_key)
         if table_key in sdata.tables and not overwrite and inplace:
             msg = f"Table {table_key!r} already exists; pass `overwrite=True` or another `table_key`."
@@ -589,6 +600,9 @@ class Translator:
             Non-positive ``spacing_um``, existing outputs without ``overwrite``, a shapes element without a
             coordinate system, or a scale (µm per coordinate unit) that nothing determines.
         """
+        from ..._utils._checks import check_sdata
+
+        check_sdata(sdata, "Translator.predict_grid")
         if not spacing_um > 0:
             msg = f"`spacing_um` must be positive (µm), got {spacing_um}."
             raise ValueError(msg)
