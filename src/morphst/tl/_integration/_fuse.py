@@ -351,8 +351,6 @@ def _check_spatial_options(method, n_rings, morph_weight, n_neighs, n_steps) -> 
         if n_neighs < 1 or n_steps < 1:
             msg = f"`n_neighs` and `n_steps` must be >= 1, got {n_neighs} and {n_steps}."
             raise ValueError(msg)
-        if method == "graph":
-            _check_n_neighs(n_neighs, groups, n_obs)
         if not (np.isfinite(n_rings) and n_rings > 0):
             msg = f"`n_rings` must be a positive number of spot spacings, got {n_rings}."
             raise ValueError(msg)
