@@ -4,10 +4,13 @@ from . import _metrics as metrics
 from . import models
 from ._embed import embed_patches
 from ._integration import domains, evaluate_domains, fuse
+from ._learn import TrainOptions, learn_features
 from ._quadrants import gene_quadrants, quadrants, select_features
-from ._translation import Translator, fit_translator, predict_expression
+from ._translation import FeatureHead, Translator, fit_translator, predict_expression
 
 __all__: list[str] = [
+    "FeatureHead",
+    "TrainOptions",
     "Translator",
     "domains",
     "embed_patches",
@@ -15,6 +18,7 @@ __all__: list[str] = [
     "fit_translator",
     "fuse",
     "gene_quadrants",
+    "learn_features",
     "metrics",
     "models",
     "predict_expression",

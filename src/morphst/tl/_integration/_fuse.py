@@ -16,7 +16,7 @@ from scipy import sparse
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
-from ..._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
+from ..._utils import check_obsm, get_adata, list_keys, records_params
 from ..._utils._graph import knn_edges, radius_edges, symmetrise
 from ._keys import rep_hint, resolve_library_key
 

@@ -96,7 +96,7 @@ def inner_validation_split(
             best = order[np.argmin(np.abs(sizes[order] - target))]
             val = g == names[best]
             return np.sort(train_rows[~val]), np.sort(train_rows[val]), f"section {names[best]!r} held out"
-    n_val = max(1, int(round(fraction * len(train_rows))))
+    n_val = max(1, round(fraction * len(train_rows)))
     perm = rng.permutation(len(train_rows))
     return (
         np.sort(train_rows[perm[n_val:]]),

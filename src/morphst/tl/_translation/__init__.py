@@ -15,12 +15,14 @@ from ._cv import predict_expression
 from ._features import neighbour_mean
 from ._fit import fit_translator
 from ._folds import make_folds
+from ._head import FeatureHead
 from ._model import DEFAULT_ALPHAS, MAX_PCA, make_model
 from ._translator import Translator
 
 __all__ = [
     "DEFAULT_ALPHAS",
     "MAX_PCA",
+    "FeatureHead",
     "Translator",
     "fit_translator",
     "make_folds",

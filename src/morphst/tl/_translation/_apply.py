@@ -159,6 +159,11 @@ def predict_sdata(
         dtype=dtype,
         **ekw,
     )
+    for key in self.context_rep:  # context-patch embeddings, each as it was made for the training data
+        ckw = self._embed_kwargs(model, weights, self.context_embed_params.get(key, {}), key)
+        embed_patches(
+            work, table_key=table_key, key_added=key, batch_size=batch_size, device=device, dtype=dtype, **ckw
+        )
     t = work.tables[table_key]
     pred = self.predict(t, library_key="region")  # warns when a shapes element lies out of the training domain
     out = ad.AnnData(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -23,8 +24,8 @@ from ._features import (
     _context_caps,
     _coords,
     _feature_text,
-    _features,
     _warn_caps,
+    model_inputs,
     scale_per_group,
 )
 from ._folds import CV, _groups, make_folds, patient_folds
@@ -35,23 +36,56 @@ from ._model import (
     _check_alphas,
     _check_random_state,
     _chosen_alpha,
+    check_model,
     fit_model,
     make_model,
 )
 
 
-def _inputs(adata: AnnData, use_rep: str, target: str, spatial_context):
-    """Validate and return (features, k of the spatial context, coordinates, target matrix (CSR if sparse), store)."""
+@dataclass
+class _Inputs:
+    """Validated model inputs of one table: features (own, context patches), spatial context, target."""
+
+    x: np.ndarray  # own patch features (n_obs, n_own)
+    k_ctx: int | None  # neighbours of the spatial context
+    coords: np.ndarray | None
+    context: list[tuple[str, np.ndarray]]  # (block name, (n_obs, d)) per context_rep
+    y: Any  # target matrix (CSR if sparse)
+    store_target: bool  # the 'log1p_cp10k' target was computed here and is to be stored
+
+    def features(self, groups: np.ndarray | None, *, global_context: bool, scale: bool):
+        """``(features, blocks)`` of :func:`model_inputs`, standardised per section when ``scale``."""
+        feats, blocks = model_inputs(
+            self.x, self.coords, self.k_ctx, groups, context=self.context, global_context=global_context
+        )
+        return (scale_per_group(feats, groups) if scale else feats), blocks
+
+
+def context_arrays(adata: AnnData, context_rep) -> list[tuple[str, np.ndarray]]:
+    """``[(block name, obsm array), ...]`` for the ``context_rep`` keys (``None``, a key or a list of keys)."""
+    if context_rep is None:
+        return []
+    keys = [context_rep] if isinstance(context_rep, str) else list(context_rep)
+    hint = (
+        "Embed the context patches with `mst.tl.embed_patches(sdata, model, context_index=k, key_added=...)` after "
+        "`mst.pp.extract_patches(..., context_sizes_um=...)`."
+    )
+    return [(f"context:{k}", check_obsm(adata, k, hint=hint)) for k in keys]
+
+
+def _inputs(adata: AnnData, use_rep: str, target: str, spatial_context, context_rep=None) -> _Inputs:
+    """Validate and return the model inputs (features, spatial context, context patches, target)."""
     x = check_obsm(adata, use_rep, hint=_use_rep_hint())
     k_ctx = _check_spatial_context(spatial_context)
     coords = _coords(adata, k_ctx)
+    context = context_arrays(adata, context_rep)
     y, store_target = _target_matrix(adata, target)
     if sparse.issparse(y):
         y = y.tocsr()
-    return x, k_ctx, coords, y, store_target
+    return _Inputs(x, k_ctx, coords, context, y, store_target)
 
 
-def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_state):
+def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_state, blocks=None):
     """Select genes on ``train``, fit, predict ``test`` and score it; returns genes, predictions and metrics."""
     gidx = np.flatnonzero(plan.genes_for(adata, train))
     # memory: only the fold's genes are cut (not every gene's rows), and only the training values are dense
@@ -67,6 +101,7 @@ def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_
         inner_groups=None if groups is None else groups[train],
         alphas=alphas,
         random_state=random_state,
+        blocks=blocks,
     )
     est, note = fit_model(
         est,
@@ -121,13 +156,15 @@ def predict_expression(
     *,
     genes: str | Sequence[str] = Key.MORPH_TARGET,
     target: str = Key.TARGET,
-    model: Literal["ridge", "mlp"] | Any = "ridge",
+    model: Literal["ridge", "mlp", "head"] | Any = "ridge",
     cv: CV | Any = "leave_one_group_out",
     library_key: str | None = Key.LIBRARY,
     patient_key: str | None = None,
     n_splits: int = 5,
     select_on_train: bool = True,
     spatial_context: int | None = None,
+    context_rep: str | Sequence[str] | None = None,
+    global_context: bool = False,
     scale_per_library: bool = False,
     train_key: str = "train",
     alphas: Sequence[float] = DEFAULT_ALPHAS,
@@ -165,10 +202,9 @@ def predict_expression(
     fold tables). The layer, ``obs[f'{key_added}_fold']`` and the per-gene ``var`` metrics hold the
     across-patient folds (within-patient folds when there is one patient only, with a warning).
 
-    Memory: ``layers[key_added]`` is a dense ``n_obs × n_vars`` float32 array (NaN where not predicted), as the
-    house style prescribes for predictions, so it takes 4 bytes per spot and gene whatever the number of genes
-    predicted (HER2ST C2–C6, 910 × 17,418: 63 MB; 100,000 spots × 20,000 genes: 8 GB). For very large tables,
-    subset the AnnData to the genes of interest (or the candidate genes of the selection) first.
+    Memory: ``layers[key_added]`` is a dense ``n_obs × n_vars`` float32 array (NaN where not predicted), 4 bytes per
+    spot and gene whatever the number of genes predicted; for very large tables, subset the AnnData to the genes of
+    interest first.
 
     Parameters
     ----------
@@ -183,8 +219,11 @@ def predict_expression(
         the raw counts in ``X`` and stored), a layer name, or ``"X"``.
     model
         ``"ridge"`` (default, see above), ``"mlp"`` (same scaler and PCA, then an MLP with one hidden layer of 256
-        units and early stopping on standardised targets), or any scikit-learn regressor, cloned per fold and used
-        as given (wrap it in a :class:`~sklearn.pipeline.Pipeline` for preprocessing).
+        units and early stopping on standardised targets), ``"head"`` (:class:`~morphst.tl.FeatureHead`: a
+        trained head with one token per input block — own patch, ``context_rep``, ``spatial_context`` neighbours,
+        ``global_context`` — a loss rewarding per-gene correlation, early stopping on a held-out section of the
+        training fold; pass a ``FeatureHead(...)`` to set its options), or any scikit-learn regressor, cloned per
+        fold and used as given (wrap it in a :class:`~sklearn.pipeline.Pipeline` for preprocessing).
     cv
         ``"leave_one_group_out"`` (one fold per value of ``library_key``), ``"kfold"`` (``n_splits`` shuffled folds),
         ``"spatial_block"`` (within each group, ``n_splits`` contiguous strips of equal spot count along the longer
@@ -214,10 +253,14 @@ def predict_expression(
         after the spatial context) before the model: removes section-wide shifts of the embedding (stain, scanner,
         thickness), at the cost of section-wide differences in expression that morphology could have explained.
         Uses only the features of a section, never its expression, so a new section is scaled by itself in the
-        same way (:func:`fit_translator` stores it). Off by default, as no encoder gained clearly: on HER2ST
-        C2–C6 (leave one section out, ``benchmarks/transfer_her2st.py``) mean PCC 0.423 -> 0.427 with
-        DenseNet-121 (one section down 0.011) and 0.348 -> 0.360 with EfficientNet-Lite0 (one section down
-        0.006); it costs no measurable time. Worth trying on new patients, where a section-wide shift is likely.
+        same way (:func:`fit_translator` stores it). Off by default (the README gives the measured effect).
+    context_rep
+        ``obsm`` key(s) of embeddings of larger fields of view around the same spots
+        (``mst.pp.extract_patches(context_sizes_um=...)`` then ``mst.tl.embed_patches(..., context_index=k)``),
+        appended as blocks after the own embedding (multi-scale context, as TRIPLEX: Chung et al., CVPR 2024).
+    global_context
+        Append the mean embedding of the spot's ``library_key`` section (a section-level token, computed on the
+        section's own features, train or test alike).
     train_key
         Boolean ``obs`` column of training spots for ``cv="train_test"``.
     alphas
@@ -266,7 +309,8 @@ def predict_expression(
     Raises
     ------
     KeyError
-        If ``use_rep``, the gene column, the target layer, ``library_key`` (for group folds, ``scale_per_library``),
+        If ``use_rep``, a ``context_rep``, the gene column, the target layer, ``library_key`` (for group folds,
+        ``scale_per_library``),
         ``patient_key`` or ``train_key`` is missing.
     ValueError
         Bad ``cv``, ``model``, ``spatial_context`` (not a positive integer, or not smaller than the largest
@@ -278,10 +322,91 @@ def predict_expression(
         log-normalised layer). Nothing is written then.
     """
     adata = get_adata(data, table_key)
-    # ---- validate everything before writing -----------------------------------------------------------------
+    plan = _plan(
+        adata, use_rep, genes=genes, target=target, model=model, cv=cv, library_key=library_key,
+        patient_key=patient_key, n_splits=n_splits, select_on_train=select_on_train,
+        spatial_context=spatial_context, context_rep=context_rep, global_context=global_context,
+        scale_per_library=scale_per_library, train_key=train_key, alphas=alphas, random_state=random_state,
+    )  # fmt: skip
+    kinds = [f[3] for f in plan.folds]
+    start = logg.info(
+        f"predicting expression from `obsm[{use_rep!r}]` ({_feature_text(plan.inputs.x.shape[1], plan.inputs.k_ctx)}"
+        f"{_extra_text(plan.blocks)}) in {len(plan.folds)} folds ({cv if isinstance(cv, str) else type(cv).__name__}"
+        + (
+            f"; {kinds.count('across_patient')} across / {kinds.count('within_patient')} within patients)"
+            if patient_key
+            else ")"
+        )
+    )
+    res = _run_folds(adata, plan)
+    params = records_params(
+        use_rep=use_rep,
+        genes=genes if isinstance(genes, str) else list(genes),
+        gene_selection=plan.genes.selection if plan.genes.fixed is None else None,
+        target=target,
+        model=model if isinstance(model, str) else repr(model),
+        model_description=res.description,
+        cv=cv if isinstance(cv, str) else repr(cv),
+        library_key=library_key,
+        patient_key=patient_key,
+        n_splits=int(n_splits),
+        select_on_train=plan.genes.fixed is None,
+        spatial_context=plan.inputs.k_ctx,
+        spatial_context_capped=plan.caps,
+        context_rep=_context_keys(context_rep),
+        global_context=bool(global_context) or None,
+        blocks=[list(b) for b in plan.blocks] if len(plan.blocks) > 1 else None,
+        scale_per_library=bool(scale_per_library),
+        train_key=train_key,
+        alphas=plan.alphas,
+        n_features=int(plan.feats.shape[1]),
+        random_state=random_state,
+        table_key=table_key,
+    )
+    if copy:
+        adata = adata.copy()
+    _write(adata, plan, res, key_added, params)
+    figures = "; ".join(
+        ("" if k == "all" else f"{k.replace('_', ' ')}: ")
+        + f"mean PCC over folds (each the mean over that fold's genes) {r.pcc:.3f} over {int(r.n_folds)} folds "
+        f"(range {r.pcc_min:.3f}–{r.pcc_max:.3f})"
+        for k, r in res.summary.iterrows()
+    )
+    logg.info(
+        f"    finished: {figures}; added `.layers[{key_added!r}]`, "
+        f"`.obs['{key_added}_fold']`, `.var['{key_added}_mask' | '_pcc' | '_mae' | '_mse' | '_rmse']`, "
+        f"`.uns[{key_added!r}]`",
+        time=start,
+    )
+    return adata if copy else None
+
+
+@dataclass
+class _Plan:
+    """Everything :func:`predict_expression` validated before fitting anything."""
+
+    inputs: _Inputs
+    genes: Any  # _GenePlan
+    folds: list  # [(name, train, test, kind), ...]
+    main_kind: str  # the kind of fold whose predictions fill the layer
+    groups: np.ndarray | None
+    feats: np.ndarray
+    blocks: list[tuple[str, int]]
+    caps: dict
+    model: Any
+    alphas: list[float]
+    random_state: int
+    patient_key: str | None
+
+
+def _plan(
+    adata, use_rep, *, genes, target, model, cv, library_key, patient_key, n_splits, select_on_train,
+    spatial_context, context_rep, global_context, scale_per_library, train_key, alphas, random_state,
+) -> _Plan:  # fmt: skip
+    """Validate every argument and build the features and folds; raises before anything is written."""
     _check_random_state(random_state)
-    x, k_ctx, coords, y, store_target = _inputs(adata, use_rep, target, spatial_context)
-    plan = _gene_plan(adata, genes, select_on_train)
+    inputs = _inputs(adata, use_rep, target, spatial_context, context_rep)
+    gene_plan = _gene_plan(adata, genes, select_on_train)
     if patient_key is not None:
         if cv != "leave_one_group_out":
             msg = f"`patient_key` needs cv='leave_one_group_out' (leave one patient / section out), got cv={cv!r}."
@@ -291,80 +416,81 @@ def predict_expression(
         folds = [
             (*f, "all")
             for f in make_folds(
-                adata,
-                cv,
-                library_key=library_key,
-                n_splits=n_splits,
-                train_key=train_key,
-                random_state=random_state,
-                n_features=x.shape[1],
+                adata, cv, library_key=library_key, n_splits=n_splits, train_key=train_key,
+                random_state=random_state, n_features=inputs.x.shape[1],
             )
-        ]
-    if isinstance(model, str):
-        make_model(model, n_train=2, n_features=1)  # raises on an unknown name
+        ]  # fmt: skip
+    check_model(model)
     alphas = _check_alphas(alphas)
     groups = _groups(adata, library_key)
     _check_scaling(scale_per_library, groups, library_key, adata)
-    caps = _context_caps(k_ctx, groups, adata.n_obs)
+    _check_global_context(global_context)
+    caps = _context_caps(inputs.k_ctx, groups, adata.n_obs)
     for _, train, _, _ in folds:  # in-fold gene selections (cached for the fits): a fold without genes fails here
-        plan.genes_for(adata, train)
-    _warn_caps(caps, k_ctx)
-    feats = _features(x, coords, k_ctx, groups)
-    if scale_per_library:
-        feats = scale_per_group(feats, groups)
+        gene_plan.genes_for(adata, train)
+    _warn_caps(caps, inputs.k_ctx)
+    feats, blocks = inputs.features(groups, global_context=bool(global_context), scale=scale_per_library)
     kinds = [f[3] for f in folds]
     main_kind = "across_patient" if "across_patient" in kinds else kinds[0]
-
-    start = logg.info(
-        f"predicting expression from `obsm[{use_rep!r}]` ({_feature_text(x.shape[1], k_ctx)}) in {len(folds)} folds "
-        f"({cv if isinstance(cv, str) else type(cv).__name__}"
-        + (
-            f"; {kinds.count('across_patient')} across / {kinds.count('within_patient')} within patients)"
-            if patient_key
-            else ")"
-        )
+    return _Plan(
+        inputs, gene_plan, folds, main_kind, groups, feats, blocks, caps, model, alphas, random_state, patient_key
     )
-    pred = np.full((adata.n_obs, adata.n_vars), np.nan, dtype=np.float32)
-    fold_label = np.full(adata.n_obs, None, dtype=object)
-    tables, per_fold = [], []
-    description = ""
+
+
+@dataclass
+class _Results:
+    pred: np.ndarray
+    fold_label: np.ndarray
+    fold_metrics: pd.DataFrame
+    per_fold: pd.DataFrame
+    summary: pd.DataFrame
+    description: str
+
+
+def _run_folds(adata: AnnData, plan: _Plan) -> _Results:
+    """Fit and score every fold; the layer holds the predictions of the main kind of fold."""
     from tqdm.auto import tqdm
 
     from ..._settings import settings
 
+    pred = np.full((adata.n_obs, adata.n_vars), np.nan, dtype=np.float32)
+    fold_label = np.full(adata.n_obs, None, dtype=object)
+    tables, per_fold, description = [], [], ""
     # closed before the "finished" line; on a terminal it clears itself, elsewhere (log file, CI) it ends its line,
     # since clearing with "\r" there would leave the bar and the log line on one line
-    bar = tqdm(folds, desc="folds", disable=not settings.progress_bar, leave=not _stderr_is_tty())
-    with _blas_limits(feats), bar:
+    bar = tqdm(plan.folds, desc="folds", disable=not settings.progress_bar, leave=not _stderr_is_tty())
+    with _blas_limits(plan.feats), bar:
         for name, train, test, kind in bar:
             gidx, p, table, row, description = _run_fold(
-                adata, feats, y, plan, train, test, model, groups, alphas, random_state
-            )
-            if kind == main_kind:
+                adata, plan.feats, plan.inputs.y, plan.genes, train, test, plan.model, plan.groups, plan.alphas,
+                plan.random_state, plan.blocks,
+            )  # fmt: skip
+            if kind == plan.main_kind:
                 pred[np.ix_(test, gidx)] = p
                 fold_label[test] = name
             table.insert(0, "fold", name)
-            if patient_key is not None:
+            if plan.patient_key is not None:
                 table.insert(1, "kind", kind)
                 row = {"kind": kind, **row}
             tables.append(table)
             per_fold.append({"fold": name, **row})
+    fold_names = list(dict.fromkeys(f[0] for f in plan.folds))
     fm = pd.concat(tables, ignore_index=True)
-    fold_names = list(dict.fromkeys(f[0] for f in folds))
     fm["fold"] = pd.Categorical(fm["fold"], categories=fold_names)
     pf = pd.DataFrame(per_fold)
     pf["fold"] = pd.Categorical(pf["fold"], categories=fold_names)
-    summary = _summary(pf)
+    return _Results(pred, fold_label, fm, pf, _summary(pf), description)
 
-    # ---- write ---------------------------------------------------------------------------------------------------
-    if copy:
-        adata = adata.copy()
-    if store_target:
-        adata.layers[LOG1P_CP10K] = y
-    adata.layers[key_added] = pred
-    main_names = [f[0] for f in folds if f[3] == main_kind]
-    adata.obs[f"{key_added}_fold"] = pd.Categorical(fold_label, categories=main_names)
-    fm_main = fm[fm["kind"] == main_kind] if "kind" in fm.columns else fm
+
+def _write(adata: AnnData, plan: _Plan, res: _Results, key_added: str, params: dict) -> None:
+    """Write the layer, the fold column, the per-gene ``var`` metrics and ``uns[key_added]``."""
+    if plan.inputs.store_target:
+        adata.layers[LOG1P_CP10K] = plan.inputs.y
+    adata.layers[key_added] = res.pred
+    main_names = [f[0] for f in plan.folds if f[3] == plan.main_kind]
+    adata.obs[f"{key_added}_fold"] = pd.Categorical(res.fold_label, categories=main_names)
+    fm = res.fold_metrics
+    fm_main = fm[fm["kind"] == plan.main_kind] if "kind" in fm.columns else fm
     per_gene = fm_main.groupby("gene", observed=True)[["pcc", "mae", "mse", "rmse"]].mean()
     counts = fm_main.groupby("gene", observed=True).size()
     adata.var[f"{key_added}_mask"] = adata.var_names.isin(per_gene.index)
@@ -373,43 +499,28 @@ def predict_expression(
     adata.var[f"{key_added}_n_folds"] = counts.reindex(adata.var_names).fillna(0).to_numpy(np.int64)
     adata.uns[key_added] = {
         "fold_metrics": fm,
-        "per_fold": pf,
-        "summary": summary,
-        "params": records_params(
-            use_rep=use_rep,
-            genes=genes if isinstance(genes, str) else list(genes),
-            gene_selection=plan.selection if plan.fixed is None else None,
-            target=target,
-            model=model if isinstance(model, str) else repr(model),
-            model_description=description,
-            cv=cv if isinstance(cv, str) else repr(cv),
-            library_key=library_key,
-            patient_key=patient_key,
-            n_splits=int(n_splits),
-            select_on_train=plan.fixed is None,
-            spatial_context=k_ctx,
-            spatial_context_capped=caps,
-            scale_per_library=bool(scale_per_library),
-            train_key=train_key,
-            alphas=alphas,
-            n_features=int(feats.shape[1]),
-            random_state=random_state,
-            table_key=table_key,
-        ),
+        "per_fold": res.per_fold,
+        "summary": res.summary,
+        "params": params,
     }
-    figures = "; ".join(
-        ("" if k == "all" else f"{k.replace('_', ' ')}: ")
-        + f"mean PCC over folds (each the mean over that fold's genes) {r.pcc:.3f} over {int(r.n_folds)} folds "
-        f"(range {r.pcc_min:.3f}–{r.pcc_max:.3f})"
-        for k, r in summary.iterrows()
-    )
-    logg.info(
-        f"    finished: {figures}; added `.layers[{key_added!r}]`, "
-        f"`.obs['{key_added}_fold']`, `.var['{key_added}_mask' | '_pcc' | '_mae' | '_mse' | '_rmse']`, "
-        f"`.uns[{key_added!r}]`",
-        time=start,
-    )
-    return adata if copy else None
+
+
+def _context_keys(context_rep) -> list[str] | None:
+    if context_rep is None:
+        return None
+    return [context_rep] if isinstance(context_rep, str) else [str(k) for k in context_rep]
+
+
+def _extra_text(blocks: list[tuple[str, int]]) -> str:
+    """Blocks beyond the own patch and the neighbour mean, e.g. ``" + context:X_ctx(1024) + section(1024)"``."""
+    extra = [f"{n}({w})" for n, w in blocks if n not in ("patch", "neighbours")]
+    return "".join(f" + {e}" for e in extra)
+
+
+def _check_global_context(global_context) -> None:
+    if not isinstance(global_context, bool | np.bool_):
+        msg = f"`global_context` must be True or False, got {global_context!r}."
+        raise ValueError(msg)
 
 
 def _summary(pf: pd.DataFrame) -> pd.DataFrame:

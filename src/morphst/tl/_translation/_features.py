@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -57,6 +58,49 @@ def _features(
         return x
     ctx, _ = neighbour_mean(x, coords, int(spatial_context), groups)
     return np.hstack([x, ctx])
+
+
+def section_mean(x: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Each row replaced by the mean of ``x`` over its group (section): the section-level (global) token."""
+    x = np.asarray(x, dtype=np.float32)
+    if groups is None:
+        return np.broadcast_to(x.mean(axis=0, dtype=np.float64).astype(np.float32), x.shape).copy()
+    codes, _ = pd.factorize(np.asarray(groups))
+    out = np.empty_like(x)
+    for g in np.unique(codes):
+        idx = np.flatnonzero(codes == g)
+        out[idx] = x[idx].mean(axis=0, dtype=np.float64).astype(np.float32)
+    return out
+
+
+def model_inputs(
+    x: np.ndarray,
+    coords: np.ndarray | None,
+    spatial_context: int | None,
+    groups: np.ndarray | None,
+    *,
+    context: Sequence[tuple[str, np.ndarray]] = (),
+    global_context: bool = False,
+) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """The model input and its column blocks: own patch, context patches, neighbour mean, section mean.
+
+    Returns ``(features, blocks)``: ``features`` ``(n, n_features)`` float32 is the concatenation, in this order,
+    of ``x`` (the spot's own patch), each ``context`` array (larger fields of view around the same spot), the mean
+    of ``x`` over the ``spatial_context`` nearest spots of the same section (:func:`neighbour_mean`), and the mean
+    of ``x`` over the spot's section (``global_context``); ``blocks`` lists ``(name, width)`` of each part.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    parts, blocks = [x], [("patch", x.shape[1])]
+    for name, c in context:
+        parts.append(np.asarray(c, dtype=np.float32))
+        blocks.append((name, parts[-1].shape[1]))
+    if spatial_context:
+        parts.append(neighbour_mean(x, coords, int(spatial_context), groups)[0])
+        blocks.append(("neighbours", x.shape[1]))
+    if global_context:
+        parts.append(section_mean(x, groups))
+        blocks.append(("section", x.shape[1]))
+    return (np.hstack(parts) if len(parts) > 1 else x), blocks
 
 
 def scale_per_group(feats: np.ndarray, groups: np.ndarray | None) -> np.ndarray:

@@ -17,8 +17,8 @@ from ._applicability import ApplicabilityDomain
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
-from ._cv import _check_scaling, _inputs
-from ._features import _context_caps, _features, _warn_caps, scale_per_group
+from ._cv import _check_global_context, _check_scaling, _context_keys, _inputs
+from ._features import _context_caps, _warn_caps
 from ._folds import _groups
 from ._genes import _dense_cols, _gene_plan
 from ._model import (
@@ -27,6 +27,7 @@ from ._model import (
     _check_alphas,
     _check_random_state,
     _chosen_alpha,
+    check_model,
     fit_model,
     make_model,
 )
@@ -48,11 +49,13 @@ def fit_translator(
     *,
     genes: str | Sequence[str] = Key.MORPH_TARGET,
     target: str = Key.TARGET,
-    model: Literal["ridge", "mlp"] | Any = "ridge",
+    model: Literal["ridge", "mlp", "head"] | Any = "ridge",
     train: str | np.ndarray | Sequence[str] | None = None,
     library_key: str | None = Key.LIBRARY,
     select_on_train: bool = True,
     spatial_context: int | None = None,
+    context_rep: str | Sequence[str] | None = None,
+    global_context: bool = False,
     scale_per_library: bool = False,
     stain_reference: Any = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
@@ -79,7 +82,8 @@ def fit_translator(
     target
         ``"log1p_cp10k"`` (computed from raw counts in ``X`` if the layer is missing), a layer name or ``"X"``.
     model
-        ``"ridge"``, ``"mlp"`` or a scikit-learn regressor (see :func:`predict_expression`).
+        ``"ridge"``, ``"mlp"``, ``"head"`` (:class:`~morphst.tl.FeatureHead`, stored as arrays) or a scikit-learn
+        regressor (see :func:`predict_expression`).
     train
         Training spots: ``None`` (all), a boolean ``obs`` column name, a boolean array, integer positions, or a
         list of ``library_key`` values (e.g. ``["C2", "C4", "C5", "C6"]``).
@@ -90,6 +94,10 @@ def fit_translator(
     spatial_context
         ``k`` spatial neighbours whose mean embedding is appended (see :func:`predict_expression`; capped in
         sections with ``k`` spots or fewer, recorded in ``params['spatial_context_capped']``).
+    context_rep
+        ``obsm`` key(s) of context-patch embeddings appended as blocks (see :func:`predict_expression`).
+    global_context
+        Append the section's mean embedding (see :func:`predict_expression`).
     scale_per_library
         Standardise features within each section (see :func:`predict_expression`); stored, so
         :meth:`Translator.predict` and :meth:`Translator.predict_sdata` scale each new section by its own
@@ -100,9 +108,7 @@ def fit_translator(
         their patches were embedded, or ``None``. Stored (its arrays), so :meth:`Translator.predict_sdata`
         normalises a new section's image to it (tissue mask by ``squidpy.experimental.im.detect_tissue`` when
         the image has none) before cutting patches. On HER2ST C2–C6 (serial sections, one stain batch) Macenko
-        normalisation to a training section left the leave-one-section-out mean PCC of DenseNet-121 unchanged
-        (0.423) and raised EfficientNet-Lite0's from 0.348 to 0.354 (``benchmarks/transfer_her2st.py``); it
-        costs about 30 s per section image here (tissue mask and normalisation), plus re-embedding.
+        the image has none) before cutting patches.
     alphas
         Ridge penalties searched by the inner cross-validation (non-empty, finite, positive).
     table_key
@@ -124,37 +130,22 @@ def fit_translator(
         target must be computed from it (see :func:`predict_expression`).
     """
     adata = get_adata(data, table_key)
-    x, k_ctx, coords, y, _ = _inputs(adata, use_rep, target, spatial_context)
+    inputs = _inputs(adata, use_rep, target, spatial_context, context_rep)
+    k_ctx, y = inputs.k_ctx, inputs.y
     plan = _gene_plan(adata, genes, select_on_train)
     groups = _groups(adata, library_key)
     _check_scaling(scale_per_library, groups, library_key, adata)
     stain = _stain_state(stain_reference)
-    if train is not None and not isinstance(train, str | np.ndarray) and all(isinstance(t, str) for t in train):
-        if groups is None:
-            msg = f"`train` lists groups but `library_key`={library_key!r} is not an obs column."
-            raise KeyError(msg)
-        missing = [t for t in train if t not in set(map(str, pd.unique(groups)))]
-        if missing:
-            msg = (
-                f"Training groups {missing} not in `adata.obs[{library_key!r}]`: "
-                f"{list_keys(map(str, pd.unique(groups)))}."
-            )
-            raise KeyError(msg)
-        m = np.isin(groups.astype(str), list(train))
-        if m.sum() < 2:
-            msg = f"`train` selects {int(m.sum())} spot(s) (groups {list(train)}); at least 2 are needed to fit."
-            raise ValueError(msg)
-    else:
-        m = resolve_mask(adata, train)
+    m = resolve_train(adata, train, groups, library_key)
     rows = np.flatnonzero(m)
     alphas = _check_alphas(alphas)
     _check_random_state(random_state)
+    _check_global_context(global_context)
+    check_model(model)
     caps = _context_caps(k_ctx, groups, adata.n_obs)
     gidx = np.flatnonzero(plan.genes_for(adata, rows))
     _warn_caps(caps, k_ctx)
-    feats = _features(x, coords, k_ctx, groups)
-    if scale_per_library:
-        feats = scale_per_group(feats, groups)
+    feats, blocks = inputs.features(groups, global_context=bool(global_context), scale=scale_per_library)
     start = logg.info(f"fitting a translator on {len(rows)} spots from `obsm[{use_rep!r}]`")
     est, description = make_model(
         model,
@@ -163,6 +154,7 @@ def fit_translator(
         inner_groups=None if groups is None else groups[rows],
         alphas=alphas,
         random_state=random_state,
+        blocks=blocks,
     )
     with _blas_limits(feats):
         est, note = fit_model(
@@ -187,6 +179,8 @@ def fit_translator(
         n_features=feats.shape[1],
         patch_params=dict(patches.get("params", {})) if isinstance(patches, dict) else {},
         embed_params=_embedding_params(adata, use_rep),
+        blocks=blocks,
+        context_embed_params={k: _embedding_params(adata, k) for k in _context_keys(context_rep) or []},
         params=records_params(
             genes=genes if isinstance(genes, str) else list(genes),
             gene_selection=plan.selection if plan.fixed is None else None,
@@ -194,6 +188,8 @@ def fit_translator(
             model_description=description,
             library_key=library_key,
             scale_per_library=bool(scale_per_library),
+            context_rep=_context_keys(context_rep),
+            global_context=bool(global_context) or None,
             stain_method=None if stain is None else stain["method"],
             n_train=len(rows),
             alpha=_chosen_alpha(est),
@@ -227,3 +223,24 @@ def _stain_state(ref) -> dict | None:
         if v is not None:
             out[f] = np.asarray(v, dtype=np.float64)
     return out
+
+
+def resolve_train(adata: AnnData, train, groups: np.ndarray | None, library_key: str | None) -> np.ndarray:
+    """Boolean ``(n_obs,)`` mask of training spots from ``train`` (see :func:`fit_translator`)."""
+    if train is not None and not isinstance(train, str | np.ndarray) and all(isinstance(t, str) for t in train):
+        if groups is None:
+            msg = f"`train` lists groups but `library_key`={library_key!r} is not an obs column."
+            raise KeyError(msg)
+        missing = [t for t in train if t not in set(map(str, pd.unique(groups)))]
+        if missing:
+            msg = (
+                f"Training groups {missing} not in `adata.obs[{library_key!r}]`: "
+                f"{list_keys(map(str, pd.unique(groups)))}."
+            )
+            raise KeyError(msg)
+        m = np.isin(groups.astype(str), list(train))
+        if m.sum() < 2:
+            msg = f"`train` selects {int(m.sum())} spot(s) (groups {list(train)}); at least 2 are needed to fit."
+            raise ValueError(msg)
+        return m
+    return resolve_mask(adata, train)

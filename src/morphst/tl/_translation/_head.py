@@ -80,7 +80,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
     x_mean_, x_scale_, y_mean_, y_scale_
         Standardisation of inputs and targets on the training rows.
     curve_
-        DataFrame, one row per epoch of the early-stopping run: ``train_loss``, ``val_loss``, ``val_pcc``.
+        The early-stopping run, one value per epoch: ``{"epoch", "train_loss", "val_loss", "val_pcc": ndarray}``.
     chosen_epoch_
         Number of epochs kept (best validation PCC).
     validation_
@@ -91,7 +91,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         self,
         blocks: Sequence[tuple[str, int]] | None = None,
         *,
-        n_hidden: int = 64,
+        n_hidden: int = 128,
         max_epochs: int = 200,
         patience: int = 20,
         learning_rate: float = 1e-3,
@@ -205,7 +205,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total, n_b = total + float(loss), n_b + 1
+                total, n_b = total + loss.item(), n_b + 1
             row = {"epoch": epoch, "train_loss": total / max(n_b, 1)}
             if val_rows is not None:
                 net.eval()
@@ -268,6 +268,8 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         rows = np.arange(len(x))
         fit_rows, val_rows, how = inner_validation_split(rows, groups, self.random_state)
         threads = torch.get_num_threads()
+        if device.type == "cpu":  # small matrices: one thread avoids start-up and oversubscription costs
+            torch.set_num_threads(1)
         try:
             net, curve, chosen = self._train(xs, ys, fit_rows, val_rows, opts.max_epochs, opts, device)
             if self.refit:
@@ -275,7 +277,8 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         finally:
             torch.set_num_threads(threads)
         self.weights_ = self._export(net.cpu(), x.shape[1])
-        self.curve_ = pd.DataFrame(curve).set_index("epoch")
+        frame = pd.DataFrame(curve)
+        self.curve_ = {c: frame[c].to_numpy(np.float64) for c in frame.columns}
         self.chosen_epoch_ = int(chosen)
         self.validation_ = how
         self.n_features_in_ = x.shape[1]

@@ -34,6 +34,8 @@ _LEN = struct.Struct("<Q")
 _SHA_LEN = 32
 #: modules whose classes may be rebuilt on load (by attribute dict, no constructor call)
 _ALLOWED_MODULES = ("sklearn.",)
+#: morphst classes that may be rebuilt the same way (fitted state: arrays, numbers, strings)
+_ALLOWED_CLASSES = ("morphst.tl._translation._head:FeatureHead",)
 _PICKLE_PREFIXES = (b"\x80", b"\x78\x9c", b"\x1f\x8b", b"ZF", b"BZh", b"\xfd7zXZ")  # pickle / joblib-compressed
 
 
@@ -99,7 +101,10 @@ class _Encoder:
         if isinstance(v, type) and v.__module__ in ("numpy", "builtins"):
             return {"__type__": f"{v.__module__}:{v.__qualname__}"}
         cls = type(v)
-        if cls.__module__.startswith(_ALLOWED_MODULES) and _pure_python(cls) and hasattr(v, "__dict__"):
+        allowed = (
+            cls.__module__.startswith(_ALLOWED_MODULES) or f"{cls.__module__}:{cls.__qualname__}" in _ALLOWED_CLASSES
+        )
+        if allowed and _pure_python(cls) and hasattr(v, "__dict__"):
             return {"__object__": f"{cls.__module__}:{cls.__qualname__}", "state": self(dict(vars(v)), where)}
         msg = f"{where}: a {cls.__module__}.{cls.__qualname__}"
         raise TypeError(msg)
@@ -138,8 +143,8 @@ def _decode(v: Any, arrays: list[np.ndarray]) -> Any:
         return getattr(importlib.import_module(mod), name)
     if "__object__" in v:
         mod, name = v["__object__"].split(":")
-        if not mod.startswith(_ALLOWED_MODULES):
-            msg = f"class {v['__object__']!r} is not allowed (only scikit-learn classes are rebuilt)"
+        if not mod.startswith(_ALLOWED_MODULES) and v["__object__"] not in _ALLOWED_CLASSES:
+            msg = f"class {v['__object__']!r} is not allowed (only scikit-learn classes and morphst's FeatureHead are rebuilt)"
             raise TypeError(msg)
         cls = importlib.import_module(mod)
         for part in name.split("."):

@@ -40,6 +40,7 @@ def make_model(
     inner_groups: np.ndarray | None = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     random_state: int = 0,
+    blocks: Sequence[tuple[str, int]] | None = None,
 ):
     """Build an unfitted estimator for one training fold; returns ``(estimator, description)``.
 
@@ -48,7 +49,9 @@ def make_model(
     least two (``GroupKFold``, R² averaged over genes), else efficient leave-one-out. ``"mlp"``: the same scaler and
     PCA, then a one-hidden-layer :class:`~sklearn.neural_network.MLPRegressor` (256 units, early stopping) on
     standardised targets. Any scikit-learn regressor: cloned and used as given (wrapped in
-    :class:`~sklearn.multioutput.MultiOutputRegressor` if it takes one target only).
+    :class:`~sklearn.multioutput.MultiOutputRegressor` if it takes one target only). ``"head"`` or a
+    :class:`~morphst.tl.FeatureHead`: a head (cloned, its ``blocks`` set to ``blocks`` and, for ``"head"``, its
+    seed to ``random_state``).
     """
     from sklearn.base import clone, is_regressor
     from sklearn.decomposition import PCA
@@ -88,10 +91,20 @@ def make_model(
                 ]
             )
             return est, f"StandardScaler -> PCA({n_pc}) -> MLPRegressor(256, early stopping)"
-        msg = f"Unknown `model` {model!r}; use 'ridge', 'mlp' or a scikit-learn regressor."
+        if model == "head":
+            from ._head import FeatureHead
+
+            est = FeatureHead(blocks=_blocks(blocks, n_features), random_state=random_state)
+            return est, est.describe()
+        msg = f"Unknown `model` {model!r}; use 'ridge', 'mlp', 'head' or a scikit-learn regressor."
         raise ValueError(msg)
+    from ._head import FeatureHead
+
+    if isinstance(model, FeatureHead):
+        est = clone(model).set_params(blocks=_blocks(blocks, n_features))
+        return est, est.describe()
     if not (hasattr(model, "fit") and hasattr(model, "predict")) or not is_regressor(model):
-        msg = f"`model` must be 'ridge', 'mlp' or a scikit-learn regressor, got {type(model).__name__}."
+        msg = f"`model` must be 'ridge', 'mlp', 'head' or a scikit-learn regressor, got {type(model).__name__}."
         raise ValueError(msg)
     est = clone(model)
     try:
@@ -117,6 +130,11 @@ def fit_model(est, x, y, *, inner_groups=None, alphas=DEFAULT_ALPHAS, random_sta
     """
     from sklearn.linear_model import Ridge, RidgeCV
 
+    from ._head import FeatureHead
+
+    if isinstance(est, FeatureHead):  # early stopping on a held-out section of the training rows
+        est.fit(x, y, groups=inner_groups)
+        return est, f"; chosen epoch {est.chosen_epoch_} ({est.validation_})"
     steps = getattr(est, "named_steps", {})
     if not isinstance(steps.get("ridge"), RidgeCV) or len(x) <= MAX_ALPHA_ROWS:
         est.fit(x, y)
@@ -135,6 +153,15 @@ def fit_model(est, x, y, *, inner_groups=None, alphas=DEFAULT_ALPHAS, random_sta
     est.set_params(ridge=Ridge(alpha=alpha))
     est.fit(x, y)
     return est, f"; penalty chosen on a seeded subsample of {MAX_ALPHA_ROWS:,} of {len(x):,} training rows"
+
+
+def _blocks(blocks, n_features: int) -> tuple[tuple[str, int], ...]:
+    return tuple((str(n), int(w)) for n, w in blocks) if blocks else (("features", int(n_features)),)
+
+
+def check_model(model) -> None:
+    """Raise ``ValueError`` for an unknown model name or an object that is not a regressor (before any fitting)."""
+    make_model(model, n_train=2, n_features=1)
 
 
 def _chosen_alpha(est) -> float:

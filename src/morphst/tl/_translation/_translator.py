@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
 from . import _apply
 from ._cv import _use_rep_hint
-from ._features import _context_caps, _coords, _features, _warn_caps, scale_per_group
+from ._features import _context_caps, _coords, _warn_caps, model_inputs, scale_per_group
 from ._folds import _groups
 
 
@@ -53,6 +53,11 @@ class Translator:
     stain_reference
         Arrays of the squidpy stain reference the training images were normalised to (``method``,
         ``stain_matrix``, ``white_point``, ...), or ``None``.
+    blocks
+        ``[(name, width), ...]``: the column blocks of the model input (``"patch"``, ``"context:<key>"``,
+        ``"neighbours"``, ``"section"``).
+    context_embed_params
+        Embedding parameters of each ``context_rep`` key (model, weights, ``context_index``), or ``{}``.
     """
 
     def __init__(
@@ -69,6 +74,8 @@ class Translator:
         params: dict | None = None,
         applicability: ApplicabilityDomain | dict | None = None,
         stain_reference: dict | None = None,
+        blocks: Sequence[Sequence] | None = None,
+        context_embed_params: dict | None = None,
     ) -> None:
         self.estimator = estimator
         self.genes = [str(g) for g in genes]
@@ -83,6 +90,9 @@ class Translator:
             applicability = ApplicabilityDomain.from_state(applicability)
         self.applicability = applicability
         self.stain_reference = None if stain_reference is None else dict(stain_reference)
+        own = n_features // 2 if spatial_context else n_features
+        self.blocks = [(str(n), int(w)) for n, w in blocks] if blocks else [("patch", int(own))]
+        self.context_embed_params = dict(context_embed_params or {})
 
     def __repr__(self) -> str:
         ctx = f", spatial_context={self.spatial_context}" if self.spatial_context else ""
@@ -128,6 +138,9 @@ class Translator:
         }
         if self.stain_reference is not None:  # files without it stay readable by the morphst that wrote them
             state["stain_reference"] = self.stain_reference
+        if len(self.blocks) > 1 or self.context_embed_params:
+            state["blocks"] = [list(b) for b in self.blocks]
+            state["context_embed_params"] = self.context_embed_params
         try:
             write(path, state, check=self._same_predictions)
         except TypeError as e:
@@ -198,24 +211,44 @@ class Translator:
         """Whether features are standardised within each section (see :func:`fit_translator`)."""
         return bool(self.params.get("scale_per_library", False))
 
-    def features(self, adata: AnnData, *, library_key: str | None = None) -> np.ndarray:
-        """The model input of ``adata``: ``obsm[use_rep]``, plus the neighbour mean if ``spatial_context``.
+    @property
+    def context_rep(self) -> list[str]:
+        """``obsm`` keys of the context-patch embeddings the model reads (``[]`` if none)."""
+        return [n.removeprefix("context:") for n, _ in self.blocks if n.startswith("context:")]
 
-        With ``scale_per_library``, standardised within each section of ``library_key`` (default: the training
-        ``library_key`` if that column exists, else all observations as one section).
+    @property
+    def global_context(self) -> bool:
+        """Whether the section's mean embedding is a model input."""
+        return any(n == "section" for n, _ in self.blocks)
+
+    def features(self, adata: AnnData, *, library_key: str | None = None) -> np.ndarray:
+        """The model input of ``adata``: ``obsm[use_rep]``, context patches, neighbour mean, section mean.
+
+        The blocks of :attr:`blocks`, in that order. With ``scale_per_library``, standardised within each section of
+        ``library_key`` (default: the training ``library_key`` if that column exists, else all observations as one
+        section).
         """
+        from ._cv import context_arrays
+
         x = check_obsm(adata, self.use_rep, hint=_use_rep_hint())
-        n_own = self.n_features // 2 if self.spatial_context else self.n_features
-        if x.shape[1] != n_own:
+        widths = dict(self.blocks)
+        if x.shape[1] != widths["patch"]:
             msg = (
-                f"`obsm[{self.use_rep!r}]` has {x.shape[1]} features; the translator was fit on {n_own}. "
+                f"`obsm[{self.use_rep!r}]` has {x.shape[1]} features; the translator was fit on {widths['patch']}. "
                 "Embed with the same model as the training data."
             )
             raise ValueError(msg)
+        context = context_arrays(adata, self.context_rep or None)
+        for name, c in context:
+            if c.shape[1] != widths[name]:
+                msg = f"`obsm[{name.removeprefix('context:')!r}]` has {c.shape[1]} features; the translator was fit on {widths[name]}."
+                raise ValueError(msg)
         coords = _coords(adata, self.spatial_context)
         groups = self._groups_of(adata, library_key)
         _warn_caps(_context_caps(self.spatial_context, groups, adata.n_obs, strict=False), self.spatial_context)
-        f = _features(x, coords, self.spatial_context, groups)
+        f, _ = model_inputs(
+            x, coords, self.spatial_context, groups, context=context, global_context=self.global_context
+        )
         return scale_per_group(f, groups) if self.scale_per_library else f
 
     def predict(self, adata: AnnData, *, library_key: str | None = None) -> np.ndarray:
@@ -339,13 +372,14 @@ class Translator:
             out.uns["morphst_translation"]["applicability"]["library_key"] = library_key
 
     # ---- SpatialData ---------------------------------------------------------------------------------------------
-    def _embed_kwargs(self, model, weights) -> dict:
-        ep = self.embed_params
+    def _embed_kwargs(self, model, weights, params: dict | None = None, rep: str | None = None) -> dict:
+        ep = self.embed_params if params is None else params
+        rep = self.use_rep if rep is None else rep
         if model is None:
             model = none_if_missing(ep.get("model"))
             if not model or bool(ep.get("model_is_callable", False)):
                 msg = (
-                    f"The translator does not know how `obsm[{self.use_rep!r}]` was made (no embedding parameters "
+                    f"The translator does not know how `obsm[{rep!r}]` was made (no embedding parameters "
                     "were stored with the training data); pass `model=` (and `weights=`) as given to "
                     "`mst.tl.embed_patches`."
                 )

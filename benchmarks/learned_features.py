@@ -1,0 +1,179 @@
+"""Learned morphology features (issue 19, Box 1 of Chelebian et al. 2025): are they where the task needs them?
+
+Translation (HER2ST patient C, C2–C6, ../shared/PROTOCOL.md "Translation": leave one section out, 50 HVGs chosen on
+the training sections of each fold, mean over held-out sections of the per-section mean Pearson r):
+
+- ridge on the spot's patch + the mean of its 8 nearest spots (the README's reference row);
+- ridge on the same inputs as the head: own 112 µm patch, 224 µm and 448 µm context patches (embedded with
+  ``context_index``), 8-neighbour mean, section mean;
+- ``model="head"`` (:class:`morphst.tl.FeatureHead`) on those inputs, trained inside each training fold only (early
+  stopping on one held-out training section, then refit on the fold's training sections).
+
+Quadrants (HER2ST, authors' expression clusters as the annotation; 50 genes selected on the training sections):
+``learn_features`` is fit on C2–C4 and the quadrants of its features are measured on the held-out C5–C6 spots only,
+against the raw DenseNet-121 features on the same spots: the share of translation features in quadrant I, the
+share of integration features in quadrant II and their max |r| with the genes.
+
+Integration (synthetic section with morphology-only domains, DLPFC): ``benchmarks/learned_integration.py``, whose
+RESULT fields are appended when it is importable.
+
+Run: ``MORPHST_DATA_DIR=../shared/data MORPHST_WEIGHTS_DIR=../shared/weights python benchmarks/learned_features.py
+[--cache DIR] [--skip-integration]``. Last line: ``RESULT ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import morphst as mst
+
+SECTIONS = ("C2", "C3", "C4", "C5", "C6")
+CONTEXT_UM = (224.0, 448.0)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def embeddings(sdata, weights_dir: Path, cache: Path | None) -> None:
+    """Own-patch and context-patch embeddings of DenseNet-121 (ImageNet) and EfficientNet-Lite0 into ``obsm``."""
+    adata = sdata.tables["table"]
+    dn = weights_dir / "densenet121_imagenet_capricorn" / "densenet121.timm.safetensors"
+    mst.pp.extract_patches(sdata, patch_size=112.0, target_px=224, context_sizes_um=CONTEXT_UM)
+    for model, weights in (("densenet121", str(dn)), ("efficientnet_lite0", None)):
+        for ci in (None, 0, 1):
+            key = f"X_{model}" + ("" if ci is None else f"_ctx{ci}")
+            tag = json.dumps([model, weights, 112.0, 224, CONTEXT_UM, ci, list(adata.obs_names)])
+            f = cache / f"{key}_{hashlib.sha1(tag.encode()).hexdigest()[:10]}.npy" if cache else None
+            if f is not None and f.is_file():
+                adata.obsm[key] = np.load(f)
+                continue
+            t = time.perf_counter()
+            mst.tl.embed_patches(sdata, model, weights=weights, context_index=ci, key_added=key)
+            print(f"  {key}: {adata.obsm[key].shape[1]}-d, {time.perf_counter() - t:.0f} s")
+            if f is not None:
+                f.parent.mkdir(parents=True, exist_ok=True)
+                np.save(f, adata.obsm[key])
+
+
+def translation(adata, model: str) -> tuple[pd.DataFrame, float]:
+    """Per-section PCC of the three rows for one encoder; returns the table and the head's seconds."""
+    rep = f"X_{model}"
+    ctx = [f"{rep}_ctx0", f"{rep}_ctx1"]
+    full = {"spatial_context": 8, "context_rep": ctx, "global_context": True}
+    rows, seconds = {}, 0.0
+    for name, kw in (
+        ("ridge, patch + 8 neighbours", {"spatial_context": 8}),
+        ("ridge, same inputs as the head", full),
+        ("head", {**full, "model": "head"}),
+    ):
+        t = time.perf_counter()
+        mst.tl.predict_expression(adata, rep, key_added="bench", **kw)
+        if name == "head":
+            seconds = time.perf_counter() - t
+        pf = adata.uns["bench"]["per_fold"]
+        rows[name] = dict(zip(pf["fold"].astype(str), pf["pcc"], strict=True))
+    df = pd.DataFrame(rows).T[list(SECTIONS)]
+    df["mean"] = df.mean(axis=1)
+    return df, seconds
+
+
+def quadrant_shift(adata) -> dict[str, float]:
+    """Quadrants of raw vs learned features on C5–C6 spots, the features learned on C2–C4 only."""
+    train = ["C2", "C3", "C4"]
+    rep = "X_densenet121"
+    held = ~adata.obs["section"].astype(str).isin(train).to_numpy()
+    sel = mst.pp.select_genes(adata, 50, mask=~held, copy=True)
+    genes = sel.var_names[sel.var["morph_target"]].tolist()
+    mst.tl.learn_features(
+        adata, rep, objective="translation", genes=genes, context_rep=[f"{rep}_ctx0", f"{rep}_ctx1"], train=train
+    )
+    learned = {"translation": "X_learned_translation"}
+    if _integration_available():
+        import scanpy as sc
+
+        sc.pp.pca(adata, layer="log1p_cp10k", n_comps=30, mask_var=adata.var_names.isin(genes))
+        mst.tl.learn_features(adata, rep, objective="integration", expression_rep="X_pca", train=train)
+        learned["integration"] = "X_learned_integration"
+    sub = adata[held].copy()
+    out = {}
+    for name, key in {"raw": rep, **learned}.items():
+        mst.tl.quadrants(sub, key, "cluster", genes=genes, layer="log1p_cp10k", key_added=f"q_{name}")
+        q = sub.uns[f"q_{name}"]
+        out[f"{name}_I"] = float(q["shares"].get("translation", 0.0))
+        out[f"{name}_II"] = float(q["shares"].get("integration", 0.0))
+        out[f"{name}_median_shared"] = float(np.median(q["features"]["shared"]))
+    return out
+
+
+def _integration_available() -> bool:
+    try:
+        from morphst.tl._learn._integration import fit_integration
+
+        fit_integration(
+            np.zeros((8, 2), np.float32), np.zeros((8, 1), np.float32), train=np.ones(8, bool), labels=None,
+            edges=None, groups=None, method="residual", n_components=2, penalty_weight=0.0,
+            options=mst.tl.TrainOptions(), random_state=0, device="cpu",
+        )  # fmt: skip
+    except NotImplementedError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=os.environ.get("MORPHST_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    ap.add_argument(
+        "--weights-dir", default=os.environ.get("MORPHST_WEIGHTS_DIR", str(REPO.parent / "shared" / "weights"))
+    )
+    ap.add_argument("--cache", default=None, help="folder to cache embeddings in (default: no cache)")
+    ap.add_argument("--skip-integration", action="store_true")
+    args = ap.parse_args()
+    logging.getLogger("morphst").setLevel(logging.WARNING)
+    mst.settings.progress_bar = False
+    print(f"load at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    sdata = mst.datasets.her2st(sections=SECTIONS, data_dir=args.data_dir)
+    adata = sdata.tables["table"]
+    embeddings(sdata, Path(args.weights_dir), Path(args.cache) if args.cache else None)
+    mst.pp.normalize(adata)
+
+    result = {}
+    pd.set_option("display.width", 200)
+    for model, tag in (("densenet121", "dn"), ("efficientnet_lite0", "lite0")):
+        df, secs = translation(adata, model)
+        print(f"\nHER2ST C2–C6 leave-one-section-out, {model}: mean PCC per held-out section")
+        print(df.to_string(float_format="{:.3f}".format))
+        worse = [s for s in SECTIONS if df.loc["head", s] < df.loc["ridge, same inputs as the head", s]]
+        print(f"  head below ridge (same inputs) on: {worse or 'no section'}; head {secs:.0f} s for 5 folds")
+        result[f"{tag}_ridge8"] = df.loc["ridge, patch + 8 neighbours", "mean"]
+        result[f"{tag}_ridge_same"] = df.loc["ridge, same inputs as the head", "mean"]
+        result[f"{tag}_head"] = df.loc["head", "mean"]
+        result[f"{tag}_head_s"] = secs
+        result[f"{tag}_head_worse_on"] = ",".join(worse) or "none"
+
+    shift = quadrant_shift(adata)
+    print("\nQuadrants on C5–C6 (features learned on C2–C4):", {k: round(v, 3) for k, v in shift.items()})
+    result.update({f"q_{k}": v for k, v in shift.items()})
+    print(f"load at end: {os.getloadavg()[0]:.1f}")
+
+    if not args.skip_integration:
+        try:
+            import learned_integration  # benchmarks/learned_integration.py
+
+            result.update(learned_integration.run(args.data_dir))
+        except ImportError as e:
+            print(f"integration benchmark not run: {e}")
+    fields = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+    print(f"RESULT {fields}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Learned morphology features: the translation head (FeatureHead), model='head', learn_features(objective='translation')."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+import morphst as mst
+from morphst.tl import FeatureHead, TrainOptions
+from morphst.tl._learn._torch import inner_validation_split
+from morphst.tl._translation._features import model_inputs, neighbour_mean, section_mean
+
+FAST = {"max_epochs": 40, "patience": 8, "learning_rate": 3e-3, "batch_size": 64}
+
+
+def _grid_table(seed: int = 0, n_side: int = 12, n_sections: int = 4, d: int = 12, n_genes: int = 6):
+    """Sections of spots on a grid; genes depend on the mean features of the 4 grid neighbours only.
+
+    Each spot's own features are independent noise, so a model that sees only them predicts nothing, while the
+    neighbour mean (``spatial_context=4``) carries the signal: a known structure the head's blocks must find.
+    """
+    rng = np.random.default_rng(seed)
+    xy = np.array([(i, j) for i in range(n_side) for j in range(n_side)], dtype=float) * 100.0
+    n = n_side * n_side * n_sections
+    coords = np.vstack([xy] * n_sections)
+    sec = np.repeat([f"s{k}" for k in range(n_sections)], n_side * n_side)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    ctx, _ = neighbour_mean(x, coords, 4, sec)
+    w = rng.normal(size=(d, n_genes))
+    y = np.tanh(ctx @ w) + 0.1 * rng.normal(size=(n, n_genes))
+    a = ad.AnnData(np.zeros((n, n_genes), dtype=np.float32))
+    a.layers["y"] = y.astype(np.float32)
+    a.var_names = [f"g{i}" for i in range(n_genes)]
+    a.obs["section"] = pd.Categorical(sec)
+    a.obsm["spatial"] = coords
+    a.obsm["X_m"] = x
+    return a
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return _grid_table()
+
+
+def test_inner_split_holds_out_one_training_section_only():
+    groups = np.repeat(["a", "b", "c", "d"], 10)
+    train = np.flatnonzero(groups != "d")  # "d" is the test section of the outer fold
+    fit, val, how = inner_validation_split(train, groups, random_state=0)
+    assert set(groups[val]) == {groups[val][0]}
+    assert groups[val][0] != "d"
+    assert np.array_equal(np.sort(np.concatenate([fit, val])), train)
+    assert "held out" in how
+    fit1, val1, how1 = inner_validation_split(np.arange(20), None, random_state=0)
+    assert len(val1) == 4
+    assert len(fit1) == 16
+    assert "random" in how1
+
+
+def test_model_inputs_blocks_hand_computed():
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    coords = np.array([[0, 0], [1, 0], [10, 0], [11, 0]], dtype=float)
+    groups = np.array(["a", "a", "b", "b"])
+    c = np.ones((4, 2), dtype=np.float32)
+    f, blocks = model_inputs(x, coords, 1, groups, context=[("context:X_c", c)], global_context=True)
+    assert blocks == [("patch", 3), ("context:X_c", 2), ("neighbours", 3), ("section", 3)]
+    assert np.array_equal(f[:, :3], x)
+    assert np.array_equal(f[:, 3:5], c)
+    assert np.array_equal(f[:, 5:8], x[[1, 0, 3, 2]])  # each spot's one neighbour in its section
+    assert np.allclose(f[:, 8:], np.repeat([x[:2].mean(0), x[2:].mean(0)], 2, axis=0))
+    assert np.allclose(section_mean(x, None), np.broadcast_to(x.mean(0), x.shape))
+
+
+def test_head_finds_the_neighbour_block_and_is_repeatable(grid):
+    feats, blocks = model_inputs(grid.obsm["X_m"], grid.obsm["spatial"], 4, grid.obs["section"].to_numpy())
+    y = grid.layers["y"]
+    sec = grid.obs["section"].to_numpy()
+    tr, te = sec != "s3", sec == "s3"
+    head = FeatureHead(blocks=blocks, random_state=0, **FAST).fit(feats[tr], y[tr], groups=sec[tr])
+    p = head.predict(feats[te])
+    r = [np.corrcoef(p[:, g], y[te][:, g])[0, 1] for g in range(y.shape[1])]
+    assert np.mean(r) > 0.6  # the signal lives in the neighbour block
+    own = FeatureHead(random_state=0, **FAST).fit(feats[tr][:, :12], y[tr], groups=sec[tr])
+    p_own = own.predict(feats[te][:, :12])
+    r_own = [np.corrcoef(p_own[:, g], y[te][:, g])[0, 1] for g in range(y.shape[1])]
+    assert abs(np.mean(r_own)) < 0.2  # own features carry none of it
+    again = FeatureHead(blocks=blocks, random_state=0, **FAST).fit(feats[tr], y[tr], groups=sec[tr])
+    assert np.array_equal(again.predict(feats[te]), p)  # seeded: identical on the CPU
+    assert head.chosen_epoch_ >= 1
+    assert set(head.curve_) >= {"epoch", "train_loss", "val_loss", "val_pcc"}
+    assert head.transform(feats).shape == (len(feats), head.n_hidden)
+
+
+def test_numpy_predict_equals_the_torch_network(grid):
+    import torch
+
+    feats, blocks = model_inputs(grid.obsm["X_m"], grid.obsm["spatial"], 4, grid.obs["section"].to_numpy())
+    head = FeatureHead(blocks=blocks, random_state=1, refit=False, max_epochs=3, patience=3)
+    head.fit(feats, grid.layers["y"], groups=grid.obs["section"].to_numpy())
+    net = head._network(feats.shape[1], grid.n_vars)
+    w = head.weights_
+    sd = {"fuse.weight": w["fuse_W"].T, "fuse.bias": w["fuse_b"], "out.weight": w["out_W"].T, "out.bias": w["out_b"]}
+    for i, (tw, tb) in enumerate(zip(w["token_W"], w["token_b"], strict=True)):
+        sd[f"tokens.{i}.weight"], sd[f"tokens.{i}.bias"] = tw.T, tb
+    net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in sd.items()})
+    net.eval()
+    xs = torch.tensor((feats - head.x_mean_) / head.x_scale_, dtype=torch.float32)
+    with torch.no_grad():
+        pt = net(xs).numpy() * head.y_scale_ + head.y_mean_
+    assert np.allclose(head.predict(feats), pt, atol=1e-4)
+
+
+def test_predict_expression_head_trains_inside_each_fold(grid):
+    a = grid.copy()
+    genes = list(a.var_names)
+    head = FeatureHead(random_state=0, **FAST)
+    mst.tl.predict_expression(a, "X_m", genes=genes, target="y", model=head, spatial_context=4, key_added="h")
+    feats, blocks = model_inputs(a.obsm["X_m"], a.obsm["spatial"], 4, a.obs["section"].to_numpy())
+    sec = a.obs["section"].astype(str).to_numpy()
+    for s in ("s1",):  # the same head fit by hand on the training sections only gives the same predictions
+        tr, te = np.flatnonzero(sec != s), np.flatnonzero(sec == s)
+        ref = FeatureHead(blocks=blocks, random_state=0, **FAST).fit(feats[tr], a.layers["y"][tr], groups=sec[tr])
+        assert np.allclose(a.layers["h"][te], ref.predict(feats[te]), atol=1e-5)
+    assert a.uns["h"]["summary"].loc["all", "pcc"] > 0.6
+    assert "FeatureHead(patch(12) + neighbours(12)" in a.uns["h"]["params"]["model_description"]
+    assert a.uns["h"]["params"]["blocks"] == [["patch", 12], ["neighbours", 12]]
+
+
+def test_translator_with_a_head_saves_without_pickle_and_predicts_the_same(grid, tmp_path):
+    a = grid.copy()
+    a.obsm["X_ctx"] = np.asarray(a.obsm["X_m"][:, :4] * 2.0)
+    tr = mst.tl.fit_translator(
+        a, "X_m", genes=list(a.var_names), target="y", model=FeatureHead(random_state=0, **FAST),
+        spatial_context=4, context_rep="X_ctx", global_context=True,
+    )  # fmt: skip
+    assert tr.blocks == [("patch", 12), ("context:X_ctx", 4), ("neighbours", 12), ("section", 12)]
+    f = tmp_path / "head.morphst"
+    tr.save(f)
+    assert b"__reduce__" not in f.read_bytes()
+    assert f.read_bytes()[:1] != b"\x80"
+    back = mst.tl.Translator.load(f)
+    assert back.context_rep == ["X_ctx"]
+    assert back.global_context
+    assert np.array_equal(back.predict(a), tr.predict(a))
+    del a.obsm["X_ctx"]
+    with pytest.raises(KeyError, match="X_ctx"):
+        back.predict(a)
+
+
+def test_learn_features_translation_writes_the_head_representation(grid):
+    a = grid.copy()
+    opts = TrainOptions(**FAST)
+    mst.tl.learn_features(
+        a, "X_m", objective="translation", genes=list(a.var_names), target="y", spatial_context=4,
+        global_context=False, n_components=16, options=opts, train=["s0", "s1", "s2"],
+    )  # fmt: skip
+    z = a.obsm["X_learned_translation"]
+    assert z.shape == (a.n_obs, 16)
+    assert z.dtype == np.float32
+    u = a.uns["X_learned_translation"]
+    assert u["params"]["n_train"] == 3 * 144
+    assert u["params"]["genes"] == list(a.var_names)
+    assert 1 <= u["chosen_epoch"] <= 40
+    assert len(u["curve"]) >= u["chosen_epoch"]
+    feats, blocks = model_inputs(a.obsm["X_m"], a.obsm["spatial"], 4, a.obs["section"].to_numpy())
+    head = FeatureHead(blocks=blocks, n_hidden=16, random_state=0, **FAST, weight_decay=opts.weight_decay)
+    tr = np.flatnonzero(a.obs["section"].astype(str) != "s3")
+    head.fit(feats[tr], a.layers["y"][tr], groups=a.obs["section"].astype(str).to_numpy()[tr])
+    assert np.array_equal(head.transform(feats), z)
+    # the held-out section: learned features share more with the genes than the raw (own-patch) features do
+    te = a.obs["section"].astype(str).to_numpy() == "s3"
+    r_raw = np.abs(np.corrcoef(a.obsm["X_m"][te].T, a.layers["y"][te].T)[:12, 12:]).max()
+    r_learned = np.nanmax(np.abs(np.corrcoef(z[te].T, a.layers["y"][te].T)[:16, 16:]))
+    assert r_learned > r_raw + 0.3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "err", "match"),
+    [
+        ({"objective": "both"}, ValueError, "objective"),
+        ({"objective": "translation", "n_components": 0}, ValueError, "n_components"),
+        ({"objective": "translation", "context_rep": "X_nope"}, KeyError, "X_nope"),
+        ({"objective": "translation", "options": TrainOptions(dropout=1.0)}, ValueError, "dropout"),
+        ({"objective": "translation", "train": ["s9"]}, KeyError, "s9"),
+        ({"objective": "integration", "expression_rep": "X_pca"}, KeyError, "X_pca"),
+        ({"objective": "integration", "method": "pca"}, ValueError, "method"),
+    ],
+)
+def test_learn_features_bad_input_writes_nothing(grid, kwargs, err, match):
+    a = grid.copy()
+    a.obsm["X_pca_"] = np.zeros((a.n_obs, 2))
+    before = (set(a.obsm), set(a.uns), set(a.layers))
+    with pytest.raises(err, match=match):
+        mst.tl.learn_features(a, "X_m", genes=list(a.var_names), target="y", **kwargs)
+    assert (set(a.obsm), set(a.uns), set(a.layers)) == before
+
+
+def test_translator_with_context_patches_predicts_a_section_from_its_image(synthetic_factory):
+    """A translator reading a context-patch embedding cuts and embeds both fields of view of a new section."""
+    sd, _ = synthetic_factory(size_px=512, n_side=6)
+    mst.pp.extract_patches(sd, patch_size=20.0, target_px=32, context_sizes_um=(40.0,))
+    mst.tl.embed_patches(sd, "handcrafted")
+    mst.tl.embed_patches(sd, "handcrafted", context_index=0, key_added="X_handcrafted_ctx0")
+    a = sd.tables["table"]
+    tr = mst.tl.fit_translator(
+        a, "X_handcrafted", genes=["gene_a", "gene_b"], target="X", context_rep="X_handcrafted_ctx0"
+    )
+    assert tr.context_embed_params["X_handcrafted_ctx0"]["context_index"] == 0
+    expected = tr.predict(a)
+    del sd.tables["table"]
+    tr.predict_sdata(sd, shapes_key="spots", um_per_unit=1.0)  # the µm declaration left with the table
+    t = sd.tables["morph_predicted"]
+    assert "X_handcrafted_ctx0" in t.obsm
+    order = pd.Index(t.obs["instance_id"].to_numpy()).get_indexer(a.obs["instance_id"].to_numpy())
+    np.testing.assert_allclose(t.X[order], expected, rtol=1e-5, atol=1e-5)
