@@ -8,7 +8,7 @@ import pytest
 from morphst.tl._learn._integration import fit_integration
 from morphst.tl._learn._torch import TrainOptions
 
-FAST = TrainOptions(max_epochs=40, patience=10, learning_rate=3e-3)
+FAST = TrainOptions(max_epochs=60, patience=20, learning_rate=1e-2, dropout=0.0)
 
 
 def _grid_edges(side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -21,12 +21,15 @@ def _grid_edges(side: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _toy(side: int = 16, seed: int = 0):
-    """Features with 6 columns shared with expression, 4 private ones (a left/right domain) and 3 of noise."""
+    """Features: 6 columns shared with expression (spatially smooth), 4 private (a left/right domain), 3 of noise."""
     rng = np.random.default_rng(seed)
     n = side * side
     col = np.tile(np.arange(side), side)
+    row = np.repeat(np.arange(side), side)
     domain = (col >= side // 2).astype(np.int64)
     expr = rng.normal(size=(n, 8))
+    # the shared directions are spatially smooth, so the spatial objective alone would keep them
+    expr[:, :3] += 2 * np.column_stack([np.sin(row / 2.5), np.cos(col / 3.0), np.sin((row + col) / 4.0)])
     shared = expr[:, :3] @ rng.normal(size=(3, 6)) + 0.3 * rng.normal(size=(n, 6))
     private = np.outer(2 * domain - 1, rng.normal(size=4)) + 0.5 * rng.normal(size=(n, 4))
     x = np.hstack([3 * shared, private, rng.normal(size=(n, 3))]).astype(np.float32)

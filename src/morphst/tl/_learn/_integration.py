@@ -79,14 +79,14 @@ def fit_integration(
 
 # ----------------------------------------------------------------------------------------------------- checks
 
-#: Hidden width of the projection (0: linear); see :func:`_network`.
-N_HIDDEN = 64
+#: Hidden width of the projection (0: linear); see :func:`_network`. Linear: on ``morphology_domains`` (seed 0,
+#: handcrafted features, 8 components, weight 5) stitched ARI 0.985 linear vs 0.967 with 64 GELU units.
+N_HIDDEN = 0
 #: Temperature of the spatial InfoNCE (cosine similarities divided by it).
 TEMPERATURE = 0.1
 #: Weights of the variance (hinge on the per-column std) and decorrelation (off-diagonal covariance) terms.
 VARIANCE_WEIGHT = 1.0
 DECORRELATION_WEIGHT = 1.0
-VARIANCE_PER_COLUMN = True
 #: Ridge penalties searched (leave-one-out, :class:`sklearn.linear_model.RidgeCV`) by the residual baseline.
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
 #: Folds of the residual baseline when the rows come from one section.
@@ -240,12 +240,14 @@ def _shared_penalty(z, w):
 
 
 def _anticollapse(z):
-    """VICReg-style variance hinge (std of each column >= 1) plus mean squared off-diagonal covariance."""
+    """Variance hinge on the mean column variance (>= 1) plus the mean squared off-diagonal covariance.
+
+    Unlike VICReg's hinge per column, only the total is held up, so the relevance term decides how the variance is
+    spread over the columns (a per-column hinge made the columns that carry nothing but noise as large as the
+    informative ones, which hurt clustering after fusion on ``morphology_domains``).
+    """
     zc = z - z.mean(0, keepdim=True)
-    if VARIANCE_PER_COLUMN:
-        var = (1.0 - (zc.square().mean(0) + 1e-4).sqrt()).clamp(min=0).mean()
-    else:
-        var = (1.0 - (zc.square().mean() + 1e-4).sqrt()).clamp(min=0)
+    var = (1.0 - (zc.square().mean() + 1e-4).sqrt()).clamp(min=0)
     cov = zc.T @ zc / max(len(z) - 1, 1)
     off = cov - cov.diag().diag()
     d = z.shape[1]
@@ -297,6 +299,7 @@ def _hsic(x, expr, train, labels, edges, groups, n_components, penalty_weight, o
     xs = _standardise_on(x, train_rows).astype(np.float32)
     w = _whiten_on(expr, train_rows).astype(np.float32)
     supervised = labels is not None
+    val_all = val_rows.copy()  # the penalty is checked on every held-out row, labelled or not
     if supervised:
         lab = np.asarray(labels, dtype=np.int64)
         n_classes = int(lab.max()) + 1
@@ -340,6 +343,7 @@ def _hsic(x, expr, train, labels, edges, groups, n_components, penalty_weight, o
         xt = torch.from_numpy(xs).to(device)
         wt = torch.from_numpy(w).to(device)
         lt = torch.from_numpy(lab).to(device) if supervised else None
+        val_all_t = torch.from_numpy(val_all if len(val_all) >= 2 else val_rows)
 
         def losses(b, pos=None):
             z = net(xt[b])
@@ -350,18 +354,26 @@ def _hsic(x, expr, train, labels, edges, groups, n_components, penalty_weight, o
             return rel, _anticollapse(z), _shared_penalty(z, wt[b])
 
         def evaluate(rows, pos):
+            """Validation losses: relevance over batches of ``rows``, the other terms on every held-out row at once.
+
+            A batch-sized estimate of the penalty on a small held-out set was too noisy to stop on.
+            """
             net.eval()
             if clf is not None:
                 clf.eval()
-            tot = np.zeros(3)
+            rel, n_rel = 0.0, 0
             with torch.no_grad():
                 for s in range(0, len(rows), opts.batch_size):
                     b = torch.from_numpy(rows[s : s + opts.batch_size])
                     if len(b) < 2:
                         continue
                     pb = None if pos is None else torch.from_numpy(pos[s : s + opts.batch_size])
-                    tot += np.array([float(t) for t in losses(b, pb)]) * len(b)
-            return tot / len(rows)
+                    rel += losses(b, pb)[0].item() * len(b)
+                    n_rel += len(b)
+                z_all = net(xt[val_all_t])
+                anti = _anticollapse(z_all).item()
+                pen = _shared_penalty(z_all, wt[val_all_t]).item()
+            return np.array([rel / max(n_rel, 1), anti, pen])
 
         curve, best, best_state, since = [], np.inf, None, 0
         for epoch in range(1, opts.max_epochs + 1):
