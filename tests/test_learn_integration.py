@@ -92,7 +92,7 @@ def test_hsic_with_labels_stays_relevant():
     labels[::7] = -1  # missing annotations are ignored
     z, rec = _hsic(x, expr, labels=labels)
     assert _max_abs_r(z, expr) < 0.25
-    assert _accuracy(z, domain) > 0.9
+    assert _accuracy(z, domain) > 0.85  # chance: 0.5
     assert "cross-entropy" in rec["description"]
 
 

@@ -65,8 +65,8 @@ def morphology_domains(
     - A nuisance shared by both modalities and unrelated to the domains: a left-to-right gradient ``g`` in [-1, 1]
       raises genes 60–79 by ``exp(gradient_log_fold * g)`` and the haematoxylin density by a factor
       ``1 + gradient_stain * g`` and the nuclear density (the threshold of the nuclear texture shifts by
-      ``gradient_density * g`` standard deviations). Raw morphology features carry it; features that share little with expression
-      should not.
+      ``gradient_density * g`` standard deviations). Raw morphology features carry it; features that share little
+      with expression should not.
     - A nuisance of the image alone, unrelated to domains and expression: the haematoxylin and eosin densities are
       each multiplied by ``1 + stain_noise * f``, ``f`` an independent smooth random field (Gaussian, 60 µm scale,
       unit standard deviation), so neighbouring spots (``spot_spacing_um`` apart) vary almost independently.

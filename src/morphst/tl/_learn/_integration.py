@@ -3,6 +3,24 @@
 Box 1 of Chelebian, Avenel & Wählby (Nat. Commun. 2025), eq. 13–14: for integration, train the morphology encoder so
 that it keeps task-relevant information while its information shared with expression is small, so that fusion adds
 what expression lacks.
+
+- ``"hsic"``: a projection (linear by default, :data:`N_HIDDEN`) of the morphology features, standardised on the
+  training rows, trained with AdamW on mini-batches of the training rows to minimise
+  ``relevance + variance/decorrelation + penalty_weight × shared``. Relevance: with labels, the cross-entropy of a
+  linear classifier on the projection (labels -1 ignored); without, a spatial InfoNCE (Oord et al. 2018): each row's
+  positive is one of its spatial neighbours (``edges``, drawn anew each epoch), the other rows of the batch are the
+  negatives (cosine similarity / :data:`TEMPERATURE`). Variance/decorrelation (after VICReg, Bardes et al. 2022)
+  keeps the projection from collapsing. Shared: the normalised cross-covariance of the projection with the
+  expression representation whitened on the training rows, i.e. the linear-kernel HSIC (Gretton et al. 2005) of
+  column-standardised variables, the batch estimate of each column's R² on expression, averaged over columns.
+  Early stopping on the validation loss of the rows that :func:`~morphst.tl._learn._torch.inner_validation_split`
+  holds out (a whole section when there are several); the best epoch's weights are kept; the fitted result is plain
+  arrays and ``z`` is computed in numpy. Training runs on one CPU thread (tiny model) and is repeatable per seed.
+- ``"residual"``: the baseline. Features standardised on the training rows minus their ridge prediction from the
+  expression representation (:class:`sklearn.linear_model.RidgeCV`, one penalty per fold chosen by leave-one-out),
+  cross-fitted: each row's prediction comes from a ridge fit on the training rows of the other folds (sections when
+  the training rows span two or more, else :data:`N_RESIDUAL_FOLDS` seeded random folds), so it never sees the row
+  itself.
 """
 
 from __future__ import annotations
