@@ -1,0 +1,286 @@
+"""Learned integration features (Box 1, eq. 13–14): do morphology features that share little with expression help?
+
+Features come from ``mst.tl.learn_features(objective="integration")`` (``method="hsic"``: a projection trained to
+keep spatially coherent (self-supervised) or annotation-relevant information while its normalised cross-covariance
+with the expression PCA is penalised; ``method="residual"``: the cross-fitted ridge residual of the features on the
+expression PCA). Three parts, one RESULT line:
+
+1. **synthetic** (``mst.datasets.morphology_domains``, seed 0, 40 × 40 spots, 5 domains of which D3/D4 share their
+   expression and differ only in the image): expression = PCA (20) of log1p counts per 10,000; morphology =
+   ``embed_patches(model="handcrafted")`` on 100 µm patches (48 px). Rows: expression alone, fused with raw
+   handcrafted features, with learned (hsic, self-supervised: no labels) and with residual features. Fusion:
+   ``mst.tl.fuse`` with ``"stitch"`` (concatenation: the only fusion here in which morphology can add a direction that
+   expression lacks; ``"smooth"`` and ``"graph"`` only re-weight the smoothing of the expression block, so D3/D4,
+   identical in expression, stay merged whatever the features) and ``"smooth"`` (the default), then
+   ``mst.tl.domains(method="gmm", n_domains=5)``. ARI against ``obs['truth']`` (scikit-learn, as
+   ``mst.tl.evaluate_domains`` computes it), mean over seeds (the seed of the clustering and of the learned features).
+2. **dlpfc** 151673/151674 (``benchmarks/integration_dlpfc.py``'s recipe: PCA 30 of log1p counts, handcrafted
+   features of 110 µm low-res patches, 7 domains, ARI vs ``layer_guess_reordered`` without NA spots). The learned
+   features are self-supervised on the section itself (spatial neighbours), so they never see the reference layers.
+   Rows: none (expression only), raw, learned, residual; fusions ``"smooth"`` (the default of integration_dlpfc) and
+   ``"stitch"``.
+3. **her2st** C2–C6, DenseNet-121 embeddings precomputed in ``/work/cache`` (``--cache``; rows in the order of
+   ``her2st_obs_names.npy``; not recomputed here): ``mst.tl.quadrants`` (annotation = the authors' clusters, 50 genes
+   of ``mst.pp.select_genes`` on all sections, log1p cp10k; descriptive) of the raw features and of learned
+   integration features (hsic with the authors' clusters as labels, **cross-fitted by section**: the features of
+   each section come from a model trained on the other four sections' labels; expression = PCA 30 of log1p cp10k of
+   all genes). Reported: share of features in quadrant II (relevant, not shared) and the median and max over features
+   of max |r| with the genes (the shared-information axis).
+
+Timing: wall seconds of the integration part (feature learning + fusion + clustering), with ``uptime``'s load
+average next to them (the 2-core machine is shared).
+
+Run: ``MORPHST_DATA_DIR=../shared/data python benchmarks/learned_integration.py [--parts synthetic dlpfc her2st]
+[--seeds 3] [--n-components 8] [--penalty-weight 5]``.
+
+Last line: ``RESULT synthetic_none=... synthetic_raw=... synthetic_learned=... synthetic_residual=...
+dlpfc_none=... dlpfc_raw=... dlpfc_learned=... dlpfc_residual=... her2st_q2_raw=... her2st_q2_learned=...
+her2st_maxr_raw=... her2st_maxr_learned=... integration_s=... load=...`` (synthetic and dlpfc with fusion
+``"stitch"`` for synthetic, ``"smooth"`` for dlpfc, the defaults each part reports first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from sklearn.metrics import adjusted_rand_score
+
+import morphst as mst
+from morphst.tl._learn._torch import TrainOptions
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MORPHST_DATA_DIR", REPO.parent / "shared" / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def load() -> str:
+    return "load " + os.getloadavg().__repr__().replace(" ", "")
+
+
+def cluster(a, reps, method: str, n_domains: int, seed: int) -> np.ndarray:
+    """``fuse`` (``reps`` = expression first) + ``domains(gmm)``; expression alone with stitch = the PCA itself."""
+    if len(reps) == 1 and method == "stitch":
+        a.obsm["_f"] = a.obsm[reps[0]]
+    else:
+        mst.tl.fuse(a, reps, method=method, key_added="_f")
+    mst.tl.domains(a, "_f", method="gmm", n_domains=n_domains, random_state=seed, key_added="_d")
+    return a.obs["_d"].to_numpy()
+
+
+def learn(a, method: str, seed: int, args, key: str, annotation_key=None, train=None) -> None:
+    mst.tl.learn_features(
+        a,
+        "X_handcrafted" if "X_handcrafted" in a.obsm else "X_morph",
+        objective="integration",
+        expression_rep="X_pca",
+        annotation_key=annotation_key,
+        method=method,
+        n_components=args.n_components,
+        penalty_weight=args.penalty_weight,
+        options=TrainOptions(max_epochs=args.max_epochs),
+        library_key="section" if "section" in a.obs else None,
+        train=train,
+        random_state=seed,
+        key_added=key,
+        device="cpu",
+    )
+
+
+def compare(a, ref: np.ndarray, n_domains: int, seeds, methods, args) -> pd.DataFrame:
+    """ARI of none / raw / learned / residual for each fusion method and seed; learned features re-fit per seed."""
+    ok = ~pd.isna(ref)
+    rows = []
+    morph = "X_handcrafted"
+    for seed in seeds:
+        t = time.perf_counter()
+        learn(a, "hsic", seed, args, "X_learned")
+        t_learn = time.perf_counter() - t
+        if seed == seeds[0]:
+            t = time.perf_counter()
+            learn(a, "residual", seed, args, "X_residual")
+            t_res = time.perf_counter() - t
+            print(
+                f"    learned features: {a.uns['X_learned']['params']['model_description']}; chosen epoch "
+                f"{a.uns['X_learned']['chosen_epoch']}",
+                flush=True,
+            )
+        for method in methods:
+            for name, reps in (
+                ("none", ("X_pca",)),
+                ("raw", ("X_pca", morph)),
+                ("learned", ("X_pca", "X_learned")),
+                ("residual", ("X_pca", "X_residual")),
+            ):
+                t = time.perf_counter()
+                lab = cluster(a, reps, method, n_domains, seed)
+                rows.append(
+                    {
+                        "fuse": method,
+                        "name": name,
+                        "seed": seed,
+                        "ari": adjusted_rand_score(ref[ok].astype(str), lab[ok].astype(str)),
+                        "s": time.perf_counter()
+                        - t
+                        + (t_learn if name == "learned" else 0)
+                        + (t_res if name == "residual" else 0),
+                    }
+                )
+        print(f"    seed {seed}: done ({load()})", flush=True)
+    return pd.DataFrame(rows)
+
+
+def maxr(z: np.ndarray, e: np.ndarray) -> np.ndarray:
+    zs = (z - z.mean(0)) / (z.std(0) + 1e-12)
+    es = (e - e.mean(0)) / (e.std(0) + 1e-12)
+    return np.abs(zs.T @ es / len(z)).max(axis=1)
+
+
+# ----------------------------------------------------------------------------------------------- parts
+
+
+def part_synthetic(args, seeds) -> dict:
+    t0 = time.perf_counter()
+    sdata = mst.datasets.morphology_domains(seed=0)
+    a = sdata.tables["table"]
+    mst.pp.extract_patches(sdata, patch_size=100.0, target_px=48)
+    mst.tl.embed_patches(sdata, model="handcrafted")
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    sc.pp.pca(a, n_comps=20, random_state=0)
+    print(f"[synthetic] {a.n_obs} spots, prepared in {time.perf_counter() - t0:.0f}s ({load()})", flush=True)
+    t = time.perf_counter()
+    df = compare(a, a.obs["truth"].astype(str).to_numpy(), 5, seeds, ("stitch", "smooth"), args)
+    took = time.perf_counter() - t
+    print(f"[synthetic] integration part {took:.0f}s ({load()})")
+    e = a.obsm["X_pca"]
+    print(
+        "    max |r| with the expression PCs, median over features: raw "
+        f"{np.median(maxr(a.obsm['X_handcrafted'], e)):.3f}, learned {np.median(maxr(a.obsm['X_learned'], e)):.3f}, "
+        f"residual {np.median(maxr(a.obsm['X_residual'], e)):.3f}"
+    )
+    tab = df.groupby(["fuse", "name"], sort=False)["ari"].agg(["mean", "min", "max"])
+    tab["s"] = df.groupby(["fuse", "name"], sort=False)["s"].mean()
+    print("== synthetic: ARI vs obs['truth'] over seeds " + str(list(seeds)))
+    print(tab.round(3).to_string())
+    m = df[df["fuse"] == "stitch"].groupby("name")["ari"].mean()
+    return {f"synthetic_{k}": m[k] for k in ("none", "raw", "learned", "residual")} | {"synthetic_s": took}
+
+
+def part_dlpfc(args, seeds) -> dict:
+    from integration_dlpfc import prepare
+
+    out, frames, took = {}, [], 0.0
+    for sample in args.samples:
+        t0 = time.perf_counter()
+        _, a = prepare(sample, DATA / "dlpfc")
+        a.obs["section"] = sample
+        print(f"[dlpfc {sample}] {a.n_obs} spots, prepared in {time.perf_counter() - t0:.0f}s ({load()})", flush=True)
+        t = time.perf_counter()
+        df = compare(a, a.obs["layer"].to_numpy(), 7, seeds, ("smooth", "stitch"), args)
+        took += time.perf_counter() - t
+        print(f"[dlpfc {sample}] integration part {time.perf_counter() - t:.0f}s ({load()})", flush=True)
+        df["sample"] = sample
+        frames.append(df)
+    df = pd.concat(frames)
+    tab = df.groupby(["sample", "fuse", "name"], sort=False)["ari"].agg(["mean", "min", "max"])
+    print("== dlpfc: ARI vs layers (NA excluded) over seeds " + str(list(seeds)))
+    print(tab.round(3).to_string())
+    mean = df.groupby(["fuse", "name"], sort=False)["ari"].mean()
+    print("== dlpfc: mean ARI over samples and seeds")
+    print(mean.round(3).to_string())
+    for k in ("none", "raw", "learned", "residual"):
+        out[f"dlpfc_{k}"] = mean[("smooth", k)]
+        out[f"dlpfc_stitch_{k}"] = mean[("stitch", k)]
+    out["dlpfc_s"] = took
+    return out
+
+
+def part_her2st(args, seeds) -> dict:
+    from morphst.tl._quadrants import QUADRANTS
+
+    t0 = time.perf_counter()
+    sdata = mst.datasets.her2st(data_dir=DATA)
+    a = sdata.tables["table"].copy()
+    names = np.load(Path(args.cache) / "her2st_obs_names.npy", allow_pickle=True).astype(str)
+    x = np.load(Path(args.cache) / "her2st_X_densenet121.npy")
+    if len(names) != a.n_obs or not np.array_equal(names, a.obs_names.astype(str)):
+        a = a[names].copy()
+    a.obsm["X_morph"] = x
+    mst.pp.normalize(a)
+    mst.pp.select_genes(a, 50)
+    genes = a.var_names[a.var["morph_target"]].tolist()
+    b = a.copy()
+    b.X = b.layers["log1p_cp10k"]
+    sc.pp.pca(b, n_comps=30, random_state=0)
+    a.obsm["X_pca"] = b.obsm["X_pca"]
+    sec = a.obs["section"].astype(str).to_numpy()
+    print(f"[her2st] {a.n_obs} spots, {x.shape[1]} DenseNet-121 features, prepared in "
+          f"{time.perf_counter() - t0:.0f}s ({load()})", flush=True)  # fmt: skip
+    t = time.perf_counter()
+    z = np.zeros((a.n_obs, args.n_components), np.float32)
+    for s in np.unique(sec):
+        learn(a, "hsic", seeds[0], args, "_z", annotation_key="cluster", train=sec != s)
+        z[sec == s] = a.obsm["_z"][sec == s]
+    a.obsm["X_learned"] = z
+    t_learn = time.perf_counter() - t
+    print(f"    learned features (5 section folds): {t_learn:.0f}s ({load()})", flush=True)
+    out = {}
+    for name, key in (("raw", "X_morph"), ("learned", "X_learned")):
+        mst.tl.quadrants(a, key, "cluster", genes=genes, layer="log1p_cp10k", n_perms=50, key_added=f"q_{name}")
+        res = a.uns[f"q_{name}"]
+        f = res["features"]
+        shares = {q: res["shares"][q] for q in QUADRANTS}
+        print(
+            f"    {name:8s} {key}: shares {shares}; relevance median {f['relevance'].median():.3f} nats; max |r| "
+            f"with the genes median {f['shared'].median():.3f}, max {f['shared'].max():.3f}",
+            flush=True,
+        )
+        out[f"her2st_q2_{name}"] = shares["integration"]  # quadrant II
+        out[f"her2st_maxr_{name}"] = float(f["shared"].median())
+    out["her2st_s"] = time.perf_counter() - t
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--parts", nargs="+", default=["synthetic", "dlpfc", "her2st"])
+    p.add_argument("--samples", nargs="+", default=["151673", "151674"])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--n-components", type=int, default=8)
+    p.add_argument("--penalty-weight", type=float, default=5.0)
+    p.add_argument("--max-epochs", type=int, default=200)
+    p.add_argument("--cache", default="/work/cache")
+    args = p.parse_args()
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    warnings.filterwarnings("ignore")
+    mst.settings.progress_bar = False
+    mst._logging.logger.setLevel(logging.WARNING)
+    torch.set_num_threads(1)
+    seeds = list(range(args.seeds))
+    print(f"start ({load()}); n_components={args.n_components} penalty_weight={args.penalty_weight}", flush=True)
+    res = {}
+    with threadpool_limits(1):
+        for part in args.parts:
+            res |= {"synthetic": part_synthetic, "dlpfc": part_dlpfc, "her2st": part_her2st}[part](args, seeds)
+    took = sum(v for k, v in res.items() if k.endswith("_s"))
+    res = {k: v for k, v in res.items() if not k.endswith("_s")}
+    print(
+        "RESULT "
+        + " ".join(f"{k}={v:.3f}" for k, v in res.items())
+        + f" integration_s={took:.0f} load={os.getloadavg()[0]:.1f} seeds={args.seeds}"
+    )
+
+
+if __name__ == "__main__":
+    main()

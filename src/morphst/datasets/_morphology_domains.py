@@ -1,0 +1,250 @@
+"""`morphology_domains`: a synthetic spot section in which part of the domain structure is visible only in the image."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._constants import Key
+
+#: Per domain: marker programme of the expression (domains 3 and 4 share one), haematoxylin and eosin optical
+#: density (Beer–Lambert, as :func:`skimage.color.hed2rgb` reads them) and the grain of the nuclear texture (µm).
+DOMAINS = {
+    "D0": {"programme": 0, "haematoxylin": 0.060, "eosin": 0.034, "grain_um": 3.0},
+    "D1": {"programme": 1, "haematoxylin": 0.070, "eosin": 0.030, "grain_um": 3.0},
+    "D2": {"programme": 2, "haematoxylin": 0.055, "eosin": 0.038, "grain_um": 3.0},
+    "D3": {"programme": 3, "haematoxylin": 0.065, "eosin": 0.032, "grain_um": 2.0},
+    "D4": {"programme": 3, "haematoxylin": 0.065, "eosin": 0.045, "grain_um": 8.0},
+}
+
+
+def _domain_of(x_um: np.ndarray, y_um: np.ndarray, centres: np.ndarray, labels: np.ndarray, warp: float) -> np.ndarray:
+    """Domain index of points: nearest Voronoi centre after a smooth sinusoidal warp of the coordinates (µm)."""
+    xw = x_um + warp * np.sin(y_um / 400.0)
+    yw = y_um + warp * np.sin(x_um / 330.0 + 1.0)
+    best = np.full(x_um.shape, np.inf)
+    out = np.zeros(x_um.shape, dtype=np.int64)
+    for (cx, cy), lab in zip(centres, labels, strict=True):
+        d = (xw - cx) ** 2 + (yw - cy) ** 2
+        closer = d < best
+        best[closer] = d[closer]
+        out[closer] = lab
+    return out
+
+
+def morphology_domains(
+    n_rows: int = 40,
+    n_cols: int = 40,
+    *,
+    seed: int = 0,
+    n_genes: int = 200,
+    spot_spacing_um: float = 100.0,
+    spot_diameter_um: float = 55.0,
+    um_per_px: float = 2.0,
+    counts_per_spot: float = 3000.0,
+    marker_log_fold: float = 1.2,
+    gradient_log_fold: float = 0.5,
+    gradient_stain: float = 0.8,
+    gradient_density: float = 1.0,
+    stain_noise: float = 1.0,
+):
+    """A **synthetic** spot section with a known truth in which two domains differ only in the image.
+
+    Not real data: spots, counts and pixels are drawn from ``seed`` (for tests and for benchmarks of learned
+    integration features, Box 1 of Chelebian, Avenel & Wählby, Nat. Commun. 2025, eq. 13–14). Spots lie on a
+    hexagonal grid (Visium-like) of ``n_rows × n_cols``, ``spot_spacing_um`` apart, in five domains ``D0``–``D4``
+    (a warped Voronoi partition of 12 centres, each domain given at least one). **The truth:**
+
+    - Expression: counts ``~ Poisson`` of a per-gene baseline profile times ``counts_per_spot``. Genes 0–59 form
+      four marker programmes of 15 genes each (``exp(marker_log_fold)`` fold): ``D0`` -> genes 0–14, ``D1`` -> 15–29,
+      ``D2`` -> 30–44, and **``D3`` and ``D4`` share programme 45–59**: their expression has the same distribution,
+      so no method can tell them apart from expression alone.
+    - Image (H&E-like RGB, ``uint8``, ``um_per_px`` µm/px, Beer–Lambert mixture of haematoxylin and eosin): each
+      domain has its own haematoxylin and eosin density and nuclear texture grain (:data:`DOMAINS`); ``D3``
+      (fine 2 µm grain, paler eosin) and ``D4`` (coarse 8 µm grain, more eosin) differ **only in the image**.
+      ``D0``–``D2`` differ in both modalities (shared information).
+    - A nuisance shared by both modalities and unrelated to the domains: a left-to-right gradient ``g`` in [-1, 1]
+      raises genes 60–79 by ``exp(gradient_log_fold * g)`` and the haematoxylin density by a factor
+      ``1 + gradient_stain * g`` and the nuclear density (the threshold of the nuclear texture shifts by
+      ``gradient_density * g`` standard deviations). Raw morphology features carry it; features that share little
+      with expression should not.
+    - A nuisance of the image alone, unrelated to domains and expression: the haematoxylin and eosin densities are
+      each multiplied by ``1 + stain_noise * f``, ``f`` an independent smooth random field (Gaussian, 60 µm scale,
+      unit standard deviation), so neighbouring spots (``spot_spacing_um`` apart) vary almost independently.
+
+    Parameters
+    ----------
+    n_rows, n_cols
+        Rows and columns of the spot grid.
+    seed
+        Random seed; the same seed gives the same layout, counts and pixels.
+    n_genes
+        Genes (at least 80: the four marker programmes and the gradient genes).
+    spot_spacing_um
+        Centre-to-centre distance of neighbouring spots, µm.
+    spot_diameter_um
+        Spot diameter, µm (the radius of ``shapes["spots"]``).
+    um_per_px
+        Resolution of the image, µm/px.
+    counts_per_spot
+        Mean total counts per spot.
+    marker_log_fold
+        Natural-log fold change of a domain's marker genes.
+    gradient_log_fold
+        Natural-log fold change of the gradient genes at the right edge (``g = 1``) relative to the centre.
+    gradient_stain
+        Relative change of the haematoxylin density at the right edge.
+    gradient_density
+        Shift of the nuclear texture threshold at the right edge, in standard deviations of the texture field.
+    stain_noise
+        Amplitude of the random stain variation (relative density per standard deviation of the field).
+
+    Returns
+    -------
+    A :class:`~spatialdata.SpatialData` (in memory) with
+
+    - ``images["he"]``: ``(3, y, x)`` uint8, channels ``r, g, b``;
+    - ``shapes["spots"]``: circles, centres and radius in image px;
+    - ``tables["table"]``: raw counts (CSR float32, ``n_spots × n_genes``, genes ``gene_000``...), annotating
+      ``"spots"``; ``obs["truth"]`` (categorical ``D0``–``D4``), ``obs["expression_programme"]`` (``P0``–``P3``, the
+      best any expression-only method can recover), ``obs["gradient"]`` (``g``), ``obs["section"]``;
+      ``obsm["spatial"]`` (image px); ``uns["morphst_dataset"]`` with the seed and ``um_per_px``.
+
+    Both coordinate system ``"global"`` (µm, ``Scale(um_per_px)``) and the image's pixel space are declared, so
+    :func:`morphst.pp.extract_patches` needs no unit argument.
+
+    Raises
+    ------
+    ValueError
+        A size not positive, or ``n_genes < 80``.
+    """
+    import anndata as ad
+    import pandas as pd
+    from scipy import sparse
+    from scipy.ndimage import gaussian_filter
+    from skimage.color import hed2rgb
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Scale
+
+    for name, v in (
+        ("n_rows", n_rows),
+        ("n_cols", n_cols),
+        ("spot_spacing_um", spot_spacing_um),
+        ("spot_diameter_um", spot_diameter_um),
+        ("um_per_px", um_per_px),
+        ("counts_per_spot", counts_per_spot),
+    ):
+        if not v > 0:
+            msg = f"`{name}` must be positive, got {v}."
+            raise ValueError(msg)
+    if n_genes < 80:
+        msg = (
+            f"`n_genes` must be at least 80 (four marker programmes of 15 genes and 20 gradient genes), got {n_genes}."
+        )
+        raise ValueError(msg)
+    rng = np.random.default_rng(seed)
+    names = list(DOMAINS)
+
+    # --- layout (µm): hexagonal grid, warped Voronoi domains ---
+    dy = spot_spacing_um * np.sqrt(3) / 2
+    r, c = np.mgrid[0:n_rows, 0:n_cols]
+    x_um = (c + 0.5 * (r % 2)).ravel() * spot_spacing_um + spot_spacing_um
+    y_um = r.ravel() * dy + spot_spacing_um
+    width_um = (n_cols + 1.5) * spot_spacing_um
+    height_um = (n_rows - 1) * dy + 2 * spot_spacing_um
+    n_centres = 12
+    labels = np.concatenate([np.arange(len(names)), rng.integers(0, len(names), n_centres - len(names))])
+    centres = rng.uniform([0, 0], [width_um, height_um], size=(n_centres, 2))
+    warp = 0.08 * max(width_um, height_um)
+    dom = _domain_of(x_um, y_um, centres, labels, warp)
+    grad = 2.0 * (x_um - x_um.min()) / max(np.ptp(x_um), 1e-9) - 1.0
+
+    # --- expression ---
+    n = len(x_um)
+    base = rng.lognormal(mean=0.0, sigma=1.0, size=n_genes)
+    log_rate = np.tile(np.log(base / base.sum()), (n, 1))
+    programme = np.array([DOMAINS[names[d]]["programme"] for d in dom])
+    for p in range(4):
+        log_rate[programme == p, 15 * p : 15 * (p + 1)] += marker_log_fold
+    log_rate[:, 60:80] += gradient_log_fold * grad[:, None]
+    rate = np.exp(log_rate)
+    rate /= rate.sum(axis=1, keepdims=True)
+    size = counts_per_spot * rng.lognormal(0.0, 0.2, size=n)
+    counts = rng.poisson(rate * size[:, None]).astype(np.float32)
+
+    # --- image: per pixel domain, H and E densities, nuclear texture of the domain's grain ---
+    h_px, w_px = int(np.ceil(height_um / um_per_px)), int(np.ceil(width_um / um_per_px))
+    yy, xx = np.mgrid[0:h_px, 0:w_px].astype(np.float64) * um_per_px
+    pix_dom = _domain_of(xx, yy, centres, labels, warp)
+    pix_grad = np.clip(2.0 * (xx - x_um.min()) / max(np.ptp(x_um), 1e-9) - 1.0, -1.5, 1.5)
+    texture = np.zeros((h_px, w_px))
+    for grain in sorted({d["grain_um"] for d in DOMAINS.values()}):
+        field = gaussian_filter(rng.normal(size=(h_px, w_px)), sigma=grain / um_per_px / 2)
+        field /= field.std()
+        here = np.isin(pix_dom, [i for i, k in enumerate(names) if DOMAINS[k]["grain_um"] == grain])
+        texture[here] = field[here]
+    # soft nuclei where the field is high; more of them towards the right edge
+    nuclei = 1.0 / (1.0 + np.exp(-3.0 * (texture - 0.5 + gradient_density * pix_grad)))
+
+    def stain_field():
+        f = gaussian_filter(rng.normal(size=(h_px, w_px)), sigma=60.0 / um_per_px)
+        return np.clip(1.0 + stain_noise * f / max(f.std(), 1e-12), 0.2, None)
+
+    h_od = np.array([DOMAINS[k]["haematoxylin"] for k in names])[pix_dom] * (1 + gradient_stain * pix_grad)
+    h_od *= stain_field()
+    e_od = np.array([DOMAINS[k]["eosin"] for k in names])[pix_dom] * stain_field()
+    hed = np.stack(
+        [
+            np.clip(h_od * (0.3 + 1.4 * nuclei), 0, None),
+            e_od * (0.8 + 0.4 * (1 - nuclei)) + 0.003 * rng.normal(size=(h_px, w_px)),
+            np.zeros((h_px, w_px)),
+        ],
+        axis=-1,
+    )
+    rgb = hed2rgb(np.clip(hed, 0, None))
+    img = np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    del yy, xx, pix_dom, pix_grad, texture, nuclei, hed, rgb
+
+    # --- SpatialData ---
+    tf = {"global": Scale([um_per_px, um_per_px], axes=("x", "y"))}
+    xy_px = np.column_stack([x_um, y_um]) / um_per_px
+    obs = pd.DataFrame(
+        {
+            "truth": pd.Categorical([names[d] for d in dom], categories=names),
+            "expression_programme": pd.Categorical(
+                [f"P{p}" for p in programme], categories=[f"P{p}" for p in range(4)]
+            ),
+            "gradient": grad,
+            "section": pd.Categorical(["synthetic"] * n),
+            "region": pd.Categorical(["spots"] * n),
+            "instance_id": np.arange(n),
+        },
+        index=[f"spot_{i:05d}" for i in range(n)],
+    )
+    var = pd.DataFrame(index=[f"gene_{g:03d}" for g in range(n_genes)])
+    var["programme"] = pd.Categorical(
+        [f"P{g // 15}" if g < 60 else ("gradient" if g < 80 else "background") for g in range(n_genes)]
+    )
+    adata = ad.AnnData(sparse.csr_matrix(counts), obs=obs, var=var)
+    adata.obsm["spatial"] = xy_px
+    adata.uns[Key.DATASET] = {
+        "name": "morphology_domains",
+        "synthetic": True,
+        "description": "synthetic spot section (mst.datasets.morphology_domains); not real data; D3/D4 differ only "
+        "in the image",
+        "seed": int(seed),
+        "um_per_px": {"global": float(um_per_px)},
+        "coordinate_systems": {"global": "micrometres"},
+    }
+    shapes = ShapesModel.parse(
+        xy_px,
+        geometry=0,
+        radius=np.full(n, spot_diameter_um / 2 / um_per_px),
+        index=np.arange(n),
+        transformations=tf,
+    )
+    image = Image2DModel.parse(img, dims=("c", "y", "x"), c_coords=["r", "g", "b"], transformations=tf)
+    table = TableModel.parse(adata, region="spots", region_key="region", instance_key="instance_id")
+    sdata = SpatialData(images={"he": image}, shapes={"spots": shapes}, tables={Key.TABLE: table})
+    sdata.attrs["morphst_synthetic"] = {"generator": "mst.datasets.morphology_domains", "seed": int(seed)}
+    return sdata

@@ -1,0 +1,218 @@
+"""The integration objective (`fit_integration`): HSIC-penalised projection and the cross-fitted residual."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from morphst.tl._learn._integration import fit_integration
+from morphst.tl._learn._torch import TrainOptions
+
+FAST = TrainOptions(max_epochs=60, patience=20, learning_rate=1e-2, dropout=0.0)
+
+
+def _grid_edges(side: int) -> tuple[np.ndarray, np.ndarray]:
+    """4-neighbour edges of a ``side × side`` grid, both directions."""
+    idx = np.arange(side * side).reshape(side, side)
+    pairs = [(idx[:, :-1], idx[:, 1:]), (idx[:-1], idx[1:])]
+    rows = np.concatenate([np.concatenate([a.ravel(), b.ravel()]) for a, b in pairs])
+    cols = np.concatenate([np.concatenate([b.ravel(), a.ravel()]) for a, b in pairs])
+    return rows, cols
+
+
+def _toy(side: int = 16, seed: int = 0):
+    """Features: 6 columns shared with expression (spatially smooth), 4 private (a left/right domain), 3 of noise."""
+    rng = np.random.default_rng(seed)
+    n = side * side
+    col = np.tile(np.arange(side), side)
+    row = np.repeat(np.arange(side), side)
+    domain = (col >= side // 2).astype(np.int64)
+    expr = rng.normal(size=(n, 8))
+    # the shared directions are spatially smooth, so the spatial objective alone would keep them
+    expr[:, :3] += 2 * np.column_stack([np.sin(row / 2.5), np.cos(col / 3.0), np.sin((row + col) / 4.0)])
+    shared = expr[:, :3] @ rng.normal(size=(3, 6)) + 0.3 * rng.normal(size=(n, 6))
+    private = np.outer(2 * domain - 1, rng.normal(size=4)) + 0.5 * rng.normal(size=(n, 4))
+    x = np.hstack([3 * shared, private, rng.normal(size=(n, 3))]).astype(np.float32)
+    return x, expr.astype(np.float32), domain, _grid_edges(side)
+
+
+def _max_abs_r(z: np.ndarray, e: np.ndarray) -> float:
+    zs = (z - z.mean(0)) / z.std(0)
+    es = (e - e.mean(0)) / e.std(0)
+    return float(np.abs(zs.T @ es / len(z)).max())
+
+
+def _accuracy(z: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    return float(cross_val_score(LogisticRegression(max_iter=2000), z, y, cv=5).mean())
+
+
+def _hsic(x, expr, *, labels=None, edges=None, penalty_weight=10.0, random_state=0, train=None, groups=None):
+    train = np.ones(len(x), bool) if train is None else train
+    return fit_integration(
+        x,
+        expr,
+        train=train,
+        labels=labels,
+        edges=edges,
+        groups=groups,
+        method="hsic",
+        n_components=4,
+        penalty_weight=penalty_weight,
+        options=FAST,
+        random_state=random_state,
+        device="cpu",
+    )
+
+
+def test_hsic_self_supervised_removes_shared_keeps_domain():
+    x, expr, domain, edges = _toy()
+    assert _max_abs_r(x, expr) > 0.9  # the shared columns
+    z0, _ = _hsic(x, expr, edges=edges, penalty_weight=0.0)
+    z, rec = _hsic(x, expr, edges=edges, penalty_weight=10.0)
+    assert z.shape == (len(x), 4)
+    assert z.dtype == np.float32
+    # the penalty is what removes the shared information: without it the projection keeps some
+    assert _max_abs_r(z0, expr) > 0.5
+    assert _max_abs_r(z, expr) < 0.25
+    # the private, spatially coherent domain survives (chance: 0.5)
+    assert _accuracy(z, domain) > 0.8
+    curve = rec["curve"]
+    assert {"train_loss", "val_loss", "val_penalty", "val_relevance"} <= set(curve.columns)
+    assert 1 <= rec["chosen_epoch"] <= len(curve) <= FAST.max_epochs
+    assert curve.loc[rec["chosen_epoch"], "val_loss"] == curve["val_loss"].min()
+    assert "InfoNCE" in rec["description"]
+
+
+def test_hsic_with_labels_stays_relevant():
+    x, expr, domain, _ = _toy(seed=1)
+    labels = domain.copy()
+    labels[::7] = -1  # missing annotations are ignored
+    z, rec = _hsic(x, expr, labels=labels)
+    assert _max_abs_r(z, expr) < 0.25
+    assert _accuracy(z, domain) > 0.85  # chance: 0.5
+    assert "cross-entropy" in rec["description"]
+
+
+def test_hsic_fits_on_train_rows_only():
+    x, expr, _, edges = _toy(seed=2)
+    train = np.ones(len(x), bool)
+    train[::4] = False
+    z, _ = _hsic(x, expr, edges=edges, train=train)
+    x2 = x.copy()
+    x2[~train] += np.random.default_rng(0).normal(0, 50, size=x2[~train].shape).astype(np.float32)
+    z2, _ = _hsic(x2, expr, edges=edges, train=train)
+    # held-out rows are transformed, never fitted: changing them changes only their own z
+    np.testing.assert_array_equal(z[train], z2[train])
+    assert not np.allclose(z[~train], z2[~train])
+
+
+def test_hsic_seeded_repeatable():
+    x, expr, _, edges = _toy(side=14, seed=3)
+    a, ra = _hsic(x, expr, edges=edges, random_state=5)
+    b, rb = _hsic(x, expr, edges=edges, random_state=5)
+    c, _ = _hsic(x, expr, edges=edges, random_state=6)
+    np.testing.assert_array_equal(a, b)
+    assert ra["chosen_epoch"] == rb["chosen_epoch"]
+    assert not np.allclose(a, c)
+
+
+def _ridge_residual(xs, e, fit, pred, alpha):
+    """Hand-written ridge with intercept (centred on the fitting rows), residual on ``pred`` rows."""
+    em, xm = e[fit].mean(0), xs[fit].mean(0)
+    ec = e[fit] - em
+    beta = np.linalg.solve(ec.T @ ec + alpha * np.eye(e.shape[1]), ec.T @ (xs[fit] - xm))
+    return xs[pred] - ((e[pred] - em) @ beta + xm)
+
+
+@pytest.mark.parametrize("n_sections", [1, 3])
+def test_residual_cross_fitted_and_orthogonal(n_sections):
+    rng = np.random.default_rng(4)
+    n = 600
+    expr = rng.normal(size=(n, 5))
+    x = np.hstack([expr[:, :2] @ rng.normal(size=(2, 4)) + 0.5 * rng.normal(size=(n, 4)), rng.normal(size=(n, 3))])
+    x = (x * 3 + 7).astype(np.float32)
+    groups = np.repeat(["s0", "s1", "s2"], n // 3) if n_sections == 3 else None
+    train = np.ones(n, bool)
+    train[rng.choice(n, 60, replace=False)] = False
+    z, rec = fit_integration(
+        x,
+        expr,
+        train=train,
+        labels=None,
+        edges=None,
+        groups=groups,
+        method="residual",
+        n_components=1,
+        penalty_weight=0.0,
+        options=TrainOptions(),
+        random_state=0,
+        device="cpu",
+    )
+    assert z.shape == x.shape
+    fold = rec["fold"]
+    assert len(np.unique(fold)) == (3 if n_sections == 3 else 5)
+    if n_sections == 3:
+        np.testing.assert_array_equal(fold, np.repeat([0, 1, 2], n // 3))
+    # standardisation on the training rows
+    xd = x.astype(np.float64)
+    xs = (xd - xd[train].mean(0)) / xd[train].std(0)
+    for f, alpha in rec["curve"]["alpha"].items():
+        fit, pred = train & (fold != f), fold == f
+        assert rec["curve"].loc[f, "n_fit"] == fit.sum()
+        np.testing.assert_allclose(z[pred], _ridge_residual(xs, expr, fit, pred, alpha), atol=1e-4)
+        # the least-squares residual is exactly orthogonal to expression on its fitting rows; the ridge one
+        # (small alpha against 480+ rows) is close to it
+        design = np.column_stack([np.ones(fit.sum()), expr[fit]])
+        coef, *_ = np.linalg.lstsq(design, xs[fit], rcond=None)
+        res_fit = xs[fit] - design @ coef
+        assert np.abs(design.T @ res_fit).max() < 1e-8
+        ols_pred = xs[pred] - np.column_stack([np.ones(pred.sum()), expr[pred]]) @ coef
+        assert np.abs(z[pred] - ols_pred).max() < 0.1
+    # out of fold, the residual no longer correlates with expression (raw: > 0.8)
+    assert _max_abs_r(x, expr) > 0.8
+    assert _max_abs_r(z[:, :4], expr) < 0.15
+    # the private columns are kept (correlation with the raw ones)
+    r = [np.corrcoef(z[:, j], x[:, j])[0, 1] for j in range(4, 7)]
+    assert min(r) > 0.98
+
+
+def test_bad_inputs_raise():
+    x, expr, domain, edges = _toy(side=8)
+    n = len(x)
+    ok = {
+        "train": np.ones(n, bool),
+        "labels": None,
+        "edges": edges,
+        "groups": None,
+        "method": "hsic",
+        "n_components": 2,
+        "penalty_weight": 1.0,
+        "options": FAST,
+        "random_state": 0,
+        "device": "cpu",
+    }
+    cases = [
+        ({"method": "adversarial"}, "method"),
+        ({"n_components": 0}, "n_components"),
+        ({"penalty_weight": -1.0}, "penalty_weight"),
+        ({"train": np.ones(n, int)}, "train"),
+        ({"train": np.zeros(n, bool)}, "train"),
+        ({"edges": None}, "edges"),
+        ({"edges": (np.array([0]), np.array([n]))}, "edges"),
+        ({"labels": np.zeros(n, np.int64), "edges": None}, "labels"),
+        ({"labels": domain.astype(float), "edges": None}, "labels"),
+        ({"groups": np.zeros(n - 1)}, "groups"),
+        ({"options": TrainOptions(max_epochs=0)}, "max_epochs"),
+    ]
+    for change, word in cases:
+        with pytest.raises(ValueError, match=word):
+            fit_integration(x, expr, **(ok | change))
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        fit_integration(bad, expr, **ok)
+    with pytest.raises(ValueError, match="expr"):
+        fit_integration(x, expr[:-1], **ok)
