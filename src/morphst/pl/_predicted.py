@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._constants import Key
 from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
-from ._applicability import PREDICTED_TABLE
 from ._spatial import build_panels, draw_panel, new_figure, resolve_sections
 from ._utils import finish, make_axes
 
@@ -31,7 +31,7 @@ def predicted_expression(
     *,
     library_id: str | Sequence[str] | None = None,
     library_key: str | None = None,
-    table_key: str = PREDICTED_TABLE,
+    table_key: str = Key.PREDICTED_TABLE,
     image_key: str | None = None,
     image_px: int = 600,
     cmap: str = "viridis",
