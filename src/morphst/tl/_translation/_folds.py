@@ -30,7 +30,7 @@ def resolve_cv(adata: AnnData, cv, *, library_key: str | None, patient_key: str 
     groups = _groups(adata, library_key)
     n_groups = 0 if groups is None else len(pd.unique(groups))
     if n_groups >= 2 or patient_key is not None:
-        logg.info(f"cv='auto': {n_groups} sections in `obs[{library_key!r}]`, leaving one section out per fold")
+        logg.debug(f"cv='auto': {n_groups} sections in `obs[{library_key!r}]`, leaving one section out per fold")
         return "leave_one_group_out"
     why = (
         f"`library_key`={library_key!r} is not an obs column"
