@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 OBJECTIVES = ("translation", "integration")
+#: Default width of the learned representation per objective.
+DEFAULT_WIDTH = {"translation": 128, "integration": 8}
 
 
 @inject_docs(data=doc_data, copy=doc_copy)
@@ -42,7 +44,7 @@ def learn_features(
     expression_rep: str = "X_pca",
     method: Literal["hsic", "residual"] = "hsic",
     penalty_weight: float = 1.0,
-    n_components: int = 128,
+    n_components: int | None = None,
     train: str | np.ndarray | Sequence[str] | None = None,
     library_key: str | None = Key.LIBRARY,
     options: TrainOptions | None = None,
@@ -98,7 +100,7 @@ def learn_features(
     penalty_weight
         Integration: weight of the shared-information penalty (>= 0).
     n_components
-        Width of the learned representation.
+        Width of the learned representation; ``None``: 128 for translation (the head's width), 8 for integration.
     train
         Training spots: ``None`` (all), a boolean ``obs`` column, a boolean array, positions, or ``library_key``
         values.
@@ -141,7 +143,7 @@ def learn_features(
         msg = f"`objective` must be one of {list(OBJECTIVES)}, got {objective!r}."
         raise ValueError(msg)
     opts = (options or TrainOptions()).check()
-    n_components = _check_width(n_components)
+    n_components = _check_width(n_components if n_components is not None else DEFAULT_WIDTH[objective])
     groups = _groups(adata, library_key)
     train_mask = resolve_train(adata, train, groups, library_key)
     if train_mask.sum() < 4:
