@@ -13,6 +13,7 @@ from ..._constants import Key
 from ..._utils import get_adata, list_keys, records_params
 from ...pp._genes import resolve_mask
 from ._applicability import ApplicabilityDomain
+from ._io import canonical_arrays
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -169,6 +170,7 @@ def fit_translator(
             random_state=random_state,
         )
         description += note
+        canonical_arrays(est)  # C-order arrays, as the translator file stores them: same predictions after a save
         domain = ApplicabilityDomain.fit(  # before scale_per_library, which would hide a section-wide shift
             unscaled[rows],
             None if groups is None else groups[rows],

@@ -124,8 +124,9 @@ class Translator:
             scikit-learn regressors such as :class:`~sklearn.linear_model.Ridge` or :class:`~sklearn.svm.SVR`
             are supported.
         """
-        from ._io import write
+        from ._io import canonical_arrays, write
 
+        canonical_arrays(self.estimator)  # C-order arrays, as stored: the same predictions before and after
         state = {
             "estimator": self.estimator,
             "genes": list(self.genes),
