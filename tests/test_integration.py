@@ -581,3 +581,28 @@ def test_leiden_equals_scanpy_leiden_on_the_same_graph():
         sc.tl.leiden(b, resolution=res, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
         assert adjusted_rand_score(b.obs["leiden"], a.obs["mine"]) == 1.0
         assert a.obs["mine"].nunique() == b.obs["leiden"].nunique()
+
+
+def test_fuse_library_key_default_none_and_a_missing_column():
+    """Default "section": a graph within each section; ``None``: one section (the two overlapping grids become
+    neighbours); the default column absent: one section too; any other missing column is an error."""
+    a = grid_adata(6, sections=2)
+    a.obsm["X_pca"] = a.X.astype(np.float64)
+    mst.tl.fuse(a, ("X_pca",), key_added="d")
+    mst.tl.fuse(a, ("X_pca",), library_key="section", key_added="s")
+    mst.tl.fuse(a, ("X_pca",), library_key=None, key_added="n")
+    np.testing.assert_array_equal(a.obsm["d"], a.obsm["s"])
+    sec = a.obs["section"].to_numpy()
+    rows, cols = a.obsp["d_connectivities"].nonzero()
+    assert (sec[rows] == sec[cols]).all()
+    rows, cols = a.obsp["n_connectivities"].nonzero()
+    assert (sec[rows] != sec[cols]).any()
+    assert not np.allclose(a.obsm["d"], a.obsm["n"])
+    assert a.uns["d"]["params"]["library_key"] == "section"
+    assert "library_key" not in a.uns["n"]["params"]
+    b = a.copy()
+    del b.obs["section"]
+    mst.tl.fuse(b, ("X_pca",), key_added="n")
+    np.testing.assert_array_equal(b.obsm["n"], a.obsm["n"])
+    with pytest.raises(KeyError, match="nope"):
+        mst.tl.fuse(a, ("X_pca",), library_key="nope")
