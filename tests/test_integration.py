@@ -625,3 +625,28 @@ def test_domains_on_one_spot_is_a_clear_error():
         with pytest.raises(ValueError, match="at least 3 observations, got 1"):
             mst.tl.domains(one, "X_pca", method=method, n_domains=n)
     assert "domain" not in one.obs
+
+
+def test_fuse_library_key_default_none_and_a_missing_column():
+    """Default "section": a graph within each section; ``None``: one section (the two overlapping grids become
+    neighbours); the default column absent: one section too; any other missing column is an error."""
+    a = grid_adata(6, sections=2)
+    a.obsm["X_pca"] = a.X.astype(np.float64)
+    mst.tl.fuse(a, ("X_pca",), key_added="d")
+    mst.tl.fuse(a, ("X_pca",), library_key="section", key_added="s")
+    mst.tl.fuse(a, ("X_pca",), library_key=None, key_added="n")
+    np.testing.assert_array_equal(a.obsm["d"], a.obsm["s"])
+    sec = a.obs["section"].to_numpy()
+    rows, cols = a.obsp["d_connectivities"].nonzero()
+    assert (sec[rows] == sec[cols]).all()
+    rows, cols = a.obsp["n_connectivities"].nonzero()
+    assert (sec[rows] != sec[cols]).any()
+    assert not np.allclose(a.obsm["d"], a.obsm["n"])
+    assert a.uns["d"]["params"]["library_key"] == "section"
+    assert "library_key" not in a.uns["n"]["params"]
+    b = a.copy()
+    del b.obs["section"]
+    mst.tl.fuse(b, ("X_pca",), key_added="n")
+    np.testing.assert_array_equal(b.obsm["n"], a.obsm["n"])
+    with pytest.raises(KeyError, match="nope"):
+        mst.tl.fuse(a, ("X_pca",), library_key="nope")

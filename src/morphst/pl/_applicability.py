@@ -31,7 +31,7 @@ def applicability(
     *,
     score_key: str = Key.APPLICABILITY_SCORE,
     library_id: str | Sequence[str] | None = None,
-    library_key: str = Key.LIBRARY,
+    library_key: str | None = Key.LIBRARY,
     table_key: str = Key.PREDICTED_TABLE,
     image_key: str | None = None,
     image_px: int = 600,
@@ -65,7 +65,7 @@ def applicability(
     library_key
         ``obs`` column of the sections. When the default column is absent: the one the verdict was computed on
         (``"region"``, one panel per shapes element, for ``predict_sdata``), else ``"region"`` if present, else
-        all spots in one panel.
+        all spots in one panel. ``None``: all spots in one panel.
     table_key
         Table of a SpatialData (default: the table of :meth:`~morphst.tl.Translator.predict_sdata`).
     {image}
@@ -105,7 +105,7 @@ def applicability(
         library_key = next(
             (k for k in (info.get("library_key"), "region") if k and k in adata.obs.columns), library_key
         )
-    elif library_key not in adata.obs.columns:
+    elif library_key is not None and library_key not in adata.obs.columns:
         msg = f"`library_key`={library_key!r} is not an obs column. Available columns: {list_keys(adata.obs.columns)}."
         raise KeyError(msg)
     sections = resolve_sections(adata, library_id, library_key)
