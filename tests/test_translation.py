@@ -147,7 +147,7 @@ def test_user_gene_column_is_used_as_is(tdata):
     # the default key without a column: 50 (here: all 40 minus undetected) genes re-selected per fold
     mst.tl.predict_expression(a, "X_feat", key_added="auto")
     assert a.uns["auto"]["params"]["select_on_train"]
-    assert a.uns["auto"]["params"]["gene_selection"]["n_top"] == 50
+    assert a.uns["auto"]["params"]["gene_selection"]["n_top_genes"] == 50
 
 
 @pytest.mark.parametrize("cv", ["leave_one_group_out", "kfold", "spatial_block", "group_kfold"])
@@ -505,7 +505,7 @@ def test_fold_without_any_gene_fails_before_writing(tdata):
     ):
         mst.tl.predict_expression(a, "X_feat")
     a.uns["morph_target"]["params"]["min_fraction"] = 0.1
-    a.uns["morph_target"]["params"]["n_top"] = 0
+    a.uns["morph_target"]["params"]["n_top_genes"] = 0
     with pytest.raises(ValueError, match="n_top"):
         mst.tl.predict_expression(a, "X_feat")
     assert _slots(a) == before

@@ -341,9 +341,8 @@ def select_genes(
     adata.var[f"{key_added}_score"] = score
     adata.uns[key_added] = {
         "params": records_params(
-            # stored as `n_top` / `flavor`: the names that mst.tl reads back (tl/_translation/_genes.py)
-            n_top=int(selected.sum()) if is_list else int(n_top_genes),
-            flavor="list" if is_list else method,
+            n_top_genes=int(selected.sum()) if is_list else int(n_top_genes),
+            method="list" if is_list else method,
             genes=list(adata.var_names[selected]) if is_list else None,
             hvg_flavor=hvg_flavor,
             layer=layer,

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..._constants import Key
+
 #: Spots' distance: mean over this many nearest training spots.
 K_NEIGHBOURS = 5
 #: Quantile of held-out training distances that a score of 1 stands for.
@@ -41,7 +43,7 @@ MAX_REFERENCE = 20_000
 #: A section is out of domain when the share of its spots scoring above 1 exceeds this many times ``1 - QUANTILE``.
 MAX_EXCESS = 2.0
 #: ``obs`` column of the per-spot score written by the Translator's predictions.
-OBS_SCORE = "translator_distance"
+OBS_SCORE = Key.APPLICABILITY_SCORE
 
 
 @dataclass

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ... import _logging as logg
+from ..._constants import Key
 from ..._utils import list_keys
 from ..._utils._units import resolve_um_per_unit
 
@@ -60,7 +61,7 @@ def embed_section(
     obs_df = pd.concat(obs, ignore_index=True)
     obs_df.index = [f"{r}-{i}" for r, i in zip(obs_df["region"], obs_df["instance_id"], strict=True)]
     obs_df["region"] = pd.Categorical(obs_df["region"], categories=keys)
-    tmp_table = ad.AnnData(obs=obs_df, obsm={"spatial": np.vstack(xy).astype(np.float64)})
+    tmp_table = ad.AnnData(obs=obs_df, obsm={Key.SPATIAL: np.vstack(xy).astype(np.float64)})
     tmp_table = TableModel.parse(tmp_table, region=keys, region_key="region", instance_key="instance_id")
     work = SpatialData(
         images=dict(sdata.images.items()),

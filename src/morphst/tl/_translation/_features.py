@@ -10,6 +10,7 @@ import pandas as pd
 from scipy import sparse
 
 from ... import _logging as logg
+from ..._constants import Key
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -173,7 +174,7 @@ def _check_spatial_context(spatial_context) -> int | None:
 def _coords(adata: AnnData, spatial_context: int | None) -> np.ndarray | None:
     if not spatial_context:
         return None
-    if "spatial" not in adata.obsm:
+    if Key.SPATIAL not in adata.obsm:
         msg = "`spatial_context` needs spot coordinates in `adata.obsm['spatial']`."
         raise KeyError(msg)
-    return np.asarray(adata.obsm["spatial"], dtype=np.float64)[:, :2]
+    return np.asarray(adata.obsm[Key.SPATIAL], dtype=np.float64)[:, :2]

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ... import _logging as logg
+from ..._constants import Key
 from ..._utils import bool_column, list_keys
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def resolve_cv(adata: AnnData, cv, *, library_key: str | None, patient_key: str 
         if groups is None
         else f"`obs[{library_key!r}]` holds one section"
     )
-    if "spatial" not in adata.obsm:
+    if Key.SPATIAL not in adata.obsm:
         msg = (
             f"cv='auto' found one section ({why}) and no spot coordinates in `obsm['spatial']` for spatial-block "
             "folds. Add the coordinates, pass `library_key` naming the sections, or pass cv='kfold' (optimistic: "
@@ -114,11 +115,11 @@ def make_folds(
             kf = KFold(n_splits=n_splits, shuffle=True, random_state=random_state)
             return [(f"fold{i}", tr, te) for i, (tr, te) in enumerate(kf.split(dummy))]
         if cv == "spatial_block":
-            if "spatial" not in adata.obsm:
+            if Key.SPATIAL not in adata.obsm:
                 msg = "cv='spatial_block' needs spot coordinates in `adata.obsm['spatial']`."
                 raise KeyError(msg)
             _check_n_splits(n_splits, n)
-            block = _spatial_blocks(np.asarray(adata.obsm["spatial"], float)[:, :2], groups, n_splits)
+            block = _spatial_blocks(np.asarray(adata.obsm[Key.SPATIAL], float)[:, :2], groups, n_splits)
             return [(f"block{b}", np.flatnonzero(block != b), np.flatnonzero(block == b)) for b in range(n_splits)]
         if cv == "train_test":
             m = bool_column(

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import sparse
 
 from ..._constants import Key
-from ..._utils import bool_column, check_unique_var_names, list_keys, none_if_missing
+from ..._utils import bool_column, check_unique_var_names, list_keys
 from ...pp._genes import check_selection_params, gene_scores, no_gene_error, statistics_values
 from ...pp._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
 
@@ -73,8 +73,8 @@ class _GenePlan:
         _, sel = gene_scores(
             self.values[train],
             adata.var_names,
-            s["flavor"],
-            int(s["n_top"]),
+            s["method"],
+            int(s["n_top_genes"]),
             hvg_flavor=s["hvg_flavor"],
             min_fraction=float(s["min_fraction"]),
         )
@@ -100,23 +100,23 @@ def _gene_plan(adata: AnnData, genes, select_on_train: bool) -> _GenePlan:
     # re-select in each fold when the column came from select_genes (its parameters are stored), or when the default
     # key is absent altogether (then: 50 highly variable genes); a user-made column is used as it is
     reselect = bool(stored) or (genes == Key.MORPH_TARGET and genes not in adata.var.columns)
-    if select_on_train and reselect and stored.get("flavor", "highly_variable") != "list":
+    if select_on_train and reselect and stored.get("method", "highly_variable") != "list":
         sel = {
-            "n_top": int(stored.get("n_top", DEFAULT_N_TOP)),
-            "flavor": stored.get("flavor", "highly_variable"),
+            "n_top_genes": int(stored.get("n_top_genes", DEFAULT_N_TOP)),
+            "method": stored.get("method", "highly_variable"),
             "hvg_flavor": stored.get("hvg_flavor", "pearson_residuals"),
             "min_fraction": float(stored.get("min_fraction", 0.1)),
-            "layer": none_if_missing(stored.get("layer")),
+            "layer": stored.get("layer"),
         }
-        if sel["flavor"] not in ("highly_variable", "mean"):
-            msg = f"`adata.uns[{genes!r}]['params']['flavor']` is {sel['flavor']!r}; expected 'highly_variable' or 'mean'."
+        if sel["method"] not in ("highly_variable", "mean"):
+            msg = f"`adata.uns[{genes!r}]['params']['method']` is {sel['method']!r}; expected 'highly_variable' or 'mean'."
             raise ValueError(msg)
         try:
-            sel["n_top"], sel["min_fraction"] = check_selection_params(sel["n_top"], sel["min_fraction"])
+            sel["n_top_genes"], sel["min_fraction"] = check_selection_params(sel["n_top_genes"], sel["min_fraction"])
         except ValueError as e:
             msg = f"The gene selection stored in `adata.uns[{genes!r}]['params']` is invalid: {e} Rerun `mst.pp.select_genes`."
             raise ValueError(msg) from None
-        values = statistics_values(adata, sel["flavor"], sel["hvg_flavor"], sel["layer"])
+        values = statistics_values(adata, sel["method"], sel["hvg_flavor"], sel["layer"])
         if sparse.issparse(values):
             values = values.tocsr()
         return _GenePlan(fixed=None, selection=sel, values=values)

@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 
 from ... import _logging as logg
-from ..._utils import check_obsm, none_if_missing, records_params
-from ._applicability import OBS_SCORE, ApplicabilityDomain
+from ..._constants import Key
+from ..._utils import check_obsm, records_params
+from ...pp._patches._geometry import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX
+from ._applicability import ApplicabilityDomain
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -199,15 +201,13 @@ class Translator:
         est = state.pop("estimator")
         genes = state.pop("genes")
         params = dict(state.pop("params", None) or {})
-        if "groupby" in params:  # files of morphst 0.1 name the section column `groupby`
-            params.setdefault("library_key", params.pop("groupby"))
         return cls(est, genes, params=params, **state)
 
     # ---- prediction ---------------------------------------------------------------------------------------------
     @property
     def library_key(self) -> str | None:
         """``obs`` column of sections used in training (``None`` if none)."""
-        return none_if_missing(self.params.get("library_key", self.params.get("groupby")))
+        return self.params.get("library_key")
 
     @property
     def scale_per_library(self) -> bool:
@@ -299,7 +299,7 @@ class Translator:
                 f"Out of the translator's training domain: {detail}. Many of their spots lie farther from the "
                 f"training spots than {100 * self.applicability.quantile:.0f}% of held-out training spots do, so the "
                 "predictions there are unreliable (new patient, tissue, stain or scanner?). See "
-                f"`obs['{OBS_SCORE}']` and `Translator.applicability_scores`.",
+                f"`obs['{Key.APPLICABILITY_SCORE}']` and `Translator.applicability_scores`.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -367,7 +367,7 @@ class Translator:
             obsm={k: np.asarray(v) for k, v in adata.obsm.items()},
             uns=uns,
         )
-        out.uns["morphst_translation"] = {"params": records_params(target=self.target, **self._summary(), **extra)}
+        out.uns[Key.TRANSLATION] = {"params": records_params(target=self.target, **self._summary(), **extra)}
         lk = self.library_key if library_key is None else library_key
         self._write_domain(out, scores, verdict, lk if lk in adata.obs.columns else None)
         return out
@@ -375,8 +375,8 @@ class Translator:
     def _write_domain(self, out: AnnData, scores, verdict, library_key: str | None) -> None:
         if self.applicability is None:
             return
-        out.obs[OBS_SCORE] = scores.astype(np.float32)
-        out.uns["morphst_translation"]["applicability"] = {
+        out.obs[Key.APPLICABILITY_SCORE] = scores.astype(np.float32)
+        out.uns[Key.TRANSLATION]["applicability"] = {
             "verdict": {
                 str(k): {c: getattr(v, "item", lambda v=v: v)() for c, v in row.items()}
                 for k, row in verdict.iterrows()
@@ -386,14 +386,14 @@ class Translator:
             "calibration": self.applicability.calibration,
         }
         if library_key is not None:  # the obs column the verdict is per value of (absent: one verdict, "all")
-            out.uns["morphst_translation"]["applicability"]["library_key"] = library_key
+            out.uns[Key.TRANSLATION]["applicability"]["library_key"] = library_key
 
     # ---- SpatialData ---------------------------------------------------------------------------------------------
     def _embed_kwargs(self, model, weights, params: dict | None = None, rep: str | None = None) -> dict:
         ep = self.embed_params if params is None else params
         rep = self.use_rep if rep is None else rep
         if model is None:
-            model = none_if_missing(ep.get("model"))
+            model = ep.get("model")
             if not model or bool(ep.get("model_is_callable", False)):
                 msg = (
                     f"The translator does not know how `obsm[{rep!r}]` was made (no embedding parameters "
@@ -402,24 +402,24 @@ class Translator:
                 )
                 raise ValueError(msg)
         if weights is None:
-            path = none_if_missing(ep.get("weights_path"))
+            path = ep.get("weights_path")
             if bool(ep.get("weights_random", False)):
                 weights = "random"
             elif path is not None and os.path.exists(str(path)):
                 weights = str(path)
-        rs = none_if_missing(ep.get("random_state"))
+        rs = ep.get("random_state")
         return {
             "model": model,
             "weights": weights,
-            "context_index": none_if_missing(ep.get("context_index")),
+            "context_index": ep.get("context_index"),
             "random_state": 0 if rs is None else int(rs),
         }
 
     def _patch_kwargs(self, patch_size, target_px, context_sizes_um) -> dict:
-        pp = {k: none_if_missing(v) for k, v in self.patch_params.items()}
+        pp = dict(self.patch_params)
         out = {
-            "patch_size": float(patch_size if patch_size is not None else pp.get("patch_size", 112.0)),
-            "target_px": int(target_px if target_px is not None else pp.get("target_px", 224)),
+            "patch_size": float(patch_size if patch_size is not None else pp.get("patch_size", DEFAULT_PATCH_SIZE_UM)),
+            "target_px": int(target_px if target_px is not None else pp.get("target_px", DEFAULT_TARGET_PX)),
             "context_sizes_um": context_sizes_um
             if context_sizes_um is not None
             else (pp.get("context_sizes_um") or None),
@@ -436,7 +436,7 @@ class Translator:
         *,
         shapes_key: str | Sequence[str] | None = None,
         image_key: str | None = None,
-        table_key: str = "morph_predicted",
+        table_key: str = Key.PREDICTED_TABLE,
         model: str | None = None,
         weights: str | os.PathLike | None = None,
         patch_size: float | None = None,
@@ -553,7 +553,7 @@ class Translator:
         image_key: str | None = None,
         max_distance_um: float | None = None,
         grid_suffix: str = "_grid",
-        table_key: str = "morph_predicted_grid",
+        table_key: str = f"{Key.PREDICTED_TABLE}_grid",
         overwrite: bool = False,
         **kwargs,
     ) -> None:
