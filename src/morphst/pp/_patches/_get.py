@@ -73,7 +73,7 @@ def get_patches(
         ``None``: the main patch; an integer ``k``: the ``k``-th context field of view (0-based, in the order of
         ``extract_patches(context_sizes_um=...)``), resampled to the same ``target_px``.
     batch_size
-        Patches read per batch.
+        Patches per task of the reader's worker threads (``mst.settings.n_jobs`` of them).
 
     Returns
     -------
@@ -99,9 +99,5 @@ def get_patches(
     rows = _resolve_rows(adata, obs_indices_or_names, reader.rows)
     t = reader.target_px
     out = np.empty((len(rows), t, t, 3), np.uint8)
-    order = reader.chunk_order(rows)  # read in chunk order, return in the order asked
-    k = 0
-    for _, patches in reader.iter_batches(rows[order], batch_size=batch_size):
-        out[order[k : k + len(patches)]] = patches.permute(0, 2, 3, 1).numpy()
-        k += len(patches)
+    reader.read_into(rows, out, batch_size=int(batch_size))
     return out
