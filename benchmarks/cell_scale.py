@@ -150,10 +150,10 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys
     import morphst as mst
-    from morphst.tl import _embed
+    from morphst.tl._embed import _checkpoint
     from spatialdata import read_zarr
 
-    _embed._BLOCK_PATCHES = int(sys.argv[3])
+    _checkpoint._BLOCK_PATCHES = int(sys.argv[3])
     mst.settings.progress_bar = False
     sdata = read_zarr(sys.argv[1])
     mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=float(sys.argv[4]), target_px=int(sys.argv[5]))
@@ -169,7 +169,7 @@ def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int) -> tu
     from spatialdata import read_zarr
 
     import morphst as mst
-    from morphst.tl import _embed
+    from morphst.tl._embed import _checkpoint
 
     path = workdir / "check.zarr"
     if path.exists():
@@ -179,8 +179,8 @@ def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int) -> tu
     mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=patch_um, target_px=patch_px)
     t = sdata.tables["table"]
     block = 256
-    old = _embed._BLOCK_PATCHES
-    _embed._BLOCK_PATCHES = block
+    old = _checkpoint._BLOCK_PATCHES
+    _checkpoint._BLOCK_PATCHES = block
     try:
         mst.tl.embed_patches(sdata, "handcrafted", key_added="plain")
         ckpt = workdir / "check_embed.zarr"
@@ -218,7 +218,7 @@ def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int) -> tu
             mst.tl.embed_patches(sdata, "handcrafted", client=client, key_added="dist")
         dist_ok = int(np.array_equal(t.obsm["dist"], t.obsm["plain"]))
     finally:
-        _embed._BLOCK_PATCHES = old
+        _checkpoint._BLOCK_PATCHES = old
     note = f"killed after {n_done} blocks done, {resumed} of {n_blocks} resumed"
     return res_ok, dist_ok, note
 
@@ -372,7 +372,7 @@ def main() -> None:
     mst.tl.embed_patches(sdata, model, checkpoint=ckpt)
     t = sdata.tables["table"]
     params = t.uns[rep]["params"]
-    n_new = n - min(n, params["checkpoint_blocks_resumed"] * (mst.tl._embed._BLOCK_PATCHES // 64) * 64)
+    n_new = n - min(n, params["checkpoint_blocks_resumed"] * (mst.tl._embed._checkpoint._BLOCK_PATCHES // 64) * 64)
     dt = step(
         "embed",
         t0,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import morphst as mst
-from morphst.tl import _embed
+from morphst.tl._embed import _checkpoint, _distributed
 
 BLOCK = 32  # patches per checkpoint block in these tests (the default, 2048, would be one block)
 
@@ -55,10 +55,10 @@ SCRIPT = textwrap.dedent(
     import sys, time
     import torch
     import morphst as mst
-    from morphst.tl import _embed
+    from morphst.tl._embed import _checkpoint
     from spatialdata import read_zarr
 
-    _embed._BLOCK_PATCHES = int(sys.argv[3])
+    _checkpoint._BLOCK_PATCHES = int(sys.argv[3])
     mst.settings.progress_bar = False
 
     def slow_features(x):
@@ -84,7 +84,7 @@ def _done(path) -> tuple[int, int]:
 
 
 def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(cells_zarr, tmp_path, monkeypatch):
-    monkeypatch.setattr(_embed, "_BLOCK_PATCHES", BLOCK)
+    monkeypatch.setattr(_checkpoint, "_BLOCK_PATCHES", BLOCK)
     ckpt = tmp_path / "emb.zarr"
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
@@ -126,7 +126,7 @@ def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(cells_zarr, tm
 
 
 def test_checkpoint_of_another_call_is_refused(cells_zarr, tmp_path, monkeypatch):
-    monkeypatch.setattr(_embed, "_BLOCK_PATCHES", BLOCK)
+    monkeypatch.setattr(_checkpoint, "_BLOCK_PATCHES", BLOCK)
     sdata = _read(cells_zarr)
     ckpt = tmp_path / "emb.zarr"
     mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", checkpoint=ckpt)
@@ -166,7 +166,7 @@ def test_distributed_workers_give_the_single_process_result(cells_zarr):
         mst.tl.embed_patches(sdata, "handcrafted", batch_size=16, key_added="dist_hc", client=client)
         mst.tl.embed_patches(sdata, nested_features, batch_size=16, dtype="float32", key_added="dist_cb", client="auto")
         # both workers took part, each built the handcrafted model once
-        counts = client.run(lambda: len(_embed._WORKER_MODELS))
+        counts = client.run(lambda: len(_distributed._WORKER_MODELS))
         assert len(counts) == 2
         assert t.uns["dist_hc"]["params"]["client"] == cluster.scheduler_address
         # a SpatialData that is not backed by zarr: a clear error
