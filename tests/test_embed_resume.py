@@ -183,3 +183,54 @@ def test_client_argument_is_checked(cells_zarr):
         mst.tl.embed_patches(sdata, "handcrafted", client="yes")
     with pytest.raises(TypeError, match=r"dask\.distributed Client"):
         mst.tl.embed_patches(sdata, "handcrafted", client=object())
+
+
+def test_checkpointed_run_with_reader_threads_equals_the_plain_run(cells_zarr, tmp_path, monkeypatch):
+    """Blocks written by the background writer while 2 reader threads read ahead: the store holds the plain run's
+    features in plan order, and the result equals a single-thread run without a checkpoint."""
+    import zarr
+
+    monkeypatch.setattr(_checkpoint, "_BLOCK_PATCHES", BLOCK)
+    sdata = _read(cells_zarr)
+    t = sdata.tables["table"]
+    monkeypatch.setattr(mst.settings, "n_jobs", 1)
+    mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", key_added="plain")
+    monkeypatch.setattr(mst.settings, "n_jobs", 2)
+    ckpt = tmp_path / "threads.zarr"
+    mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", checkpoint=ckpt, key_added="ckpt")
+    assert np.array_equal(t.obsm["ckpt"], t.obsm["plain"])
+    g = zarr.open_group(str(ckpt), mode="r")
+    rows, feats = g["rows"][:], g["features"][:]
+    assert g["done"][:].all()
+    assert g["done"].shape == (int(np.ceil(t.n_obs / BLOCK)),)
+    assert np.array_equal(feats[rows >= 0], t.obsm["plain"][rows[rows >= 0]])
+    assert np.isnan(feats[rows < 0]).all()
+
+
+def test_a_failed_block_write_raises_and_leaves_the_table_unchanged(cells_zarr, tmp_path, monkeypatch):
+    """A write that fails in the background writer is raised by embed_patches; blocks before it stay done in the
+    store, nothing is written to the table, and a second call resumes from those blocks to the plain result."""
+    monkeypatch.setattr(_checkpoint, "_BLOCK_PATCHES", BLOCK)
+    sdata = _read(cells_zarr)
+    t = sdata.tables["table"]
+    write = _checkpoint._Checkpoint.write
+
+    def failing(self, b, feats):
+        if b == 3:
+            msg = "disk full"
+            raise OSError(msg)
+        write(self, b, feats)
+
+    monkeypatch.setattr(_checkpoint._Checkpoint, "write", failing)
+    ckpt = tmp_path / "fail.zarr"
+    with pytest.raises(OSError, match="disk full"):
+        mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", checkpoint=ckpt, key_added="x")
+    assert "x" not in t.obsm
+    assert "x" not in t.uns
+    n_done, n_blocks = _done(ckpt)
+    assert 3 <= n_done < n_blocks  # blocks 0-2 for sure; later ones may have been written before the error came back
+    monkeypatch.setattr(_checkpoint._Checkpoint, "write", write)
+    mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", checkpoint=ckpt, key_added="x")
+    mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", key_added="plain")
+    assert t.uns["x"]["params"]["checkpoint_blocks_resumed"] == n_done
+    assert np.array_equal(t.obsm["x"], t.obsm["plain"])

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 from ..._docs import doc_table_key, inject_docs
 from ._geometry import require_sdata
-from ._reader import PatchReader, size_index_of
+from ._reader import PatchReader, empty_patches, size_index_of
 
 
 def _resolve_rows(adata: AnnData, sel, default: np.ndarray) -> np.ndarray:
@@ -98,6 +98,6 @@ def get_patches(
     reader = PatchReader(sdata, table_key=table_key, size_index=size_index)
     rows = _resolve_rows(adata, obs_indices_or_names, reader.rows)
     t = reader.target_px
-    out = np.empty((len(rows), t, t, 3), np.uint8)
+    out = empty_patches(len(rows), t)
     reader.read_into(rows, out, batch_size=int(batch_size))
     return out

@@ -83,6 +83,9 @@ class DeviceEncoder:
             enc.channels_last()
         self.cuda = enc.uses_torch and self.dev.type == "cuda"
         self.pin_memory = self.cuda
+        # on the CPU a batch is encoded before the next is asked for: the reader may reuse its memory
+        self.reuse_buffers = self.dev.type == "cpu"
+        self.depth = _DEVICE_DEPTH if self.cuda else 1  # batches launched before the oldest one's features are taken
 
     @property
     def info(self) -> dict:
@@ -128,12 +131,11 @@ class DeviceEncoder:
         """``(rows, patches)`` batches -> ``(rows, features)``, in order."""
         import torch
 
-        depth = _DEVICE_DEPTH if self.cuda else 1
         pending: deque = deque()
         for rows, patches in batches:
             with torch.inference_mode():  # entered per batch: a generator must not leave it on in its caller
                 pending.append((rows, self._launch(patches)))
-            if len(pending) >= depth:
+            if len(pending) >= self.depth:
                 rows0, launched = pending.popleft()
                 yield rows0, self._finish(launched)
         while pending:
@@ -185,7 +187,12 @@ class LocalRunner:
         plan = job.plan
         if not job.needed:
             return encoder.info
-        it = job.reader.iter_batches(plan.rows_of(job.needed), batch_size=job.batch_size, pin_memory=encoder.pin_memory)
+        it = job.reader.iter_batches(
+            plan.rows_of(job.needed),
+            batch_size=job.batch_size,
+            pin_memory=encoder.pin_memory,
+            reuse_buffers=encoder.reuse_buffers,
+        )
         stream = encoder.encode_stream(it)
         try:
             for b in job.needed:

@@ -119,7 +119,10 @@ def _worker_block(task: dict) -> tuple[np.ndarray, dict]:
             n_workers=task["model"]["n_jobs"],
         )
         batches = reader.iter_batches(
-            np.arange(len(piece["xy0"])), batch_size=task["batch_size"], pin_memory=encoder.pin_memory
+            np.arange(len(piece["xy0"])),
+            batch_size=task["batch_size"],
+            pin_memory=encoder.pin_memory,
+            reuse_buffers=encoder.reuse_buffers,
         )
         for k, (_, f) in enumerate(encoder.encode_stream(batches)):
             if len(f) != piece["sizes"][k]:  # pragma: no cover - the plan is the same on both sides
