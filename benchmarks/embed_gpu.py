@@ -6,7 +6,8 @@ the cells. For each model (random weights: throughput does not depend on them), 
 
 - ``e2e_per_s``: cells/s of ``mst.tl.embed_patches(sdata, model, weights="random", batch_size=BS)`` on the first
   ``n`` cells (reading from the zarr store, resampling, normalising, the model, writing ``obsm``), without the
-  model's construction (``build_s``, timed apart with the same call of ``get_model``; ``call_s`` is the whole call);
+  model's construction (``build_s``, timed apart with the same call of ``get_model`` after a first, warm-up one;
+  ``call_s`` is the whole call);
 - ``forward_per_s``: the same encoder, batch and precision on one batch already in device memory (transform +
   encode, as ``gpu_check.py`` measured it), for ``FWD_S`` seconds;
 - ``ratio`` = e2e / forward. The goal (issue 20): >= 0.9 wherever the forward rate is below the reader's rate.
@@ -144,6 +145,7 @@ def forward_rate(model: str, s) -> float:
 def model_rates(model: str, n: int, s) -> dict:
     n = min(n, N)
     s2 = subset(s, n)
+    get_model(model, weights="random")  # warm-up: the first build also imports and reads files
     t0 = time.perf_counter()
     get_model(model, weights="random")  # what embed_patches spends building the model: not throughput
     build = time.perf_counter() - t0

@@ -24,7 +24,7 @@ from ._level import _CACHE_BYTES, _LevelReader
 #: Windows cut and resampled at a time inside a batch: bounds each worker's reused window buffer.
 _SUB_BATCH = 32
 #: Bytes of patches in flight (being read, or read and not yet taken): caps the number of batches ahead.
-_INFLIGHT_BYTES = 2 * 2**30
+_INFLIGHT_BYTES = 2**30
 
 _local = threading.local()
 
