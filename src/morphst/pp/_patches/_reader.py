@@ -80,8 +80,10 @@ class _Group:
 class PatchReader:
     """Stream patches recorded by :func:`extract_patches` in batches, reading only the chunks they touch.
 
-    Batches come from a background thread (chunk decoding in a thread pool), so reading overlaps whatever the
-    consumer does with the previous batch. Memory is bounded by the chunk cache, not by the image size.
+    ``n_workers`` threads (default ``mst.settings.n_jobs``) each read whole batches: decode the chunks a batch
+    touches (each chunk once, shared through a cache of ``cache_bytes``), cut and pad its windows and resample them
+    (bilinear, antialiased; torch). Several batches are in flight ahead of the consumer, so reading overlaps
+    whatever the consumer does. Memory is bounded by the cache and the batches in flight, not by the image size.
     """
 
     def __init__(
