@@ -6,8 +6,8 @@ the cells. For each model (random weights: throughput does not depend on them), 
 
 - ``e2e_per_s``: cells/s of ``mst.tl.embed_patches(sdata, model, weights="random", batch_size=BS)`` on the first
   ``n`` cells (reading from the zarr store, resampling, normalising, the model, writing ``obsm``), without the
-  model's construction (``build_s``, timed apart with the same call of ``get_model`` after a first, warm-up one;
-  ``call_s`` is the whole call);
+  model's construction (``build_s``: the same ``get_model`` call timed when the forward rate is measured, timm
+  imported beforehand; ``call_s`` is the whole call);
 - ``forward_per_s``: the same encoder, batch and precision on one batch already in device memory (transform +
   encode, as ``gpu_check.py`` measured it), for ``FWD_S`` seconds;
 - ``ratio`` = e2e / forward. The goal (issue 20): >= 0.9 wherever the forward rate is below the reader's rate.
@@ -54,6 +54,7 @@ print(f"torch {torch.__version__}, device {gpu}, {os.cpu_count()} CPUs, n_jobs {
 
 import anndata
 import spatialdata as sd
+import timm  # noqa: F401  (imported before any timing: the model builds below are then comparable)
 
 import morphst as mst
 from morphst.pp._patches import PatchReader
@@ -119,8 +120,12 @@ def _forward(enc, xb, ctx):
         return enc.encode(y)
 
 
-def forward_rate(model: str, s) -> float:
-    enc = get_model(model, weights="random").to(DEV)
+def forward_rate(model: str, s) -> tuple[float, float]:
+    """``(forward cells/s, seconds to build the model)``: the build as ``embed_patches`` does it, imports warm."""
+    t0 = time.perf_counter()
+    enc = get_model(model, weights="random")
+    build = time.perf_counter() - t0
+    enc.to(DEV)
     enc.channels_last()
     p = mst.pp.get_patches(s, np.arange(min(BS, s.tables["table"].n_obs)), batch_size=BS)
     xb = torch.from_numpy(p).permute(0, 3, 1, 2).to(DEV)
@@ -139,25 +144,21 @@ def forward_rate(model: str, s) -> float:
     del enc, xb
     if DEV == "cuda":
         torch.cuda.empty_cache()
-    return rate
+    return rate, build
 
 
 def model_rates(model: str, n: int, s) -> dict:
     n = min(n, N)
     s2 = subset(s, n)
-    get_model(model, weights="random")  # warm-up: the first build also imports and reads files
-    t0 = time.perf_counter()
-    get_model(model, weights="random")  # what embed_patches spends building the model: not throughput
-    build = time.perf_counter() - t0
     sync()
     t0 = time.perf_counter()
     mst.tl.embed_patches(s2, model, weights="random", batch_size=BS, key_added="X_e")
     sync()
     call = time.perf_counter() - t0
-    e2e = n / max(call - build, 1e-9)
     feats = s2.tables["table"].obsm["X_e"]
     params = s2.tables["table"].uns["X_e"]["params"]
-    fwd = forward_rate(model, s2)
+    fwd, build = forward_rate(model, s2)  # the build, timed there, is what embed_patches spent on it too
+    e2e = n / max(call - build, 1e-9)
     return {
         "n": n,
         "e2e_per_s": round(e2e),
