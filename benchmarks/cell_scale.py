@@ -43,6 +43,11 @@ gene_quadrants_s=153.2 resume_identical=1 distributed_identical=1 cnn_e2e_per_s=
 cnn_ratio=0.93``. An earlier run the same hour, before gene_quadrants cut its prediction layer per fold:
 ``seconds_total=859 peak_rss_mb=8085 embed_per_s=1864 gene_quadrants_s=162.6`` (gene_quadrants set the peak then;
 the embedding rate varies by ~20 % between runs on this shared machine).
+2026-12-04, with the worker-thread reader (issue 20), 4 sessions sharing the 2 cores: ``200000`` at load 8-11:
+``seconds_total=708 peak_rss_mb=3655`` (the CNN subset step; embed 235 s, 850 cells/s, 2,519 MiB; leiden 365 s,
+3,353 MiB; gene_quadrants 349 s, 3,256 MiB; resume and distributed identical; cnn_ratio 0.87); ``1000000 --skip cnn
+checks domains_extra quadrants`` at load 9.6 falling to 4.4: embed 1,066 s (938 cells/s, 4,183 MiB), translate 76 s
+(6,725 MiB, the peak of those steps), fuse 29 s, kmeans 11 s.
 Before this session's changes (2026-11-30): handcrafted 447 cells/s (per-patch features), quadrants below 20,000
 cells with scikit-learn's trees, leiden 10,009 MiB. ``--quadrants-target`` at 1,000,000 cells: 104 s, peak
 7403 MiB (5.1 GB of it the features themselves).
