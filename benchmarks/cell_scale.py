@@ -43,6 +43,11 @@ gene_quadrants_s=153.2 resume_identical=1 distributed_identical=1 cnn_e2e_per_s=
 cnn_ratio=0.93``. An earlier run the same hour, before gene_quadrants cut its prediction layer per fold:
 ``seconds_total=859 peak_rss_mb=8085 embed_per_s=1864 gene_quadrants_s=162.6`` (gene_quadrants set the peak then;
 the embedding rate varies by ~20 % between runs on this shared machine).
+2026-12-04, with the worker-thread reader (issue 20), 4 sessions sharing the 2 cores: ``200000`` at load 8-11:
+``seconds_total=708 peak_rss_mb=3655`` (the CNN subset step; embed 235 s, 850 cells/s, 2,519 MiB; leiden 365 s,
+3,353 MiB; gene_quadrants 349 s, 3,256 MiB; resume and distributed identical; cnn_ratio 0.87); ``1000000 --skip cnn
+checks domains_extra quadrants`` at load 9.6 falling to 4.4: embed 1,066 s (938 cells/s, 4,183 MiB), translate 76 s
+(6,725 MiB, the peak of those steps), fuse 29 s, kmeans 11 s.
 Before this session's changes (2026-11-30): handcrafted 447 cells/s (per-patch features), quadrants below 20,000
 cells with scikit-learn's trees, leiden 10,009 MiB. ``--quadrants-target`` at 1,000,000 cells: 104 s, peak
 7403 MiB (5.1 GB of it the features themselves).
@@ -150,10 +155,10 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys
     import morphst as mst
-    from morphst.tl import _embed
+    from morphst.tl._embed import _checkpoint
     from spatialdata import read_zarr
 
-    _embed._BLOCK_PATCHES = int(sys.argv[3])
+    _checkpoint._BLOCK_PATCHES = int(sys.argv[3])
     mst.settings.progress_bar = False
     sdata = read_zarr(sys.argv[1])
     mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=float(sys.argv[4]), target_px=int(sys.argv[5]))
@@ -169,7 +174,7 @@ def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int) -> tu
     from spatialdata import read_zarr
 
     import morphst as mst
-    from morphst.tl import _embed
+    from morphst.tl._embed import _checkpoint
 
     path = workdir / "check.zarr"
     if path.exists():
@@ -179,8 +184,8 @@ def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int) -> tu
     mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=patch_um, target_px=patch_px)
     t = sdata.tables["table"]
     block = 256
-    old = _embed._BLOCK_PATCHES
-    _embed._BLOCK_PATCHES = block
+    old = _checkpoint._BLOCK_PATCHES
+    _checkpoint._BLOCK_PATCHES = block
     try:
         mst.tl.embed_patches(sdata, "handcrafted", key_added="plain")
         ckpt = workdir / "check_embed.zarr"
@@ -218,7 +223,7 @@ def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int) -> tu
             mst.tl.embed_patches(sdata, "handcrafted", client=client, key_added="dist")
         dist_ok = int(np.array_equal(t.obsm["dist"], t.obsm["plain"]))
     finally:
-        _embed._BLOCK_PATCHES = old
+        _checkpoint._BLOCK_PATCHES = old
     note = f"killed after {n_done} blocks done, {resumed} of {n_blocks} resumed"
     return res_ok, dist_ok, note
 
@@ -372,7 +377,7 @@ def main() -> None:
     mst.tl.embed_patches(sdata, model, checkpoint=ckpt)
     t = sdata.tables["table"]
     params = t.uns[rep]["params"]
-    n_new = n - min(n, params["checkpoint_blocks_resumed"] * (mst.tl._embed._BLOCK_PATCHES // 64) * 64)
+    n_new = n - min(n, params["checkpoint_blocks_resumed"] * (mst.tl._embed._checkpoint._BLOCK_PATCHES // 64) * 64)
     dt = step(
         "embed",
         t0,

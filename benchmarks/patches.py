@@ -13,6 +13,15 @@ folder outside the repository) with 5,000 circle spots. Every method produces 11
 
 Usage: ``python benchmarks/patches.py [--size 10000] [--n-spots 5000]``. Last line:
 ``RESULT patches_per_s=<x> vs_imagetiles=<ratio> vs_squidpy=<ratio> peak_rss_mb=<y>``.
+
+``--scaling`` (issue 20): the reader alone with ``n_jobs`` = 1 and 2, side by side in one process, repeated
+alternately (``--repeats``), on a Xenium-like section with an H&E image (``mst.datasets.xenium_like(he=True)``,
+``--n-cells`` cells, written to zarr and read back), 112 µm patches at 224 px (308 px windows resampled):
+``PatchReader.iter_batches`` (the embed loop's reader on the CPU: batch ``--batch-size``, buffers reused) and ``get_patches``. Per run: wall
+patches/s, CPU seconds per 1,000 patches and cores used (CPU time / wall time), with the load average, as the
+machine may be shared: on a busy machine the wall rate follows the cores the scheduler gives, the CPU cost does
+not. ``torch`` threads are set to ``n_jobs`` too. Last line: ``RESULT reader n_jobs1_per_s=<best> n_jobs2_per_s=<best>
+speedup=<ratio> get_patches_vs_reader=<ratio> load_avg=<1 min at the end>``.
 """
 
 from __future__ import annotations
@@ -152,6 +161,74 @@ def run_squidpy_crop_only(path: Path, n: int) -> dict:
     return run_squidpy(path, n, scale=False)
 
 
+def _timed(fn) -> tuple[float, float, int]:
+    """``(wall s, CPU s of this process, patches)`` of ``fn()``."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    n = fn()
+    return time.perf_counter() - t0, time.process_time() - c0, n
+
+
+def scaling(n_cells: int, repeats: int, batch_size: int) -> None:
+    import inspect
+
+    import spatialdata as sd
+    import torch
+
+    import morphst as mst
+    from morphst.pp._patches import PatchReader
+
+    mst.settings.progress_bar = False
+    seed = "seed" if "seed" in inspect.signature(mst.datasets.xenium_like).parameters else "random_state"
+    with tempfile.TemporaryDirectory(prefix="morphst-reader-") as tmp:
+        s = mst.datasets.xenium_like(n_cells, he=True, n_genes=20, **{seed: 0})
+        s = sd.SpatialData(
+            images={"he_image": s.images["he_image"]},
+            shapes={"cell_boundaries": s.shapes["cell_boundaries"]},
+            tables={"table": s.tables["table"]},
+            attrs=dict(s.attrs),  # the µm declaration of the coordinate system
+        )
+        s.write(f"{tmp}/x.zarr")
+        s = sd.read_zarr(f"{tmp}/x.zarr")
+        mst.pp.extract_patches(s, image_key="he_image", patch_size=PATCH_UM, target_px=TARGET_PX)
+        w = s.tables["table"].uns["patches"]["regions"]["cell_boundaries"]["window_px"][0]
+        print(
+            f"xenium_like({n_cells}, he=True) from zarr: {PATCH_UM:g} µm patches, {w[0]} px windows -> {TARGET_PX} px; "
+            f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
+
+        def reader_run() -> int:
+            k = 0
+            for _, p in PatchReader(s).iter_batches(batch_size=batch_size, reuse_buffers=True):
+                k += len(p)
+            return k
+
+        def get_run() -> int:
+            return len(mst.pp.get_patches(s, batch_size=batch_size))
+
+        best: dict = {}
+        print(f"{'run':<26}{'n_jobs':>7}{'patches/s':>11}{'CPU s/1k':>10}{'cores used':>12}{'load 1 min':>12}")
+        for r in range(repeats):
+            for what, fn in (("reader (embed loop)", reader_run), ("get_patches", get_run)):
+                for nj in (1, 2):
+                    mst.settings.n_jobs = nj
+                    torch.set_num_threads(nj)
+                    wall, cpu, n = _timed(fn)
+                    best[(what, nj)] = max(best.get((what, nj), 0.0), n / wall)
+                    print(
+                        f"{what + f' #{r + 1}':<26}{nj:>7}{n / wall:>11.0f}{1000 * cpu / n:>10.3f}{cpu / wall:>12.2f}"
+                        f"{os.getloadavg()[0]:>12.2f}",
+                        flush=True,
+                    )
+    r1, r2 = best[("reader (embed loop)", 1)], best[("reader (embed loop)", 2)]
+    g2 = best[("get_patches", 2)]
+    print(f"best of {repeats}: reader {r1:.0f}/s (n_jobs=1), {r2:.0f}/s (n_jobs=2); get_patches {g2:.0f}/s (n_jobs=2)")
+    print(
+        f"RESULT reader n_jobs1_per_s={r1:.0f} n_jobs2_per_s={r2:.0f} speedup={r2 / r1:.2f} "
+        f"get_patches_vs_reader={g2 / r2:.2f} load_avg={os.getloadavg()[0]:.2f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=10_000)
@@ -160,7 +237,14 @@ def main() -> None:
     ap.add_argument("--n-squidpy", type=int, default=1_000)
     ap.add_argument("--phase", default=None)
     ap.add_argument("--path", default=None)
+    ap.add_argument("--scaling", action="store_true", help="the reader alone with n_jobs = 1 and 2 (issue 20)")
+    ap.add_argument("--n-cells", type=int, default=12_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=256)
     args = ap.parse_args()
+    if args.scaling:
+        scaling(args.n_cells, args.repeats, args.batch_size)
+        return
     if args.phase is not None:
         fn = {
             "morphst": run_morphst,

@@ -428,3 +428,68 @@ def test_blank_patch_counter_threshold():
     b.update(np.arange(40), patches)
     with pytest.warns(UserWarning, match=r"3 of 40 patches are constant \(one colour; e.g. \['c0', 'c1', 'c2'\]"):
         b.warn()
+
+
+def channel_stats(x):
+    """Mean, std and max per channel of float patches in [0, 1]: a deterministic stand-in encoder."""
+    import torch
+
+    return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+
+def test_embedding_is_identical_for_any_reader_threads_and_equals_the_encoder_on_get_patches(her2st_sdata, monkeypatch):
+    """Real patches (40 HER2ST C2 spots): 1 or 2 reader threads, any batch size, give the same features, and they
+    are the encoder applied to the patches of get_patches (scaled to [0, 1])."""
+    import torch
+
+    sub = _subset(her2st_sdata, "C2", range(40))
+    t = sub.tables["table"]
+    mst.pp.extract_patches(sub)
+    runs = {}
+    for n_jobs, bs in [(1, 8), (2, 8), (2, 64)]:
+        monkeypatch.setattr(mst.settings, "n_jobs", n_jobs)
+        mst.tl.embed_patches(sub, channel_stats, dtype="float32", batch_size=bs, key_added=f"j{n_jobs}b{bs}")
+        runs[(n_jobs, bs)] = t.obsm[f"j{n_jobs}b{bs}"]
+    np.testing.assert_array_equal(runs[(2, 8)], runs[(1, 8)])
+    np.testing.assert_allclose(runs[(2, 64)], runs[(1, 8)], rtol=1e-6, atol=1e-7)  # other batches: reductions
+    p = torch.from_numpy(mst.pp.get_patches(sub)).permute(0, 3, 1, 2).float() / 255.0
+    want = channel_stats(p).numpy()
+    np.testing.assert_allclose(runs[(1, 8)], want, rtol=1e-5, atol=1e-6)
+    assert want[:, :3].min() > 0.3  # H&E tissue: bright, not a blank patch
+
+
+def test_device_encoder_keeps_the_order_with_batches_in_flight(synthetic_sdata):
+    """The encoder stream with 3 batches launched ahead (as on CUDA) yields the rows and features in order."""
+    from morphst.pp._patches import PatchReader
+    from morphst.tl._embed._compute import DeviceEncoder
+    from morphst.tl.models import get_model
+
+    sdata, _ = synthetic_sdata
+    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=32)
+    enc = DeviceEncoder(get_model(channel_stats), "cpu", "float32")
+    one = list(enc.encode_stream(PatchReader(sdata).iter_batches(batch_size=3)))
+    enc.depth = 3
+    ahead = list(enc.encode_stream(PatchReader(sdata).iter_batches(batch_size=3)))
+    assert [len(r) for r, _ in ahead] == [3, 3, 3, 3, 3, 1]
+    for (r1, f1), (r3, f3) in zip(one, ahead, strict=True):
+        np.testing.assert_array_equal(r3, r1)
+        np.testing.assert_array_equal(f3, f1)
+    rows = np.concatenate([r for r, _ in ahead])
+    assert sorted(rows) == list(range(16))
+
+
+def test_precision_rule_lives_in_settings_and_test_knobs_are_not_exported():
+    import inspect
+
+    import torch
+
+    import morphst._settings
+    from morphst.tl import _embed
+
+    assert _embed.__all__ == ["embed_patches"]
+    assert not any(hasattr(_embed, k) for k in ("_BLOCK_PATCHES", "_WORKER_MODELS", "_autocast_dtype"))
+    assert "tl._embed" not in inspect.getsource(morphst._settings)
+    assert mst.settings.resolve_autocast("cpu", "float32") is None
+    assert mst.settings.resolve_autocast("cpu", "bfloat16") is torch.bfloat16
+    bf16_cpu = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert (mst.settings.resolve_autocast("cpu") is torch.bfloat16) == bf16_cpu

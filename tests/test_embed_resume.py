@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import morphst as mst
-from morphst.tl import _embed
+from morphst.tl._embed import _checkpoint, _distributed
 
 BLOCK = 32  # patches per checkpoint block in these tests (the default, 2048, would be one block)
 
@@ -47,10 +47,10 @@ SCRIPT = textwrap.dedent(
     import sys, time
     import torch
     import morphst as mst
-    from morphst.tl import _embed
+    from morphst.tl._embed import _checkpoint
     from spatialdata import read_zarr
 
-    _embed._BLOCK_PATCHES = int(sys.argv[3])
+    _checkpoint._BLOCK_PATCHES = int(sys.argv[3])
     mst.settings.progress_bar = False
 
     def slow_features(x):
@@ -76,7 +76,7 @@ def _done(path) -> tuple[int, int]:
 
 
 def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(cells_zarr, tmp_path, monkeypatch):
-    monkeypatch.setattr(_embed, "_BLOCK_PATCHES", BLOCK)
+    monkeypatch.setattr(_checkpoint, "_BLOCK_PATCHES", BLOCK)
     ckpt = tmp_path / "emb.zarr"
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
@@ -118,7 +118,7 @@ def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(cells_zarr, tm
 
 
 def test_checkpoint_of_another_call_is_refused(cells_zarr, tmp_path, monkeypatch):
-    monkeypatch.setattr(_embed, "_BLOCK_PATCHES", BLOCK)
+    monkeypatch.setattr(_checkpoint, "_BLOCK_PATCHES", BLOCK)
     sdata = _read(cells_zarr)
     ckpt = tmp_path / "emb.zarr"
     mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", checkpoint=ckpt)
@@ -158,7 +158,7 @@ def test_distributed_workers_give_the_single_process_result(cells_zarr):
         mst.tl.embed_patches(sdata, "handcrafted", batch_size=16, key_added="dist_hc", client=client)
         mst.tl.embed_patches(sdata, nested_features, batch_size=16, dtype="float32", key_added="dist_cb", client="auto")
         # both workers took part, each built the handcrafted model once
-        counts = client.run(lambda: len(_embed._WORKER_MODELS))
+        counts = client.run(lambda: len(_distributed._WORKER_MODELS))
         assert len(counts) == 2
         assert t.uns["dist_hc"]["params"]["client"] == cluster.scheduler_address
         # a SpatialData that is not backed by zarr: a clear error
@@ -175,3 +175,54 @@ def test_client_argument_is_checked(cells_zarr):
         mst.tl.embed_patches(sdata, "handcrafted", client="yes")
     with pytest.raises(TypeError, match=r"dask\.distributed Client"):
         mst.tl.embed_patches(sdata, "handcrafted", client=object())
+
+
+def test_checkpointed_run_with_reader_threads_equals_the_plain_run(cells_zarr, tmp_path, monkeypatch):
+    """Blocks written by the background writer while 2 reader threads read ahead: the store holds the plain run's
+    features in plan order, and the result equals a single-thread run without a checkpoint."""
+    import zarr
+
+    monkeypatch.setattr(_checkpoint, "_BLOCK_PATCHES", BLOCK)
+    sdata = _read(cells_zarr)
+    t = sdata.tables["table"]
+    monkeypatch.setattr(mst.settings, "n_jobs", 1)
+    mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", key_added="plain")
+    monkeypatch.setattr(mst.settings, "n_jobs", 2)
+    ckpt = tmp_path / "threads.zarr"
+    mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", checkpoint=ckpt, key_added="ckpt")
+    assert np.array_equal(t.obsm["ckpt"], t.obsm["plain"])
+    g = zarr.open_group(str(ckpt), mode="r")
+    rows, feats = g["rows"][:], g["features"][:]
+    assert g["done"][:].all()
+    assert g["done"].shape == (int(np.ceil(t.n_obs / BLOCK)),)
+    assert np.array_equal(feats[rows >= 0], t.obsm["plain"][rows[rows >= 0]])
+    assert np.isnan(feats[rows < 0]).all()
+
+
+def test_a_failed_block_write_raises_and_leaves_the_table_unchanged(cells_zarr, tmp_path, monkeypatch):
+    """A write that fails in the background writer is raised by embed_patches; blocks before it stay done in the
+    store, nothing is written to the table, and a second call resumes from those blocks to the plain result."""
+    monkeypatch.setattr(_checkpoint, "_BLOCK_PATCHES", BLOCK)
+    sdata = _read(cells_zarr)
+    t = sdata.tables["table"]
+    write = _checkpoint._Checkpoint.write
+
+    def failing(self, b, feats):
+        if b == 3:
+            msg = "disk full"
+            raise OSError(msg)
+        write(self, b, feats)
+
+    monkeypatch.setattr(_checkpoint._Checkpoint, "write", failing)
+    ckpt = tmp_path / "fail.zarr"
+    with pytest.raises(OSError, match="disk full"):
+        mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", checkpoint=ckpt, key_added="x")
+    assert "x" not in t.obsm
+    assert "x" not in t.uns
+    n_done, n_blocks = _done(ckpt)
+    assert 3 <= n_done < n_blocks  # blocks 0-2 for sure; later ones may have been written before the error came back
+    monkeypatch.setattr(_checkpoint._Checkpoint, "write", write)
+    mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", checkpoint=ckpt, key_added="x")
+    mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", key_added="plain")
+    assert t.uns["x"]["params"]["checkpoint_blocks_resumed"] == n_done
+    assert np.array_equal(t.obsm["x"], t.obsm["plain"])

@@ -322,3 +322,84 @@ def test_chunked_reader_matches_padded_crops(synthetic_factory, cache_bytes):
         x0 = int(np.round(t.obs["patch_x_px"].iloc[r] - 120))
         y0 = int(np.round(t.obs["patch_y_px"].iloc[r] - 120))
         np.testing.assert_array_equal(got[r], padded[y0 + 240 : y0 + 480, x0 + 240 : x0 + 480])
+
+
+#: sha256 (first 16 hex digits) of ``get_patches`` on HER2ST C2+C3 (112 µm -> 224 px, all 367 spots), written by
+#: the single-threaded reader before issue 20 (commit bf7dd11, torch 2.14): the worker-thread reader must give the
+#: same bytes.
+HER2ST_C2C3_SHA256 = "e4b20c4029c6f6d8"
+
+
+def test_reader_equals_the_single_thread_reference_on_real_data_for_any_workers(data_dir, monkeypatch):
+    """HER2ST C2+C3: get_patches and iter_batches with 1 or 2 worker threads and any batch size give the bytes of
+    the reference (level-0 crops of the in-memory image, resampled by one bilinear antialiased interpolate per
+    section) and of the reader before issue 20."""
+    import hashlib
+
+    import torch
+    import torch.nn.functional as F
+
+    from morphst.pp._patches import PatchReader
+
+    sdata = mst.datasets.her2st(["C2", "C3"], data_dir=data_dir)
+    mst.pp.extract_patches(sdata)
+    t = sdata.tables["table"]
+    ref = np.empty((t.n_obs, 224, 224, 3), np.uint8)
+    for region, v in t.uns["patches"]["regions"].items():
+        rows = np.flatnonzero(t.obs["region"].astype(str).to_numpy() == region)
+        img = sdata.images[v["image"]]["scale0"]["image"].to_numpy().transpose(1, 2, 0)
+        w = int(v["window_px"][0][0])
+        x0 = np.round(t.obs["patch_x_px"].to_numpy()[rows] - w / 2).astype(int)
+        y0 = np.round(t.obs["patch_y_px"].to_numpy()[rows] - w / 2).astype(int)
+        crops = np.stack([img[y : y + w, x : x + w] for x, y in zip(x0, y0, strict=True)])
+        res = F.interpolate(
+            torch.from_numpy(crops).permute(0, 3, 1, 2), size=(224, 224), mode="bilinear", antialias=True
+        )
+        ref[rows] = res.permute(0, 2, 3, 1).numpy()
+    assert hashlib.sha256(ref.tobytes()).hexdigest()[:16] == HER2ST_C2C3_SHA256
+    for n_jobs, batch_size in [(1, 64), (2, 64), (2, 7)]:
+        monkeypatch.setattr(mst.settings, "n_jobs", n_jobs)
+        np.testing.assert_array_equal(mst.pp.get_patches(sdata, batch_size=batch_size), ref)
+        got = np.zeros_like(ref)
+        for rows, p in PatchReader(sdata).iter_batches(batch_size=batch_size):
+            got[rows] = p.permute(0, 2, 3, 1).numpy()
+        np.testing.assert_array_equal(got, ref)
+    # rows asked in reverse order come back in that order
+    rows = np.arange(t.n_obs)[::-1][:50]
+    np.testing.assert_array_equal(mst.pp.get_patches(sdata, rows), ref[rows])
+
+
+def test_chunk_cache_stays_bounded_and_decodes_each_chunk_once_when_it_fits(synthetic_factory, monkeypatch):
+    """Many small chunks, 2 worker threads several batches ahead: with a cache of one chunk, it holds no more than
+    the chunks of the batches in flight after each batch; with a cache that fits the image, each chunk is decoded
+    exactly once (no thread decodes a chunk another one is decoding)."""
+    from morphst.pp._patches import PatchReader, _level
+
+    sdata, _ = synthetic_factory()
+    noise = np.random.default_rng(3).integers(0, 256, (3, 512, 512), dtype=np.uint8)
+    sdata = _with_image(sdata, noise, ["r", "g", "b"])
+    sdata.images["image"]["scale0"]["image"].data = sdata.images["image"]["scale0"]["image"].data.rechunk((3, 64, 64))
+    mst.pp.extract_patches(sdata, patch_size=120.0, target_px=240)
+    monkeypatch.setattr(mst.settings, "n_jobs", 2)
+    decoded = []
+    orig = _level._LevelReader._decode
+    monkeypatch.setattr(_level._LevelReader, "_decode", lambda self, key: decoded.append(key) or orig(self, key))
+
+    big = PatchReader(sdata, cache_bytes=2**30)
+    want = np.concatenate([p.numpy() for _, p in big.iter_batches(batch_size=2)])
+    assert len(decoded) == len(set(decoded)) == 64  # 8 x 8 chunks, each once
+    rd = next(iter(big.groups.values())).reader
+    assert rd.nbytes == sum(b.nbytes for b in rd.cache.values()) == 512 * 512 * 3
+
+    small = PatchReader(sdata, cache_bytes=1)
+    rd = next(iter(small.groups.values())).reader
+    chunk = 64 * 64 * 3
+    sizes = []
+    got = []
+    for _, p in small.iter_batches(batch_size=2, prefetch=1):
+        got.append(p.numpy())
+        sizes.append(rd.nbytes)
+    np.testing.assert_array_equal(np.concatenate(got), want)
+    # in flight: at most n_jobs + prefetch = 3 batches of 2 windows of 240 px, each over at most 5 x 5 chunks
+    assert max(sizes) <= 3 * 2 * 25 * chunk
+    assert rd.nbytes == sum(b.nbytes for b in rd.cache.values()) <= chunk  # after the last batch: down to the bound

@@ -100,15 +100,31 @@ class _Settings:
             return torch.device("cpu")
         return torch.device(dev)
 
-    def resolve_autocast(self, device: str | None = None):
-        """The autocast dtype that ``embed_patches(dtype="auto")`` uses on ``device``: ``torch.bfloat16`` or ``None``.
+    def resolve_autocast(self, device=None, dtype: str = "auto"):
+        """The autocast dtype of ``embed_patches(dtype=dtype)`` on ``device``: ``torch.bfloat16`` or ``None`` (fp32).
 
-        ``None`` means float32: ``autocast="float32"``, or a device without bf16 support (CPUs without
-        AVX512-BF16/AMX, GPUs before Ampere).
+        ``dtype="float32"`` gives ``None`` and ``"bfloat16"`` bf16. With ``"auto"``: ``None`` when the setting
+        ``autocast`` is ``"float32"`` or on a device without bf16 support (CPUs without AVX512-BF16/AMX, GPUs before
+        Ampere, mps), else bf16. ``device``: a torch device or string; ``None`` resolves the ``device`` setting.
         """
-        from .tl._embed._compute import _autocast_dtype
+        import torch
 
-        return _autocast_dtype(self.resolve_device(device), "auto", True)
+        if dtype == "float32":
+            return None
+        if dtype == "bfloat16":
+            return torch.bfloat16
+        if self.autocast == "float32":
+            return None
+        dev = device if isinstance(device, torch.device) else self.resolve_device(device)
+        if dev.type == "cpu":
+            try:
+                ok = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            except (AttributeError, RuntimeError):  # pragma: no cover - old torch
+                ok = False
+            return torch.bfloat16 if ok else None
+        if dev.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return None
 
     @property
     def n_workers(self) -> int:

@@ -9,7 +9,6 @@ from ._sdata import (
     get_adata,
     image_levels,
     list_keys,
-    none_if_missing,
     records_params,
     shape_centroids,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "get_adata",
     "image_levels",
     "list_keys",
-    "none_if_missing",
     "records_params",
     "shape_centroids",
 ]

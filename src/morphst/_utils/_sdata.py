@@ -173,12 +173,3 @@ def records_params(**params: Any) -> dict[str, Any]:
         return str(v)
 
     return {k: conv(v) for k, v in params.items() if v is not None}
-
-
-def none_if_missing(value: Any) -> Any:
-    """A stored parameter as read back: ``value`` itself (a left-out parameter reads as ``None`` already).
-
-    The string ``"None"`` is no longer read as ``None``. Left only for the callers in ``tl/_translation`` and
-    ``tl/_embed``; remove it with them.
-    """
-    return value

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 from ..._docs import doc_table_key, inject_docs
 from ._geometry import require_sdata
-from ._reader import PatchReader, size_index_of
+from ._reader import PatchReader, empty_patches, size_index_of
 
 
 def _resolve_rows(adata: AnnData, sel, default: np.ndarray) -> np.ndarray:
@@ -73,7 +73,7 @@ def get_patches(
         ``None``: the main patch; an integer ``k``: the ``k``-th context field of view (0-based, in the order of
         ``extract_patches(context_sizes_um=...)``), resampled to the same ``target_px``.
     batch_size
-        Patches read per batch.
+        Patches per task of the reader's worker threads (``mst.settings.n_jobs`` of them).
 
     Returns
     -------
@@ -98,10 +98,6 @@ def get_patches(
     reader = PatchReader(sdata, table_key=table_key, size_index=size_index)
     rows = _resolve_rows(adata, obs_indices_or_names, reader.rows)
     t = reader.target_px
-    out = np.empty((len(rows), t, t, 3), np.uint8)
-    order = reader.chunk_order(rows)  # read in chunk order, return in the order asked
-    k = 0
-    for _, patches in reader.iter_batches(rows[order], batch_size=batch_size):
-        out[order[k : k + len(patches)]] = patches.permute(0, 2, 3, 1).numpy()
-        k += len(patches)
+    out = empty_patches(len(rows), t)
+    reader.read_into(rows, out, batch_size=int(batch_size))
     return out

@@ -60,7 +60,8 @@ class _LevelReader:
             self.direct = chunk_bytes > _MAX_CHUNK_BYTES
         else:
             self.direct = True
-        self.cache: OrderedDict = OrderedDict()
+        self.cache: OrderedDict = OrderedDict()  # decoded chunks, least recently used first
+        self.loading: dict = {}  # chunk key -> Event set when the thread decoding it is done
         self.cache_bytes = cache_bytes
         self.nbytes = 0
         self.lock = threading.Lock()
@@ -114,41 +115,61 @@ class _LevelReader:
             sub = sub.compute(scheduler="synchronous")
         return self._convert(sub)
 
-    def chunk_keys(self, x0: int, y0: int, wx: int, wy: int) -> list[tuple[int, int]]:
-        xa, xb_ = max(x0, 0), min(x0 + wx, self.w)
-        ya, yb_ = max(y0, 0), min(y0 + wy, self.h)
-        if xa >= xb_ or ya >= yb_:
-            return []
-        i0 = np.searchsorted(self.yb, ya, side="right") - 1
-        i1 = np.searchsorted(self.yb, yb_ - 1, side="right") - 1
-        j0 = np.searchsorted(self.xb, xa, side="right") - 1
-        j1 = np.searchsorted(self.xb, xb_ - 1, side="right") - 1
-        return [(i, j) for i in range(i0, i1 + 1) for j in range(j0, j1 + 1)]
+    def acquire(self, keys) -> dict:
+        """The decoded chunks ``keys`` (a dict of references): from the cache, else decoded here once.
 
-    def load(self, key: tuple[int, int]) -> None:
+        Thread-safe: a chunk that another thread is decoding is waited for, not decoded twice. This thread decodes
+        the chunks it claimed before waiting for the others, so two threads never wait on each other. The returned
+        references keep the blocks alive while a batch is assembled, whatever the cache evicts meanwhile.
+        """
+        out: dict = {}
+        mine, theirs = [], []
         with self.lock:
-            if key in self.cache:
-                self.cache.move_to_end(key)
-                return
-        i, j = key
-        block = self._read(int(self.yb[i]), int(self.yb[i + 1]), int(self.xb[j]), int(self.xb[j + 1]))
-        with self.lock:
-            if key not in self.cache:
-                self.cache[key] = block
-                self.nbytes += block.nbytes
+            for key in keys:
+                block = self.cache.get(key)
+                if block is not None:
+                    self.cache.move_to_end(key)
+                    out[key] = block
+                elif key in self.loading:
+                    theirs.append((key, self.loading[key]))
+                else:
+                    self.loading[key] = threading.Event()
+                    mine.append(key)
+        try:
+            for key in mine:
+                block = self._decode(key)
+                with self.lock:
+                    self.cache[key] = block
+                    self.nbytes += block.nbytes
+                    self.loading.pop(key).set()
+                out[key] = block
+        finally:  # on an error, release the claims left, so no other thread waits for them
+            with self.lock:
+                for key in mine:
+                    event = self.loading.pop(key, None)
+                    if event is not None:
+                        event.set()
+        for key, event in theirs:
+            event.wait()
+            with self.lock:
+                block = self.cache.get(key)
+            out[key] = block if block is not None else self._decode(key)  # failed there, or evicted already
+        return out
 
     def evict(self, keep: set) -> None:
+        """Drop least recently used chunks until the cache holds at most ``cache_bytes`` (``keep`` stays)."""
         with self.lock:
-            while self.nbytes > self.cache_bytes and len(self.cache) > len(keep):
-                for k in self.cache:
-                    if k not in keep:
-                        self.nbytes -= self.cache.pop(k).nbytes
-                        break
-                else:  # pragma: no cover
+            for key in [k for k in self.cache if k not in keep]:
+                if self.nbytes <= self.cache_bytes:
                     break
+                self.nbytes -= self.cache.pop(key).nbytes
+
+    def _decode(self, key: tuple[int, int]) -> np.ndarray:
+        i, j = key
+        return self._read(int(self.yb[i]), int(self.yb[i + 1]), int(self.xb[j]), int(self.xb[j + 1]))
 
     def window(self, x0: int, y0: int, wx: int, wy: int, out: np.ndarray) -> None:
-        """Fill ``out`` (wy, wx, 3) with the window at (x0, y0), padding outside the image."""
+        """Fill ``out`` (wy, wx, 3) with the window at (x0, y0) read directly (no chunk cache), padding outside."""
         xa, xb_ = max(x0, 0), min(x0 + wx, self.w)
         ya, yb_ = max(y0, 0), min(y0 + wy, self.h)
         if xa >= xb_ or ya >= yb_:
@@ -156,15 +177,7 @@ class _LevelReader:
             return
         if xa > x0 or ya > y0 or xb_ < x0 + wx or yb_ < y0 + wy:
             out[:] = self.fill
-        if self.direct:
-            out[ya - y0 : yb_ - y0, xa - x0 : xb_ - x0] = self._read(ya, yb_, xa, xb_)
-            return
-        for i, j in self.chunk_keys(x0, y0, wx, wy):
-            cy0, cy1, cx0, cx1 = int(self.yb[i]), int(self.yb[i + 1]), int(self.xb[j]), int(self.xb[j + 1])
-            block = self.cache[(i, j)]
-            sy0, sy1 = max(ya, cy0), min(yb_, cy1)
-            sx0, sx1 = max(xa, cx0), min(xb_, cx1)
-            out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = block[sy0 - cy0 : sy1 - cy0, sx0 - cx0 : sx1 - cx0]
+        out[ya - y0 : yb_ - y0, xa - x0 : xb_ - x0] = self._read(ya, yb_, xa, xb_)
 
     def plan(self, xy0: np.ndarray, w: tuple[int, int]) -> np.ndarray:
         """Per window (rows of ``xy0``), vectorised: ``[x0, y0, xa, xb, ya, yb, i0, i1, j0, j1]``.
@@ -190,11 +203,14 @@ class _LevelReader:
                 keys.update((i, j) for i in range(i0, i1 + 1) for j in range(j0, j1 + 1))
         return sorted(keys)
 
-    def fill_cached(self, plan: np.ndarray, w: tuple[int, int], buf: np.ndarray) -> None:
-        """Fill ``buf[k]`` (wy, wx, 3) with window ``k`` of ``plan`` from cached chunks, padding outside the image."""
+    def fill_windows(self, plan: np.ndarray, w: tuple[int, int], buf: np.ndarray, blocks: dict) -> None:
+        """Fill ``buf[k]`` (wy, wx, 3) with window ``k`` of ``plan`` from the decoded chunks ``blocks``.
+
+        ``blocks`` comes from :meth:`acquire`; pixels outside the image are padded with the fill value.
+        """
         wx, wy = w
         yb, xb = self.yb.tolist(), self.xb.tolist()
-        cache = self.cache
+        cache = blocks
         for k, (x0, y0, xa, xb_, ya, yb_, i0, i1, j0, j1) in enumerate(plan.tolist()):
             out = buf[k]
             if xa >= xb_ or ya >= yb_:

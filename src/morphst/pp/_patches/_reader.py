@@ -1,11 +1,10 @@
-"""Threaded chunk reader: patches recorded by `extract_patches`, in batches, chunk by chunk."""
+"""Patch reader: batches of patches recorded by `extract_patches`, read chunk by chunk by a pool of worker threads."""
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,8 +21,41 @@ if TYPE_CHECKING:
 from ._geometry import OBS_X, OBS_Y, _table_regions, _windows
 from ._level import _CACHE_BYTES, _LevelReader
 
-#: Batches ahead of the one being assembled whose chunks are decoded meanwhile (evicted last).
-_LOOKAHEAD = 3
+#: Windows cut and resampled at a time inside a batch: bounds each worker's reused window buffer.
+_SUB_BATCH = 32
+#: Bytes of patches in flight (being read, or read and not yet taken): caps the number of batches ahead.
+_INFLIGHT_BYTES = 2**30
+
+_local = threading.local()
+
+
+def _window_buffer(n: int, wy: int, wx: int) -> np.ndarray:
+    """The calling thread's reused ``(n, wy, wx, 3)`` uint8 buffer (a fresh one per batch page-faults each time)."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.shape[0] < n or buf.shape[1:] != (wy, wx, 3):
+        buf = np.empty((max(n, _SUB_BATCH), wy, wx, 3), np.uint8)
+        _local.buf = buf
+    return buf[:n]
+
+
+def empty_patches(n: int, target_px: int) -> np.ndarray:
+    """An uninitialised ``(n, T, T, 3)`` uint8 array; above 64 MiB in memory that asks for transparent huge pages.
+
+    Writing fresh memory costs a page fault per 4 KiB page; with 2 MiB pages (``madvise(MADV_HUGEPAGE)``, Linux)
+    the patches of ``get_patches`` are written about twice as fast on a busy machine. Elsewhere: ``np.empty``.
+    """
+    import mmap
+
+    shape = (n, target_px, target_px, 3)
+    nbytes = int(np.prod(shape))
+    if nbytes < 64 * 2**20 or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return np.empty(shape, np.uint8)
+    buf = mmap.mmap(-1, nbytes)
+    try:
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    except OSError:  # pragma: no cover - kernels without THP
+        pass
+    return np.frombuffer(buf, dtype=np.uint8).reshape(shape)
 
 
 def _resample(batch: np.ndarray, target_px: int):
@@ -48,8 +80,10 @@ class _Group:
 class PatchReader:
     """Stream patches recorded by :func:`extract_patches` in batches, reading only the chunks they touch.
 
-    Batches come from a background thread (chunk decoding in a thread pool), so reading overlaps whatever the
-    consumer does with the previous batch. Memory is bounded by the chunk cache, not by the image size.
+    ``n_workers`` threads (default ``mst.settings.n_jobs``) each read whole batches: decode the chunks a batch
+    touches (each chunk once, shared through a cache of ``cache_bytes``), cut and pad its windows and resample them
+    (bilinear, antialiased; torch). Several batches are in flight ahead of the consumer, so reading overlaps
+    whatever the consumer does. Memory is bounded by the cache and the batches in flight, not by the image size.
     """
 
     def __init__(
@@ -199,111 +233,128 @@ class PatchReader:
                 start = k
         return plan
 
-    def _batches(
-        self, plan, batch_size: int, pool: ThreadPoolExecutor, resampler: ThreadPoolExecutor | None = None
-    ) -> Iterator[tuple[np.ndarray, Any]]:
-        batches = [(g, pos[b : b + batch_size]) for g, pos in plan for b in range(0, len(pos), batch_size)]
-        # window bounds and chunk ranges of every batch, vectorised (chunked levels only)
-        plans = [None if g.reader.direct else g.reader.plan(g.xy0[p], g.w) for g, p in batches]
-        keys_all = [[] if pl is None else _LevelReader.plan_keys(pl) for pl in plans]
+    def _read_batch(self, g: _Group, p: np.ndarray, keys: list, dest: np.ndarray, idx: np.ndarray | None) -> None:
+        """Cut and resample the windows ``p`` of group ``g`` into ``dest[idx]`` (``dest[:len(p)]`` for ``None``).
 
-        inflight: dict = {}
-        out: deque = deque()
-
-        def submit(k: int) -> None:
-            # decode the chunks of batch k in the pool, while earlier batches are assembled and resampled
-            if k >= len(batches):
-                return
-            rd = batches[k][0].reader
-            for key in keys_all[k]:
-                if (id(rd), key) not in inflight and key not in rd.cache:
-                    inflight[(id(rd), key)] = pool.submit(rd.load, key)
-
-        def protected(k: int) -> set:
-            return {key for kk in range(k, min(k + _LOOKAHEAD + 1, len(batches))) for key in keys_all[kk]}
-
-        for k in range(min(_LOOKAHEAD, len(batches))):
-            submit(k)
-        for k, (g, p) in enumerate(batches):
-            rd = g.reader
-            submit(k + _LOOKAHEAD)
-            keys = keys_all[k]
-            for key in keys:
-                f = inflight.pop((id(rd), key), None)
-                if f is not None:
-                    f.result()
-                if key not in rd.cache:  # pragma: no cover  (evicted meanwhile: protected keys are not)
-                    rd.load(key)
-            buf = np.empty((len(p), g.w[1], g.w[0], 3), np.uint8)
+        Runs in a worker thread: the chunk decoding (zarr codecs), the copies and the resampling (torch's uint8
+        antialiased kernel, one thread per call) release the GIL, so workers run in parallel.
+        """
+        rd = g.reader
+        blocks = None if rd.direct else rd.acquire(keys)
+        plan = None if rd.direct else rd.plan(g.xy0[p], g.w)
+        wx, wy = g.w
+        for s in range(0, len(p), _SUB_BATCH):
+            e = min(s + _SUB_BATCH, len(p))
+            buf = _window_buffer(e - s, wy, wx)
             if rd.direct:
-
-                def fill(i, p=p, buf=buf, g=g, rd=rd):
-                    rd.window(int(g.xy0[p[i], 0]), int(g.xy0[p[i], 1]), g.w[0], g.w[1], buf[i])
-
-                list(pool.map(fill, range(len(p))))
+                for i in range(s, e):
+                    rd.window(int(g.xy0[p[i], 0]), int(g.xy0[p[i], 1]), wx, wy, buf[i - s])
             else:
-                with rd.lock:
-                    for key in keys:
-                        rd.cache.move_to_end(key)
-                rd.fill_cached(plans[k], g.w, buf)
-                rd.evict(protected(k))
-            if resampler is None:
-                yield g.rows[p], _resample(buf, self.target_px)
-                continue
-            # resample batch k in its own thread while batch k + 1 is assembled
-            out.append((g.rows[p], resampler.submit(_resample, buf, self.target_px)))
-            if len(out) > 1:
-                r, f = out.popleft()
-                yield r, f.result()
-        while out:
-            r, f = out.popleft()
-            yield r, f.result()
+                rd.fill_windows(plan[s:e], g.w, buf, blocks)
+            res = _resample(buf, self.target_px).permute(0, 2, 3, 1).numpy()
+            if idx is None:
+                dest[s:e] = res
+            else:
+                dest[idx[s:e]] = res
+
+    def _run(
+        self, batches: list[tuple[_Group, np.ndarray]], task: Callable, prefetch: int
+    ) -> Iterator[tuple[_Group, np.ndarray, Any]]:
+        """Run ``task(k, g, p, keys)`` for every batch on the worker pool; yield the results in order.
+
+        Up to ``n_workers + prefetch`` batches are in flight (at least 2, at most ``_INFLIGHT_BYTES`` of patches).
+        The decoded-chunk cache keeps the chunks of the batches in flight and evicts others down to its bound.
+        """
+        px = self.target_px**2 * 3 * max((len(p) for _, p in batches), default=1)
+        depth = max(2, min(self.n_workers + max(0, prefetch), _INFLIGHT_BYTES // px))
+        keys = [[] if g.reader.direct else g.reader.plan_keys(g.reader.plan(g.xy0[p], g.w)) for g, p in batches]
+        pending: deque = deque()
+        todo = iter(enumerate(batches))
+        pool = ThreadPoolExecutor(max_workers=self.n_workers, thread_name_prefix="morphst-patch-reader")
+
+        def submit() -> None:
+            nxt = next(todo, None)
+            if nxt is not None:
+                k, (g, p) = nxt
+                pending.append((k, pool.submit(task, k, g, p, keys[k])))
+
+        try:
+            for _ in range(depth):
+                submit()
+            while pending:
+                k, fut = pending.popleft()
+                result = fut.result()
+                submit()
+                g, p = batches[k]
+                g.reader.evict({key for j, _ in pending if batches[j][0] is g for key in keys[j]})
+                yield g, p, result
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True)
+
+    def _batch_list(self, rows, batch_size: int) -> list[tuple[_Group, np.ndarray]]:
+        plan = self._plan(None if rows is None else np.asarray(rows, dtype=np.int64), sort=rows is None)
+        return [(g, pos[b : b + batch_size]) for g, pos in plan for b in range(0, len(pos), batch_size)]
 
     def iter_batches(
-        self, rows: Sequence[int] | np.ndarray | None = None, *, batch_size: int = 64, prefetch: int = 2
+        self,
+        rows: Sequence[int] | np.ndarray | None = None,
+        *,
+        batch_size: int = 64,
+        prefetch: int = 2,
+        pin_memory: bool = False,
+        reuse_buffers: bool = False,
     ) -> Iterator[tuple[np.ndarray, Any]]:
         """Yield ``(table_rows, patches)`` with ``patches`` a torch uint8 tensor ``(B, 3, T, T)`` (channels_last).
 
         With ``rows=None`` every row with a patch is read, in an order that follows the image chunks; otherwise
-        the given rows, in that order.
+        the given rows, in that order. ``n_workers`` threads read whole batches in parallel, up to
+        ``n_workers + prefetch`` batches ahead of the consumer. ``pin_memory``: the patches are in page-locked
+        memory (CUDA), so that ``.to("cuda", non_blocking=True)`` copies without blocking the consumer.
+        ``reuse_buffers``: a batch's memory is reused for a later batch once the next one is asked for (for
+        consumers done with a batch by then, as the embedding loop; saves the page faults of fresh memory).
         """
-        plan = self._plan(None if rows is None else np.asarray(rows, dtype=np.int64), sort=rows is None)
-        q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
-        stop = threading.Event()
-        done = object()
+        import torch
 
-        def produce():
-            try:
-                with (
-                    ThreadPoolExecutor(max_workers=self.n_workers) as pool,
-                    ThreadPoolExecutor(max_workers=1) as resampler,
-                ):
-                    for item in self._batches(plan, batch_size, pool, resampler):
-                        while not stop.is_set():
-                            try:
-                                q.put(item, timeout=0.1)
-                                break
-                            except queue.Full:
-                                continue
-                        if stop.is_set():
-                            return
-                q.put(done)
-            except BaseException as e:
-                q.put(e)
+        t = self.target_px
+        batches = self._batch_list(rows, batch_size)
+        n_max = max((len(p) for _, p in batches), default=0)
+        free: list = []  # buffers handed back by the consumer, for reuse
 
-        th = threading.Thread(target=produce, daemon=True, name="morphst-patch-reader")
-        th.start()
-        try:
-            while True:
-                item = q.get()
-                if item is done:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            th.join(timeout=5)
+        def task(k, g, p, keys):
+            if reuse_buffers and not pin_memory:
+                try:
+                    out = free.pop()
+                except IndexError:
+                    out = torch.empty((n_max, t, t, 3), dtype=torch.uint8)
+                out = out[: len(p)]
+            else:
+                out = torch.empty((len(p), t, t, 3), dtype=torch.uint8, pin_memory=pin_memory)
+            self._read_batch(g, p, keys, out.numpy(), None)
+            return out
+
+        for g, p, out in self._run(batches, task, prefetch):
+            yield g.rows[p], out.permute(0, 3, 1, 2)
+            if reuse_buffers and not pin_memory and out.shape[0] == n_max:  # the consumer asked for the next batch
+                free.append(out)
+
+    def read_into(self, rows: np.ndarray, out: np.ndarray, *, batch_size: int = 64) -> None:
+        """Read the patches of table ``rows`` into ``out`` (``(len(rows), T, T, 3)`` uint8), in that order.
+
+        The rows are read in chunk order (:meth:`chunk_order`) and each worker writes its batch straight to its
+        places in ``out``.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        order = self.chunk_order(rows)
+        batches = self._batch_list(rows[order], batch_size)
+        starts = np.cumsum([0] + [len(p) for _, p in batches])
+
+        def task(k, g, p, keys):
+            self._read_batch(g, p, keys, out, order[starts[k] : starts[k + 1]])
+
+        for _ in self._run(batches, task, prefetch=0):
+            pass
 
 
 def size_index_of(context_index) -> int:

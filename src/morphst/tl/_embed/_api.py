@@ -17,10 +17,11 @@ if TYPE_CHECKING:
     from distributed import Client
     from spatialdata import SpatialData
 from ..._docs import doc_table_key, inject_docs
+from . import _checkpoint
 from ._blank import BlankPatches
-from ._checkpoint import _call_record, _Checkpoint
-from ._compute import _batch_plan, _encode, _prepare
-from ._distributed import _block_tasks, _level_on_disk, _resolve_client, _worker_block
+from ._checkpoint import CheckpointSink, MemorySink, _call_record, _Checkpoint
+from ._compute import EmbedJob, EmbedPlan, LocalRunner
+from ._distributed import DistributedRunner, _resolve_client
 
 
 @inject_docs(table_key=doc_table_key)
@@ -44,8 +45,9 @@ def embed_patches(
 
     Patches (geometry from :func:`morphst.pp.extract_patches`, run here with its defaults when the table has
     none: 112 µm, 224 px, i.e. 0.5 µm/px as HEST-Benchmark) are read chunk by chunk from the chosen pyramid level
-    in a background thread while the model runs on the previous batch, then pooled features are written to
-    ``obsm``. This is the morphology-feature step of the translation–integration framework (Chelebian, Avenel &
+    by ``n_jobs`` worker threads, several batches ahead of the model (on a GPU, the next batch is queued on the
+    device before the features of the previous one are fetched), then pooled features are written to ``obsm``
+    once, after the last batch. This is the morphology-feature step of the translation–integration framework (Chelebian, Avenel &
     Wählby, *Nat. Commun.* 2025); with ``model="densenet121"`` it is the ST-Net backbone (He et al., *Nat. Biomed.
     Eng.* 2020).
 
@@ -87,7 +89,8 @@ def embed_patches(
     random_state
         Seed of a random initialisation.
     n_jobs
-        Threads reading patches (and computing handcrafted features). Default: ``mst.settings.n_jobs``.
+        Threads reading patches (each cuts, pads and resamples whole batches) and computing handcrafted features.
+        Default: ``mst.settings.n_jobs`` (``None``: all cores).
     checkpoint
         Path of a zarr store that makes the run resumable. The patches are read in a fixed plan (image by image,
         chunk by chunk, ``batch_size`` at a time) cut into blocks of about 2,048 patches; each finished block is
@@ -156,167 +159,125 @@ def embed_patches(
     row), which can be read block by block, e.g. into :class:`sklearn.decomposition.IncrementalPCA`, and the
     reduced matrix put in ``obsm``.
     """
-    import torch
     from tqdm.auto import tqdm
 
-    from ...pp._patches import (
-        DEFAULT_PATCH_SIZE_UM,
-        DEFAULT_TARGET_PX,
-        OBS_X,
-        PatchReader,
-        check_default_geometry,
-        extract_patches,
-        require_sdata,
-        size_index_of,
-    )
+    from ...pp._patches import PatchReader, require_sdata, size_index_of
     from ..models import get_model
 
     require_sdata(sdata, "embed_patches")
     adata = get_adata(sdata, table_key)
-    if dtype not in ("auto", "float32", "bfloat16"):
-        msg = f"`dtype` must be 'auto', 'float32' or 'bfloat16', got {dtype!r}."
-        raise ValueError(msg)
-    if int(batch_size) < 1:
-        msg = f"`batch_size` must be a positive integer, got {batch_size}."
-        raise ValueError(msg)
+    _check_arguments(dtype, batch_size)
     size_index = size_index_of(context_index)
     cl = _resolve_client(client)
     start = logg.info(f"embedding patches with {getattr(model, '__name__', model)!s}")
-    # validate the patch geometry before building the model (seconds), writing nothing yet
-    needs_patches = Key.PATCHES not in adata.uns or OBS_X not in adata.obs
-    if needs_patches and size_index > 0:
-        msg = (
-            f"`context_index={context_index}` asks for a context field of view, but the table has no patch geometry "
-            "yet; run `mst.pp.extract_patches(sdata, context_sizes_um=(<size µm>, ...))` first."
-        )
-        raise ValueError(msg)
-    if needs_patches:
-        check_default_geometry(sdata, table_key)
-    else:
-        PatchReader(sdata, table_key=table_key, size_index=size_index, n_workers=n_jobs)
+    needs_patches = _check_patches(sdata, adata, table_key, size_index, n_jobs)  # before the model: seconds
     enc = get_model(model, weights=weights, random_state=random_state, n_jobs=n_jobs)
-    if needs_patches:  # said, not silent: the defaults of extract_patches, recorded in uns['patches'] as usual
-        logg.info(
-            "    no patch geometry in the table yet: running `mst.pp.extract_patches` with its defaults "
-            f"({DEFAULT_PATCH_SIZE_UM:g} µm at {DEFAULT_TARGET_PX} px); call it first to choose other sizes"
-        )
-        extract_patches(sdata, table_key=table_key)
+    if needs_patches:
+        _extract_default_patches(sdata, table_key)
     reader = PatchReader(sdata, table_key=table_key, size_index=size_index, n_workers=n_jobs)
-
-    if key_added is None:
-        key_added = f"X_{enc.name}"
-        if isinstance(weights, str) and weights == "random":
-            key_added += "_random"
-        if size_index > 0:
-            key_added += f"_{reader.size_um:g}um"
+    key_added = key_added or _default_key(enc.name, weights, size_index, reader.size_um)
 
     bs = int(batch_size)
-    batches = _batch_plan(reader, bs)
-    from . import _BLOCK_PATCHES  # read at call time: the package attribute is the knob tests and benchmarks set
-
-    per_block = max(1, _BLOCK_PATCHES // bs)
-    blocks = [list(range(k, min(k + per_block, len(batches)))) for k in range(0, len(batches), per_block)]
-    block_rows = per_block * bs
-    plan_rows = np.full(len(blocks) * block_rows, -1, np.int64)
-    for b, ks in enumerate(blocks):
-        r = np.concatenate([batches[k] for k in ks])
-        plan_rows[b * block_rows : b * block_rows + len(r)] = r
+    plan = EmbedPlan.build(reader, bs, _checkpoint._BLOCK_PATCHES)  # the module attribute, read at call time
     regions = adata.uns[Key.PATCHES]["regions"]
     call = _call_record(enc, model, weights, random_state, reader, size_index, dtype, bs, adata.n_obs, regions)
-    ckpt = _Checkpoint(checkpoint, call, plan_rows, block_rows) if checkpoint is not None else None
-    resumed = int(ckpt.done.sum()) if ckpt is not None else 0
-    needed = [b for b in range(len(blocks)) if ckpt is None or not ckpt.done[b]]
-    if ckpt is not None and resumed:
-        logg.info(f"    resuming {str(ckpt.path)!r}: {resumed} of {len(blocks)} blocks already embedded")
-    feats: np.ndarray | None = None
-
-    def finish(b: int, f: np.ndarray) -> None:
-        nonlocal feats
-        if ckpt is not None:
-            ckpt.write(b, f)
-            return
-        if feats is None:
-            feats = np.full((adata.n_obs, f.shape[1]), np.nan, dtype=np.float32)
-        feats[plan_rows[b * block_rows : b * block_rows + len(f)]] = f
-
-    n_todo = sum(len(batches[k]) for b in needed for k in blocks[b])
-    bar = tqdm(total=n_todo, desc=f"embed {enc.name}", unit="patch", disable=not settings.progress_bar)
-    run_info = None
+    if checkpoint is None:
+        sink = MemorySink(plan.plan_rows, plan.block_rows, adata.n_obs)
+    else:
+        sink = CheckpointSink(_Checkpoint(checkpoint, call, plan.plan_rows, plan.block_rows), adata.n_obs)
+        if sink.resumed:
+            logg.info(f"    resuming {str(checkpoint)!r}: {sink.resumed} of {len(plan.blocks)} blocks already embedded")
+    job = EmbedJob(enc, reader, plan, [b for b in range(len(plan.blocks)) if not sink.done[b]], bs)
+    blank = BlankPatches(adata.obs_names)  # counted on the local path (workers do not report their pixels)
     if cl is None:
-        dev, ac, use_cl, autocast = _prepare(enc, device, dtype)
-        run_info = {"device": str(dev), "autocast": ac is not None}
-        blank = BlankPatches(adata.obs_names)
-        if needed:
-            todo = [k for b in needed for k in blocks[b]]
-            it = reader.iter_batches(np.concatenate([batches[k] for k in todo]), batch_size=bs)
-            try:
-                with torch.inference_mode():
-                    for b in needed:
-                        fs = []
-                        for k in blocks[b]:
-                            rows, patches = next(it)
-                            if not np.array_equal(rows, batches[k]):  # pragma: no cover - reader contract
-                                msg = "Internal error: the patch reader's batches differ from the plan."
-                                raise RuntimeError(msg)
-                            blank.update(rows, patches)
-                            fs.append(_encode(enc, patches, dev, use_cl, autocast))
-                            bar.update(len(rows))
-                        finish(b, np.concatenate(fs))
-            finally:
-                it.close()
-                bar.close()
-            blank.warn()
+        runner = LocalRunner(device, dtype, on_batch=blank.update)
     else:
         from dask.base import tokenize
-        from distributed import as_completed
 
-        level_paths = {
-            name: _level_on_disk(
-                sdata,
-                regions[name]["image"],
-                int(np.atleast_1d(regions[name]["level"])[size_index]),
-                g.reader.data.shape,
-            )
-            for name, g in reader.groups.items()
-        }
-        w = str(weights) if isinstance(weights, os.PathLike) else weights
-        spec = {
-            "model": model,
-            "weights": w,
-            "random_state": random_state,
-            "n_jobs": n_jobs,
-            "device": device,
-            "dtype": dtype,
-        }
-        spec["key"] = tokenize(model if isinstance(model, str) else repr(model), w, random_state, device, dtype, n_jobs)
-        tasks = _block_tasks(reader, batches, blocks, needed, level_paths, spec, bs)
+        spec = DistributedRunner.model_spec(model, weights, random_state, n_jobs, device, dtype)
         token = tokenize(spec["key"], call, str(checkpoint))
-        futures = [cl.submit(_worker_block, tasks[b], key=f"morphst-embed-{token}-{b}", pure=False) for b in needed]
-        block_of = {f.key: b for f, b in zip(futures, needed, strict=True)}
-        try:
-            for fut, (f, info) in as_completed(futures, with_results=True):
-                if info["weights_sha256"] != enc.weights_sha256:
-                    msg = (
-                        f"A worker loaded other weights for {enc.name!r} (sha256 {info['weights_sha256']}, here "
-                        f"{enc.weights_sha256}): give `weights=` a path that every worker can read."
-                    )
-                    raise ValueError(msg)
-                run_info = run_info or info
-                finish(block_of[fut.key], f)
-                bar.update(len(f))
-                fut.release()
-        finally:
-            for fut in futures:
-                fut.cancel()
-            bar.close()
-    if ckpt is not None:
-        feats = ckpt.read(adata.n_obs)
+        runner = DistributedRunner(cl, sdata, regions, size_index, spec, token)
+    n_todo = len(plan.rows_of(job.needed))
+    bar = tqdm(total=n_todo, desc=f"embed {enc.name}", unit="patch", disable=not settings.progress_bar)
+    try:
+        run_info = runner.run(job, sink, bar.update)
+    except BaseException:
+        sink.close(wait=False)
+        raise
+    finally:
+        bar.close()
+    sink.close()
+    blank.warn()
+    feats = sink.result()
     if feats is None:  # pragma: no cover - extract_patches guarantees at least one patch
         msg = "No patches to embed."
         raise ValueError(msg)
     run_info = run_info or {"device": "none (all blocks resumed from the checkpoint)", "autocast": None}
 
     adata.obsm[key_added] = feats
+    adata.uns[key_added] = _uns_record(
+        enc, model, weights, reader, regions, size_index, context_index, run_info, feats, batch_size, random_state,
+        checkpoint, sink.resumed, len(plan.blocks), cl,
+    )  # fmt: skip
+    logg.info(
+        f"    finished: {plan.n_patches} patches -> {feats.shape[1]} features; added .obsm[{key_added!r}], "
+        f".uns[{key_added!r}]['params']",
+        time=start,
+    )
+
+
+def _check_arguments(dtype, batch_size) -> None:
+    if dtype not in ("auto", "float32", "bfloat16"):
+        msg = f"`dtype` must be 'auto', 'float32' or 'bfloat16', got {dtype!r}."
+        raise ValueError(msg)
+    if int(batch_size) < 1:
+        msg = f"`batch_size` must be a positive integer, got {batch_size}."
+        raise ValueError(msg)
+
+
+def _check_patches(sdata, adata, table_key: str, size_index: int, n_jobs) -> bool:
+    """Validate the patch geometry (or that the defaults can be extracted); ``True`` when it must be extracted."""
+    from ...pp._patches import OBS_X, PatchReader, check_default_geometry
+
+    needs_patches = Key.PATCHES not in adata.uns or OBS_X not in adata.obs
+    if needs_patches and size_index > 0:
+        msg = (
+            f"`context_index={size_index - 1}` asks for a context field of view, but the table has no patch "
+            "geometry yet; run `mst.pp.extract_patches(sdata, context_sizes_um=(<size µm>, ...))` first."
+        )
+        raise ValueError(msg)
+    if needs_patches:
+        check_default_geometry(sdata, table_key)
+    else:
+        PatchReader(sdata, table_key=table_key, size_index=size_index, n_workers=n_jobs)
+    return needs_patches
+
+
+def _extract_default_patches(sdata, table_key: str) -> None:
+    """Said, not silent: the defaults of extract_patches, recorded in ``uns['patches']`` as usual."""
+    from ...pp._patches import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX, extract_patches
+
+    logg.info(
+        "    no patch geometry in the table yet: running `mst.pp.extract_patches` with its defaults "
+        f"({DEFAULT_PATCH_SIZE_UM:g} µm at {DEFAULT_TARGET_PX} px); call it first to choose other sizes"
+    )
+    extract_patches(sdata, table_key=table_key)
+
+
+def _default_key(name: str, weights, size_index: int, size_um: float) -> str:
+    key = f"X_{name}"
+    if isinstance(weights, str) and weights == "random":
+        key += "_random"
+    if size_index > 0:
+        key += f"_{size_um:g}um"
+    return key
+
+
+def _uns_record(
+    enc, model, weights, reader, regions, size_index, context_index, run_info, feats, batch_size, random_state,
+    checkpoint, resumed, n_blocks, cl,
+) -> dict:  # fmt: skip
+    """``uns[key_added]``: the parameters of the run (and the feature names of handcrafted features)."""
     uns = {
         "params": records_params(
             model=enc.name,
@@ -340,15 +301,10 @@ def embed_patches(
             embedding_dim=int(feats.shape[1]),
             checkpoint=None if checkpoint is None else str(checkpoint),
             checkpoint_blocks_resumed=resumed,
-            n_blocks=len(blocks),
+            n_blocks=n_blocks,
             client=None if cl is None else str(cl.scheduler.address),
         )
     }
     if hasattr(enc, "feature_names"):
         uns["feature_names"] = list(enc.feature_names)
-    adata.uns[key_added] = uns
-    logg.info(
-        f"    finished: {len(plan_rows[plan_rows >= 0])} patches -> {feats.shape[1]} features; added .obsm[{key_added!r}], "
-        f".uns[{key_added!r}]['params']",
-        time=start,
-    )
+    return uns

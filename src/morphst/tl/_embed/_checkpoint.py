@@ -1,17 +1,12 @@
-"""Resumable embedding: blocks of patches streamed to a zarr store, done flags written after the data."""
+"""Where a runner puts each block's features: in memory, or a resumable zarr store (done flags after the data)."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
-from ..._utils import none_if_missing
-
-if TYPE_CHECKING:
-    pass
-
 
 #: Patches per checkpoint block (rounded to whole batches): the work lost by a crash, and one zarr chunk.
 _BLOCK_PATCHES = 2048
@@ -159,9 +154,72 @@ def _call_record(enc, model, weights, random_state, reader, size_index, dtype, b
                 "window_px": [int(x) for x in np.asarray(v["window_px"])[size_index]],
                 "channels": [int(c) for c in np.atleast_1d(v["channels"])],
                 "intensity_range": None
-                if none_if_missing(v.get("intensity_range")) is None
+                if v.get("intensity_range") is None
                 else np.asarray(v["intensity_range"], float).round(6).tolist(),
             }
             for r, v in sorted(regions.items())
         },
     }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# sinks: one interface (`put(block, features)`, `close()`, `result(n_obs)`) for memory and checkpoint
+# --------------------------------------------------------------------------------------------------------------
+class MemorySink:
+    """Features of every block in an ``(n_obs, D)`` float32 array (NaN rows for observations without a patch)."""
+
+    def __init__(self, plan_rows: np.ndarray, block_rows: int, n_obs: int):
+        self.plan_rows = plan_rows
+        self.block_rows = block_rows
+        self.n_obs = n_obs
+        self.feats: np.ndarray | None = None
+        self.resumed = 0
+        self.done = np.zeros(len(plan_rows) // block_rows, bool)
+
+    def put(self, b: int, feats: np.ndarray) -> None:
+        if self.feats is None:
+            self.feats = np.full((self.n_obs, feats.shape[1]), np.nan, dtype=np.float32)
+        self.feats[self.plan_rows[b * self.block_rows : b * self.block_rows + len(feats)]] = feats
+
+    def close(self, *, wait: bool = True) -> None:
+        return None
+
+    def result(self) -> np.ndarray | None:
+        return self.feats
+
+
+class CheckpointSink:
+    """Blocks written to a :class:`_Checkpoint` store by a background thread, so the encoder does not wait for zarr.
+
+    At most ``max_pending`` writes are queued (each holds one block's features); a failed write is raised at the
+    next ``put`` or at ``close``.
+    """
+
+    def __init__(self, ckpt: _Checkpoint, n_obs: int, max_pending: int = 2):
+        self.ckpt = ckpt
+        self.n_obs = n_obs
+        self.resumed = int(ckpt.done.sum())
+        self.done = ckpt.done
+        self.max_pending = max_pending
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="morphst-checkpoint-writer")
+        self.pending: deque = deque()
+
+    def put(self, b: int, feats: np.ndarray) -> None:
+        while len(self.pending) >= self.max_pending:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self.ckpt.write, b, feats))
+
+    def close(self, *, wait: bool = True) -> None:
+        """Finish the queued writes (``wait=False``: after an error, finish them but raise none of theirs)."""
+        try:
+            while self.pending:
+                f = self.pending.popleft()
+                if wait:
+                    f.result()
+                else:
+                    f.exception()
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def result(self) -> np.ndarray | None:
+        return None if self.ckpt.group is None else self.ckpt.read(self.n_obs)

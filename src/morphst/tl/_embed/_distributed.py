@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    pass
-from ._compute import _encode, _prepare
+from ._compute import DeviceEncoder
 
 #: Per worker process: models by spec key, so each worker builds a model once.
 _WORKER_MODELS: dict = {}
@@ -72,7 +70,7 @@ def _level_on_disk(sdata, image_key: str, level: int, shape) -> str:
     return str(root / path)
 
 
-def _worker_model(spec: dict):
+def _worker_model(spec: dict) -> DeviceEncoder:
     key = spec["key"]
     hit = _WORKER_MODELS.get(key)
     if hit is None:
@@ -89,49 +87,53 @@ def _worker_model(spec: dict):
         enc = get_model(
             spec["model"], weights=spec["weights"], random_state=spec["random_state"], n_jobs=spec["n_jobs"]
         )
-        hit = (enc, *_prepare(enc, spec["device"], spec["dtype"]))
+        hit = DeviceEncoder(enc, spec["device"], spec["dtype"])
         _WORKER_MODELS.clear()  # one model per worker process
         _WORKER_MODELS[key] = hit
     return hit
 
 
 def _worker_block(task: dict) -> tuple[np.ndarray, dict]:
-    """Read and encode the batches of one block on a worker: ``(features in plan order, info)``."""
+    """Read and encode the batches of one block on a worker: ``(features in plan order, info)``.
+
+    The same pipeline as in one process: the reader's threads read ahead while the encoder works.
+    """
     import dask.array as da
-    import torch
     import zarr
 
     from ...pp._patches import PatchReader
 
-    enc, dev, ac, use_cl, autocast = _worker_model(task["model"])
+    encoder = _worker_model(task["model"])
     out = []
-    with torch.inference_mode():
-        for piece in task["pieces"]:
-            level = da.from_zarr(zarr.open_array(piece["level_path"], mode="r"))
-            reader = PatchReader.from_level(
-                level,
-                piece["xy0"],
-                piece["window_px"],
-                target_px=task["target_px"],
-                channels=piece["channels"],
-                channel_mode=piece["mode"],
-                intensity_range=piece["intensity_range"],
-                fill_value=piece["fill"],
-                n_workers=task["model"]["n_jobs"],
-            )
-            for k, (_, patches) in enumerate(
-                reader.iter_batches(np.arange(len(piece["xy0"])), batch_size=task["batch_size"])
-            ):
-                f = _encode(enc, patches, dev, use_cl, autocast)
-                if len(f) != piece["sizes"][k]:  # pragma: no cover - the plan is the same on both sides
-                    msg = "Internal error: a worker's batch differs from the plan."
-                    raise RuntimeError(msg)
-                out.append(f)
-    info = {"device": str(dev), "autocast": ac is not None, "weights_sha256": enc.weights_sha256}
+    for piece in task["pieces"]:
+        level = da.from_zarr(zarr.open_array(piece["level_path"], mode="r"))
+        reader = PatchReader.from_level(
+            level,
+            piece["xy0"],
+            piece["window_px"],
+            target_px=task["target_px"],
+            channels=piece["channels"],
+            channel_mode=piece["mode"],
+            intensity_range=piece["intensity_range"],
+            fill_value=piece["fill"],
+            n_workers=task["model"]["n_jobs"],
+        )
+        batches = reader.iter_batches(
+            np.arange(len(piece["xy0"])),
+            batch_size=task["batch_size"],
+            pin_memory=encoder.pin_memory,
+            reuse_buffers=encoder.reuse_buffers,
+        )
+        for k, (_, f) in enumerate(encoder.encode_stream(batches)):
+            if len(f) != piece["sizes"][k]:  # pragma: no cover - the plan is the same on both sides
+                msg = "Internal error: a worker's batch differs from the plan."
+                raise RuntimeError(msg)
+            out.append(f)
+    info = {**encoder.info, "weights_sha256": encoder.enc.weights_sha256}
     return np.concatenate(out), info
 
 
-def _block_tasks(reader, batches, blocks, needed, level_paths, spec, batch_size) -> dict[int, dict]:
+def _block_tasks(reader, plan, needed, level_paths, spec, batch_size) -> dict[int, dict]:
     """Per unfinished block, the task a worker runs: the block's windows grouped by image (one piece per image)."""
     where = {}  # table row -> (group name, position in group)
     for name, g in reader.groups.items():
@@ -139,8 +141,8 @@ def _block_tasks(reader, batches, blocks, needed, level_paths, spec, batch_size)
     tasks = {}
     for b in needed:
         pieces = []
-        for k in blocks[b]:
-            rows = batches[k]
+        for k in plan.blocks[b]:
+            rows = plan.batches[k]
             name = reader.row_group[rows[0]]
             g = reader.groups[name]
             if not pieces or pieces[-1]["name"] != name:
@@ -164,3 +166,66 @@ def _block_tasks(reader, batches, blocks, needed, level_paths, spec, batch_size)
             p["xy0"] = np.concatenate(p["xy0"])
         tasks[b] = {"pieces": pieces, "model": spec, "target_px": reader.target_px, "batch_size": batch_size}
     return tasks
+
+
+class DistributedRunner:
+    """Runs each block as a task on a ``dask.distributed`` cluster; the client gathers the features as they come.
+
+    A worker runs the same pipeline as :class:`~._compute.LocalRunner` within its block; with two or more threads
+    per worker, dask also reads a second block while the first is encoded.
+    """
+
+    def __init__(self, client, sdata, regions: dict, size_index: int, spec: dict, token: str):
+        self.client = client
+        self.sdata = sdata
+        self.regions = regions
+        self.size_index = size_index
+        self.spec = spec
+        self.token = token
+
+    @staticmethod
+    def model_spec(model, weights, random_state, n_jobs, device, dtype) -> dict:
+        """What a worker needs to build the model (and a key under which it caches it)."""
+        from dask.base import tokenize
+
+        w = str(weights) if isinstance(weights, os.PathLike) else weights
+        spec = {"model": model, "weights": w, "random_state": random_state, "n_jobs": n_jobs}
+        spec.update(device=device, dtype=dtype)
+        spec["key"] = tokenize(model if isinstance(model, str) else repr(model), w, random_state, device, dtype, n_jobs)
+        return spec
+
+    def run(self, job, sink, progress) -> dict | None:
+        from distributed import as_completed
+
+        level_paths = {
+            name: _level_on_disk(
+                self.sdata,
+                self.regions[name]["image"],
+                int(np.atleast_1d(self.regions[name]["level"])[self.size_index]),
+                g.reader.data.shape,
+            )
+            for name, g in job.reader.groups.items()
+        }
+        tasks = _block_tasks(job.reader, job.plan, job.needed, level_paths, self.spec, job.batch_size)
+        futures = [
+            self.client.submit(_worker_block, tasks[b], key=f"morphst-embed-{self.token}-{b}", pure=False)
+            for b in job.needed
+        ]
+        block_of = {f.key: b for f, b in zip(futures, job.needed, strict=True)}
+        run_info = None
+        try:
+            for fut, (f, info) in as_completed(futures, with_results=True):
+                if info["weights_sha256"] != job.enc.weights_sha256:
+                    msg = (
+                        f"A worker loaded other weights for {job.enc.name!r} (sha256 {info['weights_sha256']}, here "
+                        f"{job.enc.weights_sha256}): give `weights=` a path that every worker can read."
+                    )
+                    raise ValueError(msg)
+                run_info = run_info or {"device": info["device"], "autocast": info["autocast"]}
+                sink.put(block_of[fut.key], f)
+                progress(len(f))
+                fut.release()
+        finally:
+            for fut in futures:
+                fut.cancel()
+        return run_info
