@@ -169,7 +169,7 @@ def main() -> None:
     cache = Path(args.cache) if args.cache else None
     t0 = time.perf_counter()
 
-    sdata = mst.datasets.her2st(sections=SECTIONS, data_dir=args.data_dir)
+    sdata = mst.datasets.her2st(library_id=SECTIONS, data_dir=args.data_dir)
     adata = sdata.tables["table"]
     print("HER2ST patient C, sections", ", ".join(SECTIONS), f"({adata.n_obs} spots); patches 112 µm -> 224 px")
     mst.pp.extract_patches(sdata)

@@ -108,7 +108,7 @@ def main() -> None:
     mst.settings.progress_bar = False
     t0 = time.perf_counter()
 
-    sdata = mst.datasets.her2st(sections=SECTIONS, data_dir=args.data_dir)
+    sdata = mst.datasets.her2st(library_id=SECTIONS, data_dir=args.data_dir)
     adata = sdata.tables["table"]
     mpp = adata.uns["morphst_dataset"]["um_per_px"]
     print("HER2ST patient C, sections", ", ".join(SECTIONS), f"({adata.n_obs} spots, {adata.n_vars} genes in all)")

@@ -21,6 +21,14 @@ def pytest_configure(config):
     matplotlib.use("Agg")
 
 
+@pytest.fixture(autouse=True)
+def _no_progress_bar(monkeypatch):
+    """No tqdm bars in test output (a test that checks the bar sets ``progress_bar`` itself)."""
+    import morphst as mst
+
+    monkeypatch.setattr(mst.settings, "progress_bar", False)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "her2st_patientC").is_dir():

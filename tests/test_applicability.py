@@ -19,7 +19,7 @@ def loso_translators(her2st_embedded):
     """One DenseNet-121 translator per leave-one-section-out fold of HER2ST C2–C6 (as predict_expression folds)."""
     adata = her2st_embedded
     mst.pp.normalize(adata)
-    mst.pp.select_genes(adata, n_top=50)
+    mst.pp.select_genes(adata, n_top_genes=50)
     return {
         s: mst.tl.fit_translator(adata, REP, train=[t for t in SECTIONS if t != s], library_key="section")
         for s in SECTIONS

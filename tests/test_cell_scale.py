@@ -8,18 +8,10 @@ import pytest
 import morphst as mst
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    old = mst.settings.progress_bar
-    mst.settings.progress_bar = False
-    yield
-    mst.settings.progress_bar = old
-
-
 def test_xenium_like_layout_follows_spatialdata_io():
     from spatialdata.transformations import Identity, Scale, get_transformation
 
-    sdata = mst.datasets.xenium_like(600, he=True, n_genes=40, seed=3)
+    sdata = mst.datasets.xenium_like(600, he=True, n_genes=40, random_state=3)
     assert sdata.attrs["spatialdata_io_reader"] == "xenium"
     assert set(sdata.shapes) == {"cell_boundaries", "nucleus_boundaries"}
     img = sdata.images["morphology_focus"]
@@ -55,7 +47,7 @@ def test_xenium_like_layout_follows_spatialdata_io():
 def test_xenium_like_pixels_are_deterministic_and_independent_of_chunking():
     a = mst.datasets.xenium_like(400, n_genes=10, chunk_px=256)
     b = mst.datasets.xenium_like(400, n_genes=10, chunk_px=1000)
-    c = mst.datasets.xenium_like(400, n_genes=10, chunk_px=256, seed=1)
+    c = mst.datasets.xenium_like(400, n_genes=10, chunk_px=256, random_state=1)
     for lvl in ("scale0", "scale2"):
         x = a.images["morphology_focus"][lvl]["image"].data[:, 100:700, 50:650].compute()
         y = b.images["morphology_focus"][lvl]["image"].data[:, 100:700, 50:650].compute()

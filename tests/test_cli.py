@@ -160,3 +160,13 @@ def test_report_files_are_replaced_atomically(tmp_path):
         interrupted()
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+
+
+def test_out_below_a_file_is_a_user_error(capsys, tmp_path):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    assert main(["demo", "--sections", "C2,C3", "--data-dir", "/nonexistent", "--out", str(f / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("morphst: error: Cannot create the output folder")
+    assert "Traceback" not in err
+    assert err.count("\n") == 1

@@ -140,7 +140,7 @@ def test_zarr_roundtrip(tmp_path, data_dir):
     from spatialdata import read_zarr
     from spatialdata.transformations import get_transformation
 
-    sd = mst.datasets.her2st(sections=("C4",), data_dir=data_dir)
+    sd = mst.datasets.her2st(library_id=("C4",), data_dir=data_dir)
     path = tmp_path / "her2st_c4.zarr"
     sd.write(path)
     back = read_zarr(path)
@@ -161,7 +161,7 @@ def test_zarr_roundtrip(tmp_path, data_dir):
 
 
 def test_c1_has_pathologist_labels_and_no_image(data_dir):
-    sd = mst.datasets.her2st(sections=("C1",), data_dir=data_dir)
+    sd = mst.datasets.her2st(library_id=("C1",), data_dir=data_dir)
     assert len(sd.images) == 0
     adata = sd.tables["table"]
     assert adata.n_obs == 176
@@ -181,7 +181,7 @@ def test_missing_data_dir_names_all_options(tmp_path, monkeypatch):
 
 def test_unknown_section():
     with pytest.raises(ValueError, match="C7"):
-        mst.datasets.her2st(sections=("C7",))
+        mst.datasets.her2st(library_id=("C7",))
 
 
 def test_visium_crop(data_dir):

@@ -10,14 +10,6 @@ DENSENET_SHA256 = "00cdb407813fc839cda8b2f3959f999454c278fad2c28a7e3fb17b3ec69fe
 EFFNET_PTH_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    old = mst.settings.progress_bar
-    mst.settings.progress_bar = False
-    yield
-    mst.settings.progress_bar = old
-
-
 def _subset(sdata, section: str, spot_rows, extra_xy=()):
     """A small SpatialData: one HER2ST section, some of its spots (by position), plus extra centres (image px)."""
     import anndata as ad
@@ -397,3 +389,42 @@ def test_find_weights_file_accepts_a_string_and_a_path(weights_dir):
 def test_unknown_model_suggests_close_names(name, suggestion):
     with pytest.raises(ValueError, match=f"Did you mean '{suggestion}'"):
         get_model(name)
+
+
+def test_auto_extraction_is_logged_and_blank_patches_warn(synthetic_factory, morphst_log):
+    import warnings
+
+    import xarray as xr
+
+    sdata, _ = synthetic_factory(size_px=1024)  # 224 px patches inside the image: no padding
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mst.tl.embed_patches(sdata, mean_rgb, dtype="float32")
+    assert not [w for w in caught if "constant" in str(w.message)]  # spot marks on white: not constant
+    assert "running `mst.pp.extract_patches` with its defaults (112 µm at 224 px)" in morphst_log.text
+    # the same slide, all black (the placeholder hires image of some readers): every patch is constant
+    black, _ = synthetic_factory(size_px=1024)
+    img = black.images["image"]
+    for scale in img:
+        node = img[scale]
+        node["image"] = xr.zeros_like(node["image"])
+    with pytest.warns(UserWarning, match=r"16 of 16 patches are constant \(all black; e.g. \['s0'"):
+        mst.tl.embed_patches(black, mean_rgb, dtype="float32")
+    np.testing.assert_array_equal(black.tables["table"].obsm["X_mean_rgb"], 0.0)
+
+
+def test_blank_patch_counter_threshold():
+    from morphst.tl._embed._blank import BlankPatches
+
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 256, (40, 3, 8, 8), dtype=np.uint8)
+    patches[:2] = 255  # 2 of 40 (5 %): at the threshold, no warning
+    b = BlankPatches([f"c{i}" for i in range(40)])
+    b.update(np.arange(40), patches)
+    assert b.n_constant == 2
+    b.warn()  # pytest runs with warnings visible; nothing is raised or warned here
+    patches[2] = 128  # 3 of 40 (7.5 %)
+    b = BlankPatches([f"c{i}" for i in range(40)])
+    b.update(np.arange(40), patches)
+    with pytest.warns(UserWarning, match=r"3 of 40 patches are constant \(one colour; e.g. \['c0', 'c1', 'c2'\]"):
+        b.warn()

@@ -18,14 +18,6 @@ from morphst.tl import _embed
 BLOCK = 32  # patches per checkpoint block in these tests (the default, 2048, would be one block)
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    old = mst.settings.progress_bar
-    mst.settings.progress_bar = False
-    yield
-    mst.settings.progress_bar = old
-
-
 def slow_features(x):
     """Mean, std and max per channel: a deterministic model (the subprocess version sleeps per batch)."""
     import torch
@@ -37,7 +29,7 @@ def slow_features(x):
 def cells_zarr(tmp_path_factory):
     """A 600-cell Xenium-like section written to zarr (small chunks, so reading order matters)."""
     path = tmp_path_factory.mktemp("cells") / "section.zarr"
-    sdata = mst.datasets.xenium_like(600, n_genes=10, chunk_px=256, n_levels=3, seed=2)
+    sdata = mst.datasets.xenium_like(600, n_genes=10, chunk_px=256, n_levels=3, random_state=2)
     sdata.write(path)
     return path
 

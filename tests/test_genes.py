@@ -101,7 +101,7 @@ def test_mean_flavour_and_min_fraction():
     a = make_counts()
     mst.pp.normalize(a)
     logv = a.layers["log1p_cp10k"].toarray()
-    mst.pp.select_genes(a, 10, flavor="mean")
+    mst.pp.select_genes(a, 10, method="mean")
     want = np.argsort(-logv.mean(axis=0), kind="stable")[:10]
     assert set(np.flatnonzero(a.var["morph_target"])) == set(want)
     detected = (logv > 0).mean(axis=0) >= 0.1
@@ -113,24 +113,24 @@ def test_mean_flavour_and_min_fraction():
     x[:10, 3] = 100_000
     a.X = sparse.csr_matrix(x)
     del a.layers["log1p_cp10k"]
-    mst.pp.select_genes(a, 10, flavor="mean", min_fraction=0.1)
+    mst.pp.select_genes(a, 10, method="mean", min_fraction=0.1)
     assert np.isnan(a.var.loc["g3", "morph_target_score"])
-    mst.pp.select_genes(a, 10, flavor="mean", min_fraction=0.0)
+    mst.pp.select_genes(a, 10, method="mean", min_fraction=0.0)
     assert np.isfinite(a.var.loc["g3", "morph_target_score"])
 
 
 def test_list_flavour_and_errors():
     a = make_counts()
-    mst.pp.select_genes(a, flavor=["g1", "g5"])
+    mst.pp.select_genes(a, method=["g1", "g5"])
     assert list(a.var_names[a.var["morph_target"]]) == ["g1", "g5"]
     before = a.var.copy()
     with pytest.raises(KeyError, match="not in"):
-        mst.pp.select_genes(a, flavor=["g1", "nope"], key_added="x")
+        mst.pp.select_genes(a, method=["g1", "nope"], key_added="x")
     with pytest.raises(KeyError, match="Available layers"):
         mst.pp.select_genes(a, hvg_flavor="seurat", layer="nope", key_added="x")
     with pytest.raises(KeyError, match="Available columns"):
         mst.pp.select_genes(a, mask="nope", key_added="x")
-    with pytest.raises(ValueError, match="n_top"):
+    with pytest.raises(ValueError, match="n_top_genes"):
         mst.pp.select_genes(a, 0, key_added="x")
     with pytest.raises(ValueError, match="hvg_flavor"):
         mst.pp.select_genes(a, hvg_flavor="nope", key_added="x")
@@ -234,19 +234,19 @@ def test_normalize_other_target_sum_is_right():
         ({"min_fraction": -0.1}, "`min_fraction` must be a fraction of spots in \\[0, 1\\]"),
         ({"min_fraction": 1.5}, "`min_fraction` must be a fraction of spots in \\[0, 1\\]"),
         ({"min_fraction": float("nan")}, "`min_fraction`"),
-        ({"n_top": 0}, "`n_top` must be a positive integer"),
-        ({"n_top": -3}, "`n_top` must be a positive integer"),
-        ({"n_top": 2.5}, "`n_top` must be a positive integer"),
-        ({"flavor": []}, "empty list"),
+        ({"n_top_genes": 0}, "`n_top_genes` must be a positive integer"),
+        ({"n_top_genes": -3}, "`n_top_genes` must be a positive integer"),
+        ({"n_top_genes": 2.5}, "`n_top_genes` must be a positive integer"),
+        ({"method": []}, "empty list"),
         ({"mask": np.array([0, 5, 999])}, "positions must lie in"),
         ({"mask": np.array([0.5, 1.5])}, "boolean or integer positions"),
     ],
 )
 def test_select_genes_bad_parameters(kwargs, match):
     a = make_counts()
-    kw = {"n_top": 10, **kwargs}
+    kw = {"n_top_genes": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
-        mst.pp.select_genes(a, kw.pop("n_top"), **kw)
+        mst.pp.select_genes(a, kw.pop("n_top_genes"), **kw)
     assert "morph_target" not in a.var
     assert "morph_target" not in a.uns
 
@@ -258,7 +258,7 @@ def test_select_genes_min_fraction_one_and_zero_genes():
     assert 0 < detected_everywhere.sum() < 20
     # min_fraction=1 is valid: only genes detected in every spot can be chosen; fewer than asked -> a warning
     with pytest.warns(UserWarning, match=f"only {detected_everywhere.sum()} of the 20 genes"):
-        mst.pp.select_genes(a, 20, flavor="mean", min_fraction=1.0)
+        mst.pp.select_genes(a, 20, method="mean", min_fraction=1.0)
     np.testing.assert_array_equal(a.var["morph_target"].to_numpy(), detected_everywhere)
     assert a.uns["morph_target"]["params"]["n_selected"] == detected_everywhere.sum()
     # no gene detected in every spot: a clear error, nothing written
@@ -278,12 +278,12 @@ def test_duplicated_var_names_are_refused_up_front():
     names[5] = names[3] = "DUP"
     a.var_names = names
     with pytest.raises(ValueError, match=r"1 duplicated gene name.*'DUP'.*adata.var_names_make_unique\(\)"):
-        mst.pp.select_genes(a, flavor=["DUP", "g1"])
+        mst.pp.select_genes(a, method=["DUP", "g1"])
     with pytest.raises(ValueError, match="var_names_make_unique"):
         mst.pp.select_genes(a, 10)
     assert "morph_target" not in a.var
     a.var_names_make_unique()
-    mst.pp.select_genes(a, flavor=["DUP", "g1"])
+    mst.pp.select_genes(a, method=["DUP", "g1"])
     assert list(a.var_names[a.var["morph_target"]]) == ["g1", "DUP"]
 
 
@@ -293,3 +293,32 @@ def test_normalize_key_added_must_name_a_layer(key_added):
     with pytest.raises(ValueError, match="`key_added` must be a non-empty string"):
         mst.pp.normalize(a, key_added=key_added)
     assert len(a.layers) == 0
+
+
+def test_expression_functions_refuse_empty_axes_and_backed_anndata(tmp_path):
+    """Raw library errors before (e.g. ``ufunc 'isfinite' not supported`` for a backed AnnData) become clear ones."""
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(rng.poisson(3, (20, 30)).astype(np.float32))
+    a.var_names = [f"g{i}" for i in range(30)]
+    for fn in (mst.pp.normalize, mst.pp.select_genes):
+        with pytest.raises(ValueError, match="20 spots and 0 genes"):
+            fn(a[:, []].copy())
+        with pytest.raises(ValueError, match="0 spots and 30 genes"):
+            fn(a[[]].copy())
+    a.write_h5ad(tmp_path / "b.h5ad")
+    b = ad.read_h5ad(tmp_path / "b.h5ad", backed="r")
+    for fn in (mst.pp.normalize, mst.pp.select_genes):
+        with pytest.raises(ValueError, match=r"backed mode .*adata\.to_memory\(\)"):
+            fn(b)
+    assert "log1p_cp10k" not in b.layers
+    # in memory, the same values work: cp10k + log1p equals the hand computation
+    c = b.to_memory()
+    mst.pp.normalize(c)
+    x = np.asarray(a.X, float)
+    np.testing.assert_allclose(
+        np.asarray(
+            c.layers["log1p_cp10k"].todense() if sparse.issparse(c.layers["log1p_cp10k"]) else c.layers["log1p_cp10k"]
+        ),
+        np.log1p(x / x.sum(1, keepdims=True) * 1e4),
+        rtol=1e-5,
+    )

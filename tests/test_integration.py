@@ -119,7 +119,7 @@ def test_markers_ranked_per_domain():
     # two domains split on x: the gradient gene is higher in the right domain, so it is a marker of it
     a.obs["domain"] = pd.Categorical(np.where(a.obsm["spatial"][:, 0] < 8, "0", "1"))
     a.obs["cluster"] = a.obs["domain"].copy()
-    mst.tl.evaluate_domains(a, n_markers=1, normalize=False)
+    mst.tl.evaluate_domains(a, annotation_key="cluster", n_markers=1, normalize=False)
     ev = a.uns["domain_evaluation"]
     assert ev["ari"] == pytest.approx(1.0)
     assert ev["autocorr"].loc["gradient", "domain"] == "1"
@@ -247,7 +247,8 @@ def test_graph_caps_n_neighs_per_section_with_a_note():
     a = grid_adata(6, sections=2)
     a = a[np.r_[np.arange(36), 36, 37, 38]].copy()  # section S1: 3 spots
     a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 4))
-    mst.tl.fuse(a, ("X_pca",), method="graph", n_neighs=6, n_comps=4)
+    with pytest.warns(UserWarning, match=r"section 'S1': n_neighs capped at 2 \(3 observations\)"):
+        mst.tl.fuse(a, ("X_pca",), method="graph", n_neighs=6, n_comps=4)
     assert a.uns["X_fused"]["params"]["notes"] == ["section 'S1': n_neighs capped at 2 (3 observations)"]
     assert np.isfinite(a.obsm["X_fused"]).all()
 
@@ -467,9 +468,11 @@ def test_out_of_range_arguments_are_errors_naming_them():
 
 def test_domains_caps_n_neighs_with_a_note_and_gmm_covariance():
     a, _ = three_regions(4)  # 16 observations
-    mst.tl.domains(a, "X_pca", method="leiden", n_neighs=50, n_domains=2)
-    p = a.uns["domain"]["params"]
-    assert p["notes"] == ["n_neighs capped at n_obs - 1 = 15"]
+    with pytest.raises(ValueError, match="there are 16 observations"):
+        mst.tl.domains(a, "X_pca", method="leiden", n_neighs=50, n_domains=2)
+    assert "domain" not in a.obs
+    mst.tl.domains(a, "X_pca", method="leiden", n_neighs=15, n_domains=2)
+    assert a.uns["domain"]["params"]["n_neighs"] == 15
     b, truth = three_regions(12)
     mst.tl.domains(b, "X_pca", method="gmm", n_domains=2, key_added="g")
     assert b.uns["g"]["params"]["covariance_type"] == "tied"
@@ -581,3 +584,44 @@ def test_leiden_equals_scanpy_leiden_on_the_same_graph():
         sc.tl.leiden(b, resolution=res, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
         assert adjusted_rand_score(b.obs["leiden"], a.obs["mine"]) == 1.0
         assert a.obs["mine"].nunique() == b.obs["leiden"].nunique()
+
+
+def test_evaluate_domains_without_annotation_gives_spatial_metrics(morphst_log):
+    import squidpy as sq
+
+    a = grid_adata(16)
+    a.obs["domain"] = pd.Categorical(np.where(a.obsm["spatial"][:, 0] < 8, "0", "1"))
+    a.obs["cluster"] = a.obs["domain"].copy()  # a column named like HER2ST's is not used unless asked for
+    mst.tl.evaluate_domains(a, genes=["gradient"], n_neighs=4, normalize=False)
+    ev = a.uns["domain_evaluation"]
+    assert "ari" not in ev
+    assert ev["params"].get("annotation_key") is None
+    assert "spatial coherence only" in morphst_log.text
+    # the gradient along x is spatially coherent: Moran's I equals the textbook value on the same graph
+    b = a.copy()
+    sq.gr.spatial_neighbors(b, coord_type="generic", n_neighs=4, library_key="section")
+    v = b[:, "gradient"].X.ravel().astype(float)
+    assert ev["mean_moran_I"] == pytest.approx(morans_i(v, b.obsp["spatial_connectivities"].tocsr()), abs=1e-6)
+    assert ev["mean_moran_I"] > 0.5
+
+
+def test_fuse_refuses_n_neighs_no_section_can_honour():
+    """Two sections of 36 spots: n_neighs=10,000 was recorded while 35 were used; now a clear error."""
+    a = grid_adata(6, sections=2)
+    a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 4))
+    with pytest.raises(ValueError, match=r"largest section has 36 observations \(so at most 35 neighbours\)"):
+        mst.tl.fuse(a, ("X_pca",), method="graph", n_neighs=10_000, n_comps=4)
+    assert "X_fused" not in a.obsm
+    mst.tl.fuse(a, ("X_pca",), method="graph", n_neighs=35, n_comps=4)  # every other spot of its section
+    g = a.obsp["X_fused_connectivities"]
+    assert g.getnnz(axis=1).tolist() == [35] * a.n_obs
+
+
+def test_domains_on_one_spot_is_a_clear_error():
+    a = grid_adata(4)
+    a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 3))
+    one = a[:1].copy()
+    for method, n in (("leiden", None), ("kmeans", 2), ("gmm", 2)):
+        with pytest.raises(ValueError, match="at least 3 observations, got 1"):
+            mst.tl.domains(one, "X_pca", method=method, n_domains=n)
+    assert "domain" not in one.obs

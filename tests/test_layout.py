@@ -25,7 +25,7 @@ a.obsm["spatial"] = rng.random((200, 2)) * 1000
 a.obsm["X_efficientnet_lite0"] = rng.random((200, 16)).astype(np.float32)
 mst.settings.progress_bar = False
 mst.pp.normalize(a)
-mst.pp.select_genes(a, n_top=10)
+mst.pp.select_genes(a, n_top_genes=10)
 mst.tl.predict_expression(a)
 sc.pp.pca(a, n_comps=10)
 mst.tl.fuse(a)
@@ -67,7 +67,7 @@ def test_user_warnings_point_at_the_callers_line():
 
 
 def test_none_parameters_are_left_out_of_uns():
-    from morphst._utils import none_if_missing, records_params
+    from morphst._utils import records_params
 
     p = records_params(a=None, b=(1, None), c={"x": None, "y": 2}, d="None", e=np.int64(3))
     assert set(p) == {"b", "c", "d", "e"}
@@ -76,9 +76,8 @@ def test_none_parameters_are_left_out_of_uns():
     assert p["c"] == {"y": 2}
     assert p["e"] == 3
     assert type(p["e"]) is int
-    assert none_if_missing(p.get("a")) is None
-    assert none_if_missing("None") is None  # morphst 0.1 objects
-    assert none_if_missing("X_pca") == "X_pca"
+    assert p.get("a") is None
+    assert p["d"] == "None"  # a string is stored as given, never read back as None
 
 
 def test_check_positive_um_is_the_one_size_check():

@@ -320,14 +320,6 @@ CARDS: dict[str, Card] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    old = mst.settings.progress_bar
-    mst.settings.progress_bar = False
-    yield
-    mst.settings.progress_bar = old
-
-
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
     """An empty local HF cache, ``HF_HUB_OFFLINE=1``, an empty weights dir; any reachability check fails the test."""

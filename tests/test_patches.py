@@ -267,6 +267,9 @@ def test_upsampling_is_warned(synthetic_sdata):
     assert "upsampled 2.00× (40 native px -> 80 px)" in warns[0]
     assert "0.5 µm/px" in warns[0]
     assert "0.25 µm/px" in warns[0]
+    # and how to avoid it: 40 px keeps the image's 0.5 µm/px; 80 native px at 0.5 µm/px cover 40 µm
+    assert "`target_px=40`" in warns[0]
+    assert "`patch_size=40`" in warns[0]
 
 
 def test_upsampling_on_many_sections_is_one_warning(her2st_copy):

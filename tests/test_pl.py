@@ -87,7 +87,7 @@ def sdata(data_dir):
 def test_overlay_follows_transformations(synthetic_sdata):
     """Synthetic image with dark marks at known centres; circles given in another frame (scaled, translated)."""
     sd, centres = synthetic_sdata
-    (panel,) = _spatial.build_panels(sd, [None], table_key="table", section_key="section", image_key=None, image_px=512)
+    (panel,) = _spatial.build_panels(sd, [None], table_key="table", library_key="section", image_key=None, image_px=512)
     assert panel.image.shape[:2] == (512, 512)  # the full-resolution level: no rescaling
     np.testing.assert_allclose(panel.xy, centres, atol=1e-6)
     # every spot centre falls on its dark mark in the drawn image
@@ -97,7 +97,7 @@ def test_overlay_follows_transformations(synthetic_sdata):
     np.testing.assert_allclose(panel.radius, 20.0)
     # a coarser thumbnail: same spots, scaled by the level factor
     (coarse,) = _spatial.build_panels(
-        sd, [None], table_key="table", section_key="section", image_key=None, image_px=128
+        sd, [None], table_key="table", library_key="section", image_key=None, image_px=128
     )
     f = 512 / coarse.image.shape[1]
     np.testing.assert_allclose(coarse.xy, centres / f, atol=1e-6)
@@ -215,6 +215,37 @@ def test_gene_metrics(sdata):
     plt.close(fig)
 
 
+def test_gene_metrics_ranks_genes_of_all_folds_first():
+    import anndata as ad
+    import pandas as pd
+
+    # gene A: predicted in 1 of 5 folds (r 0.54 there); B and C in all 5 (means 0.30 and 0.40)
+    rows = [("f0", "A", 0.54)] + [(f"f{k}", g, v) for k in range(5) for g, v in (("B", 0.3), ("C", 0.4))]
+    fm = pd.DataFrame(rows, columns=["fold", "gene", "pcc"])
+    fm["fold"] = pd.Categorical(fm["fold"], categories=[f"f{k}" for k in range(5)])
+    a = ad.AnnData(np.zeros((3, 4), np.float32), var=pd.DataFrame(index=["A", "B", "C", "D"]))
+    a.var["predicted_pcc"] = [0.54, 0.3, 0.4, np.nan]
+    a.var["predicted_mask"] = [True, True, True, False]
+    a.var["predicted_n_folds"] = [1, 5, 5, 0]
+    a.uns["predicted"] = {"fold_metrics": fm, "per_fold": pd.DataFrame({"fold": [f"f{k}" for k in range(5)]})}
+    fig = mst.pl.gene_metrics(a, return_fig=True)
+    (axis,) = panels(fig)
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["C", "B", "A (1/5)"]
+    heights = sorted((p.get_x() + p.get_width() / 2, p.get_height()) for p in axis.patches)
+    np.testing.assert_allclose([h for _, h in heights], [0.4, 0.3, 0.54])
+    assert any("fewer than all 5 folds" in t.get_text() for t in axis.get_legend().get_texts())
+    plt.close(fig)
+    # labelled by a var column (gene symbols when var_names are Ensembl IDs)
+    a.var["symbol"] = ["SYM_A", "SYM_B", "SYM_C", "SYM_D"]
+    fig = mst.pl.gene_metrics(a, gene_symbols="symbol", return_fig=True)
+    assert [t.get_text() for t in panels(fig)[0].get_xticklabels()] == ["SYM_C", "SYM_B", "SYM_A (1/5)"]
+    plt.close(fig)
+    # n_genes keeps the fair order: the 1-fold gene is not among the best two
+    fig = mst.pl.gene_metrics(a, n_genes=2, return_fig=True)
+    assert [t.get_text() for t in panels(fig)[0].get_xticklabels()] == ["C", "B"]
+    plt.close(fig)
+
+
 def test_gene_metrics_errors(her2st_adata, sdata):
     with pytest.raises(KeyError, match=r"mst\.tl\.predict_expression"):
         mst.pl.gene_metrics(her2st_adata)
@@ -227,7 +258,7 @@ def test_gene_metrics_errors(her2st_adata, sdata):
 
 def test_domains(sdata):
     ad = sdata.tables["table"]
-    fig = mst.pl.domains(sdata, annotation_key="cluster", return_fig=True)
+    fig = mst.pl.domains(sdata, annotation_key="cluster", match_colors=False, return_fig=True)
     axs = panels(fig)
     sections = list(ad.obs["section"].cat.categories)
     assert len(axs) == 2 * len(sections)
@@ -360,3 +391,158 @@ def test_inject_docs():
         assert "{returns_fig}" not in doc
         assert "\n    show\n        Show the figure" in doc  # the shared text, at the parameters' indentation
         assert doc_show_return.split("\n")[1].strip() in doc
+
+
+def test_background_is_the_image_the_patches_came_from(synthetic_factory):
+    """spatialdata-io Visium: an all-black "..._hires_image" sorts before "..._lowres_image"; patches came from lowres."""
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import get_transformation
+
+    sdata, _ = synthetic_factory(size_px=256)
+    img = sdata.images["image"]
+    tf = get_transformation(img, get_all=True)
+    sdata.images["a_hires_image"] = Image2DModel.parse(
+        np.zeros((3, 256, 256), np.uint8), dims=("c", "y", "x"), c_coords=["r", "g", "b"], transformations=tf
+    )
+    sdata.images["b_lowres_image"] = img
+    del sdata.images["image"]
+    adata = sdata.tables["table"]
+    (before,) = _spatial.build_panels(
+        sdata, [None], table_key="table", section_key="section", image_key=None, image_px=64
+    )
+    assert before.meta["image_key"] == "a_hires_image"  # without a record: alphabetical, the black placeholder
+    mst.pp.extract_patches(sdata, image_key="b_lowres_image", patch_size=20.0, target_px=16)
+    assert adata.uns["patches"]["regions"]["spots"]["image"] == "b_lowres_image"
+    (panel,) = _spatial.build_panels(
+        sdata, [None], table_key="table", section_key="section", image_key=None, image_px=64
+    )
+    assert panel.meta["image_key"] == "b_lowres_image"
+    assert panel.image.mean() > 200  # the white synthetic slide, not the black placeholder
+    # an explicit image_key still wins
+    (forced,) = _spatial.build_panels(
+        sdata, [None], table_key="table", section_key="section", image_key="a_hires_image", image_px=64
+    )
+    assert forced.meta["image_key"] == "a_hires_image"
+
+
+def test_predicted_vs_observed_takes_gene_symbols(sdata):
+    """As scanpy's ``gene_symbols=``: genes named in a var column (e.g. symbols when var_names are Ensembl IDs)."""
+    ad = sdata.tables["table"]
+    ad.var["alias"] = [f"ID_{g}" for g in ad.var_names]
+    try:
+        fig = mst.pl.predicted_vs_observed(sdata, ["ID_ERBB2"], gene_symbols="alias", library_id="C3", return_fig=True)
+        obs_ax, pred_ax = panels(fig)
+        c3 = (ad.obs["section"] == "C3").to_numpy()
+        j = ad.var_names.get_loc("ERBB2")
+        np.testing.assert_allclose(collections(pred_ax)[0].get_array(), ad.layers["predicted"][c3, j], rtol=1e-6)
+        assert obs_ax.get_title().startswith("ID_ERBB2 observed")
+        plt.close(fig)
+        with pytest.raises(KeyError, match=r"'ERBB2' not found in `var\['alias'\]`"):
+            mst.pl.predicted_vs_observed(sdata, ["ERBB2"], gene_symbols="alias")
+        with pytest.raises(KeyError, match="is not a var column"):
+            mst.pl.predicted_vs_observed(sdata, ["ERBB2"], gene_symbols="symbols")
+    finally:
+        del ad.var["alias"]
+
+
+def test_predicted_expression_maps_a_translators_table(synthetic_factory):
+    """An H&E-only section: the table of Translator.predict_sdata (X = predictions) drawn over the image."""
+    sdata, centres = synthetic_factory()
+    t = sdata.tables["table"]
+    with pytest.raises(KeyError, match=r"apply a fitted translator first"):
+        mst.pl.predicted_expression(sdata, "gene_a", table_key="table")
+    t.uns["morphst_translation"] = {"params": {"target": "log1p_cp10k"}}
+    fig = mst.pl.predicted_expression(sdata, ["gene_b", "gene_a"], table_key="table", return_fig=True)
+    axs = panels(fig)
+    assert len(axs) == 2  # two genes, one section (region "spots")
+    for a, g in zip(axs, ["gene_b", "gene_a"], strict=True):
+        (c,) = collections(a)
+        np.testing.assert_allclose(c.get_array(), t[:, g].X.ravel(), rtol=1e-6)
+        assert a.get_title() == f"{g} predicted (spots)"
+        # the circles sit on the spot marks of the image: centres in thumbnail px, scaled from full-res px
+        img_h = a.images[0].get_array().shape[0]
+        xy = np.array([p.get_extents().get_points().mean(0) for p in c.get_paths()]) * (512 / img_h)  # image px
+        np.testing.assert_allclose(xy, centres, atol=512 / img_h)
+    bars = [a.get_ylabel() for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert bars == ["predicted log1p_cp10k"] * 2
+    assert_non_trivial(fig)
+    plt.close(fig)
+    with pytest.raises(KeyError, match="were not predicted"):
+        mst.pl.predicted_expression(sdata, "ERBB2", table_key="table")
+
+
+def test_domains_colours_matched_to_the_reference():
+    """Domains that equal the layers under other names get the layers' colours; one section: side by side."""
+    import anndata as ad
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 300
+    xy = rng.uniform(0, 100, (n, 2))
+    layer = np.array(["L1", "L2", "L3"])[np.digitize(xy[:, 1], [33, 66])]
+    rename = {"L1": "2", "L2": "0", "L3": "1"}  # the domains find the layers, named otherwise
+    dom = np.array([rename[v] for v in layer], dtype=object)
+    dom[:40] = "3"  # and a fourth domain with no layer of its own
+    a = ad.AnnData(np.zeros((n, 1), np.float32), obs=pd.DataFrame(index=[f"s{i}" for i in range(n)]))
+    a.obsm["spatial"] = xy
+    a.obs["domain"] = pd.Categorical(dom)
+    a.obs["layer"] = pd.Categorical(layer)
+    from morphst.pl._domains import match_categories
+
+    assert match_categories(a.obs["domain"], a.obs["layer"]) == {"0": "L2", "1": "L3", "2": "L1"}
+    fig = mst.pl.domains(a, annotation_key="layer", return_fig=True)
+    d_ax, r_ax = panels(fig)
+    w, h = fig.get_size_inches()
+    assert w > h  # side by side
+    dom_fc = d_ax.collections[0].get_facecolors()[:, :3]
+    ref_fc = r_ax.collections[0].get_facecolors()[:, :3]
+    same = dom[:] != "3"
+    np.testing.assert_allclose(dom_fc[same], ref_fc[same])  # matched domains: the colour of their layer
+    ref_colours = {tuple(np.round(c, 4)) for c in ref_fc}
+    assert not ({tuple(np.round(c, 4)) for c in dom_fc[~same]} & ref_colours)  # the extra domain: a colour of its own
+    legend = [t.get_text() for t in d_ax.get_legend().get_texts()]
+    assert legend == ["0 ~ L2", "1 ~ L3", "2 ~ L1", "3"]
+    plt.close(fig)
+
+
+def test_scale_bar_has_the_right_length(synthetic_factory):
+    """The synthetic slide is 0.5 µm/px (512 px, "global" in µm): the bar's length in data px is its label / 0.5."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    sdata, _ = synthetic_factory()
+    (panel,) = _spatial.build_panels(
+        sdata, [None], table_key="table", section_key="section", image_key=None, image_px=128
+    )
+    # thumbnail of 128 px for 512 full-resolution px at 0.5 µm/px: 2 µm per thumbnail px
+    assert panel.meta["um_per_px"] == pytest.approx(2.0)
+    fig, axis = plt.subplots()
+    _spatial.draw_panel(axis, panel, colors=["k"] * len(panel.rows))
+    (bar,) = [a for a in axis.artists if isinstance(a, AnchoredSizeBar)]
+    width_um = np.ptp(axis.get_xlim()) * 2.0
+    label = bar.txt_label.get_text()
+    length_um = float(label.split()[0]) * (1000 if label.endswith("mm") else 1)
+    assert length_um in {1, 2, 5, 10, 20, 50, 100, 200, 500}
+    assert 0.1 * width_um < length_um <= 0.2 * width_um
+    (rect,) = bar.size_bar.get_children()
+    assert rect.get_width() == pytest.approx(length_um / 2.0)  # data px = µm / (µm per px)
+    plt.close(fig)
+    # without a known unit (an AnnData with obsm["spatial"]) no bar is drawn
+    a = sdata.tables["table"].copy()
+    a.obsm["spatial"] = np.zeros((a.n_obs, 2)) + np.arange(a.n_obs)[:, None]
+    (p2,) = _spatial.build_panels(a, [None], table_key="table", section_key="section", image_key=None, image_px=128)
+    fig, axis = plt.subplots()
+    _spatial.draw_panel(axis, p2, colors=["k"] * len(p2.rows))
+    assert not [x for x in axis.artists if isinstance(x, AnchoredSizeBar)]
+    plt.close(fig)
+
+
+def test_demo_map_figure_draws_the_best_genes_on_the_tissue(sdata, tmp_path):
+    from morphst._demo import gene_table, map_figure
+
+    ad = sdata.tables["table"]
+    genes = gene_table(ad)
+    drawn = map_figure(sdata, genes, "C3", tmp_path / "map.png")
+    assert drawn == list(genes.index[:2])  # select_on_train=False here: every gene is in every fold
+    img = plt.imread(tmp_path / "map.png")[..., :3]
+    assert img.shape[0] > 400
+    assert float((img.mean(-1) * 255).var()) > 300.0  # an H&E with spots, not a blank page

@@ -542,3 +542,24 @@ def test_pcc_null_draw_equals_pearson_of_shuffled_values():
         ref = _pcc_null(want_lay, expr, groups, g, block=700)(np.random.default_rng(5))
         cut = _pcc_null(lay, expr, groups, g, gene_idx=cols, block=700)(np.random.default_rng(5))
         np.testing.assert_array_equal(cut, ref)
+
+
+def test_pl_quadrants_labels_cover_no_point(toy):
+    """The quadrant labels sit in strips above and below the data: no point lies under a label's box."""
+    import matplotlib.pyplot as plt
+
+    adata = toy.copy()
+    fig = mst.pl.quadrants(adata, return_fig=True)
+    (a,) = [x for x in fig.axes if x.collections]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in a.texts]
+    assert len(boxes) == len(adata.uns["quadrants"]["shares"])
+    pts = np.vstack([a.transData.transform(c.get_offsets()) for c in a.collections if len(c.get_offsets())])
+    for b in boxes:
+        inside = (pts[:, 0] >= b.x0) & (pts[:, 0] <= b.x1) & (pts[:, 1] >= b.y0) & (pts[:, 1] <= b.y1)
+        assert not inside.any()
+    # and relevance ticks stay non-negative although the axis runs below 0 for the lower labels
+    assert min(a.get_yticks()) >= 0
+    assert a.get_ylim()[0] < 0
+    plt.close(fig)

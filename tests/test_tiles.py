@@ -80,7 +80,7 @@ def test_he_only_slide_gets_predictions_over_its_tissue(c3_tiles, data_dir):
     mst.tl.embed_patches(train, "handcrafted")
     adata = train.tables["table"]
     mst.pp.normalize(adata)
-    mst.pp.select_genes(adata, n_top=10)
+    mst.pp.select_genes(adata, n_top_genes=10)
     tr = mst.tl.fit_translator(adata, "X_handcrafted", library_key="section")
     tr.predict_sdata(sdata, shapes_key="C3_he_tiles", table_key="C3_predicted")
     out = sdata.tables["C3_predicted"]

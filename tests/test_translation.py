@@ -334,7 +334,7 @@ def test_her2st_translator_on_section_without_table(her2st_embedded):
     assert set(tr.genes) == set(fm.loc[fm["fold"] == "C3", "gene"])
     assert tr.embed_params["model"] == "efficientnet_lite0"
 
-    sd = mst.datasets.her2st(sections=("C3",))
+    sd = mst.datasets.her2st(library_id=("C3",))
     del sd.tables["table"]
     tr.predict_sdata(sd, shapes_key="C3_spots")
     t = sd.tables["morph_predicted"]
@@ -776,11 +776,13 @@ def test_scale_per_library_makes_a_translator_blind_to_a_section_wide_shift(tdat
     assert scaled.params["scale_per_library"] is True
     with pytest.warns(UserWarning, match="Out of the translator's training domain: S1"):  # and it is flagged
         assert not np.allclose(plain.predict(shifted), plain.predict(new), atol=0.05)
-    np.testing.assert_allclose(scaled.predict(shifted), scaled.predict(new), rtol=1e-4, atol=1e-4)
+    with pytest.warns(UserWarning, match="Out of the translator's training domain: S1"):  # the score still sees it
+        np.testing.assert_allclose(scaled.predict(shifted), scaled.predict(new), rtol=1e-4, atol=1e-4)
     # stored in the file
     scaled.save(tmp_path / "s.morphst")
     back = mst.tl.Translator.load(tmp_path / "s.morphst")
-    np.testing.assert_array_equal(back.predict(shifted), scaled.predict(shifted))
+    with pytest.warns(UserWarning, match="Out of the translator's training domain"):
+        np.testing.assert_array_equal(back.predict(shifted), scaled.predict(shifted))
     # predict_expression with the option equals one fold of the same translator
     mst.tl.predict_expression(a, "X_feat", genes=genes, scale_per_library=True, select_on_train=False)
     rows = (a.obs["section"] == "S1").to_numpy()
@@ -877,3 +879,91 @@ def test_large_training_folds_choose_the_penalty_on_a_seeded_subsample(monkeypat
     assert _model._chosen_alpha(big) == alpha
     z = big[:-1].transform(x)  # the scaler and PCA are fit on every row
     np.testing.assert_allclose(ridge.coef_, Ridge(alpha=alpha).fit(z, y).coef_, rtol=1e-10)
+
+
+def test_cv_auto_single_section_uses_spatial_blocks(tdata, caplog):
+    import logging
+
+    one = tdata[tdata.obs["section"] == "S0"].copy()  # 64 spots on an 8 x 8 grid
+    with caplog.at_level(logging.INFO, logger="morphst"):
+        mst.tl.predict_expression(one, "X_feat", genes=["g0", "g1"])
+    params = one.uns["predicted"]["params"]
+    assert params["cv"] == "spatial_block"
+    assert params["cv_requested"] == "auto"
+    assert "one section" in caplog.text
+    assert "spatial-block" in caplog.text
+    fold = one.obs["predicted_fold"]
+    assert list(fold.cat.categories) == [f"block{b}" for b in range(5)]
+    # 64 spots in 5 strips of equal count along x (ranks * 5 // 64): 13, 13, 13, 13, 12 spots
+    assert fold.value_counts().sort_index().tolist() == [13, 13, 13, 13, 12]
+    # same folds as asking for spatial blocks explicitly
+    two = tdata[tdata.obs["section"] == "S0"].copy()
+    mst.tl.predict_expression(two, "X_feat", genes=["g0", "g1"], cv="spatial_block")
+    np.testing.assert_array_equal(fold.to_numpy(), two.obs["predicted_fold"].to_numpy())
+    # no section column at all: also one section
+    del one.obs["section"]
+    mst.tl.predict_expression(one, "X_feat", genes=["g0"], key_added="p2")
+    assert one.uns["p2"]["params"]["cv"] == "spatial_block"
+    # without coordinates a clear error that names the alternatives
+    del one.obsm["spatial"]
+    with pytest.raises(KeyError, match=r"one section .* cv='kfold'"):
+        mst.tl.predict_expression(one, "X_feat", genes=["g0"], key_added="p3")
+    assert "p3" not in one.uns
+
+
+def test_cv_auto_several_sections_leaves_one_out(tdata):
+    mst.tl.predict_expression(tdata, "X_feat", genes=["g0", "g1"])
+    params = tdata.uns["predicted"]["params"]
+    assert params["cv"] == "leave_one_group_out"
+    assert params["cv_requested"] == "auto"
+    assert list(tdata.uns["predicted"]["per_fold"]["fold"]) == ["S0", "S1", "S2", "S3"]
+
+
+def test_applicability_with_scale_per_library_sees_the_shift_scaling_removes(tdata, tmp_path):
+    """The score is measured before per-section scaling: a shifted section is flagged as it is without scaling."""
+    a = tdata
+    genes = ["g0", "g1"]
+    new = a[(a.obs["section"] == "S1").to_numpy()].copy()
+    shifted = new.copy()
+    rng = np.random.default_rng(1)
+    shifted.obsm["X_feat"] = new.obsm["X_feat"] * rng.uniform(0.5, 2.0, 12) + rng.normal(size=12) * 3
+    plain = mst.tl.fit_translator(a, "X_feat", genes=genes, train=["S0", "S2", "S3"])
+    scaled = mst.tl.fit_translator(a, "X_feat", genes=genes, train=["S0", "S2", "S3"], scale_per_library=True)
+    assert scaled.applicability.before_scaling
+    assert not plain.applicability.before_scaling
+    # same unscaled training features, same seed: the two domains give the same scores
+    for b in (new, shifted):
+        np.testing.assert_allclose(scaled.applicability_scores(b)[0], plain.applicability_scores(b)[0], rtol=1e-10)
+    s_new, v_new = scaled.applicability_scores(new)
+    s_shift, v_shift = scaled.applicability_scores(shifted)
+    assert bool(v_new.loc["S1", "in_domain"])
+    assert not bool(v_shift.loc["S1", "in_domain"])
+    assert v_shift.loc["S1", "frac_beyond"] > 0.5
+    assert np.median(s_shift) > 2 * np.median(s_new)
+    # what the old behaviour (distances on the scaled features) gave: blind, the shifted section looks in domain
+    from morphst.tl._translation._applicability import ApplicabilityDomain
+    from morphst.tl._translation._features import scale_per_group
+
+    train = a[a.obs["section"] != "S1"]
+    blind = ApplicabilityDomain.fit(
+        scale_per_group(np.asarray(train.obsm["X_feat"], float), train.obs["section"].to_numpy(object)),
+        train.obs["section"].to_numpy(object),
+    )
+    z = scale_per_group(np.asarray(shifted.obsm["X_feat"], float), shifted.obs["section"].to_numpy(object))
+    assert blind.verdict(blind.score(z), None).loc["all", "in_domain"]
+    # the flag survives save / load, and the table written by predict_adata holds the unscaled-feature scores
+    scaled.save(tmp_path / "s.morphst")
+    back = mst.tl.Translator.load(tmp_path / "s.morphst")
+    assert back.applicability.before_scaling
+    with pytest.warns(UserWarning, match="Out of the translator's training domain"):
+        out = back.predict_adata(shifted)
+    np.testing.assert_allclose(out.obs["translator_distance"], s_shift, rtol=1e-5)
+
+
+def test_predict_sdata_given_an_anndata_says_what_to_pass(tdata):
+    tr = mst.tl.fit_translator(tdata, "X_feat", genes=["g0"], train=["S0", "S1"])
+    for fn in (tr.predict_sdata, tr.predict_grid):
+        with pytest.raises(TypeError, match=r"needs a SpatialData .* got AnnData\. .*predict_adata"):
+            fn(tdata)
+    with pytest.raises(TypeError, match="got ndarray"):
+        tr.predict_sdata(np.zeros(3))

@@ -250,7 +250,7 @@ def test_multichannel_uint16_gets_per_channel_ranges(synthetic_factory):
     mst.pp.extract_patches(s2, patch_size=20.0, target_px=40)
     r = np.asarray(s2.tables["table"].uns["patches"]["regions"]["spots"]["intensity_range"])
     assert r.shape == (3, 2)
-    np.testing.assert_allclose(r[:, 1], highs, rtol=0.05)  # 99.9th percentile of each channel's coarsest level
+    np.testing.assert_allclose(r[:, 1], highs, rtol=0.05)  # 99.9th percentile of each channel's pixels
     p = mst.pp.get_patches(s2)
     centre = p[:, 18:22, 18:22]
     for c in range(3):  # every marker uses the full 8-bit range (one global range left DAPI at 2 grey levels)
@@ -335,3 +335,32 @@ def test_embed_patches_refuses_nan_features(synthetic_sdata):
     with pytest.raises(ValueError, match="NaN or infinite features for 1 of"):
         mst.tl.embed_patches(sdata, bad, dtype="float32")
     assert "X_bad" not in sdata.tables["table"].obsm
+
+
+def test_float_rgb_range_from_full_resolution_pixels_and_joint_over_colours(synthetic_factory):
+    """A fine-grained float RGB image: the range comes from the pixels themselves (a downsampled level, whose 2x2
+    means narrow it, clipped about a fifth of the pixels), one range over the unnamed colour channels."""
+    sdata, _ = synthetic_factory()
+    rng = np.random.default_rng(0)
+    grain = rng.uniform(0.0, 1.0, (512, 512)).astype(np.float32)  # pixel-scale texture
+    rgb = np.stack([grain, 0.5 * grain, 0.25 * grain])  # one stain: channels in fixed proportion
+    s2 = _with_image(sdata, rgb, [0, 1, 2])  # spatialdata's default channel names
+    mst.pp.extract_patches(s2, patch_size=20.0, target_px=40)
+    r = np.asarray(s2.tables["table"].uns["patches"]["regions"]["spots"]["intensity_range"])
+    lo, hi = np.nanpercentile(rgb.astype(float), [0.1, 99.9])  # the pixels' own percentiles, over the three channels
+    np.testing.assert_allclose(r, [[lo, hi]] * 3, rtol=1e-9)
+    coarse = rgb.reshape(3, 256, 2, 256, 2).mean((2, 4))  # what the old rule saw (level 1, 2x2 means)
+    old_lo, old_hi = np.percentile(coarse, [0.1, 99.9])
+    old_clipped = float(((rgb[0] < old_lo) | (rgb[0] > old_hi)).mean())
+    new_clipped = float(((rgb[0] < lo) | (rgb[0] > hi)).mean())
+    assert old_clipped > 0.05
+    assert new_clipped < 0.005  # 0.0035: the top 0.1 % of the pooled pixels all lie in the red channel
+    # joint range: the colour balance survives (green at half of red, not stretched to the same 0-255)
+    p = mst.pp.get_patches(s2).astype(float)
+    ratio = p[..., 1].mean() / p[..., 0].mean()
+    assert ratio == pytest.approx(0.5, abs=0.03)
+    # named fluorescence channels keep one range each
+    s3 = _with_image(synthetic_factory()[0], rgb, ["DAPI", "CD3", "PanCK"])
+    mst.pp.extract_patches(s3, patch_size=20.0, target_px=40)
+    r3 = np.asarray(s3.tables["table"].uns["patches"]["regions"]["spots"]["intensity_range"])
+    np.testing.assert_allclose(r3[:, 1], [np.percentile(c.astype(float), 99.9) for c in rgb], rtol=1e-6)

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             from ._demo import run_demo
 
             sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
-            run_demo(data_dir=args.data_dir, out=args.out, sections=sections)
+            run_demo(data_dir=args.data_dir, out=args.out, library_id=sections)
     except USER_ERRORS as e:
         if not _raised_by_morphst(e):
             raise

@@ -8,6 +8,7 @@ from typing import Final
 class Key:
     """Default keys that morphst reads and writes."""
 
+    #: Table of a SpatialData that morphst reads and writes by default (``table_key``).
     TABLE: Final = "table"
     #: ``obs`` column holding the section (sample, library) of each spot: the default ``library_key``.
     LIBRARY: Final = "section"
@@ -33,8 +34,19 @@ class Key:
     PATCHES: Final = "patches"
     #: ``var`` column of target genes written by :func:`morphst.pp.select_genes`.
     MORPH_TARGET: Final = "morph_target"
+    #: ``obs`` columns of the patch centres, in px of the image, written by :func:`morphst.pp.extract_patches`.
+    PATCH_X: Final = "patch_x_px"
+    PATCH_Y: Final = "patch_y_px"
+    #: ``obs`` column of the share of each patch inside the image, written by :func:`morphst.pp.extract_patches`.
+    PATCH_VALID: Final = "patch_valid_fraction"
     #: ``layers``/``uns`` key for out-of-fold predictions of :func:`morphst.tl.predict_expression`.
     PREDICTED: Final = "predicted"
+    #: Table written by :meth:`morphst.tl.Translator.predict_sdata` (its default ``table_key``).
+    PREDICTED_TABLE: Final = "morph_predicted"
+    #: ``uns`` key of the parameters and applicability verdicts of a :class:`morphst.tl.Translator`'s predictions.
+    TRANSLATION: Final = "morphst_translation"
+    #: ``obs`` column of the applicability score written by a :class:`morphst.tl.Translator`'s predictions.
+    APPLICABILITY_SCORE: Final = "translator_distance"
 
     @staticmethod
     def obsm_embedding(model: str) -> str:

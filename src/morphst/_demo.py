@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ._constants import Key
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -51,16 +53,16 @@ def summary(sdata) -> pd.DataFrame:
     """Per-section summary of a morphst dataset: spots, genes, image size (px) and µm/px."""
     from ._utils import image_levels
 
-    adata = sdata.tables["table"]
+    adata = sdata.tables[Key.TABLE]
     mpp = adata.uns["morphst_dataset"]["um_per_px"]
     rows = []
-    for s in adata.obs["section"].cat.categories:
+    for s in adata.obs[Key.LIBRARY].cat.categories:
         key = f"{s}_he"
         h, w = image_levels(sdata.images[key])[0].shape[1:] if key in sdata.images else (None, None)
         rows.append(
             {
                 "section": s,
-                "spots": int((adata.obs["section"] == s).sum()),
+                "spots": int((adata.obs[Key.LIBRARY] == s).sum()),
                 "genes": adata.n_vars,
                 "image_px (w x h)": f"{w} x {h}" if w else "no image",
                 "um_per_px": round(mpp[s], 4),
@@ -69,7 +71,7 @@ def summary(sdata) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("section")
 
 
-def section_table(adata, key: str = "predicted") -> pd.DataFrame:
+def section_table(adata, key: str = Key.PREDICTED) -> pd.DataFrame:
     """Per held-out section: spots, genes, mean Pearson r (and its spread over genes), errors, the baseline MSE."""
     pf = adata.uns[key]["per_fold"].copy()
     fm = adata.uns[key]["fold_metrics"]
@@ -94,7 +96,7 @@ def section_table(adata, key: str = "predicted") -> pd.DataFrame:
     return out
 
 
-def gene_table(adata, key: str = "predicted") -> pd.DataFrame:
+def gene_table(adata, key: str = Key.PREDICTED) -> pd.DataFrame:
     """Per predicted gene: mean over folds of each metric, the number of folds that selected it, ``in_all_folds``.
 
     Genes predicted in every fold come first, ranked by Pearson r (mean over the folds); genes selected in only some
@@ -139,11 +141,33 @@ def report_figure(sections: pd.DataFrame, genes: pd.DataFrame, path: Path, *, ti
         plt.close(fig)
 
 
+def map_figure(sdata, genes: pd.DataFrame, section: str, path: Path, *, n_genes: int = 2) -> list[str]:
+    """Observed and predicted expression on the tissue of ``section`` for the best genes predicted in every fold.
+
+    Returns the genes drawn (``mst.pl.predicted_vs_observed``, saved as a PNG at ``path``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    import morphst as mst
+
+    top = [str(g) for g in genes.index[genes["in_all_folds"].to_numpy(bool)][:n_genes]]
+    fig = mst.pl.predicted_vs_observed(sdata, top, library_id=section, return_fig=True)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+    return top
+
+
 def _results_sdata(sdata):
     """A SpatialData with the shapes and the results table (the H&E images stay in the data folder)."""
     from spatialdata import SpatialData
 
-    return SpatialData(shapes=dict(sdata.shapes.items()), tables={"table": sdata.tables["table"]})
+    return SpatialData(shapes=dict(sdata.shapes.items()), tables={Key.TABLE: sdata.tables[Key.TABLE]})
 
 
 def write_results(sdata, path: str | os.PathLike) -> None:
@@ -164,46 +188,52 @@ def run_demo(
     *,
     data_dir=None,
     out="morphst_output",
-    sections=("C2", "C3", "C4", "C5", "C6"),
-    model: str = "efficientnet_lite0",
-    n_top: int = 50,
+    library_id=("C2", "C3", "C4", "C5", "C6"),
+    model: str = Key.DEFAULT_MODEL,
+    n_top_genes: int = 50,
 ) -> pd.DataFrame:
     """Run the main job on HER2ST patient C, print the per-section PCC table and write results and a report.
 
     Writes into ``out``: ``her2st_translation.zarr`` (SpatialData: spot shapes and the table with the embeddings in
     ``obsm['X_<model>']``, out-of-fold predictions in ``layers['predicted']`` (and ``layers['predicted_context8']``
-    with 8-neighbour spatial context), observed ``layers['log1p_cp10k']`` and the metrics in ``var``/``uns``), ``translation_per_section.csv``, ``translation_per_gene.csv`` and ``translation_report.png``.
+    with 8-neighbour spatial context), observed ``layers['log1p_cp10k']`` and the metrics in ``var``/``uns``), ``translation_per_section.csv``, ``translation_per_gene.csv``, ``translation_report.png`` and ``translation_map.png`` (observed and predicted expression of the two best genes on the tissue of the best-predicted section).
     Returns the per-section table.
     """
     import morphst as mst
 
     t0 = time.perf_counter()
-    sections = tuple(sections)
+    sections = tuple(library_id)
     if len(set(sections)) < 2:
         msg = f"The demo needs at least two sections (leave-one-section-out), got {list(sections)}; e.g. C2,C3."
         raise ValueError(msg)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    sdata = mst.datasets.her2st(sections=sections, data_dir=data_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as e:
+        msg = (
+            f"Cannot create the output folder {str(out)!r} ({e.strerror}: {e.filename}); pass `--out` naming a folder."
+        )
+        raise ValueError(msg) from None
+    sdata = mst.datasets.her2st(sections, data_dir=data_dir)
     print("HER2ST patient C (Andersson et al., Nat. Commun. 2021), legacy ST")
     print(summary(sdata).to_string())
-    adata = sdata.tables["table"]
-    if "section" in adata.obs and adata.obs["section"].nunique() < 2:
+    adata = sdata.tables[Key.TABLE]
+    if Key.LIBRARY in adata.obs and adata.obs[Key.LIBRARY].nunique() < 2:
         msg = "The demo needs at least two sections with images (leave-one-section-out)."
         raise ValueError(msg)
 
     print(f"\n[1/3] patches (112 µm -> 224 px, 0.5 µm/px) and {model} embeddings")
     mst.pp.extract_patches(sdata, patch_size=112.0, target_px=224)
     mst.tl.embed_patches(sdata, model)
-    use_rep = f"X_{model}"
+    use_rep = Key.obsm_embedding(model)
 
     print(
-        f"\n[2/3] leave-one-section-out translation of the {n_top} most variable genes (chosen on the training sections)"
+        f"\n[2/3] leave-one-section-out translation of the {n_top_genes} most variable genes (chosen on the training sections)"
     )
     mst.pp.normalize(adata)
     # the global column is for reference only: predict_expression re-selects the genes inside each training fold
-    mst.pp.select_genes(adata, n_top)
-    mst.tl.predict_expression(adata, use_rep, genes="morph_target", select_on_train=True, cv="leave_one_group_out")
+    mst.pp.select_genes(adata, n_top_genes)
+    mst.tl.predict_expression(adata, use_rep, genes=Key.MORPH_TARGET, select_on_train=True, cv="leave_one_group_out")
 
     # the SEPAL / TRIPLEX idea, for comparison: add the mean embedding of the 8 surrounding spots
     mst.tl.predict_expression(adata, use_rep, spatial_context=8, key_added="predicted_context8")
@@ -211,6 +241,36 @@ def run_demo(
 
     sec = section_table(adata)
     genes = gene_table(adata)
+    _print_results(sec, genes, ctx)
+
+    print(f"\n[3/3] writing results to {out.resolve()}")
+    for table, name in ((sec, "translation_per_section.csv"), (genes, "translation_per_gene.csv")):
+        with atomic_path(out / name) as tmp:
+            table.to_csv(tmp)
+    report_figure(
+        sec,
+        genes,
+        out / "translation_report.png",
+        title=f"HER2ST C2–C6, {model} (112 µm patches), PCA≤256 + ridge, train-fold HVGs: mean PCC over sections "
+        f"{sec['mean_pcc'].mean():.3f}",
+    )
+    best = str(sec["mean_pcc"].idxmax())
+    map_figure(sdata, genes, best, out / "translation_map.png")
+    write_results(sdata, out / "her2st_translation.zarr")
+    for p in (
+        "her2st_translation.zarr",
+        "translation_per_section.csv",
+        "translation_per_gene.csv",
+        "translation_report.png",
+        "translation_map.png",
+    ):
+        print(f"  {out.resolve() / p}")
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+    return sec
+
+
+def _print_results(sec: pd.DataFrame, genes: pd.DataFrame, ctx) -> None:
+    """Print the per-section table, the two averages of the PCC, the spatial-context figure and the best genes."""
     pd.set_option("display.width", 160)
     print("\nPer held-out section (Pearson r per gene within the section, mean over its 50 train-fold HVGs):")
     print(
@@ -248,27 +308,14 @@ def run_demo(
     )
     print(genes[genes["in_all_folds"]].head(10)[["pcc", "rmse", "n_folds"]].round(3).to_string())
 
-    print(f"\n[3/3] writing results to {out.resolve()}")
-    for table, name in ((sec, "translation_per_section.csv"), (genes, "translation_per_gene.csv")):
-        with atomic_path(out / name) as tmp:
-            table.to_csv(tmp)
-    report_figure(
-        sec,
-        genes,
-        out / "translation_report.png",
-        title=f"HER2ST C2–C6, {model} (112 µm patches), PCA≤256 + ridge, train-fold HVGs: mean PCC over sections "
-        f"{sec['mean_pcc'].mean():.3f}",
-    )
-    write_results(sdata, out / "her2st_translation.zarr")
-    for p in (
-        "her2st_translation.zarr",
-        "translation_per_section.csv",
-        "translation_per_gene.csv",
-        "translation_report.png",
-    ):
-        print(f"  {out.resolve() / p}")
-    print(f"done in {time.perf_counter() - t0:.0f} s")
-    return sec
 
-
-__all__ = ["atomic_path", "gene_table", "report_figure", "run_demo", "section_table", "summary", "write_results"]
+__all__ = [
+    "atomic_path",
+    "gene_table",
+    "map_figure",
+    "report_figure",
+    "run_demo",
+    "section_table",
+    "summary",
+    "write_results",
+]

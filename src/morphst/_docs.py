@@ -76,7 +76,8 @@ table_key
 #: ``library_key``: the section column (squidpy's name).
 doc_library_key = """\
 library_key
-    ``obs`` column of the section (library, sample) of each spot; ``None``: all spots form one section."""
+    ``obs`` column of the section (library, sample) of each spot. ``None``, or the default ``"section"`` when
+    there is no such column: all spots form one section."""
 
 #: ``copy`` of an AnnData/SpatialData function that writes into its input.
 doc_copy = """\
@@ -92,7 +93,9 @@ random_state
 #: ``image_key`` and ``image_px`` of the ``mst.pl`` maps drawn over the H&E.
 doc_image = """\
 image_key
-    Image to draw under the spots; ``None``: the image that shares the spots' coordinate system.
+    Image to draw under the spots; ``None``: the image the patches were cut from (``uns["patches"]``, written by
+    :func:`morphst.pp.extract_patches` and when a translator is applied), else one that shares the spots'
+    coordinate system, preferring a name that starts with the section's.
 image_px
     Short side (px) of the rendered H&E: the coarsest pyramid level at least this large is read (and cached)."""
 

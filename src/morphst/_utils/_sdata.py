@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._constants import Key
+
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
@@ -17,7 +19,7 @@ def list_keys(keys) -> str:
     return "[" + ", ".join(repr(k) for k in keys) + "]" if keys else "[] (none)"
 
 
-def get_adata(data: SpatialData | AnnData, table_key: str = "table") -> AnnData:
+def get_adata(data: SpatialData | AnnData, table_key: str = Key.TABLE) -> AnnData:
     """Return the AnnData of ``data``: itself, or ``data.tables[table_key]`` for a SpatialData.
 
     Raises
@@ -154,8 +156,7 @@ def shape_centroids(gdf) -> np.ndarray:
 def records_params(**params: Any) -> dict[str, Any]:
     """Make ``params`` storable in ``uns`` (h5ad/zarr): tuples to lists; ``None`` values are left out (as scanpy does).
 
-    Readers take a missing key as ``None`` (:func:`none_if_missing` also accepts the string ``"None"`` that morphst
-    0.1 objects hold). A ``None`` inside a list becomes NaN.
+    Readers take a missing key as ``None`` (``params.get(key)``). A ``None`` inside a list becomes NaN.
     """
 
     def conv(v):
@@ -175,7 +176,9 @@ def records_params(**params: Any) -> dict[str, Any]:
 
 
 def none_if_missing(value: Any) -> Any:
-    """A stored parameter as the caller passed it: ``None`` for a left-out value or the legacy string ``"None"``."""
-    if value is None or (isinstance(value, str) and value == "None"):
-        return None
+    """A stored parameter as read back: ``value`` itself (a left-out parameter reads as ``None`` already).
+
+    The string ``"None"`` is no longer read as ``None``. Left only for the callers in ``tl/_translation`` and
+    ``tl/_embed``; remove it with them.
+    """
     return value

@@ -72,25 +72,6 @@ def _rows_per_chunk(chunk: int, n_cols: int) -> int:
     return int(max(256, min(chunk, 2**22 // max(n_cols, 1))))
 
 
-def column_moments(x, rows: np.ndarray | None = None, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population standard deviation of each column of ``x`` (over ``rows``), read in row chunks.
-
-    Accumulated in float64 around a first-chunk shift, so a float32 ``x`` of any height never needs a float64 copy.
-    """
-    rows = np.arange(x.shape[0]) if rows is None else np.asarray(rows)
-    chunk = _rows_per_chunk(chunk, x.shape[1])
-    shift = np.asarray(x[rows[: min(chunk, rows.size)]], dtype=np.float64).mean(axis=0)
-    s1 = np.zeros(x.shape[1])
-    s2 = np.zeros(x.shape[1])
-    for s in range(0, rows.size, chunk):
-        c = np.asarray(x[rows[s : s + chunk]], dtype=np.float64) - shift
-        s1 += c.sum(axis=0)
-        s2 += (c * c).sum(axis=0)
-    m = s1 / rows.size
-    var = np.maximum(s2 / rows.size - m * m, 0.0)
-    return shift + m, np.sqrt(var)
-
-
 def abs_pearson_chunked(expr: np.ndarray, feats, rows: np.ndarray | None = None, chunk: int = 65_536) -> np.ndarray:
     """:func:`abs_pearson` for many rows, in one pass over row chunks of ``feats``.
 

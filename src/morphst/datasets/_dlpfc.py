@@ -13,7 +13,7 @@ import pandas as pd
 
 from .._constants import VISIUM_SPOT_DIAMETER_UM, Key
 from .._settings import settings
-from ._fetch import _candidates, fetch_files
+from ._fetch import candidate_roots, fetch_files
 
 FOLDER = "dlpfc"
 #: JiangBioLab/DeepST: labels, spot positions, scale factors, low-res H&E (MIT).
@@ -55,7 +55,7 @@ def _find_rda(folder: Path, sample: str) -> Path | None:
 def _local_sample(sample: str, data_dir) -> tuple[Path | None, list[str]]:
     """The sample folder in ``data_dir`` / ``$MORPHST_DATA_DIR`` (``<root>/<sample>`` or ``<root>/dlpfc/<sample>``)."""
     tried = []
-    for source, root in _candidates(FOLDER, data_dir):
+    for source, root in candidate_roots(FOLDER, data_dir):
         folder = root / sample
         missing = [f for f in ("metadata.tsv", *SPATIAL_FILES) if not (folder / f).is_file()]
         if not missing and _find_rda(folder, sample) is None:
@@ -169,7 +169,7 @@ def _spaceranger_folder(src: Path, sample: str) -> Path:
     return out
 
 
-def dlpfc(sample: str = "151673", *, data_dir: str | os.PathLike | None = None):
+def dlpfc(library_id: str = "151673", *, data_dir: str | os.PathLike | None = None):
     """Human dorsolateral prefrontal cortex, 10x Visium, one section with manual cortical-layer labels.
 
     The standard benchmark of spatial domains (spatialLIBD; Maynard et al., *Nat. Neurosci.* 24, 425–436, 2021;
@@ -182,9 +182,9 @@ def dlpfc(sample: str = "151673", *, data_dir: str | os.PathLike | None = None):
 
     Parameters
     ----------
-    sample
-        Section ID, e.g. ``"151673"`` or ``"151674"`` (downloadable); any other section laid out the same way in
-        ``data_dir`` loads too.
+    library_id
+        Section (spatialLIBD sample) ID, e.g. ``"151673"`` or ``"151674"`` (downloadable); any other section laid
+        out the same way in ``data_dir`` loads too.
     data_dir
         Folder with one folder per sample: ``<data_dir>/<sample>/`` holding ``dlpfc<sample>.rda`` (or one
         ``.rda``), ``metadata.tsv`` and ``spatial/{tissue_positions_list.csv, scalefactors_json.json,
@@ -217,7 +217,7 @@ def dlpfc(sample: str = "151673", *, data_dir: str | os.PathLike | None = None):
     """
     from spatialdata_io import visium
 
-    sample = str(sample)
+    sample = str(library_id)
     src = _resolve(sample, data_dir)
     folder = _spaceranger_folder(src, sample)
     sdata = visium(folder, dataset_id=sample)
@@ -233,7 +233,7 @@ def dlpfc(sample: str = "151673", *, data_dir: str | os.PathLike | None = None):
     fullres = VISIUM_SPOT_DIAMETER_UM / float(scalefactors["spot_diameter_fullres"])
     table.uns[Key.DATASET] = {
         "name": "dlpfc",
-        "sample": sample,
+        "library_id": sample,
         "source": (
             f"github.com/JiangBioLab/DeepST@{DEEPST_COMMIT} (positions, scale factors, low-res image, labels); "
             f"github.com/prabhakarlab/Banksy@{BANKSY_COMMIT} (counts, 5,000 genes)"

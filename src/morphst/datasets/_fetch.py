@@ -9,7 +9,8 @@ from pathlib import Path
 from .._settings import settings
 
 
-def _candidates(folder: str, data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
+def candidate_roots(folder: str, data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
+    """Where to look for ``folder``, in order, as ``(source, root)`` pairs: ``data_dir``, then the data-dir setting."""
     out = []
     if data_dir is not None:
         out.append(("data_dir", Path(data_dir)))
@@ -48,7 +49,7 @@ def fetch_files(
         all three options.
     """
     tried = []
-    for source, root in _candidates(folder, data_dir):
+    for source, root in candidate_roots(folder, data_dir):
         missing = [f for f in required if not (root / f).is_file()]
         if not missing:
             return root

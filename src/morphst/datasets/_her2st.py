@@ -115,7 +115,7 @@ def _read_section(root: Path, section: str):
     ids = sel.index[sel.index.isin(cnt.index)]
     obs = pd.DataFrame(
         {
-            "section": section,
+            Key.LIBRARY: section,
             "array_x": sel.loc[ids, "x"].to_numpy(int),
             "array_y": sel.loc[ids, "y"].to_numpy(int),
             "pixel_x": sel.loc[ids, "pixel_x"].to_numpy(float),
@@ -166,7 +166,7 @@ def _union_genes(tables: list) -> list:
 
 
 def her2st(
-    sections: Sequence[str] = ("C2", "C3", "C4", "C5", "C6"),
+    library_id: str | Sequence[str] = ("C2", "C3", "C4", "C5", "C6"),
     *,
     data_dir: str | os.PathLike | None = None,
 ):
@@ -184,8 +184,8 @@ def her2st(
 
     Parameters
     ----------
-    sections
-        Sections to load, any of ``"C1"`` … ``"C6"``. C1 has **no image** here (its JPEG is not in the source
+    library_id
+        Section(s) to load, any of ``"C1"`` … ``"C6"``. C1 has **no image** here (its JPEG is not in the source
         snapshot): it gets spots and expression only, plus the pathologist labels in ``obs["pathologist_label"]``.
     data_dir
         Folder holding ``her2st_patientC`` (or its content). Default: ``$MORPHST_DATA_DIR`` (or
@@ -221,9 +221,7 @@ def her2st(
     from spatialdata.models import Image2DModel, ShapesModel, TableModel
     from spatialdata.transformations import Scale
 
-    if isinstance(sections, str):
-        sections = (sections,)
-    sections = tuple(sections)
+    sections = (library_id,) if isinstance(library_id, str) else tuple(library_id)
     bad = [s for s in sections if s not in SECTIONS]
     if bad or not sections:
         msg = f"Unknown HER2ST patient C section(s) {bad}; choose from {list(SECTIONS)}."
@@ -259,19 +257,19 @@ def her2st(
         tables.append(a)
 
     adata = ad.concat(_union_genes(tables), join="inner", merge="same")
-    adata.obs["section"] = pd.Categorical(adata.obs["section"], categories=list(sections))
+    adata.obs[Key.LIBRARY] = pd.Categorical(adata.obs[Key.LIBRARY], categories=list(sections))
     adata.obs["region"] = pd.Categorical(adata.obs["region"], categories=[f"{s}_spots" for s in sections])
     labels = adata.obs["cluster"].astype("object").where(adata.obs["cluster"].notna(), None)
     adata.obs["cluster"] = pd.Categorical(labels, categories=sorted({v for v in labels if v is not None}, key=int))
     if "pathologist_label" in adata.obs:
         adata.obs["pathologist_label"] = adata.obs["pathologist_label"].astype("category")
-    adata.obsm["spatial"] = adata.obs[["pixel_x", "pixel_y"]].to_numpy()
+    adata.obsm[Key.SPATIAL] = adata.obs[["pixel_x", "pixel_y"]].to_numpy()
     adata.uns["cluster_meaning"] = _cluster_meaning(root)
     adata.uns[Key.DATASET] = {
         "name": "her2st_patientC",
         "source": f"github.com/almaan/her2st@{COMMIT}",
         "citation": "Andersson A. et al., Nat. Commun. 12, 6012 (2021)",
-        "sections": list(sections),
+        "library_id": list(sections),
         "um_per_px": {s: float(v) for s, v in mpps.items()},
         "um_per_px_derivation": (
             "least-squares slope of pixel vs array coordinates, 200 um grid step / mean px step (derived, not given "

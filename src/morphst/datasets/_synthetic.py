@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._constants import Key
+from .._docs import doc_random_state, inject_docs
 from ._synthetic_draw import (
-    _CELL_RADIUS,
-    _CELL_VERTICES,
-    _NUCLEUS_VERTICES,
-    _cells,
-    _counts,
-    _dapi_block,
-    _he_block,
-    _layout,
-    _polygons,
-    _pyramid,
+    CELL_RADIUS,
+    CELL_VERTICES,
+    NUCLEUS_VERTICES,
+    Layout,
+    dapi_block,
+    he_block,
+    layout,
+    polygons,
+    pyramid,
+    row_cells,
+    row_counts,
 )
 
 
+@inject_docs(random_state=doc_random_state)
 def xenium_like(
     n_cells: int = 10_000,
     *,
-    seed: int = 0,
+    random_state: int = 0,
     n_genes: int = 300,
     he: bool = False,
     cells_as_circles: bool = False,
@@ -35,8 +39,8 @@ def xenium_like(
 ):
     """A **synthetic** section laid out as :func:`spatialdata_io.xenium` reads a 10x Xenium output folder.
 
-    Not real data: nuclei, cells and counts are drawn from ``seed`` (for tests, benchmarks and tutorials that need
-    a cell-level dataset of a given size). Cells lie on a jittered square grid ``cell_spacing_um`` apart in a few
+    Not real data: nuclei, cells and counts are drawn from ``random_state`` (for tests, benchmarks and tutorials that
+    need a cell-level dataset of a given size). Cells lie on a jittered square grid ``cell_spacing_um`` apart in a few
     synthetic tissue domains (a warped Voronoi partition) that differ in nucleus size, elongation and DAPI
     brightness, and in marker genes; the first 10 % of genes also follow nucleus size and brightness, so
     morphology predicts part of the expression. The layout follows spatialdata-io 0.7 (``readers/xenium.py``):
@@ -63,8 +67,8 @@ def xenium_like(
     ----------
     n_cells
         Number of cells.
-    seed
-        Random seed; the same seed gives the same pixels, polygons and counts.
+    {random_state}
+        It draws the pixels, polygons and counts.
     n_genes
         Genes in the panel.
     he
@@ -96,14 +100,6 @@ def xenium_like(
     ValueError
         ``n_cells``, ``n_genes`` or a size not positive.
     """
-    import anndata as ad
-    import geopandas as gpd
-    import pandas as pd
-    from scipy import sparse
-    from spatialdata import SpatialData
-    from spatialdata.models import ShapesModel, TableModel
-    from spatialdata.transformations import Affine, Identity, Scale
-
     for name, v in (
         ("n_cells", n_cells),
         ("n_genes", n_genes),
@@ -117,93 +113,138 @@ def xenium_like(
         if not v > 0:
             msg = f"`{name}` must be positive, got {v}."
             raise ValueError(msg)
-    lay = _layout(int(n_cells), int(seed), float(cell_spacing_um), float(pixel_size), int(n_domains))
+    from spatialdata import SpatialData
 
-    # --- cells, block by block of grid rows ---
+    lay = layout(int(n_cells), int(random_state), float(cell_spacing_um), float(pixel_size), int(n_domains))
+    drawn = _draw_cells(lay, int(n_genes), float(counts_per_cell), int(rows_per_block))
+    shapes, region, areas = _cell_shapes(lay, drawn, cells_as_circles)
+    table = _table(drawn, areas, region, int(n_genes))
+    table.uns[Key.DATASET] = {
+        "name": "xenium_like",
+        "synthetic": True,
+        "description": "synthetic Xenium-like section (mst.datasets.xenium_like); not real data",
+        "random_state": int(random_state),
+        "pixel_size_um": float(pixel_size),
+        "cell_spacing_um": float(cell_spacing_um),
+    }
+    images = _images(lay, int(n_levels), int(chunk_px), he)
+    sdata = SpatialData(images=images, shapes=shapes, tables={Key.TABLE: table})
+    sdata.attrs["spatialdata_io_reader"] = "xenium"
+    sdata.attrs["morphst_synthetic"] = {"generator": "mst.datasets.xenium_like", "random_state": int(random_state)}
+    return sdata
+
+
+def _draw_cells(lay: Layout, n_genes: int, counts_per_cell: float, rows_per_block: int) -> dict:
+    """Cells, nuclei and counts, block by block of grid rows: centres (µm), polygons, domains, areas, counts."""
+    from scipy import sparse
+
     xs, ys, doms, nareas, tot = [], [], [], [], []
-    cell_polys, nuc_polys, counts = [], [], []
+    cell_polys, nuc_polys, blocks = [], [], []
     for r0 in range(0, lay.n_rows, rows_per_block):
         r1 = min(r0 + rows_per_block, lay.n_rows)
-        c = _cells(lay, r0, r1)
+        c = row_cells(lay, r0, r1)
         ok = c["valid"]
         x, y, a, b, th = (c[k][ok] for k in ("x", "y", "a", "b", "theta"))
-        rad = np.full(len(x), _CELL_RADIUS * lay.spacing)
-        cell_polys.append(_polygons(x, y, rad, rad, np.zeros(len(x)), _CELL_VERTICES, wobble=c["phase"][ok]))
-        nuc_polys.append(_polygons(x, y, a, b, th, _NUCLEUS_VERTICES))
-        X = _counts(lay, int(n_genes), float(counts_per_cell), r0, r1, c)
-        counts.append(X)
+        rad = np.full(len(x), CELL_RADIUS * lay.spacing)
+        cell_polys.append(polygons(x, y, rad, rad, np.zeros(len(x)), CELL_VERTICES, wobble=c["phase"][ok]))
+        nuc_polys.append(polygons(x, y, a, b, th, NUCLEUS_VERTICES))
+        X = row_counts(lay, n_genes, counts_per_cell, r0, r1, c)
+        blocks.append(X)
         xs.append(x)
         ys.append(y)
         doms.append(c["domain"][ok])
         nareas.append(np.pi * a * b)
         tot.append(np.asarray(X.sum(1)).ravel())
-    import shapely
+    return {
+        "xy": np.column_stack([np.concatenate(xs), np.concatenate(ys)]),
+        "cell_geom": np.concatenate(cell_polys),
+        "nuc_geom": np.concatenate(nuc_polys),
+        "domain": np.concatenate(doms),
+        "nucleus_area": np.concatenate(nareas),
+        "transcript_counts": np.concatenate(tot),
+        "counts": sparse.vstack(blocks, format="csr"),
+    }
 
-    cell_geom = np.concatenate(cell_polys)
-    nuc_geom = np.concatenate(nuc_polys)
-    areas = shapely.area(cell_geom)
+
+def _cell_ids(n: int):
+    """Xenium-style cell ids of ``n`` cells (spatialdata-io's encoding), as a ``cell_id`` index."""
+    import pandas as pd
     from spatialdata_io.readers.xenium import cell_id_str_from_prefix_suffix_uint32
 
-    n = lay.n_cells
     ids = cell_id_str_from_prefix_suffix_uint32(np.arange(1, n + 1, dtype=np.uint32), np.ones(n, np.uint32))
-    ids = pd.Index(ids.astype(str), name="cell_id")
+    return pd.Index(ids.astype(str), name="cell_id")
+
+
+def _cell_shapes(lay: Layout, drawn: dict, cells_as_circles: bool) -> tuple[dict, str, np.ndarray]:
+    """The shapes elements (cell and nucleus polygons, optional circles), the region the table annotates, cell areas."""
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+    from spatialdata.models import ShapesModel
+    from spatialdata.transformations import Scale
+
+    areas = shapely.area(drawn["cell_geom"])
+    n = lay.n_cells
+    ids = _cell_ids(n)
     to_global = Scale([1.0 / lay.pixel_size, 1.0 / lay.pixel_size], axes=("x", "y"))
-    cells_gdf = gpd.GeoDataFrame({"geometry": cell_geom}, index=ids)
+    cells_gdf = gpd.GeoDataFrame({"geometry": drawn["cell_geom"]}, index=ids)
     nuc_gdf = gpd.GeoDataFrame(
-        {"geometry": nuc_geom, "cell_id": ids.to_numpy()}, index=pd.RangeIndex(1, n + 1, name="label_id")
+        {"geometry": drawn["nuc_geom"], "cell_id": ids.to_numpy()}, index=pd.RangeIndex(1, n + 1, name="label_id")
     )
     shapes = {
         "cell_boundaries": ShapesModel.parse(cells_gdf, transformations={"global": to_global}),
         "nucleus_boundaries": ShapesModel.parse(nuc_gdf, transformations={"global": to_global}),
     }
-    xy = np.column_stack([np.concatenate(xs), np.concatenate(ys)])
     region = "cell_circles" if cells_as_circles else "cell_boundaries"
     if cells_as_circles:
         shapes["cell_circles"] = ShapesModel.parse(
-            xy, geometry=0, radius=np.sqrt(areas / np.pi), index=ids, transformations={"global": to_global}
+            drawn["xy"], geometry=0, radius=np.sqrt(areas / np.pi), index=ids, transformations={"global": to_global}
         )
+    return shapes, region, areas
 
+
+def _table(drawn: dict, areas: np.ndarray, region: str, n_genes: int):
+    """The table of counts annotating ``region`` (instance key ``cell_id``), with ``obsm["spatial"]`` in µm."""
+    import anndata as ad
+    import pandas as pd
+    from spatialdata.models import TableModel
+
+    ids = _cell_ids(len(areas)).to_numpy()
     obs = pd.DataFrame(
         {
-            "cell_id": ids.to_numpy(),
-            "transcript_counts": np.concatenate(tot).astype(np.int64),
+            "cell_id": ids,
+            "transcript_counts": drawn["transcript_counts"].astype(np.int64),
             "cell_area": areas,
-            "nucleus_area": np.concatenate(nareas),
-            "synthetic_domain": pd.Categorical([f"D{d}" for d in np.concatenate(doms)]),
-            "region": pd.Categorical([region] * n),
+            "nucleus_area": drawn["nucleus_area"],
+            "synthetic_domain": pd.Categorical([f"D{d}" for d in drawn["domain"]]),
+            "region": pd.Categorical([region] * len(ids)),
         },
-        index=pd.Index(ids.to_numpy(), dtype=object),
+        index=pd.Index(ids, dtype=object),
     )
     var = pd.DataFrame(
         {"gene_ids": [f"SYN{g:05d}" for g in range(n_genes)], "feature_types": "Gene Expression"},
         index=[f"gene_{g:03d}" for g in range(n_genes)],
     )
-    adata = ad.AnnData(sparse.vstack(counts, format="csr"), obs=obs, var=var)
-    adata.obsm["spatial"] = xy
-    adata.uns["morphst_dataset"] = {
-        "name": "xenium_like",
-        "synthetic": True,
-        "description": "synthetic Xenium-like section (mst.datasets.xenium_like); not real data",
-        "seed": int(seed),
-        "pixel_size_um": float(pixel_size),
-        "cell_spacing_um": float(cell_spacing_um),
-    }
-    table = TableModel.parse(adata, region=region, region_key="region", instance_key="cell_id")
+    adata = ad.AnnData(drawn["counts"], obs=obs, var=var)
+    adata.obsm[Key.SPATIAL] = drawn["xy"]
+    return TableModel.parse(adata, region=region, region_key="region", instance_key="cell_id")
 
-    # --- images: lazy pyramids ---
+
+def _images(lay: Layout, n_levels: int, chunk_px: int, he: bool) -> dict:
+    """The lazy DAPI pyramid and, with ``he``, the rotated and shifted H&E-like pyramid."""
+    from spatialdata.transformations import Affine, Identity
+
     h0 = int(np.ceil(lay.height_um / lay.pixel_size))
     w0 = int(np.ceil(lay.width_um / lay.pixel_size))
 
     def dapi(level, factor):
         def draw(block_info=None):
-            return _dapi_block(block_info, lay=lay, factor=factor, level=level)
+            return dapi_block(block_info, lay=lay, factor=factor, level=level)
 
         return draw
 
     dapi.__name__ = "dapi"
-    images = {
-        "morphology_focus": _pyramid((h0, w0), 1, int(n_levels), int(chunk_px), dapi, np.uint16, ["DAPI"], Identity())
-    }
+    images = {"morphology_focus": pyramid((h0, w0), 1, n_levels, chunk_px, dapi, np.uint16, ["DAPI"], Identity())}
     if he:
         he_px = 0.3638  # µm/px of the H&E, rotated 2° and shifted against the DAPI
         s = he_px / lay.pixel_size
@@ -215,22 +256,19 @@ def xenium_like(
 
         def he_draw(level, factor):
             def draw(block_info=None):
-                return _he_block(block_info, lay=lay, factor=factor, he_to_global=m)
+                return he_block(block_info, lay=lay, factor=factor, he_to_global=m)
 
             return draw
 
         he_draw.__name__ = "he"
-        images["he_image"] = _pyramid(
+        images["he_image"] = pyramid(
             hw,
             3,
-            int(n_levels),
-            int(chunk_px),
+            n_levels,
+            chunk_px,
             he_draw,
             np.uint8,
             ["r", "g", "b"],
             Affine(m, input_axes=("x", "y"), output_axes=("x", "y")),
         )
-    sdata = SpatialData(images=images, shapes=shapes, tables={"table": table})
-    sdata.attrs["spatialdata_io_reader"] = "xenium"
-    sdata.attrs["morphst_synthetic"] = {"generator": "mst.datasets.xenium_like", "seed": int(seed)}
-    return sdata
+    return images

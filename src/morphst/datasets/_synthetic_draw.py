@@ -1,8 +1,8 @@
 """A synthetic Xenium-like section of any size: lazy DAPI (and H&E) pyramid, cell/nucleus polygons, sparse counts.
 
-Everything is drawn from the seed, never from real data. Cells sit on a jittered square grid (``cell_spacing_um``
-apart); each grid row has its own random stream (``numpy.random.default_rng((seed, what, row))``), so any part of
-the section (an image chunk, a block of polygons, a block of counts) is computed from the rows it touches alone and
+Everything is drawn from ``random_state``, never from real data. Cells sit on a jittered square grid
+(``cell_spacing_um`` apart); each grid row has its own random stream
+(``numpy.random.default_rng((random_state, what, row))``), so any part of the section (an image chunk, a block of polygons, a block of counts) is computed from the rows it touches alone and
 is the same however the section is cut. Pixels are drawn per chunk by ``dask.array.map_blocks`` when read.
 """
 
@@ -18,13 +18,13 @@ _CELLS, _COUNTS, _NOISE, _LAYOUT = 1, 2, 3, 4
 _JITTER = 0.12
 _MAX_SEMI_AXIS = 0.36
 #: Cell boundary radius (fraction of the spacing) and polygon vertices.
-_CELL_RADIUS = 0.44
-_CELL_VERTICES = 12
-_NUCLEUS_VERTICES = 10
+CELL_RADIUS = 0.44
+CELL_VERTICES = 12
+NUCLEUS_VERTICES = 10
 
 
 @dataclass(frozen=True)
-class _Layout:
+class Layout:
     """Everything that fixes the section: small and picklable (it travels inside the dask graph)."""
 
     n_cells: int
@@ -33,7 +33,7 @@ class _Layout:
     spacing: float  # µm
     margin: float  # µm of empty slide around the cells
     pixel_size: float  # µm/px of the DAPI level 0 (Xenium: 0.2125)
-    seed: int
+    random_state: int
     domain_xy: np.ndarray = field(repr=False)  # (K, 2) µm, centres of the synthetic domains
     nucleus_radius: np.ndarray = field(repr=False)  # (K,) µm, mean semi-major axis per domain
     aspect: np.ndarray = field(repr=False)  # (K,) minor / major
@@ -48,20 +48,20 @@ class _Layout:
         return self.n_rows * self.spacing + 2 * self.margin
 
 
-def _layout(n_cells: int, seed: int, spacing: float, pixel_size: float, n_domains: int) -> _Layout:
+def layout(n_cells: int, random_state: int, spacing: float, pixel_size: float, n_domains: int) -> Layout:
     n_cols = int(np.ceil(np.sqrt(n_cells)))
     n_rows = int(np.ceil(n_cells / n_cols))
-    rng = np.random.default_rng((seed, _LAYOUT))
+    rng = np.random.default_rng((random_state, _LAYOUT))
     side = np.array([n_cols, n_rows], float) * spacing
     margin = 3 * spacing
-    return _Layout(
+    return Layout(
         n_cells=int(n_cells),
         n_cols=n_cols,
         n_rows=n_rows,
         spacing=float(spacing),
         margin=float(margin),
         pixel_size=float(pixel_size),
-        seed=int(seed),
+        random_state=int(random_state),
         domain_xy=margin + rng.uniform(0.1, 0.9, size=(n_domains, 2)) * side,
         # domains differ in nucleus size, shape and brightness: morphology carries signal about them
         nucleus_radius=np.linspace(0.2, 0.32, n_domains)[rng.permutation(n_domains)] * spacing,
@@ -70,7 +70,7 @@ def _layout(n_cells: int, seed: int, spacing: float, pixel_size: float, n_domain
     )
 
 
-def _domain(lay: _Layout, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _domain(lay: Layout, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Synthetic domain of points (µm): the nearest domain centre after a smooth sinusoidal warp."""
     wl = max(lay.width_um, lay.height_um) / 3.0
     amp = wl / 6.0
@@ -80,13 +80,13 @@ def _domain(lay: _Layout, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.argmin(d, axis=-1).astype(np.int16)
 
 
-def _cells(lay: _Layout, r0: int, r1: int) -> dict[str, np.ndarray]:
+def row_cells(lay: Layout, r0: int, r1: int) -> dict[str, np.ndarray]:
     """Attributes of the cells of grid rows ``r0:r1``, arrays of shape ``(r1 - r0, n_cols)``; ``valid`` marks cells."""
     n = r1 - r0
     shape = (n, lay.n_cols)
     jx, jy, za, zb, th, ph, zi = (np.empty(shape) for _ in range(7))
     for k, r in enumerate(range(r0, r1)):
-        rng = np.random.default_rng((lay.seed, _CELLS, r))
+        rng = np.random.default_rng((lay.random_state, _CELLS, r))
         u = rng.standard_normal((7, lay.n_cols))
         jx[k], jy[k], za[k], zb[k], th[k], ph[k], zi[k] = u
     rows = np.arange(r0, r1)[:, None]
@@ -162,7 +162,7 @@ def _kernel():
 _KERNEL = None
 
 
-def _render(lay: _Layout, i0: int, j0: int, h: int, w: int, aff: np.ndarray, px_um: float, key: int):
+def _render(lay: Layout, i0: int, j0: int, h: int, w: int, aff: np.ndarray, px_um: float, key: int):
     """Nucleus signal (0 outside nuclei, ~intensity inside), tissue mask and noise of a block of pixels.
 
     ``aff`` maps pixel coordinates (continuous, of the level) to µm. Each point looks up the one grid square it lies
@@ -177,7 +177,7 @@ def _render(lay: _Layout, i0: int, j0: int, h: int, w: int, aff: np.ndarray, px_
     noise = np.zeros((h, w), np.float32)
     if r_hi <= r_lo:
         r_lo, r_hi = 0, 0
-    c = _cells(lay, r_lo, r_hi) if r_hi > r_lo else None
+    c = row_cells(lay, r_lo, r_hi) if r_hi > r_lo else None
     if c is None:
         cells = np.zeros((0, lay.n_cols, 10))
     else:
@@ -217,22 +217,22 @@ def _render(lay: _Layout, i0: int, j0: int, h: int, w: int, aff: np.ndarray, px_
     return val, tissue, noise
 
 
-def _dapi_block(block_info=None, *, lay: _Layout, factor: tuple[float, float], level: int) -> np.ndarray:
+def dapi_block(block_info=None, *, lay: Layout, factor: tuple[float, float], level: int) -> np.ndarray:
     (_c0, _c1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
     px_x, px_y = lay.pixel_size * factor[0], lay.pixel_size * factor[1]
     aff = np.array([[px_x, 0, 0], [0, px_y, 0], [0, 0, 1]])
-    val, tissue, noise = _render(lay, y0, x0, y1 - y0, x1 - x0, aff, max(px_x, px_y), lay.seed * 64 + level)
+    val, tissue, noise = _render(lay, y0, x0, y1 - y0, x1 - x0, aff, max(px_x, px_y), lay.random_state * 64 + level)
     img = 120.0 + 280.0 * tissue + 9000.0 * val + (25.0 + 60.0 * val) * noise
     return np.clip(img, 0, 65535).astype(np.uint16)[None]
 
 
-def _he_block(block_info=None, *, lay: _Layout, factor: tuple[float, float], he_to_global: np.ndarray) -> np.ndarray:
+def he_block(block_info=None, *, lay: Layout, factor: tuple[float, float], he_to_global: np.ndarray) -> np.ndarray:
     (c0, c1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
     # level px -> H&E level-0 px -> global (DAPI px) -> µm
     aff = np.diag([lay.pixel_size, lay.pixel_size, 1.0]) @ he_to_global @ np.diag([factor[0], factor[1], 1.0])
     px_um = lay.pixel_size * np.hypot(he_to_global[0, 0], he_to_global[1, 0]) * max(factor)
     level = round(np.log2(max(factor)))
-    val, tissue, noise = _render(lay, y0, x0, y1 - y0, x1 - x0, aff, px_um, lay.seed * 64 + 32 + level)
+    val, tissue, noise = _render(lay, y0, x0, y1 - y0, x1 - x0, aff, px_um, lay.random_state * 64 + 32 + level)
     nuc = np.clip(val, 0, 1)[..., None]
     glass = np.array([244.0, 244.0, 246.0], np.float32)
     eosin = np.array([232.0, 160.0, 196.0], np.float32)
@@ -242,7 +242,7 @@ def _he_block(block_info=None, *, lay: _Layout, factor: tuple[float, float], he_
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8).transpose(2, 0, 1)[c0:c1]
 
 
-def _pyramid(shape0: tuple[int, int], n_c: int, n_levels: int, chunk_px: int, draw, dtype, c_coords, transform):
+def pyramid(shape0: tuple[int, int], n_c: int, n_levels: int, chunk_px: int, draw, dtype, c_coords, transform):
     """A spatialdata multiscale image whose every level is drawn lazily at its own resolution."""
     import dask.array as da
     import xarray as xr
@@ -280,7 +280,7 @@ def _pyramid(shape0: tuple[int, int], n_c: int, n_levels: int, chunk_px: int, dr
     return tree
 
 
-def _counts(lay: _Layout, n_genes: int, counts_per_cell: float, r0: int, r1: int, cells: dict):
+def row_counts(lay: Layout, n_genes: int, counts_per_cell: float, r0: int, r1: int, cells: dict):
     """Sparse counts (CSR, float32) of the valid cells of grid rows ``r0:r1`` (row-major).
 
     Expression follows the synthetic domains (each has its marker genes, 2.7× up) and, for the first 10 % of genes,
@@ -289,7 +289,7 @@ def _counts(lay: _Layout, n_genes: int, counts_per_cell: float, r0: int, r1: int
     """
     from scipy import sparse
 
-    rng0 = np.random.default_rng((lay.seed, _COUNTS))
+    rng0 = np.random.default_rng((lay.random_state, _COUNTS))
     k = len(lay.domain_xy)
     base = rng0.dirichlet(np.full(n_genes, 0.6))
     markers = np.zeros((k, n_genes))
@@ -311,7 +311,7 @@ def _counts(lay: _Layout, n_genes: int, counts_per_cell: float, r0: int, r1: int
         logr = np.log(base)[None, :] + markers[dom]
         drive = 0.6 * size + 0.6 * np.log(cells["intensity"][k_row][ok])
         logr[:, morph_genes] += drive[:, None] * beta[None, :]
-        rng = np.random.default_rng((lay.seed, _COUNTS, r))
+        rng = np.random.default_rng((lay.random_state, _COUNTS, r))
         lib = counts_per_cell * np.exp(0.3 * rng.standard_normal(len(dom)))
         rate = np.exp(logr)
         rate *= (lib / rate.sum(1))[:, None]
@@ -319,7 +319,7 @@ def _counts(lay: _Layout, n_genes: int, counts_per_cell: float, r0: int, r1: int
     return sparse.vstack(blocks, format="csr") if blocks else sparse.csr_matrix((0, n_genes), dtype=np.float32)
 
 
-def _polygons(cx, cy, rx, ry, theta, n_vert: int, wobble: np.ndarray | None = None):
+def polygons(cx, cy, rx, ry, theta, n_vert: int, wobble: np.ndarray | None = None):
     import shapely
 
     t = np.linspace(0, 2 * np.pi, n_vert, endpoint=False)

@@ -54,12 +54,12 @@ def visium_mouse_brain_crop(*, data_dir: str | os.PathLike | None = None):
     diameter_px = float(adata.uns["spatial"][lib]["scalefactors"]["spot_diameter_fullres"])
     mpp = VISIUM_SPOT_DIAMETER_UM / diameter_px
     tf = {"global": Scale([mpp, mpp], axes=("x", "y"))}
-    xy = np.asarray(adata.obsm["spatial"], dtype=float)
+    xy = np.asarray(adata.obsm[Key.SPATIAL], dtype=float)
     adata.obs["region"] = "spots"
     adata.obs["instance_id"] = np.arange(adata.n_obs)
-    adata.obs["section"] = "V1_Adult_Mouse_Brain"
+    adata.obs[Key.LIBRARY] = "V1_Adult_Mouse_Brain"
     adata.obs["region"] = adata.obs["region"].astype("category")
-    adata.obs["section"] = adata.obs["section"].astype("category")
+    adata.obs[Key.LIBRARY] = adata.obs[Key.LIBRARY].astype("category")
     del adata.uns["spatial"]
     adata.uns[Key.DATASET] = {
         "name": "visium_mouse_brain_crop",

@@ -3,7 +3,16 @@
 from ._applicability import applicability
 from ._domains import domains
 from ._patches import patches
+from ._predicted import predicted_expression
 from ._quadrants import quadrants
 from ._translation import gene_metrics, predicted_vs_observed
 
-__all__: list[str] = ["applicability", "domains", "gene_metrics", "patches", "predicted_vs_observed", "quadrants"]
+__all__: list[str] = [
+    "applicability",
+    "domains",
+    "gene_metrics",
+    "patches",
+    "predicted_expression",
+    "predicted_vs_observed",
+    "quadrants",
+]

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._constants import Key
 from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
-from ..tl._translation._applicability import MAX_EXCESS, OBS_SCORE, QUANTILE
+from ..tl._translation._applicability import MAX_EXCESS, QUANTILE
 from ._spatial import build_panels, draw_panel, new_figure, resolve_sections
 from ._utils import finish, make_axes
 
@@ -18,9 +19,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from spatialdata import SpatialData
-
-#: Table written by :meth:`morphst.tl.Translator.predict_sdata` (its default ``table_key``).
-PREDICTED_TABLE = "morph_predicted"
 
 
 @inject_docs(
@@ -31,10 +29,10 @@ PREDICTED_TABLE = "morph_predicted"
 def applicability(
     data: SpatialData | AnnData,
     *,
-    score_key: str = OBS_SCORE,
+    score_key: str = Key.APPLICABILITY_SCORE,
     library_id: str | Sequence[str] | None = None,
-    library_key: str | None = None,
-    table_key: str = PREDICTED_TABLE,
+    library_key: str = Key.LIBRARY,
+    table_key: str = Key.PREDICTED_TABLE,
     image_key: str | None = None,
     image_px: int = 600,
     vmax: float = 2.0,
@@ -65,8 +63,9 @@ def applicability(
     library_id
         Section(s) to draw, values of ``obs[library_key]``; ``None``: every section.
     library_key
-        ``obs`` column of the sections; ``None``: the one the verdict was computed on (``"region"``, one panel
-        per shapes element, for ``predict_sdata``), else ``"section"`` if present, else all spots in one panel.
+        ``obs`` column of the sections. When the default column is absent: the one the verdict was computed on
+        (``"region"``, one panel per shapes element, for ``predict_sdata``), else ``"region"`` if present, else
+        all spots in one panel.
     table_key
         Table of a SpatialData (default: the table of :meth:`~morphst.tl.Translator.predict_sdata`).
     {image}
@@ -101,17 +100,17 @@ def applicability(
             f"Available columns: {list_keys(adata.obs.columns)}."
         )
         raise KeyError(msg)
-    info = adata.uns.get("morphst_translation", {}).get("applicability", {})
-    if library_key is None:
-        library_key = info.get("library_key") or next(
-            (k for k in ("section", "region") if k in adata.obs.columns), "section"
+    info = adata.uns.get(Key.TRANSLATION, {}).get("applicability", {})
+    if library_key == Key.LIBRARY and library_key not in adata.obs.columns:
+        library_key = next(
+            (k for k in (info.get("library_key"), "region") if k and k in adata.obs.columns), library_key
         )
     elif library_key not in adata.obs.columns:
         msg = f"`library_key`={library_key!r} is not an obs column. Available columns: {list_keys(adata.obs.columns)}."
         raise KeyError(msg)
     sections = resolve_sections(adata, library_id, library_key)
     panels = build_panels(
-        data, sections, table_key=table_key, section_key=library_key, image_key=image_key, image_px=image_px
+        data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
     )
     if ax is None:
         fig, axes = new_figure(1, len(panels), figsize=figsize, panel_size=(3.8, 3.6))

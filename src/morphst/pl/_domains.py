@@ -54,6 +54,7 @@ def domains(
     image_key: str | None = None,
     image_px: int = 600,
     alpha: float = 0.85,
+    match_colors: bool = True,
     legend: bool = True,
     ax: Axes | Sequence[Axes] | None = None,
     figsize: tuple[float, float] | None = None,
@@ -66,10 +67,13 @@ def domains(
     that :func:`morphst.tl.evaluate_domains` stored in ``uns[f"{domain_key}_evaluation"]`` (shown in the figure title, with the
     number of spots left out of ARI/NMI because their reference or domain is missing). The H&E is drawn from a
     coarse pyramid level; spots are placed through the SpatialData transformations and drawn at their true radius.
-    Domain colours come from ``uns[f"{domain_key}_colors"]`` when it matches the categories (scanpy's convention), else
-    from scanpy's default palettes. The reference row uses a different qualitative palette (matplotlib's
-    ``Dark2``, ``Set3`` beyond 8 categories, ``tab20b`` beyond 12): colours are not matched across rows, so domain
-    ``"0"`` and reference ``"0"`` share a name, not a meaning. Missing labels are light grey.
+    With ``annotation_key`` and ``match_colors``, each domain takes the colour of the reference category it overlaps
+    most, under a one-to-one matching (Hungarian algorithm on the spot counts, scipy ``linear_sum_assignment``);
+    domains left unmatched (more domains than categories) get colours no category uses, and the legend names the
+    match. Otherwise domain colours come from ``uns[f"{domain_key}_colors"]`` when it matches the categories
+    (scanpy's convention), else from scanpy's default palettes, and the reference row uses a different qualitative
+    palette (matplotlib's ``Dark2``, ``Set3`` beyond 8 categories, ``tab20b`` beyond 12), so equal colours never
+    suggest a match. Missing labels are light grey. With one section, the two rows are drawn side by side.
 
     Parameters
     ----------
@@ -89,6 +93,8 @@ def domains(
     {image}
     alpha
         Opacity of the spots.
+    match_colors
+        With ``annotation_key``: colour each domain like the reference category it is matched to (see above).
     legend
         Draw one legend per row, right of its last panel.
     {plot_params}
@@ -118,19 +124,28 @@ def domains(
         raise KeyError(msg)
     sections = resolve_sections(adata, library_id, library_key)
     panels = build_panels(
-        data, sections, table_key=table_key, section_key=library_key, image_key=image_key, image_px=image_px
+        data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
     )
     rows = [key] + ([reference] if reference is not None else [])
     ncols = len(panels)
-    if ax is None:
+    side_by_side = ax is None and len(rows) == 2 and ncols == 1
+    if side_by_side:  # one section: domains and reference side by side, not stacked
+        fig, axes = new_figure(1, 2, figsize=figsize, panel_size=(3.6, 3.8))
+        axes = axes.reshape(2, 1)
+    elif ax is None:
         fig, axes = new_figure(len(rows), ncols, figsize=figsize, panel_size=(3.6, 3.8))
     else:
         fig, flat = make_axes(ax, len(rows) * ncols)
         axes = np.asarray(flat, dtype=object).reshape(len(rows), ncols)
 
+    matched: dict[str, str] = {}
+    if reference is not None and match_colors:
+        matched = match_categories(adata.obs[key], adata.obs[reference])
     for i, col_key in enumerate(rows):
         labels, cats = _categorical(adata, col_key)
         cmap = category_colors(adata, col_key, cats) if i == 0 else reference_colors(cats)
+        if i == 0 and matched:
+            cmap = _matched_colors(cats, matched, reference_colors(_categorical(adata, reference)[1]))
         for j, panel in enumerate(panels):
             lab = labels.iloc[panel.rows]
             colors = [cmap.get(v, _MISSING) if v is not None else _MISSING for v in lab]
@@ -139,17 +154,19 @@ def domains(
         if legend:
             from matplotlib.patches import Patch
 
-            handles = [Patch(color=cmap[c], label=c) for c in cats]
+            handles = [
+                Patch(color=cmap[c], label=f"{c} ~ {matched[c]}" if i == 0 and c in matched else c) for c in cats
+            ]
             if labels.isna().any():
                 handles.append(Patch(color=_MISSING, label="NA"))
-            axes[i, -1].legend(
-                handles=handles, title=col_key, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False
-            )
+            where = {"loc": "center left", "bbox_to_anchor": (1.02, 0.5)}
+            if side_by_side:  # under each panel, so the left legend does not cover the right panel
+                where = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.02), "ncols": 2}
+            axes[i, -1].legend(handles=handles, title=col_key, frameon=False, **where)
     ev = adata.uns.get(f"{key}_evaluation")
     if reference is not None and isinstance(ev, dict) and "ari" in ev:
         p = ev.get("params", {})
-        ref_used = p.get("annotation_key", p.get("reference"))  # "reference" in objects of morphst 0.1
-        if ref_used == reference:
+        if p.get("annotation_key") == reference:
             if "n_evaluated" in ev and "n_excluded" in ev:
                 n_ev, n_ex = int(ev["n_evaluated"]), int(ev["n_excluded"])
                 spots = f"{n_ev} spots; {n_ex} with no {reference} or {key} label excluded"
@@ -159,3 +176,27 @@ def domains(
                 f"{key} vs {reference}: ARI {ev['ari']:.2f}, NMI {ev['nmi']:.2f} ({spots}; mst.tl.evaluate_domains)"
             )
     return finish(fig, show=show, return_fig=return_fig)
+
+
+def match_categories(domains: pd.Series, reference: pd.Series) -> dict[str, str]:
+    """One-to-one matching of domains to reference categories maximising the spots they share (Hungarian).
+
+    Returns ``{domain: reference category}`` for the matched domains (spots missing either label are ignored).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    ok = domains.notna().to_numpy() & reference.notna().to_numpy()
+    if not ok.any():
+        return {}
+    table = pd.crosstab(domains[ok].astype(str).to_numpy(), reference[ok].astype(str).to_numpy())
+    r, c = linear_sum_assignment(-table.to_numpy())
+    return {str(table.index[i]): str(table.columns[j]) for i, j in zip(r, c, strict=True) if table.iat[i, j] > 0}
+
+
+def _matched_colors(cats: list[str], matched: dict[str, str], ref_colors: dict[str, str]) -> dict[str, str]:
+    """Matched domains take their category's colour; the others, scanpy colours that no category uses."""
+    from scanpy.pl import palettes
+
+    used = {v.lower() for v in ref_colors.values()}
+    spare = iter([c for c in palettes.default_102 if c.lower() not in used])
+    return {c: ref_colors[matched[c]] if c in matched else next(spare) for c in cats}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import Key
-from .._docs import doc_returns_fig, inject_docs, plot_params
+from .._docs import doc_returns_fig, doc_table_key, inject_docs, plot_params
 from .._utils import get_adata, list_keys
 from ._spatial import new_figure
 from ._utils import finish, make_axes
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         ax=", one per panel (``n × (1 + n_context)``, spot by spot)", figsize="about 1.9 inches per panel"
     ),
     returns_fig=doc_returns_fig,
+    table_key=doc_table_key,
 )
 def patches(
     sdata: SpatialData,
@@ -33,7 +34,7 @@ def patches(
     spots: Sequence[int] | Sequence[str] | None = None,
     show_context: bool = True,
     color_by: str | None = None,
-    table_key: str = "table",
+    table_key: str = Key.TABLE,
     ncols: int | None = None,
     random_state: int = 0,
     ax: Axes | Sequence[Axes] | None = None,
@@ -61,8 +62,7 @@ def patches(
         Also show the context fields of view (``extract_patches(context_sizes_um=...)``), one panel each.
     color_by
         ``obs`` column shown in each title (e.g. ``"section"`` or ``"cluster"``).
-    table_key
-        Table of the spots.
+    {table_key}
     ncols
         Spots per row; ``None``: about the square root of the number of spots.
     random_state
@@ -90,37 +90,16 @@ def patches(
         raise TypeError(msg)
     adata = get_adata(sdata, table_key)
     info = adata.uns.get(Key.PATCHES)
-    if not isinstance(info, dict) or "patch_x_px" not in adata.obs.columns:
+    if not isinstance(info, dict) or Key.PATCH_X not in adata.obs.columns:
         msg = (
-            "No patch geometry in the table (`uns['patches']`, `obs['patch_x_px']`): run "
+            f"No patch geometry in the table (`uns[{Key.PATCHES!r}]`, `obs[{Key.PATCH_X!r}]`): run "
             "`mst.pp.extract_patches(sdata, patch_size=..., target_px=...)` first."
         )
         raise KeyError(msg)
     if color_by is not None and color_by not in adata.obs.columns:
         msg = f"{color_by!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
         raise KeyError(msg)
-    has_patch = np.isfinite(adata.obs["patch_x_px"].to_numpy(dtype=float))
-    if spots is None:
-        if n < 1:
-            msg = f"`n` must be at least 1, got {n}."
-            raise ValueError(msg)
-        candidates = np.flatnonzero(has_patch)
-        if not len(candidates):
-            msg = "No spot has a patch (all outside the images); rerun `mst.pp.extract_patches` with other keys."
-            raise ValueError(msg)
-        rng = np.random.default_rng(random_state)
-        rows = np.sort(rng.choice(candidates, size=min(n, len(candidates)), replace=False))
-    else:
-        sel = [spots] if isinstance(spots, str | int) else list(spots)
-        if all(isinstance(s, str) for s in sel):
-            idx = adata.obs_names.get_indexer(sel)
-            if (idx < 0).any():
-                bad = [s for s, i in zip(sel, idx, strict=True) if i < 0]
-                msg = f"Spots not in `obs_names`: {bad[:5]}."
-                raise KeyError(msg)
-            rows = idx
-        else:
-            rows = np.asarray(sel, dtype=np.int64)
+    rows = _rows(adata, spots, n, random_state)
     sizes = [float(s) for s in np.atleast_1d(info.get("sizes_um", [np.nan]))]
     n_ctx = len(sizes) - 1 if show_context else 0
     per_spot = 1 + n_ctx
@@ -141,29 +120,54 @@ def patches(
     else:
         fig, axes = make_axes(ax, n_panels)
 
-    valid = adata.obs["patch_valid_fraction"].to_numpy(dtype=float) if "patch_valid_fraction" in adata.obs else None
+    valid = adata.obs[Key.PATCH_VALID].to_numpy(dtype=float) if Key.PATCH_VALID in adata.obs else None
     for i, r in enumerate(rows):
-        for k in range(per_spot):
-            a = axes[i * per_spot + k]
-            img = images[k][i]
-            a.imshow(img, interpolation="nearest")
-            a.set_xticks([])
-            a.set_yticks([])
-            if k == 0:
-                label = str(adata.obs_names[r])
-                if color_by is not None:
-                    label += f"\n{color_by}: {adata.obs[color_by].iloc[r]}"
-                if valid is not None and np.isfinite(valid[r]) and valid[r] < 1:
-                    label += f" ({valid[r]:.0%} in image)"
-                a.set_title(label, fontsize="x-small")
-                a.set_xlabel(f"{sizes[0]:g} µm", fontsize="x-small")
-            else:
-                from matplotlib.patches import Rectangle
-
-                t = img.shape[0]
-                side = t * sizes[0] / sizes[k]
-                lo = (t - side) / 2 - 0.5
-                a.add_patch(Rectangle((lo, lo), side, side, fill=False, edgecolor="k", linewidth=1.0))
-                a.set_title("context", fontsize="x-small")
-                a.set_xlabel(f"{sizes[k]:g} µm", fontsize="x-small")
+        title = str(adata.obs_names[r])
+        if color_by is not None:
+            title += f"\n{color_by}: {adata.obs[color_by].iloc[r]}"
+        if valid is not None and np.isfinite(valid[r]) and valid[r] < 1:
+            title += f" ({valid[r]:.0%} in image)"
+        _draw_spot(axes[i * per_spot : (i + 1) * per_spot], [im[i] for im in images], sizes, title)
     return finish(fig, show=show, return_fig=return_fig)
+
+
+def _rows(adata, spots, n: int, random_state: int) -> np.ndarray:
+    """Row positions of the spots to show: ``spots`` (positions or ``obs_names``), else ``n`` drawn with a patch."""
+    if spots is not None:
+        sel = [spots] if isinstance(spots, str | int) else list(spots)
+        if not all(isinstance(s, str) for s in sel):
+            return np.asarray(sel, dtype=np.int64)
+        idx = adata.obs_names.get_indexer(sel)
+        if (idx < 0).any():
+            bad = [s for s, i in zip(sel, idx, strict=True) if i < 0]
+            msg = f"Spots not in `obs_names`: {bad[:5]}."
+            raise KeyError(msg)
+        return idx
+    if n < 1:
+        msg = f"`n` must be at least 1, got {n}."
+        raise ValueError(msg)
+    candidates = np.flatnonzero(np.isfinite(adata.obs[Key.PATCH_X].to_numpy(dtype=float)))
+    if not len(candidates):
+        msg = "No spot has a patch (all outside the images); rerun `mst.pp.extract_patches` with other keys."
+        raise ValueError(msg)
+    rng = np.random.default_rng(random_state)
+    return np.sort(rng.choice(candidates, size=min(n, len(candidates)), replace=False))
+
+
+def _draw_spot(axes, images, sizes: list[float], title: str) -> None:
+    """One spot: its patch (titled) and each context field of view with the patch outlined in its centre."""
+    from matplotlib.patches import Rectangle
+
+    for k, (a, img) in enumerate(zip(axes, images, strict=True)):
+        a.imshow(img, interpolation="nearest")
+        a.set_xticks([])
+        a.set_yticks([])
+        a.set_xlabel(f"{sizes[k]:g} µm", fontsize="x-small")
+        if k == 0:
+            a.set_title(title, fontsize="x-small")
+            continue
+        t = img.shape[0]
+        side = t * sizes[0] / sizes[k]
+        lo = (t - side) / 2 - 0.5
+        a.add_patch(Rectangle((lo, lo), side, side, fill=False, edgecolor="k", linewidth=1.0))
+        a.set_title("context", fontsize="x-small")

@@ -91,7 +91,7 @@ def quadrants(
     """
     adata = get_adata(data, table_key)
     keys = [quadrants_key] + ([compare] if isinstance(compare, str) else list(compare or []))
-    results = [get_tl_result(adata, k, "quadrants", required=("features", "thresholds")) for k in keys]
+    results = [get_tl_result(adata, k, Key.QUADRANTS, required=("features", "thresholds")) for k in keys]
     titles = [title] if isinstance(title, str) else (list(title) if title is not None else None)
     if titles is not None and len(titles) != len(keys):
         msg = f"`title` holds {len(titles)} title(s) for {len(keys)} panel(s)."
@@ -106,7 +106,9 @@ def quadrants(
     xmax = max(xmax, *(float(r["thresholds"]["shared"]) for r in results))
     ymax = max(float(np.nanmax(r["features"]["relevance"])) for r in results)
     ymax = max(ymax, *(float(r["thresholds"]["relevance"]) for r in results))
-    xlim, ylim = (0.0, min(1.0, xmax * 1.08) or 1.0), (0.0, ymax * 1.08 or 1.0)
+    ymax = ymax or 1.0
+    # strips above and below the data hold the quadrant labels, so no label covers a point
+    xlim, ylim = (0.0, min(1.0, xmax * 1.08) or 1.0), (-0.12 * ymax, ymax * 1.2)
 
     for i, (res, a) in enumerate(zip(results, axs, strict=True)):
         df = res["features"]
@@ -129,6 +131,8 @@ def quadrants(
         a.axhline(thr["relevance"], color="k", lw=0.8, ls="--")
         a.set_xlim(*xlim)
         a.set_ylim(*ylim)
+        a.set_yticks([t for t in a.get_yticks() if 0 <= t <= ymax * 1.08])  # no negative relevance ticks
+        a.set_ylim(*ylim)
         corners = {
             "translation": (0.98, 0.98, "right", "top"),
             "integration": (0.02, 0.98, "left", "top"),
@@ -139,8 +143,8 @@ def quadrants(
             if q in shares:
                 a.text(
                     x, y, f"{_ROMAN[q]} {float(shares[q]):.0%}", transform=a.transAxes, ha=ha, va=va,
-                    color=colors[q], fontsize=9, fontweight="bold",
-                    bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1.0},
+                    color=colors[q], fontsize=9, fontweight="bold", zorder=5,
+                    bbox={"facecolor": "white", "alpha": 1.0, "edgecolor": "none", "pad": 1.0},
                 )  # fmt: skip
         params = res.get("params", {})
         a.set_title(titles[i])

@@ -71,6 +71,43 @@ def _observed_layer(adata: AnnData, res: dict, key: str, layer: str | None) -> s
     return layer
 
 
+def _folds_per_gene(adata: AnnData, key: str, fm: pd.DataFrame | None, genes: pd.Index) -> tuple[pd.Series, int]:
+    """Folds that predicted each gene, and the number of folds (from ``var`` or the fold table)."""
+    col = f"{key}_n_folds"
+    res = adata.uns.get(key)
+    pf = res.get("per_fold") if isinstance(res, dict) else None
+    if fm is not None:
+        counts = fm.groupby(fm["gene"].astype(str), observed=True)["fold"].nunique()
+        n_total = int(fm["fold"].astype(str).nunique())
+    elif col in adata.var.columns:
+        counts = adata.var[col].astype(int)
+        n_total = len(pf) if pf is not None else int(counts.max())
+    else:  # no record of folds: every gene counts as predicted everywhere
+        return pd.Series(1, index=genes), 1
+    return counts.reindex(genes).fillna(0).astype(int), max(n_total, 1)
+
+
+def _by_symbol(adata: AnnData, genes: list[str], gene_symbols: str | None) -> tuple[list[str], dict[str, str]]:
+    """``genes`` named in ``var[gene_symbols]`` -> (their ``var_names``, ``{var_name: name to show}``)."""
+    if gene_symbols is None:
+        return genes, {g: g for g in genes}
+    if gene_symbols not in adata.var.columns:
+        msg = f"`gene_symbols`={gene_symbols!r} is not a var column. Available columns: {list_keys(adata.var.columns)}."
+        raise KeyError(msg)
+    sym = adata.var[gene_symbols].astype(str)
+    ids = []
+    for g in genes:
+        hit = adata.var_names[(sym == g).to_numpy()]
+        if len(hit) == 0:
+            msg = f"Gene {g!r} not found in `var[{gene_symbols!r}]` (e.g. {list(sym.iloc[:5])})."
+            raise KeyError(msg)
+        if len(hit) > 1:
+            msg = f"{g!r} names {len(hit)} genes in `var[{gene_symbols!r}]` ({list(hit)}); pass one of these var_names."
+            raise ValueError(msg)
+        ids.append(str(hit[0]))
+    return ids, dict(zip(ids, genes, strict=True))
+
+
 def _column(x, j: int) -> np.ndarray:
     col = x[:, j]
     col = col.toarray() if hasattr(col, "toarray") else np.asarray(col)
@@ -90,6 +127,7 @@ def predicted_vs_observed(
     library_id: str | None = None,
     library_key: str = Key.LIBRARY,
     layer: str | None = None,
+    gene_symbols: str | None = None,
     table_key: str = Key.TABLE,
     image_key: str | None = None,
     image_px: int = 600,
@@ -122,6 +160,9 @@ def predicted_vs_observed(
         ``obs`` column of the sections.
     layer
         Layer of observed values; ``None``: the target that the translation recorded in ``uns[predicted_key]["params"]``.
+    gene_symbols
+        ``var`` column holding the names that ``genes`` are given in and that titles show (e.g. gene symbols when
+        ``var_names`` are Ensembl IDs), as in scanpy; ``None``: ``var_names``.
     table_key
         Table of a SpatialData.
     {image}
@@ -158,6 +199,7 @@ def predicted_vs_observed(
     if not genes:
         msg = "`genes` is empty; pass one or more predicted genes."
         raise ValueError(msg)
+    genes, shown = _by_symbol(adata, genes, gene_symbols)
     mask_col = f"{key}_mask"
     predicted = (
         adata.var_names[adata.var[mask_col].to_numpy(bool)] if mask_col in adata.var.columns else adata.var_names
@@ -175,7 +217,7 @@ def predicted_vs_observed(
         raise ValueError(msg)
     sections = resolve_sections(adata, library_id, library_key)[:1]
     (panel,) = build_panels(
-        data, sections, table_key=table_key, section_key=library_key, image_key=image_key, image_px=image_px
+        data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
     )
 
     fold_col = f"{key}_fold"
@@ -211,9 +253,10 @@ def predicted_vs_observed(
         if same_scale:
             both = np.concatenate([obs_v, pred_v])
             lims = [(np.nanmin(both), np.nanmax(both))] * 2
-        titles = [f"{g} observed{where}", f"{g} predicted" + (f", {how} {pcc:.2f}" if how else "")]
+        name = shown[g]
+        titles = [f"{name} observed{where}", f"{name} predicted" + (f", {how} {pcc:.2f}" if how else "")]
         if not np.isfinite(pred_v).any():  # with in-fold gene selection, a fold may not have selected this gene
-            titles[1] = f"{g}: not predicted here\n(not selected in this fold's training part)"
+            titles[1] = f"{name}: not predicted here\n(not selected in this fold's training part)"
         for k, (vals, title) in enumerate(zip((obs_v, pred_v), titles, strict=True)):
             m = draw_panel(
                 axes[i, k], panel, values=vals, cmap=cmap, vmin=lims[k][0], vmax=lims[k][1], alpha=alpha, title=title
@@ -235,6 +278,7 @@ def gene_metrics(
     *,
     metric: Metric = "pcc",
     n_genes: int | None = None,
+    gene_symbols: str | None = None,
     table_key: str = Key.TABLE,
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
@@ -242,6 +286,10 @@ def gene_metrics(
     return_fig: bool = False,
 ) -> Figure | None:
     """Per-gene translation metric, sorted best first, with the spread over cross-validation folds.
+
+    With in-fold gene selection a gene may be predicted in only some folds; its mean is over those folds only, so
+    genes predicted in every fold are ranked first and the others after them (hatched bars, ``k/N`` folds in the
+    tick label, from ``var[f"{predicted_key}_n_folds"]``).
 
     Bars show the mean over folds of the metric of :func:`morphst.tl.predict_expression` (``var[f"{predicted_key}_{metric}"]``,
     or the fold table when absent); dots show each fold's value (``uns[predicted_key]["fold_metrics"]``, folds where the
@@ -260,6 +308,9 @@ def gene_metrics(
         lower is better).
     n_genes
         Show only the best ``n_genes`` genes; ``None``: all predicted genes.
+    gene_symbols
+        ``var`` column of the names to label the genes with (e.g. symbols when ``var_names`` are Ensembl IDs), as in
+        scanpy; ``None``: ``var_names``.
     table_key
         Table of a SpatialData.
     {plot_params}
@@ -304,17 +355,32 @@ def gene_metrics(
     if mean.empty:
         msg = f"No gene has a {metric!r} value under {key!r} (all constant in their test folds?)."
         raise ValueError(msg)
-    mean = mean.sort_values(ascending=not _HIGHER_IS_BETTER[metric])
+    n_folds, n_total = _folds_per_gene(adata, key, fm, mean.index)
+    # genes predicted in every fold first: a mean over fewer folds (in-fold gene selection) is not comparable
+    order = pd.DataFrame({"all": n_folds == n_total, "m": mean.to_numpy()}, index=mean.index)
+    order = order.sort_values(["all", "m"], ascending=[False, not _HIGHER_IS_BETTER[metric]], kind="stable")
+    mean, n_folds = mean[order.index], n_folds.reindex(order.index)
     if n_genes is not None:
-        mean = mean.iloc[: int(n_genes)]
+        mean, n_folds = mean.iloc[: int(n_genes)], n_folds.iloc[: int(n_genes)]
     genes = [str(g) for g in mean.index]
+    partial = (n_folds < n_total).to_numpy()
     if figsize is None:
         figsize = (max(5.0, 0.22 * len(genes) + 1.5), 4.0)
     fig, (a,) = make_axes(ax, 1, figsize=figsize)
     if ax is None:
         fig.set_layout_engine("constrained")
     x = np.arange(len(genes))
-    a.bar(x, mean.to_numpy(), color="#8fb3d9", edgecolor="none", label="mean over folds", zorder=1)
+    a.bar(x[~partial], mean.to_numpy()[~partial], color="#8fb3d9", edgecolor="none", label="mean over folds", zorder=1)
+    if partial.any():
+        a.bar(
+            x[partial],
+            mean.to_numpy()[partial],
+            color="#d9d9d9",
+            edgecolor="#8fb3d9",
+            hatch="//",
+            label=f"predicted in fewer than all {n_total} folds (label: k/{n_total}); ranked after the others",
+            zorder=1,
+        )
     if fm is not None:
         sub = fm[fm["gene"].astype(str).isin(genes)]
         pos = {g: i for i, g in enumerate(genes)}
@@ -342,7 +408,18 @@ def gene_metrics(
     if metric == "pcc":
         a.axhline(0, color="grey", linewidth=0.6)
     a.set_xticks(x)
-    a.set_xticklabels(genes, rotation=90, fontsize="small")
+    if gene_symbols is not None:
+        if gene_symbols not in adata.var.columns:
+            msg = f"`gene_symbols`={gene_symbols!r} is not a var column. Available: {list_keys(adata.var.columns)}."
+            raise KeyError(msg)
+        names = adata.var[gene_symbols].astype(str).reindex(genes).fillna(pd.Series(genes, index=genes)).tolist()
+    else:
+        names = genes
+    a.set_xticklabels(
+        [f"{g} ({int(k)}/{n_total})" if p else g for g, k, p in zip(names, n_folds, partial, strict=True)],
+        rotation=90,
+        fontsize="small",
+    )
     a.set_xlim(-0.7, len(genes) - 0.3)
     a.set_ylabel({"pcc": "Pearson r (held-out)"}.get(metric, f"{metric.upper()} (held-out)"))
     a.set_title(f"{key}: per-gene {metric.upper()}, best first")

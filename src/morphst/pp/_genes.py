@@ -14,6 +14,7 @@ from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, inject_docs
 from .._utils import bool_column, check_unique_var_names, get_adata, list_keys, records_params
+from .._utils._checks import check_expression
 from ._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
 
 if TYPE_CHECKING:
@@ -124,19 +125,19 @@ def _columns(values, keep: np.ndarray):
 def gene_scores(
     values,
     var_names: pd.Index,
-    flavor: Literal["highly_variable", "mean"],
-    n_top: int,
+    method: Literal["highly_variable", "mean"],
+    n_top_genes: int,
     *,
     hvg_flavor: HVGFlavor = "pearson_residuals",
     min_fraction: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and the boolean selection of the ``n_top`` best genes of the spots in ``values``.
+    """Scores and the boolean selection of the ``n_top_genes`` best genes of the spots in ``values``.
 
     ``values`` holds raw counts for ``hvg_flavor="pearson_residuals"``, log-normalised values otherwise.
     Genes detected (value > 0) in fewer than ``min_fraction`` of the spots get a NaN score and are never selected
-    (HEST-Benchmark's 10% filter). The ``n_top`` genes of largest score are taken (ties broken by gene order), so
-    exactly ``n_top`` genes are selected when that many have a score. Returns ``(score, selected)``, both of length
-    ``n_vars``.
+    (HEST-Benchmark's 10% filter). The ``n_top_genes`` genes of largest score are taken (ties broken by gene
+    order), so exactly ``n_top_genes`` genes are selected when that many have a score. Returns ``(score, selected)``,
+    both of length ``n_vars``.
     """
     import anndata as ad
     import scanpy as sc
@@ -145,20 +146,20 @@ def gene_scores(
     n = values.shape[0]
     detected = _detected(values)
     score = np.full(values.shape[1], np.nan)
-    if flavor == "highly_variable" and hvg_flavor == "pearson_residuals":
+    if method == "highly_variable" and hvg_flavor == "pearson_residuals":
         # analytic Pearson residuals (Lause, Berens & Kobak, Genome Biol. 2021): residual variance per gene
         keep = np.flatnonzero(detected > 0)
         tmp = ad.AnnData(_columns(values, keep))
         tmp.var_names = var_names[keep]
         df = sc.experimental.pp.highly_variable_genes(
-            tmp, flavor="pearson_residuals", n_top_genes=min(n_top, len(keep)), inplace=False
+            tmp, flavor="pearson_residuals", n_top_genes=min(n_top_genes, len(keep)), inplace=False
         )
         score[keep] = df["residual_variances"].to_numpy(np.float64)
-    elif flavor == "highly_variable":
+    elif method == "highly_variable":
         keep = np.flatnonzero(detected > 0)
         tmp = ad.AnnData(_columns(values, keep))
         tmp.var_names = var_names[keep]
-        df = sc.pp.highly_variable_genes(tmp, flavor=hvg_flavor, n_top_genes=min(n_top, len(keep)), inplace=False)
+        df = sc.pp.highly_variable_genes(tmp, flavor=hvg_flavor, n_top_genes=min(n_top_genes, len(keep)), inplace=False)
         score[keep] = df["dispersions_norm"].to_numpy(np.float64)
     else:
         score = np.asarray(values.mean(axis=0)).ravel().astype(np.float64)
@@ -166,14 +167,14 @@ def gene_scores(
     ok = np.flatnonzero(np.isfinite(score))
     order = ok[np.argsort(-score[ok], kind="stable")]
     selected = np.zeros(len(score), bool)
-    selected[order[:n_top]] = True
+    selected[order[:n_top_genes]] = True
     return score, selected
 
 
-def check_selection_params(n_top, min_fraction) -> tuple[int, float]:
-    """Validate ``n_top`` (a positive integer) and ``min_fraction`` (in [0, 1]); return them as int and float."""
-    if isinstance(n_top, bool) or not isinstance(n_top, int | np.integer) or int(n_top) < 1:
-        msg = f"`n_top` must be a positive integer (number of genes to select), got {n_top!r}."
+def check_selection_params(n_top_genes, min_fraction) -> tuple[int, float]:
+    """Validate ``n_top_genes`` (a positive integer) and ``min_fraction`` (in [0, 1]); return them as int and float."""
+    if isinstance(n_top_genes, bool) or not isinstance(n_top_genes, int | np.integer) or int(n_top_genes) < 1:
+        msg = f"`n_top_genes` must be a positive integer (number of genes to select), got {n_top_genes!r}."
         raise ValueError(msg)
     try:
         f = float(min_fraction)
@@ -185,7 +186,7 @@ def check_selection_params(n_top, min_fraction) -> tuple[int, float]:
             f"spots), got {min_fraction!r}."
         )
         raise ValueError(msg)
-    return int(n_top), f
+    return int(n_top_genes), f
 
 
 def no_gene_error(n_spots: int, min_fraction: float, where: str = "the masked spots") -> ValueError:
@@ -197,9 +198,9 @@ def no_gene_error(n_spots: int, min_fraction: float, where: str = "the masked sp
     return ValueError(msg)
 
 
-def statistics_values(adata: AnnData, flavor: str, hvg_flavor: str, layer: str | None):
+def statistics_values(adata: AnnData, method: str, hvg_flavor: str, layer: str | None):
     """The matrix that :func:`gene_scores` needs: raw counts for Pearson residuals, log-normalised values else."""
-    if flavor == "highly_variable" and hvg_flavor == "pearson_residuals":
+    if method == "highly_variable" and hvg_flavor == "pearson_residuals":
         if layer is None:
             return _counts_or_raise(adata, _PEARSON_FIX)
         if layer not in adata.layers:
@@ -213,9 +214,9 @@ def statistics_values(adata: AnnData, flavor: str, hvg_flavor: str, layer: str |
 @inject_docs(data=doc_data, copy=doc_copy)
 def select_genes(
     data: AnnData | SpatialData,
-    n_top: int = 50,
+    n_top_genes: int = 50,
     *,
-    flavor: Literal["highly_variable", "mean"] | Sequence[str] = "highly_variable",
+    method: Literal["highly_variable", "mean"] | Sequence[str] = "highly_variable",
     hvg_flavor: HVGFlavor = "pearson_residuals",
     layer: str | None = None,
     mask: str | np.ndarray | None = None,
@@ -233,23 +234,23 @@ def select_genes(
 
     The default ranks genes by the variance of their analytic Pearson residuals on raw counts (Lause, Berens & Kobak,
     Genome Biol. 2021; :func:`scanpy.experimental.pp.highly_variable_genes`), which accounts for sequencing depth. On
-    HER2ST the dispersion-based ``"seurat"`` ranking at ``n_top=50`` picks low-count genes whose dispersion comes
+    HER2ST the dispersion-based ``"seurat"`` ranking at ``n_top_genes=50`` picks low-count genes whose dispersion comes
     from a few shallow spots (e.g. GGPS1, PFKP, POLL), while Pearson residuals pick the tissue-structure genes
     (immunoglobulins, collagens, SCGB2A2, CEACAM6, HLA class II, ...).
 
     Parameters
     ----------
     {data}
-    n_top
-        Number of genes to select (ignored when ``flavor`` is a list of genes).
-    flavor
-        ``"highly_variable"``: the ``n_top`` genes of largest ``hvg_flavor`` score on the masked spots.
-        ``"mean"``: the ``n_top`` genes of largest mean log-normalised expression. A list of gene names: exactly
-        those genes.
+    n_top_genes
+        Number of genes to select (ignored when ``method`` is a list of genes).
+    method
+        ``"highly_variable"``: the ``n_top_genes`` genes of largest ``hvg_flavor`` score on the masked spots.
+        ``"mean"``: the ``n_top_genes`` genes of largest mean log-normalised expression. A list of gene names:
+        exactly those genes.
     hvg_flavor
-        Score for ``flavor="highly_variable"``: ``"pearson_residuals"`` (residual variance, on raw counts),
-        ``"seurat"`` or ``"cell_ranger"`` (normalised dispersion of :func:`scanpy.pp.highly_variable_genes`, on
-        log-normalised values).
+        Score for ``method="highly_variable"`` (scanpy's ``flavor``): ``"pearson_residuals"`` (residual variance, on
+        raw counts), ``"seurat"`` or ``"cell_ranger"`` (normalised dispersion of
+        :func:`scanpy.pp.highly_variable_genes`, on log-normalised values).
     layer
         Source of the statistics. For ``"pearson_residuals"``: a layer of raw counts (``None``: ``X``). Otherwise:
         a layer of log-normalised expression (``None``: ``layers['log1p_cp10k']`` if present, else log1p of counts
@@ -274,46 +275,48 @@ def select_genes(
         The ranking score on the masked spots (residual variance, normalised dispersion or mean); NaN for genes
         below ``min_fraction`` and for a list.
     ``.uns[key_added]['params']`` : dict
-        ``n_top``, ``flavor``, ``hvg_flavor``, ``layer``, ``min_fraction``, ``n_spots`` (spots in the mask),
-        ``n_selected`` (genes selected: fewer than ``n_top`` when fewer pass ``min_fraction``, with a warning).
+        ``n_top`` (``n_top_genes``), ``flavor`` (``method``; ``"list"`` for a list), ``genes`` (for a list),
+        ``hvg_flavor``, ``layer``, ``min_fraction``, ``n_spots`` (spots in the mask), ``n_selected`` (genes
+        selected: fewer than ``n_top_genes`` when fewer pass ``min_fraction``, with a warning).
 
     Raises
     ------
     KeyError
         If ``layer``, a mask column or a listed gene does not exist.
     ValueError
-        If ``var_names`` has duplicates, ``n_top`` is not a positive integer, ``min_fraction`` is outside [0, 1],
-        ``flavor`` or ``hvg_flavor`` is unknown, the list of genes is empty, the mask selects fewer than 2 spots,
+        If ``var_names`` has duplicates, ``n_top_genes`` is not a positive integer, ``min_fraction`` is outside
+        [0, 1], ``method`` or ``hvg_flavor`` is unknown, the list of genes is empty, the mask selects fewer than 2 spots,
         no gene passes ``min_fraction``, or the source is not what the score needs (raw counts for Pearson
         residuals and for log1p-cp10k computed from ``X``). Nothing is written then.
     """
     adata = get_adata(data, table_key)
+    check_expression(adata, "mst.pp.select_genes")
     check_unique_var_names(adata, "mst.pp.select_genes")
     m = resolve_mask(adata, mask)
-    is_list = not isinstance(flavor, str)
+    is_list = not isinstance(method, str)
     if is_list:
-        genes = [str(g) for g in flavor]
+        genes = [str(g) for g in method]
         missing = [g for g in genes if g not in adata.var_names]
         if missing:
             msg = f"{len(missing)} gene(s) not in `adata.var_names`: {missing[:10]}."
             raise KeyError(msg)
-    elif flavor not in ("highly_variable", "mean"):
-        msg = f"Unknown `flavor` {flavor!r}; use 'highly_variable', 'mean' or a list of gene names."
+    elif method not in ("highly_variable", "mean"):
+        msg = f"Unknown `method` {method!r}; use 'highly_variable', 'mean' or a list of gene names."
         raise ValueError(msg)
     else:
-        n_top, min_fraction = check_selection_params(n_top, min_fraction)
+        n_top_genes, min_fraction = check_selection_params(n_top_genes, min_fraction)
     if is_list and not genes:
-        msg = "`flavor` is an empty list of genes; pass at least one gene name."
+        msg = "`method` is an empty list of genes; pass at least one gene name."
         raise ValueError(msg)
     if hvg_flavor not in ("pearson_residuals", "seurat", "cell_ranger"):
         msg = f"Unknown `hvg_flavor` {hvg_flavor!r}; use 'pearson_residuals', 'seurat' or 'cell_ranger'."
         raise ValueError(msg)
-    values = None if is_list else statistics_values(adata, flavor, hvg_flavor, layer)
+    values = None if is_list else statistics_values(adata, method, hvg_flavor, layer)
     if copy:
         adata = adata.copy()
 
-    what = "list" if is_list else (f"{flavor}, {hvg_flavor}" if flavor == "highly_variable" else flavor)
-    start = logg.info(f"selecting {'listed' if is_list else n_top} genes ({what}) on {int(m.sum())} spots")
+    what = "list" if is_list else (f"{method}, {hvg_flavor}" if method == "highly_variable" else method)
+    start = logg.info(f"selecting {'listed' if is_list else n_top_genes} genes ({what}) on {int(m.sum())} spots")
     if is_list:
         selected = adata.var_names.isin(genes)
         score = np.full(adata.n_vars, np.nan)
@@ -321,16 +324,16 @@ def select_genes(
         score, selected = gene_scores(
             values if m.all() else values[np.flatnonzero(m)],  # no copy of every row
             adata.var_names,
-            flavor,
-            int(n_top),
+            method,
+            int(n_top_genes),
             hvg_flavor=hvg_flavor,
             min_fraction=float(min_fraction),
         )
         if not selected.any():
             raise no_gene_error(int(m.sum()), float(min_fraction))
-        if selected.sum() < n_top:
+        if selected.sum() < n_top_genes:
             msg = (
-                f"only {int(selected.sum())} of the {n_top} genes asked for are detected in at least "
+                f"only {int(selected.sum())} of the {n_top_genes} genes asked for are detected in at least "
                 f"{min_fraction:g} of the {int(m.sum())} spots; selected those (lower `min_fraction` for more)"
             )
             warnings.warn(msg, UserWarning, stacklevel=2)
@@ -338,8 +341,9 @@ def select_genes(
     adata.var[f"{key_added}_score"] = score
     adata.uns[key_added] = {
         "params": records_params(
-            n_top=int(selected.sum()) if is_list else int(n_top),
-            flavor="list" if is_list else flavor,
+            # stored as `n_top` / `flavor`: the names that mst.tl reads back (tl/_translation/_genes.py)
+            n_top=int(selected.sum()) if is_list else int(n_top_genes),
+            flavor="list" if is_list else method,
             genes=list(adata.var_names[selected]) if is_list else None,
             hvg_flavor=hvg_flavor,
             layer=layer,

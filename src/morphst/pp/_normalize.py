@@ -11,6 +11,7 @@ from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, inject_docs
 from .._utils import get_adata, records_params
+from .._utils._checks import check_expression
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -139,6 +140,7 @@ def normalize(
         :func:`scanpy.pp.log1p`). Nothing is written then.
     """
     adata = get_adata(data, table_key)
+    check_expression(adata, "mst.pp.normalize")
     target_sum = _check_target_sum(target_sum)
     if not isinstance(key_added, str) or not key_added:
         msg = f"`key_added` must be a non-empty string (the layer name to write), got {key_added!r}."

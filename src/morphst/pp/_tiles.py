@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
+from .._constants import Key
 from .._utils import affine_xy, list_keys, records_params, shape_centroids
 from .._utils._units import check_positive_um, resolve_image_scale
 from ._patches import require_sdata
@@ -86,10 +87,7 @@ def tile_tissue(
         ``tile_size`` not positive, ``min_tissue_fraction`` outside [0, 1], a pixel size that nothing determines
         (lists the options), outputs that exist without ``overwrite``, or no tile with enough tissue.
     """
-    import anndata as ad
-    import squidpy as sq
-    from spatialdata.models import ShapesModel, TableModel
-    from spatialdata.transformations import get_transformation
+    from spatialdata.models import TableModel
 
     from .._utils._units import declared_um_per_unit
     from ._units import set_um_per_unit
@@ -118,21 +116,7 @@ def tile_tissue(
     start = logg.info(
         f"tiling the tissue of {image_key!r}: {tile_size:g} µm tiles ({tile_px} px at {mpp:.4g} µm/px; {units.source})"
     )
-    tmp = f"_morphst_tiles_{key}"
-    if method != "otsu" and f"{image_key}_tissue" not in sdata.labels:
-        sq.experimental.im.detect_tissue(sdata, image_key, method=method, new_labels_key=f"{image_key}_tissue")
-    # make_tiles detects the tissue itself (Otsu) when `<image_key>_tissue` is not there yet
-    sq.experimental.im.make_tiles(
-        sdata,
-        image_key,
-        tile_size=(tile_px, tile_px),
-        min_tissue_fraction=float(min_tissue_fraction),
-        new_shapes_key=tmp,
-        preview=False,
-    )
-    grid = sdata.shapes[tmp]
-    del sdata.shapes[tmp]
-    keep = grid["tile_classification"].astype(str).to_numpy() == "tissue"
+    grid, keep = _tissue_grid(sdata, image_key, method, tile_px, min_tissue_fraction, key)
     if not keep.any():
         msg = (
             f"No {tile_size:g} µm tile of {image_key!r} has {min_tissue_fraction:g} of its area in detected tissue "
@@ -140,21 +124,7 @@ def tile_tissue(
         )
         raise ValueError(msg)
     tiles = grid.loc[keep, ["tile_x", "tile_y", "geometry"]].reset_index(drop=True)
-    gdf = tiles[["geometry"]].set_geometry("geometry")
-    gdf.attrs = {}  # squidpy's transformations travel on the frame: set them once, from the image
-    shapes = ShapesModel.parse(gdf, transformations=get_transformation(sdata.images[image_key], get_all=True))
-    c = shape_centroids(shapes)
-    xy = (affine_xy(shapes, cs) @ np.column_stack([c, np.ones(len(c))]).T).T[:, :2]
-    obs = pd.DataFrame(
-        {
-            "region": pd.Categorical([key] * len(tiles)),
-            "instance_id": np.asarray(shapes.index),
-            "tile_x": tiles["tile_x"].to_numpy(),
-            "tile_y": tiles["tile_y"].to_numpy(),
-        },
-        index=[f"tile{i}" for i in range(len(tiles))],
-    )
-    table = ad.AnnData(obs=obs, obsm={"spatial": xy})
+    shapes, table = _shapes_and_table(sdata, image_key, tiles, cs, key)
     table.uns["tiles"] = {
         "coordinate_system": cs,
         "um_per_unit": float(units.um_per_unit),
@@ -184,6 +154,54 @@ def tile_tissue(
         f"shapes[{key!r}], tables[{tkey!r}]",
         time=start,
     )
+
+
+def _tissue_grid(sdata, image_key, method, tile_px, min_tissue_fraction, key):
+    """The squidpy tile grid of ``tile_px`` tiles over the image and the mask of tiles classified as tissue.
+
+    ``method`` other than Otsu first writes ``labels[f"{image_key}_tissue"]`` (squidpy's ``detect_tissue``), which
+    ``make_tiles`` then uses; the grid's temporary shapes element is removed again.
+    """
+    import squidpy as sq
+
+    tmp = f"_morphst_tiles_{key}"
+    if method != "otsu" and f"{image_key}_tissue" not in sdata.labels:
+        sq.experimental.im.detect_tissue(sdata, image_key, method=method, new_labels_key=f"{image_key}_tissue")
+    # make_tiles detects the tissue itself (Otsu) when `<image_key>_tissue` is not there yet
+    sq.experimental.im.make_tiles(
+        sdata,
+        image_key,
+        tile_size=(tile_px, tile_px),
+        min_tissue_fraction=float(min_tissue_fraction),
+        new_shapes_key=tmp,
+        preview=False,
+    )
+    grid = sdata.shapes[tmp]
+    del sdata.shapes[tmp]
+    return grid, grid["tile_classification"].astype(str).to_numpy() == "tissue"
+
+
+def _shapes_and_table(sdata, image_key, tiles, cs, key):
+    """The tiles as a shapes element (the image's transformations) and a table of them (centres in ``cs``)."""
+    import anndata as ad
+    from spatialdata.models import ShapesModel
+    from spatialdata.transformations import get_transformation
+
+    gdf = tiles[["geometry"]].set_geometry("geometry")
+    gdf.attrs = {}  # squidpy's transformations travel on the frame: set them once, from the image
+    shapes = ShapesModel.parse(gdf, transformations=get_transformation(sdata.images[image_key], get_all=True))
+    c = shape_centroids(shapes)
+    xy = (affine_xy(shapes, cs) @ np.column_stack([c, np.ones(len(c))]).T).T[:, :2]
+    obs = pd.DataFrame(
+        {
+            "region": pd.Categorical([key] * len(tiles)),
+            "instance_id": np.asarray(shapes.index),
+            "tile_x": tiles["tile_x"].to_numpy(),
+            "tile_y": tiles["tile_y"].to_numpy(),
+        },
+        index=[f"tile{i}" for i in range(len(tiles))],
+    )
+    return shapes, ad.AnnData(obs=obs, obsm={Key.SPATIAL: xy})
 
 
 __all__ = ["tile_tissue"]

@@ -53,11 +53,14 @@ def _report_geometry(geoms: list[_RegionGeometry], sizes: list[float], target_px
                 upsampled.setdefault(size, []).append(
                     f"{g.region} ({g.image_key}): the {size:g} µm patch is upsampled {target_px / min(w):.2f}× "
                     f"({min(w)} native px -> {target_px} px): the image ({g.level_um_per_px[k]:.4g} µm/px at its "
-                    f"finest level) is coarser than the requested {size / target_px:.4g} µm/px."
+                    f"finest level) is coarser than the requested {size / target_px:.4g} µm/px. To avoid "
+                    f"interpolated detail, use `target_px={min(w)}` (the image's own resolution; encoders resize "
+                    f"to their input size themselves) or `patch_size={target_px * g.level_um_per_px[k]:.0f}` "
+                    f"(µm that {target_px} native px cover)."
                 )
     for msgs in upsampled.values():
         more = f" The same holds for {len(msgs) - 1} more region(s)." if len(msgs) > 1 else ""
-        logg.warning(f"{msgs[0]}{more} Lower `target_px` or increase `patch_size` to avoid interpolated detail.")
+        logg.warning(f"{msgs[0]}{more}")
     valid = np.concatenate([g.valid[0] for g in geoms])
     n_edge = int((valid < 1).sum())
     if n_edge > _EDGE_WARN_FRACTION * len(valid):
@@ -139,9 +142,11 @@ def extract_patches(
         as grey.
     intensity_range
         For non-uint8 images, intensities mapped onto 0 and 255: one ``(low, high)`` for every channel, or one pair
-        per channel read. Default: the 0.1 and 99.9 percentiles (NaN ignored) of the coarsest pyramid level, per
-        channel; for a 3- or 4-channel image read as RGB (brightfield) one range over the three colour channels,
-        which keeps the colour balance.
+        per channel read. Default: the 0.1 and 99.9 percentiles (NaN ignored) of the full-resolution pixels (every
+        pixel up to 4 million per channel, else a strided sample; never a downsampled level, whose averaging
+        narrows the range), per channel (e.g. named fluorescence markers); for a 3- or 4-channel image read as RGB
+        with unnamed channels (0, 1, 2), or three channels named r/g/b (brightfield), one range over the three
+        colour channels, which keeps the colour balance.
     fill_value
         Padding value (0–255) outside the image and for NaN pixels. Default: 255 (white) for RGB, else 0.
 

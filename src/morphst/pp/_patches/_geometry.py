@@ -126,12 +126,26 @@ def _channel_plan(image, channels) -> tuple[list[int], str]:
 _COLOUR_NAMES = {"r", "g", "b", "red", "green", "blue"}
 
 
+#: Pixels per channel read from the finest level to set a default intensity range (a strided sample beyond).
+MAX_SAMPLE_PX = 4_000_000
+
+
+def _pixel_sample(level, channels: list[int]) -> np.ndarray:
+    """``(n_channels, h', w')`` float64 pixels of ``level`` taken every ``s``-th row and column (no averaging)."""
+    h, w = level.shape[-2:]
+    step = max(1, int(np.ceil(np.sqrt(h * w / MAX_SAMPLE_PX))))
+    arr = level.data[channels, ::step, ::step]
+    return np.asarray(arr.compute() if hasattr(arr, "compute") else arr, dtype=np.float64)
+
+
 def _intensity_range(levels, idx: list[int], mode: str, dtype, intensity_range) -> np.ndarray | None:
     """``None`` for uint8, else per colour channel read ``[[low, high], ...]`` mapped onto 0..255.
 
-    Given (one pair for all channels, or one per channel), or the 0.1/99.9 percentiles of the coarsest level,
-    ignoring NaN: per channel, except for an RGB(A) image with channels named r, g, b, where one range over the
-    colour channels keeps the colour balance of brightfield stains.
+    Given (one pair for all channels, or one per channel), or the 0.1/99.9 percentiles of the full-resolution
+    pixels (a strided sample of at most ``MAX_SAMPLE_PX`` of them, never a downsampled level, whose averaging
+    narrows the range and clips the patches), ignoring NaN: per channel (e.g. named fluorescence markers), except
+    for an RGB(A) image read as it is with unnamed channels (0, 1, 2) or three channels named r, g, b, where one
+    range over the colour channels keeps the colour balance of brightfield stains.
     """
     if np.dtype(dtype) == np.uint8:
         return None
@@ -151,10 +165,11 @@ def _intensity_range(levels, idx: list[int], mode: str, dtype, intensity_range) 
             msg = f"`intensity_range` needs low < high for every channel, got {r.tolist()}."
             raise ValueError(msg)
         return r
-    lv = levels[-1].data
-    small = np.asarray(lv[colour].compute() if hasattr(lv, "compute") else lv[colour], dtype=np.float64)
-    names = [str(c).lower() for c in levels[-1].coords["c"].to_numpy()[colour]] if "c" in levels[-1].coords else []
-    joint = mode in ("rgb", "rgba") and len(names) == 3 and set(names) <= _COLOUR_NAMES
+    small = _pixel_sample(levels[0], colour)
+    names = [str(c).lower() for c in levels[0].coords["c"].to_numpy()[colour]] if "c" in levels[0].coords else []
+    # an RGB(A) image read as it is, with unnamed channels (spatialdata's default 0, 1, 2): brightfield colour
+    unnamed_rgb = levels[0].shape[0] in (3, 4) and list(colour) == [0, 1, 2] and names[:3] in ([], ["0", "1", "2"])
+    joint = mode in ("rgb", "rgba") and n == 3 and (unnamed_rgb or set(names) <= _COLOUR_NAMES)
     with np.errstate(all="ignore"):
         if joint:
             lo_hi = np.nanpercentile(small, [0.1, 99.9]) if np.isfinite(small).any() else np.array([0.0, 1.0])

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from distributed import Client
     from spatialdata import SpatialData
 from ..._docs import doc_table_key, inject_docs
+from ._blank import BlankPatches
 from ._checkpoint import _call_record, _Checkpoint
 from ._compute import _batch_plan, _encode, _prepare
 from ._distributed import _block_tasks, _level_on_disk, _resolve_client, _worker_block
@@ -244,6 +245,7 @@ def embed_patches(
     if cl is None:
         dev, ac, use_cl, autocast = _prepare(enc, device, dtype)
         run_info = {"device": str(dev), "autocast": ac is not None}
+        blank = BlankPatches(adata.obs_names)
         if needed:
             todo = [k for b in needed for k in blocks[b]]
             it = reader.iter_batches(np.concatenate([batches[k] for k in todo]), batch_size=bs)
@@ -256,12 +258,14 @@ def embed_patches(
                             if not np.array_equal(rows, batches[k]):  # pragma: no cover - reader contract
                                 msg = "Internal error: the patch reader's batches differ from the plan."
                                 raise RuntimeError(msg)
+                            blank.update(rows, patches)
                             fs.append(_encode(enc, patches, dev, use_cl, autocast))
                             bar.update(len(rows))
                         finish(b, np.concatenate(fs))
             finally:
                 it.close()
                 bar.close()
+            blank.warn()
     else:
         from dask.base import tokenize
         from distributed import as_completed

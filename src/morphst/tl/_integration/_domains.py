@@ -10,7 +10,7 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._docs import doc_copy, doc_data, inject_docs
+from ..._docs import doc_copy, doc_data, doc_random_state, inject_docs
 from ..._utils import check_obsm, get_adata, records_params
 from ._keys import rep_hint
 
@@ -79,9 +79,9 @@ def _leiden_graph(tmp: AnnData):
     """The igraph graph scanpy's ``tl.leiden`` clusters (``obsp['connectivities']``) and its edge weights.
 
     The same edges in the same order with the same weights as scanpy's ``get_igraph_from_adjacency``, so the labels
-    are the same, built with less memory: edges added from an int64 array (no Python tuple per edge: +0.7 GiB per
-    200,000 cells in scanpy; ``Graph(edges=array)`` +0.5 GiB) and the weights kept as a float64 array handed to
-    ``community_leiden`` (an edge attribute holds a Python float per edge: +0.14 GiB per 200,000 cells).
+    are the same, built with less memory: edges added from an int64 array (no Python tuple per edge, as scanpy and
+    ``Graph(edges=array)`` make) and the weights kept as a float64 array handed to ``community_leiden`` (an edge
+    attribute holds a Python float per edge).
     Returns ``(graph, weights)``, or ``None`` when scanpy's seeding helper is not importable: then
     ``sc.tl.leiden`` is called.
     """
@@ -178,7 +178,7 @@ def _leiden_search(
     return lab, res, seed, trace
 
 
-@inject_docs(data=doc_data, copy=doc_copy)
+@inject_docs(data=doc_data, random_state=doc_random_state, copy=doc_copy)
 def domains(
     data: SpatialData | AnnData,
     use_rep: str = Key.FUSED,
@@ -202,9 +202,8 @@ def domains(
     count jumps over ``n_domains``, the search is repeated with seeds ``random_state + 1``, … up to 4 more times).
     ``"kmeans"`` and ``"gmm"`` are scikit-learn's ``KMeans`` and ``GaussianMixture`` (``n_init`` initialisations)
     (``covariance_type``, default ``"tied"``: one covariance shared by all components, like mclust's ``EEE``
-    model that GraphST clusters with; a ``"full"`` covariance per component takes 20–45 s per fit on 60 dimensions
-    and 3,600 spots on 2 CPU cores, ``"tied"`` and ``"diag"`` a few seconds), which need ``n_domains``. Labels are ``"0"``, ``"1"``, … by decreasing
-    size.
+    model that GraphST clusters with; ``"full"``, one covariance per component, is much slower), which need
+    ``n_domains``. Labels are ``"0"``, ``"1"``, … by decreasing size.
 
     Parameters
     ----------
@@ -218,15 +217,14 @@ def domains(
     resolution
         Leiden resolution (the start of the search when ``n_domains`` is set).
     n_neighs
-        ``"leiden"`` only: neighbours of the kNN graph in ``use_rep`` space; capped at ``n_obs - 1`` (the cap is
-        recorded in ``uns[key_added]["params"]["notes"]``).
+        ``"leiden"`` only: neighbours of the kNN graph in ``use_rep`` space; at least ``n_obs`` is an error.
     covariance_type
         ``"gmm"`` only: covariance of each component (scikit-learn ``GaussianMixture``).
     n_init
-        ``"kmeans"``/``"gmm"``: initialisations (k-means++ starts for ``"gmm"``); the best fit is kept (>= 1). One
-        start is not enough on DLPFC: single GMM fits landed on solutions 0.2 ARI apart from seed to seed.
-    random_state
-        Seed of the clustering.
+        ``"kmeans"``/``"gmm"``: initialisations (k-means++ starts for ``"gmm"``); the best fit is kept (>= 1). A
+        single fit depends strongly on its seed.
+    {random_state}
+        It seeds the clustering.
     key_added
         ``obs`` column of the domains; also the ``uns`` key of the parameters.
     {copy}
@@ -250,69 +248,13 @@ def domains(
         If ``use_rep`` holds NaN/inf, ``method`` is unknown, or ``n_domains`` is missing or out of range.
     """
     adata = get_adata(data, table_key)
-    if method not in _METHODS:
-        msg = f"`method` must be one of {list(_METHODS)}, got {method!r}."
-        raise ValueError(msg)
-    hint = "Run `mst.tl.fuse` first." if use_rep.startswith("X_fused") else rep_hint(use_rep)
-    x = check_obsm(adata, use_rep, hint=hint)
-    if n_domains is None and method != "leiden":
-        msg = f"`method={method!r}` needs `n_domains`."
-        raise ValueError(msg)
-    if n_domains is not None and not (2 <= int(n_domains) <= adata.n_obs):
-        msg = f"`n_domains` must be between 2 and n_obs={adata.n_obs}, got {n_domains}."
-        raise ValueError(msg)
-    if resolution <= 0:
-        msg = f"`resolution` must be positive, got {resolution}."
-        raise ValueError(msg)
-    if int(n_neighs) < 1:
-        msg = f"`n_neighs` must be >= 1, got {n_neighs}."
-        raise ValueError(msg)
-    if int(n_init) < 1:
-        msg = f"`n_init` must be >= 1, got {n_init}."
-        raise ValueError(msg)
-    if covariance_type not in _COVARIANCES:
-        msg = f"`covariance_type` must be one of {list(_COVARIANCES)}, got {covariance_type!r}."
-        raise ValueError(msg)
-    if method in ("kmeans", "gmm"):
-        n_distinct = _n_distinct_rows(x, int(n_domains))
-        if n_distinct < int(n_domains):
-            what = "is constant (all rows equal)" if n_distinct == 1 else f"has only {n_distinct} distinct rows"
-            msg = (
-                f"`adata.obsm[{use_rep!r}]` {what}: {method} cannot find n_domains={n_domains} domains in it. "
-                "Check that the representation was computed (e.g. not all zero)."
-            )
-            raise ValueError(msg)
+    x = _check_options(adata, use_rep, method, n_domains, resolution, n_neighs, n_init, covariance_type)
     start = logg.info(f"finding domains in {use_rep!r} with {method}")
 
     params: dict = {"method": method, "use_rep": use_rep, "random_state": random_state}
     notes: list[str] = []
     if method == "leiden":
-        import anndata as ad
-        import scanpy as sc
-
-        tmp = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()), obsm={use_rep: x})
-        k = min(int(n_neighs), adata.n_obs - 1)
-        if k < n_neighs:
-            notes.append(f"n_neighs capped at n_obs - 1 = {k}")
-        sc.pp.neighbors(
-            tmp,
-            use_rep=use_rep,
-            n_neighbors=k,
-            transformer=_knn_transformer(adata.n_obs, k, random_state),
-            random_state=random_state,
-        )
-        del tmp.obsp["distances"]  # only the connectivities are clustered
-        graph = _leiden_graph(tmp)
-        if graph is not None:
-            del tmp.obsp["connectivities"]  # now in the igraph graph
-        if n_domains is None:
-            labels = _leiden_labels(tmp, resolution, random_state, graph)
-            res_used, trace = resolution, [[float(resolution), len(np.unique(labels)), random_state]]
-        else:
-            labels, res_used, seed, trace = _leiden_search(tmp, int(n_domains), resolution, random_state, graph=graph)
-            params["leiden_random_state"] = seed
-        params.update(resolution=float(res_used), resolution_search=trace, n_neighs=n_neighs)
-        labels = labels.astype(np.int64)
+        labels = _leiden(adata, x, use_rep, n_domains, resolution, n_neighs, random_state, params, notes)
     elif method == "kmeans":
         from sklearn.cluster import KMeans
 
@@ -342,3 +284,79 @@ def domains(
         f"    finished: found {len(cat.categories)} domains, added 'obs[{key_added!r}]' (categorical)", time=start
     )
     return adata if copy else None
+
+
+def _check_options(adata, use_rep, method, n_domains, resolution, n_neighs, n_init, covariance_type) -> np.ndarray:
+    """Check the options of :func:`domains`; return ``obsm[use_rep]``."""
+    if method not in _METHODS:
+        msg = f"`method` must be one of {list(_METHODS)}, got {method!r}."
+        raise ValueError(msg)
+    hint = "Run `mst.tl.fuse` first." if use_rep.startswith("X_fused") else rep_hint(use_rep)
+    x = check_obsm(adata, use_rep, hint=hint)
+    if adata.n_obs < 3:
+        msg = f"Finding domains needs at least 3 observations, got {adata.n_obs}: pass the whole section(s)."
+        raise ValueError(msg)
+    if n_domains is None and method != "leiden":
+        msg = f"`method={method!r}` needs `n_domains`."
+        raise ValueError(msg)
+    if n_domains is not None and not (2 <= int(n_domains) <= adata.n_obs):
+        msg = f"`n_domains` must be between 2 and n_obs={adata.n_obs}, got {n_domains}."
+        raise ValueError(msg)
+    if resolution <= 0:
+        msg = f"`resolution` must be positive, got {resolution}."
+        raise ValueError(msg)
+    if int(n_neighs) < 1:
+        msg = f"`n_neighs` must be >= 1, got {n_neighs}."
+        raise ValueError(msg)
+    if method == "leiden" and int(n_neighs) >= adata.n_obs:
+        msg = (
+            f"`n_neighs`={n_neighs} neighbours for the Leiden graph, but there are {adata.n_obs} observations (so at "
+            f"most {adata.n_obs - 1} neighbours); choose a smaller `n_neighs`."
+        )
+        raise ValueError(msg)
+    if int(n_init) < 1:
+        msg = f"`n_init` must be >= 1, got {n_init}."
+        raise ValueError(msg)
+    if covariance_type not in _COVARIANCES:
+        msg = f"`covariance_type` must be one of {list(_COVARIANCES)}, got {covariance_type!r}."
+        raise ValueError(msg)
+    if method in ("kmeans", "gmm"):
+        n_distinct = _n_distinct_rows(x, int(n_domains))
+        if n_distinct < int(n_domains):
+            what = "is constant (all rows equal)" if n_distinct == 1 else f"has only {n_distinct} distinct rows"
+            msg = (
+                f"`adata.obsm[{use_rep!r}]` {what}: {method} cannot find n_domains={n_domains} domains in it. "
+                "Check that the representation was computed (e.g. not all zero)."
+            )
+            raise ValueError(msg)
+    return x
+
+
+def _leiden(adata, x, use_rep, n_domains, resolution, n_neighs, random_state, params: dict, notes: list[str]):
+    """Leiden labels (int64) on a kNN graph of ``x`` built on a scratch object; the search and caps go to ``params``."""
+    import anndata as ad
+    import scanpy as sc
+
+    tmp = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()), obsm={use_rep: x})
+    k = min(int(n_neighs), adata.n_obs - 1)
+    if k < n_neighs:
+        notes.append(f"n_neighs capped at n_obs - 1 = {k}")
+    sc.pp.neighbors(
+        tmp,
+        use_rep=use_rep,
+        n_neighbors=k,
+        transformer=_knn_transformer(adata.n_obs, k, random_state),
+        random_state=random_state,
+    )
+    del tmp.obsp["distances"]  # only the connectivities are clustered
+    graph = _leiden_graph(tmp)
+    if graph is not None:
+        del tmp.obsp["connectivities"]  # now in the igraph graph
+    if n_domains is None:
+        labels = _leiden_labels(tmp, resolution, random_state, graph)
+        res_used, trace = resolution, [[float(resolution), len(np.unique(labels)), random_state]]
+    else:
+        labels, res_used, seed, trace = _leiden_search(tmp, int(n_domains), resolution, random_state, graph=graph)
+        params["leiden_random_state"] = seed
+    params.update(resolution=float(res_used), resolution_search=trace, n_neighs=n_neighs)
+    return labels.astype(np.int64)

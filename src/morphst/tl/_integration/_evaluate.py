@@ -10,7 +10,7 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._docs import doc_copy, doc_data, inject_docs
+from ..._docs import doc_copy, doc_data, doc_library_key, inject_docs
 from ..._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
 from ..._utils._graph import knn_edges
 from ._keys import resolve_library_key
@@ -61,18 +61,18 @@ def _is_raw_counts(x) -> bool:
     return bool(vals.size) and bool(np.all(vals >= 0)) and bool(np.allclose(vals, np.round(vals)))
 
 
-@inject_docs(data=doc_data, copy=doc_copy)
+@inject_docs(data=doc_data, library_key=doc_library_key, copy=doc_copy)
 def evaluate_domains(
     data: SpatialData | AnnData,
     domain_key: str = Key.DOMAIN,
-    annotation_key: str | None = Key.ANNOTATION,
+    annotation_key: str | None = None,
     *,
     genes: Sequence[str] | None = None,
     n_markers: int = 3,
     layer: str | None = None,
     normalize: bool | None = None,
     spatial_key: str = Key.SPATIAL,
-    library_key: str | None = None,
+    library_key: str | None = Key.LIBRARY,
     n_neighs: int = 6,
     table_key: str = Key.TABLE,
     key_added: str | None = None,
@@ -94,7 +94,8 @@ def evaluate_domains(
     domain_key
         ``obs`` column of the domains (from :func:`morphst.tl.domains`).
     annotation_key
-        ``obs`` column of the reference labels; ``None`` skips ARI/NMI.
+        ``obs`` column of the reference labels (e.g. pathologist layers); ``None`` (default): no reference, so
+        only the spatial coherence of the markers is reported (logged), no ARI/NMI.
     genes
         Genes whose autocorrelation is reported. ``None``: marker genes of the domains.
     n_markers
@@ -106,9 +107,8 @@ def evaluate_domains(
         ``None``: when the values look like raw counts (non-negative integers).
     spatial_key
         ``obsm`` key of the spatial coordinates, in px or µm (only neighbour ranks matter).
-    library_key
-        ``obs`` column of the sections (spots of different sections are never neighbours). ``None``:
-        ``"section"`` when present.
+    {library_key}
+        Spots of different sections are never neighbours.
     n_neighs
         Spatial neighbours per observation (>= 1), within its section; capped at ``n - 1`` in a section of ``n``
         observations (a section of one observation is left out of the autocorrelation); caps are recorded in
@@ -151,99 +151,33 @@ def evaluate_domains(
         If the reference has fewer than two categories, markers are asked of fewer than two domains, ``n_markers``
         < 1 or ``n_neighs`` < 1.
     """
-    import anndata as ad
-    import scanpy as sc
-    import squidpy as sq
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
     adata = get_adata(data, table_key)
     key, reference = domain_key, annotation_key
     key_added = f"{key}_evaluation" if key_added is None else key_added
     dom = check_obs_column(adata, key)
-    out: dict = {}
-    if reference is not None:
-        ref = check_obs_column(adata, reference, min_categories=2)
-        ok = (~pd.isna(ref.to_numpy())) & (~pd.isna(dom.to_numpy()))
-        r = ref.to_numpy()[ok].astype(str)
-        if len(np.unique(r)) < 2:
-            msg = f"`adata.obs[{reference!r}]` has fewer than 2 categories where {key!r} is set; ARI/NMI need 2."
-            raise ValueError(msg)
-        d = dom.to_numpy()[ok].astype(str)
-        out.update(
-            ari=float(adjusted_rand_score(r, d)),
-            nmi=float(normalized_mutual_info_score(r, d)),
-            n_evaluated=int(ok.sum()),
-            n_excluded=int((~ok).sum()),
-        )
+    out = {} if reference is None else _agreement(adata, dom, key, reference)
     if spatial_key not in adata.obsm:
         msg = f"{spatial_key!r} not found in `adata.obsm`. Available: {list_keys(adata.obsm.keys())}."
         raise KeyError(msg)
     coords = check_obsm(adata, spatial_key)[:, :2]
     lib = resolve_library_key(adata, library_key)
-    if layer is not None and layer not in adata.layers:
-        msg = f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}."
-        raise KeyError(msg)
-    if genes is not None:
-        genes = [str(g) for g in ([genes] if isinstance(genes, str) else genes)]
-        missing = [g for g in genes if g not in adata.var_names]
-        if missing:
-            msg = f"Genes not in `adata.var_names`: {missing[:10]}{' …' if len(missing) > 10 else ''}."
-            raise KeyError(msg)
-    elif dom.dropna().nunique() < 2:
-        msg = f"`adata.obs[{key!r}]` has fewer than 2 domains: no marker genes to rank; pass `genes=`."
-        raise ValueError(msg)
-    if genes is None and int(n_markers) < 1:
-        msg = f"`n_markers` must be >= 1 (marker genes per domain), got {n_markers}."
-        raise ValueError(msg)
-    if int(n_neighs) < 1:
-        msg = f"`n_neighs` must be >= 1, got {n_neighs}."
-        raise ValueError(msg)
+    genes = _check_genes(adata, dom, key, genes, layer, n_markers, n_neighs)
+    from ..._utils._checks import check_expression
 
-    start = logg.info(f"evaluating domains {key!r}" + (f" against {reference!r}" if reference else ""))
-    x = adata.layers[layer] if layer is not None else adata.X
-    tmp = ad.AnnData(
-        X=x.copy(), obs=pd.DataFrame(index=adata.obs_names.copy()), var=pd.DataFrame(index=adata.var_names)
+    check_expression(adata, "mst.tl.evaluate_domains")  # after the label checks: they need no expression
+
+    start = logg.info(
+        f"evaluating domains {key!r}"
+        + (
+            f" against {reference!r}"
+            if reference
+            else ": no `annotation_key`, so spatial coherence only (pass `annotation_key=` for ARI/NMI)"
+        )
     )
-    tmp.obsm["spatial"] = coords
-    do_norm = _is_raw_counts(x) if normalize is None else normalize
-    if do_norm:
-        sc.pp.normalize_total(tmp, target_sum=1e4)
-        sc.pp.log1p(tmp)
-    marker_of: dict[str, str] = {}
-    if genes is None:
-        counts = dom.value_counts()
-        groups = [str(g) for g in counts.index[counts >= 2]]
-        tmp.obs["_dom"] = pd.Categorical(dom.astype(str).where(~pd.isna(dom.to_numpy()), None))
-        sc.tl.rank_genes_groups(tmp, "_dom", groups=groups, method="t-test", n_genes=n_markers, key_added="_rgg")
-        names = tmp.uns["_rgg"]["names"]
-        for g in names.dtype.names:
-            for gene in names[g][:n_markers]:
-                marker_of.setdefault(str(gene), str(g))
-        genes = list(marker_of)
-    sub = tmp[:, genes].copy()
     sections = adata.obs[lib].astype(str).to_numpy() if lib is not None else np.zeros(adata.n_obs, dtype=str)
-    graph, notes, dropped = _spatial_graph_per_section(coords, sections, n_neighs)
-    if dropped.any():  # sections of one observation: no neighbours, no autocorrelation
-        sub = sub[~dropped].copy()
-        graph = graph[~dropped][:, ~dropped]
-    sub.obsp["spatial_connectivities"] = graph
-    sub.uns["spatial_neighbors"] = {"connectivities_key": "spatial_connectivities", "params": {}}
-    moran = sq.gr.spatial_autocorr(sub, mode="moran", genes=genes, copy=True, show_progress_bar=False)
-    geary = sq.gr.spatial_autocorr(sub, mode="geary", genes=genes, copy=True, show_progress_bar=False)
-    table = pd.DataFrame(
-        {
-            "domain": [marker_of.get(g, "") for g in genes],
-            "moran_I": moran.loc[genes, "I"].to_numpy(dtype=float),
-            "moran_pval": moran.loc[genes, "pval_norm"].to_numpy(dtype=float),
-            "geary_C": geary.loc[genes, "C"].to_numpy(dtype=float),
-        },
-        index=pd.Index(genes, name="gene"),
+    table, marker_of, do_norm, notes = _autocorrelation(
+        adata, dom, coords, sections, genes, layer, n_markers, normalize, n_neighs
     )
-    table["geary_1mC"] = 1.0 - table["geary_C"]
-    table["geary_pval"] = geary.loc[genes, "pval_norm"].to_numpy(dtype=float)
-    if not _geary_pval_calibrated(sq.__version__):
-        table["geary_pval"] = np.nan
-        notes.append(f"squidpy {sq.__version__} < 1.8.2: Geary's C p-values miscalibrated (squidpy#1183), set to NaN")
     out.update(
         autocorr=table,
         mean_moran_I=float(table["moran_I"].mean()),
@@ -271,3 +205,101 @@ def evaluate_domains(
         time=start,
     )
     return adata if copy else None
+
+
+def _agreement(adata: AnnData, dom: pd.Series, key: str, reference: str) -> dict:
+    """ARI and NMI of the domains ``dom`` against ``obs[reference]``, over the spots where both are set."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    ref = check_obs_column(adata, reference, min_categories=2)
+    ok = (~pd.isna(ref.to_numpy())) & (~pd.isna(dom.to_numpy()))
+    r = ref.to_numpy()[ok].astype(str)
+    if len(np.unique(r)) < 2:
+        msg = f"`adata.obs[{reference!r}]` has fewer than 2 categories where {key!r} is set; ARI/NMI need 2."
+        raise ValueError(msg)
+    d = dom.to_numpy()[ok].astype(str)
+    return {
+        "ari": float(adjusted_rand_score(r, d)),
+        "nmi": float(normalized_mutual_info_score(r, d)),
+        "n_evaluated": int(ok.sum()),
+        "n_excluded": int((~ok).sum()),
+    }
+
+
+def _check_genes(adata, dom, key, genes, layer, n_markers, n_neighs) -> list[str] | None:
+    """Check ``layer``, ``genes`` (returned as a list, or ``None``: markers), ``n_markers`` and ``n_neighs``."""
+    if layer is not None and layer not in adata.layers:
+        msg = f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}."
+        raise KeyError(msg)
+    if genes is not None:
+        genes = [str(g) for g in ([genes] if isinstance(genes, str) else genes)]
+        missing = [g for g in genes if g not in adata.var_names]
+        if missing:
+            msg = f"Genes not in `adata.var_names`: {missing[:10]}{' …' if len(missing) > 10 else ''}."
+            raise KeyError(msg)
+    elif dom.dropna().nunique() < 2:
+        msg = f"`adata.obs[{key!r}]` has fewer than 2 domains: no marker genes to rank; pass `genes=`."
+        raise ValueError(msg)
+    if genes is None and int(n_markers) < 1:
+        msg = f"`n_markers` must be >= 1 (marker genes per domain), got {n_markers}."
+        raise ValueError(msg)
+    if int(n_neighs) < 1:
+        msg = f"`n_neighs` must be >= 1, got {n_neighs}."
+        raise ValueError(msg)
+    return genes
+
+
+def _autocorrelation(adata, dom, coords, sections, genes, layer, n_markers, normalize, n_neighs):
+    """Moran's I and Geary's C of ``genes`` (``None``: each domain's top markers) on the per-section kNN graph.
+
+    Returns ``(table, marker_of, normalized, notes)``: one row per gene, the domain each marker gene marks, whether
+    the values were log-normalised first, and the notes (caps, dropped sections, squidpy version).
+    """
+    import anndata as ad
+    import scanpy as sc
+    import squidpy as sq
+
+    x = adata.layers[layer] if layer is not None else adata.X
+    tmp = ad.AnnData(
+        X=x.copy(), obs=pd.DataFrame(index=adata.obs_names.copy()), var=pd.DataFrame(index=adata.var_names)
+    )
+    tmp.obsm["spatial"] = coords
+    do_norm = _is_raw_counts(x) if normalize is None else normalize
+    if do_norm:
+        sc.pp.normalize_total(tmp, target_sum=1e4)
+        sc.pp.log1p(tmp)
+    marker_of: dict[str, str] = {}
+    if genes is None:
+        counts = dom.value_counts()
+        groups = [str(g) for g in counts.index[counts >= 2]]
+        tmp.obs["_dom"] = pd.Categorical(dom.astype(str).where(~pd.isna(dom.to_numpy()), None))
+        sc.tl.rank_genes_groups(tmp, "_dom", groups=groups, method="t-test", n_genes=n_markers, key_added="_rgg")
+        names = tmp.uns["_rgg"]["names"]
+        for g in names.dtype.names:
+            for gene in names[g][:n_markers]:
+                marker_of.setdefault(str(gene), str(g))
+        genes = list(marker_of)
+    sub = tmp[:, genes].copy()
+    graph, notes, dropped = _spatial_graph_per_section(coords, sections, n_neighs)
+    if dropped.any():  # sections of one observation: no neighbours, no autocorrelation
+        sub = sub[~dropped].copy()
+        graph = graph[~dropped][:, ~dropped]
+    sub.obsp["spatial_connectivities"] = graph
+    sub.uns["spatial_neighbors"] = {"connectivities_key": "spatial_connectivities", "params": {}}
+    moran = sq.gr.spatial_autocorr(sub, mode="moran", genes=genes, copy=True, show_progress_bar=False)
+    geary = sq.gr.spatial_autocorr(sub, mode="geary", genes=genes, copy=True, show_progress_bar=False)
+    table = pd.DataFrame(
+        {
+            "domain": [marker_of.get(g, "") for g in genes],
+            "moran_I": moran.loc[genes, "I"].to_numpy(dtype=float),
+            "moran_pval": moran.loc[genes, "pval_norm"].to_numpy(dtype=float),
+            "geary_C": geary.loc[genes, "C"].to_numpy(dtype=float),
+        },
+        index=pd.Index(genes, name="gene"),
+    )
+    table["geary_1mC"] = 1.0 - table["geary_C"]
+    table["geary_pval"] = geary.loc[genes, "pval_norm"].to_numpy(dtype=float)
+    if not _geary_pval_calibrated(sq.__version__):
+        table["geary_pval"] = np.nan
+        notes.append(f"squidpy {sq.__version__} < 1.8.2: Geary's C p-values miscalibrated (squidpy#1183), set to NaN")
+    return table, marker_of, do_norm, notes

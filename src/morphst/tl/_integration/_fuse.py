@@ -8,6 +8,7 @@ Everything is kept sparse: the spatial graph is a k-nearest-neighbour graph buil
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -15,7 +16,7 @@ from scipy import sparse
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._docs import doc_copy, doc_data, inject_docs
+from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
 from ..._utils import check_obsm, get_adata, list_keys, records_params
 from ..._utils._graph import knn_edges, radius_edges, symmetrise
 from ._keys import rep_hint, resolve_library_key
@@ -83,7 +84,7 @@ def _modality_block(x: np.ndarray, n_comps: int, random_state: int) -> tuple[np.
 
     x = np.array(x, dtype=_work_dtype(np.asarray(x)), copy=True)
     x -= x.mean(axis=0)
-    # (x**2).sum() (pairwise summation, as before) while a temporary copy is cheap; einsum beyond that
+    # (x**2).sum() (pairwise summation) while a temporary copy is cheap; einsum beyond that
     ss = float((x**2).sum()) if x.size <= _FLOAT32_ABOVE else float(np.einsum("ij,ij->", x, x, dtype=np.float64))
     total_sd = float(np.sqrt(ss / max(x.shape[0] - 1, 1)))
     if total_sd == 0:
@@ -114,7 +115,7 @@ def _balanced(block: np.ndarray, weight: float) -> np.ndarray:
     return block * np.sqrt(weight / var) if var > 0 else block
 
 
-@inject_docs(data=doc_data, copy=doc_copy)
+@inject_docs(data=doc_data, library_key=doc_library_key, random_state=doc_random_state, copy=doc_copy)
 def fuse(
     data: SpatialData | AnnData,
     use_rep: Sequence[str] = ("X_pca", Key.DEFAULT_REP),
@@ -127,7 +128,7 @@ def fuse(
     n_neighs: int = 6,
     n_steps: int | None = None,
     spatial_key: str = Key.SPATIAL,
-    library_key: str | None = None,
+    library_key: str | None = Key.LIBRARY,
     table_key: str = Key.TABLE,
     key_added: str = Key.FUSED,
     random_state: int = 0,
@@ -164,13 +165,9 @@ def fuse(
       so expression is averaged over spatial neighbours that look alike, and not across morphological borders.
       ``n_steps`` defaults to 1 here.
 
-    Guidance (DLPFC Visium, sections 151673 and 151674, mean ARI over both and 3 seeds; measured while choosing the
-    defaults, without morphology): the neighbourhood radius, the number of steps and the number of expression PCs
-    matter most. 30 PCs, diagonal GMM, one start: one ring (6 spots) and 5 steps 0.40, two rings and 5 steps 0.42,
-    10 steps 0.38, 20 steps 0.30 (the thin layers blur). Shared-covariance GMM with 10 starts, two rings, 5 steps:
-    30 PCs 0.47, 25 PCs 0.47, 20 PCs 0.56, 15 PCs 0.57; three rings and 3 steps with 20 PCs 0.55. ``n_rings=2,
-    n_steps=5`` and 20 PCs are the defaults, the same for both sections. The radius is ``(n_rings + 0.1)`` spot
-    spacings, so on cell-level data (spacing ~10 µm) raise ``n_rings`` until the radius covers ~100–200 µm.
+    The defaults (``n_rings=2``, ``n_steps=5``, 20 expression PCs) were chosen on DLPFC Visium (see the README and
+    ``benchmarks/integration_dlpfc.py``). The radius is ``(n_rings + 0.1)`` spot spacings, so on cell-level data
+    (spacing ~10 µm) raise ``n_rings`` until the radius covers ~100–200 µm.
 
     Parameters
     ----------
@@ -186,30 +183,27 @@ def fuse(
         Not used by the other methods.
     n_comps
         Principal components kept per modality (one value, or one per modality); capped at the number of
-        features and ``n_obs - 1``. ``None``: 20 for ``"smooth"`` (the expression block; 15 and 20 gave the same
-        DLPFC ARI, 25–50 let a Gaussian mixture split a thick layer instead of finding thin ones), 30 otherwise.
+        features and ``n_obs - 1``. ``None``: 20 for ``"smooth"`` (the expression block), 30 otherwise.
     n_rings
         ``"smooth"`` only: neighbourhood radius in spot spacings (``(n_rings + 0.1) ×`` the section's median
         nearest-neighbour distance), > 0.
     morph_weight
         ``"smooth"`` only: how strongly morphological dissimilarity down-weights an edge (>= 0; 0 ignores
-        morphology). On DLPFC with low-res handcrafted features 0.3 matched morphology off (ARI 0.558 vs 0.561),
-        1 and 3 lowered it (0.54): there, morphology does not help; the default keeps it mild.
+        morphology). The default keeps it mild (see the README for its effect on DLPFC).
     n_neighs
-        ``"graph"`` only: spatial neighbours per observation, within its section (capped at the section size - 1;
-        the cap is recorded in ``params["notes"]``).
+        ``"graph"`` only: spatial neighbours per observation, within its section (capped at the section size - 1
+        with a warning, recorded in ``params["notes"]``; at least the size of the largest section is an error).
     n_steps
         ``"smooth"`` and ``"graph"``: smoothing steps (>= 1). ``None``: 5 for ``"smooth"``, 1 for ``"graph"``.
     spatial_key
         ``"smooth"``/``"graph"``: ``obsm`` key of the spatial coordinates, shape ``(n_obs, 2)``, in px or µm (radius
         and kernel bandwidth are relative to the spot spacing / median edge length, so the unit does not matter).
-    library_key
-        ``"smooth"``/``"graph"``: ``obs`` column with the section of each observation; spots of different sections are
-        never neighbours. ``None``: ``"section"`` when that column exists, else one section.
+    {library_key}
+        ``"smooth"``/``"graph"`` only: spots of different sections are never neighbours.
     key_added
         ``obsm`` key of the result; also the ``uns`` key of the parameters.
-    random_state
-        Seed of the PCA solver.
+    {random_state}
+        It seeds the PCA solver.
     {copy}
 
     Returns
@@ -241,6 +235,74 @@ def fuse(
     """
     start = logg.info(f"fusing {list(use_rep)} with method={method!r}")
     adata = get_adata(data, table_key)
+    inputs = _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library_key)
+    n_steps = _check_spatial_options(method, n_rings, morph_weight, n_neighs, n_steps)
+    if method == "graph":
+        _check_n_neighs(n_neighs, inputs.groups, inputs.n_obs)
+
+    # --- compute everything before writing anything ---
+    blocks, infos = [], []
+    for x, c in zip(inputs.reps, inputs.comps, strict=True):
+        b, info = _modality_block(x, c, random_state)
+        blocks.append(b)
+        infos.append(info)
+    params = {
+        "use_rep": inputs.use_rep,
+        "method": method,
+        "n_comps": [i["n_comps"] for i in infos],
+        "variance_captured": [i["variance_captured"] for i in infos],
+        "random_state": random_state,
+    }
+    graph = None
+    notes: list[str] = []
+    if method == "smooth":
+        fused, graph, method_params = _smooth(inputs, blocks, n_rings, morph_weight, n_steps, spatial_key)
+    elif method == "stitch":
+        fused, method_params = np.hstack(blocks), {}
+    elif method == "weighted":
+        fused = np.hstack([_balanced(b, wi) for b, wi in zip(blocks, inputs.weights, strict=True)])
+        method_params = {"weights": inputs.weights.tolist()}
+    else:
+        fused, graph, method_params = _graph(inputs, blocks, n_neighs, n_steps, spatial_key, notes)
+    params.update(method_params)
+    params["notes"] = notes
+
+    # --- write ---
+    if copy:
+        adata = adata.copy()
+    adata.obsm[key_added] = np.ascontiguousarray(fused, dtype=np.float32)
+    uns: dict = {"params": records_params(**params)}
+    if graph is not None:
+        conn_key = f"{key_added}_connectivities"
+        adata.obsp[conn_key] = graph
+        uns = {"connectivities_key": conn_key, **uns}
+    adata.uns[key_added] = uns
+    slots = f"'obsm[{key_added!r}]' {fused.shape}" + (f", 'obsp[{conn_key!r}]'" if graph is not None else "")
+    logg.info(f"    finished: fused {len(use_rep)} representation(s); added {slots}, 'uns[{key_added!r}]'", time=start)
+    return adata if copy else None
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The checked inputs of :func:`fuse`."""
+
+    use_rep: list[str]
+    reps: list[np.ndarray]
+    comps: list[int]
+    #: one weight per representation, summing to 1
+    weights: np.ndarray
+    #: ``"smooth"``/``"graph"``: spot coordinates ``(n_obs, 2)``, the section of each spot (or ``None``) and its column
+    coords: np.ndarray | None
+    groups: np.ndarray | None
+    library_key: str | None
+
+    @property
+    def n_obs(self) -> int:
+        return self.reps[0].shape[0]
+
+
+def _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library_key) -> _Inputs:
+    """Check the representations, ``n_comps``, ``weights`` and (spatial methods) the coordinates and sections."""
     if method not in _METHODS:
         msg = f"`method` must be one of {list(_METHODS)}, got {method!r}."
         raise ValueError(msg)
@@ -270,8 +332,7 @@ def fuse(
             msg = f"`weights` must be {len(reps)} non-negative numbers with a positive sum, got {weights!r}."
             raise ValueError(msg)
         w = w / w.sum()
-    if n_steps is None:
-        n_steps = 5 if method == "smooth" else 1
+    coords = groups = lib = None
     if method in _SPATIAL_METHODS:
         if spatial_key not in adata.obsm:
             msg = f"{spatial_key!r} not found in `adata.obsm`. Available: {list_keys(adata.obsm.keys())}."
@@ -279,6 +340,14 @@ def fuse(
         coords = check_obsm(adata, spatial_key)[:, :2]
         lib = resolve_library_key(adata, library_key)
         groups = None if lib is None else adata.obs[lib].to_numpy()
+    return _Inputs(use_rep, reps, comps, w, coords, groups, lib)
+
+
+def _check_spatial_options(method, n_rings, morph_weight, n_neighs, n_steps) -> int:
+    """Check the options of ``"smooth"``/``"graph"``; return ``n_steps`` with its default filled in."""
+    if n_steps is None:
+        n_steps = 5 if method == "smooth" else 1
+    if method in _SPATIAL_METHODS:
         if n_neighs < 1 or n_steps < 1:
             msg = f"`n_neighs` and `n_steps` must be >= 1, got {n_neighs} and {n_steps}."
             raise ValueError(msg)
@@ -288,95 +357,84 @@ def fuse(
         if not (np.isfinite(morph_weight) and morph_weight >= 0):
             msg = f"`morph_weight` must be >= 0, got {morph_weight}."
             raise ValueError(msg)
+    return n_steps
 
-    # --- compute everything before writing anything ---
-    blocks, infos = [], []
-    for x, c in zip(reps, comps, strict=True):
-        b, info = _modality_block(x, c, random_state)
-        blocks.append(b)
-        infos.append(info)
+
+def _check_n_neighs(n_neighs: int, groups, n_obs: int) -> None:
+    """Refuse ``n_neighs`` that no section can honour (as ``spatial_context`` does); smaller sections are capped."""
+    largest = (
+        int(np.unique(np.asarray(groups).astype(str), return_counts=True)[1].max()) if groups is not None else n_obs
+    )
+    if int(n_neighs) >= largest:
+        msg = (
+            f"`n_neighs`={n_neighs} spatial neighbours, but the largest section has {largest} observations (so at "
+            f"most {largest - 1} neighbours); choose a smaller `n_neighs` (6 on Visium, 4 on the legacy ST grid)."
+        )
+        raise ValueError(msg)
+
+
+def _smooth(inputs: _Inputs, blocks, n_rings, morph_weight, n_steps, spatial_key):
+    """``"smooth"``: the morphology-weighted radius graph and the smoothed expression block, with its parameters."""
+    reps, n_obs = inputs.reps, inputs.n_obs
+    rows, cols, _, spacing = radius_edges(inputs.coords, inputs.groups, n_rings=n_rings)
+    ew = np.ones(rows.size)
+    sigma_m = None
+    if len(reps) > 1 and morph_weight > 0 and rows.size:
+        morph = np.hstack([_standardised(x) for x in reps[1:]])
+        dm = _edge_distances(morph, rows, cols)
+        sigma_m = float(np.median(dm))
+        sigma_m = sigma_m if sigma_m > 0 else 1.0
+        ew = np.exp(-morph_weight * dm**2 / (2 * sigma_m**2))
+    graph = sparse.csr_matrix((ew, (rows, cols)), shape=(n_obs, n_obs))
+    fused = _propagate(blocks[0], graph, n_steps)
     params = {
-        "use_rep": use_rep,
-        "method": method,
-        "n_comps": [i["n_comps"] for i in infos],
-        "variance_captured": [i["variance_captured"] for i in infos],
-        "random_state": random_state,
+        "n_rings": float(n_rings),
+        "morph_weight": float(morph_weight) if len(blocks) > 1 else 0.0,
+        "n_steps": int(n_steps),
+        "spatial_key": spatial_key,
+        "library_key": inputs.library_key,
+        "spot_spacing": spacing,
+        "sigma_morph": sigma_m,
+        "n_edges": int(rows.size // 2),
+        "mean_neighbours": float(rows.size / n_obs),
     }
-    graph = None
-    notes: list[str] = []
-    if method == "smooth":
-        rows, cols, ds, spacing = radius_edges(coords, groups, n_rings=n_rings)
-        ew = np.ones(rows.size)
-        sigma_m = None
-        if len(reps) > 1 and morph_weight > 0 and rows.size:
-            morph = np.hstack([_standardised(x) for x in reps[1:]])
-            dm = _edge_distances(morph, rows, cols)
-            sigma_m = float(np.median(dm))
-            sigma_m = sigma_m if sigma_m > 0 else 1.0
-            ew = np.exp(-morph_weight * dm**2 / (2 * sigma_m**2))
-        graph = sparse.csr_matrix((ew, (rows, cols)), shape=(n_obs, n_obs))
-        fused = _propagate(blocks[0], graph, n_steps)
-        params.update(
-            n_rings=float(n_rings),
-            morph_weight=float(morph_weight) if len(blocks) > 1 else 0.0,
-            n_steps=int(n_steps),
-            spatial_key=spatial_key,
-            library_key=lib,
-            spot_spacing=spacing,
-            sigma_morph=sigma_m,
-            n_edges=int(rows.size // 2),
-            mean_neighbours=float(rows.size / n_obs),
-        )
-    elif method == "stitch":
-        fused = np.hstack(blocks)
-    elif method == "weighted":
-        fused = np.hstack([_balanced(b, wi) for b, wi in zip(blocks, w, strict=True)])
-        params["weights"] = w.tolist()
-    else:
-        rows, cols, ds = spatial_knn(coords, groups, n_neighs=n_neighs)
-        sizes = np.unique(np.asarray(groups).astype(str), return_counts=True) if groups is not None else None
-        if sizes is not None:
-            notes += [
-                f"section {str(g)!r}: n_neighs capped at {c - 1} ({c} observations)"
-                for g, c in zip(*sizes, strict=True)
-                if c - 1 < n_neighs
-            ]
-        elif n_obs - 1 < n_neighs:
-            notes.append(f"n_neighs capped at {n_obs - 1} ({n_obs} observations)")
-        sigma_s = float(np.median(ds)) if ds.size else 1.0
-        sigma_s = sigma_s if sigma_s > 0 else 1.0
-        ew = np.exp(-(ds**2) / (2 * sigma_s**2))
-        sigma_m = None
-        if len(blocks) > 1:
-            morph = np.hstack([_balanced(b, 1.0) for b in blocks[1:]])
-            dm = _edge_distances(morph, rows, cols)
-            sigma_m = float(np.median(dm)) if dm.size else 1.0
-            sigma_m = sigma_m if sigma_m > 0 else 1.0
-            ew = ew * np.exp(-(dm**2) / (2 * sigma_m**2))
-        graph = sparse.csr_matrix((ew, (rows, cols)), shape=(n_obs, n_obs))
-        fused = _propagate(blocks[0], graph, n_steps)
-        params.update(
-            n_neighs=n_neighs,
-            n_steps=n_steps,
-            spatial_key=spatial_key,
-            library_key=lib,
-            sigma_spatial=sigma_s,
-            sigma_morph=sigma_m,
-            n_edges=int(rows.size // 2),
-        )
+    return fused, graph, params
 
-    params["notes"] = notes
 
-    # --- write ---
-    if copy:
-        adata = adata.copy()
-    adata.obsm[key_added] = np.ascontiguousarray(fused, dtype=np.float32)
-    uns: dict = {"params": records_params(**params)}
-    if graph is not None:
-        conn_key = f"{key_added}_connectivities"
-        adata.obsp[conn_key] = graph
-        uns = {"connectivities_key": conn_key, **uns}
-    adata.uns[key_added] = uns
-    slots = f"'obsm[{key_added!r}]' {fused.shape}" + (f", 'obsp[{conn_key!r}]'" if graph is not None else "")
-    logg.info(f"    finished: fused {len(use_rep)} representation(s); added {slots}, 'uns[{key_added!r}]'", time=start)
-    return adata if copy else None
+def _graph(inputs: _Inputs, blocks, n_neighs, n_steps, spatial_key, notes: list[str]):
+    """``"graph"``: the spatial × morphology kNN graph and the smoothed expression block; caps go to ``notes``."""
+    groups, n_obs = inputs.groups, inputs.n_obs
+    rows, cols, ds = spatial_knn(inputs.coords, groups, n_neighs=n_neighs)
+    sizes = np.unique(np.asarray(groups).astype(str), return_counts=True) if groups is not None else None
+    if sizes is not None:
+        notes += [
+            f"section {str(g)!r}: n_neighs capped at {c - 1} ({c} observations)"
+            for g, c in zip(*sizes, strict=True)
+            if c - 1 < n_neighs
+        ]
+    elif n_obs - 1 < n_neighs:
+        notes.append(f"n_neighs capped at {n_obs - 1} ({n_obs} observations)")
+    if notes:
+        logg.warning(f"`n_neighs`={n_neighs} is more than some sections allow: {'; '.join(notes[:5])}.")
+    sigma_s = float(np.median(ds)) if ds.size else 1.0
+    sigma_s = sigma_s if sigma_s > 0 else 1.0
+    ew = np.exp(-(ds**2) / (2 * sigma_s**2))
+    sigma_m = None
+    if len(blocks) > 1:
+        morph = np.hstack([_balanced(b, 1.0) for b in blocks[1:]])
+        dm = _edge_distances(morph, rows, cols)
+        sigma_m = float(np.median(dm)) if dm.size else 1.0
+        sigma_m = sigma_m if sigma_m > 0 else 1.0
+        ew = ew * np.exp(-(dm**2) / (2 * sigma_m**2))
+    graph = sparse.csr_matrix((ew, (rows, cols)), shape=(n_obs, n_obs))
+    fused = _propagate(blocks[0], graph, n_steps)
+    params = {
+        "n_neighs": n_neighs,
+        "n_steps": n_steps,
+        "spatial_key": spatial_key,
+        "library_key": inputs.library_key,
+        "sigma_spatial": sigma_s,
+        "sigma_morph": sigma_m,
+        "n_edges": int(rows.size // 2),
+    }
+    return fused, graph, params

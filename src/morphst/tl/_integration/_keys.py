@@ -21,8 +21,12 @@ def rep_hint(key: str) -> str:
 
 
 def resolve_library_key(adata: AnnData, library_key: str | None) -> str | None:
-    """Return the ``obs`` column that holds the sections: ``library_key``, else ``"section"`` when present."""
-    if library_key is not None:
-        check_obs_column(adata, library_key)
-        return library_key
-    return Key.LIBRARY if Key.LIBRARY in adata.obs.columns else None
+    """The ``obs`` column that holds the sections, or ``None`` (one section).
+
+    ``None``, or the default :attr:`Key.LIBRARY` when ``adata`` has no such column: one section. Any other missing
+    column is a :class:`KeyError` that lists the columns.
+    """
+    if library_key is None or (library_key == Key.LIBRARY and library_key not in adata.obs.columns):
+        return None
+    check_obs_column(adata, library_key)
+    return library_key

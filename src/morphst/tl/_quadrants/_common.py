@@ -1,7 +1,7 @@
 """What :func:`quadrants` and :func:`gene_quadrants` share: validation, relevance, the permutation null, the writer.
 
 Relevance (mutual information with the annotation) is the costly axis: scikit-learn's kNN estimator on all
-annotated observations up to ``max_obs`` of them (exactly as before for Visium-sized data), beyond that on a seeded
+annotated observations up to ``max_obs`` of them, beyond that on a seeded
 subsample of ``max_obs`` observations with the same estimator computed on sorted values
 (:func:`morphst._utils._stats.mutual_info_1d`), its permutation null on the same subsample, and a second,
 independent subsample to check that the quadrant shares are stable (:data:`STABILITY_TOL`).
@@ -204,7 +204,7 @@ class Relevance:
         """Mutual information (nats) of each column of ``x`` with ``y`` (rows already those of the subsample).
 
         scikit-learn's ``mutual_info_classif`` estimator computed on sorted values (:func:`mutual_info_1d`, equal
-        to ~1e-6 nats), on every path: at 20,000 cells × 29 features it is ~10× faster than the trees.
+        to ~1e-6 nats), on every path.
         """
         return mutual_info_1d(x, y, n_neighbors=self.n_neighs, random_state=random_state, n_jobs=self.n_jobs)
 

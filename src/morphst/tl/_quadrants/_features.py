@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -75,7 +76,7 @@ def quadrants(
     Implements Box 2 of Chelebian, Avenel & Wählby, *Nat. Commun.* 2025: per feature (column of
     ``obsm[use_rep]``), *relevance* is the mutual information with the annotation (the kNN estimator of Ross 2014
     as scikit-learn's :func:`~sklearn.feature_selection.mutual_info_classif` computes it, seeded, with the neighbour
-    searches on sorted values: equal to it within ~1e-6 nats, 10× faster) and *shared information* is the
+    searches on sorted values: equal to it within ~1e-6 nats) and *shared information* is the
     largest |Pearson r| with any of ``genes`` (and which gene). With thresholds on both axes each feature falls in
     one quadrant: I ``"translation"`` (relevant, shared), II ``"integration"`` (relevant, not shared), III
     ``"noise"`` (neither), IV ``"overestimation"`` (shared, not relevant).
@@ -192,50 +193,10 @@ def quadrants(
     rel = c.relevance_rows(n_obs, opt.max_obs, random_state, n_jobs, opt.n_neighs)
     if rel.subsampled:
         logg.info(f"    relevance on a seeded subsample of {rel.rows.size} of {n_obs} annotated observations")
-        feats = np.asarray(feats_all[used[rel.rows]], dtype=np.float64)
-        y_rel = y[rel.rows]
-        r = abs_pearson_chunked(expr_all, feats_all, None if mask.all() else used)  # every annotated row
-    else:
-        feats = np.asarray(feats_all[mask], dtype=np.float64)
-        expr = expr_all[mask]
-        y_rel = y
-        r = abs_pearson(expr, feats)
-
-    # ---- relevance: mutual information with the annotation; shared information: max |r| over genes
-    mi = rel.mi(feats, y_rel, random_state)
-    shared_v = r.max(axis=0)
-    best = np.asarray(gene_names, dtype=object)[r.argmax(axis=0)]
-
-    # ---- thresholds
-    null_info: dict[str, object] = {}
-    if opt.mode == "fixed":
-        thr_shared, thr_rel = opt.fixed
-    elif opt.mode == "median":
-        thr_shared, thr_rel = float(np.median(shared_v)), float(np.median(mi))
-    else:
-        rng = np.random.default_rng(random_state)
-        n_null = n_feat if n_null_features is None else min(int(n_null_features), n_feat)
-        null_cols = np.sort(rng.choice(n_feat, size=n_null, replace=False))
-        if rel.subsampled:
-            x_null = _shared_null_all_rows(expr_all, feats_all, used, null_cols, opt.n_perms, rng)
-        else:
-            zg, _ = standardise(expr)
-            zf, _ = standardise(feats)
-
-            def x_null(rng_):
-                perm = rng_.permutation(n_obs)
-                return np.abs(zg.T @ zf[perm] / n_obs).max(axis=0)
-
-        null_mi, null_r = c.permutation_null(
-            opt.n_perms,
-            rng,
-            y_rel.size,
-            lambda perm, p: rel.mi(feats[:, null_cols], y_rel[perm], random_state + p),
-            x_null,
-        )
-        thr_rel = float(np.quantile(null_mi, opt.quantile))
-        thr_shared = float(np.quantile(null_r, opt.quantile))
-        null_info = {"n_null_relevance": int(null_mi.size), "n_null_shared": int(null_r.size)}
+    axes = _Axes.compute(rel, expr_all, feats_all, mask, used, y, random_state)
+    mi, shared_v = axes.mi, axes.r.max(axis=0)
+    best = np.asarray(gene_names, dtype=object)[axes.r.argmax(axis=0)]
+    thr_shared, thr_rel, null_info = _thresholds(opt, axes, shared_v, expr_all, feats_all, used, n_null_features)
 
     quad = c.assign(mi > thr_rel, shared_v > thr_shared)
     entry_extra = {}
@@ -248,16 +209,8 @@ def quadrants(
         index=pd.Index([str(i) for i in range(n_feat)], name="feature"),
     )
     varm = np.full((adata.n_vars, n_feat), np.nan, dtype=np.float32)
-    varm[adata.var_names.get_indexer(gene_names)] = r.astype(np.float32)
+    varm[adata.var_names.get_indexer(gene_names)] = axes.r.astype(np.float32)
     shares = c.shares(quad)
-    null = None
-    if opt.mode == "permutation":
-        null = (
-            "relevance: MI with shuffled labels, pooled over permutations x a seeded subset of features; shared: max "
-            "|r| over genes after shuffling the spots of "
-            + ("the same subset of features" if rel.subsampled else "all features")
-            + ", pooled over permutations x features"
-        )
     params = records_params(
         use_rep=use_rep,
         annotation_key=annotation_key,
@@ -268,7 +221,7 @@ def quadrants(
         shared=shared,
         **opt.record(),
         n_null_features=n_null_features,
-        null=null,
+        null=_null_text(opt.mode, rel.subsampled),
         random_state=random_state,
         n_obs_used=int(n_obs),
         n_obs_excluded_missing_annotation=int((~mask).sum()),
@@ -291,6 +244,81 @@ def quadrants(
         time=start,
     )
     return adata if copy else None
+
+
+@dataclass
+class _Axes:
+    """The two axes of :func:`quadrants` and what their nulls need."""
+
+    #: features (float64) and labels of the rows that relevance is estimated on (the subsample, or every annotated row)
+    feats: np.ndarray
+    y: np.ndarray
+    #: expression of the annotated rows (``None`` when subsampled: the shared-axis null then reads ``expr_all``)
+    expr: np.ndarray | None
+    #: |Pearson r|, genes × features, on every annotated row
+    r: np.ndarray
+    #: mutual information of each feature with the labels (nats)
+    mi: np.ndarray
+    rel: object
+    random_state: int
+
+    @classmethod
+    def compute(cls, rel, expr_all, feats_all, mask, used, y, random_state: int) -> _Axes:
+        if rel.subsampled:
+            feats = np.asarray(feats_all[used[rel.rows]], dtype=np.float64)
+            y_rel, expr = y[rel.rows], None
+            r = abs_pearson_chunked(expr_all, feats_all, None if mask.all() else used)  # every annotated row
+        else:
+            feats = np.asarray(feats_all[mask], dtype=np.float64)
+            expr, y_rel = expr_all[mask], y
+            r = abs_pearson(expr, feats)
+        # relevance: mutual information with the annotation; shared information: max |r| over genes
+        mi = rel.mi(feats, y_rel, random_state)
+        return cls(feats, y_rel, expr, r, mi, rel, random_state)
+
+
+def _thresholds(opt, ax: _Axes, shared_v, expr_all, feats_all, used, n_null_features):
+    """``(shared, relevance)`` thresholds (fixed, medians, or ``quantile`` of the permutation nulls) and null sizes."""
+    if opt.mode == "fixed":
+        return *opt.fixed, {}
+    if opt.mode == "median":
+        return float(np.median(shared_v)), float(np.median(ax.mi)), {}
+    rel, feats, y_rel, random_state = ax.rel, ax.feats, ax.y, ax.random_state
+    n_obs, n_feat = used.size, feats_all.shape[1]
+    rng = np.random.default_rng(random_state)
+    n_null = n_feat if n_null_features is None else min(int(n_null_features), n_feat)
+    null_cols = np.sort(rng.choice(n_feat, size=n_null, replace=False))
+    if rel.subsampled:
+        x_null = _shared_null_all_rows(expr_all, feats_all, used, null_cols, opt.n_perms, rng)
+    else:
+        zg, _ = standardise(ax.expr)
+        zf, _ = standardise(feats)
+
+        def x_null(rng_):
+            perm = rng_.permutation(n_obs)
+            return np.abs(zg.T @ zf[perm] / n_obs).max(axis=0)
+
+    null_mi, null_r = c.permutation_null(
+        opt.n_perms,
+        rng,
+        y_rel.size,
+        lambda perm, p: rel.mi(feats[:, null_cols], y_rel[perm], random_state + p),
+        x_null,
+    )
+    null_info = {"n_null_relevance": int(null_mi.size), "n_null_shared": int(null_r.size)}
+    return float(np.quantile(null_r, opt.quantile)), float(np.quantile(null_mi, opt.quantile)), null_info
+
+
+def _null_text(mode: str, subsampled: bool) -> str | None:
+    """How the permutation nulls were drawn (``params['null']``); ``None`` without a permutation null."""
+    if mode != "permutation":
+        return None
+    return (
+        "relevance: MI with shuffled labels, pooled over permutations x a seeded subset of features; shared: max "
+        "|r| over genes after shuffling the spots of "
+        + ("the same subset of features" if subsampled else "all features")
+        + ", pooled over permutations x features"
+    )
 
 
 @inject_docs(data=doc_data, copy=doc_copy)

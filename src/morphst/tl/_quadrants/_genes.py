@@ -11,7 +11,7 @@ from scipy.sparse import issparse
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
-from ..._utils import check_obs_column, check_unique_var_names, get_adata, list_keys, none_if_missing, records_params
+from ..._utils import check_obs_column, check_unique_var_names, get_adata, list_keys, records_params
 from ..._utils._stats import is_constant
 from . import _common as c
 
@@ -28,7 +28,7 @@ def _pcc_null(pred, expr_all: np.ndarray, groups: list[np.ndarray], n_genes: int
     not their mean or spread, so each group's predictions are standardised once (float32, ``n × genes``) and a draw
     is one pass over the shuffled rows in blocks of ``block`` rows (float64 sums): equal to
     :func:`~morphst._utils._stats.pearson_columns` of the shuffled values to ~1e-7, with no per-draw copy of the
-    group (at 1,000,000 cells × 100 genes the copies and float64 casts took 10 s and 2 GiB per draw). ``pred``: the
+    group. ``pred``: the
     predictions of the ``n_genes`` genes, or the whole prediction layer with ``gene_idx`` its columns of those
     genes (each group's rows and columns are then cut from it directly, without a dense copy of every gene).
     """
@@ -101,7 +101,7 @@ def gene_quadrants(
     score says nothing about the task). Spots with a missing annotation are left out of the relevance axis. Beyond
     ``max_obs`` annotated observations, relevance and its null are estimated on a seeded subsample, with a stability
     check on a second one, as in :func:`morphst.tl.quadrants`; the predictability null uses every observation
-    (``benchmarks/cell_scale.py``: 1,000,000 cells, 118 genes, 100 permutations in 163 s on 2 CPU cores).
+    (its run time at cell scale: ``benchmarks/cell_scale.py``).
 
     Parameters
     ----------
@@ -163,13 +163,12 @@ def gene_quadrants(
         If no gene was predicted, the annotation has fewer than 2 categories, ``var_names`` has duplicates, fixed
         thresholds lie outside the range of their axis, or an option is invalid. Nothing is written then.
     """
-    predicted = predicted_key
-    start = logg.info(f"computing gene quadrants of {predicted!r} against {annotation_key!r}")
+    start = logg.info(f"computing gene quadrants of {predicted_key!r} against {annotation_key!r}")
     adata = get_adata(data, table_key)
-    col = f"{predicted}_pcc"
+    col = f"{predicted_key}_pcc"
     if col not in adata.var.columns:
         msg = (
-            f"`adata.var[{col!r}]` not found: run `mst.tl.predict_expression(adata, ..., key_added={predicted!r})` "
+            f"`adata.var[{col!r}]` not found: run `mst.tl.predict_expression(adata, ..., key_added={predicted_key!r})` "
             f"first. Available var columns: {list_keys(adata.var.columns)}."
         )
         raise KeyError(msg)
@@ -184,9 +183,8 @@ def gene_quadrants(
     pcc = pcc_all[used]
     mask, y, cats = c.labels(adata, annotation_key)
     opt.check_fixed(len(cats), x_name="Pearson r", x_min=-1.0)
-    pparams = adata.uns[predicted].get("params", {}) if isinstance(adata.uns.get(predicted), dict) else {}
-    pparams = pparams if isinstance(pparams, dict) else {}
-    target = none_if_missing(pparams.get("target"))
+    pparams = _predicted_params(adata, predicted_key)
+    target = pparams.get("target")
     if layer is None and isinstance(target, str) and target in adata.layers:
         layer = target  # the observed values that predict_expression was trained on
     expr_all = c.expression(adata, gene_names, layer, keep_float32=True)
@@ -195,50 +193,15 @@ def gene_quadrants(
         msg = f"Only {expr.shape[0]} annotated spots; need more than `n_neighs`={opt.n_neighs}."
         raise ValueError(msg)
     if opt.mode == "permutation":
-        if predicted not in adata.layers:
-            msg = (
-                f"`adata.layers[{predicted!r}]` not found; it is needed for the permutation null of the PCC "
-                "(run `mst.tl.predict_expression` first), or use `thresholds='median'` or `(x, y)`."
-            )
-            raise KeyError(msg)
-        if library_key is None:
-            stored = [none_if_missing(pparams.get(k)) for k in ("library_key", "groupby")]
-            for g in (f"{predicted}_fold", *stored):
-                if isinstance(g, str) and g in adata.obs.columns:
-                    library_key = g
-                    break
-        if library_key is not None:
-            check_obs_column(adata, library_key)
-        pred_layer, pred_cols = adata.layers[predicted], adata.var_names.get_indexer(gene_names)
+        library_key = _null_library_key(adata, predicted_key, library_key, pparams)
 
     rel = c.relevance_rows(expr.shape[0], opt.max_obs, random_state, None, opt.n_neighs)
     x_rel, y_rel = (expr[rel.rows], y[rel.rows]) if rel.subsampled else (expr, y)
     mi = rel.mi(x_rel, y_rel, random_state)
 
-    if opt.mode == "fixed":
-        thr_pcc, thr_rel = opt.fixed
-    elif opt.mode == "median":
-        thr_pcc, thr_rel = float(np.median(pcc)), float(np.median(mi))
-    else:
-        rng = np.random.default_rng(random_state)
-        groups = (
-            [np.arange(adata.n_obs)]
-            if library_key is None
-            else [
-                np.flatnonzero((adata.obs[library_key] == g).to_numpy())
-                for g in adata.obs[library_key].dropna().unique()
-            ]
-        )
-        null_mi, null_pcc = c.permutation_null(
-            opt.n_perms,
-            rng,
-            y_rel.size,
-            lambda perm, p: rel.mi(x_rel, y_rel[perm], random_state + p),
-            _pcc_null(pred_layer, expr_all, groups, len(gene_names), gene_idx=pred_cols),
-        )
-        thr_rel = float(np.quantile(null_mi, opt.quantile))
-        thr_pcc = float(np.nanquantile(null_pcc, opt.quantile))
-
+    thr_pcc, thr_rel = _thresholds(
+        opt, adata, predicted_key, library_key, gene_names, expr_all, pcc, mi, rel, x_rel, y_rel, random_state
+    )
     quad = c.assign(mi > thr_rel, pcc > thr_pcc)
     extra = {}
     if rel.subsampled:
@@ -256,7 +219,7 @@ def gene_quadrants(
         "shares": c.shares(quad),
         **extra,
         "params": records_params(
-            predicted_key=predicted,
+            predicted_key=predicted_key,
             annotation_key=annotation_key,
             categories=cats,
             layer=layer,
@@ -282,3 +245,62 @@ def gene_quadrants(
         time=start,
     )
     return adata if copy else None
+
+
+def _predicted_params(adata, predicted_key: str) -> dict:
+    """``uns[predicted_key]['params']`` of :func:`morphst.tl.predict_expression`, or ``{}``."""
+    entry = adata.uns.get(predicted_key)
+    params = entry.get("params", {}) if isinstance(entry, dict) else {}
+    return params if isinstance(params, dict) else {}
+
+
+def _null_library_key(adata, predicted_key: str, library_key: str | None, pparams: dict) -> str | None:
+    """The groups of the PCC null: ``library_key``, else the folds, else the stored ``library_key``, else none.
+
+    Raises a :class:`KeyError` when the prediction layer (needed for the null) or ``library_key`` is missing.
+    """
+    if predicted_key not in adata.layers:
+        msg = (
+            f"`adata.layers[{predicted_key!r}]` not found; it is needed for the permutation null of the PCC "
+            "(run `mst.tl.predict_expression` first), or use `thresholds='median'` or `(x, y)`."
+        )
+        raise KeyError(msg)
+    if library_key is None:
+        for g in (f"{predicted_key}_fold", pparams.get("library_key")):
+            if isinstance(g, str) and g in adata.obs.columns:
+                library_key = g
+                break
+    if library_key is not None:
+        check_obs_column(adata, library_key)
+    return library_key
+
+
+def _groups(adata, library_key: str | None) -> list[np.ndarray]:
+    """Row positions of each ``library_key`` group (in order of appearance); all rows when ``None``."""
+    if library_key is None:
+        return [np.arange(adata.n_obs)]
+    col = adata.obs[library_key]
+    return [np.flatnonzero((col == g).to_numpy()) for g in col.dropna().unique()]
+
+
+def _thresholds(opt, adata, predicted_key, library_key, gene_names, expr_all, pcc, mi, rel, x_rel, y_rel, random_state):
+    """``(pcc, relevance)`` thresholds: fixed, medians, or ``quantile`` of the permutation nulls."""
+    if opt.mode == "fixed":
+        return opt.fixed
+    if opt.mode == "median":
+        return float(np.median(pcc)), float(np.median(mi))
+    pcc_null = _pcc_null(
+        adata.layers[predicted_key],
+        expr_all,
+        _groups(adata, library_key),
+        len(gene_names),
+        gene_idx=adata.var_names.get_indexer(gene_names),
+    )
+    null_mi, null_pcc = c.permutation_null(
+        opt.n_perms,
+        np.random.default_rng(random_state),
+        y_rel.size,
+        lambda perm, p: rel.mi(x_rel, y_rel[perm], random_state + p),
+        pcc_null,
+    )
+    return float(np.nanquantile(null_pcc, opt.quantile)), float(np.quantile(null_mi, opt.quantile))

@@ -11,6 +11,16 @@ and blue swapped 29 %, a heavy H&E re-weighting (haematoxylin × 0.3, eosin × 3
 heavy blur and brain tissue (DLPFC) far more. Colour shifts move ImageNet features less than blur or tissue do. This is the nearest-neighbour applicability domain of QSAR modelling (Sheridan et al., *J. Chem. Inf.
 Comput. Sci.* 2004; Tropsha, *Mol. Inform.* 2010), calibrated per section as a cross-validated conformal-style
 threshold.
+
+With ``scale_per_library`` the model sees features standardised within each section, which removes a
+section-wide shift (new stain, scanner, patient) from its input but not from its errors. The distances are then
+measured on the features *before* that scaling (``before_scaling=True``), so the score still sees the shift:
+scored on the scaled features, a shifted new section would look as close as a training section.
+
+What the score can tell: whether a section's morphology features lie where the training sections' did. What it
+cannot: whether the predictions are good there (a section inside the domain can still be predicted poorly, e.g. a
+biology the training sections lacked), nor which genes to trust; check it against held-out sections (the
+``per_fold`` table of :func:`morphst.tl.predict_expression`).
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ class ApplicabilityDomain:
     k: int
     quantile: float
     calibration: str  # how the held-out distances were made
+    before_scaling: bool = False  # measured on the features before scale_per_library (see the module docstring)
 
     @classmethod
     def fit(
@@ -58,8 +69,12 @@ class ApplicabilityDomain:
         n_components: int = N_COMPONENTS,
         max_reference: int = MAX_REFERENCE,
         random_state: int = 0,
+        before_scaling: bool = False,
     ) -> ApplicabilityDomain:
         """Fit on the training features ``(n, n_features)`` and their sections ``groups`` (or ``None``).
+
+        ``before_scaling``: ``feats`` are the features before ``scale_per_library`` (recorded; new data must be
+        scored on its unscaled features too).
 
         Held-out distances: each section against the other sections (at least two sections), else each of 5
         random folds against the rest (optimistic for new sections: neighbouring spots of one section are alike).
@@ -103,6 +118,7 @@ class ApplicabilityDomain:
             k=int(k_eff),
             quantile=float(quantile),
             calibration=how,
+            before_scaling=bool(before_scaling),
         )
 
     def transform(self, feats: np.ndarray) -> np.ndarray:
@@ -143,6 +159,7 @@ class ApplicabilityDomain:
             "k": self.k,
             "quantile": self.quantile,
             "calibration": self.calibration,
+            "before_scaling": self.before_scaling,
         }
 
     @classmethod
@@ -157,6 +174,7 @@ class ApplicabilityDomain:
             k=int(state["k"]),
             quantile=float(state["quantile"]),
             calibration=str(state["calibration"]),
+            before_scaling=bool(state.get("before_scaling", False)),  # files of morphst <= 0.x: scaled features
         )
 
 

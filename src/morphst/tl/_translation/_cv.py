@@ -28,7 +28,7 @@ from ._features import (
     model_inputs,
     scale_per_group,
 )
-from ._folds import CV, _groups, make_folds, patient_folds
+from ._folds import CV, _groups, make_folds, patient_folds, resolve_cv
 from ._genes import _dense_cols, _gene_columns, _gene_plan, _target_matrix
 from ._model import (
     DEFAULT_ALPHAS,
@@ -157,7 +157,7 @@ def predict_expression(
     genes: str | Sequence[str] = Key.MORPH_TARGET,
     target: str = Key.TARGET,
     model: Literal["ridge", "mlp", "head"] | Any = "ridge",
-    cv: CV | Any = "leave_one_group_out",
+    cv: CV | Any = "auto",
     library_key: str | None = Key.LIBRARY,
     patient_key: str | None = None,
     n_splits: int = 5,
@@ -225,6 +225,9 @@ def predict_expression(
         training fold; pass a ``FeatureHead(...)`` to set its options), or any scikit-learn regressor, cloned per
         fold and used as given (wrap it in a :class:`~sklearn.pipeline.Pipeline` for preprocessing).
     cv
+        ``"auto"`` (default): ``"leave_one_group_out"`` when ``obs[library_key]`` holds two or more sections (or
+        with ``patient_key``), ``"spatial_block"`` when there is one section (``library_key`` absent or a single
+        value; logged, and recorded in ``params['cv']`` with ``params['cv_requested']``).
         ``"leave_one_group_out"`` (one fold per value of ``library_key``), ``"kfold"`` (``n_splits`` shuffled folds),
         ``"spatial_block"`` (within each group, ``n_splits`` contiguous strips of equal spot count along the longer
         axis of ``obsm['spatial']``; fold ``k`` holds out strip ``k`` of every group, so neighbours rarely straddle
@@ -331,7 +334,8 @@ def predict_expression(
     kinds = [f[3] for f in plan.folds]
     start = logg.info(
         f"predicting expression from `obsm[{use_rep!r}]` ({_feature_text(plan.inputs.x.shape[1], plan.inputs.k_ctx)}"
-        f"{_extra_text(plan.blocks)}) in {len(plan.folds)} folds ({cv if isinstance(cv, str) else type(cv).__name__}"
+        f"{_extra_text(plan.blocks)}) in {len(plan.folds)} folds "
+        f"({plan.cv if isinstance(plan.cv, str) else type(plan.cv).__name__}"
         + (
             f"; {kinds.count('across_patient')} across / {kinds.count('within_patient')} within patients)"
             if patient_key
@@ -346,7 +350,8 @@ def predict_expression(
         target=target,
         model=model if isinstance(model, str) else repr(model),
         model_description=res.description,
-        cv=cv if isinstance(cv, str) else repr(cv),
+        cv=plan.cv if isinstance(plan.cv, str) else repr(plan.cv),
+        cv_requested=cv if isinstance(cv, str) else repr(cv),
         library_key=library_key,
         patient_key=patient_key,
         n_splits=int(n_splits),
@@ -397,6 +402,7 @@ class _Plan:
     alphas: list[float]
     random_state: int
     patient_key: str | None
+    cv: Any  # resolved from "auto"
 
 
 def _plan(
@@ -407,6 +413,7 @@ def _plan(
     _check_random_state(random_state)
     inputs = _inputs(adata, use_rep, target, spatial_context, context_rep)
     gene_plan = _gene_plan(adata, genes, select_on_train)
+    cv = resolve_cv(adata, cv, library_key=library_key, patient_key=patient_key, n_splits=n_splits)
     if patient_key is not None:
         if cv != "leave_one_group_out":
             msg = f"`patient_key` needs cv='leave_one_group_out' (leave one patient / section out), got cv={cv!r}."
@@ -433,7 +440,7 @@ def _plan(
     kinds = [f[3] for f in folds]
     main_kind = "across_patient" if "across_patient" in kinds else kinds[0]
     return _Plan(
-        inputs, gene_plan, folds, main_kind, groups, feats, blocks, caps, model, alphas, random_state, patient_key
+        inputs, gene_plan, folds, main_kind, groups, feats, blocks, caps, model, alphas, random_state, patient_key, cv
     )
 
 

@@ -146,6 +146,9 @@ def fit_translator(
     gidx = np.flatnonzero(plan.genes_for(adata, rows))
     _warn_caps(caps, k_ctx)
     feats, blocks = inputs.features(groups, global_context=bool(global_context), scale=scale_per_library)
+    unscaled = (
+        inputs.features(groups, global_context=bool(global_context), scale=False)[0] if scale_per_library else feats
+    )
     start = logg.info(f"fitting a translator on {len(rows)} spots from `obsm[{use_rep!r}]`")
     est, description = make_model(
         model,
@@ -166,8 +169,11 @@ def fit_translator(
             random_state=random_state,
         )
         description += note
-        domain = ApplicabilityDomain.fit(
-            feats[rows], None if groups is None else groups[rows], random_state=random_state
+        domain = ApplicabilityDomain.fit(  # before scale_per_library, which would hide a section-wide shift
+            unscaled[rows],
+            None if groups is None else groups[rows],
+            random_state=random_state,
+            before_scaling=bool(scale_per_library),
         )
     patches = adata.uns.get(Key.PATCHES, {})
     tr = Translator(

@@ -7,13 +7,48 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from ... import _logging as logg
 from ..._utils import bool_column, list_keys
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 
-CV = Literal["leave_one_group_out", "kfold", "spatial_block", "train_test"]
+CV = Literal["auto", "leave_one_group_out", "kfold", "spatial_block", "train_test"]
+
+
+def resolve_cv(adata: AnnData, cv, *, library_key: str | None, patient_key: str | None = None, n_splits: int = 5):
+    """The fold scheme to run: ``"auto"`` is leave-one-section-out with 2+ sections, spatial blocks with one.
+
+    One section (``library_key`` not an obs column, or a single value in it) cannot be left out; spots of one
+    section are spatially autocorrelated, so shuffled k-fold would be optimistic, and contiguous spatial blocks
+    are the honest choice (Roberts et al., Ecography 2017). The choice is logged; the caller records it.
+    Any other ``cv`` is returned unchanged.
+    """
+    if not (isinstance(cv, str) and cv == "auto"):
+        return cv
+    groups = _groups(adata, library_key)
+    n_groups = 0 if groups is None else len(pd.unique(groups))
+    if n_groups >= 2 or patient_key is not None:
+        logg.info(f"cv='auto': {n_groups} sections in `obs[{library_key!r}]`, leaving one section out per fold")
+        return "leave_one_group_out"
+    why = (
+        f"`library_key`={library_key!r} is not an obs column"
+        if groups is None
+        else f"`obs[{library_key!r}]` holds one section"
+    )
+    if "spatial" not in adata.obsm:
+        msg = (
+            f"cv='auto' found one section ({why}) and no spot coordinates in `obsm['spatial']` for spatial-block "
+            "folds. Add the coordinates, pass `library_key` naming the sections, or pass cv='kfold' (optimistic: "
+            "neighbouring spots fall in both training and test sets)."
+        )
+        raise KeyError(msg)
+    logg.info(
+        f"cv='auto': one section ({why}), so {n_splits} spatial-block folds (contiguous strips of "
+        "`obsm['spatial']`) instead of leave-one-section-out; pass `cv=` to choose another scheme"
+    )
+    return "spatial_block"
 
 
 def _spatial_blocks(coords: np.ndarray, groups: np.ndarray | None, n_splits: int) -> np.ndarray:
@@ -99,7 +134,7 @@ def make_folds(
                 raise ValueError(msg)
             return [("test", np.flatnonzero(m), np.flatnonzero(~m))]
         msg = (
-            f"Unknown `cv` {cv!r}; use 'leave_one_group_out', 'kfold', 'spatial_block', 'train_test' or a "
+            f"Unknown `cv` {cv!r}; use 'auto', 'leave_one_group_out', 'kfold', 'spatial_block', 'train_test' or a "
             "scikit-learn splitter."
         )
         raise ValueError(msg)

@@ -23,6 +23,9 @@ DEFAULT_N_TOP = 50
 
 def _target_matrix(adata: AnnData, target: str):
     """Return ``(Y, store)``: the target matrix and whether it must be stored as a new layer."""
+    from ..._utils._checks import check_expression
+
+    check_expression(adata, "mst.tl.predict_expression")
     if target == "X":
         if adata.X is None:
             msg = "`adata.X` is empty; choose `target=` naming a layer."

@@ -1,11 +1,12 @@
 """`Translator`: a fitted morphology -> expression model, saved, checked for applicability, applied to new data."""
+# One class, one file (issue 21): the Translator's public API and docstrings; the work lives in _apply, _io, _features.
 
 from __future__ import annotations
 
 import os
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from ._applicability import OBS_SCORE, ApplicabilityDomain
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from spatialdata import SpatialData
 from . import _apply
 from ._cv import _use_rep_hint
 from ._features import _context_caps, _coords, _warn_caps, model_inputs, scale_per_group
@@ -221,12 +223,12 @@ class Translator:
         """Whether the section's mean embedding is a model input."""
         return any(n == "section" for n, _ in self.blocks)
 
-    def features(self, adata: AnnData, *, library_key: str | None = None) -> np.ndarray:
+    def features(self, adata: AnnData, *, library_key: str | None = None, scaled: bool = True) -> np.ndarray:
         """The model input of ``adata``: ``obsm[use_rep]``, context patches, neighbour mean, section mean.
 
         The blocks of :attr:`blocks`, in that order. With ``scale_per_library``, standardised within each section of
         ``library_key`` (default: the training ``library_key`` if that column exists, else all observations as one
-        section).
+        section); ``scaled=False``: before it.
         """
         from ._cv import context_arrays
 
@@ -249,7 +251,13 @@ class Translator:
         f, _ = model_inputs(
             x, coords, self.spatial_context, groups, context=context, global_context=self.global_context
         )
-        return scale_per_group(f, groups) if self.scale_per_library else f
+        return scale_per_group(f, groups) if self.scale_per_library and scaled else f
+
+    def _domain_features(self, adata: AnnData, feats: np.ndarray, library_key: str | None) -> np.ndarray:
+        """The features the applicability domain was measured on: ``feats``, or those before per-section scaling."""
+        if self.applicability is not None and self.applicability.before_scaling and self.scale_per_library:
+            return self.features(adata, library_key=library_key, scaled=False)
+        return feats
 
     def predict(self, adata: AnnData, *, library_key: str | None = None) -> np.ndarray:
         """Predicted expression, ``(n_obs, n_genes)`` float32 on the target scale, from ``obsm[use_rep]``.
@@ -259,9 +267,16 @@ class Translator:
         scaling of ``scale_per_library``. Warns (``UserWarning``) when a section lies outside the training domain
         (see :meth:`applicability_scores`).
         """
+        return self._predict_scored(adata, library_key)[0]
+
+    def _predict_scored(self, adata: AnnData, library_key: str | None):
+        """``(predictions, scores, verdict)``: features and applicability computed once (warns once)."""
         f = self.features(adata, library_key=library_key)
-        self._check_domain(f, self._groups_of(adata, library_key))
-        return np.asarray(self.estimator.predict(f), dtype=np.float32).reshape(len(f), len(self.genes))
+        scores, verdict = self._check_domain(
+            self._domain_features(adata, f, library_key), self._groups_of(adata, library_key)
+        )
+        pred = np.asarray(self.estimator.predict(f), dtype=np.float32).reshape(len(f), len(self.genes))
+        return pred, scores, verdict
 
     def _groups_of(self, adata: AnnData, library_key: str | None) -> np.ndarray | None:
         return _groups(adata, self.library_key if library_key is None else library_key)
@@ -324,40 +339,41 @@ class Translator:
                 "This translator has no applicability domain (saved by an older morphst); refit it with fit_translator."
             )
             raise ValueError(msg)
-        f = self.features(adata, library_key=library_key)
+        f = self._domain_features(adata, self.features(adata, library_key=library_key), library_key)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             scores, verdict = self._check_domain(f, self._groups_of(adata, library_key))
         return scores, verdict
 
     def predict_adata(self, adata: AnnData, *, library_key: str | None = None) -> AnnData:
-        """A new AnnData: ``X`` = predictions ``(n_obs, n_genes)``, ``obs``/``obsm`` copied from ``adata``."""
+        """A new AnnData: ``X`` = predictions ``(n_obs, n_genes)``, ``obs``/``obsm`` copied from ``adata``.
+
+        Also ``obs['translator_distance']`` and ``uns['morphst_translation']`` (see :meth:`predict_sdata`).
+        """
+        return self._prediction_table(adata, library_key, {})
+
+    def _prediction_table(
+        self, adata: AnnData, library_key: str | None, extra: dict, uns: dict | None = None
+    ) -> AnnData:
+        """Predictions of ``adata`` as a new table with its applicability scores and verdict (computed once)."""
         import anndata as ad
 
+        pred, scores, verdict = self._predict_scored(adata, library_key)
         out = ad.AnnData(
-            self.predict(adata, library_key=library_key),
+            pred,
             obs=adata.obs.copy(),
-            var=pd.DataFrame(index=pd.Index(self.genes)),
+            var=pd.DataFrame(index=pd.Index(self.genes, name="gene")),
             obsm={k: np.asarray(v) for k, v in adata.obsm.items()},
+            uns=uns,
         )
-        out.uns["morphst_translation"] = {"params": records_params(target=self.target, **self._summary())}
+        out.uns["morphst_translation"] = {"params": records_params(target=self.target, **self._summary(), **extra)}
         lk = self.library_key if library_key is None else library_key
-        self._write_domain(
-            out,
-            self.features(adata, library_key=library_key),
-            self._groups_of(adata, library_key),
-            lk if lk in adata.obs.columns else None,
-        )
+        self._write_domain(out, scores, verdict, lk if lk in adata.obs.columns else None)
         return out
 
-    def _write_domain(
-        self, out: AnnData, feats: np.ndarray, groups: np.ndarray | None, library_key: str | None
-    ) -> None:
+    def _write_domain(self, out: AnnData, scores, verdict, library_key: str | None) -> None:
         if self.applicability is None:
             return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # predict() has warned already
-            scores, verdict = self._check_domain(feats, groups)
         out.obs[OBS_SCORE] = scores.astype(np.float32)
         out.uns["morphst_translation"]["applicability"] = {
             "verdict": {
@@ -413,9 +429,203 @@ class Translator:
                 out[k] = tuple(pp[k]) if k == "intensity_range" else pp[k]
         return out
 
-    # applying to a SpatialData lives in _apply (new sections, dense grids)
-    predict_sdata = _apply.predict_sdata
-    predict_grid = _apply.predict_grid
+    def predict_sdata(
+        self,
+        sdata: SpatialData,
+        *,
+        shapes_key: str | Sequence[str] | None = None,
+        image_key: str | None = None,
+        table_key: str = "morph_predicted",
+        model: str | None = None,
+        weights: str | os.PathLike | None = None,
+        patch_size: float | None = None,
+        target_px: int | None = None,
+        context_sizes_um: Sequence[float] | None = None,
+        um_per_unit: float | None = None,
+        um_per_px: float | None = None,
+        batch_size: int = 64,
+        device: str | None = None,
+        dtype: Literal["auto", "float32", "bfloat16"] = "auto",
+        overwrite: bool = False,
+        inplace: bool = True,
+    ) -> AnnData | None:
+        """Predict expression for every shape of a SpatialData that has an image but no expression.
+
+        Builds a table annotating ``shapes_key``, cuts patches with :func:`morphst.pp.extract_patches` and the
+        training patch geometry (µm side, px, context), embeds them with :func:`morphst.tl.embed_patches` and the
+        training encoder, and predicts (a new H&E section in, a predicted-expression table out). The transfer options
+        stored in the translator are applied as in training: ``scale_per_library`` standardises the features within
+        each shapes element; a stain reference (``fit_translator(stain_reference=...)``) normalises each image used
+        to it first (``squidpy.experimental.im.normalize_stains``, Macenko et al. 2009; the tissue mask from
+        ``squidpy.experimental.im.detect_tissue`` when the image has none; the normalised full-resolution image is
+        held in memory, 3 bytes per pixel; ``sdata`` is not modified).
+
+        Parameters
+        ----------
+        sdata
+            SpatialData with an image and shapes (spots or cells), e.g. a section loaded without its table.
+        shapes_key
+            Shapes element(s) to predict. Default: every shapes element.
+        image_key
+            Image to cut patches from (default: the one sharing a coordinate system with the shapes).
+        table_key
+            Name of the table written.
+        model, weights
+            Encoder and weights; default: those recorded when the training features were embedded.
+        patch_size
+            Patch side, µm; default: the training patch side.
+        target_px
+            Patch side after resampling, px; default: the training value.
+        context_sizes_um
+            Context fields of view, µm; default: the training value.
+        um_per_unit, um_per_px
+            Scale of ``sdata`` (see :func:`morphst.pp.extract_patches`); default: resolved from ``sdata`` itself
+            (its scale is never carried over from the training data).
+        batch_size, device, dtype
+            Passed to :func:`morphst.tl.embed_patches`.
+        overwrite
+            Replace an existing table ``table_key``.
+        inplace
+            Add the table to ``sdata`` (``True``) or return it.
+
+        Returns
+        -------
+        ``None`` (``inplace=True``) or the table. The table has ``X`` : ndarray, shape ``(n_shapes, n_genes)``,
+        float32, predicted expression on the target scale; ``obs['region']``, ``obs['instance_id']``;
+        ``obsm[use_rep]`` (the embeddings); ``obsm['spatial']`` (shape centroids in the shapes' own units); the
+        patch slots of :func:`morphst.pp.extract_patches`; ``uns['morphst_translation']['params']``;
+        ``obs['translator_distance']`` (float32, the applicability score of :meth:`applicability_scores`: above 1
+        is farther from the training data than 95 % of held-out training spots) and
+        ``uns['morphst_translation']['applicability']`` (verdict per shapes element). A ``UserWarning`` names the
+        shapes elements out of the training domain.
+
+        Raises
+        ------
+        KeyError
+            Unknown shapes key.
+        ValueError
+            An existing ``table_key`` without ``overwrite``, or unknown embedding recipe (pass ``model=``).
+        """
+        from spatialdata.models import TableModel
+
+        from ..._utils._checks import check_sdata
+
+        check_sdata(sdata, "Translator.predict_sdata")
+        keys = _apply.shapes_keys(sdata, shapes_key)
+        if table_key in sdata.tables and not overwrite and inplace:
+            msg = f"Table {table_key!r} already exists; pass `overwrite=True` or another `table_key`."
+            raise ValueError(msg)
+        ekw = self._embed_kwargs(model, weights)
+        embeds = [(self.use_rep, ekw)] + [
+            (k, self._embed_kwargs(model, weights, self.context_embed_params.get(k, {}), k)) for k in self.context_rep
+        ]
+        pkw = self._patch_kwargs(patch_size, target_px, context_sizes_um)
+        start = logg.info(f"predicting {len(self.genes)} genes for shapes {keys}")
+        t = _apply.embed_section(
+            sdata, keys, image_key=image_key, table_key=table_key, embeds=embeds, patch_kwargs=pkw,
+            stain=self.stain_reference, um_per_unit=um_per_unit, um_per_px=um_per_px, batch_size=batch_size,
+            device=device, dtype=dtype,
+        )  # fmt: skip
+        extra = {
+            "shapes_key": keys,
+            "image_key": image_key,
+            **{f"patch_{k}": v for k, v in pkw.items()},
+            **{f"embed_{k}": v for k, v in ekw.items()},
+            "dtype": dtype,
+        }
+        out = self._prediction_table(
+            t, "region", extra, uns={k: v for k, v in t.uns.items() if k != "spatialdata_attrs"}
+        )
+        out = TableModel.parse(out, region=keys, region_key="region", instance_key="instance_id")
+        logg.info(f"    finished: table {table_key!r} ({out.n_obs} x {out.n_vars}, {self.target})", time=start)
+        if not inplace:
+            return out
+        sdata.tables[table_key] = out
+        return None
+
+    def predict_grid(
+        self,
+        sdata: SpatialData,
+        spacing_um: float = 100.0,
+        *,
+        shapes_key: str | Sequence[str] | None = None,
+        image_key: str | None = None,
+        max_distance_um: float | None = None,
+        grid_suffix: str = "_grid",
+        table_key: str = "morph_predicted_grid",
+        overwrite: bool = False,
+        **kwargs,
+    ) -> None:
+        """Predict expression on a dense grid of patch centres between and around the measured spots.
+
+        Super-resolution in the sense of ST-Net / BLEEP (He et al. 2020; Xie et al. 2023): a square grid with
+        ``spacing_um`` µm between centres, anchored on the lower corner of each shapes element's spots (axis-aligned
+        in its coordinate system), keeping the grid points that lie within ``max_distance_um`` of a spot, is added as circles (``radius = spacing_um / 2``) in the spots'
+        coordinate system, and :meth:`predict_sdata` predicts every grid point.
+
+        Parameters
+        ----------
+        sdata
+            SpatialData with image(s) and the measured spots.
+        spacing_um
+            Distance between neighbouring grid centres, µm (converted to coordinate units with the scale resolved
+            for the shapes: see :func:`morphst.pp.extract_patches`, Units; ``um_per_unit=`` in ``kwargs`` overrides).
+        shapes_key
+            Spots that define the area (default: every shapes element not ending in ``grid_suffix``).
+        image_key
+            Image to cut patches from (default: the one sharing a coordinate system with the shapes).
+        max_distance_um
+            Keep grid points at most this far from the nearest spot, µm. Default: the median distance between
+            neighbouring spots (the spot pitch, 200 µm for legacy ST), so the grid fills the gaps between spots
+            and one pitch around them.
+        grid_suffix
+            The grid of shapes element ``S`` is written as ``shapes[S + grid_suffix]``.
+        table_key
+            Name of the table written (annotating all grid elements).
+        overwrite
+            Replace existing grid shapes and table.
+        **kwargs
+            Passed to :meth:`predict_sdata` (``model``, ``weights``, ``batch_size``, ``device``, ``dtype``, ...).
+
+        Returns
+        -------
+        Nothing; sets ``sdata.shapes[S + grid_suffix]`` (circles in the units of ``S``'s coordinate system, with an
+        identity transformation to it) and ``sdata.tables[table_key]`` (see :meth:`predict_sdata`).
+
+        Raises
+        ------
+        KeyError
+            Unknown shapes key.
+        ValueError
+            Non-positive ``spacing_um``, existing outputs without ``overwrite``, a shapes element without a
+            coordinate system, or a scale (µm per coordinate unit) that nothing determines.
+        """
+        from ..._utils._checks import check_sdata
+
+        check_sdata(sdata, "Translator.predict_grid")
+        if not spacing_um > 0:
+            msg = f"`spacing_um` must be positive (µm), got {spacing_um}."
+            raise ValueError(msg)
+        if shapes_key is None:
+            keys = [k for k in sdata.shapes if not k.endswith(grid_suffix)]
+        else:
+            keys = [shapes_key] if isinstance(shapes_key, str) else list(shapes_key)
+        keys = _apply.shapes_keys(sdata, keys)
+        grid_keys = [k + grid_suffix for k in keys]
+        if not overwrite and (any(g in sdata.shapes for g in grid_keys) or table_key in sdata.tables):
+            msg = f"Grid shapes {grid_keys} or table {table_key!r} already exist; pass `overwrite=True`."
+            raise ValueError(msg)
+        start = logg.info(f"building {spacing_um:g} µm grids around {keys}")
+        grids = _apply.grid_shapes(
+            sdata, spacing_um, keys, grid_suffix=grid_suffix, max_distance_um=max_distance_um,
+            um_per_unit=kwargs.get("um_per_unit"),
+        )  # fmt: skip
+        for gk, shapes in grids.items():
+            sdata.shapes[gk] = shapes
+        self.predict_sdata(
+            sdata, shapes_key=grid_keys, image_key=image_key, table_key=table_key, overwrite=overwrite, **kwargs
+        )
+        logg.info(f"    finished: added shapes {grid_keys} and table {table_key!r}", time=start)
 
     def _summary(self) -> dict:
         return {

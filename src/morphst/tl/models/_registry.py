@@ -15,18 +15,18 @@ from ._specs import (
     REGISTRY,
 )
 from ._weights import (
-    _cached_revision,
-    _hf_offline_mode,
-    _hub_plan,
-    _is_hf_hub,
-    _load_state_dict,
-    _no_weights,
-    _norm,
-    _repo_id,
-    _weights_names,
     cached_repo_id,
+    cached_revision,
     file_sha256,
     find_weights_file,
+    hf_offline_mode,
+    hub_plan,
+    hub_repo_id,
+    is_hf_hub,
+    no_weights_error,
+    normalise_name,
+    read_state_dict,
+    weights_names,
 )
 
 
@@ -55,12 +55,12 @@ def _build_timm(spec: ModelSpec, weights, random_state: int):
             msg = f"Weights file {str(path)!r} not found (or pass weights='random' / None)."
             raise FileNotFoundError(msg)
     else:
-        path = find_weights_file(_weights_names(spec), settings.weights_dir)
+        path = find_weights_file(weights_names(spec), settings.weights_dir)
         if path is None and spec.bundled_weights is not None:
             path = spec.bundled_weights()
     if path is not None:
         model = timm.create_model(spec.arch, pretrained=False, **kw)
-        sd = _load_state_dict(path)
+        sd = read_state_dict(path)
         target = model.state_dict()
         if spec.convert_state_dict is not None:
             sd = spec.convert_state_dict(sd, target)
@@ -74,23 +74,23 @@ def _build_timm(spec: ModelSpec, weights, random_state: int):
     hub = spec.hub
     err = ""
     if hub is not None:
-        repo, cache_only, err = _hub_plan(hub)
+        repo, cache_only, err = hub_plan(hub)
     if hub is not None and not err:
         try:
-            with _hf_offline_mode() if cache_only else nullcontext():
-                if _is_hf_hub(hub):
+            with hf_offline_mode() if cache_only else nullcontext():
+                if is_hf_hub(hub):
                     kw.pop("num_classes", None)
                     model = timm.create_model(f"hf-hub:{repo}", pretrained=True, **kw, num_classes=0)
                 else:
                     model = timm.create_model(
                         spec.arch, pretrained=True, pretrained_cfg_overlay={"hf_hub_id": repo}, **kw
                     )
-            rev = _cached_revision(repo) if cache_only else None
+            rev = cached_revision(repo) if cache_only else None
             where = f" (local Hugging Face cache, revision {rev})" if cache_only else ""
             return model, f"hub {hub}{where}", None, None
         except Exception as e:
             err = f"{type(e).__name__}: {e}"[:300]
-    raise _no_weights(spec, err)
+    raise no_weights_error(spec, err)
 
 
 def _build_transformers(spec: ModelSpec, weights, random_state: int):
@@ -109,7 +109,7 @@ def _build_transformers(spec: ModelSpec, weights, random_state: int):
     from ._transformers import TokenModel
 
     kw = dict(spec.timm_kwargs)
-    repo = _repo_id(spec.hub) if spec.hub else None
+    repo = hub_repo_id(spec.hub) if spec.hub else None
     if isinstance(weights, str) and weights == "random":
         where = _local_folder(None, spec) or (cached_repo_id(repo) if repo else None)
         if where is None:
@@ -118,7 +118,7 @@ def _build_transformers(spec: ModelSpec, weights, random_state: int):
                 f"or in the Hugging Face cache ({repo!r})."
             )
             raise FileNotFoundError(msg)
-        with _hf_offline_mode():
+        with hf_offline_mode():
             cfg = AutoConfig.from_pretrained(str(where), local_files_only=True)
         torch.manual_seed(random_state)
         model = AutoModel.from_config(cfg, **kw)
@@ -131,17 +131,17 @@ def _build_transformers(spec: ModelSpec, weights, random_state: int):
         return TokenModel(model), f"folder {folder}", file_sha256(wfile) if wfile else None, str(folder)
     err = ""
     if repo is not None:
-        repo_to_load, cache_only, err = _hub_plan(spec.hub)
+        repo_to_load, cache_only, err = hub_plan(spec.hub)
     if repo is not None and not err:
         try:
-            with _hf_offline_mode() if cache_only else nullcontext():
+            with hf_offline_mode() if cache_only else nullcontext():
                 model = AutoModel.from_pretrained(repo_to_load, local_files_only=cache_only, **kw)
-            rev = _cached_revision(repo_to_load) if cache_only else None
+            rev = cached_revision(repo_to_load) if cache_only else None
             where = f" (local Hugging Face cache, revision {rev})" if cache_only else ""
             return TokenModel(model), f"hub {spec.hub}{where}", None, None
         except Exception as e:
             err = f"{type(e).__name__}: {e}"[:300]
-    raise _no_weights(spec, err)
+    raise no_weights_error(spec, err)
 
 
 def _local_folder(weights, spec: ModelSpec) -> Path | None:
@@ -160,19 +160,19 @@ def _local_folder(weights, spec: ModelSpec) -> Path | None:
     wdir = settings.weights_dir
     if wdir is None or not Path(wdir).is_dir():
         return None
-    wanted = {_norm(n) for n in _weights_names(spec)}
+    wanted = {normalise_name(n) for n in weights_names(spec)}
     for cfg in sorted(Path(wdir).rglob("config.json")):
-        if _norm(cfg.parent.name) in wanted:
+        if normalise_name(cfg.parent.name) in wanted:
             return cfg.parent
     return None
 
 
 def _close_matches(name: str, timm_names: Sequence[str], n: int = 3) -> list[str]:
     """Registry names first, then timm architectures, closest to ``name`` (``-`` read as ``_``, case ignored)."""
-    q = _norm(name)
+    q = normalise_name(name)
     out: list[str] = []
     for pool in (list(REGISTRY), list(timm_names)):
-        by_norm = {_norm(c): c for c in pool}
+        by_norm = {normalise_name(c): c for c in pool}
         for m in difflib.get_close_matches(q, list(by_norm), n=n, cutoff=0.75):
             if by_norm[m] not in out:
                 out.append(by_norm[m])
@@ -232,9 +232,9 @@ def get_model(
         return HandcraftedEncoder(n_jobs=n_jobs or settings.n_workers)
     spec = REGISTRY.get(model)
     if spec is None:  # a registered model by its hub name, e.g. "hf-hub:MahmoodLab/uni" (repo ids ignore case)
-        q = _repo_id(model).lower()
-        spec = next((s for s in REGISTRY.values() if s.hub is not None and _repo_id(s.hub).lower() == q), None)
-    if spec is None and _is_hf_hub(model):
+        q = hub_repo_id(model).lower()
+        spec = next((s for s in REGISTRY.values() if s.hub is not None and hub_repo_id(s.hub).lower() == q), None)
+    if spec is None and is_hf_hub(model):
         spec = ModelSpec(
             name=model.split("/")[-1].lower(), arch=model, embedding_dim=-1, weight_source="hub", hub=model
         )

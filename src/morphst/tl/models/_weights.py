@@ -32,7 +32,7 @@ def file_sha256(path: Path) -> str:
 _WEIGHT_EXT = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
-def _norm(s: str) -> str:
+def normalise_name(s: str) -> str:
     return s.lower().replace("-", "_")
 
 
@@ -47,12 +47,12 @@ def find_weights_file(names: str | Sequence[str], weights_dir: str | os.PathLike
         return None
     if isinstance(names, str | os.PathLike):
         names = [os.fspath(names)]
-    wanted = [_norm(n) for n in names]
+    wanted = [normalise_name(n) for n in names]
     hits = []
     for p in sorted(Path(weights_dir).rglob("*")):
         if not p.is_file() or not p.name.lower().endswith(_WEIGHT_EXT):
             continue
-        stem = _norm(p.name.split(".")[0])
+        stem = normalise_name(p.name.split(".")[0])
         for rank, w in enumerate(wanted):
             if stem == w or stem.startswith(w + "_"):
                 hits.append((not p.name.endswith(".safetensors"), rank, str(p), p))
@@ -60,7 +60,7 @@ def find_weights_file(names: str | Sequence[str], weights_dir: str | os.PathLike
     return min(hits)[3] if hits else None
 
 
-def _load_state_dict(path: Path) -> dict:
+def read_state_dict(path: Path) -> dict:
     import torch
 
     if path.name.endswith(".safetensors"):
@@ -110,7 +110,7 @@ def _hub_offline() -> bool:
 def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
     """Whether the Hugging Face hub (``$HF_ENDPOINT``, default huggingface.co) accepts a TCP connection on its port.
 
-    One quick check, so that an offline machine fails at once instead of spending ~45 s in hub download retries.
+    One quick check, so that an offline machine fails at once instead of waiting through hub download retries.
     """
     from urllib.parse import urlparse
 
@@ -124,12 +124,12 @@ def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
         return False
 
 
-def _repo_id(hub: str) -> str:
+def hub_repo_id(hub: str) -> str:
     """``"hf-hub:org/name"`` (or ``hf_hub:``) or ``"timm/name.tag"`` -> the Hugging Face repo id."""
     return hub.split(":", 1)[1] if hub.lower().startswith(("hf-hub:", "hf_hub:")) else hub
 
 
-def _is_hf_hub(hub: str | None) -> bool:
+def is_hf_hub(hub: str | None) -> bool:
     return hub is not None and hub.lower().startswith(("hf-hub:", "hf_hub:"))
 
 
@@ -152,7 +152,7 @@ def cached_repo_id(repo_id: str) -> str | None:
     return None
 
 
-def _cached_revision(repo_id: str) -> str | None:
+def cached_revision(repo_id: str) -> str | None:
     from huggingface_hub import constants
 
     ref = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--")) / "refs" / "main"
@@ -160,7 +160,7 @@ def _cached_revision(repo_id: str) -> str | None:
 
 
 @contextmanager
-def _hf_offline_mode():
+def hf_offline_mode():
     """huggingface_hub in offline mode for the duration (cached files only, no HTTP requests, no retries)."""
     from huggingface_hub import constants
 
@@ -172,13 +172,13 @@ def _hf_offline_mode():
         constants.HF_HUB_OFFLINE = old
 
 
-def _hub_plan(hub: str) -> tuple[str | None, bool, str]:
+def hub_plan(hub: str) -> tuple[str | None, bool, str]:
     """How to reach ``hub``: ``(repo id to load, from the local cache only, error)``.
 
     ``$HF_HUB_OFFLINE`` set: the local cache or an error. Otherwise one quick reachability check: reachable, the
     hub (which itself prefers the cache); unreachable, the local cache or an error.
     """
-    repo = _repo_id(hub)
+    repo = hub_repo_id(hub)
     cached = cached_repo_id(repo)
     if _hub_offline():
         if cached is None:
@@ -193,7 +193,7 @@ def _hub_plan(hub: str) -> tuple[str | None, bool, str]:
     return None, False, f"the hub was unreachable: no connection within {HUB_TIMEOUT_S:g} s; offline?"
 
 
-def _weights_names(spec: ModelSpec) -> list[str]:
+def weights_names(spec: ModelSpec) -> list[str]:
     """File names searched under ``weights_dir``: the registry name, the hub repo name, the architecture.
 
     The architecture only for models whose weights it names (ImageNet timm models): a foundation model shares a
@@ -201,19 +201,19 @@ def _weights_names(spec: ModelSpec) -> list[str]:
     """
     names = [spec.name]
     if spec.hub is not None:
-        names.append(_repo_id(spec.hub).split("/")[-1])
-    if not _is_hf_hub(spec.hub) and spec.backend == "timm":
+        names.append(hub_repo_id(spec.hub).split("/")[-1])
+    if not is_hf_hub(spec.hub) and spec.backend == "timm":
         names.append(spec.arch)
     return list(dict.fromkeys(names))
 
 
-def _no_weights(spec: ModelSpec, err: str) -> FileNotFoundError:
+def no_weights_error(spec: ModelSpec, err: str) -> FileNotFoundError:
     gated = (
         " The hub weights are gated: accept the licence on Hugging Face and log in (`hf auth login`)."
         if spec.gated
         else ""
     )
-    names = " or ".join(repr(f"{n}.safetensors") for n in _weights_names(spec)[:2])
+    names = " or ".join(repr(f"{n}.safetensors") for n in weights_names(spec)[:2])
     local = (
         "a local file (.safetensors/.pth)"
         if spec.backend == "timm"
