@@ -204,6 +204,70 @@ def part_dlpfc(args, seeds) -> dict:
     return out
 
 
+def part_dlpfc_other(args, seeds) -> dict:
+    """DLPFC, learned features trained with the layers of the OTHER section (never the evaluated section's)."""
+    import anndata as ad
+    from integration_dlpfc import prepare
+
+    t0 = time.perf_counter()
+    ads = {}
+    for sample in args.samples:
+        _, a = prepare(sample, DATA / "dlpfc")
+        a.obs["section"] = sample
+        ads[sample] = a
+    # one expression space for the penalty: PCA (30) of log1p cp10k of both sections together
+    j = ad.concat(list(ads.values()), join="inner", keys=list(ads), index_unique="-")
+    j.obs["section"] = j.obs["section"].astype("category")
+    sc.pp.pca(j, n_comps=30, random_state=0)
+    sec = j.obs["section"].astype(str).to_numpy()
+    print(f"[dlpfc other-section labels] prepared in {time.perf_counter() - t0:.0f}s ({load()})", flush=True)
+    t = time.perf_counter()
+    rows = []
+    for seed in seeds:
+        for target in args.samples:
+            mst.tl.learn_features(
+                j,
+                "X_handcrafted",
+                objective="integration",
+                expression_rep="X_pca",
+                annotation_key="layer",
+                method="hsic",
+                n_components=args.n_components,
+                penalty_weight=args.penalty_weight,
+                options=TrainOptions(max_epochs=args.max_epochs),
+                library_key="section",
+                train=sec != target,
+                random_state=seed,
+                key_added="_z",
+                device="cpu",
+            )
+            a = ads[target]
+            a.obsm["X_learned_other"] = j.obsm["_z"][sec == target]
+            ref = a.obs["layer"].to_numpy()
+            ok = ~pd.isna(ref)
+            for method in ("smooth", "stitch"):
+                for name, reps in (
+                    ("none", ("X_pca",)),
+                    ("raw", ("X_pca", "X_handcrafted")),
+                    ("learned_other", ("X_pca", "X_learned_other")),
+                ):
+                    lab = cluster(a, reps, method, 7, seed)
+                    ari = adjusted_rand_score(ref[ok].astype(str), lab[ok].astype(str))
+                    rows.append({"sample": target, "fuse": method, "name": name, "seed": seed, "ari": ari})
+        print(f"    seed {seed}: done ({load()})", flush=True)
+    took = time.perf_counter() - t
+    df = pd.DataFrame(rows)
+    print(f"[dlpfc other-section labels] integration part {took:.0f}s ({load()})")
+    print("== dlpfc, learned with the other section's layers: ARI vs layers (NA excluded) over seeds " + str(seeds))
+    print(df.groupby(["sample", "fuse", "name"], sort=False)["ari"].agg(["mean", "min", "max"]).round(3).to_string())
+    mean = df.groupby(["fuse", "name"], sort=False)["ari"].mean()
+    print(mean.round(3).to_string())
+    return {"dlpfc_learned_other": mean[("smooth", "learned_other")]} | {
+        "dlpfc_stitch_learned_other": mean[("stitch", "learned_other")],
+        "dlpfc_other_s": took,
+    }
+
+
 def part_her2st(args, seeds) -> dict:
     from morphst.tl._quadrants import QUADRANTS
 
@@ -271,7 +335,12 @@ def main() -> None:
     res = {}
     with threadpool_limits(1):
         for part in args.parts:
-            res |= {"synthetic": part_synthetic, "dlpfc": part_dlpfc, "her2st": part_her2st}[part](args, seeds)
+            res |= {
+                "synthetic": part_synthetic,
+                "dlpfc": part_dlpfc,
+                "dlpfc_other": part_dlpfc_other,
+                "her2st": part_her2st,
+            }[part](args, seeds)
     took = sum(v for k, v in res.items() if k.endswith("_s"))
     res = {k: v for k, v in res.items() if not k.endswith("_s")}
     print(
