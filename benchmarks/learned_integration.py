@@ -30,21 +30,28 @@ expression PCA). Three parts, one RESULT line:
 Timing: wall seconds of the integration part (feature learning + fusion + clustering), with ``uptime``'s load
 average next to them (the 2-core machine is shared).
 
-Measured (2026-12-04, this 2-core machine shared with 4 other engineers, load average 8.9–11.4; 3 seeds;
-n_components 8, penalty_weight 5, TrainOptions defaults: linear projection, AdamW lr 1e-3, 200 epochs max):
+Measured (2026-12-04, this 2-core machine shared with 4 other engineers; 3 seeds; penalty_weight 5,
+TrainOptions defaults: linear projection, AdamW lr 1e-3, dropout 0.25, at most 200 epochs). ``n_components`` 16
+(the default here) and 8 side by side; 16 was chosen after a grid on the synthetic section (random_state 0: 4/5
+0.835, 8/5 0.943, 8/20 0.841, 8/1 0.990, 16/5 0.993 stitched ARI) and checked on a second synthetic section
+(random_state 1, stitch: raw 0.755, learned 16 components 0.819, 8 components 0.750), not on DLPFC or HER2ST:
 
-- synthetic (stitch): expression 0.832, + raw 0.987, + learned 0.943 (0.868–0.986 over seeds), + residual 0.999;
-  (smooth: 0.765 / 0.762 / 0.759 / 0.763: the smoothing cannot split D3/D4). Median over features of max |r| with
-  the expression PCs: raw 0.311, learned 0.079, residual 0.043. Integration part 66 s.
-- DLPFC mean over 151673/151674 (smooth): none 0.489, raw 0.553, learned (self-supervised) 0.549, residual 0.551;
-  learned with the other section's layers 0.465 (151673 0.544, 151674 0.385). Stitch: 0.385 / 0.301 / 0.263 /
-  0.212, other-section 0.255. 151673 alone: none 0.562 > raw 0.551 ≈ learned 0.550. 173 s for both sections.
-- HER2ST C2–C6, DenseNet-121 (1,024 raw features vs 8 learned): quadrant II share raw 0.004, learned
-  (self-supervised) 0.000, learned with the clusters 0.250 (sees its labels); max |r| with the 50 genes, median
-  (max) over features: raw 0.227 (0.543), learned 0.182 (0.335), learned with the clusters 0.119 (0.156).
+- synthetic (stitch): expression 0.832, + raw 0.987, + residual 0.999, + learned 0.993 (16; 0.982–0.999 over seeds)
+  / 0.943 (8; 0.868–0.986). Smooth: 0.765 / 0.762 / 0.763 / 0.758 (the smoothing cannot split D3/D4). Median over
+  features of max |r| with the expression PCs: raw 0.311, learned 0.066 (16) / 0.079 (8), residual 0.043.
+  Integration part 15 s at load 3.6 (16); 66 s at load 10.4 (8).
+- DLPFC mean over 151673/151674 (smooth): none 0.489, raw 0.553, residual 0.551, learned self-supervised 0.495 (16;
+  151674 0.382–0.550 over seeds) / 0.549 (8); learned with the other section's layers (8) 0.465 (151673 0.544,
+  151674 0.385). 151673 alone: none 0.562 > raw 0.551 ≥ learned 0.547 (16) / 0.550 (8). Stitch is lower everywhere
+  (none 0.385, raw 0.301, residual 0.212, learned 0.217 (16) / 0.263 (8)). 101 s for both sections at load ~4.8
+  (16); 173 s at load ~9–11 (8).
+- HER2ST C2–C6, DenseNet-121 (1,024 raw features): quadrant II share raw 0.004, learned self-supervised 0.000 (16
+  and 8 features), learned with the clusters 0.438 (16) / 0.250 (8) (sees its labels); max |r| with the 50 genes,
+  median (max) over features: raw 0.227 (0.543), learned 0.136 (0.319) (16) / 0.182 (0.335) (8), learned with the
+  clusters 0.114 (0.254) (16) / 0.119 (0.156) (8).
 
 Run: ``MORPHST_DATA_DIR=../shared/data python benchmarks/learned_integration.py [--parts synthetic dlpfc her2st]
-[--seeds 3] [--n-components 8] [--penalty-weight 5]``.
+[--seeds 3] [--n-components 16] [--penalty-weight 5]``.
 
 Last line: ``RESULT synthetic_none=... synthetic_raw=... synthetic_learned=... synthetic_residual=...
 dlpfc_none=... dlpfc_raw=... dlpfc_learned=... dlpfc_residual=... her2st_q2_raw=... her2st_q2_learned=...
@@ -331,7 +338,7 @@ def main() -> None:
     p.add_argument("--parts", nargs="+", default=["synthetic", "dlpfc", "her2st"])
     p.add_argument("--samples", nargs="+", default=["151673", "151674"])
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--n-components", type=int, default=8)
+    p.add_argument("--n-components", type=int, default=16)
     p.add_argument("--penalty-weight", type=float, default=5.0)
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument("--cache", default="/work/cache")
