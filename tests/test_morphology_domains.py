@@ -11,7 +11,7 @@ import morphst as mst
 
 @pytest.fixture(scope="module")
 def sdata():
-    return mst.datasets.morphology_domains(18, 18, seed=1, um_per_px=2.5)
+    return mst.datasets.morphology_domains(18, 18, random_state=1, um_per_px=2.5)
 
 
 def test_layout_and_truth(sdata):
@@ -85,9 +85,9 @@ def test_image_truth(sdata):
 
 
 def test_seeded_and_checked():
-    a = mst.datasets.morphology_domains(6, 7, seed=3, um_per_px=4.0)
-    b = mst.datasets.morphology_domains(6, 7, seed=3, um_per_px=4.0)
-    c = mst.datasets.morphology_domains(6, 7, seed=4, um_per_px=4.0)
+    a = mst.datasets.morphology_domains(6, 7, random_state=3, um_per_px=4.0)
+    b = mst.datasets.morphology_domains(6, 7, random_state=3, um_per_px=4.0)
+    c = mst.datasets.morphology_domains(6, 7, random_state=4, um_per_px=4.0)
     ta, tb, tc = (s.tables["table"] for s in (a, b, c))
     assert (ta.X != tb.X).nnz == 0
     np.testing.assert_array_equal(a.images["he"].values, b.images["he"].values)

@@ -35,7 +35,7 @@ def morphology_domains(
     n_rows: int = 40,
     n_cols: int = 40,
     *,
-    seed: int = 0,
+    random_state: int = 0,
     n_genes: int = 200,
     spot_spacing_um: float = 100.0,
     spot_diameter_um: float = 55.0,
@@ -49,7 +49,7 @@ def morphology_domains(
 ):
     """A **synthetic** spot section with a known truth in which two domains differ only in the image.
 
-    Not real data: spots, counts and pixels are drawn from ``seed`` (for tests and for benchmarks of learned
+    Not real data: spots, counts and pixels are drawn from ``random_state`` (for tests and for benchmarks of learned
     integration features, Box 1 of Chelebian, Avenel & Wählby, Nat. Commun. 2025, eq. 13–14). Spots lie on a
     hexagonal grid (Visium-like) of ``n_rows × n_cols``, ``spot_spacing_um`` apart, in five domains ``D0``–``D4``
     (a warped Voronoi partition of 12 centres, each domain given at least one). **The truth:**
@@ -75,8 +75,8 @@ def morphology_domains(
     ----------
     n_rows, n_cols
         Rows and columns of the spot grid.
-    seed
-        Random seed; the same seed gives the same layout, counts and pixels.
+    random_state
+        Seed; the same seed gives the same layout, counts and pixels.
     n_genes
         Genes (at least 80: the four marker programmes and the gradient genes).
     spot_spacing_um
@@ -107,7 +107,7 @@ def morphology_domains(
     - ``tables["table"]``: raw counts (CSR float32, ``n_spots × n_genes``, genes ``gene_000``...), annotating
       ``"spots"``; ``obs["truth"]`` (categorical ``D0``–``D4``), ``obs["expression_programme"]`` (``P0``–``P3``, the
       best any expression-only method can recover), ``obs["gradient"]`` (``g``), ``obs["section"]``;
-      ``obsm["spatial"]`` (image px); ``uns["morphst_dataset"]`` with the seed and ``um_per_px``.
+      ``obsm["spatial"]`` (image px); ``uns["morphst_dataset"]`` with ``random_state`` and ``um_per_px``.
 
     Both coordinate system ``"global"`` (µm, ``Scale(um_per_px)``) and the image's pixel space are declared, so
     :func:`morphst.pp.extract_patches` needs no unit argument.
@@ -142,7 +142,7 @@ def morphology_domains(
             f"`n_genes` must be at least 80 (four marker programmes of 15 genes and 20 gradient genes), got {n_genes}."
         )
         raise ValueError(msg)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_state)
     names = list(DOMAINS)
 
     # --- layout (µm): hexagonal grid, warped Voronoi domains ---
@@ -232,7 +232,7 @@ def morphology_domains(
         "synthetic": True,
         "description": "synthetic spot section (mst.datasets.morphology_domains); not real data; D3/D4 differ only "
         "in the image",
-        "seed": int(seed),
+        "random_state": int(random_state),
         "um_per_px": {"global": float(um_per_px)},
         "coordinate_systems": {"global": "micrometres"},
     }
@@ -246,5 +246,8 @@ def morphology_domains(
     image = Image2DModel.parse(img, dims=("c", "y", "x"), c_coords=["r", "g", "b"], transformations=tf)
     table = TableModel.parse(adata, region="spots", region_key="region", instance_key="instance_id")
     sdata = SpatialData(images={"he": image}, shapes={"spots": shapes}, tables={Key.TABLE: table})
-    sdata.attrs["morphst_synthetic"] = {"generator": "mst.datasets.morphology_domains", "seed": int(seed)}
+    sdata.attrs["morphst_synthetic"] = {
+        "generator": "mst.datasets.morphology_domains",
+        "random_state": int(random_state),
+    }
     return sdata
