@@ -43,7 +43,7 @@ def learn_features(
     annotation_key: str | None = None,
     expression_rep: str = "X_pca",
     method: Literal["hsic", "residual"] = "hsic",
-    penalty_weight: float = 1.0,
+    penalty_weight: float = 5.0,
     n_components: int | None = None,
     train: str | np.ndarray | Sequence[str] | None = None,
     library_key: str | None = Key.LIBRARY,
