@@ -797,21 +797,6 @@ def test_scale_per_library_makes_a_translator_blind_to_a_section_wide_shift(tdat
         mst.tl.predict_expression(a, "X_feat", genes=genes, scale_per_library=True, library_key=None, cv="kfold")
 
 
-def test_translator_files_of_morphst_0_1_name_the_section_column_groupby(tdata, tmp_path):
-    a = tdata
-    tr = mst.tl.fit_translator(a, "X_feat", genes=["g0"], train=["S0", "S1"], spatial_context=4)
-    assert tr.params["library_key"] == "section"
-    assert "groupby" not in tr.params
-    tr.params["groupby"] = tr.params.pop("library_key")  # as morphst 0.1 wrote it
-    tr.save(tmp_path / "old.morphst")
-    back = mst.tl.Translator.load(tmp_path / "old.morphst")
-    assert back.params["library_key"] == "section"
-    assert back.library_key == "section"
-    # the neighbourhoods are found within sections again: same predictions as the translator that named it
-    ref = mst.tl.fit_translator(a, "X_feat", genes=["g0"], train=["S0", "S1"], spatial_context=4)
-    np.testing.assert_array_equal(back.predict(a), ref.predict(a))
-
-
 def test_stain_reference_is_stored_and_checked(tdata, tmp_path):
     sqe = pytest.importorskip("squidpy.experimental.im")
     ref = sqe.StainReference(
