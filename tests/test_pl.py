@@ -408,19 +408,19 @@ def test_background_is_the_image_the_patches_came_from(synthetic_factory):
     del sdata.images["image"]
     adata = sdata.tables["table"]
     (before,) = _spatial.build_panels(
-        sdata, [None], table_key="table", section_key="section", image_key=None, image_px=64
+        sdata, [None], table_key="table", library_key="section", image_key=None, image_px=64
     )
     assert before.meta["image_key"] == "a_hires_image"  # without a record: alphabetical, the black placeholder
     mst.pp.extract_patches(sdata, image_key="b_lowres_image", patch_size=20.0, target_px=16)
     assert adata.uns["patches"]["regions"]["spots"]["image"] == "b_lowres_image"
     (panel,) = _spatial.build_panels(
-        sdata, [None], table_key="table", section_key="section", image_key=None, image_px=64
+        sdata, [None], table_key="table", library_key="section", image_key=None, image_px=64
     )
     assert panel.meta["image_key"] == "b_lowres_image"
     assert panel.image.mean() > 200  # the white synthetic slide, not the black placeholder
     # an explicit image_key still wins
     (forced,) = _spatial.build_panels(
-        sdata, [None], table_key="table", section_key="section", image_key="a_hires_image", image_px=64
+        sdata, [None], table_key="table", library_key="section", image_key="a_hires_image", image_px=64
     )
     assert forced.meta["image_key"] == "a_hires_image"
 
@@ -511,7 +511,7 @@ def test_scale_bar_has_the_right_length(synthetic_factory):
 
     sdata, _ = synthetic_factory()
     (panel,) = _spatial.build_panels(
-        sdata, [None], table_key="table", section_key="section", image_key=None, image_px=128
+        sdata, [None], table_key="table", library_key="section", image_key=None, image_px=128
     )
     # thumbnail of 128 px for 512 full-resolution px at 0.5 µm/px: 2 µm per thumbnail px
     assert panel.meta["um_per_px"] == pytest.approx(2.0)
@@ -529,7 +529,7 @@ def test_scale_bar_has_the_right_length(synthetic_factory):
     # without a known unit (an AnnData with obsm["spatial"]) no bar is drawn
     a = sdata.tables["table"].copy()
     a.obsm["spatial"] = np.zeros((a.n_obs, 2)) + np.arange(a.n_obs)[:, None]
-    (p2,) = _spatial.build_panels(a, [None], table_key="table", section_key="section", image_key=None, image_px=128)
+    (p2,) = _spatial.build_panels(a, [None], table_key="table", library_key="section", image_key=None, image_px=128)
     fig, axis = plt.subplots()
     _spatial.draw_panel(axis, p2, colors=["k"] * len(p2.rows))
     assert not [x for x in axis.artists if isinstance(x, AnchoredSizeBar)]

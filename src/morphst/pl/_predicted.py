@@ -106,7 +106,7 @@ def predicted_expression(
         raise KeyError(msg)
     sections = resolve_sections(adata, library_id, library_key)
     panels = build_panels(
-        data, sections, table_key=table_key, section_key=library_key, image_key=image_key, image_px=image_px
+        data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
     )
     if ax is None:
         fig, axes = new_figure(len(genes), len(panels), figsize=figsize, panel_size=(3.8, 3.6))

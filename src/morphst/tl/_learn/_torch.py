@@ -95,7 +95,7 @@ def inner_validation_split(
             order = rng.permutation(len(names))  # ties broken by the seed
             best = order[np.argmin(np.abs(sizes[order] - target))]
             val = g == names[best]
-            return np.sort(train_rows[~val]), np.sort(train_rows[val]), f"section {names[best]!r} held out"
+            return np.sort(train_rows[~val]), np.sort(train_rows[val]), f"section {str(names[best])!r} held out"
     n_val = max(1, round(fraction * len(train_rows)))
     perm = rng.permutation(len(train_rows))
     return (
