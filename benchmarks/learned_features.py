@@ -17,6 +17,17 @@ share of integration features in quadrant II and their max |r| with the genes.
 Integration (synthetic section with morphology-only domains, DLPFC 151673/151674, 3 seeds):
 ``benchmarks/learned_integration.py``'s ``run()``, whose fields are appended to the RESULT line.
 
+Last run (2026-12-04, this 2-core machine, load 3.6 at start; two runs gave the same figures)::
+
+    RESULT dn_ridge8=0.462 dn_ridge_same=0.494 dn_head=0.515 dn_head_s=32.800 dn_head_worse_on=C2
+    lite0_ridge8=0.395 lite0_ridge_same=0.447 lite0_head=0.455 lite0_head_s=23.922 lite0_head_worse_on=C2,C4
+    q_raw_I=0.326 q_raw_II=0.022 q_raw_median_shared=0.240 q_translation_I=0.766 q_translation_II=0.000
+    q_translation_median_shared=0.357 q_integration_I=0.000 q_integration_II=0.125
+    q_integration_median_shared=0.237 synthetic_none=0.832 synthetic_raw=0.987 synthetic_learned=0.943
+    synthetic_residual=0.999 dlpfc_none=0.489 dlpfc_stitch_none=0.385 dlpfc_raw=0.553 dlpfc_stitch_raw=0.301
+    dlpfc_learned=0.549 dlpfc_stitch_learned=0.263 dlpfc_residual=0.551 dlpfc_stitch_residual=0.212
+    integration_s=934.755
+
 Run: ``MORPHST_DATA_DIR=../shared/data MORPHST_WEIGHTS_DIR=../shared/weights python benchmarks/learned_features.py
 [--cache DIR] [--skip-integration]``. Last line: ``RESULT ...``.
 """
