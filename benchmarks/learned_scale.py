@@ -1,0 +1,50 @@
+"""learn_features at 100,000 cells on this 2-core machine (issue 19's time goal: under 10 minutes).
+
+Synthetic 64-d features, 50 genes that depend on them (tanh of a random projection plus noise), 4 sections of
+25,000 cells at random positions; translation (own patch + 8-neighbour mean + section mean, FeatureHead of width 128)
+and integration (hsic, self-supervised, 8 components; expression representation = 20 of the genes). Prints the
+seconds of each and the load.
+
+Last run (2026-12-04, load 1.0): translation 110 s (chosen epoch 12), integration 85 s (chosen epoch 66).
+Real CNN embeddings are wider (1,024–1,280 per block): the first layer's cost grows with the width.
+
+Run: ``python benchmarks/learned_scale.py``.
+"""
+
+import logging
+import os
+import time
+
+import anndata as ad
+import numpy as np
+
+import morphst as mst
+
+logging.getLogger("morphst").setLevel(logging.INFO)
+mst.settings.progress_bar = False
+rng = np.random.default_rng(0)
+n, d, g = 100_000, 64, 50
+x = rng.normal(size=(n, d)).astype(np.float32)
+y = np.tanh(x @ rng.normal(size=(d, g)) / 4) + 0.5 * rng.normal(size=(n, g))
+a = ad.AnnData(np.zeros((n, g), np.float32))
+a.layers["y"] = y.astype(np.float32)
+a.var_names = [f"g{i}" for i in range(g)]
+a.obs["section"] = np.repeat(["s0", "s1", "s2", "s3"], n // 4)
+a.obsm["spatial"] = rng.random((n, 2)) * 5000
+a.obsm["X_m"] = x
+print("load", os.getloadavg()[0], flush=True)
+t = time.perf_counter()
+mst.tl.learn_features(a, "X_m", objective="translation", genes=list(a.var_names), target="y", spatial_context=8)
+print(
+    f"translation: {time.perf_counter() - t:.0f} s, chosen epoch {a.uns['X_learned_translation']['chosen_epoch']}",
+    flush=True,
+)
+a.obsm["X_pca"] = y[:, :20].astype(np.float32)
+t = time.perf_counter()
+mst.tl.learn_features(a, "X_m", objective="integration", expression_rep="X_pca")
+print(
+    f"integration: {time.perf_counter() - t:.0f} s, chosen epoch {a.uns['X_learned_integration']['chosen_epoch']}",
+    "load",
+    os.getloadavg()[0],
+    flush=True,
+)
