@@ -19,7 +19,7 @@ expression PCA). Three parts, one RESULT line:
    features are self-supervised on the section itself (spatial neighbours), so they never see the reference layers.
    Rows: none (expression only), raw, learned, residual; fusions ``"smooth"`` (the default of integration_dlpfc) and
    ``"stitch"``.
-3. **her2st** C2–C6, DenseNet-121 embeddings precomputed in ``/work/cache`` (``--cache``; rows in the order of
+3. **her2st** (only with ``--cache DIR``) C2–C6, DenseNet-121 embeddings precomputed in ``DIR`` (rows in the order of
    ``her2st_obs_names.npy``; not recomputed here): ``mst.tl.quadrants`` (annotation = the authors' clusters, 50 genes
    of ``mst.pp.select_genes`` on all sections, log1p cp10k; 50 permutations; descriptive) of the raw features and of
    learned integration features (hsic, expression = PCA 30 of log1p cp10k of all genes): self-supervised on the five
