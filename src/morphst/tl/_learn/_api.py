@@ -13,11 +13,11 @@ from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obsm, get_adata, list_keys, records_params
 from .._translation import FeatureHead
-from .._translation._cv import _check_global_context, _context_keys, _inputs
 from .._translation._features import _context_caps, _warn_caps
 from .._translation._fit import resolve_train
 from .._translation._folds import _groups
 from .._translation._genes import _dense_cols, _gene_plan
+from .._translation._inputs import check_global_context, context_keys, read_inputs
 from ._torch import TrainOptions, resolve_train_device
 
 if TYPE_CHECKING:
@@ -204,8 +204,8 @@ def _translation(
     n_components, opts, device, random_state,
 ):  # fmt: skip
     """Fit a FeatureHead on the training spots; the representation is its fused hidden layer."""
-    inputs = _inputs(adata, use_rep, target, spatial_context, context_rep)
-    _check_global_context(global_context)
+    inputs = read_inputs(adata, use_rep, target, spatial_context, context_rep)
+    check_global_context(global_context)
     plan = _gene_plan(adata, genes, True)
     rows = np.flatnonzero(train_mask)
     gidx = np.flatnonzero(plan.genes_for(adata, rows))
@@ -234,7 +234,7 @@ def _translation(
     params = {
         "genes": [str(g) for g in adata.var_names[gidx]],
         "target": target,
-        "context_rep": _context_keys(context_rep),
+        "context_rep": context_keys(context_rep),
         "spatial_context": inputs.k_ctx,
         "spatial_context_capped": caps,
         "global_context": bool(global_context),

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ... import _logging as logg
 from ..._constants import Key
 
 #: Spots' distance: mean over this many nearest training spots.
@@ -178,6 +179,37 @@ class ApplicabilityDomain:
             calibration=str(state["calibration"]),
             before_scaling=bool(state.get("before_scaling", False)),  # files of morphst <= 0.x: scaled features
         )
+
+    def warn_out_of_domain(self, verdict: pd.DataFrame) -> None:
+        """A ``UserWarning`` naming the sections of ``verdict`` (from :meth:`verdict`) out of the training domain."""
+        out = verdict.index[~verdict["in_domain"]].tolist()
+        if out:
+            rows = verdict.loc[out]
+            detail = ", ".join(
+                f"{s} (median {m:.2f}, {100 * b:.0f}% of spots beyond)"
+                for s, m, b in zip(out, rows["median_score"], rows["frac_beyond"], strict=True)
+            )
+            logg.warning(
+                f"Out of the translator's training domain: {detail}. Many of their spots lie farther from the "
+                f"training spots than {100 * self.quantile:.0f}% of held-out training spots do, so the "
+                "predictions there are unreliable (new patient, tissue, stain or scanner?). See "
+                f"`obs['{Key.APPLICABILITY_SCORE}']` and `Translator.applicability_scores`.",
+            )
+
+    def record(self, verdict: pd.DataFrame, library_key: str | None) -> dict:
+        """The ``uns`` record of a verdict: per section, the threshold, quantile, calibration (and ``library_key``)."""
+        out = {
+            "verdict": {
+                str(k): {c: getattr(v, "item", lambda v=v: v)() for c, v in row.items()}
+                for k, row in verdict.iterrows()
+            },
+            "threshold": float(self.threshold),
+            "quantile": float(self.quantile),
+            "calibration": self.calibration,
+        }
+        if library_key is not None:  # the obs column the verdict is per value of (absent: one verdict, "all")
+            out["library_key"] = library_key
+        return out
 
 
 def _knn_distance(ref: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:

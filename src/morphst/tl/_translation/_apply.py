@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._utils import list_keys
 from ..._utils._units import resolve_um_per_unit
+from ...pp._patches._geometry import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -92,6 +94,25 @@ def shapes_keys(sdata: SpatialData, shapes_key: str | Sequence[str] | None) -> l
     if missing or not keys:
         msg = f"Shapes {missing or keys} not found. Available shapes: {list_keys(sdata.shapes.keys())}."
         raise KeyError(msg)
+    return keys
+
+
+def grid_keys(
+    sdata: SpatialData, spacing_um: float, shapes_key, grid_suffix: str, table_key: str, overwrite: bool
+) -> list[str]:
+    """The shapes elements a grid is built around (see :meth:`Translator.predict_grid`), checked before any work."""
+    if not spacing_um > 0:
+        msg = f"`spacing_um` must be positive (µm), got {spacing_um}."
+        raise ValueError(msg)
+    if shapes_key is None:
+        keys = [k for k in sdata.shapes if not k.endswith(grid_suffix)]
+    else:
+        keys = [shapes_key] if isinstance(shapes_key, str) else list(shapes_key)
+    keys = shapes_keys(sdata, keys)
+    names = [k + grid_suffix for k in keys]
+    if not overwrite and (any(g in sdata.shapes for g in names) or table_key in sdata.tables):
+        msg = f"Grid shapes {names} or table {table_key!r} already exist; pass `overwrite=True`."
+        raise ValueError(msg)
     return keys
 
 
@@ -198,3 +219,45 @@ def _normalise_stains(work: SpatialData, shapes_keys: list[str], image_key: str 
             scale_factors=factors,
             chunks=(int(da.shape[0]), 1024, 1024),
         )
+
+
+def embed_kwargs(params: dict, rep: str, model, weights) -> dict:
+    """``embed_patches`` arguments that made ``obsm[rep]`` for the training data (``params``), ``model``/``weights`` first."""
+    ep = params
+    if model is None:
+        model = ep.get("model")
+        if not model or bool(ep.get("model_is_callable", False)):
+            msg = (
+                f"The translator does not know how `obsm[{rep!r}]` was made (no embedding parameters "
+                "were stored with the training data); pass `model=` (and `weights=`) as given to "
+                "`mst.tl.embed_patches`."
+            )
+            raise ValueError(msg)
+    if weights is None:
+        path = ep.get("weights_path")
+        if bool(ep.get("weights_random", False)):
+            weights = "random"
+        elif path is not None and os.path.exists(str(path)):
+            weights = str(path)
+    rs = ep.get("random_state")
+    return {
+        "model": model,
+        "weights": weights,
+        "context_index": ep.get("context_index"),
+        "random_state": 0 if rs is None else int(rs),
+    }
+
+
+def patch_kwargs(patch_params: dict, patch_size, target_px, context_sizes_um) -> dict:
+    """``extract_patches`` arguments of the training patch geometry (``patch_params``), the given values first."""
+    pp = dict(patch_params)
+    out = {
+        "patch_size": float(patch_size if patch_size is not None else pp.get("patch_size", DEFAULT_PATCH_SIZE_UM)),
+        "target_px": int(target_px if target_px is not None else pp.get("target_px", DEFAULT_TARGET_PX)),
+        "context_sizes_um": context_sizes_um if context_sizes_um is not None else (pp.get("context_sizes_um") or None),
+    }
+    # the training image's scale (um_per_px / um_per_unit) is not carried: the new object's is resolved on it
+    for k in ("channels", "intensity_range", "fill_value"):
+        if pp.get(k) is not None:
+            out[k] = tuple(pp[k]) if k == "intensity_range" else pp[k]
+    return out

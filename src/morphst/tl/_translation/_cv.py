@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._utils import check_obsm, get_adata, records_params
+from ..._utils import get_adata, records_params
 from ...pp._normalize import LOG1P_CP10K
 from .. import _metrics as metrics
 
@@ -20,16 +19,13 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 from ._features import (
-    _check_spatial_context,
     _context_caps,
-    _coords,
     _feature_text,
     _warn_caps,
-    model_inputs,
-    scale_per_group,
 )
 from ._folds import CV, _groups, make_folds, patient_folds, resolve_cv
-from ._genes import _dense_cols, _gene_columns, _gene_plan, _target_matrix
+from ._genes import _dense_cols, _gene_columns, _gene_plan
+from ._inputs import Inputs, check_global_context, check_scaling, context_keys, read_inputs
 from ._model import (
     DEFAULT_ALPHAS,
     _blas_limits,
@@ -40,49 +36,6 @@ from ._model import (
     fit_model,
     make_model,
 )
-
-
-@dataclass
-class _Inputs:
-    """Validated model inputs of one table: features (own, context patches), spatial context, target."""
-
-    x: np.ndarray  # own patch features (n_obs, n_own)
-    k_ctx: int | None  # neighbours of the spatial context
-    coords: np.ndarray | None
-    context: list[tuple[str, np.ndarray]]  # (block name, (n_obs, d)) per context_rep
-    y: Any  # target matrix (CSR if sparse)
-    store_target: bool  # the 'log1p_cp10k' target was computed here and is to be stored
-
-    def features(self, groups: np.ndarray | None, *, global_context: bool, scale: bool):
-        """``(features, blocks)`` of :func:`model_inputs`, standardised per section when ``scale``."""
-        feats, blocks = model_inputs(
-            self.x, self.coords, self.k_ctx, groups, context=self.context, global_context=global_context
-        )
-        return (scale_per_group(feats, groups) if scale else feats), blocks
-
-
-def context_arrays(adata: AnnData, context_rep) -> list[tuple[str, np.ndarray]]:
-    """``[(block name, obsm array), ...]`` for the ``context_rep`` keys (``None``, a key or a list of keys)."""
-    if context_rep is None:
-        return []
-    keys = [context_rep] if isinstance(context_rep, str) else list(context_rep)
-    hint = (
-        "Embed the context patches with `mst.tl.embed_patches(sdata, model, context_index=k, key_added=...)` after "
-        "`mst.pp.extract_patches(..., context_sizes_um=...)`."
-    )
-    return [(f"context:{k}", check_obsm(adata, k, hint=hint)) for k in keys]
-
-
-def _inputs(adata: AnnData, use_rep: str, target: str, spatial_context, context_rep=None) -> _Inputs:
-    """Validate and return the model inputs (features, spatial context, context patches, target)."""
-    x = check_obsm(adata, use_rep, hint=_use_rep_hint())
-    k_ctx = _check_spatial_context(spatial_context)
-    coords = _coords(adata, k_ctx)
-    context = context_arrays(adata, context_rep)
-    y, store_target = _target_matrix(adata, target)
-    if sparse.issparse(y):
-        y = y.tocsr()
-    return _Inputs(x, k_ctx, coords, context, y, store_target)
 
 
 def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_state, blocks=None):
@@ -144,10 +97,6 @@ def _stderr_is_tty() -> bool:
         return bool(sys.stderr.isatty())
     except (AttributeError, ValueError):
         return False
-
-
-def _use_rep_hint() -> str:
-    return "Run `mst.pp.extract_patches` then `mst.tl.embed_patches` first (they write `obsm['X_<model>']`)."
 
 
 def predict_expression(
@@ -358,7 +307,7 @@ def predict_expression(
         select_on_train=plan.genes.fixed is None,
         spatial_context=plan.inputs.k_ctx,
         spatial_context_capped=plan.caps,
-        context_rep=_context_keys(context_rep),
+        context_rep=context_keys(context_rep),
         global_context=bool(global_context) or None,
         blocks=[list(b) for b in plan.blocks] if len(plan.blocks) > 1 else None,
         scale_per_library=bool(scale_per_library),
@@ -390,7 +339,7 @@ def predict_expression(
 class _Plan:
     """Everything :func:`predict_expression` validated before fitting anything."""
 
-    inputs: _Inputs
+    inputs: Inputs
     genes: Any  # _GenePlan
     folds: list  # [(name, train, test, kind), ...]
     main_kind: str  # the kind of fold whose predictions fill the layer
@@ -411,7 +360,7 @@ def _plan(
 ) -> _Plan:  # fmt: skip
     """Validate every argument and build the features and folds; raises before anything is written."""
     _check_random_state(random_state)
-    inputs = _inputs(adata, use_rep, target, spatial_context, context_rep)
+    inputs = read_inputs(adata, use_rep, target, spatial_context, context_rep)
     gene_plan = _gene_plan(adata, genes, select_on_train)
     cv = resolve_cv(adata, cv, library_key=library_key, patient_key=patient_key, n_splits=n_splits)
     if patient_key is not None:
@@ -430,8 +379,8 @@ def _plan(
     check_model(model)
     alphas = _check_alphas(alphas)
     groups = _groups(adata, library_key)
-    _check_scaling(scale_per_library, groups, library_key, adata)
-    _check_global_context(global_context)
+    check_scaling(scale_per_library, groups, library_key, adata)
+    check_global_context(global_context)
     caps = _context_caps(inputs.k_ctx, groups, adata.n_obs)
     for _, train, _, _ in folds:  # in-fold gene selections (cached for the fits): a fold without genes fails here
         gene_plan.genes_for(adata, train)
@@ -512,22 +461,10 @@ def _write(adata: AnnData, plan: _Plan, res: _Results, key_added: str, params: d
     }
 
 
-def _context_keys(context_rep) -> list[str] | None:
-    if context_rep is None:
-        return None
-    return [context_rep] if isinstance(context_rep, str) else [str(k) for k in context_rep]
-
-
 def _extra_text(blocks: list[tuple[str, int]]) -> str:
     """Blocks beyond the own patch and the neighbour mean, e.g. ``" + context:X_ctx(1024) + section(1024)"``."""
     extra = [f"{n}({w})" for n, w in blocks if n not in ("patch", "neighbours")]
     return "".join(f" + {e}" for e in extra)
-
-
-def _check_global_context(global_context) -> None:
-    if not isinstance(global_context, bool | np.bool_):
-        msg = f"`global_context` must be True or False, got {global_context!r}."
-        raise ValueError(msg)
 
 
 def _summary(pf: pd.DataFrame) -> pd.DataFrame:
@@ -548,12 +485,3 @@ def _summary(pf: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "kind"
     return out
-
-
-def _check_scaling(scale_per_library: bool, groups, library_key, adata: AnnData) -> None:
-    if scale_per_library and groups is None:
-        msg = (
-            f"`scale_per_library=True` standardises features within each section of `obs[library_key]`, but "
-            f"`library_key`={library_key!r} is not an obs column. Available columns: {list(adata.obs.columns)[:20]}."
-        )
-        raise KeyError(msg)

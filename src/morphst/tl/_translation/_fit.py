@@ -18,10 +18,10 @@ from ._io import canonical_arrays
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
-from ._cv import _check_global_context, _check_scaling, _context_keys, _inputs
 from ._features import _context_caps, _warn_caps
 from ._folds import _groups
 from ._genes import _dense_cols, _gene_plan
+from ._inputs import check_global_context, check_scaling, context_keys, read_inputs
 from ._model import (
     DEFAULT_ALPHAS,
     _blas_limits,
@@ -131,17 +131,17 @@ def fit_translator(
         target must be computed from it (see :func:`predict_expression`).
     """
     adata = get_adata(data, table_key)
-    inputs = _inputs(adata, use_rep, target, spatial_context, context_rep)
+    inputs = read_inputs(adata, use_rep, target, spatial_context, context_rep)
     k_ctx, y = inputs.k_ctx, inputs.y
     plan = _gene_plan(adata, genes, select_on_train)
     groups = _groups(adata, library_key)
-    _check_scaling(scale_per_library, groups, library_key, adata)
+    check_scaling(scale_per_library, groups, library_key, adata)
     stain = _stain_state(stain_reference)
     m = resolve_train(adata, train, groups, library_key)
     rows = np.flatnonzero(m)
     alphas = _check_alphas(alphas)
     _check_random_state(random_state)
-    _check_global_context(global_context)
+    check_global_context(global_context)
     check_model(model)
     caps = _context_caps(k_ctx, groups, adata.n_obs)
     gidx = np.flatnonzero(plan.genes_for(adata, rows))
@@ -188,7 +188,7 @@ def fit_translator(
         patch_params=dict(patches.get("params", {})) if isinstance(patches, dict) else {},
         embed_params=_embedding_params(adata, use_rep),
         blocks=blocks,
-        context_embed_params={k: _embedding_params(adata, k) for k in _context_keys(context_rep) or []},
+        context_embed_params={k: _embedding_params(adata, k) for k in context_keys(context_rep) or []},
         params=records_params(
             genes=genes if isinstance(genes, str) else list(genes),
             gene_selection=plan.selection if plan.fixed is None else None,
@@ -196,7 +196,7 @@ def fit_translator(
             model_description=description,
             library_key=library_key,
             scale_per_library=bool(scale_per_library),
-            context_rep=_context_keys(context_rep),
+            context_rep=context_keys(context_rep),
             global_context=bool(global_context) or None,
             stain_method=None if stain is None else stain["method"],
             n_train=len(rows),

@@ -310,3 +310,52 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
     except (KeyError, TypeError, ValueError, AttributeError, ImportError, IndexError) as e:
         raise _damaged(path, f"its content cannot be rebuilt ({type(e).__name__}: {e})") from None
     return state, dict(header.get("versions", {}))
+
+
+#: Attributes of a :class:`~morphst.tl.Translator` stored in its file, as ``Translator.__init__`` takes them.
+TRANSLATOR_STATE = (
+    "estimator", "genes", "use_rep", "target", "spatial_context", "n_features", "patch_params", "embed_params",
+    "params", "stain_reference", "blocks", "context_embed_params",
+)  # fmt: skip
+
+
+def save_translator(path: str | os.PathLike, estimator, attributes: dict, applicability) -> None:
+    """Write a translator's ``attributes`` (:data:`TRANSLATOR_STATE`) and applicability domain to ``path``.
+
+    The estimator's arrays are made C-contiguous first (as stored), and the file is refused (``TypeError``) unless
+    the rebuilt estimator predicts exactly as ``estimator`` on a fixed random probe.
+    """
+    canonical_arrays(estimator)  # C-order arrays, as stored: the same predictions before and after
+    n_features = int(attributes["n_features"])
+    state = {**attributes, "applicability": None if applicability is None else applicability.to_state()}
+
+    def same_predictions(rebuilt: dict) -> None:
+        probe = np.random.default_rng(0).normal(size=(3, n_features)).astype(np.float32)
+        if not np.array_equal(np.asarray(estimator.predict(probe)), np.asarray(rebuilt["estimator"].predict(probe))):
+            msg = f"the estimator {type(estimator).__name__} (its state is not all in its attributes)"
+            raise TypeError(msg)
+
+    try:
+        write(path, state, check=same_predictions)
+    except TypeError as e:
+        msg = (
+            f"This translator cannot be saved in morphst's format: {e} is neither arrays, numbers, strings nor "
+            "a (pure-Python) scikit-learn object. Use `model='ridge'`, `'mlp'` or a scikit-learn regressor "
+            "whose fitted state is arrays (linear models, SVR, MLP, ...)."
+        )
+        raise TypeError(msg) from None
+
+
+def read_translator(path: str | os.PathLike) -> dict:
+    """The state written by :func:`save_translator`; warns when it was written with another scikit-learn."""
+    import sklearn
+
+    from ... import _logging as logg
+
+    state, versions = read(path)
+    if versions.get("sklearn") not in (None, sklearn.__version__):
+        logg.warning(
+            f"{path} was saved with scikit-learn {versions['sklearn']}, this is {sklearn.__version__}; "
+            "predictions may differ if the estimators changed between versions"
+        )
+    return state

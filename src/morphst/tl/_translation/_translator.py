@@ -13,17 +13,17 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._utils import check_obsm, records_params
-from ...pp._patches._geometry import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX
+from ..._utils import records_params
+from ..._utils._checks import check_sdata
 from ._applicability import ApplicabilityDomain
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 from . import _apply
-from ._cv import _use_rep_hint
-from ._features import _context_caps, _coords, _warn_caps, model_inputs, scale_per_group
+from ._features import _context_caps, _warn_caps
 from ._folds import _groups
+from ._inputs import fitted_inputs
 
 
 class Translator:
@@ -126,42 +126,9 @@ class Translator:
             scikit-learn regressors such as :class:`~sklearn.linear_model.Ridge` or :class:`~sklearn.svm.SVR`
             are supported.
         """
-        from ._io import canonical_arrays, write
+        from ._io import TRANSLATOR_STATE, save_translator
 
-        canonical_arrays(self.estimator)  # C-order arrays, as stored: the same predictions before and after
-        state = {
-            "estimator": self.estimator,
-            "genes": list(self.genes),
-            "use_rep": self.use_rep,
-            "target": self.target,
-            "spatial_context": self.spatial_context,
-            "n_features": self.n_features,
-            "patch_params": self.patch_params,
-            "embed_params": self.embed_params,
-            "params": self.params,
-            "applicability": None if self.applicability is None else self.applicability.to_state(),
-        }
-        if self.stain_reference is not None:  # files without it stay readable by the morphst that wrote them
-            state["stain_reference"] = self.stain_reference
-        if len(self.blocks) > 1 or self.context_embed_params:
-            state["blocks"] = [list(b) for b in self.blocks]
-            state["context_embed_params"] = self.context_embed_params
-        try:
-            write(path, state, check=self._same_predictions)
-        except TypeError as e:
-            msg = (
-                f"This translator cannot be saved in morphst's format: {e} is neither arrays, numbers, strings nor "
-                "a (pure-Python) scikit-learn object. Use `model='ridge'`, `'mlp'` or a scikit-learn regressor "
-                "whose fitted state is arrays (linear models, SVR, MLP, ...)."
-            )
-            raise TypeError(msg) from None
-
-    def _same_predictions(self, state: dict) -> None:
-        """Raise TypeError unless the rebuilt estimator predicts exactly as this one (on a fixed random probe)."""
-        probe = np.random.default_rng(0).normal(size=(3, self.n_features)).astype(np.float32)
-        if not np.array_equal(np.asarray(self.estimator.predict(probe)), np.asarray(state["estimator"].predict(probe))):
-            msg = f"the estimator {type(self.estimator).__name__} (its state is not all in its attributes)"
-            raise TypeError(msg)
+        save_translator(path, self.estimator, {k: getattr(self, k) for k in TRANSLATOR_STATE}, self.applicability)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Translator:
@@ -188,16 +155,9 @@ class Translator:
             If the file is truncated or damaged (checksum mismatch), is not a translator file, is in the old pickle
             format, or is in a format version this morphst does not read; the message says what to do.
         """
-        import sklearn
+        from ._io import read_translator
 
-        from ._io import read
-
-        state, versions = read(path)
-        if versions.get("sklearn") not in (None, sklearn.__version__):
-            logg.warning(
-                f"{path} was saved with scikit-learn {versions['sklearn']}, this is {sklearn.__version__}; "
-                "predictions may differ if the estimators changed between versions"
-            )
+        state = read_translator(path)
         est = state.pop("estimator")
         genes = state.pop("genes")
         params = dict(state.pop("params", None) or {})
@@ -231,28 +191,11 @@ class Translator:
         ``library_key`` (default: the training ``library_key`` if that column exists, else all observations as one
         section); ``scaled=False``: before it.
         """
-        from ._cv import context_arrays
-
-        x = check_obsm(adata, self.use_rep, hint=_use_rep_hint())
-        widths = dict(self.blocks)
-        if x.shape[1] != widths["patch"]:
-            msg = (
-                f"`obsm[{self.use_rep!r}]` has {x.shape[1]} features; the translator was fit on {widths['patch']}. "
-                "Embed with the same model as the training data."
-            )
-            raise ValueError(msg)
-        context = context_arrays(adata, self.context_rep or None)
-        for name, c in context:
-            if c.shape[1] != widths[name]:
-                msg = f"`obsm[{name.removeprefix('context:')!r}]` has {c.shape[1]} features; the translator was fit on {widths[name]}."
-                raise ValueError(msg)
-        coords = _coords(adata, self.spatial_context)
+        inputs = fitted_inputs(adata, self.use_rep, self.blocks, self.spatial_context)
         groups = self._groups_of(adata, library_key)
         _warn_caps(_context_caps(self.spatial_context, groups, adata.n_obs, strict=False), self.spatial_context)
-        f, _ = model_inputs(
-            x, coords, self.spatial_context, groups, context=context, global_context=self.global_context
-        )
-        return scale_per_group(f, groups) if self.scale_per_library and scaled else f
+        scale = self.scale_per_library and scaled
+        return inputs.features(groups, global_context=self.global_context, scale=scale)[0]
 
     def _domain_features(self, adata: AnnData, feats: np.ndarray, library_key: str | None) -> np.ndarray:
         """The features the applicability domain was measured on: ``feats``, or those before per-section scaling."""
@@ -288,21 +231,7 @@ class Translator:
             return None, None
         scores = self.applicability.score(feats)
         verdict = self.applicability.verdict(scores, groups)
-        out = verdict.index[~verdict["in_domain"]].tolist()
-        if out:
-            rows = verdict.loc[out]
-            detail = ", ".join(
-                f"{s} (median {m:.2f}, {100 * b:.0f}% of spots beyond)"
-                for s, m, b in zip(out, rows["median_score"], rows["frac_beyond"], strict=True)
-            )
-            warnings.warn(
-                f"Out of the translator's training domain: {detail}. Many of their spots lie farther from the "
-                f"training spots than {100 * self.applicability.quantile:.0f}% of held-out training spots do, so the "
-                "predictions there are unreliable (new patient, tissue, stain or scanner?). See "
-                f"`obs['{Key.APPLICABILITY_SCORE}']` and `Translator.applicability_scores`.",
-                UserWarning,
-                stacklevel=3,
-            )
+        self.applicability.warn_out_of_domain(verdict)
         return scores, verdict
 
     def applicability_scores(
@@ -376,59 +305,7 @@ class Translator:
         if self.applicability is None:
             return
         out.obs[Key.APPLICABILITY_SCORE] = scores.astype(np.float32)
-        out.uns[Key.TRANSLATION]["applicability"] = {
-            "verdict": {
-                str(k): {c: getattr(v, "item", lambda v=v: v)() for c, v in row.items()}
-                for k, row in verdict.iterrows()
-            },
-            "threshold": float(self.applicability.threshold),
-            "quantile": float(self.applicability.quantile),
-            "calibration": self.applicability.calibration,
-        }
-        if library_key is not None:  # the obs column the verdict is per value of (absent: one verdict, "all")
-            out.uns[Key.TRANSLATION]["applicability"]["library_key"] = library_key
-
-    # ---- SpatialData ---------------------------------------------------------------------------------------------
-    def _embed_kwargs(self, model, weights, params: dict | None = None, rep: str | None = None) -> dict:
-        ep = self.embed_params if params is None else params
-        rep = self.use_rep if rep is None else rep
-        if model is None:
-            model = ep.get("model")
-            if not model or bool(ep.get("model_is_callable", False)):
-                msg = (
-                    f"The translator does not know how `obsm[{rep!r}]` was made (no embedding parameters "
-                    "were stored with the training data); pass `model=` (and `weights=`) as given to "
-                    "`mst.tl.embed_patches`."
-                )
-                raise ValueError(msg)
-        if weights is None:
-            path = ep.get("weights_path")
-            if bool(ep.get("weights_random", False)):
-                weights = "random"
-            elif path is not None and os.path.exists(str(path)):
-                weights = str(path)
-        rs = ep.get("random_state")
-        return {
-            "model": model,
-            "weights": weights,
-            "context_index": ep.get("context_index"),
-            "random_state": 0 if rs is None else int(rs),
-        }
-
-    def _patch_kwargs(self, patch_size, target_px, context_sizes_um) -> dict:
-        pp = dict(self.patch_params)
-        out = {
-            "patch_size": float(patch_size if patch_size is not None else pp.get("patch_size", DEFAULT_PATCH_SIZE_UM)),
-            "target_px": int(target_px if target_px is not None else pp.get("target_px", DEFAULT_TARGET_PX)),
-            "context_sizes_um": context_sizes_um
-            if context_sizes_um is not None
-            else (pp.get("context_sizes_um") or None),
-        }
-        # the training image's scale (um_per_px / um_per_unit) is not carried: the new object's is resolved on it
-        for k in ("channels", "intensity_range", "fill_value"):
-            if pp.get(k) is not None:
-                out[k] = tuple(pp[k]) if k == "intensity_range" else pp[k]
-        return out
+        out.uns[Key.TRANSLATION]["applicability"] = self.applicability.record(verdict, library_key)
 
     def predict_sdata(
         self,
@@ -509,18 +386,16 @@ class Translator:
         """
         from spatialdata.models import TableModel
 
-        from ..._utils._checks import check_sdata
-
         check_sdata(sdata, "Translator.predict_sdata")
         keys = _apply.shapes_keys(sdata, shapes_key)
         if table_key in sdata.tables and not overwrite and inplace:
             msg = f"Table {table_key!r} already exists; pass `overwrite=True` or another `table_key`."
             raise ValueError(msg)
-        ekw = self._embed_kwargs(model, weights)
+        ekw = _apply.embed_kwargs(self.embed_params, self.use_rep, model, weights)
         embeds = [(self.use_rep, ekw)] + [
-            (k, self._embed_kwargs(model, weights, self.context_embed_params.get(k, {}), k)) for k in self.context_rep
+            (k, _apply.embed_kwargs(self.context_embed_params.get(k, {}), k, model, weights)) for k in self.context_rep
         ]
-        pkw = self._patch_kwargs(patch_size, target_px, context_sizes_um)
+        pkw = _apply.patch_kwargs(self.patch_params, patch_size, target_px, context_sizes_um)
         start = logg.info(f"predicting {len(self.genes)} genes for shapes {keys}")
         t = _apply.embed_section(
             sdata, keys, image_key=image_key, table_key=table_key, embeds=embeds, patch_kwargs=pkw,
@@ -601,21 +476,9 @@ class Translator:
             Non-positive ``spacing_um``, existing outputs without ``overwrite``, a shapes element without a
             coordinate system, or a scale (µm per coordinate unit) that nothing determines.
         """
-        from ..._utils._checks import check_sdata
-
         check_sdata(sdata, "Translator.predict_grid")
-        if not spacing_um > 0:
-            msg = f"`spacing_um` must be positive (µm), got {spacing_um}."
-            raise ValueError(msg)
-        if shapes_key is None:
-            keys = [k for k in sdata.shapes if not k.endswith(grid_suffix)]
-        else:
-            keys = [shapes_key] if isinstance(shapes_key, str) else list(shapes_key)
-        keys = _apply.shapes_keys(sdata, keys)
+        keys = _apply.grid_keys(sdata, spacing_um, shapes_key, grid_suffix, table_key, overwrite)
         grid_keys = [k + grid_suffix for k in keys]
-        if not overwrite and (any(g in sdata.shapes for g in grid_keys) or table_key in sdata.tables):
-            msg = f"Grid shapes {grid_keys} or table {table_key!r} already exist; pass `overwrite=True`."
-            raise ValueError(msg)
         start = logg.info(f"building {spacing_um:g} µm grids around {keys}")
         grids = _apply.grid_shapes(
             sdata, spacing_um, keys, grid_suffix=grid_suffix, max_distance_um=max_distance_um,
