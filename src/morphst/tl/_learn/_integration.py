@@ -435,6 +435,12 @@ def _hsic(x, expr, train, labels, edges, groups, n_components, penalty_weight, o
                 since += 1
                 if since >= opts.patience:
                     break
+        if best_state is None:  # the validation loss was never finite: nothing to keep
+            msg = (
+                "The integration objective's validation loss was not finite in any epoch (too few held-out spots "
+                "with spatial neighbours among them?); use more spots, pass `annotation_key=`, or method='residual'."
+            )
+            raise ValueError(msg)
         net.load_state_dict(best_state[1])
         weights = {k: t.detach().cpu().numpy().astype(np.float64) for k, t in net.state_dict().items()}
     finally:
