@@ -52,7 +52,7 @@ Before this session's changes (2026-11-30): handcrafted 447 cells/s (per-patch f
 cells with scikit-learn's trees, leiden 10,009 MiB. ``--quadrants-target`` at 1,000,000 cells: 104 s, peak
 7403 MiB (5.1 GB of it the features themselves).
 
-Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells] [--resume]`` (``--resume`` continues the
+Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells] [--resume] [--hog 2]`` (``--resume`` continues the
 embedding of an interrupted run from its checkpoint in ``workdir``). Last line:
 ``RESULT n_cells=<n> seconds_total=<s> peak_rss_mb=<MiB> embed_per_s=<handcrafted cells/s> quadrants_s=<s>
 gene_quadrants_s=<s> resume_identical=<0|1> distributed_identical=<0|1>`` plus the CNN figures.
@@ -61,7 +61,7 @@ gene_quadrants_s=<s> resume_identical=<0|1> distributed_identical=<0|1>`` plus t
 from __future__ import annotations
 
 import argparse
-import inspect
+import atexit
 import os
 import resource
 import shutil
@@ -179,7 +179,7 @@ def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int) -> tu
     path = workdir / "check.zarr"
     if path.exists():
         shutil.rmtree(path)
-    mst.datasets.xenium_like(n, seed=7, n_genes=20).write(path)
+    mst.datasets.xenium_like(n, random_state=7, n_genes=20).write(path)
     sdata = read_zarr(path)
     mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=patch_um, target_px=patch_px)
     t = sdata.tables["table"]
@@ -235,7 +235,7 @@ def cnn_rate(n: int, model: str, patch_um: float, patch_px: int) -> tuple[float,
     import morphst as mst
     from morphst.tl.models import get_model
 
-    sdata = mst.datasets.xenium_like(n, seed=11, n_genes=10)
+    sdata = mst.datasets.xenium_like(n, random_state=11, n_genes=10)
     mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=patch_um, target_px=patch_px)
     # warm the image chunks' drawing out of the timing? no: end to end includes reading, as for a user
     t0 = time.perf_counter()
@@ -332,6 +332,12 @@ def main() -> None:
         help="steps to skip: cnn, checks, quadrants, domains_extra (gmm, leiden, evaluate)",
     )
     ap.add_argument(
+        "--hog",
+        type=int,
+        default=0,
+        help="start this many busy-loop processes for the whole run (a machine busy with other work; issue 20)",
+    )
+    ap.add_argument(
         "--resume",
         action="store_true",
         help="keep <workdir>/handcrafted.zarr: an interrupted run's embedding continues where it stopped "
@@ -350,17 +356,22 @@ def main() -> None:
 
     mst.settings.progress_bar = False
     n = args.n
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdout=subprocess.DEVNULL) for _ in range(args.hog)
+    ]
+    atexit.register(lambda: [h.kill() for h in hogs])
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="morphst_cells_"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(
         f"cell_scale: n={n}, patches {args.patch_um:g} µm -> {args.patch_px} px, {os.cpu_count()} CPUs, "
-        f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at start",
+        f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at start, "
+        f"{args.hog} busy-loop processes beside it",
         flush=True,
     )
     total = 0.0
 
     t0 = step_start()
-    sdata = mst.datasets.xenium_like(n, seed=0)
+    sdata = mst.datasets.xenium_like(n, random_state=0)
     img = sdata.images["morphology_focus"]["scale0"]["image"]
     total += step("generate", t0, f"image {img.shape[-1]} x {img.shape[-2]} px (lazy), {n} polygons x 2")
 
@@ -404,14 +415,11 @@ def main() -> None:
     step("  normalize", t1)
     parts_peak = _STEP["peak"]
     t1 = step_start()
-    mst.pp.select_genes(t, n_top=100)
+    mst.pp.select_genes(t, n_top_genes=100)
     step("  select", t1, "100 genes, Pearson residuals")
     parts_peak = max(parts_peak, _STEP["peak"])
     t1 = step_start()
-    sig = inspect.signature(mst.tl.predict_expression).parameters  # `library_key` after issue 12 (`groupby` before)
-    mst.tl.predict_expression(
-        t, rep, cv="spatial_block", n_splits=3, **({"library_key": None} if "library_key" in sig else {"groupby": None})
-    )
+    mst.tl.predict_expression(t, rep, cv="spatial_block", n_splits=3, library_key=None)
     step("  predict", t1, "ridge, 3 spatial-block folds")
     parts_peak = max(parts_peak, _STEP["peak"])
     r = t.var["predicted_pcc"] if "predicted_pcc" in t.var else None
@@ -477,7 +485,7 @@ def main() -> None:
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[2]:.1f} (15 min)")
     print(f"largest child process (checks: the killed run, dask workers): {children_rss_mb():.0f} MiB peak RSS")
     print(
-        f"RESULT n_cells={n} model={args.model} seconds_total={total:.0f} peak_rss_mb={rss_mb():.0f} embed_per_s={embed_per_s:.0f} "
+        f"RESULT n_cells={n} model={args.model} hog={args.hog} seconds_total={total:.0f} peak_rss_mb={rss_mb():.0f} embed_per_s={embed_per_s:.0f} "
         f"quadrants_s={quad} gene_quadrants_s={gq_s:.1f} resume_identical={res_ok} distributed_identical={dist_ok} "
         f"cnn_e2e_per_s={cnn_e2e:.1f} cnn_forward_per_s={cnn_fwd:.1f} cnn_ratio={cnn_e2e / cnn_fwd:.2f}"
     )
