@@ -30,7 +30,6 @@ Measured: the GPU figures are still to be measured (no GPU in the session that w
 # ruff: noqa: E402  (the torch/device report comes before the slower morphst imports)
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import tempfile
@@ -70,9 +69,8 @@ mst.settings.n_jobs = N_JOBS
 
 def section(path: str):
     """The H&E section of ``N`` cells, written to ``path`` and read back; patches 112 µm at 224 px."""
-    seed = "seed" if "seed" in inspect.signature(mst.datasets.xenium_like).parameters else "random_state"
     t0 = time.perf_counter()
-    s = mst.datasets.xenium_like(N, he=True, n_genes=20, **{seed: 0})
+    s = mst.datasets.xenium_like(N, he=True, n_genes=20, random_state=0)
     s = sd.SpatialData(
         images={"he_image": s.images["he_image"]},
         shapes={"cell_boundaries": s.shapes["cell_boundaries"]},

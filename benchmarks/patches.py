@@ -169,8 +169,6 @@ def _timed(fn) -> tuple[float, float, int]:
 
 
 def scaling(n_cells: int, repeats: int, batch_size: int) -> None:
-    import inspect
-
     import spatialdata as sd
     import torch
 
@@ -178,9 +176,8 @@ def scaling(n_cells: int, repeats: int, batch_size: int) -> None:
     from morphst.pp._patches import PatchReader
 
     mst.settings.progress_bar = False
-    seed = "seed" if "seed" in inspect.signature(mst.datasets.xenium_like).parameters else "random_state"
     with tempfile.TemporaryDirectory(prefix="morphst-reader-") as tmp:
-        s = mst.datasets.xenium_like(n_cells, he=True, n_genes=20, **{seed: 0})
+        s = mst.datasets.xenium_like(n_cells, he=True, n_genes=20, random_state=0)
         s = sd.SpatialData(
             images={"he_image": s.images["he_image"]},
             shapes={"cell_boundaries": s.shapes["cell_boundaries"]},
