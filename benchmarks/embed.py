@@ -48,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     mst.settings.progress_bar = False
 
-    sdata = mst.datasets.her2st(args.sections)
+    sdata = mst.datasets.her2st(library_id=args.sections)
     mst.pp.extract_patches(sdata)
     n = sdata.tables["table"].n_obs
     patches = torch.from_numpy(mst.pp.get_patches(sdata)).permute(0, 3, 1, 2)

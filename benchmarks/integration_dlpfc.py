@@ -70,7 +70,7 @@ def gmm(rep: np.ndarray, seed: int) -> np.ndarray:
 
 
 def prepare(sample: str, data_dir: Path):
-    sdata = mst.datasets.dlpfc(sample, data_dir=data_dir)
+    sdata = mst.datasets.dlpfc(library_id=sample, data_dir=data_dir)
     a = sdata.tables["table"]
     sf = a.uns["spatial"][sample]["scalefactors"]
     um_per_px_lowres = 55.0 / sf["spot_diameter_fullres"] / sf["tissue_lowres_scalef"]

@@ -133,7 +133,7 @@ def main() -> None:
     logging.getLogger("morphst").setLevel(logging.WARNING)
     mst.settings.progress_bar = False
     print(f"load at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    sdata = mst.datasets.her2st(SECTIONS, data_dir=args.data_dir)
+    sdata = mst.datasets.her2st(library_id=SECTIONS, data_dir=args.data_dir)
     adata = sdata.tables["table"]
     embeddings(sdata, Path(args.weights_dir), Path(args.cache) if args.cache else None)
     mst.pp.normalize(adata)
