@@ -186,7 +186,7 @@ def dlpfc(library_id: str = "151673", *, data_dir: str | os.PathLike | None = No
         Section (spatialLIBD sample) ID, e.g. ``"151673"`` or ``"151674"`` (downloadable); any other section laid
         out the same way in ``data_dir`` loads too.
     data_dir
-        Folder with one folder per sample: ``<data_dir>/<sample>/`` holding ``dlpfc<sample>.rda`` (or one
+        Folder with one folder per sample: ``<data_dir>/<library_id>/`` holding ``dlpfc<library_id>.rda`` (or one
         ``.rda``), ``metadata.tsv`` and ``spatial/{tissue_positions_list.csv, scalefactors_json.json,
         tissue_lowres_image.png}``; ``data_dir`` may also be the parent of a ``dlpfc`` folder laid out that way.
         Default: ``$MORPHST_DATA_DIR`` (or ``mst.settings.data_dir``), else the files of 151673 / 151674 are
@@ -194,46 +194,46 @@ def dlpfc(library_id: str = "151673", *, data_dir: str | os.PathLike | None = No
 
     Returns
     -------
-    SpatialData as :func:`spatialdata_io.visium` writes it (``dataset_id = sample``):
+    SpatialData as :func:`spatialdata_io.visium` writes it (``dataset_id = library_id``):
 
-    - ``images[f"{sample}_lowres_image"]``: low-res H&E, ``(c, y, x)`` uint8.
-    - ``shapes[sample]``: spot circles, centres and ``radius`` in **full-resolution pixels**.
-    - coordinate systems ``sample`` (full-resolution px, ≈ 0.57 µm/px), ``f"{sample}_downscaled_lowres"`` (low-res
-      px) and ``f"{sample}_downscaled_hires"``. **No coordinate system is in µm**; the µm/px of each is recorded in
+    - ``images[f"{library_id}_lowres_image"]``: low-res H&E, ``(c, y, x)`` uint8.
+    - ``shapes[library_id]``: spot circles, centres and ``radius`` in **full-resolution pixels**.
+    - coordinate systems ``library_id`` (full-resolution px, ≈ 0.57 µm/px), ``f"{library_id}_downscaled_lowres"`` (low-res
+      px) and ``f"{library_id}_downscaled_hires"``. **No coordinate system is in µm**; the µm/px of each is recorded in
       ``uns["morphst_dataset"]["um_per_px"]`` (55 µm spot diameter / ``spot_diameter_fullres``).
     - ``tables["table"]``: ``X`` raw UMI counts (CSR, float32), 5,000 genes (``var_names`` and ``var["gene_ids"]``:
       Ensembl IDs); ``obs`` with ``in_tissue``, ``array_row``, ``array_col``, ``spot_id``, ``region``, ``section``
-      (= ``sample``, categorical) and ``layer`` (manual annotation ``layer_guess_reordered``: categorical
+      (= ``library_id``, categorical) and ``layer`` (manual annotation ``layer_guess_reordered``: categorical
       ``Layer1`` … ``Layer6``, ``WM``; missing (NaN) where the authors left the spot unlabelled);
-      ``obsm["spatial"]`` (x, y in full-res px); ``uns["spatial"][sample]["scalefactors"]`` (as in
+      ``obsm["spatial"]`` (x, y in full-res px); ``uns["spatial"][library_id]["scalefactors"]`` (as in
       ``scalefactors_json.json``); ``uns["morphst_dataset"]``.
 
     Raises
     ------
     FileNotFoundError
-        If the sample is neither in ``data_dir`` / ``$MORPHST_DATA_DIR`` nor downloadable.
+        If the section is neither in ``data_dir`` / ``$MORPHST_DATA_DIR`` nor downloadable.
     ValueError
         If the ``.rda`` cannot be read or does not hold an ``expression`` matrix.
     """
     from spatialdata_io import visium
 
-    sample = str(library_id)
-    src = _resolve(sample, data_dir)
-    folder = _spaceranger_folder(src, sample)
-    sdata = visium(folder, dataset_id=sample)
+    library_id = str(library_id)
+    src = _resolve(library_id, data_dir)
+    folder = _spaceranger_folder(src, library_id)
+    sdata = visium(folder, dataset_id=library_id)
     table = sdata.tables[Key.TABLE]
     scalefactors = json.loads((folder / "spatial/scalefactors_json.json").read_text())
     meta = pd.read_csv(src / "metadata.tsv", sep="\t", index_col=0, low_memory=False)
     labels = meta[LABEL_COLUMN].reindex(table.obs_names) if LABEL_COLUMN in meta else pd.Series(np.nan, table.obs_names)
     extra = sorted(set(labels.dropna().astype(str)) - set(LAYERS))
     table.obs["layer"] = pd.Categorical(labels.astype(object).where(labels.notna(), None), categories=[*LAYERS, *extra])
-    table.obs[Key.LIBRARY] = pd.Categorical([sample] * table.n_obs)
+    table.obs[Key.LIBRARY] = pd.Categorical([library_id] * table.n_obs)
     table.X = table.X.astype(np.float32)
-    table.uns["spatial"] = {sample: {"scalefactors": scalefactors}}
+    table.uns["spatial"] = {library_id: {"scalefactors": scalefactors}}
     fullres = VISIUM_SPOT_DIAMETER_UM / float(scalefactors["spot_diameter_fullres"])
     table.uns[Key.DATASET] = {
         "name": "dlpfc",
-        "library_id": sample,
+        "library_id": library_id,
         "source": (
             f"github.com/JiangBioLab/DeepST@{DEEPST_COMMIT} (positions, scale factors, low-res image, labels); "
             f"github.com/prabhakarlab/Banksy@{BANKSY_COMMIT} (counts, 5,000 genes)"
@@ -242,12 +242,12 @@ def dlpfc(library_id: str = "151673", *, data_dir: str | os.PathLike | None = No
         "label_column": LABEL_COLUMN,
         "n_unlabelled": int(labels.isna().sum()),
         "um_per_px": {
-            sample: fullres,
-            f"{sample}_downscaled_lowres": fullres / float(scalefactors["tissue_lowres_scalef"]),
-            f"{sample}_downscaled_hires": fullres / float(scalefactors["tissue_hires_scalef"]),
+            library_id: fullres,
+            f"{library_id}_downscaled_lowres": fullres / float(scalefactors["tissue_lowres_scalef"]),
+            f"{library_id}_downscaled_hires": fullres / float(scalefactors["tissue_hires_scalef"]),
         },
         "um_per_px_derivation": "55 um Visium spot diameter / spot_diameter_fullres (px), divided by the image scalef",
-        "coordinate_systems": {sample: "full-resolution pixels (as spatialdata_io.visium writes them)"},
+        "coordinate_systems": {library_id: "full-resolution pixels (as spatialdata_io.visium writes them)"},
         "spaceranger_folder": str(folder),
     }
     return sdata

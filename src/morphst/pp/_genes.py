@@ -275,7 +275,7 @@ def select_genes(
         The ranking score on the masked spots (residual variance, normalised dispersion or mean); NaN for genes
         below ``min_fraction`` and for a list.
     ``.uns[key_added]['params']`` : dict
-        ``n_top`` (``n_top_genes``), ``flavor`` (``method``; ``"list"`` for a list), ``genes`` (for a list),
+        ``n_top_genes``, ``method`` (``"list"`` for a list), ``genes`` (for a list),
         ``hvg_flavor``, ``layer``, ``min_fraction``, ``n_spots`` (spots in the mask), ``n_selected`` (genes
         selected: fewer than ``n_top_genes`` when fewer pass ``min_fraction``, with a warning).
 
