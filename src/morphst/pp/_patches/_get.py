@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 from ..._docs import doc_table_key, inject_docs
-from ._geometry import require_sdata
 from ._reader import PatchReader, empty_patches, size_index_of
+from ._table import require_sdata
 
 
 def _resolve_rows(adata: AnnData, sel, default: np.ndarray) -> np.ndarray:

@@ -18,8 +18,9 @@ from ..._utils import get_adata, image_levels
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
-from ._geometry import OBS_X, OBS_Y, _table_regions, _windows
+from ._geometry import OBS_X, OBS_Y, window_corners
 from ._level import _CACHE_BYTES, _LevelReader
+from ._table import table_regions
 
 #: Windows cut and resampled at a time inside a batch: bounds each worker's reused window buffer.
 _SUB_BATCH = 32
@@ -100,18 +101,18 @@ class PatchReader:
         if not isinstance(info, dict) or "regions" not in info or OBS_X not in adata.obs:
             msg = f"No patch geometry in table {table_key!r}; run `mst.pp.extract_patches` first."
             raise KeyError(msg)
-        sizes = list(np.atleast_1d(info["sizes_um"]).astype(float))
-        if not 0 <= size_index < len(sizes):
+        patch_sizes_um = list(np.atleast_1d(info["sizes_um"]).astype(float))
+        if not 0 <= size_index < len(patch_sizes_um):
             msg = (
-                f"Context index {size_index - 1} out of range; the patches have context sizes {sizes[1:]} µm "
+                f"Context index {size_index - 1} out of range; the patches have context sizes {patch_sizes_um[1:]} µm "
                 "(run `mst.pp.extract_patches(sdata, context_sizes_um=(...))` to add some)."
             )
             raise ValueError(msg)
-        self.size_um = sizes[size_index]
+        self.patch_size_um = patch_sizes_um[size_index]
         self.target_px = int(info["target_px"])
         self.n_obs = adata.n_obs
         self.n_workers = n_workers or settings.n_workers
-        _, region_key, _ = _table_regions(adata)
+        _, region_key, _ = table_regions(adata)
         region_col = adata.obs[region_key].astype(str).to_numpy()
         centres = adata.obs[[OBS_X, OBS_Y]].to_numpy(float)
         self.groups: dict[str, _Group] = {}
@@ -135,7 +136,7 @@ class PatchReader:
                 cache_bytes,
             )
             rows = np.flatnonzero((region_col == region) & np.isfinite(centres[:, 0]))
-            xy0 = _windows(centres[rows], f, w)
+            xy0 = window_corners(centres[rows], f, w)
             self.groups[region] = _Group(reader, rows, xy0, w)
             self.row_group[rows] = region
 
@@ -162,7 +163,7 @@ class PatchReader:
         """
         self = cls.__new__(cls)
         xy0 = np.asarray(xy0, dtype=np.int64).reshape(-1, 2)
-        self.size_um = float("nan")
+        self.patch_size_um = float("nan")
         self.target_px = int(target_px)
         self.n_obs = len(xy0)
         self.n_workers = n_workers or settings.n_workers

@@ -144,7 +144,7 @@ def _call_record(enc, model, weights, random_state, reader, size_index, dtype, b
         "dtype": dtype,
         "batch_size": int(batch_size),
         "n_obs": int(n_obs),
-        "patch_size_um": float(reader.size_um),
+        "patch_size_um": float(reader.patch_size_um),
         "target_px": int(reader.target_px),
         "context_index": int(size_index),
         "regions": {
