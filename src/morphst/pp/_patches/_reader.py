@@ -78,6 +78,13 @@ class _Group:
     w: tuple[int, int]
 
 
+def _chunk_of(g: _Group, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk row and column (of the level's dask chunks) that hold the centres of the windows ``pos`` of ``g``."""
+    cy = np.searchsorted(g.reader.yb, g.xy0[pos, 1] + g.w[1] // 2, side="right")
+    cx = np.searchsorted(g.reader.xb, g.xy0[pos, 0] + g.w[0] // 2, side="right")
+    return cy, cx
+
+
 class PatchReader:
     """Stream patches recorded by :func:`extract_patches` in batches, reading only the chunks they touch.
 
@@ -200,8 +207,7 @@ class PatchReader:
             group_id[sel] = k
             if g.reader.is_dask and not g.reader.direct:
                 pos = pd.Series(np.arange(len(g.rows)), index=g.rows).loc[rows[sel]].to_numpy()
-                cy[sel] = np.searchsorted(g.reader.yb, g.xy0[pos, 1] + g.w[1] // 2, side="right")
-                cx[sel] = np.searchsorted(g.reader.xb, g.xy0[pos, 0] + g.w[0] // 2, side="right")
+                cy[sel], cx[sel] = _chunk_of(g, pos)
         return np.lexsort((cx, cy, group_id))
 
     def _plan(self, rows: np.ndarray | None, sort: bool) -> list[tuple[_Group, np.ndarray]]:
@@ -211,8 +217,7 @@ class PatchReader:
             for g in self.groups.values():
                 pos = np.arange(len(g.rows))
                 if sort and g.reader.is_dask and not g.reader.direct:
-                    cy = np.searchsorted(g.reader.yb, g.xy0[:, 1] + g.w[1] // 2, side="right")
-                    cx = np.searchsorted(g.reader.xb, g.xy0[:, 0] + g.w[0] // 2, side="right")
+                    cy, cx = _chunk_of(g, pos)
                     pos = np.lexsort((cx, cy))
                 plan.append((g, pos))
             return plan
@@ -294,7 +299,8 @@ class PatchReader:
                 fut.cancel()
             pool.shutdown(wait=True)
 
-    def _batch_list(self, rows, batch_size: int) -> list[tuple[_Group, np.ndarray]]:
+    def batch_list(self, rows, batch_size: int) -> list[tuple[_Group, np.ndarray]]:
+        """The batches of :meth:`iter_batches`: ``(group, positions in the group)``, ``batch_size`` at most each."""
         plan = self._plan(None if rows is None else np.asarray(rows, dtype=np.int64), sort=rows is None)
         return [(g, pos[b : b + batch_size]) for g, pos in plan for b in range(0, len(pos), batch_size)]
 
@@ -319,7 +325,7 @@ class PatchReader:
         import torch
 
         t = self.target_px
-        batches = self._batch_list(rows, batch_size)
+        batches = self.batch_list(rows, batch_size)
         n_max = max((len(p) for _, p in batches), default=0)
         free: list = []  # buffers handed back by the consumer, for reuse
 
@@ -348,7 +354,7 @@ class PatchReader:
         """
         rows = np.asarray(rows, dtype=np.int64)
         order = self.chunk_order(rows)
-        batches = self._batch_list(rows[order], batch_size)
+        batches = self.batch_list(rows[order], batch_size)
         starts = np.cumsum([0] + [len(p) for _, p in batches])
 
         def task(k, g, p, keys):

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 from ..._docs import doc_table_key, inject_docs
 from . import _checkpoint
 from ._blank import BlankPatches
-from ._checkpoint import CheckpointSink, MemorySink, _call_record, _Checkpoint
+from ._checkpoint import CheckpointSink, MemorySink, _Checkpoint, call_record
 from ._compute import EmbedJob, EmbedPlan, LocalRunner
-from ._distributed import DistributedRunner, _resolve_client
+from ._distributed import DistributedRunner, resolve_client
 
 
 @inject_docs(table_key=doc_table_key)
@@ -168,7 +168,7 @@ def embed_patches(
     adata = get_adata(sdata, table_key)
     _check_arguments(dtype, batch_size)
     size_index = size_index_of(context_index)
-    cl = _resolve_client(client)
+    cl = resolve_client(client)
     start = logg.info(f"embedding patches with {getattr(model, '__name__', model)!s}")
     needs_patches = _check_patches(sdata, adata, table_key, size_index, n_jobs)  # before the model: seconds
     enc = get_model(model, weights=weights, random_state=random_state, n_jobs=n_jobs)
@@ -180,7 +180,7 @@ def embed_patches(
     bs = int(batch_size)
     plan = EmbedPlan.build(reader, bs, _checkpoint._BLOCK_PATCHES)  # the module attribute, read at call time
     regions = adata.uns[Key.PATCHES]["regions"]
-    call = _call_record(enc, model, weights, random_state, reader, size_index, dtype, bs, adata.n_obs, regions)
+    call = call_record(enc, model, weights, random_state, reader, size_index, dtype, bs, adata.n_obs, regions)
     if checkpoint is None:
         sink = MemorySink(plan.plan_rows, plan.block_rows, adata.n_obs)
     else:
