@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .._constants import Key
@@ -117,23 +119,26 @@ def morphology_domains(
     ValueError
         A size not positive, or ``n_genes < 80``.
     """
-    import anndata as ad
-    import pandas as pd
-    from scipy import sparse
-    from scipy.ndimage import gaussian_filter
-    from skimage.color import hed2rgb
-    from spatialdata import SpatialData
-    from spatialdata.models import Image2DModel, ShapesModel, TableModel
-    from spatialdata.transformations import Scale
+    _check_arguments(
+        n_rows=n_rows,
+        n_cols=n_cols,
+        spot_spacing_um=spot_spacing_um,
+        spot_diameter_um=spot_diameter_um,
+        um_per_px=um_per_px,
+        counts_per_spot=counts_per_spot,
+        n_genes=n_genes,
+    )
+    rng = np.random.default_rng(random_state)
+    # the draws come in this order (layout, expression, image): the same seed gives the same section
+    lay = _layout(rng, n_rows, n_cols, spot_spacing_um)
+    programme, counts = _expression(rng, lay, n_genes, counts_per_spot, marker_log_fold, gradient_log_fold)
+    img = _image(rng, lay, um_per_px, gradient_stain, gradient_density, stain_noise)
+    return _to_sdata(lay, programme, counts, img, random_state, um_per_px, spot_diameter_um)
 
-    for name, v in (
-        ("n_rows", n_rows),
-        ("n_cols", n_cols),
-        ("spot_spacing_um", spot_spacing_um),
-        ("spot_diameter_um", spot_diameter_um),
-        ("um_per_px", um_per_px),
-        ("counts_per_spot", counts_per_spot),
-    ):
+
+def _check_arguments(*, n_genes: int, **sizes: float) -> None:
+    """Raise a ``ValueError`` for a size that is not positive or fewer than 80 genes."""
+    for name, v in sizes.items():
         if not v > 0:
             msg = f"`{name}` must be positive, got {v}."
             raise ValueError(msg)
@@ -142,10 +147,29 @@ def morphology_domains(
             f"`n_genes` must be at least 80 (four marker programmes of 15 genes and 20 gradient genes), got {n_genes}."
         )
         raise ValueError(msg)
-    rng = np.random.default_rng(random_state)
-    names = list(DOMAINS)
 
-    # --- layout (µm): hexagonal grid, warped Voronoi domains ---
+
+@dataclass
+class _Layout:
+    """Spot centres (µm) on the hexagonal grid, the section's size (µm) and its warped Voronoi domains."""
+
+    x_um: np.ndarray
+    y_um: np.ndarray
+    width_um: float
+    height_um: float
+    centres: np.ndarray  # (12, 2) Voronoi centres, µm
+    labels: np.ndarray  # domain index of each centre
+    warp: float  # amplitude of the coordinate warp, µm
+    domain: np.ndarray  # domain index of each spot
+    gradient: np.ndarray  # g in [-1, 1] of each spot, left to right
+
+    def domain_of(self, x_um: np.ndarray, y_um: np.ndarray) -> np.ndarray:
+        return _domain_of(x_um, y_um, self.centres, self.labels, self.warp)
+
+
+def _layout(rng: np.random.Generator, n_rows: int, n_cols: int, spot_spacing_um: float) -> _Layout:
+    """Hexagonal grid of spots (µm) and warped Voronoi domains of 12 centres, each domain given at least one."""
+    names = list(DOMAINS)
     dy = spot_spacing_um * np.sqrt(3) / 2
     r, c = np.mgrid[0:n_rows, 0:n_cols]
     x_um = (c + 0.5 * (r % 2)).ravel() * spot_spacing_um + spot_spacing_um
@@ -156,27 +180,53 @@ def morphology_domains(
     labels = np.concatenate([np.arange(len(names)), rng.integers(0, len(names), n_centres - len(names))])
     centres = rng.uniform([0, 0], [width_um, height_um], size=(n_centres, 2))
     warp = 0.08 * max(width_um, height_um)
-    dom = _domain_of(x_um, y_um, centres, labels, warp)
-    grad = 2.0 * (x_um - x_um.min()) / max(np.ptp(x_um), 1e-9) - 1.0
+    domain = _domain_of(x_um, y_um, centres, labels, warp)
+    gradient = 2.0 * (x_um - x_um.min()) / max(np.ptp(x_um), 1e-9) - 1.0
+    return _Layout(x_um, y_um, width_um, height_um, centres, labels, warp, domain, gradient)
 
-    # --- expression ---
-    n = len(x_um)
+
+def _expression(
+    rng: np.random.Generator,
+    lay: _Layout,
+    n_genes: int,
+    counts_per_spot: float,
+    marker_log_fold: float,
+    gradient_log_fold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Marker programme of each spot and Poisson counts ``(n_spots, n_genes)`` float32 (marker and gradient genes)."""
+    names = list(DOMAINS)
+    n = len(lay.x_um)
     base = rng.lognormal(mean=0.0, sigma=1.0, size=n_genes)
     log_rate = np.tile(np.log(base / base.sum()), (n, 1))
-    programme = np.array([DOMAINS[names[d]]["programme"] for d in dom])
+    programme = np.array([DOMAINS[names[d]]["programme"] for d in lay.domain])
     for p in range(4):
         log_rate[programme == p, 15 * p : 15 * (p + 1)] += marker_log_fold
-    log_rate[:, 60:80] += gradient_log_fold * grad[:, None]
+    log_rate[:, 60:80] += gradient_log_fold * lay.gradient[:, None]
     rate = np.exp(log_rate)
     rate /= rate.sum(axis=1, keepdims=True)
     size = counts_per_spot * rng.lognormal(0.0, 0.2, size=n)
     counts = rng.poisson(rate * size[:, None]).astype(np.float32)
+    return programme, counts
 
-    # --- image: per pixel domain, H and E densities, nuclear texture of the domain's grain ---
-    h_px, w_px = int(np.ceil(height_um / um_per_px)), int(np.ceil(width_um / um_per_px))
+
+def _image(
+    rng: np.random.Generator,
+    lay: _Layout,
+    um_per_px: float,
+    gradient_stain: float,
+    gradient_density: float,
+    stain_noise: float,
+) -> np.ndarray:
+    """``(3, y, x)`` uint8 H&E-like image: per pixel domain, H and E densities, nuclear texture of the domain's grain."""
+    from scipy.ndimage import gaussian_filter
+    from skimage.color import hed2rgb
+
+    names = list(DOMAINS)
+    h_px, w_px = int(np.ceil(lay.height_um / um_per_px)), int(np.ceil(lay.width_um / um_per_px))
     yy, xx = np.mgrid[0:h_px, 0:w_px].astype(np.float64) * um_per_px
-    pix_dom = _domain_of(xx, yy, centres, labels, warp)
-    pix_grad = np.clip(2.0 * (xx - x_um.min()) / max(np.ptp(x_um), 1e-9) - 1.0, -1.5, 1.5)
+    pix_dom = lay.domain_of(xx, yy)
+    pix_grad = np.clip(2.0 * (xx - lay.x_um.min()) / max(np.ptp(lay.x_um), 1e-9) - 1.0, -1.5, 1.5)
+    del yy, xx
     texture = np.zeros((h_px, w_px))
     for grain in sorted({d["grain_um"] for d in DOMAINS.values()}):
         field = gaussian_filter(rng.normal(size=(h_px, w_px)), sigma=grain / um_per_px / 2)
@@ -185,6 +235,7 @@ def morphology_domains(
         texture[here] = field[here]
     # soft nuclei where the field is high; more of them towards the right edge
     nuclei = 1.0 / (1.0 + np.exp(-3.0 * (texture - 0.5 + gradient_density * pix_grad)))
+    del texture
 
     def stain_field():
         f = gaussian_filter(rng.normal(size=(h_px, w_px)), sigma=60.0 / um_per_px)
@@ -193,6 +244,7 @@ def morphology_domains(
     h_od = np.array([DOMAINS[k]["haematoxylin"] for k in names])[pix_dom] * (1 + gradient_stain * pix_grad)
     h_od *= stain_field()
     e_od = np.array([DOMAINS[k]["eosin"] for k in names])[pix_dom] * stain_field()
+    del pix_dom, pix_grad
     hed = np.stack(
         [
             np.clip(h_od * (0.3 + 1.4 * nuclei), 0, None),
@@ -201,20 +253,39 @@ def morphology_domains(
         ],
         axis=-1,
     )
+    del h_od, e_od, nuclei
     rgb = hed2rgb(np.clip(hed, 0, None))
-    img = np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8).transpose(2, 0, 1)
-    del yy, xx, pix_dom, pix_grad, texture, nuclei, hed, rgb
+    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8).transpose(2, 0, 1)
 
-    # --- SpatialData ---
+
+def _to_sdata(
+    lay: _Layout,
+    programme: np.ndarray,
+    counts: np.ndarray,
+    img: np.ndarray,
+    random_state: int,
+    um_per_px: float,
+    spot_diameter_um: float,
+):
+    """The SpatialData: image ``"he"``, circles ``"spots"`` and the table, in ``"global"`` (µm) and image px."""
+    import anndata as ad
+    import pandas as pd
+    from scipy import sparse
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Scale
+
+    names = list(DOMAINS)
+    n, n_genes = counts.shape
     tf = {"global": Scale([um_per_px, um_per_px], axes=("x", "y"))}
-    xy_px = np.column_stack([x_um, y_um]) / um_per_px
+    xy_px = np.column_stack([lay.x_um, lay.y_um]) / um_per_px
     obs = pd.DataFrame(
         {
-            "truth": pd.Categorical([names[d] for d in dom], categories=names),
+            "truth": pd.Categorical([names[d] for d in lay.domain], categories=names),
             "expression_programme": pd.Categorical(
                 [f"P{p}" for p in programme], categories=[f"P{p}" for p in range(4)]
             ),
-            "gradient": grad,
+            "gradient": lay.gradient,
             "section": pd.Categorical(["synthetic"] * n),
             "region": pd.Categorical(["spots"] * n),
             "instance_id": np.arange(n),

@@ -1,8 +1,9 @@
 """Spot/cell-centred patches at a physical size (µm), read lazily from the right pyramid level.
 
 The geometry (centre in image pixels, pyramid level, window size) is recorded in the table by
-:func:`extract_patches` (``_geometry``, ``_extract``); pixels are read on demand, chunk by chunk, by
-:class:`PatchReader` (``_reader``), used by :func:`get_patches` (``_get``) and :func:`morphst.tl.embed_patches`.
+:func:`extract_patches` (``_extract``; the spots and their table rows in ``_table``, the geometry in ``_geometry``,
+the channels and intensity range in ``_channels``); pixels are read on demand, chunk by chunk, by :class:`PatchReader`
+(``_reader``, ``_level``), used by :func:`get_patches` (``_get``) and :func:`morphst.tl.embed_patches`.
 """
 
 from ._extract import extract_patches
@@ -13,11 +14,10 @@ from ._geometry import (
     OBS_X,
     OBS_Y,
     check_default_geometry,
-    match_instance_ids,
-    require_sdata,
 )
 from ._get import get_patches
 from ._reader import PatchReader, size_index_of
+from ._table import match_instance_ids, require_sdata
 
 __all__ = [
     "DEFAULT_PATCH_SIZE_UM",

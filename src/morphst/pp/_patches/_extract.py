@@ -21,17 +21,17 @@ from ._geometry import (
     OBS_VALID,
     OBS_X,
     OBS_Y,
-    _compute_geometry,
-    _RegionGeometry,
-    _valid_col,
-    require_sdata,
+    RegionGeometry,
+    compute_geometry,
+    valid_col,
 )
+from ._table import require_sdata
 
 #: Warn when more than this fraction of the patches overhang the image edge.
 _EDGE_WARN_FRACTION = 0.10
 
 
-def _report_geometry(geoms: list[_RegionGeometry], sizes: list[float], target_px: int) -> None:
+def _report_geometry(geoms: list[RegionGeometry], patch_sizes_um: list[float], target_px: int) -> None:
     """Log the pyramid level, its µm/px and the window per region; warn on upsampling and on many edge patches.
 
     Upsampling is told in one warning per patch size (the first region's figures, and how many regions share it),
@@ -42,18 +42,18 @@ def _report_geometry(geoms: list[_RegionGeometry], sizes: list[float], target_px
         logg.info(
             f"    {g.region}: coordinate system {g.cs!r}, {g.units.um_per_unit:.6g} µm per unit ({g.units.source})"
         )
-        for k, size in enumerate(sizes):
+        for k, patch_size_um in enumerate(patch_sizes_um):
             w = g.window_px[k]
             logg.info(
-                f"    {g.region} ({g.image_key}): {size:g} µm patch from pyramid level {g.levels[k]} "
+                f"    {g.region} ({g.image_key}): {patch_size_um:g} µm patch from pyramid level {g.levels[k]} "
                 f"({g.level_um_per_px[k]:.4g} µm/px), window {w[0]} × {w[1]} px -> {target_px} px "
-                f"({size / target_px:.4g} µm/px)"
+                f"({patch_size_um / target_px:.4g} µm/px)"
             )
             if min(w) < target_px:
-                upsampled.setdefault(size, []).append(
-                    f"{g.region} ({g.image_key}): the {size:g} µm patch is upsampled {target_px / min(w):.2f}× "
+                upsampled.setdefault(patch_size_um, []).append(
+                    f"{g.region} ({g.image_key}): the {patch_size_um:g} µm patch is upsampled {target_px / min(w):.2f}× "
                     f"({min(w)} native px -> {target_px} px): the image ({g.level_um_per_px[k]:.4g} µm/px at its "
-                    f"finest level) is coarser than the requested {size / target_px:.4g} µm/px. To avoid "
+                    f"finest level) is coarser than the requested {patch_size_um / target_px:.4g} µm/px. To avoid "
                     f"interpolated detail, use `target_px={min(w)}` (the image's own resolution; encoders resize "
                     f"to their input size themselves) or `patch_size={target_px * g.level_um_per_px[k]:.0f}` "
                     f"(µm that {target_px} native px cover)."
@@ -67,7 +67,7 @@ def _report_geometry(geoms: list[_RegionGeometry], sizes: list[float], target_px
         logg.warning(
             f"{n_edge} of {len(valid)} patches ({100 * n_edge / len(valid):.0f}%) touch the image edge "
             f"({int((valid == 0).sum())} lie entirely off it) and are padded: check the shapes' transformation and "
-            f"`patch_size` ({sizes[0]:g} µm); see obs['{OBS_VALID}']."
+            f"`patch_size` ({patch_sizes_um[0]:g} µm); see obs['{OBS_VALID}']."
         )
 
 
@@ -180,33 +180,16 @@ def extract_patches(
     require_sdata(sdata, "extract_patches")
     start = logg.info("extracting patch geometry")
     adata = get_adata(sdata, table_key)
-    if check_positive_um("patch_size", patch_size) is None:
-        msg = "`patch_size` must be a positive number (µm), got None."
-        raise ValueError(msg)
-    if int(target_px) < 1:
-        msg = f"`target_px` must be a positive number of pixels, got {target_px}."
-        raise ValueError(msg)
-    if context_sizes_um is None:
-        ctx: list[float] = []
-    elif np.isscalar(context_sizes_um):
-        ctx = [float(context_sizes_um)]
-    else:
-        ctx = [float(c) for c in context_sizes_um]
-    for c in ctx:
-        check_positive_um("context_sizes_um", c)
-    check_positive_um("um_per_px", um_per_px, unit="µm per pixel")
-    check_positive_um("um_per_unit", um_per_unit, unit="µm per coordinate-system unit")
-    check_positive_um("spot_diameter_um", spot_diameter_um)
-    if fill_value is not None and not 0 <= fill_value <= 255:
-        msg = f"`fill_value` is a padding intensity of the 8-bit patches and must lie in 0–255, got {fill_value}."
-        raise ValueError(msg)
-    sizes = [float(patch_size), *ctx]
-    geoms = _compute_geometry(
+    context_sizes = _check_arguments(
+        patch_size, target_px, context_sizes_um, um_per_px, um_per_unit, spot_diameter_um, fill_value
+    )
+    patch_sizes_um = [float(patch_size), *context_sizes]
+    geoms = compute_geometry(
         sdata,
         adata,
         image_key=image_key,
         shapes_key=shapes_key,
-        sizes_um=sizes,
+        patch_sizes_um=patch_sizes_um,
         target_px=int(target_px),
         um_per_px=um_per_px,
         channels=channels,
@@ -215,65 +198,108 @@ def extract_patches(
         um_per_unit=um_per_unit,
         spot_diameter_um=spot_diameter_um,
     )
-    _report_geometry(geoms, sizes, int(target_px))
+    _report_geometry(geoms, patch_sizes_um, int(target_px))
     # everything validated: write
+    params = records_params(
+        image_key=image_key,
+        shapes_key=shapes_key,
+        table_key=table_key,
+        patch_size=float(patch_size),
+        target_px=int(target_px),
+        context_sizes_um=context_sizes,
+        um_per_unit=um_per_unit,
+        um_per_px=um_per_px,
+        spot_diameter_um=spot_diameter_um,
+        channels=None if channels is None else list(channels),
+        intensity_range=intensity_range,
+        fill_value=fill_value,
+        resampling="bilinear, antialias (torch.nn.functional.interpolate)",
+    )
+    valid = _write(adata, geoms, patch_sizes_um, int(target_px), params)
+    v = valid[np.isfinite(valid)]
+    columns = [OBS_X, OBS_Y] + [valid_col(s, k == 0) for k, s in enumerate(patch_sizes_um)]
+    logg.info(
+        f"    finished: {len(v)} patches of {patch_size:g} µm -> {target_px} px in {len(geoms)} region(s), "
+        f"{int((v < 1).sum())} at the image edge, {int((v == 0).sum())} off the image; added "
+        f"obs {columns}, uns['{Key.PATCHES}']",
+        time=start,
+    )
+
+
+def _check_arguments(
+    patch_size, target_px, context_sizes_um, um_per_px, um_per_unit, spot_diameter_um, fill_value
+) -> list[float]:
+    """Raise a ``ValueError`` for a size, scale or fill value out of range; return the context sizes (µm) as a list."""
+    if check_positive_um("patch_size", patch_size) is None:
+        msg = "`patch_size` must be a positive number (µm), got None."
+        raise ValueError(msg)
+    if int(target_px) < 1:
+        msg = f"`target_px` must be a positive number of pixels, got {target_px}."
+        raise ValueError(msg)
+    if context_sizes_um is None:
+        context_sizes: list[float] = []
+    elif np.isscalar(context_sizes_um):
+        context_sizes = [float(context_sizes_um)]
+    else:
+        context_sizes = [float(c) for c in context_sizes_um]
+    for c in context_sizes:
+        check_positive_um("context_sizes_um", c)
+    check_positive_um("um_per_px", um_per_px, unit="µm per pixel")
+    check_positive_um("um_per_unit", um_per_unit, unit="µm per coordinate-system unit")
+    check_positive_um("spot_diameter_um", spot_diameter_um)
+    if fill_value is not None and not 0 <= fill_value <= 255:
+        msg = f"`fill_value` is a padding intensity of the 8-bit patches and must lie in 0–255, got {fill_value}."
+        raise ValueError(msg)
+    return context_sizes
+
+
+def _region_record(g: RegionGeometry) -> dict:
+    """``uns['patches']['regions'][region]``: image, coordinate system, units, levels, windows and channels."""
+    record = {
+        "image": g.image_key,
+        "coordinate_system": g.cs,
+        "um_per_unit": float(g.units.um_per_unit),
+        "units_source": g.units.source,
+        "um_per_px": list(g.um_per_px),
+        "level": [int(v) for v in g.levels],
+        "level_um_per_px": [float(v) for v in g.level_um_per_px],
+        "level_factor": [list(f) for f in g.factors],
+        "window_px": [list(map(int, w)) for w in g.window_px],
+        "channels": list(g.channels),
+        "channel_mode": g.mode,
+        "fill_value": int(g.fill_value),
+        "transform": np.asarray(g.transform, dtype=float),
+    }
+    if g.intensity_range is not None:
+        record["intensity_range"] = np.asarray(g.intensity_range, dtype=float)
+    return record
+
+
+def _write(adata, geoms: list[RegionGeometry], patch_sizes_um: list[float], target_px: int, params: dict) -> np.ndarray:
+    """Write the centres and valid fractions to ``obs`` (NaN for rows without a patch) and ``uns['patches']``.
+
+    Earlier valid-fraction columns are dropped first. Returns the valid fraction of the main patch per row.
+    """
     n = adata.n_obs
     cx = np.full(n, np.nan)
     cy = np.full(n, np.nan)
-    valid = [np.full(n, np.nan) for _ in sizes]
-    regions = {}
+    valid = [np.full(n, np.nan) for _ in patch_sizes_um]
     for g in geoms:
         cx[g.rows] = g.centres[:, 0]
         cy[g.rows] = g.centres[:, 1]
-        for k in range(len(sizes)):
+        for k in range(len(patch_sizes_um)):
             valid[k][g.rows] = g.valid[k]
-        regions[g.region] = {
-            "image": g.image_key,
-            "coordinate_system": g.cs,
-            "um_per_unit": float(g.units.um_per_unit),
-            "units_source": g.units.source,
-            "um_per_px": list(g.um_per_px),
-            "level": [int(v) for v in g.levels],
-            "level_um_per_px": [float(v) for v in g.level_um_per_px],
-            "level_factor": [list(f) for f in g.factors],
-            "window_px": [list(map(int, w)) for w in g.window_px],
-            "channels": list(g.channels),
-            "channel_mode": g.mode,
-            "fill_value": int(g.fill_value),
-            "transform": np.asarray(g.transform, dtype=float),
-        }
-        if g.intensity_range is not None:
-            regions[g.region]["intensity_range"] = np.asarray(g.intensity_range, dtype=float)
+    regions = {g.region: _region_record(g) for g in geoms}
     for col in [c for c in adata.obs.columns if c.startswith(OBS_VALID)]:
         del adata.obs[col]
     adata.obs[OBS_X] = cx
     adata.obs[OBS_Y] = cy
-    for k, s in enumerate(sizes):
-        adata.obs[_valid_col(s, k == 0)] = valid[k]
+    for k, s in enumerate(patch_sizes_um):
+        adata.obs[valid_col(s, k == 0)] = valid[k]
     adata.uns[Key.PATCHES] = {
-        "sizes_um": sizes,
-        "target_px": int(target_px),
+        "sizes_um": patch_sizes_um,
+        "target_px": target_px,
         "regions": regions,
-        "params": records_params(
-            image_key=image_key,
-            shapes_key=shapes_key,
-            table_key=table_key,
-            patch_size=float(patch_size),
-            target_px=int(target_px),
-            context_sizes_um=ctx,
-            um_per_unit=um_per_unit,
-            um_per_px=um_per_px,
-            spot_diameter_um=spot_diameter_um,
-            channels=None if channels is None else list(channels),
-            intensity_range=intensity_range,
-            fill_value=fill_value,
-            resampling="bilinear, antialias (torch.nn.functional.interpolate)",
-        ),
+        "params": params,
     }
-    v = valid[0][np.isfinite(valid[0])]
-    logg.info(
-        f"    finished: {len(v)} patches of {patch_size:g} µm -> {target_px} px in {len(geoms)} region(s), "
-        f"{int((v < 1).sum())} at the image edge, {int((v == 0).sum())} off the image; added "
-        f"obs {[OBS_X, OBS_Y] + [_valid_col(s, k == 0) for k, s in enumerate(sizes)]}, uns['{Key.PATCHES}']",
-        time=start,
-    )
+    return valid[0]

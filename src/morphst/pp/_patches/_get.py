@@ -14,17 +14,18 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 from ..._docs import doc_table_key, inject_docs
-from ._geometry import require_sdata
 from ._reader import PatchReader, empty_patches, size_index_of
+from ._table import require_sdata
 
 
-def _resolve_rows(adata: AnnData, sel, default: np.ndarray) -> np.ndarray:
+def _resolve_rows(adata: AnnData, obs_indices_or_names, default: np.ndarray) -> np.ndarray:
+    """Table row positions of ``obs_indices_or_names`` (positions, unique ``obs_names`` or a mask); ``default``."""
     n = adata.n_obs
-    if sel is None:
+    if obs_indices_or_names is None:
         return default
-    if isinstance(sel, str | int | np.integer):
-        sel = [sel]
-    arr = np.asarray(sel)
+    if isinstance(obs_indices_or_names, str | int | np.integer):
+        obs_indices_or_names = [obs_indices_or_names]
+    arr = np.asarray(obs_indices_or_names)
     if arr.dtype == bool:
         if arr.shape != (n,):
             msg = f"A boolean mask must have length n_obs = {n}, got {arr.shape}."

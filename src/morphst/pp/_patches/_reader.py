@@ -18,8 +18,9 @@ from ..._utils import get_adata, image_levels
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
-from ._geometry import OBS_X, OBS_Y, _table_regions, _windows
+from ._geometry import OBS_X, OBS_Y, window_corners
 from ._level import _CACHE_BYTES, _LevelReader
+from ._table import table_regions
 
 #: Windows cut and resampled at a time inside a batch: bounds each worker's reused window buffer.
 _SUB_BATCH = 32
@@ -77,6 +78,13 @@ class _Group:
     w: tuple[int, int]
 
 
+def _chunk_of(g: _Group, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk row and column (of the level's dask chunks) that hold the centres of the windows ``pos`` of ``g``."""
+    cy = np.searchsorted(g.reader.yb, g.xy0[pos, 1] + g.w[1] // 2, side="right")
+    cx = np.searchsorted(g.reader.xb, g.xy0[pos, 0] + g.w[0] // 2, side="right")
+    return cy, cx
+
+
 class PatchReader:
     """Stream patches recorded by :func:`extract_patches` in batches, reading only the chunks they touch.
 
@@ -100,18 +108,18 @@ class PatchReader:
         if not isinstance(info, dict) or "regions" not in info or OBS_X not in adata.obs:
             msg = f"No patch geometry in table {table_key!r}; run `mst.pp.extract_patches` first."
             raise KeyError(msg)
-        sizes = list(np.atleast_1d(info["sizes_um"]).astype(float))
-        if not 0 <= size_index < len(sizes):
+        patch_sizes_um = list(np.atleast_1d(info["sizes_um"]).astype(float))
+        if not 0 <= size_index < len(patch_sizes_um):
             msg = (
-                f"Context index {size_index - 1} out of range; the patches have context sizes {sizes[1:]} µm "
+                f"Context index {size_index - 1} out of range; the patches have context sizes {patch_sizes_um[1:]} µm "
                 "(run `mst.pp.extract_patches(sdata, context_sizes_um=(...))` to add some)."
             )
             raise ValueError(msg)
-        self.size_um = sizes[size_index]
+        self.patch_size_um = patch_sizes_um[size_index]
         self.target_px = int(info["target_px"])
         self.n_obs = adata.n_obs
         self.n_workers = n_workers or settings.n_workers
-        _, region_key, _ = _table_regions(adata)
+        _, region_key, _ = table_regions(adata)
         region_col = adata.obs[region_key].astype(str).to_numpy()
         centres = adata.obs[[OBS_X, OBS_Y]].to_numpy(float)
         self.groups: dict[str, _Group] = {}
@@ -135,7 +143,7 @@ class PatchReader:
                 cache_bytes,
             )
             rows = np.flatnonzero((region_col == region) & np.isfinite(centres[:, 0]))
-            xy0 = _windows(centres[rows], f, w)
+            xy0 = window_corners(centres[rows], f, w)
             self.groups[region] = _Group(reader, rows, xy0, w)
             self.row_group[rows] = region
 
@@ -162,7 +170,7 @@ class PatchReader:
         """
         self = cls.__new__(cls)
         xy0 = np.asarray(xy0, dtype=np.int64).reshape(-1, 2)
-        self.size_um = float("nan")
+        self.patch_size_um = float("nan")
         self.target_px = int(target_px)
         self.n_obs = len(xy0)
         self.n_workers = n_workers or settings.n_workers
@@ -199,8 +207,7 @@ class PatchReader:
             group_id[sel] = k
             if g.reader.is_dask and not g.reader.direct:
                 pos = pd.Series(np.arange(len(g.rows)), index=g.rows).loc[rows[sel]].to_numpy()
-                cy[sel] = np.searchsorted(g.reader.yb, g.xy0[pos, 1] + g.w[1] // 2, side="right")
-                cx[sel] = np.searchsorted(g.reader.xb, g.xy0[pos, 0] + g.w[0] // 2, side="right")
+                cy[sel], cx[sel] = _chunk_of(g, pos)
         return np.lexsort((cx, cy, group_id))
 
     def _plan(self, rows: np.ndarray | None, sort: bool) -> list[tuple[_Group, np.ndarray]]:
@@ -210,8 +217,7 @@ class PatchReader:
             for g in self.groups.values():
                 pos = np.arange(len(g.rows))
                 if sort and g.reader.is_dask and not g.reader.direct:
-                    cy = np.searchsorted(g.reader.yb, g.xy0[:, 1] + g.w[1] // 2, side="right")
-                    cx = np.searchsorted(g.reader.xb, g.xy0[:, 0] + g.w[0] // 2, side="right")
+                    cy, cx = _chunk_of(g, pos)
                     pos = np.lexsort((cx, cy))
                 plan.append((g, pos))
             return plan
@@ -293,7 +299,8 @@ class PatchReader:
                 fut.cancel()
             pool.shutdown(wait=True)
 
-    def _batch_list(self, rows, batch_size: int) -> list[tuple[_Group, np.ndarray]]:
+    def batch_list(self, rows, batch_size: int) -> list[tuple[_Group, np.ndarray]]:
+        """The batches of :meth:`iter_batches`: ``(group, positions in the group)``, ``batch_size`` at most each."""
         plan = self._plan(None if rows is None else np.asarray(rows, dtype=np.int64), sort=rows is None)
         return [(g, pos[b : b + batch_size]) for g, pos in plan for b in range(0, len(pos), batch_size)]
 
@@ -318,7 +325,7 @@ class PatchReader:
         import torch
 
         t = self.target_px
-        batches = self._batch_list(rows, batch_size)
+        batches = self.batch_list(rows, batch_size)
         n_max = max((len(p) for _, p in batches), default=0)
         free: list = []  # buffers handed back by the consumer, for reuse
 
@@ -347,7 +354,7 @@ class PatchReader:
         """
         rows = np.asarray(rows, dtype=np.int64)
         order = self.chunk_order(rows)
-        batches = self._batch_list(rows[order], batch_size)
+        batches = self.batch_list(rows[order], batch_size)
         starts = np.cumsum([0] + [len(p) for _, p in batches])
 
         def task(k, g, p, keys):

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 from ..._docs import doc_table_key, inject_docs
 from . import _checkpoint
 from ._blank import BlankPatches
-from ._checkpoint import CheckpointSink, MemorySink, _call_record, _Checkpoint
+from ._checkpoint import CheckpointSink, MemorySink, _Checkpoint, call_record
 from ._compute import EmbedJob, EmbedPlan, LocalRunner
-from ._distributed import DistributedRunner, _resolve_client
+from ._distributed import DistributedRunner, resolve_client
 
 
 @inject_docs(table_key=doc_table_key)
@@ -168,19 +168,19 @@ def embed_patches(
     adata = get_adata(sdata, table_key)
     _check_arguments(dtype, batch_size)
     size_index = size_index_of(context_index)
-    cl = _resolve_client(client)
+    cl = resolve_client(client)
     start = logg.info(f"embedding patches with {getattr(model, '__name__', model)!s}")
     needs_patches = _check_patches(sdata, adata, table_key, size_index, n_jobs)  # before the model: seconds
     enc = get_model(model, weights=weights, random_state=random_state, n_jobs=n_jobs)
     if needs_patches:
         _extract_default_patches(sdata, table_key)
     reader = PatchReader(sdata, table_key=table_key, size_index=size_index, n_workers=n_jobs)
-    key_added = key_added or _default_key(enc.name, weights, size_index, reader.size_um)
+    key_added = key_added or _default_key(enc.name, weights, size_index, reader.patch_size_um)
 
     bs = int(batch_size)
     plan = EmbedPlan.build(reader, bs, _checkpoint._BLOCK_PATCHES)  # the module attribute, read at call time
     regions = adata.uns[Key.PATCHES]["regions"]
-    call = _call_record(enc, model, weights, random_state, reader, size_index, dtype, bs, adata.n_obs, regions)
+    call = call_record(enc, model, weights, random_state, reader, size_index, dtype, bs, adata.n_obs, regions)
     if checkpoint is None:
         sink = MemorySink(plan.plan_rows, plan.block_rows, adata.n_obs)
     else:
@@ -264,12 +264,12 @@ def _extract_default_patches(sdata, table_key: str) -> None:
     extract_patches(sdata, table_key=table_key)
 
 
-def _default_key(name: str, weights, size_index: int, size_um: float) -> str:
+def _default_key(name: str, weights, size_index: int, patch_size_um: float) -> str:
     key = f"X_{name}"
     if isinstance(weights, str) and weights == "random":
         key += "_random"
     if size_index > 0:
-        key += f"_{size_um:g}um"
+        key += f"_{patch_size_um:g}um"
     return key
 
 
@@ -286,9 +286,9 @@ def _uns_record(
             weights_random=isinstance(weights, str) and weights == "random",
             weights_path=getattr(enc, "weights_path", None),
             weights_sha256=enc.weights_sha256,
-            patch_size_um=reader.size_um,
+            patch_size_um=reader.patch_size_um,
             target_px=reader.target_px,
-            um_per_px=reader.size_um / reader.target_px,
+            um_per_px=reader.patch_size_um / reader.target_px,
             context_index=context_index,
             images={r: v["image"] for r, v in regions.items()},
             pyramid_level={r: int(np.atleast_1d(v["level"])[size_index]) for r, v in regions.items()},

@@ -23,14 +23,14 @@ class _Checkpoint:
     finished, complete with the plan and the call it belongs to.
     """
 
-    def __init__(self, path, call: dict, rows: np.ndarray, block_rows: int):
+    def __init__(self, path, call: dict, plan_rows: np.ndarray, block_rows: int):
         from pathlib import Path
 
         self.path = Path(path)
         self.call = call
-        self.rows = rows  # (n_blocks * block_rows,) int64, -1 padding
+        self.plan_rows = plan_rows  # (n_blocks * block_rows,) int64, -1 padding; stored as "rows"
         self.block_rows = block_rows
-        self.n_blocks = len(rows) // block_rows
+        self.n_blocks = len(plan_rows) // block_rows
         self.group = None
         self.done = np.zeros(self.n_blocks, bool)
         if self.path.exists():
@@ -67,7 +67,7 @@ class _Checkpoint:
                 "features of different runs. Pass the same arguments, another `checkpoint=` path, or delete it."
             )
             raise ValueError(msg)
-        if g["rows"].shape != self.rows.shape or not np.array_equal(g["rows"][:], self.rows):
+        if g["rows"].shape != self.plan_rows.shape or not np.array_equal(g["rows"][:], self.plan_rows):
             msg = (
                 f"Checkpoint {str(self.path)!r} was written for other patches (the rows or their order differ: the "
                 "table or its patch geometry changed). Pass another `checkpoint=` path or delete it."
@@ -85,11 +85,11 @@ class _Checkpoint:
         if tmp.exists():
             shutil.rmtree(tmp)
         g = zarr.open_group(str(tmp), mode="w")
-        g.create_array("rows", shape=self.rows.shape, chunks=(self.block_rows,), dtype=np.int64, fill_value=-1)
-        g["rows"][:] = self.rows
+        g.create_array("rows", shape=self.plan_rows.shape, chunks=(self.block_rows,), dtype=np.int64, fill_value=-1)
+        g["rows"][:] = self.plan_rows
         g.create_array(
             "features",
-            shape=(len(self.rows), dim),
+            shape=(len(self.plan_rows), dim),
             chunks=(self.block_rows, dim),
             dtype=np.float32,
             fill_value=np.float32("nan"),
@@ -128,13 +128,13 @@ class _Checkpoint:
         out = np.full((n_obs, g["features"].shape[1]), np.nan, np.float32)
         for b in range(self.n_blocks):
             sl = slice(b * self.block_rows, (b + 1) * self.block_rows)
-            rows = self.rows[sl]
+            rows = self.plan_rows[sl]
             keep = rows >= 0
             out[rows[keep]] = g["features"][sl][keep]
         return out
 
 
-def _call_record(enc, model, weights, random_state, reader, size_index, dtype, batch_size, n_obs, regions) -> dict:
+def call_record(enc, model, weights, random_state, reader, size_index, dtype, batch_size, n_obs, regions) -> dict:
     """What a checkpoint must match to be resumed (JSON-serialisable)."""
     return {
         "model": enc.name if isinstance(model, str) else f"callable {enc.name}",
@@ -144,7 +144,7 @@ def _call_record(enc, model, weights, random_state, reader, size_index, dtype, b
         "dtype": dtype,
         "batch_size": int(batch_size),
         "n_obs": int(n_obs),
-        "patch_size_um": float(reader.size_um),
+        "patch_size_um": float(reader.patch_size_um),
         "target_px": int(reader.target_px),
         "context_index": int(size_index),
         "regions": {

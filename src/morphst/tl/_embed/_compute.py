@@ -39,7 +39,7 @@ class EmbedPlan:
         The same split as :meth:`PatchReader.iter_batches` with ``rows=None``; a run that skips finished blocks
         reads the others with exactly these compositions (within an image every batch but the last is full).
         """
-        batches = [g.rows[p] for g, p in reader._batch_list(None, batch_size)]
+        batches = [g.rows[p] for g, p in reader.batch_list(None, batch_size)]
         per_block = max(1, block_patches // batch_size)
         blocks = [list(range(k, min(k + per_block, len(batches)))) for k in range(0, len(batches), per_block)]
         block_rows = per_block * batch_size

@@ -13,7 +13,7 @@ from ._compute import DeviceEncoder
 _WORKER_MODELS: dict = {}
 
 
-def _resolve_client(client):
+def resolve_client(client):
     if client is None:
         return None
     try:

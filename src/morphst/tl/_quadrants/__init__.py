@@ -10,12 +10,13 @@ Thresholds on both axes give four quadrants:
 - IV ``"overestimation"``: shared but not relevant (a high prediction score that says nothing about the task).
 
 Modules: ``_common`` (validation, relevance on a seeded subsample, the permutation null, the writer),
-``_features`` (:func:`quadrants`, :func:`select_features`), ``_genes`` (:func:`gene_quadrants`).
+``_features`` (:func:`quadrants`), ``_select`` (:func:`select_features`), ``_genes`` (:func:`gene_quadrants`).
 """
 
 from ..._utils._stats import abs_pearson
 from ._common import QUADRANTS
-from ._features import quadrants, select_features
+from ._features import quadrants
 from ._genes import gene_quadrants
+from ._select import select_features
 
 __all__ = ["QUADRANTS", "abs_pearson", "gene_quadrants", "quadrants", "select_features"]

@@ -29,6 +29,8 @@ QUADRANTS: tuple[str, ...] = ("translation", "integration", "noise", "overestima
 MAX_OBS = 20_000
 #: Largest difference of a quadrant's share between the two subsamples before a warning (fraction of features).
 STABILITY_TOL = 0.05
+#: What to run when the morphological features (``obsm[use_rep]``) are missing.
+EMBED_HINT = "Run `mst.tl.embed_patches` first (it writes `obsm['X_<model>']`)."
 
 
 # ---------------------------------------------------------------------------------------------------------- inputs

@@ -208,11 +208,6 @@ def gene_quadrants(
         quad2 = c.assign(rel.mi(expr[rel.second], y[rel.second], random_state) > thr_rel, pcc > thr_pcc)
         extra["stability"] = c.stability(quad, quad2, f"{len(gene_names)} genes")
     df = pd.DataFrame({"pcc": pcc, "relevance": mi, "quadrant": quad}, index=pd.Index(gene_names, name="gene"))
-    rel_col = np.full(adata.n_vars, np.nan)
-    rel_col[used] = mi
-    q_obj = np.full(adata.n_vars, None, dtype=object)
-    q_obj[used] = np.asarray(quad, dtype=object)
-    q_col = pd.Categorical(q_obj, categories=list(c.QUADRANTS), ordered=True)
     entry = {
         "genes": df,
         "thresholds": {"relevance": float(thr_rel), "pcc": float(thr_pcc)},
@@ -232,12 +227,7 @@ def gene_quadrants(
             **rel.record(int(mask.sum()), random_state),
         ),
     }
-    var = {
-        f"{key_added}_relevance": rel_col,
-        key_added: q_col,
-        f"{key_added}_overestimation": np.asarray(q_col == "overestimation", dtype=bool),
-    }
-    adata = c.write(adata, key_added, entry, copy=copy, var=var)
+    adata = c.write(adata, key_added, entry, copy=copy, var=_var_columns(adata.n_vars, used, mi, quad, key_added))
     n_over = int((df["quadrant"] == "overestimation").sum())
     logg.info(
         f"    finished: {n_over} gene(s) in overestimation; added .var[{key_added!r}], "
@@ -245,6 +235,20 @@ def gene_quadrants(
         time=start,
     )
     return adata if copy else None
+
+
+def _var_columns(n_vars: int, used: np.ndarray, mi: np.ndarray, quad: pd.Categorical, key_added: str) -> dict:
+    """The ``var`` columns of :func:`gene_quadrants`: relevance, quadrant, overestimation; NaN for genes not used."""
+    rel_col = np.full(n_vars, np.nan)
+    rel_col[used] = mi
+    q_obj = np.full(n_vars, None, dtype=object)
+    q_obj[used] = np.asarray(quad, dtype=object)
+    q_col = pd.Categorical(q_obj, categories=list(c.QUADRANTS), ordered=True)
+    return {
+        f"{key_added}_relevance": rel_col,
+        key_added: q_col,
+        f"{key_added}_overestimation": np.asarray(q_col == "overestimation", dtype=bool),
+    }
 
 
 def _predicted_params(adata, predicted_key: str) -> dict:
