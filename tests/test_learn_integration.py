@@ -216,3 +216,122 @@ def test_bad_inputs_raise():
         fit_integration(bad, expr, **ok)
     with pytest.raises(ValueError, match="expr"):
         fit_integration(x, expr[:-1], **ok)
+
+
+def _moran_fit(x, expr, edges, *, train=None, n_components=4, random_state=0):
+    train = np.ones(len(x), bool) if train is None else train
+    return fit_integration(
+        x,
+        expr,
+        train=train,
+        labels=None,
+        edges=edges,
+        groups=None,
+        method="moran",
+        n_components=n_components,
+        penalty_weight=0.0,
+        options=FAST,
+        random_state=random_state,
+        device="cpu",
+    )
+
+
+def _morans_i(z: np.ndarray, edges, rows: np.ndarray) -> np.ndarray:
+    """Moran's I of each column over ``rows`` with row-standardised weights (edges inside ``rows``), by hand."""
+    keep = np.zeros(len(z), bool)
+    keep[rows] = True
+    r, c = edges
+    ok = keep[r] & keep[c]
+    r, c = r[ok], c[ok]
+    deg = np.bincount(r, minlength=len(z)).astype(float)
+    anchors = np.flatnonzero(keep & (deg > 0))
+    zc = z - z[anchors].mean(0)
+    lag = np.zeros_like(zc)
+    np.add.at(lag, r, zc[c])
+    lag[anchors] /= deg[anchors, None]
+    lag_c = lag[anchors] - lag[anchors].mean(0)
+    return (zc[anchors] * lag_c).sum(0) / (zc[anchors] ** 2).sum(0)
+
+
+def test_moran_components_are_the_most_autocorrelated_residual_directions():
+    x, expr, domain, edges = _toy()
+    train = np.ones(len(x), bool)
+    train[::5] = False
+    z, rec = _moran_fit(x, expr, edges, train=train)
+    assert z.shape == (len(x), 4)
+    assert z.dtype == np.float32
+    moran = rec["curve"]["moran_I"].to_numpy()
+    # the eigenvalues are the components' Moran's I on the training rows, in decreasing order
+    np.testing.assert_allclose(moran, _morans_i(z.astype(np.float64), edges, np.flatnonzero(train)), atol=1e-3)
+    assert np.all(np.diff(moran) <= 1e-12)
+    # unit variance, uncorrelated components on the training rows
+    cov = np.cov(z[train].T, bias=True)
+    np.testing.assert_allclose(np.diag(cov), 1.0, atol=0.01)
+    assert np.abs(cov - np.diag(np.diag(cov))).max() < 0.01
+    # the first direction is the private domain, not the (also smooth) shared columns
+    assert _max_abs_r(z[:, :1], expr) < 0.15
+    assert _accuracy(z[:, :1], domain) > 0.9  # chance: 0.5
+    # no direction of the residual is more autocorrelated than the first: random directions score lower
+    from morphst.tl._learn._linear import standardise_on
+
+    resid, _ = fit_integration(
+        x, expr, train=train, labels=None, edges=None, groups=None, method="residual", n_components=1,
+        penalty_weight=0.0, options=FAST, random_state=0, device="cpu",
+    )  # fmt: skip
+    rs = standardise_on(resid.astype(np.float64), np.flatnonzero(train))
+    rand = rs @ np.random.default_rng(0).normal(size=(rs.shape[1], 50))
+    assert _morans_i(rand, edges, np.flatnonzero(train)).max() < moran[0]
+    assert "Moran's I" in rec["description"]
+
+
+def test_moran_fits_on_train_rows_only_and_refuses_labels():
+    x, expr, domain, edges = _toy(seed=2)
+    train = np.ones(len(x), bool)
+    train[::4] = False
+    z, _ = _moran_fit(x, expr, edges, train=train)
+    x2 = x.copy()
+    x2[~train] += np.random.default_rng(0).normal(0, 50, size=x2[~train].shape).astype(np.float32)
+    z2, _ = _moran_fit(x2, expr, edges, train=train)
+    np.testing.assert_allclose(z[train], z2[train], atol=1e-5)
+    assert not np.allclose(z[~train], z2[~train])
+    # never more components than features
+    z3, _ = _moran_fit(x[:, :3], expr, edges, n_components=8)
+    assert z3.shape == (len(x), 3)
+    with pytest.raises(ValueError, match="self-supervised"):
+        fit_integration(
+            x, expr, train=train, labels=domain, edges=None, groups=None, method="moran", n_components=2,
+            penalty_weight=0.0, options=FAST, random_state=0, device="cpu",
+        )  # fmt: skip
+
+
+def test_learn_features_integration_adds_the_image_only_domains():
+    """``learn_features(objective="integration")`` on ``morphology_domains``: D3/D4 share expression."""
+    import scanpy as sc
+    from sklearn.metrics import adjusted_rand_score
+
+    import morphst as mst
+
+    sdata = mst.datasets.morphology_domains(24, 24, random_state=0)
+    a = sdata.tables["table"]
+    mst.pp.extract_patches(sdata, patch_size=100.0, target_px=48)
+    mst.tl.embed_patches(sdata, model="handcrafted")
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    sc.pp.pca(a, n_comps=10, random_state=0)
+    truth = a.obs["truth"].astype(str)
+    d34 = truth.isin(["D3", "D4"]).to_numpy()
+
+    def ari(rep):
+        mst.tl.domains(a, rep, method="gmm", n_domains=5, random_state=0, key_added="_d")
+        return adjusted_rand_score(truth[d34], a.obs["_d"].astype(str)[d34])
+
+    mst.tl.learn_features(a, "X_handcrafted", objective="integration", method="moran", library_key=None)
+    z = a.obsm["X_learned_integration"]
+    assert z.shape == (a.n_obs, 8)
+    assert a.uns["X_learned_integration"]["params"]["method"] == "moran"
+    assert list(a.uns["X_learned_integration"]["curve"].columns) == ["moran_I"]
+    mst.tl.fuse(a, ("X_pca", "X_learned_integration"), method="stitch", key_added="X_fused")
+    # expression alone cannot split D3 from D4; fused with the learned features it can
+    assert ari("X_pca") < 0.2
+    assert ari("X_fused") > 0.8
+    assert _max_abs_r(z[:, :2], a.obsm["X_pca"]) < 0.3

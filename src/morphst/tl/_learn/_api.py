@@ -42,7 +42,7 @@ def learn_features(
     global_context: bool = True,
     annotation_key: str | None = None,
     expression_rep: str = "X_pca",
-    method: Literal["hsic", "residual"] = "hsic",
+    method: Literal["hsic", "moran", "residual"] = "hsic",
     penalty_weight: float = 5.0,
     n_components: int | None = None,
     train: str | np.ndarray | Sequence[str] | None = None,
@@ -64,6 +64,8 @@ def learn_features(
     representation that stays relevant — to ``annotation_key`` when given, else to the spatial neighbourhood
     (self-supervised: neighbouring spots agree) — while the information it shares with ``expression_rep`` is
     penalised (HSIC; Gretton et al. 2005), so fusion adds what expression lacks (quadrant II; eq. 13–14);
+    ``method="moran"`` solves the self-supervised case exactly for a linear map: the spatially most coherent
+    directions (largest Moran's I; MULTISPATI-PCA, Dray et al. 2008) of what expression does not predict, and
     ``method="residual"`` is the simple baseline (morphology minus its cross-fitted ridge prediction from
     expression).
 
@@ -96,7 +98,9 @@ def learn_features(
     expression_rep
         Integration: ``obsm`` key of the expression representation whose information is penalised.
     method
-        Integration: ``"hsic"`` (trained, penalised) or ``"residual"`` (baseline, no training).
+        Integration: ``"hsic"`` (trained with torch, penalised), ``"moran"`` (self-supervised, solved exactly: the
+        components of largest Moran's I of the cross-fitted residual, so uncorrelated with ``expression_rep``; no
+        ``annotation_key``) or ``"residual"`` (baseline, no training).
     penalty_weight
         Integration: weight of the shared-information penalty (>= 0).
     n_components
@@ -123,7 +127,8 @@ def learn_features(
     ``.obsm[key_added]`` : ndarray, shape ``(n_obs, n_components)``, float32
         The learned representation (``"residual"``: ``(n_obs, n_features)``).
     ``.uns[key_added]['curve']`` : DataFrame
-        One row per epoch of the early-stopping run (training loss, validation loss; translation: validation PCC).
+        One row per epoch of the early-stopping run (training loss, validation loss; translation: validation PCC);
+        ``"moran"``: one row per component (its Moran's I on the training spots); ``"residual"``: one per fold.
     ``.uns[key_added]['chosen_epoch']`` : int
         Epochs kept.
     ``.uns[key_added]['params']`` : dict
@@ -252,8 +257,8 @@ def _integration(
     from ..._utils._graph import knn_edges, symmetrise
     from ._integration import fit_integration
 
-    if method not in ("hsic", "residual"):
-        msg = f"`method` must be 'hsic' or 'residual', got {method!r}."
+    if method not in ("hsic", "moran", "residual"):
+        msg = f"`method` must be 'hsic', 'moran' or 'residual', got {method!r}."
         raise ValueError(msg)
     if not (np.isfinite(penalty_weight) and penalty_weight >= 0):
         msg = f"`penalty_weight` must be a finite number >= 0, got {penalty_weight!r}."
@@ -272,7 +277,7 @@ def _integration(
             msg = f"`adata.obs[{annotation_key!r}]` has fewer than 2 categories among the training spots."
             raise ValueError(msg)
         labels = codes
-    elif method == "hsic":
+    elif method in ("hsic", "moran"):
         if Key.SPATIAL not in adata.obsm:
             msg = "The self-supervised objective (no `annotation_key`) needs spot coordinates in `obsm['spatial']`."
             raise KeyError(msg)
