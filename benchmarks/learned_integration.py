@@ -124,6 +124,9 @@ def compare(a, ref: np.ndarray, n_domains: int, seeds, methods, args) -> pd.Data
         t = time.perf_counter()
         learn(a, "hsic", seed, args, "X_learned")
         t_learn = time.perf_counter() - t
+        t = time.perf_counter()
+        learn(a, "moran", seed, args, "X_moran")
+        t_moran = time.perf_counter() - t
         if seed == seeds[0]:
             t = time.perf_counter()
             learn(a, "residual", seed, args, "X_residual")
@@ -138,6 +141,7 @@ def compare(a, ref: np.ndarray, n_domains: int, seeds, methods, args) -> pd.Data
                 ("none", ("X_pca",)),
                 ("raw", ("X_pca", morph)),
                 ("learned", ("X_pca", "X_learned")),
+                ("moran", ("X_pca", "X_moran")),
                 ("residual", ("X_pca", "X_residual")),
             ):
                 t = time.perf_counter()
@@ -151,6 +155,7 @@ def compare(a, ref: np.ndarray, n_domains: int, seeds, methods, args) -> pd.Data
                         "s": time.perf_counter()
                         - t
                         + (t_learn if name == "learned" else 0)
+                        + (t_moran if name == "moran" else 0)
                         + (t_res if name == "residual" else 0),
                     }
                 )
@@ -169,7 +174,7 @@ def maxr(z: np.ndarray, e: np.ndarray) -> np.ndarray:
 
 def part_synthetic(args, seeds) -> dict:
     t0 = time.perf_counter()
-    sdata = mst.datasets.morphology_domains(random_state=0)
+    sdata = mst.datasets.morphology_domains(random_state=getattr(args, "synthetic_state", 0))
     a = sdata.tables["table"]
     mst.pp.extract_patches(sdata, patch_size=100.0, target_px=48)
     mst.tl.embed_patches(sdata, model="handcrafted")
@@ -185,6 +190,7 @@ def part_synthetic(args, seeds) -> dict:
     print(
         "    max |r| with the expression PCs, median over features: raw "
         f"{np.median(maxr(a.obsm['X_handcrafted'], e)):.3f}, learned {np.median(maxr(a.obsm['X_learned'], e)):.3f}, "
+        f"moran {np.median(maxr(a.obsm['X_moran'], e)):.3f}, "
         f"residual {np.median(maxr(a.obsm['X_residual'], e)):.3f}"
     )
     tab = df.groupby(["fuse", "name"], sort=False)["ari"].agg(["mean", "min", "max"])
@@ -192,7 +198,7 @@ def part_synthetic(args, seeds) -> dict:
     print("== synthetic: ARI vs obs['truth'] over seeds " + str(list(seeds)))
     print(tab.round(3).to_string())
     m = df[df["fuse"] == "stitch"].groupby("name")["ari"].mean()
-    return {f"synthetic_{k}": m[k] for k in ("none", "raw", "learned", "residual")} | {"synthetic_s": took}
+    return {f"synthetic_{k}": m[k] for k in ("none", "raw", "learned", "moran", "residual")} | {"synthetic_s": took}
 
 
 def part_dlpfc(args, seeds) -> dict:
@@ -217,7 +223,7 @@ def part_dlpfc(args, seeds) -> dict:
     mean = df.groupby(["fuse", "name"], sort=False)["ari"].mean()
     print("== dlpfc: mean ARI over samples and seeds")
     print(mean.round(3).to_string())
-    for k in ("none", "raw", "learned", "residual"):
+    for k in ("none", "raw", "learned", "moran", "residual"):
         out[f"dlpfc_{k}"] = mean[("smooth", k)]
         out[f"dlpfc_stitch_{k}"] = mean[("stitch", k)]
     out["dlpfc_s"] = took
@@ -314,10 +320,16 @@ def part_her2st(args, seeds) -> dict:
     learn(a, "hsic", seeds[0], args, "X_learned")
     # descriptive only: trained with the clusters as labels (the quadrants then see their own training labels)
     learn(a, "hsic", seeds[0], args, "X_learned_labels", annotation_key="cluster")
+    learn(a, "moran", seeds[0], args, "X_moran")  # self-supervised, as "learned"
     t_learn = time.perf_counter() - t
-    print(f"    learned features (2 fits, all sections): {t_learn:.0f}s ({load()})", flush=True)
+    print(f"    learned features (3 fits, all sections): {t_learn:.0f}s ({load()})", flush=True)
     out = {}
-    for name, key in (("raw", "X_morph"), ("learned", "X_learned"), ("learned_labels", "X_learned_labels")):
+    for name, key in (
+        ("raw", "X_morph"),
+        ("learned", "X_learned"),
+        ("moran", "X_moran"),
+        ("learned_labels", "X_learned_labels"),
+    ):
         mst.tl.quadrants(a, key, "cluster", genes=genes, layer="log1p_cp10k", n_perms=50, key_added=f"q_{name}")
         res = a.uns[f"q_{name}"]
         f = res["features"]
@@ -338,6 +350,7 @@ def main() -> None:
     p.add_argument("--parts", nargs="+", default=["synthetic", "dlpfc"])
     p.add_argument("--samples", nargs="+", default=["151673", "151674"])
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--synthetic-state", type=int, default=0, help="random_state of morphology_domains")
     p.add_argument("--n-components", type=int, default=16)
     p.add_argument("--penalty-weight", type=float, default=5.0)
     p.add_argument("--max-epochs", type=int, default=200)
