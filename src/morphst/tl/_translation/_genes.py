@@ -10,8 +10,9 @@ from scipy import sparse
 
 from ..._constants import Key
 from ..._utils import bool_column, check_unique_var_names, list_keys
+from ..._utils._checks import check_counts
 from ...pp._genes import check_selection_params, gene_scores, no_gene_error, statistics_values
-from ...pp._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
+from ...pp._normalize import LOG1P_CP10K, log1p_cp10k
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -37,7 +38,7 @@ def _target_matrix(adata: AnnData, target: str):
         if adata.X is None:
             msg = "`adata.X` is empty; it must hold raw counts to compute the 'log1p_cp10k' target."
             raise ValueError(msg)
-        _check_counts(
+        check_counts(
             adata.X,
             "`adata.X` (raw counts for the 'log1p_cp10k' target)",
             logged="log1p" in adata.uns,
