@@ -10,11 +10,12 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
+from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
 from ..._utils import get_adata, records_params
 from ...pp._normalize import LOG1P_CP10K
 from ._cv_plan import CVPlan, plan_cv
 from ._cv_run import CVResults, run_folds
-from ._features import _feature_text
+from ._features import feature_text
 from ._folds import CV
 from ._inputs import context_keys
 from ._model import DEFAULT_ALPHAS
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
+@inject_docs(data=doc_data, library_key=doc_library_key, random_state=doc_random_state, copy=doc_copy)
 def predict_expression(
     data: AnnData | SpatialData,
     use_rep: str = Key.DEFAULT_REP,
@@ -82,8 +84,7 @@ def predict_expression(
 
     Parameters
     ----------
-    data
-        AnnData, or SpatialData whose table ``table_key`` is used.
+    {data}
     use_rep
         ``obsm`` key of the morphological features, ``(n_obs, n_features)``.
     genes
@@ -107,9 +108,9 @@ def predict_expression(
         axis of ``obsm['spatial']``; fold ``k`` holds out strip ``k`` of every group, so neighbours rarely straddle
         train and test), ``"train_test"`` (train on ``obs[train_key] == True``, predict the rest), or a
         scikit-learn splitter (its ``split`` gets ``groups=obs[library_key]``; test sets must be disjoint).
-    library_key
-        ``obs`` column of sections (libraries): the groups of ``"leave_one_group_out"``, the inner
-        cross-validation groups, the sections within which spatial neighbours are searched and features scaled.
+    {library_key}
+        Its sections are the groups of ``"leave_one_group_out"`` and of the inner cross-validation, and the units
+        within which spatial neighbours are searched and features scaled.
     patient_key
         ``obs`` column of patients (a grouping above sections): adds leave-one-patient-out folds and reports
         across- and within-patient figures separately (see Patients above). Only with
@@ -142,14 +143,11 @@ def predict_expression(
         Boolean ``obs`` column of training spots for ``cv="train_test"``.
     alphas
         Ridge penalties searched by the inner cross-validation (non-empty, finite, positive).
-    table_key
-        Table of a SpatialData.
-    random_state
-        Seed of the fold shuffling, PCA and MLP.
+    {random_state}
+        It seeds the fold shuffling, PCA and MLP.
     key_added
         Prefix of every slot written.
-    copy
-        Return a copy instead of writing in place (AnnData input only).
+    {copy}
 
     Returns
     -------
@@ -207,7 +205,7 @@ def predict_expression(
     )  # fmt: skip
     kinds = [f[3] for f in plan.folds]
     start = logg.info(
-        f"predicting expression from `obsm[{use_rep!r}]` ({_feature_text(plan.inputs.x.shape[1], plan.inputs.k_ctx)}"
+        f"predicting expression from `obsm[{use_rep!r}]` ({feature_text(plan.inputs.x.shape[1], plan.inputs.k_ctx)}"
         f"{_extra_text(plan.blocks)}) in {len(plan.folds)} folds "
         f"({plan.cv if isinstance(plan.cv, str) else type(plan.cv).__name__}"
         + (

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from ._features import _context_caps, _warn_caps
-from ._folds import _groups, make_folds, patient_folds, resolve_cv
-from ._genes import _gene_plan
+from ._features import context_caps, warn_caps
+from ._folds import make_folds, patient_folds, resolve_cv, section_groups
+from ._genes import make_gene_plan
 from ._inputs import Inputs, check_global_context, check_scaling, read_inputs
-from ._model import _check_alphas, _check_random_state, check_model
+from ._model import check_alphas, check_model, validate_random_state
 
 
 @dataclass
@@ -19,7 +19,7 @@ class CVPlan:
     """Everything :func:`predict_expression` validated before fitting anything."""
 
     inputs: Inputs
-    genes: Any  # _GenePlan
+    genes: Any  # GenePlan
     folds: list  # [(name, train, test, kind), ...]
     main_kind: str  # the kind of fold whose predictions fill the layer
     groups: np.ndarray | None
@@ -38,9 +38,9 @@ def plan_cv(
     spatial_context, context_rep, global_context, scale_per_library, train_key, alphas, random_state,
 ) -> CVPlan:  # fmt: skip
     """Validate every argument and build the features and folds; raises before anything is written."""
-    _check_random_state(random_state)
+    validate_random_state(random_state)
     inputs = read_inputs(adata, use_rep, target, spatial_context, context_rep)
-    gene_plan = _gene_plan(adata, genes, select_on_train)
+    gene_plan = make_gene_plan(adata, genes, select_on_train)
     cv = resolve_cv(adata, cv, library_key=library_key, patient_key=patient_key, n_splits=n_splits)
     if patient_key is not None:
         if cv != "leave_one_group_out":
@@ -56,14 +56,14 @@ def plan_cv(
             )
         ]  # fmt: skip
     check_model(model)
-    alphas = _check_alphas(alphas)
-    groups = _groups(adata, library_key)
+    alphas = check_alphas(alphas)
+    groups = section_groups(adata, library_key)
     check_scaling(scale_per_library, groups, library_key, adata)
     check_global_context(global_context)
-    caps = _context_caps(inputs.k_ctx, groups, adata.n_obs)
+    caps = context_caps(inputs.k_ctx, groups, adata.n_obs)
     for _, train, _, _ in folds:  # in-fold gene selections (cached for the fits): a fold without genes fails here
         gene_plan.genes_for(adata, train)
-    _warn_caps(caps, inputs.k_ctx)
+    warn_caps(caps, inputs.k_ctx)
     feats, blocks = inputs.features(groups, global_context=bool(global_context), scale=scale_per_library)
     kinds = [f[3] for f in folds]
     main_kind = "across_patient" if "across_patient" in kinds else kinds[0]

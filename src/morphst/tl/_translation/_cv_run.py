@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from .. import _metrics as metrics
-from ._genes import _dense_cols, _gene_columns
-from ._model import _blas_limits, _chosen_alpha, fit_model, make_model
+from ._genes import dense_cols, gene_columns
+from ._model import blas_limits, chosen_alpha, fit_model, make_model
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -42,7 +42,7 @@ def run_folds(adata: AnnData, plan: CVPlan) -> CVResults:
     # closed before the "finished" line; on a terminal it clears itself, elsewhere (log file, CI) it ends its line,
     # since clearing with "\r" there would leave the bar and the log line on one line
     bar = tqdm(plan.folds, desc="folds", disable=not settings.progress_bar, leave=not _stderr_is_tty())
-    with _blas_limits(plan.feats), bar:
+    with blas_limits(plan.feats), bar:
         for name, train, test, kind in bar:
             gidx, p, table, row, description = _run_fold(
                 adata, plan.feats, plan.inputs.y, plan.genes, train, test, plan.model, plan.groups, plan.alphas,
@@ -70,8 +70,8 @@ def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_
     gidx = np.flatnonzero(plan.genes_for(adata, train))
     # memory: only the fold's genes are cut (not every gene's rows), and only the training values are dense
     # during the fit; the test rows stay sparse until scored
-    yg = _gene_columns(y, gidx)
-    y_train = _dense_cols(yg, train, np.arange(len(gidx)))
+    yg = gene_columns(y, gidx)
+    y_train = dense_cols(yg, train, np.arange(len(gidx)))
     y_test = yg[test]
     del yg
     est, description = make_model(
@@ -96,7 +96,7 @@ def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_
     del y_train
     p = np.asarray(est.predict(feats[test]), dtype=np.float64).reshape(len(test), len(gidx))
     # float64, as the metrics use it (no further copies there)
-    y_test = _dense_cols(y_test, np.arange(len(test)), np.arange(len(gidx)))
+    y_test = dense_cols(y_test, np.arange(len(test)), np.arange(len(gidx)))
     t = metrics.gene_table(y_test, p, adata.var_names[gidx]).reset_index()
     t["n_test"] = len(test)
     t = t[["gene", "pcc", "mae", "mse", "rmse", "n_test", "constant_in_test"]]
@@ -112,7 +112,7 @@ def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_
         "n_excluded": int((~ok).sum()),
         "n_constant_in_test": int(t["constant_in_test"].sum()),
         "mse_train_mean": float(np.mean((y_test - train_mean) ** 2)),
-        "alpha": _chosen_alpha(est),
+        "alpha": chosen_alpha(est),
     }
     return gidx, p, t, row, description
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..._constants import Key
 from ..._utils import records_params
-from ._folds import _groups
+from ._folds import section_groups
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def groups_of(tr: Translator, adata: AnnData, library_key: str | None) -> np.ndarray | None:
     """Section of each spot: ``obs[library_key]`` (default: the training ``library_key``), or ``None``."""
-    return _groups(adata, tr.library_key if library_key is None else library_key)
+    return section_groups(adata, tr.library_key if library_key is None else library_key)
 
 
 def domain_features(tr: Translator, adata: AnnData, feats: np.ndarray, library_key: str | None) -> np.ndarray:

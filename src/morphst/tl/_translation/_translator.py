@@ -16,7 +16,7 @@ from ..._constants import Key
 from ..._utils._checks import check_sdata
 from . import _apply
 from ._applicability import ApplicabilityDomain
-from ._features import _context_caps, _warn_caps
+from ._features import context_caps, warn_caps
 from ._inputs import fitted_inputs
 from ._predict import check_domain, domain_features, groups_of, predict_scored, prediction_table
 
@@ -192,7 +192,7 @@ class Translator:
         """
         inputs = fitted_inputs(adata, self.use_rep, self.blocks, self.spatial_context)
         groups = groups_of(self, adata, library_key)
-        _warn_caps(_context_caps(self.spatial_context, groups, adata.n_obs, strict=False), self.spatial_context)
+        warn_caps(context_caps(self.spatial_context, groups, adata.n_obs, strict=False), self.spatial_context)
         scale = self.scale_per_library and scaled
         return inputs.features(groups, global_context=self.global_context, scale=scale)[0]
 
