@@ -13,6 +13,7 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._utils import list_keys
+from ..._utils._checks import check_sdata
 from ..._utils._units import resolve_um_per_unit
 from ...pp._patches._geometry import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX
 from ._predict import prediction_table
@@ -107,6 +108,7 @@ def predict_shapes(
     """:meth:`Translator.predict_sdata` (see there): cut, embed and predict the shapes ``shapes_key`` of ``sdata``."""
     from spatialdata.models import TableModel
 
+    check_sdata(sdata, "Translator.predict_sdata")
     keys = shapes_keys(sdata, shapes_key)
     if table_key in sdata.tables and not overwrite and inplace:
         msg = f"Table {table_key!r} already exists; pass `overwrite=True` or another `table_key`."
@@ -152,6 +154,7 @@ def predict_on_grid(
     **kwargs,
 ) -> None:
     """:meth:`Translator.predict_grid` (see there): add the grid shapes, then predict them with ``predict_sdata``."""
+    check_sdata(sdata, "Translator.predict_grid")
     keys = grid_keys(sdata, spacing_um, shapes_key, grid_suffix, table_key, overwrite)
     new_keys = [k + grid_suffix for k in keys]
     start = logg.info(f"building {spacing_um:g} µm grids around {keys}")

@@ -1,6 +1,5 @@
 """`Translator`: a fitted morphology -> expression model, saved, checked for applicability, applied to new data."""
-# One class, one file (issue 21): the Translator's public API and docstrings; the work lives in _predict, _apply, _io,
-# _inputs and _features.
+# One class, one file: its public API and docstrings; the work is in _predict, _apply, _io, _inputs and _features.
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from ..._constants import Key
-from ..._utils._checks import check_sdata
 from . import _apply
 from ._applicability import ApplicabilityDomain
 from ._features import context_caps, warn_caps
@@ -331,7 +329,6 @@ class Translator:
         ValueError
             An existing ``table_key`` without ``overwrite``, or unknown embedding recipe (pass ``model=``).
         """
-        check_sdata(sdata, "Translator.predict_sdata")
         return _apply.predict_shapes(
             self, sdata, shapes_key=shapes_key, image_key=image_key, table_key=table_key, model=model,
             weights=weights, patch_size=patch_size, target_px=target_px, context_sizes_um=context_sizes_um,
@@ -396,7 +393,6 @@ class Translator:
             Non-positive ``spacing_um``, existing outputs without ``overwrite``, a shapes element without a
             coordinate system, or a scale (µm per coordinate unit) that nothing determines.
         """
-        check_sdata(sdata, "Translator.predict_grid")
         _apply.predict_on_grid(
             self, sdata, spacing_um, shapes_key=shapes_key, image_key=image_key, max_distance_um=max_distance_um,
             grid_suffix=grid_suffix, table_key=table_key, overwrite=overwrite, **kwargs,
