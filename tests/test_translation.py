@@ -862,7 +862,7 @@ def test_large_training_folds_choose_the_penalty_on_a_seeded_subsample(monkeypat
     ridge = big.named_steps["ridge"]
     assert isinstance(ridge, Ridge)
     assert ridge.alpha == alpha
-    assert _model._chosen_alpha(big) == alpha
+    assert _model.chosen_alpha(big) == alpha
     z = big[:-1].transform(x)  # the scaler and PCA are fit on every row
     np.testing.assert_allclose(ridge.coef_, Ridge(alpha=alpha).fit(z, y).coef_, rtol=1e-10)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+from scipy import sparse
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -48,3 +51,38 @@ def check_sdata(data, fn: str) -> None:
     )
     msg = f"`{fn}` needs a SpatialData (an image and shapes), got {type(data).__name__}.{hint}"
     raise TypeError(msg)
+
+
+def check_counts(x, where: str, *, logged: bool = False, fix: str = "") -> None:
+    """Raise a ValueError unless ``x`` looks like raw counts: finite, non-negative integers.
+
+    ``where`` names the source in the message (e.g. ``"`adata.X`"``); ``fix`` says what to pass instead (e.g.
+    ``"Pass `layer=` naming a layer of raw counts."``). ``logged=True`` (pass ``"log1p" in adata.uns`` when ``x``
+    is ``adata.X``: :func:`scanpy.pp.log1p` writes that entry) refuses ``x`` as log-transformed.
+    """
+    fix = f" {fix}" if fix else ""
+    if logged:
+        msg = (
+            f"{where} is already log-transformed (`adata.uns['log1p']` is set by `sc.pp.log1p`); normalising it again "
+            f"would log-transform twice.{fix}"
+        )
+        raise ValueError(msg)
+    data = x.data if sparse.issparse(x) else np.asarray(x)
+    if data.size == 0:
+        return
+    if not np.all(np.isfinite(data)):
+        msg = f"{where} contains NaN or infinite values; normalisation expects raw counts.{fix}"
+        raise ValueError(msg)
+    if data.min() < 0:
+        msg = f"{where} has negative values, so it does not hold raw counts (is it already log-normalised?).{fix}"
+        raise ValueError(msg)
+    frac = data != np.rint(data)
+    if frac.any():
+        v = float(data[frac].flat[0])
+        msg = (
+            f"{where} has non-integer values ({int(frac.sum())} entries, e.g. {v:.4g}), so it does not hold raw "
+            f"counts (is it already normalised or log-transformed?).{fix} If these really are counts with fractional "
+            "corrections (e.g. ambient-RNA removal), round them first (e.g. `adata.layers['counts'] = "
+            "np.rint(adata.X)`)."
+        )
+        raise ValueError(msg)

@@ -11,8 +11,9 @@ from .._constants import Key
 from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
 from ..tl._translation._applicability import MAX_EXCESS, QUANTILE
-from ._spatial import build_panels, draw_panel, new_figure, resolve_sections
-from ._utils import finish, make_axes
+from ._maps import APPLY_TRANSLATOR, check_library_key, section_grid
+from ._spatial import draw_panel
+from ._utils import finish
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -95,8 +96,7 @@ def applicability(
     adata = get_adata(data, table_key)
     if score_key not in adata.obs.columns:
         msg = (
-            f"No applicability score `obs[{score_key!r}]`: apply a fitted translator first "
-            "(`tr.predict_sdata(sdata)`, `tr.predict_grid(sdata)` or `tr.predict_adata(adata)`). "
+            f"No applicability score `obs[{score_key!r}]`: {APPLY_TRANSLATOR}. "
             f"Available columns: {list_keys(adata.obs.columns)}."
         )
         raise KeyError(msg)
@@ -105,23 +105,17 @@ def applicability(
         library_key = next(
             (k for k in (info.get("library_key"), "region") if k and k in adata.obs.columns), library_key
         )
-    elif library_key is not None and library_key not in adata.obs.columns:
-        msg = f"`library_key`={library_key!r} is not an obs column. Available columns: {list_keys(adata.obs.columns)}."
-        raise KeyError(msg)
-    sections = resolve_sections(adata, library_id, library_key)
-    panels = build_panels(
-        data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
-    )
-    if ax is None:
-        fig, axes = new_figure(1, len(panels), figsize=figsize, panel_size=(3.8, 3.6))
-        axes = list(axes.ravel())
-    else:
-        fig, axes = make_axes(ax, len(panels))
+    elif library_key is not None:
+        check_library_key(adata, library_key)
+    fig, axes, panels = section_grid(
+        data, adata, 1, library_id=library_id, library_key=library_key, table_key=table_key, image_key=image_key,
+        image_px=image_px, ax=ax, figsize=figsize,
+    )  # fmt: skip
     from matplotlib.colors import TwoSlopeNorm
 
     scores = adata.obs[score_key].to_numpy(dtype=float)
     verdicts = info.get("verdict", {})
-    for a, panel in zip(axes, panels, strict=True):
+    for a, panel in zip(axes[0], panels, strict=True):
         vals = scores[panel.rows]
         m = draw_panel(a, panel, values=vals, cmap=cmap, vmin=0.0, vmax=vmax, alpha=alpha)
         if m is not None:

@@ -10,8 +10,9 @@ import numpy as np
 from .._constants import Key
 from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
-from ._spatial import build_panels, draw_panel, new_figure, resolve_sections
-from ._utils import finish, make_axes
+from ._maps import APPLY_TRANSLATOR, check_library_key, section_grid
+from ._spatial import draw_panel
+from ._utils import finish
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -86,8 +87,7 @@ def predicted_expression(
     params = adata.uns.get("morphst_translation", {}).get("params") if "morphst_translation" in adata.uns else None
     if params is None:
         msg = (
-            "The table holds no translator predictions (`uns['morphst_translation']`): apply a fitted translator "
-            "first (`tr.predict_sdata(sdata)`, `tr.predict_grid(sdata)` or `tr.predict_adata(adata)`); for "
+            f"The table holds no translator predictions (`uns['morphst_translation']`): {APPLY_TRANSLATOR}; for "
             "out-of-fold predictions next to measured expression use `mst.pl.predicted_vs_observed`."
         )
         raise KeyError(msg)
@@ -101,19 +101,12 @@ def predicted_expression(
         raise KeyError(msg)
     if library_key is None:
         library_key = next((k for k in ("region", "section") if k in adata.obs.columns), "section")
-    elif library_key not in adata.obs.columns:
-        msg = f"`library_key`={library_key!r} is not an obs column. Available columns: {list_keys(adata.obs.columns)}."
-        raise KeyError(msg)
-    sections = resolve_sections(adata, library_id, library_key)
-    panels = build_panels(
-        data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
-    )
-    if ax is None:
-        fig, axes = new_figure(len(genes), len(panels), figsize=figsize, panel_size=(3.8, 3.6))
     else:
-        fig, flat = make_axes(ax, len(genes) * len(panels))
-        axes = np.asarray(flat, dtype=object).reshape(len(genes), len(panels))
-    axes = np.asarray(axes, dtype=object).reshape(len(genes), len(panels))
+        check_library_key(adata, library_key)
+    fig, axes, panels = section_grid(
+        data, adata, len(genes), library_id=library_id, library_key=library_key, table_key=table_key,
+        image_key=image_key, image_px=image_px, ax=ax, figsize=figsize,
+    )  # fmt: skip
     target = params.get("target")
     label = f"predicted {target}" if isinstance(target, str) else "predicted"
     x = adata.X

@@ -1,9 +1,9 @@
-"""Plots of translation results (:func:`morphst.tl.predict_expression`): maps and per-gene metrics."""
+"""Maps of translation results (:func:`morphst.tl.predict_expression`): observed and predicted expression."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,8 +11,9 @@ import pandas as pd
 from .._constants import Key
 from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import check_unique_var_names, get_adata, list_keys
-from ._spatial import build_panels, draw_panel, new_figure, resolve_sections
-from ._utils import finish, make_axes
+from ._maps import panel_grid
+from ._spatial import build_panels, draw_panel, resolve_sections
+from ._utils import finish
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -20,11 +21,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from spatialdata import SpatialData
 
-Metric = Literal["pcc", "mae", "mse", "rmse"]
-_HIGHER_IS_BETTER = {"pcc": True, "mae": False, "mse": False, "rmse": False}
 
-
-def _run_first(key: str) -> str:
+def run_first(key: str) -> str:
+    """What to run when the translation ``key`` is missing (the end of an error message)."""
     return f"run `mst.tl.predict_expression(adata, use_rep=..., key_added={key!r})` first"
 
 
@@ -32,18 +31,19 @@ def _check_predicted(adata: AnnData, key: str) -> dict:
     """The ``uns[key]`` of a translation, after checking that its layer is there too."""
     if key not in adata.layers:
         msg = (
-            f"No predictions in `adata.layers[{key!r}]`: {_run_first(key)}. "
+            f"No predictions in `adata.layers[{key!r}]`: {run_first(key)}. "
             f"Available layers: {list_keys(adata.layers.keys())}."
         )
         raise KeyError(msg)
     res = adata.uns.get(key)
     if not isinstance(res, dict):
-        msg = f"`adata.uns[{key!r}]` (metrics and parameters of the translation) is missing: {_run_first(key)}."
+        msg = f"`adata.uns[{key!r}]` (metrics and parameters of the translation) is missing: {run_first(key)}."
         raise KeyError(msg)
     return res
 
 
-def _fold_table(res: dict) -> pd.DataFrame | None:
+def fold_table(res: dict) -> pd.DataFrame | None:
+    """Per-fold metrics of a translation's ``uns`` entry (the folds behind its layer), or ``None`` if absent."""
     fm = res.get("fold_metrics")
     if fm is None:
         return None
@@ -69,22 +69,6 @@ def _observed_layer(adata: AnnData, res: dict, key: str, layer: str | None) -> s
         )
         raise KeyError(msg)
     return layer
-
-
-def _folds_per_gene(adata: AnnData, key: str, fm: pd.DataFrame | None, genes: pd.Index) -> tuple[pd.Series, int]:
-    """Folds that predicted each gene, and the number of folds (from ``var`` or the fold table)."""
-    col = f"{key}_n_folds"
-    res = adata.uns.get(key)
-    pf = res.get("per_fold") if isinstance(res, dict) else None
-    if fm is not None:
-        counts = fm.groupby(fm["gene"].astype(str), observed=True)["fold"].nunique()
-        n_total = int(fm["fold"].astype(str).nunique())
-    elif col in adata.var.columns:
-        counts = adata.var[col].astype(int)
-        n_total = len(pf) if pf is not None else int(counts.max())
-    else:  # no record of folds: every gene counts as predicted everywhere
-        return pd.Series(1, index=genes), 1
-    return counts.reindex(genes).fillna(0).astype(int), max(n_total, 1)
 
 
 def _by_symbol(adata: AnnData, genes: list[str], gene_symbols: str | None) -> tuple[list[str], dict[str, str]]:
@@ -221,15 +205,11 @@ def predicted_vs_observed(
     )
 
     fold_col = f"{key}_fold"
-    fm = _fold_table(res)
+    fm = fold_table(res)
     folds = pd.unique(adata.obs[fold_col].iloc[panel.rows].astype(str)) if fold_col in adata.obs else []
     one_fold = str(folds[0]) if len(folds) == 1 else None
 
-    if ax is None:
-        fig, axes = new_figure(len(genes), 2, figsize=figsize, panel_size=(4.2, 3.8))
-    else:
-        fig, flat = make_axes(ax, 2 * len(genes))
-        axes = np.asarray(flat, dtype=object).reshape(len(genes), 2)
+    fig, axes = panel_grid(ax, len(genes), 2, figsize=figsize, panel_size=(4.2, 3.8))
     where = f" ({panel.name})" if panel.name else ""
     target = res.get("params", {}).get("target")
     pred_scale = f"predicted {target}" if isinstance(target, str) else f"predicted ({key})"
@@ -268,160 +248,4 @@ def predicted_vs_observed(
         fig.suptitle(f"{key}: {scale_note}", fontsize="medium")
     else:
         axes[0, 1].set_title(f"{axes[0, 1].get_title()}\n({scale_note})", fontsize="medium")
-    return finish(fig, show=show, return_fig=return_fig)
-
-
-@inject_docs(plot_params=plot_params(figsize="grows with the number of genes"), returns_fig=doc_returns_fig)
-def gene_metrics(
-    data: SpatialData | AnnData,
-    predicted_key: str = Key.PREDICTED,
-    *,
-    metric: Metric = "pcc",
-    n_genes: int | None = None,
-    gene_symbols: str | None = None,
-    table_key: str = Key.TABLE,
-    ax: Axes | None = None,
-    figsize: tuple[float, float] | None = None,
-    show: bool | None = None,
-    return_fig: bool = False,
-) -> Figure | None:
-    """Per-gene translation metric, sorted best first, with the spread over cross-validation folds.
-
-    With in-fold gene selection a gene may be predicted in only some folds; its mean is over those folds only, so
-    genes predicted in every fold are ranked first and the others after them (hatched bars, ``k/N`` folds in the
-    tick label, from ``var[f"{predicted_key}_n_folds"]``).
-
-    Bars show the mean over folds of the metric of :func:`morphst.tl.predict_expression` (``var[f"{predicted_key}_{metric}"]``,
-    or the fold table when absent); dots show each fold's value (``uns[predicted_key]["fold_metrics"]``, folds where the
-    gene was constant in the test part have no dot) and the line their range. The dashed line marks the mean over
-    genes of these per-gene fold means (the log of :func:`~morphst.tl.predict_expression` reports another summary,
-    the mean over folds of each fold's mean over its genes).
-
-    Parameters
-    ----------
-    data
-        AnnData, or SpatialData whose table ``table_key`` is used.
-    predicted_key
-        Key of the translation (``key_added`` of :func:`morphst.tl.predict_expression`).
-    metric
-        ``"pcc"`` (Pearson r, higher is better) or an error (``"mae"``, ``"mse"``, ``"rmse"``; on the target scale,
-        lower is better).
-    n_genes
-        Show only the best ``n_genes`` genes; ``None``: all predicted genes.
-    gene_symbols
-        ``var`` column of the names to label the genes with (e.g. symbols when ``var_names`` are Ensembl IDs), as in
-        scanpy; ``None``: ``var_names``.
-    table_key
-        Table of a SpatialData.
-    {plot_params}
-
-    Returns
-    -------
-    {returns_fig} One panel.
-
-    Raises
-    ------
-    KeyError
-        If the translation ``predicted_key`` is missing (run :func:`morphst.tl.predict_expression` first).
-    ValueError
-        If ``metric`` is unknown or was not computed, or ``n_genes`` is not a positive integer.
-    """
-    key = predicted_key
-    if metric not in _HIGHER_IS_BETTER:
-        msg = f"`metric` must be one of {list(_HIGHER_IS_BETTER)}, got {metric!r}."
-        raise ValueError(msg)
-    if n_genes is not None and (isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1):
-        msg = f"`n_genes` must be a positive integer (the best genes to show) or None (all), got {n_genes!r}."
-        raise ValueError(msg)
-    adata = get_adata(data, table_key)
-    res = adata.uns.get(key)
-    col = f"{key}_{metric}"
-    if not isinstance(res, dict) and col not in adata.var.columns:
-        msg = f"No translation metrics under {key!r} (`uns[{key!r}]`, `var[{col!r}]`): {_run_first(key)}."
-        raise KeyError(msg)
-    fm = _fold_table(res) if isinstance(res, dict) else None
-    if fm is not None and metric not in fm.columns:
-        fm = None
-    if col in adata.var.columns:
-        mean = adata.var[col].astype(float)
-        mean = mean[mean.notna()]
-        if f"{key}_mask" in adata.var.columns:
-            mean = mean[adata.var.loc[mean.index, f"{key}_mask"].to_numpy(bool)]
-    elif fm is not None:
-        mean = fm.groupby(fm["gene"].astype(str))[metric].mean().dropna()
-    else:
-        msg = f"Metric {metric!r} was not computed under {key!r}: `var[{col!r}]` and the fold table lack it."
-        raise ValueError(msg)
-    if mean.empty:
-        msg = f"No gene has a {metric!r} value under {key!r} (all constant in their test folds?)."
-        raise ValueError(msg)
-    n_folds, n_total = _folds_per_gene(adata, key, fm, mean.index)
-    # genes predicted in every fold first: a mean over fewer folds (in-fold gene selection) is not comparable
-    order = pd.DataFrame({"all": n_folds == n_total, "m": mean.to_numpy()}, index=mean.index)
-    order = order.sort_values(["all", "m"], ascending=[False, not _HIGHER_IS_BETTER[metric]], kind="stable")
-    mean, n_folds = mean[order.index], n_folds.reindex(order.index)
-    if n_genes is not None:
-        mean, n_folds = mean.iloc[: int(n_genes)], n_folds.iloc[: int(n_genes)]
-    genes = [str(g) for g in mean.index]
-    partial = (n_folds < n_total).to_numpy()
-    if figsize is None:
-        figsize = (max(5.0, 0.22 * len(genes) + 1.5), 4.0)
-    fig, (a,) = make_axes(ax, 1, figsize=figsize)
-    if ax is None:
-        fig.set_layout_engine("constrained")
-    x = np.arange(len(genes))
-    a.bar(x[~partial], mean.to_numpy()[~partial], color="#8fb3d9", edgecolor="none", label="mean over folds", zorder=1)
-    if partial.any():
-        a.bar(
-            x[partial],
-            mean.to_numpy()[partial],
-            color="#d9d9d9",
-            edgecolor="#8fb3d9",
-            hatch="//",
-            label=f"predicted in fewer than all {n_total} folds (label: k/{n_total}); ranked after the others",
-            zorder=1,
-        )
-    if fm is not None:
-        sub = fm[fm["gene"].astype(str).isin(genes)]
-        pos = {g: i for i, g in enumerate(genes)}
-        gx = sub["gene"].astype(str).map(pos).to_numpy(dtype=float)
-        vals = sub[metric].to_numpy(dtype=float)
-        ok = np.isfinite(vals)
-        rng = np.random.default_rng(0)
-        a.scatter(
-            gx[ok] + rng.uniform(-0.18, 0.18, ok.sum()),
-            vals[ok],
-            s=9,
-            color="#1f3b5c",
-            zorder=3,
-            label=f"per fold ({sub['fold'].nunique()} folds)",
-        )
-        spread = sub[ok].groupby(sub["gene"].astype(str)[ok])[metric].agg(["min", "max"]).reindex(genes)
-        a.vlines(x, spread["min"], spread["max"], color="#1f3b5c", linewidth=0.8, zorder=2)
-    a.axhline(
-        float(mean.mean()),
-        color="k",
-        linestyle="--",
-        linewidth=0.8,
-        label=f"mean over genes of per-gene fold means {mean.mean():.3f}",
-    )
-    if metric == "pcc":
-        a.axhline(0, color="grey", linewidth=0.6)
-    a.set_xticks(x)
-    if gene_symbols is not None:
-        if gene_symbols not in adata.var.columns:
-            msg = f"`gene_symbols`={gene_symbols!r} is not a var column. Available: {list_keys(adata.var.columns)}."
-            raise KeyError(msg)
-        names = adata.var[gene_symbols].astype(str).reindex(genes).fillna(pd.Series(genes, index=genes)).tolist()
-    else:
-        names = genes
-    a.set_xticklabels(
-        [f"{g} ({int(k)}/{n_total})" if p else g for g, k, p in zip(names, n_folds, partial, strict=True)],
-        rotation=90,
-        fontsize="small",
-    )
-    a.set_xlim(-0.7, len(genes) - 0.3)
-    a.set_ylabel({"pcc": "Pearson r (held-out)"}.get(metric, f"{metric.upper()} (held-out)"))
-    a.set_title(f"{key}: per-gene {metric.upper()}, best first")
-    a.legend(loc="best", fontsize="small", framealpha=0.8)
     return finish(fig, show=show, return_fig=return_fig)

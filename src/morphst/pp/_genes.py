@@ -14,8 +14,8 @@ from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, inject_docs
 from .._utils import bool_column, check_unique_var_names, get_adata, list_keys, records_params
-from .._utils._checks import check_expression
-from ._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
+from .._utils._checks import check_counts, check_expression
+from ._normalize import LOG1P_CP10K, log1p_cp10k
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -95,7 +95,7 @@ def _counts_or_raise(adata: AnnData, fix: str = ""):
     if adata.X is None:
         msg = "`adata.X` is empty; pass `layer=` naming a layer of log-normalised expression."
         raise ValueError(msg)
-    _check_counts(adata.X, "`adata.X`", logged="log1p" in adata.uns, fix=fix)
+    check_counts(adata.X, "`adata.X`", logged="log1p" in adata.uns, fix=fix)
     return adata.X
 
 
@@ -206,7 +206,7 @@ def statistics_values(adata: AnnData, method: str, hvg_flavor: str, layer: str |
         if layer not in adata.layers:
             msg = f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}."
             raise KeyError(msg)
-        _check_counts(adata.layers[layer], f"`adata.layers[{layer!r}]`", fix=_PEARSON_FIX)
+        check_counts(adata.layers[layer], f"`adata.layers[{layer!r}]`", fix=_PEARSON_FIX)
         return adata.layers[layer]
     return target_values(adata, layer)
 

@@ -11,7 +11,7 @@ from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, inject_docs
 from .._utils import get_adata, records_params
-from .._utils._checks import check_expression
+from .._utils._checks import check_counts, check_expression
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -21,41 +21,6 @@ __all__ = ["LOG1P_CP10K", "normalize"]
 
 #: Layer name of the default translation target written by :func:`normalize`.
 LOG1P_CP10K = Key.TARGET
-
-
-def _check_counts(x, where: str, *, logged: bool = False, fix: str = "") -> None:
-    """Raise a ValueError unless ``x`` looks like raw counts: finite, non-negative integers.
-
-    ``where`` names the source in the message (e.g. ``"`adata.X`"``); ``fix`` says what to pass instead (e.g.
-    ``"Pass `layer=` naming a layer of raw counts."``). ``logged=True`` (pass ``"log1p" in adata.uns`` when ``x``
-    is ``adata.X``: :func:`scanpy.pp.log1p` writes that entry) refuses ``x`` as log-transformed.
-    """
-    fix = f" {fix}" if fix else ""
-    if logged:
-        msg = (
-            f"{where} is already log-transformed (`adata.uns['log1p']` is set by `sc.pp.log1p`); normalising it again "
-            f"would log-transform twice.{fix}"
-        )
-        raise ValueError(msg)
-    data = x.data if sparse.issparse(x) else np.asarray(x)
-    if data.size == 0:
-        return
-    if not np.all(np.isfinite(data)):
-        msg = f"{where} contains NaN or infinite values; normalisation expects raw counts.{fix}"
-        raise ValueError(msg)
-    if data.min() < 0:
-        msg = f"{where} has negative values, so it does not hold raw counts (is it already log-normalised?).{fix}"
-        raise ValueError(msg)
-    frac = data != np.rint(data)
-    if frac.any():
-        v = float(data[frac].flat[0])
-        msg = (
-            f"{where} has non-integer values ({int(frac.sum())} entries, e.g. {v:.4g}), so it does not hold raw "
-            f"counts (is it already normalised or log-transformed?).{fix} If these really are counts with fractional "
-            "corrections (e.g. ambient-RNA removal), round them first (e.g. `adata.layers['counts'] = "
-            "np.rint(adata.X)`)."
-        )
-        raise ValueError(msg)
 
 
 def _check_target_sum(target_sum) -> float:
@@ -158,7 +123,7 @@ def normalize(
         "if the values are already log-normalised, use them as they are (e.g. `target=` in "
         "`mst.tl.predict_expression`) instead of normalising again."
     )
-    _check_counts(src, where, logged=layer is None and "log1p" in adata.uns, fix=fix)
+    check_counts(src, where, logged=layer is None and "log1p" in adata.uns, fix=fix)
     if copy:
         adata = adata.copy()
         src = adata.X if layer is None else adata.layers[layer]

@@ -1,8 +1,8 @@
 """Integration: fuse morphology with expression, find spatial domains, evaluate them.
 
 The "integration" direction of Chelebian, Avenel & Wählby (Nat. Commun. 2025). Modules: ``_fuse``
-(:func:`fuse`), ``_domains`` (:func:`domains`), ``_evaluate`` (:func:`evaluate_domains`), ``_keys`` (helpers the
-three share).
+(:func:`fuse`, with its modality blocks in ``_fuse_blocks`` and its spatial graphs in ``_fuse_graph``), ``_domains``
+(:func:`domains`), ``_evaluate`` (:func:`evaluate_domains`), ``_keys`` (helpers the three share).
 """
 
 from ._domains import domains

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from scipy import sparse
 
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
 from ..._utils import check_obsm, get_adata, list_keys, records_params
-from ..._utils._graph import knn_edges, radius_edges, symmetrise
+from ._fuse_blocks import balanced, modality_block
+from ._fuse_graph import graph_fusion, smooth_fusion
 from ._keys import rep_hint, resolve_library_key
 
 if TYPE_CHECKING:
@@ -29,90 +29,6 @@ FuseMethod = Literal["smooth", "stitch", "weighted", "graph"]
 _METHODS = ("smooth", "stitch", "weighted", "graph")
 #: methods that take expression alone (no morphology) as well, for the "morphology off" control
 _SPATIAL_METHODS = ("smooth", "graph")
-
-
-def spatial_knn(
-    coords: np.ndarray, groups: np.ndarray | None = None, *, n_neighs: int = 6
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Symmetric spatial k-nearest-neighbour edges, built within each group (section) only.
-
-    ``(rows, cols, dist)``: the directed edge list of the symmetrised graph (each undirected edge in both
-    directions, no self-loops) with the distance of each edge, in the unit of ``coords``; observations of different
-    groups are never neighbours; ``n_neighs`` is capped at the group size - 1.
-    """
-    rows, cols, dist, _ = knn_edges(coords, groups, n_neighs=n_neighs)
-    return symmetrise(rows, cols, dist, coords.shape[0])
-
-
-def _edge_distances(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    d = np.empty(rows.size)
-    chunk = 1 << 16
-    for s in range(0, rows.size, chunk):
-        diff = x[rows[s : s + chunk]] - x[cols[s : s + chunk]]
-        d[s : s + chunk] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-    return d
-
-
-def _propagate(x: np.ndarray, graph: sparse.csr_matrix, n_steps: int) -> np.ndarray:
-    """``n_steps`` of ``x <- D⁻¹ (G + I) x`` (row-normalised graph with a unit self-loop)."""
-    n = graph.shape[0]
-    prop = graph + sparse.identity(n, format="csr")
-    prop = sparse.diags(1.0 / np.asarray(prop.sum(axis=1)).ravel()) @ prop
-    out = x
-    for _ in range(n_steps):
-        out = prop @ out
-    return out
-
-
-#: Values (n_obs × n_features) beyond which a float32 representation is processed in float32 (not copied to
-#: float64): 2**28 values are 2 GiB in float64 (e.g. 1,000,000 cells × 268 features).
-_FLOAT32_ABOVE = 2**28
-
-
-def _work_dtype(x: np.ndarray) -> type:
-    """float64, except for a float32 input of more than :data:`_FLOAT32_ABOVE` values (bounded memory)."""
-    return np.float32 if x.dtype == np.float32 and x.size > _FLOAT32_ABOVE else np.float64
-
-
-def _modality_block(x: np.ndarray, n_comps: int, random_state: int) -> tuple[np.ndarray, dict]:
-    """Centre, scale the block to unit total variance (keeps relative feature variances), PCA to ``n_comps``.
-
-    One working copy of ``x`` (float64; float32 for a float32 input beyond :data:`_FLOAT32_ABOVE` values), centred
-    and scaled in place and handed to the PCA without another copy.
-    """
-    from sklearn.decomposition import PCA
-
-    x = np.array(x, dtype=_work_dtype(np.asarray(x)), copy=True)
-    x -= x.mean(axis=0)
-    # (x**2).sum() (pairwise summation) while a temporary copy is cheap; einsum beyond that
-    ss = float((x**2).sum()) if x.size <= _FLOAT32_ABOVE else float(np.einsum("ij,ij->", x, x, dtype=np.float64))
-    total_sd = float(np.sqrt(ss / max(x.shape[0] - 1, 1)))
-    if total_sd == 0:
-        msg = "A representation is constant over all observations; it carries no information to fuse."
-        raise ValueError(msg)
-    x /= total_sd
-    k = int(min(n_comps, x.shape[1], x.shape[0] - 1))
-    pca = PCA(n_components=k, random_state=random_state, svd_solver="auto", copy=False)
-    scores = pca.fit_transform(x)
-    info = {"n_comps": k, "variance_captured": float(pca.explained_variance_ratio_.sum())}
-    return scores, info
-
-
-def _standardised(x: np.ndarray) -> np.ndarray:
-    """Each feature centred and scaled to unit variance (constant features: 0), divided by sqrt(n_features)."""
-    x = np.array(x, dtype=_work_dtype(np.asarray(x)), copy=True)
-    mu, sd = x.mean(axis=0), x.std(axis=0)
-    x -= mu
-    np.divide(x, sd, out=x, where=sd > 0)
-    x[:, ~(sd > 0)] = 0.0
-    x /= np.sqrt(x.shape[1])
-    return x
-
-
-def _balanced(block: np.ndarray, weight: float) -> np.ndarray:
-    """Rescale ``block`` so its total variance equals ``weight``."""
-    var = float(block.var(axis=0, ddof=1).sum())
-    return block * np.sqrt(weight / var) if var > 0 else block
 
 
 @inject_docs(data=doc_data, library_key=doc_library_key, random_state=doc_random_state, copy=doc_copy)
@@ -243,7 +159,7 @@ def fuse(
     # --- compute everything before writing anything ---
     blocks, infos = [], []
     for x, c in zip(inputs.reps, inputs.comps, strict=True):
-        b, info = _modality_block(x, c, random_state)
+        b, info = modality_block(x, c, random_state)
         blocks.append(b)
         infos.append(info)
     params = {
@@ -256,14 +172,14 @@ def fuse(
     graph = None
     notes: list[str] = []
     if method == "smooth":
-        fused, graph, method_params = _smooth(inputs, blocks, n_rings, morph_weight, n_steps, spatial_key)
+        fused, graph, method_params = smooth_fusion(inputs, blocks, n_rings, morph_weight, n_steps, spatial_key)
     elif method == "stitch":
         fused, method_params = np.hstack(blocks), {}
     elif method == "weighted":
-        fused = np.hstack([_balanced(b, wi) for b, wi in zip(blocks, inputs.weights, strict=True)])
+        fused = np.hstack([balanced(b, wi) for b, wi in zip(blocks, inputs.weights, strict=True)])
         method_params = {"weights": inputs.weights.tolist()}
     else:
-        fused, graph, method_params = _graph(inputs, blocks, n_neighs, n_steps, spatial_key, notes)
+        fused, graph, method_params = graph_fusion(inputs, blocks, n_neighs, n_steps, spatial_key, notes)
     params.update(method_params)
     params["notes"] = notes
 
@@ -283,7 +199,7 @@ def fuse(
 
 
 @dataclass(frozen=True)
-class _Inputs:
+class FuseInputs:
     """The checked inputs of :func:`fuse`."""
 
     use_rep: list[str]
@@ -301,7 +217,7 @@ class _Inputs:
         return self.reps[0].shape[0]
 
 
-def _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library_key) -> _Inputs:
+def _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library_key) -> FuseInputs:
     """Check the representations, ``n_comps``, ``weights`` and (spatial methods) the coordinates and sections."""
     if method not in _METHODS:
         msg = f"`method` must be one of {list(_METHODS)}, got {method!r}."
@@ -340,7 +256,7 @@ def _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library
         coords = check_obsm(adata, spatial_key)[:, :2]
         lib = resolve_library_key(adata, library_key)
         groups = None if lib is None else adata.obs[lib].to_numpy()
-    return _Inputs(use_rep, reps, comps, w, coords, groups, lib)
+    return FuseInputs(use_rep, reps, comps, w, coords, groups, lib)
 
 
 def _check_spatial_options(method, n_rings, morph_weight, n_neighs, n_steps) -> int:
@@ -371,70 +287,3 @@ def _check_n_neighs(n_neighs: int, groups, n_obs: int) -> None:
             f"most {largest - 1} neighbours); choose a smaller `n_neighs` (6 on Visium, 4 on the legacy ST grid)."
         )
         raise ValueError(msg)
-
-
-def _smooth(inputs: _Inputs, blocks, n_rings, morph_weight, n_steps, spatial_key):
-    """``"smooth"``: the morphology-weighted radius graph and the smoothed expression block, with its parameters."""
-    reps, n_obs = inputs.reps, inputs.n_obs
-    rows, cols, _, spacing = radius_edges(inputs.coords, inputs.groups, n_rings=n_rings)
-    ew = np.ones(rows.size)
-    sigma_m = None
-    if len(reps) > 1 and morph_weight > 0 and rows.size:
-        morph = np.hstack([_standardised(x) for x in reps[1:]])
-        dm = _edge_distances(morph, rows, cols)
-        sigma_m = float(np.median(dm))
-        sigma_m = sigma_m if sigma_m > 0 else 1.0
-        ew = np.exp(-morph_weight * dm**2 / (2 * sigma_m**2))
-    graph = sparse.csr_matrix((ew, (rows, cols)), shape=(n_obs, n_obs))
-    fused = _propagate(blocks[0], graph, n_steps)
-    params = {
-        "n_rings": float(n_rings),
-        "morph_weight": float(morph_weight) if len(blocks) > 1 else 0.0,
-        "n_steps": int(n_steps),
-        "spatial_key": spatial_key,
-        "library_key": inputs.library_key,
-        "spot_spacing": spacing,
-        "sigma_morph": sigma_m,
-        "n_edges": int(rows.size // 2),
-        "mean_neighbours": float(rows.size / n_obs),
-    }
-    return fused, graph, params
-
-
-def _graph(inputs: _Inputs, blocks, n_neighs, n_steps, spatial_key, notes: list[str]):
-    """``"graph"``: the spatial × morphology kNN graph and the smoothed expression block; caps go to ``notes``."""
-    groups, n_obs = inputs.groups, inputs.n_obs
-    rows, cols, ds = spatial_knn(inputs.coords, groups, n_neighs=n_neighs)
-    sizes = np.unique(np.asarray(groups).astype(str), return_counts=True) if groups is not None else None
-    if sizes is not None:
-        notes += [
-            f"section {str(g)!r}: n_neighs capped at {c - 1} ({c} observations)"
-            for g, c in zip(*sizes, strict=True)
-            if c - 1 < n_neighs
-        ]
-    elif n_obs - 1 < n_neighs:
-        notes.append(f"n_neighs capped at {n_obs - 1} ({n_obs} observations)")
-    if notes:
-        logg.warning(f"`n_neighs`={n_neighs} is more than some sections allow: {'; '.join(notes[:5])}.")
-    sigma_s = float(np.median(ds)) if ds.size else 1.0
-    sigma_s = sigma_s if sigma_s > 0 else 1.0
-    ew = np.exp(-(ds**2) / (2 * sigma_s**2))
-    sigma_m = None
-    if len(blocks) > 1:
-        morph = np.hstack([_balanced(b, 1.0) for b in blocks[1:]])
-        dm = _edge_distances(morph, rows, cols)
-        sigma_m = float(np.median(dm)) if dm.size else 1.0
-        sigma_m = sigma_m if sigma_m > 0 else 1.0
-        ew = ew * np.exp(-(dm**2) / (2 * sigma_m**2))
-    graph = sparse.csr_matrix((ew, (rows, cols)), shape=(n_obs, n_obs))
-    fused = _propagate(blocks[0], graph, n_steps)
-    params = {
-        "n_neighs": n_neighs,
-        "n_steps": n_steps,
-        "spatial_key": spatial_key,
-        "library_key": inputs.library_key,
-        "sigma_spatial": sigma_s,
-        "sigma_morph": sigma_m,
-        "n_edges": int(rows.size // 2),
-    }
-    return fused, graph, params

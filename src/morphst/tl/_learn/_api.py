@@ -13,10 +13,10 @@ from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obsm, get_adata, list_keys, records_params
 from .._translation import FeatureHead
-from .._translation._features import _context_caps, _warn_caps
+from .._translation._features import context_caps, warn_caps
 from .._translation._fit import resolve_train
-from .._translation._folds import _groups
-from .._translation._genes import _dense_cols, _gene_plan
+from .._translation._folds import section_groups
+from .._translation._genes import dense_cols, make_gene_plan
 from .._translation._inputs import check_global_context, context_keys, read_inputs
 from ._torch import TrainOptions, resolve_train_device
 
@@ -149,7 +149,7 @@ def learn_features(
         raise ValueError(msg)
     opts = (options or TrainOptions()).check()
     n_components = _check_width(n_components if n_components is not None else DEFAULT_WIDTH[objective])
-    groups = _groups(adata, library_key)
+    groups = section_groups(adata, library_key)
     train_mask = resolve_train(adata, train, groups, library_key)
     if train_mask.sum() < 4:
         msg = f"`train` selects {int(train_mask.sum())} spots; at least 4 are needed to learn features."
@@ -211,11 +211,11 @@ def _translation(
     """Fit a FeatureHead on the training spots; the representation is its fused hidden layer."""
     inputs = read_inputs(adata, use_rep, target, spatial_context, context_rep)
     check_global_context(global_context)
-    plan = _gene_plan(adata, genes, True)
+    plan = make_gene_plan(adata, genes, True)
     rows = np.flatnonzero(train_mask)
     gidx = np.flatnonzero(plan.genes_for(adata, rows))
-    caps = _context_caps(inputs.k_ctx, groups, adata.n_obs)
-    _warn_caps(caps, inputs.k_ctx)
+    caps = context_caps(inputs.k_ctx, groups, adata.n_obs)
+    warn_caps(caps, inputs.k_ctx)
     feats, blocks = inputs.features(groups, global_context=bool(global_context), scale=False)
     head = FeatureHead(
         blocks=blocks,
@@ -229,7 +229,7 @@ def _translation(
         random_state=random_state,
         device=device,
     )
-    head.fit(feats[rows], _dense_cols(inputs.y, rows, gidx), groups=None if groups is None else groups[rows])
+    head.fit(feats[rows], dense_cols(inputs.y, rows, gidx), groups=None if groups is None else groups[rows])
     curve = pd.DataFrame(head.curve_).set_index("epoch")
     record = {
         "curve": curve,

@@ -13,12 +13,16 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._utils import list_keys
+from ..._utils._checks import check_sdata
 from ..._utils._units import resolve_um_per_unit
 from ...pp._patches._geometry import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX
+from ._predict import prediction_table
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
+
+    from ._translator import Translator
 
 
 def embed_section(
@@ -79,6 +83,91 @@ def embed_section(
     for key, kw in embeds:
         embed_patches(work, table_key=table_key, key_added=key, batch_size=batch_size, device=device, dtype=dtype, **kw)
     return work.tables[table_key]
+
+
+def predict_shapes(
+    tr: Translator,
+    sdata: SpatialData,
+    *,
+    shapes_key: str | Sequence[str] | None,
+    image_key: str | None,
+    table_key: str,
+    model: str | None,
+    weights: str | os.PathLike | None,
+    patch_size: float | None,
+    target_px: int | None,
+    context_sizes_um: Sequence[float] | None,
+    um_per_unit: float | None,
+    um_per_px: float | None,
+    batch_size: int,
+    device: str | None,
+    dtype: str,
+    overwrite: bool,
+    inplace: bool,
+) -> AnnData | None:
+    """:meth:`Translator.predict_sdata` (see there): cut, embed and predict the shapes ``shapes_key`` of ``sdata``."""
+    from spatialdata.models import TableModel
+
+    check_sdata(sdata, "Translator.predict_sdata")
+    keys = shapes_keys(sdata, shapes_key)
+    if table_key in sdata.tables and not overwrite and inplace:
+        msg = f"Table {table_key!r} already exists; pass `overwrite=True` or another `table_key`."
+        raise ValueError(msg)
+    ekw = embed_kwargs(tr.embed_params, tr.use_rep, model, weights)
+    embeds = [(tr.use_rep, ekw)] + [
+        (k, embed_kwargs(tr.context_embed_params.get(k, {}), k, model, weights)) for k in tr.context_rep
+    ]
+    pkw = patch_kwargs(tr.patch_params, patch_size, target_px, context_sizes_um)
+    start = logg.info(f"predicting {len(tr.genes)} genes for shapes {keys}")
+    t = embed_section(
+        sdata, keys, image_key=image_key, table_key=table_key, embeds=embeds, patch_kwargs=pkw,
+        stain=tr.stain_reference, um_per_unit=um_per_unit, um_per_px=um_per_px, batch_size=batch_size,
+        device=device, dtype=dtype,
+    )  # fmt: skip
+    extra = {
+        "shapes_key": keys,
+        "image_key": image_key,
+        **{f"patch_{k}": v for k, v in pkw.items()},
+        **{f"embed_{k}": v for k, v in ekw.items()},
+        "dtype": dtype,
+    }
+    out = prediction_table(tr, t, "region", extra, uns={k: v for k, v in t.uns.items() if k != "spatialdata_attrs"})
+    out = TableModel.parse(out, region=keys, region_key="region", instance_key="instance_id")
+    logg.info(f"    finished: table {table_key!r} ({out.n_obs} x {out.n_vars}, {tr.target})", time=start)
+    if not inplace:
+        return out
+    sdata.tables[table_key] = out
+    return None
+
+
+def predict_on_grid(
+    tr: Translator,
+    sdata: SpatialData,
+    spacing_um: float,
+    *,
+    shapes_key: str | Sequence[str] | None,
+    image_key: str | None,
+    max_distance_um: float | None,
+    grid_suffix: str,
+    table_key: str,
+    overwrite: bool,
+    **kwargs,
+) -> None:
+    """:meth:`Translator.predict_grid` (see there): add the grid shapes, then predict them with ``predict_sdata``."""
+    check_sdata(sdata, "Translator.predict_grid")
+    keys = grid_keys(sdata, spacing_um, shapes_key, grid_suffix, table_key, overwrite)
+    new_keys = [k + grid_suffix for k in keys]
+    start = logg.info(f"building {spacing_um:g} µm grids around {keys}")
+    grids = grid_shapes(
+        sdata, spacing_um, keys, grid_suffix=grid_suffix, max_distance_um=max_distance_um,
+        um_per_unit=kwargs.get("um_per_unit"),
+    )  # fmt: skip
+    for gk, shapes in grids.items():
+        sdata.shapes[gk] = shapes
+    tr.predict_sdata(
+        sdata, shapes_key=new_keys, image_key=image_key, table_key=table_key, overwrite=overwrite, **kwargs
+    )
+    logg.info(f"    finished: added shapes {new_keys} and table {table_key!r}", time=start)
 
 
 def shapes_keys(sdata: SpatialData, shapes_key: str | Sequence[str] | None) -> list[str]:

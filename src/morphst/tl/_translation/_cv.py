@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -11,94 +10,22 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
+from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
 from ..._utils import get_adata, records_params
 from ...pp._normalize import LOG1P_CP10K
-from .. import _metrics as metrics
+from ._cv_plan import CVPlan, plan_cv
+from ._cv_run import CVResults, run_folds
+from ._features import feature_text
+from ._folds import CV
+from ._inputs import context_keys
+from ._model import DEFAULT_ALPHAS
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
-from ._features import (
-    _context_caps,
-    _feature_text,
-    _warn_caps,
-)
-from ._folds import CV, _groups, make_folds, patient_folds, resolve_cv
-from ._genes import _dense_cols, _gene_columns, _gene_plan
-from ._inputs import Inputs, check_global_context, check_scaling, context_keys, read_inputs
-from ._model import (
-    DEFAULT_ALPHAS,
-    _blas_limits,
-    _check_alphas,
-    _check_random_state,
-    _chosen_alpha,
-    check_model,
-    fit_model,
-    make_model,
-)
 
 
-def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_state, blocks=None):
-    """Select genes on ``train``, fit, predict ``test`` and score it; returns genes, predictions and metrics."""
-    gidx = np.flatnonzero(plan.genes_for(adata, train))
-    # memory: only the fold's genes are cut (not every gene's rows), and only the training values are dense
-    # during the fit; the test rows stay sparse until scored
-    yg = _gene_columns(y, gidx)
-    y_train = _dense_cols(yg, train, np.arange(len(gidx)))
-    y_test = yg[test]
-    del yg
-    est, description = make_model(
-        model,
-        n_train=len(train),
-        n_features=feats.shape[1],
-        inner_groups=None if groups is None else groups[train],
-        alphas=alphas,
-        random_state=random_state,
-        blocks=blocks,
-    )
-    est, note = fit_model(
-        est,
-        feats[train],
-        y_train,
-        inner_groups=None if groups is None else groups[train],
-        alphas=alphas,
-        random_state=random_state,
-    )
-    description += note
-    train_mean = y_train.mean(axis=0)
-    del y_train
-    p = np.asarray(est.predict(feats[test]), dtype=np.float64).reshape(len(test), len(gidx))
-    # float64, as the metrics use it (no further copies there)
-    y_test = _dense_cols(y_test, np.arange(len(test)), np.arange(len(gidx)))
-    t = metrics.gene_table(y_test, p, adata.var_names[gidx]).reset_index()
-    t["n_test"] = len(test)
-    t = t[["gene", "pcc", "mae", "mse", "rmse", "n_test", "constant_in_test"]]
-    ok = t["pcc"].notna()
-    row = {
-        "n_train": len(train),
-        "n_test": len(test),
-        "n_genes": len(gidx),
-        "pcc": float(t.loc[ok, "pcc"].mean()) if ok.any() else float("nan"),
-        "mae": float(t["mae"].mean()),
-        "mse": float(t["mse"].mean()),
-        "rmse": float(t["rmse"].mean()),
-        "n_excluded": int((~ok).sum()),
-        "n_constant_in_test": int(t["constant_in_test"].sum()),
-        "mse_train_mean": float(np.mean((y_test - train_mean) ** 2)),
-        "alpha": _chosen_alpha(est),
-    }
-    return gidx, p, t, row, description
-
-
-def _stderr_is_tty() -> bool:
-    import sys
-
-    try:
-        return bool(sys.stderr.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
+@inject_docs(data=doc_data, library_key=doc_library_key, random_state=doc_random_state, copy=doc_copy)
 def predict_expression(
     data: AnnData | SpatialData,
     use_rep: str = Key.DEFAULT_REP,
@@ -157,8 +84,7 @@ def predict_expression(
 
     Parameters
     ----------
-    data
-        AnnData, or SpatialData whose table ``table_key`` is used.
+    {data}
     use_rep
         ``obsm`` key of the morphological features, ``(n_obs, n_features)``.
     genes
@@ -182,9 +108,9 @@ def predict_expression(
         axis of ``obsm['spatial']``; fold ``k`` holds out strip ``k`` of every group, so neighbours rarely straddle
         train and test), ``"train_test"`` (train on ``obs[train_key] == True``, predict the rest), or a
         scikit-learn splitter (its ``split`` gets ``groups=obs[library_key]``; test sets must be disjoint).
-    library_key
-        ``obs`` column of sections (libraries): the groups of ``"leave_one_group_out"``, the inner
-        cross-validation groups, the sections within which spatial neighbours are searched and features scaled.
+    {library_key}
+        Its sections are the groups of ``"leave_one_group_out"`` and of the inner cross-validation, and the units
+        within which spatial neighbours are searched and features scaled.
     patient_key
         ``obs`` column of patients (a grouping above sections): adds leave-one-patient-out folds and reports
         across- and within-patient figures separately (see Patients above). Only with
@@ -217,14 +143,11 @@ def predict_expression(
         Boolean ``obs`` column of training spots for ``cv="train_test"``.
     alphas
         Ridge penalties searched by the inner cross-validation (non-empty, finite, positive).
-    table_key
-        Table of a SpatialData.
-    random_state
-        Seed of the fold shuffling, PCA and MLP.
+    {random_state}
+        It seeds the fold shuffling, PCA and MLP.
     key_added
         Prefix of every slot written.
-    copy
-        Return a copy instead of writing in place (AnnData input only).
+    {copy}
 
     Returns
     -------
@@ -274,7 +197,7 @@ def predict_expression(
         log-normalised layer). Nothing is written then.
     """
     adata = get_adata(data, table_key)
-    plan = _plan(
+    plan = plan_cv(
         adata, use_rep, genes=genes, target=target, model=model, cv=cv, library_key=library_key,
         patient_key=patient_key, n_splits=n_splits, select_on_train=select_on_train,
         spatial_context=spatial_context, context_rep=context_rep, global_context=global_context,
@@ -282,7 +205,7 @@ def predict_expression(
     )  # fmt: skip
     kinds = [f[3] for f in plan.folds]
     start = logg.info(
-        f"predicting expression from `obsm[{use_rep!r}]` ({_feature_text(plan.inputs.x.shape[1], plan.inputs.k_ctx)}"
+        f"predicting expression from `obsm[{use_rep!r}]` ({feature_text(plan.inputs.x.shape[1], plan.inputs.k_ctx)}"
         f"{_extra_text(plan.blocks)}) in {len(plan.folds)} folds "
         f"({plan.cv if isinstance(plan.cv, str) else type(plan.cv).__name__}"
         + (
@@ -291,7 +214,7 @@ def predict_expression(
             else ")"
         )
     )
-    res = _run_folds(adata, plan)
+    res = run_folds(adata, plan)
     params = records_params(
         use_rep=use_rep,
         genes=genes if isinstance(genes, str) else list(genes),
@@ -335,110 +258,7 @@ def predict_expression(
     return adata if copy else None
 
 
-@dataclass
-class _Plan:
-    """Everything :func:`predict_expression` validated before fitting anything."""
-
-    inputs: Inputs
-    genes: Any  # _GenePlan
-    folds: list  # [(name, train, test, kind), ...]
-    main_kind: str  # the kind of fold whose predictions fill the layer
-    groups: np.ndarray | None
-    feats: np.ndarray
-    blocks: list[tuple[str, int]]
-    caps: dict
-    model: Any
-    alphas: list[float]
-    random_state: int
-    patient_key: str | None
-    cv: Any  # resolved from "auto"
-
-
-def _plan(
-    adata, use_rep, *, genes, target, model, cv, library_key, patient_key, n_splits, select_on_train,
-    spatial_context, context_rep, global_context, scale_per_library, train_key, alphas, random_state,
-) -> _Plan:  # fmt: skip
-    """Validate every argument and build the features and folds; raises before anything is written."""
-    _check_random_state(random_state)
-    inputs = read_inputs(adata, use_rep, target, spatial_context, context_rep)
-    gene_plan = _gene_plan(adata, genes, select_on_train)
-    cv = resolve_cv(adata, cv, library_key=library_key, patient_key=patient_key, n_splits=n_splits)
-    if patient_key is not None:
-        if cv != "leave_one_group_out":
-            msg = f"`patient_key` needs cv='leave_one_group_out' (leave one patient / section out), got cv={cv!r}."
-            raise ValueError(msg)
-        folds = patient_folds(adata, library_key=library_key, patient_key=patient_key)
-    else:
-        folds = [
-            (*f, "all")
-            for f in make_folds(
-                adata, cv, library_key=library_key, n_splits=n_splits, train_key=train_key,
-                random_state=random_state, n_features=inputs.x.shape[1],
-            )
-        ]  # fmt: skip
-    check_model(model)
-    alphas = _check_alphas(alphas)
-    groups = _groups(adata, library_key)
-    check_scaling(scale_per_library, groups, library_key, adata)
-    check_global_context(global_context)
-    caps = _context_caps(inputs.k_ctx, groups, adata.n_obs)
-    for _, train, _, _ in folds:  # in-fold gene selections (cached for the fits): a fold without genes fails here
-        gene_plan.genes_for(adata, train)
-    _warn_caps(caps, inputs.k_ctx)
-    feats, blocks = inputs.features(groups, global_context=bool(global_context), scale=scale_per_library)
-    kinds = [f[3] for f in folds]
-    main_kind = "across_patient" if "across_patient" in kinds else kinds[0]
-    return _Plan(
-        inputs, gene_plan, folds, main_kind, groups, feats, blocks, caps, model, alphas, random_state, patient_key, cv
-    )
-
-
-@dataclass
-class _Results:
-    pred: np.ndarray
-    fold_label: np.ndarray
-    fold_metrics: pd.DataFrame
-    per_fold: pd.DataFrame
-    summary: pd.DataFrame
-    description: str
-
-
-def _run_folds(adata: AnnData, plan: _Plan) -> _Results:
-    """Fit and score every fold; the layer holds the predictions of the main kind of fold."""
-    from tqdm.auto import tqdm
-
-    from ..._settings import settings
-
-    pred = np.full((adata.n_obs, adata.n_vars), np.nan, dtype=np.float32)
-    fold_label = np.full(adata.n_obs, None, dtype=object)
-    tables, per_fold, description = [], [], ""
-    # closed before the "finished" line; on a terminal it clears itself, elsewhere (log file, CI) it ends its line,
-    # since clearing with "\r" there would leave the bar and the log line on one line
-    bar = tqdm(plan.folds, desc="folds", disable=not settings.progress_bar, leave=not _stderr_is_tty())
-    with _blas_limits(plan.feats), bar:
-        for name, train, test, kind in bar:
-            gidx, p, table, row, description = _run_fold(
-                adata, plan.feats, plan.inputs.y, plan.genes, train, test, plan.model, plan.groups, plan.alphas,
-                plan.random_state, plan.blocks,
-            )  # fmt: skip
-            if kind == plan.main_kind:
-                pred[np.ix_(test, gidx)] = p
-                fold_label[test] = name
-            table.insert(0, "fold", name)
-            if plan.patient_key is not None:
-                table.insert(1, "kind", kind)
-                row = {"kind": kind, **row}
-            tables.append(table)
-            per_fold.append({"fold": name, **row})
-    fold_names = list(dict.fromkeys(f[0] for f in plan.folds))
-    fm = pd.concat(tables, ignore_index=True)
-    fm["fold"] = pd.Categorical(fm["fold"], categories=fold_names)
-    pf = pd.DataFrame(per_fold)
-    pf["fold"] = pd.Categorical(pf["fold"], categories=fold_names)
-    return _Results(pred, fold_label, fm, pf, _summary(pf), description)
-
-
-def _write(adata: AnnData, plan: _Plan, res: _Results, key_added: str, params: dict) -> None:
+def _write(adata: AnnData, plan: CVPlan, res: CVResults, key_added: str, params: dict) -> None:
     """Write the layer, the fold column, the per-gene ``var`` metrics and ``uns[key_added]``."""
     if plan.inputs.store_target:
         adata.layers[LOG1P_CP10K] = plan.inputs.y
@@ -465,23 +285,3 @@ def _extra_text(blocks: list[tuple[str, int]]) -> str:
     """Blocks beyond the own patch and the neighbour mean, e.g. ``" + context:X_ctx(1024) + section(1024)"``."""
     extra = [f"{n}({w})" for n, w in blocks if n not in ("patch", "neighbours")]
     return "".join(f" + {e}" for e in extra)
-
-
-def _summary(pf: pd.DataFrame) -> pd.DataFrame:
-    """One row per kind of fold: number of folds, mean / min / max PCC over folds, mean MSE and training-mean MSE."""
-    kind = pf["kind"] if "kind" in pf.columns else pd.Series("all", index=pf.index)
-    rows = {}
-    for k in pd.unique(kind):
-        sub = pf[kind == k]
-        ok = sub["pcc"].notna()
-        rows[str(k)] = {
-            "n_folds": len(sub),
-            "pcc": float(sub.loc[ok, "pcc"].mean()) if ok.any() else float("nan"),
-            "pcc_min": float(sub["pcc"].min()),
-            "pcc_max": float(sub["pcc"].max()),
-            "mse": float(sub["mse"].mean()),
-            "mse_train_mean": float(sub["mse_train_mean"].mean()),
-        }
-    out = pd.DataFrame.from_dict(rows, orient="index")
-    out.index.name = "kind"
-    return out

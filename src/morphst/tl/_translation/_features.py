@@ -123,14 +123,14 @@ def scale_per_group(feats: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
     return x
 
 
-def _feature_text(n_own: int, spatial_context: int | None) -> str:
+def feature_text(n_own: int, spatial_context: int | None) -> str:
     """How many features the model sees, e.g. ``"1280 own + 1280 neighbour-mean (k=8) features"``."""
     if not spatial_context:
         return f"{n_own} features"
     return f"{n_own} own + {n_own} neighbour-mean (k={spatial_context}) features"
 
 
-def _context_caps(k: int | None, groups: np.ndarray | None, n: int, *, strict: bool = True) -> dict[str, int]:
+def context_caps(k: int | None, groups: np.ndarray | None, n: int, *, strict: bool = True) -> dict[str, int]:
     """Sections too small for ``k`` neighbours: ``{section: neighbours used}`` (``k`` capped at its spots - 1).
 
     With ``strict``, raises when no section has ``k + 1`` spots: then ``k`` is never honoured and is surely a
@@ -152,7 +152,8 @@ def _context_caps(k: int | None, groups: np.ndarray | None, n: int, *, strict: b
     return {g: max(c - 1, 0) for g, c in sizes.items() if c <= k}
 
 
-def _warn_caps(caps: dict[str, int], k: int | None) -> None:
+def warn_caps(caps: dict[str, int], k: int | None) -> None:
+    """Warn (``UserWarning``) naming the sections where ``k`` neighbours were capped (see :func:`context_caps`)."""
     if caps:
         shown = dict(list(caps.items())[:5])
         more = f" and {len(caps) - 5} more" if len(caps) > 5 else ""
@@ -162,7 +163,8 @@ def _warn_caps(caps: dict[str, int], k: int | None) -> None:
         )
 
 
-def _check_spatial_context(spatial_context) -> int | None:
+def check_spatial_context(spatial_context) -> int | None:
+    """``spatial_context`` as a positive int or ``None``; raises a ValueError otherwise."""
     if spatial_context is None or spatial_context is False:
         return None
     if isinstance(spatial_context, bool) or int(spatial_context) != spatial_context or int(spatial_context) < 1:
@@ -171,7 +173,8 @@ def _check_spatial_context(spatial_context) -> int | None:
     return int(spatial_context)
 
 
-def _coords(adata: AnnData, spatial_context: int | None) -> np.ndarray | None:
+def context_coords(adata: AnnData, spatial_context: int | None) -> np.ndarray | None:
+    """Spot coordinates ``(n_obs, 2)`` for the neighbours of ``spatial_context`` (``None`` without it)."""
     if not spatial_context:
         return None
     if Key.SPATIAL not in adata.obsm:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
+from ..._docs import doc_data, doc_library_key, doc_random_state, inject_docs
 from ..._utils import get_adata, list_keys, records_params
 from ...pp._genes import resolve_mask
 from ._applicability import ApplicabilityDomain
@@ -18,19 +19,19 @@ from ._io import canonical_arrays
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
-from ._features import _context_caps, _warn_caps
-from ._folds import _groups
-from ._genes import _dense_cols, _gene_plan
+from ._features import context_caps, warn_caps
+from ._folds import section_groups
+from ._genes import dense_cols, make_gene_plan
 from ._inputs import check_global_context, check_scaling, context_keys, read_inputs
 from ._model import (
     DEFAULT_ALPHAS,
-    _blas_limits,
-    _check_alphas,
-    _check_random_state,
-    _chosen_alpha,
+    blas_limits,
+    check_alphas,
     check_model,
+    chosen_alpha,
     fit_model,
     make_model,
+    validate_random_state,
 )
 from ._translator import Translator
 
@@ -44,6 +45,7 @@ def _embedding_params(adata: AnnData, use_rep: str) -> dict:
     return {}
 
 
+@inject_docs(data=doc_data, library_key=doc_library_key, random_state=doc_random_state)
 def fit_translator(
     data: AnnData | SpatialData,
     use_rep: str = Key.DEFAULT_REP,
@@ -72,8 +74,7 @@ def fit_translator(
 
     Parameters
     ----------
-    data
-        AnnData, or SpatialData whose table ``table_key`` is used.
+    {data}
     use_rep
         ``obsm`` key of the morphological features.
     genes
@@ -88,8 +89,9 @@ def fit_translator(
     train
         Training spots: ``None`` (all), a boolean ``obs`` column name, a boolean array, integer positions, or a
         list of ``library_key`` values (e.g. ``["C2", "C4", "C5", "C6"]``).
-    library_key
-        ``obs`` column of sections (inner cross-validation groups, spatial neighbourhoods, feature scaling).
+    {library_key}
+        Its sections are the inner cross-validation groups, the spatial neighbourhoods and the units of feature
+        scaling.
     select_on_train
         Re-select the genes on the training spots (see ``genes``).
     spatial_context
@@ -108,14 +110,11 @@ def fit_translator(
         that the training images were normalised to (``squidpy.experimental.im.normalize_stains``) before
         their patches were embedded, or ``None``. Stored (its arrays), so :meth:`Translator.predict_sdata`
         normalises a new section's image to it (tissue mask by ``squidpy.experimental.im.detect_tissue`` when
-        the image has none) before cutting patches. On HER2ST C2–C6 (serial sections, one stain batch) Macenko
         the image has none) before cutting patches.
     alphas
         Ridge penalties searched by the inner cross-validation (non-empty, finite, positive).
-    table_key
-        Table of a SpatialData.
-    random_state
-        Seed of the PCA and MLP.
+    {random_state}
+        It seeds the PCA and MLP.
 
     Returns
     -------
@@ -133,19 +132,19 @@ def fit_translator(
     adata = get_adata(data, table_key)
     inputs = read_inputs(adata, use_rep, target, spatial_context, context_rep)
     k_ctx, y = inputs.k_ctx, inputs.y
-    plan = _gene_plan(adata, genes, select_on_train)
-    groups = _groups(adata, library_key)
+    plan = make_gene_plan(adata, genes, select_on_train)
+    groups = section_groups(adata, library_key)
     check_scaling(scale_per_library, groups, library_key, adata)
     stain = _stain_state(stain_reference)
     m = resolve_train(adata, train, groups, library_key)
     rows = np.flatnonzero(m)
-    alphas = _check_alphas(alphas)
-    _check_random_state(random_state)
+    alphas = check_alphas(alphas)
+    validate_random_state(random_state)
     check_global_context(global_context)
     check_model(model)
-    caps = _context_caps(k_ctx, groups, adata.n_obs)
+    caps = context_caps(k_ctx, groups, adata.n_obs)
     gidx = np.flatnonzero(plan.genes_for(adata, rows))
-    _warn_caps(caps, k_ctx)
+    warn_caps(caps, k_ctx)
     feats, blocks = inputs.features(groups, global_context=bool(global_context), scale=scale_per_library)
     unscaled = (
         inputs.features(groups, global_context=bool(global_context), scale=False)[0] if scale_per_library else feats
@@ -160,11 +159,11 @@ def fit_translator(
         random_state=random_state,
         blocks=blocks,
     )
-    with _blas_limits(feats):
+    with blas_limits(feats):
         est, note = fit_model(
             est,
             feats[rows],
-            _dense_cols(y, rows, gidx),
+            dense_cols(y, rows, gidx),
             inner_groups=None if groups is None else groups[rows],
             alphas=alphas,
             random_state=random_state,
@@ -200,7 +199,7 @@ def fit_translator(
             global_context=bool(global_context) or None,
             stain_method=None if stain is None else stain["method"],
             n_train=len(rows),
-            alpha=_chosen_alpha(est),
+            alpha=chosen_alpha(est),
             alphas=alphas,
             spatial_context_capped=caps,
             random_state=random_state,

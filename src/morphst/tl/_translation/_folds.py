@@ -28,7 +28,7 @@ def resolve_cv(adata: AnnData, cv, *, library_key: str | None, patient_key: str 
     """
     if not (isinstance(cv, str) and cv == "auto"):
         return cv
-    groups = _groups(adata, library_key)
+    groups = section_groups(adata, library_key)
     n_groups = 0 if groups is None else len(pd.unique(groups))
     if n_groups >= 2 or patient_key is not None:
         logg.debug(f"cv='auto': {n_groups} sections in `obs[{library_key!r}]`, leaving one section out per fold")
@@ -81,7 +81,7 @@ def make_folds(
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``[(fold_name, train_positions, test_positions), ...]`` with disjoint test sets."""
     n = adata.n_obs
-    groups = _groups(adata, library_key)
+    groups = section_groups(adata, library_key)
     dummy = np.zeros((n, 1))
     if isinstance(cv, str):
         if cv == "leave_one_group_out":
@@ -169,14 +169,14 @@ def patient_folds(
     """
     import warnings
 
-    patients = _groups(adata, patient_key)
+    patients = section_groups(adata, patient_key)
     if patients is None:
         msg = (
             f"`patient_key`={patient_key!r} is not an obs column (patients: a grouping above sections). "
             f"Available columns: {list_keys(adata.obs.columns)}."
         )
         raise KeyError(msg)
-    libs = _groups(adata, library_key)
+    libs = section_groups(adata, library_key)
     pat = patients.astype(str)
     uniq = sorted(pd.unique(pat), key=str)
     if libs is not None:
@@ -223,7 +223,7 @@ def _check_n_splits(n_splits: int, n: int) -> None:
         raise ValueError(msg)
 
 
-def _groups(adata: AnnData, library_key: str | None) -> np.ndarray | None:
+def section_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None:
     """The ``library_key`` values as an object array (``None`` if no such column); raises if any is missing (NaN).
 
     A spot without a group would silently be in no leave-one-group-out fold (never predicted), in no inner-CV group

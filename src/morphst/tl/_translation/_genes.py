@@ -10,8 +10,9 @@ from scipy import sparse
 
 from ..._constants import Key
 from ..._utils import bool_column, check_unique_var_names, list_keys
+from ..._utils._checks import check_counts
 from ...pp._genes import check_selection_params, gene_scores, no_gene_error, statistics_values
-from ...pp._normalize import LOG1P_CP10K, _check_counts, log1p_cp10k
+from ...pp._normalize import LOG1P_CP10K, log1p_cp10k
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 DEFAULT_N_TOP = 50
 
 
-def _target_matrix(adata: AnnData, target: str):
+def target_matrix(adata: AnnData, target: str):
     """Return ``(Y, store)``: the target matrix and whether it must be stored as a new layer."""
     from ..._utils._checks import check_expression
 
@@ -37,7 +38,7 @@ def _target_matrix(adata: AnnData, target: str):
         if adata.X is None:
             msg = "`adata.X` is empty; it must hold raw counts to compute the 'log1p_cp10k' target."
             raise ValueError(msg)
-        _check_counts(
+        check_counts(
             adata.X,
             "`adata.X` (raw counts for the 'log1p_cp10k' target)",
             logged="log1p" in adata.uns,
@@ -55,7 +56,7 @@ def _target_matrix(adata: AnnData, target: str):
 
 
 @dataclass
-class _GenePlan:
+class GenePlan:
     """How target genes are chosen in each training fold."""
 
     fixed: np.ndarray | None  # boolean mask when genes do not change between folds
@@ -84,7 +85,8 @@ class _GenePlan:
         return sel
 
 
-def _gene_plan(adata: AnnData, genes, select_on_train: bool) -> _GenePlan:
+def make_gene_plan(adata: AnnData, genes, select_on_train: bool) -> GenePlan:
+    """The target genes of a fit: a fixed mask, or a selection rerun on each training set (:class:`GenePlan`)."""
     check_unique_var_names(adata, "mst.tl.predict_expression / fit_translator")
     if not isinstance(genes, str):
         names = [str(g) for g in genes]
@@ -95,7 +97,7 @@ def _gene_plan(adata: AnnData, genes, select_on_train: bool) -> _GenePlan:
         if not names:
             msg = "`genes` is an empty list."
             raise ValueError(msg)
-        return _GenePlan(fixed=adata.var_names.isin(names))
+        return GenePlan(fixed=adata.var_names.isin(names))
     stored = adata.uns.get(genes, {}).get("params", {}) if isinstance(adata.uns.get(genes), dict) else {}
     # re-select in each fold when the column came from select_genes (its parameters are stored), or when the default
     # key is absent altogether (then: 50 highly variable genes); a user-made column is used as it is
@@ -119,7 +121,7 @@ def _gene_plan(adata: AnnData, genes, select_on_train: bool) -> _GenePlan:
         values = statistics_values(adata, sel["method"], sel["hvg_flavor"], sel["layer"])
         if sparse.issparse(values):
             values = values.tocsr()
-        return _GenePlan(fixed=None, selection=sel, values=values)
+        return GenePlan(fixed=None, selection=sel, values=values)
     col = bool_column(
         adata,
         "var",
@@ -132,17 +134,17 @@ def _gene_plan(adata: AnnData, genes, select_on_train: bool) -> _GenePlan:
     if not col.any():
         msg = f"`adata.var[{genes!r}]` selects no gene."
         raise ValueError(msg)
-    return _GenePlan(fixed=col)
+    return GenePlan(fixed=col)
 
 
-def _dense_cols(y, rows: np.ndarray, cols: np.ndarray, dtype=np.float64) -> np.ndarray:
+def dense_cols(y, rows: np.ndarray, cols: np.ndarray, dtype=np.float64) -> np.ndarray:
     """Dense ``y[rows][:, cols]`` as ``dtype`` (``None``: the dtype of ``y``, no cast)."""
     sub = y[rows][:, cols] if sparse.issparse(y) else np.asarray(y)[np.ix_(rows, cols)]
     sub = sub.toarray() if sparse.issparse(sub) else sub
     return np.asarray(sub, dtype=dtype)
 
 
-def _gene_columns(y, cols: np.ndarray):
+def gene_columns(y, cols: np.ndarray):
     """``y[:, cols]``: the fold's genes only (CSR if ``y`` is sparse), cut once per fold.
 
     The train and test rows are then cut from it instead of from every gene (at 1,000,000 cells × 300 genes, a

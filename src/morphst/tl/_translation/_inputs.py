@@ -13,8 +13,8 @@ import numpy as np
 from scipy import sparse
 
 from ..._utils import check_obsm
-from ._features import _check_spatial_context, _coords, model_inputs, scale_per_group
-from ._genes import _target_matrix
+from ._features import check_spatial_context, context_coords, model_inputs, scale_per_group
+from ._genes import target_matrix
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -54,10 +54,10 @@ def context_arrays(adata: AnnData, context_rep) -> list[tuple[str, np.ndarray]]:
 def read_inputs(adata: AnnData, use_rep: str, target: str, spatial_context, context_rep=None) -> Inputs:
     """Validate and return the model inputs (features, spatial context, context patches, target)."""
     x = check_obsm(adata, use_rep, hint=use_rep_hint())
-    k_ctx = _check_spatial_context(spatial_context)
-    coords = _coords(adata, k_ctx)
+    k_ctx = check_spatial_context(spatial_context)
+    coords = context_coords(adata, k_ctx)
     context = context_arrays(adata, context_rep)
-    y, store_target = _target_matrix(adata, target)
+    y, store_target = target_matrix(adata, target)
     if sparse.issparse(y):
         y = y.tocsr()
     return Inputs(x, k_ctx, coords, context, y, store_target)
@@ -105,4 +105,4 @@ def fitted_inputs(adata: AnnData, use_rep: str, blocks: list[tuple[str, int]], s
                 "as the training data."
             )
             raise ValueError(msg)
-    return Inputs(x, spatial_context, _coords(adata, spatial_context), context)
+    return Inputs(x, spatial_context, context_coords(adata, spatial_context), context)

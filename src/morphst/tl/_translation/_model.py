@@ -164,7 +164,8 @@ def check_model(model) -> None:
     make_model(model, n_train=2, n_features=1)
 
 
-def _chosen_alpha(est) -> float:
+def chosen_alpha(est) -> float:
+    """The ridge penalty of ``est`` (chosen by its inner cross-validation); NaN for a model without a ridge step."""
     try:
         ridge = est.named_steps["ridge"]
     except (AttributeError, KeyError):
@@ -172,13 +173,14 @@ def _chosen_alpha(est) -> float:
     return float(getattr(ridge, "alpha_", getattr(ridge, "alpha", float("nan"))))
 
 
-def _check_random_state(random_state) -> None:
+def validate_random_state(random_state) -> None:
+    """Raise a ValueError unless ``random_state`` is an int or ``None``."""
     if random_state is not None and (isinstance(random_state, bool) or not isinstance(random_state, int | np.integer)):
         msg = f"`random_state` must be an integer seed (or None), got {random_state!r}."
         raise ValueError(msg)
 
 
-def _check_alphas(alphas) -> list[float]:
+def check_alphas(alphas) -> list[float]:
     """Ridge penalties: a non-empty sequence of finite positive numbers."""
     try:
         a = np.asarray(list(alphas), dtype=np.float64).ravel()
@@ -194,7 +196,7 @@ def _check_alphas(alphas) -> list[float]:
     return [float(v) for v in a]
 
 
-def _blas_limits(feats: np.ndarray):
+def blas_limits(feats: np.ndarray):
     """Single-threaded BLAS for small problems, default threading for large ones.
 
     The many small ridge fits of the inner cross-validation are dominated by thread start-up and, on a shared

@@ -1,5 +1,5 @@
 """`Translator`: a fitted morphology -> expression model, saved, checked for applicability, applied to new data."""
-# One class, one file (issue 21): the Translator's public API and docstrings; the work lives in _apply, _io, _features.
+# One class, one file: its public API and docstrings; the work is in _predict, _apply, _io, _inputs and _features.
 
 from __future__ import annotations
 
@@ -11,19 +11,16 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from ... import _logging as logg
 from ..._constants import Key
-from ..._utils import records_params
-from ..._utils._checks import check_sdata
+from . import _apply
 from ._applicability import ApplicabilityDomain
+from ._features import context_caps, warn_caps
+from ._inputs import fitted_inputs
+from ._predict import check_domain, domain_features, groups_of, predict_scored, prediction_table
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
-from . import _apply
-from ._features import _context_caps, _warn_caps
-from ._folds import _groups
-from ._inputs import fitted_inputs
 
 
 class Translator:
@@ -192,16 +189,10 @@ class Translator:
         section); ``scaled=False``: before it.
         """
         inputs = fitted_inputs(adata, self.use_rep, self.blocks, self.spatial_context)
-        groups = self._groups_of(adata, library_key)
-        _warn_caps(_context_caps(self.spatial_context, groups, adata.n_obs, strict=False), self.spatial_context)
+        groups = groups_of(self, adata, library_key)
+        warn_caps(context_caps(self.spatial_context, groups, adata.n_obs, strict=False), self.spatial_context)
         scale = self.scale_per_library and scaled
         return inputs.features(groups, global_context=self.global_context, scale=scale)[0]
-
-    def _domain_features(self, adata: AnnData, feats: np.ndarray, library_key: str | None) -> np.ndarray:
-        """The features the applicability domain was measured on: ``feats``, or those before per-section scaling."""
-        if self.applicability is not None and self.applicability.before_scaling and self.scale_per_library:
-            return self.features(adata, library_key=library_key, scaled=False)
-        return feats
 
     def predict(self, adata: AnnData, *, library_key: str | None = None) -> np.ndarray:
         """Predicted expression, ``(n_obs, n_genes)`` float32 on the target scale, from ``obsm[use_rep]``.
@@ -211,28 +202,7 @@ class Translator:
         scaling of ``scale_per_library``. Warns (``UserWarning``) when a section lies outside the training domain
         (see :meth:`applicability_scores`).
         """
-        return self._predict_scored(adata, library_key)[0]
-
-    def _predict_scored(self, adata: AnnData, library_key: str | None):
-        """``(predictions, scores, verdict)``: features and applicability computed once (warns once)."""
-        f = self.features(adata, library_key=library_key)
-        scores, verdict = self._check_domain(
-            self._domain_features(adata, f, library_key), self._groups_of(adata, library_key)
-        )
-        pred = np.asarray(self.estimator.predict(f), dtype=np.float32).reshape(len(f), len(self.genes))
-        return pred, scores, verdict
-
-    def _groups_of(self, adata: AnnData, library_key: str | None) -> np.ndarray | None:
-        return _groups(adata, self.library_key if library_key is None else library_key)
-
-    def _check_domain(self, feats: np.ndarray, groups: np.ndarray | None):
-        """Scores and per-section verdict of ``feats``; warns naming the sections out of the training domain."""
-        if self.applicability is None:
-            return None, None
-        scores = self.applicability.score(feats)
-        verdict = self.applicability.verdict(scores, groups)
-        self.applicability.warn_out_of_domain(verdict)
-        return scores, verdict
+        return predict_scored(self, adata, library_key)[0]
 
     def applicability_scores(
         self, adata: AnnData, *, library_key: str | None = None
@@ -269,10 +239,10 @@ class Translator:
                 "This translator has no applicability domain (saved by an older morphst); refit it with fit_translator."
             )
             raise ValueError(msg)
-        f = self._domain_features(adata, self.features(adata, library_key=library_key), library_key)
+        f = domain_features(self, adata, self.features(adata, library_key=library_key), library_key)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            scores, verdict = self._check_domain(f, self._groups_of(adata, library_key))
+            scores, verdict = check_domain(self, f, groups_of(self, adata, library_key))
         return scores, verdict
 
     def predict_adata(self, adata: AnnData, *, library_key: str | None = None) -> AnnData:
@@ -280,32 +250,7 @@ class Translator:
 
         Also ``obs['translator_distance']`` and ``uns['morphst_translation']`` (see :meth:`predict_sdata`).
         """
-        return self._prediction_table(adata, library_key, {})
-
-    def _prediction_table(
-        self, adata: AnnData, library_key: str | None, extra: dict, uns: dict | None = None
-    ) -> AnnData:
-        """Predictions of ``adata`` as a new table with its applicability scores and verdict (computed once)."""
-        import anndata as ad
-
-        pred, scores, verdict = self._predict_scored(adata, library_key)
-        out = ad.AnnData(
-            pred,
-            obs=adata.obs.copy(),
-            var=pd.DataFrame(index=pd.Index(self.genes, name="gene")),
-            obsm={k: np.asarray(v) for k, v in adata.obsm.items()},
-            uns=uns,
-        )
-        out.uns[Key.TRANSLATION] = {"params": records_params(target=self.target, **self._summary(), **extra)}
-        lk = self.library_key if library_key is None else library_key
-        self._write_domain(out, scores, verdict, lk if lk in adata.obs.columns else None)
-        return out
-
-    def _write_domain(self, out: AnnData, scores, verdict, library_key: str | None) -> None:
-        if self.applicability is None:
-            return
-        out.obs[Key.APPLICABILITY_SCORE] = scores.astype(np.float32)
-        out.uns[Key.TRANSLATION]["applicability"] = self.applicability.record(verdict, library_key)
+        return prediction_table(self, adata, library_key, {})
 
     def predict_sdata(
         self,
@@ -384,40 +329,12 @@ class Translator:
         ValueError
             An existing ``table_key`` without ``overwrite``, or unknown embedding recipe (pass ``model=``).
         """
-        from spatialdata.models import TableModel
-
-        check_sdata(sdata, "Translator.predict_sdata")
-        keys = _apply.shapes_keys(sdata, shapes_key)
-        if table_key in sdata.tables and not overwrite and inplace:
-            msg = f"Table {table_key!r} already exists; pass `overwrite=True` or another `table_key`."
-            raise ValueError(msg)
-        ekw = _apply.embed_kwargs(self.embed_params, self.use_rep, model, weights)
-        embeds = [(self.use_rep, ekw)] + [
-            (k, _apply.embed_kwargs(self.context_embed_params.get(k, {}), k, model, weights)) for k in self.context_rep
-        ]
-        pkw = _apply.patch_kwargs(self.patch_params, patch_size, target_px, context_sizes_um)
-        start = logg.info(f"predicting {len(self.genes)} genes for shapes {keys}")
-        t = _apply.embed_section(
-            sdata, keys, image_key=image_key, table_key=table_key, embeds=embeds, patch_kwargs=pkw,
-            stain=self.stain_reference, um_per_unit=um_per_unit, um_per_px=um_per_px, batch_size=batch_size,
-            device=device, dtype=dtype,
+        return _apply.predict_shapes(
+            self, sdata, shapes_key=shapes_key, image_key=image_key, table_key=table_key, model=model,
+            weights=weights, patch_size=patch_size, target_px=target_px, context_sizes_um=context_sizes_um,
+            um_per_unit=um_per_unit, um_per_px=um_per_px, batch_size=batch_size, device=device, dtype=dtype,
+            overwrite=overwrite, inplace=inplace,
         )  # fmt: skip
-        extra = {
-            "shapes_key": keys,
-            "image_key": image_key,
-            **{f"patch_{k}": v for k, v in pkw.items()},
-            **{f"embed_{k}": v for k, v in ekw.items()},
-            "dtype": dtype,
-        }
-        out = self._prediction_table(
-            t, "region", extra, uns={k: v for k, v in t.uns.items() if k != "spatialdata_attrs"}
-        )
-        out = TableModel.parse(out, region=keys, region_key="region", instance_key="instance_id")
-        logg.info(f"    finished: table {table_key!r} ({out.n_obs} x {out.n_vars}, {self.target})", time=start)
-        if not inplace:
-            return out
-        sdata.tables[table_key] = out
-        return None
 
     def predict_grid(
         self,
@@ -476,25 +393,7 @@ class Translator:
             Non-positive ``spacing_um``, existing outputs without ``overwrite``, a shapes element without a
             coordinate system, or a scale (µm per coordinate unit) that nothing determines.
         """
-        check_sdata(sdata, "Translator.predict_grid")
-        keys = _apply.grid_keys(sdata, spacing_um, shapes_key, grid_suffix, table_key, overwrite)
-        grid_keys = [k + grid_suffix for k in keys]
-        start = logg.info(f"building {spacing_um:g} µm grids around {keys}")
-        grids = _apply.grid_shapes(
-            sdata, spacing_um, keys, grid_suffix=grid_suffix, max_distance_um=max_distance_um,
-            um_per_unit=kwargs.get("um_per_unit"),
+        _apply.predict_on_grid(
+            self, sdata, spacing_um, shapes_key=shapes_key, image_key=image_key, max_distance_um=max_distance_um,
+            grid_suffix=grid_suffix, table_key=table_key, overwrite=overwrite, **kwargs,
         )  # fmt: skip
-        for gk, shapes in grids.items():
-            sdata.shapes[gk] = shapes
-        self.predict_sdata(
-            sdata, shapes_key=grid_keys, image_key=image_key, table_key=table_key, overwrite=overwrite, **kwargs
-        )
-        logg.info(f"    finished: added shapes {grid_keys} and table {table_key!r}", time=start)
-
-    def _summary(self) -> dict:
-        return {
-            "use_rep": self.use_rep,
-            "spatial_context": self.spatial_context,
-            "n_genes": len(self.genes),
-            "model_description": self.params.get("model_description", ""),
-        }
