@@ -31,7 +31,7 @@ def predicted_expression(
     genes: str | Sequence[str],
     *,
     library_id: str | Sequence[str] | None = None,
-    library_key: str | None = None,
+    library_key: str | None = Key.LIBRARY,
     table_key: str = Key.PREDICTED_TABLE,
     image_key: str | None = None,
     image_px: int = 600,
@@ -59,8 +59,9 @@ def predicted_expression(
     library_id
         Section(s) to draw, values of ``obs[library_key]``; ``None``: every section.
     library_key
-        ``obs`` column of the sections; ``None``: ``"region"`` (one panel per shapes element, as ``predict_sdata``
-        writes it) if present, else ``"section"`` if present, else all spots in one panel.
+        ``obs`` column of the sections. When the default column is absent: ``"region"`` (one panel per shapes
+        element, as ``predict_sdata`` writes it) if present, else all spots in one panel. ``None``: all spots in
+        one panel.
     table_key
         Table of a SpatialData (default: the table of :meth:`~morphst.tl.Translator.predict_sdata`).
     {image}
@@ -99,9 +100,9 @@ def predicted_expression(
     if missing:
         msg = f"Genes {missing} were not predicted by this translator. Predicted genes: {list_keys(adata.var_names)}."
         raise KeyError(msg)
-    if library_key is None:
-        library_key = next((k for k in ("region", "section") if k in adata.obs.columns), "section")
-    else:
+    if library_key == Key.LIBRARY and library_key not in adata.obs.columns:
+        library_key = "region" if "region" in adata.obs.columns else None
+    elif library_key is not None:
         check_library_key(adata, library_key)
     fig, axes, panels = section_grid(
         data, adata, len(genes), library_id=library_id, library_key=library_key, table_key=table_key,

@@ -132,8 +132,8 @@ class PatchReader:
             lvl = int(np.atleast_1d(r["level"])[size_index])
             f = tuple(np.asarray(r["level_factor"], float)[size_index])
             w = tuple(int(v) for v in np.asarray(r["window_px"])[size_index])
-            irange = r.get("intensity_range")  # absent (or the legacy string "None"): uint8 pixels as they are
-            irange = None if irange is None or isinstance(irange, str) else np.asarray(irange, float).reshape(-1, 2)
+            irange = r.get("intensity_range")  # absent: uint8 pixels as they are
+            irange = None if irange is None else np.asarray(irange, float).reshape(-1, 2)
             reader = _LevelReader(
                 levels[lvl],
                 [int(c) for c in np.atleast_1d(r["channels"])],
