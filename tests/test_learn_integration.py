@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from morphst.tl._learn._integration import fit_integration
@@ -325,13 +326,39 @@ def test_learn_features_integration_adds_the_image_only_domains():
         mst.tl.domains(a, rep, method="gmm", n_domains=5, random_state=0, key_added="_d")
         return adjusted_rand_score(truth[d34], a.obs["_d"].astype(str)[d34])
 
-    mst.tl.learn_features(a, "X_handcrafted", objective="integration", method="moran", library_key=None)
+    mst.tl.learn_features(a, "X_handcrafted", objective="integration", library_key=None)
     z = a.obsm["X_learned_integration"]
     assert z.shape == (a.n_obs, 8)
-    assert a.uns["X_learned_integration"]["params"]["method"] == "moran"
+    params = a.uns["X_learned_integration"]["params"]
+    assert (params["method"], params["method_requested"]) == ("moran", "auto")  # no annotation_key: moran
     assert list(a.uns["X_learned_integration"]["curve"].columns) == ["moran_I"]
     mst.tl.fuse(a, ("X_pca", "X_learned_integration"), method="stitch", key_added="X_fused")
     # expression alone cannot split D3 from D4; fused with the learned features it can
     assert ari("X_pca") < 0.2
     assert ari("X_fused") > 0.8
     assert _max_abs_r(z[:, :2], a.obsm["X_pca"]) < 0.3
+
+
+def test_learn_features_auto_method_with_labels_is_hsic():
+    import anndata as ad
+
+    import morphst as mst
+
+    x, expr, domain, _ = _toy(side=12)
+    side = 12
+    a = ad.AnnData(np.zeros((len(x), 1), np.float32))
+    a.obsm["X_morph"], a.obsm["X_pca"] = x, expr
+    a.obsm["spatial"] = np.column_stack([np.tile(np.arange(side), side), np.repeat(np.arange(side), side)]) * 100.0
+    a.obs["domain"] = pd.Categorical(np.where(domain == 1, "right", "left"))
+    mst.tl.learn_features(
+        a, "X_morph", objective="integration", annotation_key="domain", n_components=2, options=FAST, library_key=None
+    )
+    params = a.uns["X_learned_integration"]["params"]
+    assert (params["method"], params["method_requested"]) == ("hsic", "auto")
+    assert "cross-entropy" in params["model_description"]
+    with pytest.raises(ValueError, match="self-supervised"):
+        mst.tl.learn_features(
+            a, "X_morph", objective="integration", annotation_key="domain", method="moran", library_key=None,
+            key_added="X_m",
+        )  # fmt: skip
+    assert "X_m" not in a.obsm

@@ -42,7 +42,7 @@ def learn_features(
     global_context: bool = True,
     annotation_key: str | None = None,
     expression_rep: str = "X_pca",
-    method: Literal["hsic", "moran", "residual"] = "hsic",
+    method: Literal["auto", "hsic", "moran", "residual"] = "auto",
     penalty_weight: float = 5.0,
     n_components: int | None = None,
     train: str | np.ndarray | Sequence[str] | None = None,
@@ -100,7 +100,8 @@ def learn_features(
     method
         Integration: ``"hsic"`` (trained with torch, penalised), ``"moran"`` (self-supervised, solved exactly: the
         components of largest Moran's I of the cross-fitted residual, so uncorrelated with ``expression_rep``; no
-        ``annotation_key``) or ``"residual"`` (baseline, no training).
+        ``annotation_key``) or ``"residual"`` (baseline, no training). ``"auto"``: ``"moran"`` without
+        ``annotation_key``, ``"hsic"`` with it (``params["method"]`` records the one used).
     penalty_weight
         Integration: weight of the shared-information penalty (>= 0).
     n_components
@@ -257,9 +258,12 @@ def _integration(
     from ..._utils._graph import knn_edges, symmetrise
     from ._integration import fit_integration
 
-    if method not in ("hsic", "moran", "residual"):
-        msg = f"`method` must be 'hsic', 'moran' or 'residual', got {method!r}."
+    if method not in ("auto", "hsic", "moran", "residual"):
+        msg = f"`method` must be 'auto', 'hsic', 'moran' or 'residual', got {method!r}."
         raise ValueError(msg)
+    requested = method
+    if method == "auto":
+        method = "moran" if annotation_key is None else "hsic"
     if not (np.isfinite(penalty_weight) and penalty_weight >= 0):
         msg = f"`penalty_weight` must be a finite number >= 0, got {penalty_weight!r}."
         raise ValueError(msg)
@@ -294,6 +298,7 @@ def _integration(
         "expression_rep": expression_rep,
         "annotation_key": annotation_key,
         "method": method,
+        "method_requested": requested,
         "penalty_weight": float(penalty_weight),
         "model_description": record.get("description", ""),
     }
