@@ -8,7 +8,6 @@ Everything is kept sparse: the spatial graph is a k-nearest-neighbour graph buil
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -17,7 +16,7 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
 from ..._utils import check_obsm, get_adata, list_keys, records_params
-from ._fuse_blocks import balanced, modality_block
+from ._fuse_blocks import FuseInputs, balanced, modality_block
 from ._fuse_graph import graph_fusion, smooth_fusion
 from ._keys import rep_hint, resolve_library_key
 
@@ -196,25 +195,6 @@ def fuse(
     slots = f"'obsm[{key_added!r}]' {fused.shape}" + (f", 'obsp[{conn_key!r}]'" if graph is not None else "")
     logg.info(f"    finished: fused {len(use_rep)} representation(s); added {slots}, 'uns[{key_added!r}]'", time=start)
     return adata if copy else None
-
-
-@dataclass(frozen=True)
-class FuseInputs:
-    """The checked inputs of :func:`fuse`."""
-
-    use_rep: list[str]
-    reps: list[np.ndarray]
-    comps: list[int]
-    #: one weight per representation, summing to 1
-    weights: np.ndarray
-    #: ``"smooth"``/``"graph"``: spot coordinates ``(n_obs, 2)``, the section of each spot (or ``None``) and its column
-    coords: np.ndarray | None
-    groups: np.ndarray | None
-    library_key: str | None
-
-    @property
-    def n_obs(self) -> int:
-        return self.reps[0].shape[0]
 
 
 def _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library_key) -> FuseInputs:

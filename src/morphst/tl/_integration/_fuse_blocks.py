@@ -1,6 +1,8 @@
-"""The modality blocks of :func:`fuse`: each representation centred, scaled and reduced, or standardised."""
+"""The checked inputs and modality blocks of :func:`fuse`: each representation centred, scaled and reduced."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,3 +58,22 @@ def balanced(block: np.ndarray, weight: float) -> np.ndarray:
 
 
 __all__ = ["FLOAT32_ABOVE", "balanced", "modality_block", "standardised", "work_dtype"]
+
+
+@dataclass(frozen=True)
+class FuseInputs:
+    """The checked inputs of :func:`fuse`."""
+
+    use_rep: list[str]
+    reps: list[np.ndarray]
+    comps: list[int]
+    #: one weight per representation, summing to 1
+    weights: np.ndarray
+    #: ``"smooth"``/``"graph"``: spot coordinates ``(n_obs, 2)``, the section of each spot (or ``None``) and its column
+    coords: np.ndarray | None
+    groups: np.ndarray | None
+    library_key: str | None
+
+    @property
+    def n_obs(self) -> int:
+        return self.reps[0].shape[0]

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from scipy import sparse
 
 from ... import _logging as logg
 from ..._utils._graph import knn_edges, radius_edges, symmetrise
-from ._fuse_blocks import balanced, standardised
-
-if TYPE_CHECKING:
-    from ._fuse import FuseInputs
+from ._fuse_blocks import FuseInputs, balanced, standardised
 
 
 def spatial_knn(
