@@ -2,13 +2,14 @@
 
 Features come from ``mst.tl.learn_features(objective="integration")`` (``method="hsic"``: a projection trained to
 keep spatially coherent (self-supervised) or annotation-relevant information while its normalised cross-covariance
-with the expression PCA is penalised; ``method="residual"``: the cross-fitted ridge residual of the features on the
-expression PCA). Three parts, one RESULT line:
+with the expression PCA is penalised; ``method="moran"``: the components of largest Moran's I of the residual;
+``method="residual"``: the cross-fitted ridge residual of the features on the expression PCA). Three parts, one
+RESULT line:
 
 1. **synthetic** (``mst.datasets.morphology_domains``, random_state 0, 40 × 40 spots, 5 domains of which D3/D4 share their
    expression and differ only in the image): expression = PCA (20) of log1p counts per 10,000; morphology =
    ``embed_patches(model="handcrafted")`` on 100 µm patches (48 px). Rows: expression alone, fused with raw
-   handcrafted features, with learned (hsic, self-supervised: no labels) and with residual features. Fusion:
+   handcrafted features, with learned (hsic and moran, self-supervised: no labels) and with residual features. Fusion:
    ``mst.tl.fuse`` with ``"stitch"`` (concatenation: the only fusion here in which morphology can add a direction that
    expression lacks; ``"smooth"`` and ``"graph"`` only re-weight the smoothing of the expression block, so D3/D4,
    identical in expression, stay merged whatever the features) and ``"smooth"`` (the default), then
@@ -30,32 +31,34 @@ expression PCA). Three parts, one RESULT line:
 Timing: wall seconds of the integration part (feature learning + fusion + clustering), with ``uptime``'s load
 average next to them (the 2-core machine is shared).
 
-Measured (2026-12-04, this 2-core machine shared with 4 other engineers; 3 seeds; penalty_weight 5,
-TrainOptions defaults: linear projection, AdamW lr 1e-3, dropout 0.25, at most 200 epochs). ``n_components`` 16
-(the default here) and 8 side by side; 16 was chosen after a grid on the synthetic section (random_state 0: 4/5
-0.835, 8/5 0.943, 8/20 0.841, 8/1 0.990, 16/5 0.993 stitched ARI) and checked on a second synthetic section
-(random_state 1, stitch: raw 0.755, learned 16 components 0.819, 8 components 0.750), not on DLPFC or HER2ST:
+Rows ``learned`` are ``method="hsic"`` (trained with torch, self-supervised), ``moran`` is ``method="moran"``
+(the default without labels: the components of largest Moran's I of the cross-fitted residual; no training loop),
+``residual`` the baseline.
 
-- synthetic (stitch): expression 0.832, + raw 0.987, + residual 0.999, + learned 0.993 (16; 0.982–0.999 over seeds)
-  / 0.943 (8; 0.868–0.986). Smooth: 0.765 / 0.762 / 0.763 / 0.758 (the smoothing cannot split D3/D4). Median over
-  features of max |r| with the expression PCs: raw 0.311, learned 0.066 (16) / 0.079 (8), residual 0.043.
-  Integration part 15 s at load 3.6 (16); 66 s at load 10.4 (8).
-- DLPFC mean over 151673/151674 (smooth): none 0.489, raw 0.553, residual 0.551, learned self-supervised 0.495 (16;
-  151674 0.382–0.550 over seeds) / 0.549 (8); learned with the other section's layers (8) 0.465 (151673 0.544,
-  151674 0.385). 151673 alone: none 0.562 > raw 0.551 ≥ learned 0.547 (16) / 0.550 (8). Stitch is lower everywhere
-  (none 0.385, raw 0.301, residual 0.212, learned 0.217 (16) / 0.263 (8)). 101 s for both sections at load ~4.8
-  (16); 173 s at load ~9–11 (8).
-- HER2ST C2–C6, DenseNet-121 (1,024 raw features): quadrant II share raw 0.004, learned self-supervised 0.000 (16
-  and 8 features), learned with the clusters 0.438 (16) / 0.250 (8) (sees its labels); max |r| with the 50 genes,
-  median (max) over features: raw 0.227 (0.543), learned 0.136 (0.319) (16) / 0.182 (0.335) (8), learned with the
-  clusters 0.114 (0.254) (16) / 0.119 (0.156) (8).
+Measured (2026-12-04, 2 cores shared with other jobs, load 7–9; 3 seeds; 8 components, the library default;
+penalty_weight 5 and TrainOptions defaults for hsic):
+
+- synthetic random_state 0 (stitch): expression 0.832, + raw 0.987, + hsic 0.943 (0.868–0.986 over seeds),
+  + moran **0.999** (0.998–0.999), + residual 0.999. Smooth: 0.759–0.765 for every row (the smoothing cannot split
+  D3/D4). Median over features of max |r| with the expression PCs: raw 0.311, hsic 0.079, moran 0.019, residual
+  0.043. Fitting: hsic ~30 s per seed, moran ~0.8 s (load 9).
+- synthetic random_state 1 (a second section, not used for any choice; stitch): expression 0.590, + raw 0.755,
+  + hsic 0.750 (0.690–0.816), + moran **0.875** (0.645–0.991), + residual 0.643.
+- DLPFC mean over 151673/151674 (smooth): none 0.489, raw 0.553, hsic 0.549, moran 0.548, residual 0.551 (151673
+  alone: none 0.562 is the best row; 151674: none 0.416, every morphology row 0.549–0.557). Stitch is lower
+  everywhere (none 0.385, raw 0.301, hsic 0.263, moran 0.203, residual 0.212). 286 s for both sections, all rows.
+  An earlier run (load ~9–11): hsic trained with the other section's layers 0.465; hsic with 16 components 0.495.
+- HER2ST C2–C6, DenseNet-121 (1,024 raw features), learned and judged on all five sections: quadrant II share raw
+  0.004, hsic 0.000, moran 0.125 (1 of 8 features), hsic trained with the clusters 0.250 (sees its labels);
+  relevance median 0.038 nats raw, 0.044 hsic, 0.154 moran; max |r| with the 50 genes, median (max) over
+  features: raw 0.227 (0.543), hsic 0.182 (0.335), moran 0.176 (0.258), hsic with the clusters 0.119 (0.156).
 
 Run: ``MORPHST_DATA_DIR=../shared/data python benchmarks/learned_integration.py [--parts synthetic dlpfc her2st]
-[--seeds 3] [--n-components 16] [--penalty-weight 5]``.
+[--seeds 3] [--n-components 8] [--penalty-weight 5] [--synthetic-state 0]``.
 
-Last line: ``RESULT synthetic_none=... synthetic_raw=... synthetic_learned=... synthetic_residual=...
-dlpfc_none=... dlpfc_raw=... dlpfc_learned=... dlpfc_residual=... her2st_q2_raw=... her2st_q2_learned=...
-her2st_maxr_raw=... her2st_maxr_learned=... integration_s=... load=...`` (synthetic and dlpfc with fusion
+Last line: ``RESULT synthetic_none=... synthetic_raw=... synthetic_learned=... synthetic_moran=...
+synthetic_residual=... dlpfc_none=... dlpfc_raw=... dlpfc_learned=... dlpfc_moran=... dlpfc_residual=...
+her2st_q2_raw=... her2st_q2_learned=... her2st_q2_moran=... her2st_maxr_*=... integration_s=... load=...`` (synthetic and dlpfc with fusion
 ``"stitch"`` for synthetic, ``"smooth"`` for dlpfc, the defaults each part reports first).
 """
 
@@ -351,7 +354,7 @@ def main() -> None:
     p.add_argument("--samples", nargs="+", default=["151673", "151674"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--synthetic-state", type=int, default=0, help="random_state of morphology_domains")
-    p.add_argument("--n-components", type=int, default=16)
+    p.add_argument("--n-components", type=int, default=8)
     p.add_argument("--penalty-weight", type=float, default=5.0)
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument(
