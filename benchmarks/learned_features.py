@@ -28,6 +28,12 @@ Last run (2026-12-04, this 2-core machine, load 3.6 at start; two runs gave the 
     dlpfc_learned=0.549 dlpfc_stitch_learned=0.263 dlpfc_residual=0.551 dlpfc_stitch_residual=0.212
     integration_s=934.755
 
+That run's integration features were ``method="hsic"`` (then the default). With ``method="moran"`` (the default
+without labels since; ``--skip-integration``, load 8, 2026-12-04) the translation figures were identical and the
+quadrants on C5–C6 gave ``q_integration_I=0.125 q_integration_II=0.000 q_integration_median_shared=0.205`` (hsic:
+0.000 / 0.125 / 0.237): one feature of eight moves between quadrants I and II; both share less with the genes
+than the raw features (0.240). ``benchmarks/learned_integration.py`` has the moran rows of the integration part.
+
 Run: ``MORPHST_DATA_DIR=../shared/data MORPHST_WEIGHTS_DIR=../shared/weights python benchmarks/learned_features.py
 [--cache DIR] [--skip-integration]``. Last line: ``RESULT ...``.
 """
