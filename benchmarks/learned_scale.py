@@ -6,7 +6,8 @@ and integration (self-supervised, 8 components, ``method="moran"`` (the default)
 representation = 20 of the genes). Prints the seconds of each and the load. ``--skip-translation``: integration
 only.
 
-Last run (2026-12-04, load 1.0): translation 110 s (chosen epoch 12), integration 85 s (chosen epoch 66).
+Last runs (2026-12-04): load 1.0: translation 110 s (chosen epoch 12), integration hsic 85 s (chosen epoch 66);
+load 5–6 (``--skip-translation``): moran 20 s, hsic 365 s (chosen epoch 66).
 Real CNN embeddings are wider (1,024–1,280 per block): the first layer's cost grows with the width.
 
 Run: ``python benchmarks/learned_scale.py``.
