@@ -47,7 +47,11 @@ the embedding rate varies by ~20 % between runs on this shared machine).
 ``seconds_total=708 peak_rss_mb=3655`` (the CNN subset step; embed 235 s, 850 cells/s, 2,519 MiB; leiden 365 s,
 3,353 MiB; gene_quadrants 349 s, 3,256 MiB; resume and distributed identical; cnn_ratio 0.87); ``1000000 --skip cnn
 checks domains_extra quadrants`` at load 9.6 falling to 4.4: embed 1,066 s (938 cells/s, 4,183 MiB), translate 76 s
-(6,725 MiB, the peak of those steps), fuse 29 s, kmeans 11 s.
+(6,725 MiB, the peak of those steps), fuse 29 s, kmeans 11 s. The whole run next to a CPU hog, ``1000000 --hog 2
+--skip cnn checks`` (two busy-loop processes, other jobs beside them, load 5–9): ``seconds_total=3366
+peak_rss_mb=7591 embed_per_s=388 quadrants_s=75.8 gene_quadrants_s=354.7`` (peak in gene_quadrants; Leiden 533 s,
+7,539 MiB). "largest child process" printed 5,520 MiB, the parent's RSS at the k-means step: most likely a short
+child forked there, whose ``ru_maxrss`` counts the pages it shares with the parent, not memory in use.
 Before this session's changes (2026-11-30): handcrafted 447 cells/s (per-patch features), quadrants below 20,000
 cells with scikit-learn's trees, leiden 10,009 MiB. ``--quadrants-target`` at 1,000,000 cells: 104 s, peak
 7403 MiB (5.1 GB of it the features themselves).
