@@ -211,6 +211,8 @@ def test_bad_inputs_raise():
     for change, word in cases:
         with pytest.raises(ValueError, match=word):
             fit_integration(x, expr, **(ok | change))
+    with pytest.raises(ValueError, match="constant on the training rows"):  # e.g. all-black patches
+        fit_integration(np.ones_like(x), expr, **(ok | {"method": "moran"}))
     bad = x.copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
@@ -295,9 +297,12 @@ def test_moran_fits_on_train_rows_only_and_refuses_labels():
     z2, _ = _moran_fit(x2, expr, edges, train=train)
     np.testing.assert_allclose(z[train], z2[train], atol=1e-5)
     assert not np.allclose(z[~train], z2[~train])
-    # never more components than features
+    # never more components than features; constant features are left out
     z3, _ = _moran_fit(x[:, :3], expr, edges, n_components=8)
     assert z3.shape == (len(x), 3)
+    z4, _ = _moran_fit(np.hstack([x[:, :3], np.ones((len(x), 2), np.float32)]), expr, edges, n_components=8)
+    assert z4.shape == (len(x), 3)
+    np.testing.assert_allclose(np.abs(z4), np.abs(z3), atol=1e-4)
     with pytest.raises(ValueError, match="self-supervised"):
         fit_integration(
             x, expr, train=train, labels=domain, edges=None, groups=None, method="moran", n_components=2,

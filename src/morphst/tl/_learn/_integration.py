@@ -82,9 +82,10 @@ def fit_integration(
 
     Returns
     -------
-    ``z`` : ndarray ``(n_obs, n_components)`` float32 (``(n_obs, n_features)`` for ``"residual"``; at most
-    ``n_features`` columns for ``"moran"``), and ``record``, a dict with ``curve`` (DataFrame: one row per epoch;
-    ``"moran"``: per component, its Moran's I; ``"residual"``: per fold), ``chosen_epoch``, ``description``.
+    ``z`` : ndarray ``(n_obs, n_components)`` float32 (``(n_obs, n_features)`` for ``"residual"``; for
+    ``"moran"`` at most as many columns as residual columns with variance), and ``record``, a dict with ``curve``
+    (DataFrame: one row per epoch; ``"moran"``: per component, its Moran's I; ``"residual"``: per fold),
+    ``chosen_epoch``, ``description``.
     """
     x = np.asarray(x, dtype=np.float64)
     expr = np.asarray(expr, dtype=np.float64)
@@ -129,6 +130,12 @@ def _check_inputs(x, expr, train, labels, edges, groups, method, n_components, p
         raise ValueError(msg)
     if train.sum() < 4:
         msg = f"`train` selects {int(train.sum())} rows; at least 4 are needed."
+        raise ValueError(msg)
+    if not (x[train].std(axis=0) > 0).any():
+        msg = (
+            "Every morphology feature is constant on the training rows, so there is nothing to learn: are the "
+            "patches blank (a placeholder or all-black image; `embed_patches` warns about constant patches)?"
+        )
         raise ValueError(msg)
     if groups is not None and np.asarray(groups).shape != (n,):
         msg = f"`groups` must have shape ({n},), got {np.asarray(groups).shape}."
@@ -233,7 +240,16 @@ def _moran(x, expr, train, edges, groups, n_components, random_state) -> tuple[n
     weights = sp.csr_matrix((np.ones(len(nbrs)), nbrs, indptr), shape=(n, n))[anchors]
     lag = (weights @ rs) / np.diff(indptr)[anchors][:, None]
     ra = rs[anchors] - rs[anchors].mean(axis=0)
-    lag -= lag.mean(axis=0)
+    # residual columns without variance on the anchors (features expression predicts exactly, constant features)
+    # carry nothing and would make the covariance singular
+    keep = ra.std(axis=0) > 1e-9 * max(float(ra.std(axis=0).max()), 1e-300)
+    if not keep.any():
+        msg = (
+            "Nothing of the morphology features is left once expression's prediction is removed (every residual "
+            "column is constant on the training spots); the features carry no information beyond expression here."
+        )
+        raise ValueError(msg)
+    ra, lag = ra[:, keep], lag[:, keep] - lag[:, keep].mean(axis=0)
     cov = ra.T @ ra / len(anchors)
     cross = ra.T @ lag / len(anchors)
     cross = 0.5 * (cross + cross.T)
@@ -242,7 +258,7 @@ def _moran(x, expr, train, edges, groups, n_components, random_state) -> tuple[n
     k = min(int(n_components), len(vals))
     top = np.argsort(vals)[::-1][:k]
     vecs = vecs[:, top] * np.sign(vecs[np.abs(vecs[:, top]).argmax(axis=0), top])  # largest loading positive
-    z = (rs - rs[anchors].mean(axis=0)) @ vecs
+    z = (rs[:, keep] - rs[anchors][:, keep].mean(axis=0)) @ vecs
     curve = pd.DataFrame({"component": np.arange(1, k + 1), "moran_I": vals[top]}).set_index("component")
     record = {
         "curve": curve,
