@@ -126,7 +126,8 @@ def learn_features(
     ``None``, or a copy of the AnnData when ``copy=True``. Sets:
 
     ``.obsm[key_added]`` : ndarray, shape ``(n_obs, n_components)``, float32
-        The learned representation (``"residual"``: ``(n_obs, n_features)``).
+        The learned representation (``"residual"``: ``(n_obs, n_features)``; ``"moran"``: at most as many columns
+        as features that vary once expression's prediction is removed).
     ``.uns[key_added]['curve']`` : DataFrame
         One row per epoch of the early-stopping run (training loss, validation loss; translation: validation PCC);
         ``"moran"``: one row per component (its Moran's I on the training spots); ``"residual"``: one per fold.
