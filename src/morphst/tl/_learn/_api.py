@@ -220,17 +220,8 @@ def _translation(
     warn_caps(caps, inputs.k_ctx)
     feats, blocks = inputs.features(groups, global_context=bool(global_context), scale=False)
     head = FeatureHead(
-        blocks=blocks,
-        n_hidden=n_components,
-        max_epochs=opts.max_epochs,
-        patience=opts.patience,
-        learning_rate=opts.learning_rate,
-        weight_decay=opts.weight_decay,
-        dropout=opts.dropout,
-        batch_size=opts.batch_size,
-        random_state=random_state,
-        device=device,
-    )
+        blocks=blocks, n_hidden=n_components, random_state=random_state, device=device, **opts.record()
+    )  # the TrainOptions fields are FeatureHead parameters of the same names
     head.fit(feats[rows], dense_cols(inputs.y, rows, gidx), groups=None if groups is None else groups[rows])
     curve = pd.DataFrame(head.curve_).set_index("epoch")
     record = {
@@ -257,10 +248,10 @@ def _integration(
 ):  # fmt: skip
     """Fit the integration objective (:func:`morphst.tl._learn._integration.fit_integration`)."""
     from ..._utils._graph import knn_edges, symmetrise
-    from ._integration import fit_integration
+    from ._integration import METHODS, fit_integration
 
-    if method not in ("auto", "hsic", "moran", "residual"):
-        msg = f"`method` must be 'auto', 'hsic', 'moran' or 'residual', got {method!r}."
+    if method not in ("auto", *METHODS):
+        msg = f"`method` must be one of {['auto', *METHODS]}, got {method!r}."
         raise ValueError(msg)
     requested = method
     if method == "auto":

@@ -101,6 +101,8 @@ def fit_integration(
 
 # ----------------------------------------------------------------------------------------------------- checks
 
+#: The integration methods of :func:`fit_integration`.
+METHODS = ("hsic", "moran", "residual")
 #: Ridge penalties searched (leave-one-out, :class:`sklearn.linear_model.RidgeCV`) by the residual baseline.
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
 #: Folds of the residual baseline when the rows come from one section.
@@ -111,8 +113,8 @@ MORAN_RIDGE = 1e-3
 
 def _check_inputs(x, expr, train, labels, edges, groups, method, n_components, penalty_weight) -> None:
     """Raise ``ValueError`` naming the first invalid argument (before anything is trained)."""
-    if method not in ("hsic", "moran", "residual"):
-        msg = f"`method` must be 'hsic', 'moran' or 'residual', got {method!r}."
+    if method not in METHODS:
+        msg = f"`method` must be one of {list(METHODS)}, got {method!r}."
         raise ValueError(msg)
     if x.ndim != 2 or x.shape[0] < 4 or x.shape[1] < 1:
         msg = f"`x` must be (n_obs >= 4, n_features >= 1) morphology features, got shape {x.shape}."
@@ -239,7 +241,8 @@ def _moran(x, expr, train, edges, groups, n_components, random_state) -> tuple[n
     # spatial lag of each anchor: the mean of its neighbours' residuals (row-standardised weights)
     weights = sp.csr_matrix((np.ones(len(nbrs)), nbrs, indptr), shape=(n, n))[anchors]
     lag = (weights @ rs) / np.diff(indptr)[anchors][:, None]
-    ra = rs[anchors] - rs[anchors].mean(axis=0)
+    mu = rs[anchors].mean(axis=0)
+    ra = rs[anchors] - mu
     # residual columns without variance on the anchors (features expression predicts exactly, constant features)
     # carry nothing and would make the covariance singular
     keep = ra.std(axis=0) > 1e-9 * max(float(ra.std(axis=0).max()), 1e-300)
@@ -258,7 +261,7 @@ def _moran(x, expr, train, edges, groups, n_components, random_state) -> tuple[n
     k = min(int(n_components), len(vals))
     top = np.argsort(vals)[::-1][:k]
     vecs = vecs[:, top] * np.sign(vecs[np.abs(vecs[:, top]).argmax(axis=0), top])  # largest loading positive
-    z = (rs[:, keep] - rs[anchors][:, keep].mean(axis=0)) @ vecs
+    z = (rs[:, keep] - mu[keep]) @ vecs
     curve = pd.DataFrame({"component": np.arange(1, k + 1), "moran_I": vals[top]}).set_index("component")
     record = {
         "curve": curve,
