@@ -11,7 +11,7 @@ from .._constants import Key
 from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
 from ..tl._translation._applicability import MAX_EXCESS, QUANTILE
-from ._maps import APPLY_TRANSLATOR, check_library_key, section_grid
+from ._maps import APPLY_TRANSLATOR, section_grid, section_key
 from ._spatial import draw_panel
 from ._utils import finish
 
@@ -101,12 +101,7 @@ def applicability(
         )
         raise KeyError(msg)
     info = adata.uns.get(Key.TRANSLATION, {}).get("applicability", {})
-    if library_key == Key.LIBRARY and library_key not in adata.obs.columns:
-        library_key = next(
-            (k for k in (info.get("library_key"), "region") if k and k in adata.obs.columns), library_key
-        )
-    elif library_key is not None:
-        check_library_key(adata, library_key)
+    library_key = section_key(adata, library_key, fallbacks=(info.get("library_key"), "region"))
     fig, axes, panels = section_grid(
         data, adata, 1, library_id=library_id, library_key=library_key, table_key=table_key, image_key=image_key,
         image_px=image_px, ax=ax, figsize=figsize,

@@ -2,7 +2,7 @@
 
 :func:`morphst.pl.predicted_expression` and :func:`morphst.pl.applicability` read the table a fitted translator
 wrote (:meth:`morphst.tl.Translator.predict_sdata`, ``predict_grid``, ``predict_adata``); they check its section
-column and lay out their panels in the same way, through :func:`check_library_key` and :func:`section_grid`.
+column and lay out their panels in the same way, through :func:`section_key` and :func:`section_grid`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._constants import Key
 from .._utils import list_keys
 from ._spatial import Panel, build_panels, new_figure, resolve_sections
 from ._utils import make_axes
@@ -33,6 +34,20 @@ def check_library_key(adata: AnnData, library_key: str) -> None:
     if library_key not in adata.obs.columns:
         msg = f"`library_key`={library_key!r} is not an obs column. Available columns: {list_keys(adata.obs.columns)}."
         raise KeyError(msg)
+
+
+def section_key(adata: AnnData, library_key: str | None, fallbacks: Sequence[str | None] = ("region",)) -> str | None:
+    """The ``obs`` column of the sections for a translator table's maps.
+
+    The default ``"section"``, when it is not a column, gives way to the first of ``fallbacks`` that is one (else it
+    stays, and all spots form one panel); another name must be a column (``KeyError`` otherwise); ``None``: one
+    panel.
+    """
+    if library_key == Key.LIBRARY and library_key not in adata.obs.columns:
+        return next((k for k in fallbacks if k and k in adata.obs.columns), library_key)
+    if library_key is not None:
+        check_library_key(adata, library_key)
+    return library_key
 
 
 def panel_grid(
@@ -85,4 +100,4 @@ def section_grid(
     return fig, axes, panels
 
 
-__all__ = ["APPLY_TRANSLATOR", "check_library_key", "panel_grid", "section_grid"]
+__all__ = ["APPLY_TRANSLATOR", "check_library_key", "panel_grid", "section_grid", "section_key"]

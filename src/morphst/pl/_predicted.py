@@ -10,7 +10,7 @@ import numpy as np
 from .._constants import Key
 from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
-from ._maps import APPLY_TRANSLATOR, check_library_key, section_grid
+from ._maps import APPLY_TRANSLATOR, section_grid, section_key
 from ._spatial import draw_panel
 from ._utils import finish
 
@@ -100,10 +100,7 @@ def predicted_expression(
     if missing:
         msg = f"Genes {missing} were not predicted by this translator. Predicted genes: {list_keys(adata.var_names)}."
         raise KeyError(msg)
-    if library_key == Key.LIBRARY and library_key not in adata.obs.columns:
-        library_key = "region" if "region" in adata.obs.columns else None
-    elif library_key is not None:
-        check_library_key(adata, library_key)
+    library_key = section_key(adata, library_key)
     fig, axes, panels = section_grid(
         data, adata, len(genes), library_id=library_id, library_key=library_key, table_key=table_key,
         image_key=image_key, image_px=image_px, ax=ax, figsize=figsize,
