@@ -70,7 +70,10 @@ def test_docs_build_without_warnings(tmp_path):
         assert (out / "tutorials" / f"{nb.stem}.html").is_file(), f"tutorial {nb.name} not rendered"
 
 
-@pytest.mark.parametrize("name", ["01_translation", "02_integration_quadrants"])
+TUTORIALS = sorted(p.stem for p in (REPO / "tutorials").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("name", TUTORIALS)
 def test_tutorials_are_saved_executed(name):
     """The committed notebooks hold the outputs of one top-to-bottom run (CI re-executes them with nbmake)."""
     import nbformat
@@ -84,7 +87,7 @@ def test_tutorials_are_saved_executed(name):
     assert len(figures) >= 2
 
 
-@pytest.mark.parametrize("name", ["01_translation", "02_integration_quadrants"])
+@pytest.mark.parametrize("name", TUTORIALS)
 def test_tutorial_outputs_are_current(name):
     """The saved outputs were produced by the current code: `tutorials/run.py` stamps the hash of src/morphst."""
     import importlib.util
