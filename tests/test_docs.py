@@ -154,3 +154,16 @@ def test_documented_calls_use_the_current_parameter_names():
             ]
     assert checked > 30
     assert bad == []
+
+
+def test_readme_is_a_front_page():
+    """The README stays a front page: at most 200 lines, measured tables on the benchmarks page, which the docs build
+    includes; neither speaks of issue numbers."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200, "move detail to docs/ (measured tables: docs/benchmarks.md)"
+    assert "docs/benchmarks.md" in readme
+    index = (REPO / "docs" / "index.md").read_text()
+    toctree = re.search(r"```\{toctree\}(.*?)```", index, flags=re.S).group(1)
+    assert re.search(r"^benchmarks$", toctree, flags=re.M)
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        assert not re.search(r"\bissues? #?\d+", page.read_text(), flags=re.I), f"{page.name} names an issue"
