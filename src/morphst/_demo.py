@@ -49,6 +49,36 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
+def _make_folder(out: Path) -> list[Path]:
+    """Create the folder ``out`` (and missing parents); return the folders created, innermost first.
+
+    Any OS reason it cannot be created (a file in the way, no permission, a read-only or virtual file system) is a
+    ``ValueError`` naming the folder.
+    """
+    created = []
+    p = out
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _remove_empty(created)
+        why = f"{e.strerror}: {e.filename}" if e.strerror else str(e)
+        msg = f"Cannot create the output folder {str(out)!r} ({why}); pass `--out` naming a folder you can write to."
+        raise ValueError(msg) from None
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the ``folders`` (innermost first) that exist and are empty."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+
+
 def summary(sdata) -> pd.DataFrame:
     """Per-section summary of a morphst dataset: spots, genes, image size (px) and µm/px."""
     from ._utils import image_levels
@@ -72,7 +102,11 @@ def summary(sdata) -> pd.DataFrame:
 
 
 def section_table(adata, key: str = Key.PREDICTED) -> pd.DataFrame:
-    """Per held-out section: spots, genes, mean Pearson r (and its spread over genes), errors, the baseline MSE."""
+    """Per held-out section: spots, genes, mean Pearson r (and its spread over genes), errors, the baseline MSE.
+
+    Full precision (the CSV keeps it): figures are rounded once, where they are printed or drawn, so the mean over
+    sections agrees with the one :func:`morphst.tl.predict_expression` logs.
+    """
     pf = adata.uns[key]["per_fold"].copy()
     fm = adata.uns[key]["fold_metrics"]
     spread = fm.groupby("fold", observed=True)["pcc"].agg(["median", "min", "max"])
@@ -81,14 +115,14 @@ def section_table(adata, key: str = Key.PREDICTED) -> pd.DataFrame:
         {
             "spots": pf["n_test"],
             "genes": pf["n_genes"],
-            "mean_pcc": pf["pcc"].round(3),
-            "median_pcc": spread["median"].reindex(pf.index).round(3),
-            "best_gene_pcc": spread["max"].reindex(pf.index).round(3),
+            "mean_pcc": pf["pcc"],
+            "median_pcc": spread["median"].reindex(pf.index),
+            "best_gene_pcc": spread["max"].reindex(pf.index),
             "excluded": pf["n_excluded"],
-            "mae": pf["mae"].round(3),
-            "rmse": pf["rmse"].round(3),
-            "mse": pf["mse"].round(3),
-            "mse_training_mean": pf["mse_train_mean"].round(3),
+            "mae": pf["mae"],
+            "rmse": pf["rmse"],
+            "mse": pf["mse"],
+            "mse_training_mean": pf["mse_train_mean"],
             "ridge_alpha": pf["alpha"],
         }
     )
@@ -207,14 +241,12 @@ def run_demo(
         msg = f"The demo needs at least two sections (leave-one-section-out), got {list(sections)}; e.g. C2,C3."
         raise ValueError(msg)
     out = Path(out)
+    created = _make_folder(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError, PermissionError) as e:
-        msg = (
-            f"Cannot create the output folder {str(out)!r} ({e.strerror}: {e.filename}); pass `--out` naming a folder."
-        )
-        raise ValueError(msg) from None
-    sdata = mst.datasets.her2st(sections, data_dir=data_dir)
+        sdata = mst.datasets.her2st(sections, data_dir=data_dir)
+    except BaseException:
+        _remove_empty(created)  # a failed start leaves no empty output folder behind
+        raise
     print("HER2ST patient C (Andersson et al., Nat. Commun. 2021), legacy ST")
     print(summary(sdata).to_string())
     adata = sdata.tables[Key.TABLE]
@@ -286,7 +318,9 @@ def _print_results(sec: pd.DataFrame, genes: pd.DataFrame, ctx) -> None:
                 "mse",
                 "mse_training_mean",
             ]
-        ].to_string()
+        ]
+        .round(3)
+        .to_string()
     )
     print(
         f"\nmean PCC over held-out sections (each the mean over that section's genes): {sec['mean_pcc'].mean():.3f} "
