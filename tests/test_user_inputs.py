@@ -109,3 +109,38 @@ def test_map_of_a_gene_not_predicted_in_every_fold_has_a_legend_entry():
     grey = matplotlib.colors.to_rgba("lightgrey")[:3]
     assert int(np.isclose(fc[:, :3], grey, atol=1e-3).all(axis=1).sum()) == 8
     plt.close(fig)
+
+
+# ---- third-party warnings that morphst's own calls trigger ---------------------------------------------------------
+def test_quiet_third_party_silences_only_the_known_messages_inside_the_block():
+    from morphst._utils._quiet import quiet_third_party
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        with quiet_third_party():
+            warnings.warn("'n_jobs' is not a valid key!", SyntaxWarning, stacklevel=1)
+            warnings.warn("Parameter `area_threshold` is deprecated since version 0.26.0", FutureWarning, stacklevel=1)
+            warnings.warn("Converting `region_key: region` to categorical dtype.", UserWarning, stacklevel=1)
+            warnings.warn("something the user must see", UserWarning, stacklevel=1)
+        warnings.warn("'x' is not a valid key!", SyntaxWarning, stacklevel=1)  # outside: untouched
+    assert [str(w.message) for w in rec] == ["something the user must see", "'x' is not a valid key!"]
+
+
+def test_importing_squidpy_through_morphst_prints_no_docrep_warning():
+    import subprocess
+    import sys
+
+    code = "from morphst._utils._quiet import import_squidpy; import_squidpy()"
+    r = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, check=True)
+    assert "SyntaxWarning" not in r.stderr
+    # the same import without morphst's guard does print it (so the test can fail)
+    r = subprocess.run([sys.executable, "-W", "default", "-c", "import squidpy"], capture_output=True, text=True)
+    assert "is not a valid key" in r.stderr
+
+
+def test_dlpfc_loads_without_the_readers_region_key_warning(data_dir):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        sdata = mst.datasets.dlpfc(data_dir=data_dir)
+    assert "151673" in sdata.shapes
+    assert not [w for w in rec if "region_key" in str(w.message)]

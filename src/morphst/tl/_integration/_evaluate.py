@@ -257,7 +257,10 @@ def _autocorrelation(adata, dom, coords, sections, genes, layer, n_markers, norm
     """
     import anndata as ad
     import scanpy as sc
-    import squidpy as sq
+
+    from ..._utils._quiet import import_squidpy
+
+    sq = import_squidpy()
 
     x = adata.layers[layer] if layer is not None else adata.X
     tmp = ad.AnnData(
