@@ -144,3 +144,53 @@ def test_dlpfc_loads_without_the_readers_region_key_warning(data_dir):
         sdata = mst.datasets.dlpfc(data_dir=data_dir)
     assert "151673" in sdata.shapes
     assert not [w for w in rec if "region_key" in str(w.message)]
+
+
+# ---- stain normalisation inside a translator ----------------------------------------------------------------------
+def _stain_reference():
+    sqe = pytest.importorskip("squidpy.experimental.im")
+    return sqe.StainReference(
+        method="macenko",
+        stain_matrix=np.array([[0.65, 0.07, 0.27], [0.70, 0.99, 0.57], [0.29, 0.11, 0.78]]),
+        white_point=np.array([255.0, 255.0, 255.0]),
+    )
+
+
+def _add_image(sdata, name, arr, like="image"):
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import get_transformation
+
+    tr = get_transformation(sdata.images[like], get_all=True)
+    sdata.images[name] = Image2DModel.parse(arr, dims=("c", "y", "x"), transformations=tr)
+
+
+def test_translator_with_stain_reference_checks_the_image_choice_first(synthetic_sdata):
+    sdata, _ = synthetic_sdata
+    mst.pp.extract_patches(sdata, patch_size=20.0, target_px=40)
+    mst.tl.embed_patches(sdata, model="handcrafted")
+    sdata.tables["table"].X = np.rint(sdata.tables["table"].X)  # counts
+    tr = mst.tl.fit_translator(
+        sdata.tables["table"], "X_handcrafted", genes=["gene_a", "gene_b"], stain_reference=_stain_reference()
+    )
+    # a 1-channel DAPI next to the H&E, in the same coordinate system
+    _add_image(sdata, "dapi", np.random.default_rng(0).integers(0, 4000, (1, 512, 512)).astype(np.uint16))
+    before = (list(sdata.images), list(sdata.tables), list(sdata.labels))
+    with pytest.raises(ValueError, match=r"Several images share a coordinate system with shapes 'spots'.*image_key="):
+        tr.predict_sdata(sdata, shapes_key="spots", model="handcrafted")
+    with pytest.raises(ValueError, match=r"image 'dapi' has 1 channel\(s\), not RGB\. Pass `image_key=` naming the H&E"):
+        tr.predict_sdata(sdata, shapes_key="spots", image_key="dapi", model="handcrafted")
+    assert (list(sdata.images), list(sdata.tables), list(sdata.labels)) == before
+
+
+def test_stain_normalisation_of_a_blank_image_names_it_and_the_fix(synthetic_sdata):
+    from morphst.pp._patches._stain import normalize_stains_checked
+
+    sdata, _ = synthetic_sdata
+    # glass with one faint 10 px smudge: squidpy finds no tissue to fit stain vectors on
+    blank = np.clip(np.random.default_rng(0).normal(245, 3, (3, 256, 256)), 0, 255).astype(np.uint8)
+    blank[:, 100:110, 100:110] = np.array([200, 180, 200], np.uint8)[:, None, None]
+    _add_image(sdata, "blank_he", blank)
+    with pytest.raises(ValueError, match=r"Stain normalisation of image 'blank_he' to the translator's macenko") as e:
+        normalize_stains_checked(sdata, "blank_he", _stain_reference())
+    assert "too little tissue" in str(e.value)
+    assert "pass `image_key=`" in str(e.value)
