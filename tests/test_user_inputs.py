@@ -194,3 +194,51 @@ def test_stain_normalisation_of_a_blank_image_names_it_and_the_fix(synthetic_sda
         normalize_stains_checked(sdata, "blank_he", _stain_reference())
     assert "too little tissue" in str(e.value)
     assert "pass `image_key=`" in str(e.value)
+
+
+# ---- weights files --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def resnet18_state():
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    return timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict()
+
+
+def test_truncated_safetensors_in_the_weights_dir_names_the_file(tmp_path, monkeypatch, resnet18_state):
+    from safetensors.torch import save_file
+
+    f = tmp_path / "resnet18.safetensors"
+    save_file(resnet18_state, str(f))
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])  # an interrupted download
+    monkeypatch.setattr(mst.settings, "weights_dir", tmp_path)
+    with pytest.raises(ValueError, match=r"Weights file '.*resnet18\.safetensors' \([\d,]+ bytes\) cannot be read") as e:
+        mst.tl.models.get_model("resnet18")
+    assert f"({len(data) // 2:,} bytes)" in str(e.value)
+    assert "truncated or corrupt" in str(e.value) and "download it again" in str(e.value)
+
+
+def test_state_dict_of_another_architecture_names_file_model_and_keys(tmp_path, resnet18_state):
+    import torch
+
+    f = tmp_path / "weights.pth"
+    torch.save(resnet18_state, f)
+    with pytest.raises(ValueError, match=r"does not fit model 'densenet121' \(densenet121") as e:
+        mst.tl.models.get_model("densenet121", weights=f)
+    msg = str(e.value)
+    assert str(f) in msg
+    assert f"the file has {len(resnet18_state)})" in msg
+    assert "missing (e.g. features.conv0.weight" in msg
+    assert "unexpected (e.g. conv1.weight" in msg
+    assert "another architecture" in msg
+
+
+def test_pickled_whole_model_is_refused_with_what_to_do(tmp_path):
+    import torch
+
+    f = tmp_path / "resnet18_model.pth"
+    torch.save(torch.nn.Linear(3, 2), f)  # the whole module, pickled
+    with pytest.raises(ValueError, match=r"holds pickled Python objects.*torch\.save\(model\.state_dict\(\), path\)"):
+        mst.tl.models.get_model("resnet18", weights=f)
