@@ -242,3 +242,50 @@ def test_pickled_whole_model_is_refused_with_what_to_do(tmp_path):
     torch.save(torch.nn.Linear(3, 2), f)  # the whole module, pickled
     with pytest.raises(ValueError, match=r"holds pickled Python objects.*torch\.save\(model\.state_dict\(\), path\)"):
         mst.tl.models.get_model("resnet18", weights=f)
+
+
+# ---- one all-zero spot ----------------------------------------------------------------------------------------------
+def _counts_with_an_empty_spot(n: int = 300, g: int = 60, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    lam = rng.gamma(0.5, 2, (1, g)) * rng.uniform(0.5, 2, (n, 1))
+    x = rng.poisson(lam).astype(np.float32)
+    x[17] = 0  # one spot without counts (e.g. a spot off the tissue kept by mistake)
+    a = ad.AnnData(x)
+    a.var_names = [f"g{i}" for i in range(g)]
+    a.obs["section"] = pd.Categorical(np.repeat(["A", "B", "C"], n // 3))
+    a.obsm["X_feat"] = rng.normal(size=(n, 8)).astype(np.float32)
+    return a
+
+
+@pytest.mark.parametrize("min_fraction", [0.1, 0.0])
+def test_one_zero_count_spot_does_not_break_the_default_gene_selection(min_fraction):
+    a = _counts_with_an_empty_spot()
+    assert ((a.X > 0).mean(0) >= 0.1).sum() > 10  # plenty of genes are detected in >= 10% of the spots
+    mst.pp.select_genes(a, 10, min_fraction=min_fraction)
+    got = set(a.var_names[a.var["morph_target"].to_numpy(bool)])
+    # the same genes as on the 299 spots with counts (the empty spot adds no information)
+    b = a[np.arange(a.n_obs) != 17].copy()
+    mst.pp.select_genes(b, 10, min_fraction=min_fraction * a.n_obs / b.n_obs)
+    assert len(got) == 10
+    assert got == set(b.var_names[b.var["morph_target"].to_numpy(bool)])
+
+
+def test_one_zero_count_spot_does_not_break_predict_expression():
+    a = _counts_with_an_empty_spot()
+    mst.tl.predict_expression(a, "X_feat", cv="leave_one_group_out")
+    # every fold selects, on its training spots (two of three hold the empty spot), all the genes detected in >= 10%
+    # of them: 49 of the 50 asked for
+    for s in "ABC":
+        train = (a.obs["section"] != s).to_numpy()
+        assert int(((a.X[train] > 0).mean(0) >= 0.1).sum()) == 49
+    assert a.uns["predicted"]["per_fold"]["n_genes"].tolist() == [49, 49, 49]
+    assert np.isfinite(a.layers["predicted"]).sum() == 3 * 100 * 49
+
+
+def test_a_table_without_any_count_names_the_cause_and_writes_nothing():
+    a = _counts_with_an_empty_spot()
+    a.X[:] = 0
+    cols = list(a.var.columns)
+    with pytest.raises(ValueError, match="Every one of the 300 spots has zero total expression"):
+        mst.pp.select_genes(a, 10)
+    assert list(a.var.columns) == cols
