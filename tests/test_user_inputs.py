@@ -289,3 +289,57 @@ def test_a_table_without_any_count_names_the_cause_and_writes_nothing():
     with pytest.raises(ValueError, match="Every one of the 300 spots has zero total expression"):
         mst.pp.select_genes(a, 10)
     assert list(a.var.columns) == cols
+
+
+# ---- section labels of mixed types ---------------------------------------------------------------------------------
+def _mixed_sections(n_per: int = 40, seed: int = 0):
+    """Three sections labelled 1, "1" and 2 (an object column, as a concatenation of differently read tables gives)."""
+    rng = np.random.default_rng(seed)
+    n = 3 * n_per
+    a = ad.AnnData(rng.poisson(3, (n, 30)).astype(np.float32))
+    a.var_names = [f"g{i}" for i in range(30)]
+    a.obs["section"] = pd.Series([1] * n_per + ["1"] * n_per + [2] * n_per, index=a.obs_names, dtype=object)
+    grid = np.array([(i % 8, i // 8) for i in range(n_per)], dtype=float) * 100
+    a.obsm["spatial"] = np.vstack([grid] * 3)
+    a.obsm["X_pca"] = rng.normal(size=(n, 5)).astype(np.float32)
+    a.obsm["X_feat"] = rng.normal(size=(n, 5)).astype(np.float32)
+    a.obs["domain"] = pd.Categorical(rng.integers(0, 3, n).astype(str))
+    return a
+
+
+def _state(a):
+    return sorted(a.obs.columns), sorted(a.obsm), sorted(a.uns), sorted(a.layers), sorted(a.var.columns)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: mst.tl.fuse(a, ("X_pca", "X_feat"), method="graph"),
+        lambda a: mst.tl.fuse(a, ("X_pca", "X_feat")),
+        lambda a: mst.tl.evaluate_domains(a, "domain"),
+        lambda a: mst.tl.predict_expression(a, "X_feat"),
+    ],
+    ids=["fuse_graph", "fuse_smooth", "evaluate_domains", "predict_expression"],
+)
+def test_mixed_type_section_labels_are_refused_before_anything_is_written(call):
+    a = _mixed_sections()
+    before = _state(a)
+    with pytest.raises(ValueError, match=r"`adata.obs\['section'\]` mixes label types: 1 \(number\), '1' \(str\)") as e:
+        call(a)
+    assert ".astype(str).astype('category')" in str(e.value)
+    assert _state(a) == before
+    # once the column has one type, "1" and 1 are one section: 80 spots
+    a.obs["section"] = a.obs["section"].astype(str).astype("category")
+    assert a.obs["section"].value_counts().to_dict() == {"1": 80, "2": 40}
+
+
+def test_section_labels_of_one_type_pass():
+    from morphst._utils._labels import check_section_labels
+
+    a = _mixed_sections()
+    for labels in ([1, 2, 3], ["C1", "C2", "C3"], [1.0, 2.0, 2.0]):
+        a.obs["section"] = np.repeat(labels, 40)
+        check_section_labels(a, "section")
+    a.obs["section"] = pd.Categorical(np.repeat([1, 2, 3], 40))
+    check_section_labels(a, "section")
+    check_section_labels(a, None)
