@@ -343,3 +343,43 @@ def test_section_labels_of_one_type_pass():
     a.obs["section"] = pd.Categorical(np.repeat([1, 2, 3], 40))
     check_section_labels(a, "section")
     check_section_labels(a, None)
+
+
+# ---- wrong-length genes, n_neighs beyond the sections --------------------------------------------------------------
+def test_gene_table_with_genes_of_the_wrong_length():
+    from morphst.tl import metrics
+
+    y = np.arange(12, dtype=float).reshape(4, 3)
+    with pytest.raises(ValueError, match=r"`genes` has 2 name\(s\) but `y_true` has 3 gene column\(s\) \(shape \(4, 3\)\)"):
+        metrics.gene_table(y, y + 1, genes=["a", "b"])
+    t = metrics.gene_table(y, y + 1, genes=["a", "b", "c"])
+    assert list(t.index) == ["a", "b", "c"]
+    np.testing.assert_allclose(t["mae"], 1.0)
+    # one gene, one name (a string is a name, not a sequence of letters)
+    assert list(metrics.gene_table(y[:, 0], y[:, 0] * 2, genes="ESR1").index) == ["ESR1"]
+
+
+def _two_small_sections(n_a: int = 40, n_b: int = 12, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n = n_a + n_b
+    a = ad.AnnData(rng.poisson(3, (n, 6)).astype(np.float32))
+    a.var_names = [f"g{i}" for i in range(6)]
+    a.obs["section"] = pd.Categorical(["A"] * n_a + ["B"] * n_b)
+    a.obsm["spatial"] = rng.uniform(0, 1000, (n, 2))
+    a.obs["domain"] = pd.Categorical(np.tile(["0", "1"], n // 2))
+    return a
+
+
+def test_evaluate_domains_refuses_n_neighs_beyond_every_section():
+    a = _two_small_sections()
+    before = _state(a)
+    with pytest.raises(ValueError, match=r"`n_neighs`=10000 .* the largest section has 40 observations \(so at most 39"):
+        mst.tl.evaluate_domains(a, "domain", genes=["g0", "g1"], n_neighs=10000)
+    assert _state(a) == before
+
+
+def test_evaluate_domains_warns_when_a_section_caps_n_neighs():
+    a = _two_small_sections()
+    with pytest.warns(UserWarning, match=r"`n_neighs`=20 is more than some sections allow: section 'B': capped at 11"):
+        mst.tl.evaluate_domains(a, "domain", genes=["g0", "g1"], n_neighs=20)
+    assert "section 'B': n_neighs capped at 11 (12 observations)" in a.uns["domain_evaluation"]["params"]["notes"]
