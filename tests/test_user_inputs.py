@@ -177,7 +177,7 @@ def test_translator_with_stain_reference_checks_the_image_choice_first(synthetic
     before = (list(sdata.images), list(sdata.tables), list(sdata.labels))
     with pytest.raises(ValueError, match=r"Several images share a coordinate system with shapes 'spots'.*image_key="):
         tr.predict_sdata(sdata, shapes_key="spots", model="handcrafted")
-    with pytest.raises(ValueError, match=r"image 'dapi' has 1 channel\(s\), not RGB\. Pass `image_key=` naming the H&E"):
+    with pytest.raises(ValueError, match=r"image 'dapi' has 1 channel\(s\), not RGB\. Pass `image_key=` naming"):
         tr.predict_sdata(sdata, shapes_key="spots", image_key="dapi", model="handcrafted")
     assert (list(sdata.images), list(sdata.tables), list(sdata.labels)) == before
 
@@ -214,7 +214,7 @@ def test_truncated_safetensors_in_the_weights_dir_names_the_file(tmp_path, monke
     data = f.read_bytes()
     f.write_bytes(data[: len(data) // 2])  # an interrupted download
     monkeypatch.setattr(mst.settings, "weights_dir", tmp_path)
-    with pytest.raises(ValueError, match=r"Weights file '.*resnet18\.safetensors' \([\d,]+ bytes\) cannot be read") as e:
+    with pytest.raises(ValueError, match=r"Weights file '.*resnet18\.safetensors' \([\d,]+ bytes\) cannot be") as e:
         mst.tl.models.get_model("resnet18")
     assert f"({len(data) // 2:,} bytes)" in str(e.value)
     assert "truncated or corrupt" in str(e.value) and "download it again" in str(e.value)
@@ -350,7 +350,7 @@ def test_gene_table_with_genes_of_the_wrong_length():
     from morphst.tl import metrics
 
     y = np.arange(12, dtype=float).reshape(4, 3)
-    with pytest.raises(ValueError, match=r"`genes` has 2 name\(s\) but `y_true` has 3 gene column\(s\) \(shape \(4, 3\)\)"):
+    with pytest.raises(ValueError, match=r"`genes` has 2 name\(s\) but `y_true` has 3 gene column\(s\) \(shape"):
         metrics.gene_table(y, y + 1, genes=["a", "b"])
     t = metrics.gene_table(y, y + 1, genes=["a", "b", "c"])
     assert list(t.index) == ["a", "b", "c"]
@@ -373,7 +373,7 @@ def _two_small_sections(n_a: int = 40, n_b: int = 12, seed: int = 0):
 def test_evaluate_domains_refuses_n_neighs_beyond_every_section():
     a = _two_small_sections()
     before = _state(a)
-    with pytest.raises(ValueError, match=r"`n_neighs`=10000 .* the largest section has 40 observations \(so at most 39"):
+    with pytest.raises(ValueError, match=r"`n_neighs`=10000 .* the largest section has 40 observations \(so at most"):
         mst.tl.evaluate_domains(a, "domain", genes=["g0", "g1"], n_neighs=10000)
     assert _state(a) == before
 

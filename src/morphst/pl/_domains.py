@@ -81,7 +81,8 @@ def domains(
     match. Otherwise domain colours come from ``uns[f"{domain_key}_colors"]`` when it matches the categories
     (scanpy's convention), else from scanpy's default palettes, and the reference row uses a different qualitative
     palette (matplotlib's ``Dark2``, ``Set2``, ``Set3``), so equal colours never suggest a match. Default palettes
-    leave out colours close to haematoxylin or eosin (CIELAB ΔE below 25), which would fade into the stain. Missing labels are light grey. With one section, the two rows are drawn side by side.
+    leave out colours close to haematoxylin or eosin (CIELAB ΔE below 25), which would fade into the stain.
+    Missing labels are light grey. With one section, the two rows are drawn side by side.
 
     Parameters
     ----------

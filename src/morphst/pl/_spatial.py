@@ -327,7 +327,8 @@ def draw_panel(
         coll.set_linewidth(0)
         if values is not None:
             coll.set_array(np.ma.masked_invalid(np.asarray(values, dtype=float)))
-            coll.set_cmap(matplotlib.colormaps[cmap].with_extremes(bad=MISSING_COLOR) if isinstance(cmap, str) else cmap)
+            cm = matplotlib.colormaps[cmap].with_extremes(bad=MISSING_COLOR) if isinstance(cmap, str) else cmap
+            coll.set_cmap(cm)
             coll.set_clim(vmin, vmax)
             mappable = coll
         elif colors is not None:

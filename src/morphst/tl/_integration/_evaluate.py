@@ -233,7 +233,8 @@ def _check_n_neighs(n_neighs: int, sections: np.ndarray) -> None:
     if n_neighs >= sizes.max():
         msg = (
             f"`n_neighs`={n_neighs} spatial neighbours, but the largest section has {sizes.max()} observations (so "
-            f"at most {sizes.max() - 1} neighbours); choose a smaller `n_neighs` (6 on Visium, 4 on the legacy ST grid)."
+            f"at most {sizes.max() - 1} neighbours); choose a smaller `n_neighs` (6 on Visium, 4 on the legacy ST "
+            "grid)."
         )
         raise ValueError(msg)
     capped = [
