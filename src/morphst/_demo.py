@@ -231,10 +231,8 @@ def run_demo(
     Writes into ``out``: ``her2st_translation.zarr`` (SpatialData: spot shapes and the table with the embeddings in
     ``obsm['X_<model>']``, out-of-fold predictions in ``layers['predicted']`` (and ``layers['predicted_context8']``
     with 8-neighbour spatial context), observed ``layers['log1p_cp10k']`` and the metrics in ``var``/``uns``), ``translation_per_section.csv``, ``translation_per_gene.csv``, ``translation_report.png`` and ``translation_map.png`` (observed and predicted expression of the two best genes on the tissue of the best-predicted section).
-    Returns the per-section table.
+    Returns the per-section table. If the run fails, an output folder it created and left empty is removed.
     """
-    import morphst as mst
-
     t0 = time.perf_counter()
     sections = tuple(library_id)
     if len(set(sections)) < 2:
@@ -243,10 +241,17 @@ def run_demo(
     out = Path(out)
     created = _make_folder(out)
     try:
-        sdata = mst.datasets.her2st(sections, data_dir=data_dir)
+        return _run(sections, data_dir, out, model, n_top_genes, t0)
     except BaseException:
-        _remove_empty(created)  # a failed start leaves no empty output folder behind
+        _remove_empty(created)  # a failed run leaves no empty output folder behind (files written stay)
         raise
+
+
+def _run(sections: tuple, data_dir, out: Path, model: str, n_top_genes: int, t0: float) -> pd.DataFrame:
+    """The steps of :func:`run_demo` once its arguments are checked and ``out`` exists."""
+    import morphst as mst
+
+    sdata = mst.datasets.her2st(sections, data_dir=data_dir)
     print("HER2ST patient C (Andersson et al., Nat. Commun. 2021), legacy ST")
     print(summary(sdata).to_string())
     adata = sdata.tables[Key.TABLE]
