@@ -220,10 +220,13 @@ def _warn_background_tiles(sdata, image_key: str, grid, keep: np.ndarray, backgr
     from skimage.filters import threshold_otsu
 
     levels = image_levels(sdata.images[image_key])
-    lvl = next((lv for lv in levels if max(lv.shape[-2:]) <= 2048), levels[-1])
-    grey = np.asarray(lvl.values, dtype=float).mean(axis=0)
-    if levels[0].shape[0] not in (3, 4) or np.ptp(grey) == 0:
+    if levels[0].shape[0] not in (3, 4):
         return  # glass is bright only on brightfield (RGB) images
+    lvl = next((lv for lv in levels if max(lv.shape[-2:]) <= 2048), levels[-1])
+    step = max(1, int(np.ceil(max(lvl.shape[-2:]) / 2048)))  # no level that coarse: every step-th pixel
+    grey = np.asarray(lvl.data[:3, ::step, ::step], dtype=float).mean(axis=0)
+    if np.ptp(grey) == 0:
+        return
     glass = grey > threshold_otsu(grey)
     fy, fx = levels[0].shape[-2] / grey.shape[0], levels[0].shape[-1] / grey.shape[1]
     frac = []
