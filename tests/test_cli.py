@@ -183,9 +183,15 @@ def test_write_results_round_trip(tmp_path):
 
     from morphst._demo import write_results
 
+    import warnings
+
     path = tmp_path / "res.zarr"
     write_results(_small_results(1.0), path)
-    write_results(_small_results(2.0), path)  # replaces the old store
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        write_results(_small_results(2.0), path)  # replaces the old store
+    # the libraries' notes about their own defaults (zarr v3 sharding, ome-zarr's Scaler) do not reach the user
+    assert [str(w.message)[:60] for w in rec if "zarr" in str(w.message) or "Scaler" in str(w.message)] == []
     back = read_zarr(path)
     np.testing.assert_array_equal(back.tables["table"].X, np.full((6, 2), 2.0, np.float32))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["res.zarr"]

@@ -215,6 +215,8 @@ def write_results(sdata, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp, warnings.catch_warnings():
         # anndata warns once per array written to zarr v3 ("zarr v3 autosharding will be the default ..."): noise here
         warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
+        # ome-zarr about its own default downsampler, which spatialdata's writer passes (no image is written here)
+        warnings.filterwarnings("ignore", message="Call to deprecated class Scaler", category=DeprecationWarning)
         _results_sdata(sdata).write(tmp)
 
 

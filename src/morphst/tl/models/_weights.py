@@ -61,8 +61,8 @@ def find_weights_file(names: str | Sequence[str], weights_dir: str | os.PathLike
 
 
 def read_state_dict(path: Path) -> dict:
-    """The tensors of a weights file (``.safetensors``, or a ``torch.save``\ d state dict, possibly under
-    ``"state_dict"`` / ``"model"`` / ``"model_state_dict"``), ``module.`` prefixes removed.
+    """The tensors of a weights file: ``.safetensors``, or a state dict saved with ``torch.save`` (possibly under
+    ``"state_dict"`` / ``"model"`` / ``"model_state_dict"``); ``module.`` prefixes removed.
 
     Raises
     ------
