@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -273,13 +274,52 @@ def test_upsampling_is_warned(synthetic_sdata):
 
 
 def test_upsampling_on_many_sections_is_one_warning(her2st_copy):
-    # HER2ST is ~0.688 µm/px; PROTOCOL's 112 µm -> 224 px asks for 0.5 µm/px: ~163 native px upsampled ~1.37×
+    # HER2ST is ~0.688 µm/px; 112 µm at 448 px asks for 0.25 µm/px: ~163 native px upsampled ~2.75× in 5 sections
     with pytest.warns(UserWarning, match="upsampled") as record:
-        mst.pp.extract_patches(her2st_copy)
+        mst.pp.extract_patches(her2st_copy, target_px=448)
     warns = _user_warnings(record)
     assert len(warns) == 1
-    assert "upsampled 1.3" in warns[0]
+    assert "upsampled 2.7" in warns[0]
     assert "The same holds for 4 more region(s)." in warns[0]
+
+
+def test_hest_convention_on_her2st_is_logged_not_warned(her2st_copy, morphst_log, recwarn):
+    # HER2ST is ~0.688 µm/px; PROTOCOL's 112 µm -> 224 px asks for 0.5 µm/px: ~163 native px upsampled ~1.37×,
+    # below the 1.5× threshold: a deliberate, documented choice that is logged, not warned
+    mst.pp.extract_patches(her2st_copy)
+    assert _user_warnings(recwarn) == []
+    infos = _messages(morphst_log, "INFO")
+    assert any("C2_spots (C2_he): 112 µm patch from pyramid level 0" in m and "-> 224 px" in m for m in infos)
+
+
+def test_coarse_image_advises_native_px_and_handcrafted(synthetic_factory):
+    # a 5 µm/px image: 112 µm covers 22 native px -> 224 px is a 10× upsampling: advise target_px=22 and the
+    # handcrafted encoder, never a patch of 224 * 5 = 1120 µm
+    sdata, _ = synthetic_factory(um_per_px=5.0, shapes_scale=20.0, shapes_offset=(0.0, 0.0))
+    with pytest.warns(UserWarning, match="upsampled") as record:
+        mst.pp.extract_patches(sdata, patch_size=112.0, target_px=224)
+    warns = [m for m in _user_warnings(record) if "upsampled" in m]
+    assert len(warns) == 1
+    assert "upsampled 10.18× (22 native px -> 224 px)" in warns[0]
+    assert "`target_px=22`" in warns[0]
+    assert 'model="handcrafted"' in warns[0]
+    assert "patch_size=" not in warns[0]
+
+
+def test_patch_many_spot_diameters_wide_is_warned(synthetic_factory):
+    # spots of radius 5 shape units x shapes_scale 2 = 10 µm radius, 20 µm diameter: a 400 µm patch is 20 diameters
+    sdata, _ = synthetic_factory()
+    with pytest.warns(UserWarning, match="diameter") as record:
+        mst.pp.extract_patches(sdata, patch_size=400.0, target_px=40)
+    warns = [m for m in _user_warnings(record) if "diameter" in m]
+    assert len(warns) == 1
+    assert "the 400 µm patch is 20× the 20 µm diameter of its spots/cells" in warns[0]
+    # 200 µm = 10 diameters: no such warning
+    sdata, _ = synthetic_factory()
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        mst.pp.extract_patches(sdata, patch_size=200.0, target_px=40)
+    assert not [w for w in rec if "diameter" in str(w.message)]
 
 
 def test_edge_patches_are_warned(synthetic_sdata):

@@ -262,20 +262,25 @@ def test_domains(sdata):
     axs = panels(fig)
     sections = list(ad.obs["section"].cat.categories)
     assert len(axs) == 2 * len(sections)
-    # colours: each spot drawn in the colour of its domain (scanpy palette order)
+    # colours: each spot drawn in the colour of its domain (scanpy palette order, without colours that fade into H&E)
     from scanpy.pl import palettes
 
+    from morphst.pl._spatial import visible_on_he
+
     cats = list(ad.obs["domain"].cat.categories)
+    pal = visible_on_he(palettes.default_20)
     for j, s in enumerate(sections):
         (coll,) = collections(axs[j])
         labels = ad.obs.loc[(ad.obs["section"] == s).to_numpy(), "domain"].astype(str)
-        want = matplotlib.colors.to_rgba_array([palettes.default_20[cats.index(v)] for v in labels])
+        want = matplotlib.colors.to_rgba_array([pal[cats.index(v)] for v in labels])
         np.testing.assert_allclose(coll.get_facecolors()[:, :3], want[:, :3])
         assert axs[j].get_title() == f"{s}: domain"
-    # the reference row: its own palette (Dark2 for the 7 clusters), no colour shared with the domain row
+    # the reference row: its own palette (Dark2 without its slate purple, then Set2, for the 7 clusters), no colour
+    # shared with the domain row
     ref_cats = list(ad.obs["cluster"].cat.categories)
     assert len(ref_cats) <= 8
-    dark2 = matplotlib.colormaps["Dark2"].colors
+    qualitative = [matplotlib.colors.to_hex(c) for n in ("Dark2", "Set2") for c in matplotlib.colormaps[n].colors]
+    dark2 = [matplotlib.colors.to_rgb(c) for c in visible_on_he(qualitative)]
     dom_rgb, ref_rgb = set(), set()
     for j, s in enumerate(sections):
         dom_rgb |= {tuple(np.round(c[:3], 4)) for c in collections(axs[j])[0].get_facecolors()}

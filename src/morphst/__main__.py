@@ -1,4 +1,4 @@
-"""Command line: ``morphst demo`` (or ``python -m morphst demo``)."""
+"""Command line: ``morphst demo`` (or ``python -m morphst demo``), ``morphst --version``."""
 
 from __future__ import annotations
 
@@ -24,11 +24,44 @@ def _raised_by_morphst(exc: BaseException) -> bool:
         return False
 
 
+#: Python keywords in morphst's messages and the command-line options that set the same thing.
+_OPTION_NAMES = (
+    ("`data_dir=`", "`--data-dir`"),
+    ("data_dir='", "--data-dir='"),
+    (" (or `mst.settings.data_dir`)", ""),
+    ("no data_dir,", "no --data-dir,"),
+)
+
+
 def _message(exc: BaseException) -> str:
     # a KeyError's str() is the repr of its argument; show the message itself
     if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
-        return exc.args[0]
-    return str(exc)
+        text = exc.args[0]
+    else:
+        text = str(exc)
+    for python, option in _OPTION_NAMES:
+        text = text.replace(python, option)
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="morphst", description="morphst command line")
+    parser.add_argument("--version", action="version", version=f"morphst {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the main job on the real HER2ST patient C data")
+    demo.add_argument("--data-dir", default=None, help="folder with her2st_patientC (default: $MORPHST_DATA_DIR)")
+    demo.add_argument("--out", default="morphst_output", help="output folder (default: ./morphst_output)")
+    demo.add_argument(
+        "--library-id",
+        "--sections",
+        dest="library_id",
+        default="C2,C3,C4,C5,C6",
+        help="comma-separated sections, as `library_id` of mst.datasets.her2st (default: C2,C3,C4,C5,C6); "
+        "--sections is the same option",
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,18 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     Returns the exit code: 0 on success, 2 on a user error that morphst reports (bad section, missing data, ...),
     printed as ``morphst: error: <message>`` on stderr. Unexpected exceptions keep their traceback.
     """
-    parser = argparse.ArgumentParser(prog="morphst", description="morphst command line")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the main job on the real HER2ST patient C data")
-    demo.add_argument("--data-dir", default=None, help="folder with her2st_patientC (default: $MORPHST_DATA_DIR)")
-    demo.add_argument("--out", default="morphst_output", help="output folder (default: ./morphst_output)")
-    demo.add_argument("--sections", default="C2,C3,C4,C5,C6", help="comma-separated sections (default: C2..C6)")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
             from ._demo import run_demo
 
-            sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+            sections = tuple(s.strip() for s in args.library_id.split(",") if s.strip())
             run_demo(data_dir=args.data_dir, out=args.out, library_id=sections)
     except USER_ERRORS as e:
         if not _raised_by_morphst(e):

@@ -49,6 +49,36 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
+def _make_folder(out: Path) -> list[Path]:
+    """Create the folder ``out`` (and missing parents); return the folders created, innermost first.
+
+    Any OS reason it cannot be created (a file in the way, no permission, a read-only or virtual file system) is a
+    ``ValueError`` naming the folder.
+    """
+    created = []
+    p = out
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _remove_empty(created)
+        why = f"{e.strerror}: {e.filename}" if e.strerror else str(e)
+        msg = f"Cannot create the output folder {str(out)!r} ({why}); pass `--out` naming a folder you can write to."
+        raise ValueError(msg) from None
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the ``folders`` (innermost first) that exist and are empty."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+
+
 def summary(sdata) -> pd.DataFrame:
     """Per-section summary of a morphst dataset: spots, genes, image size (px) and µm/px."""
     from ._utils import image_levels
@@ -72,7 +102,11 @@ def summary(sdata) -> pd.DataFrame:
 
 
 def section_table(adata, key: str = Key.PREDICTED) -> pd.DataFrame:
-    """Per held-out section: spots, genes, mean Pearson r (and its spread over genes), errors, the baseline MSE."""
+    """Per held-out section: spots, genes, mean Pearson r (and its spread over genes), errors, the baseline MSE.
+
+    Full precision (the CSV keeps it): figures are rounded once, where they are printed or drawn, so the mean over
+    sections agrees with the one :func:`morphst.tl.predict_expression` logs.
+    """
     pf = adata.uns[key]["per_fold"].copy()
     fm = adata.uns[key]["fold_metrics"]
     spread = fm.groupby("fold", observed=True)["pcc"].agg(["median", "min", "max"])
@@ -81,14 +115,14 @@ def section_table(adata, key: str = Key.PREDICTED) -> pd.DataFrame:
         {
             "spots": pf["n_test"],
             "genes": pf["n_genes"],
-            "mean_pcc": pf["pcc"].round(3),
-            "median_pcc": spread["median"].reindex(pf.index).round(3),
-            "best_gene_pcc": spread["max"].reindex(pf.index).round(3),
+            "mean_pcc": pf["pcc"],
+            "median_pcc": spread["median"].reindex(pf.index),
+            "best_gene_pcc": spread["max"].reindex(pf.index),
             "excluded": pf["n_excluded"],
-            "mae": pf["mae"].round(3),
-            "rmse": pf["rmse"].round(3),
-            "mse": pf["mse"].round(3),
-            "mse_training_mean": pf["mse_train_mean"].round(3),
+            "mae": pf["mae"],
+            "rmse": pf["rmse"],
+            "mse": pf["mse"],
+            "mse_training_mean": pf["mse_train_mean"],
             "ridge_alpha": pf["alpha"],
         }
     )
@@ -181,6 +215,8 @@ def write_results(sdata, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp, warnings.catch_warnings():
         # anndata warns once per array written to zarr v3 ("zarr v3 autosharding will be the default ..."): noise here
         warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
+        # ome-zarr about its own default downsampler, which spatialdata's writer passes (no image is written here)
+        warnings.filterwarnings("ignore", message="Call to deprecated class Scaler", category=DeprecationWarning)
         _results_sdata(sdata).write(tmp)
 
 
@@ -197,23 +233,26 @@ def run_demo(
     Writes into ``out``: ``her2st_translation.zarr`` (SpatialData: spot shapes and the table with the embeddings in
     ``obsm['X_<model>']``, out-of-fold predictions in ``layers['predicted']`` (and ``layers['predicted_context8']``
     with 8-neighbour spatial context), observed ``layers['log1p_cp10k']`` and the metrics in ``var``/``uns``), ``translation_per_section.csv``, ``translation_per_gene.csv``, ``translation_report.png`` and ``translation_map.png`` (observed and predicted expression of the two best genes on the tissue of the best-predicted section).
-    Returns the per-section table.
+    Returns the per-section table. If the run fails, an output folder it created and left empty is removed.
     """
-    import morphst as mst
-
     t0 = time.perf_counter()
     sections = tuple(library_id)
     if len(set(sections)) < 2:
         msg = f"The demo needs at least two sections (leave-one-section-out), got {list(sections)}; e.g. C2,C3."
         raise ValueError(msg)
     out = Path(out)
+    created = _make_folder(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError, PermissionError) as e:
-        msg = (
-            f"Cannot create the output folder {str(out)!r} ({e.strerror}: {e.filename}); pass `--out` naming a folder."
-        )
-        raise ValueError(msg) from None
+        return _run(sections, data_dir, out, model, n_top_genes, t0)
+    except BaseException:
+        _remove_empty(created)  # a failed run leaves no empty output folder behind (files written stay)
+        raise
+
+
+def _run(sections: tuple, data_dir, out: Path, model: str, n_top_genes: int, t0: float) -> pd.DataFrame:
+    """The steps of :func:`run_demo` once its arguments are checked and ``out`` exists."""
+    import morphst as mst
+
     sdata = mst.datasets.her2st(sections, data_dir=data_dir)
     print("HER2ST patient C (Andersson et al., Nat. Commun. 2021), legacy ST")
     print(summary(sdata).to_string())
@@ -286,7 +325,9 @@ def _print_results(sec: pd.DataFrame, genes: pd.DataFrame, ctx) -> None:
                 "mse",
                 "mse_training_mean",
             ]
-        ].to_string()
+        ]
+        .round(3)
+        .to_string()
     )
     print(
         f"\nmean PCC over held-out sections (each the mean over that section's genes): {sec['mean_pcc'].mean():.3f} "

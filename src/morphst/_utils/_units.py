@@ -79,6 +79,13 @@ def _shape_diameter(shapes) -> float | None:
     return None
 
 
+def shape_diameter_um(shapes, affine: np.ndarray, um_per_unit: float) -> float | None:
+    """Median spot/cell diameter in µm: :func:`_shape_diameter` mapped by ``affine`` (shapes -> coordinate system
+    of ``um_per_unit`` µm per unit); None for points or shapes without a size."""
+    d = _shape_diameter(shapes)
+    return None if d is None else float(d * linear_scale(affine) * um_per_unit)
+
+
 def _visium_library(adata: AnnData, region: str) -> tuple[str, dict] | None:
     spatial = adata.uns.get("spatial")
     if not isinstance(spatial, dict) or not spatial:

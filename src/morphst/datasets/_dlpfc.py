@@ -13,6 +13,7 @@ import pandas as pd
 
 from .._constants import VISIUM_SPOT_DIAMETER_UM, Key
 from .._settings import settings
+from .._utils._quiet import quiet_third_party
 from ._fetch import candidate_roots, fetch_files
 
 FOLDER = "dlpfc"
@@ -220,7 +221,8 @@ def dlpfc(library_id: str = "151673", *, data_dir: str | os.PathLike | None = No
     library_id = str(library_id)
     src = _resolve(library_id, data_dir)
     folder = _spaceranger_folder(src, library_id)
-    sdata = visium(folder, dataset_id=library_id)
+    with quiet_third_party():  # spatialdata's "Converting `region_key`" about the reader's own table
+        sdata = visium(folder, dataset_id=library_id)
     table = sdata.tables[Key.TABLE]
     scalefactors = json.loads((folder / "spatial/scalefactors_json.json").read_text())
     meta = pd.read_csv(src / "metadata.tsv", sep="\t", index_col=0, low_memory=False)

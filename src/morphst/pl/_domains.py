@@ -11,7 +11,15 @@ import pandas as pd
 from .._constants import Key
 from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
-from ._spatial import build_panels, category_colors, draw_panel, new_figure, reference_colors, resolve_sections
+from ._spatial import (
+    build_panels,
+    category_colors,
+    draw_panel,
+    new_figure,
+    reference_colors,
+    resolve_sections,
+    visible_on_he,
+)
 from ._utils import finish, make_axes
 
 if TYPE_CHECKING:
@@ -72,8 +80,9 @@ def domains(
     domains left unmatched (more domains than categories) get colours no category uses, and the legend names the
     match. Otherwise domain colours come from ``uns[f"{domain_key}_colors"]`` when it matches the categories
     (scanpy's convention), else from scanpy's default palettes, and the reference row uses a different qualitative
-    palette (matplotlib's ``Dark2``, ``Set3`` beyond 8 categories, ``tab20b`` beyond 12), so equal colours never
-    suggest a match. Missing labels are light grey. With one section, the two rows are drawn side by side.
+    palette (matplotlib's ``Dark2``, ``Set2``, ``Set3``), so equal colours never suggest a match. Default palettes
+    leave out colours close to haematoxylin or eosin (CIELAB ΔE below 25), which would fade into the stain.
+    Missing labels are light grey. With one section, the two rows are drawn side by side.
 
     Parameters
     ----------
@@ -194,9 +203,10 @@ def match_categories(domains: pd.Series, reference: pd.Series) -> dict[str, str]
 
 
 def _matched_colors(cats: list[str], matched: dict[str, str], ref_colors: dict[str, str]) -> dict[str, str]:
-    """Matched domains take their category's colour; the others, scanpy colours that no category uses."""
+    """Matched domains take their category's colour; the others, scanpy colours visible over H&E that no category
+    uses."""
     from scanpy.pl import palettes
 
     used = {v.lower() for v in ref_colors.values()}
-    spare = iter([c for c in palettes.default_102 if c.lower() not in used])
+    spare = iter([c for c in visible_on_he(palettes.default_102) if c.lower() not in used])
     return {c: ref_colors[matched[c]] if c in matched else next(spare) for c in cats}

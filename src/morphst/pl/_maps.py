@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import Key
-from .._utils import list_keys
+from .._utils import get_adata, list_keys
 from ._spatial import Panel, build_panels, new_figure, resolve_sections
 from ._utils import make_axes
 
@@ -27,6 +27,28 @@ if TYPE_CHECKING:
 APPLY_TRANSLATOR = (
     "apply a fitted translator first (`tr.predict_sdata(sdata)`, `tr.predict_grid(sdata)` or `tr.predict_adata(adata)`)"
 )
+
+
+def translator_table(data: SpatialData | AnnData, table_key: str) -> AnnData:
+    """The table a translator wrote: ``data`` itself (AnnData) or ``data.tables[table_key]``.
+
+    Raises
+    ------
+    KeyError
+        If a SpatialData has no table ``table_key``: says what to run (:data:`APPLY_TRANSLATOR`) and lists the tables.
+    TypeError
+        If ``data`` is neither an AnnData nor a SpatialData.
+    """
+    import sys
+
+    sd = sys.modules.get("spatialdata")
+    if sd is not None and isinstance(data, sd.SpatialData) and table_key not in data.tables:
+        msg = (
+            f"No table {table_key!r} of translator predictions: {APPLY_TRANSLATOR}; or pass `table_key=` naming the "
+            f"table it wrote. Available tables: {list_keys(data.tables)}."
+        )
+        raise KeyError(msg)
+    return get_adata(data, table_key)
 
 
 def check_library_key(adata: AnnData, library_key: str) -> None:
@@ -100,4 +122,4 @@ def section_grid(
     return fig, axes, panels
 
 
-__all__ = ["APPLY_TRANSLATOR", "check_library_key", "panel_grid", "section_grid", "section_key"]
+__all__ = ["APPLY_TRANSLATOR", "check_library_key", "translator_table", "panel_grid", "section_grid", "section_key"]

@@ -9,8 +9,8 @@ import numpy as np
 
 from .._constants import Key
 from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
-from .._utils import get_adata, list_keys
-from ._maps import APPLY_TRANSLATOR, section_grid, section_key
+from .._utils import list_keys
+from ._maps import APPLY_TRANSLATOR, section_grid, section_key, translator_table
 from ._spatial import draw_panel
 from ._utils import finish
 
@@ -79,12 +79,12 @@ def predicted_expression(
     Raises
     ------
     KeyError
-        If the table holds no translator predictions (apply a translator first), a gene is not predicted, or
-        ``library_key`` is not an ``obs`` column.
+        If there is no table ``table_key`` or it holds no translator predictions (the message says what to run), a
+        gene is not predicted, or ``library_key`` is not an ``obs`` column.
     ValueError
         If ``genes`` is empty or a section is unknown.
     """
-    adata = get_adata(data, table_key)
+    adata = translator_table(data, table_key)
     params = adata.uns.get("morphst_translation", {}).get("params") if "morphst_translation" in adata.uns else None
     if params is None:
         msg = (

@@ -9,6 +9,7 @@ dependency on a plotting backend's choice of resolution or on Datashader.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -285,6 +286,10 @@ def add_scale_bar(ax: Axes, um_per_px: float, width_px: float) -> None:
     ax.add_artist(bar)
 
 
+#: Colour of spots without a value (NaN), e.g. a gene not predicted in the fold that held them out.
+MISSING_COLOR = "lightgrey"
+
+
 def draw_panel(
     ax: Axes,
     panel: Panel,
@@ -297,10 +302,13 @@ def draw_panel(
     alpha: float = 0.9,
     spot_size: float = 12.0,
     title: str | None = None,
+    missing_label: str | None = None,
 ):
     """Draw ``panel`` on ``ax``: the image, then one circle per spot coloured by ``values`` or ``colors``.
 
-    Returns the mappable (for a colour bar) when ``values`` is given, else ``None``.
+    Spots whose value is NaN are drawn light grey; with ``missing_label`` and at least one such spot, a legend entry
+    of that grey says what they are (e.g. "not predicted in this fold"). Returns the mappable (for a colour bar)
+    when ``values`` is given, else ``None``.
     """
     import matplotlib
     from matplotlib.collections import PatchCollection
@@ -319,7 +327,8 @@ def draw_panel(
         coll.set_linewidth(0)
         if values is not None:
             coll.set_array(np.ma.masked_invalid(np.asarray(values, dtype=float)))
-            coll.set_cmap(matplotlib.colormaps[cmap].with_extremes(bad="lightgrey") if isinstance(cmap, str) else cmap)
+            cm = matplotlib.colormaps[cmap].with_extremes(bad=MISSING_COLOR) if isinstance(cmap, str) else cmap
+            coll.set_cmap(cm)
             coll.set_clim(vmin, vmax)
             mappable = coll
         elif colors is not None:
@@ -328,9 +337,11 @@ def draw_panel(
     elif len(xy):
         kw = {"s": spot_size, "alpha": alpha, "linewidths": 0}
         if values is not None:
+            cm = matplotlib.colormaps[cmap].with_extremes(bad=MISSING_COLOR) if isinstance(cmap, str) else cmap
             mappable = ax.scatter(
-                xy[:, 0], xy[:, 1], c=np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, **kw
-            )
+                xy[:, 0], xy[:, 1], c=np.ma.masked_invalid(values), cmap=cm, vmin=vmin, vmax=vmax,
+                plotnonfinite=True, **kw,
+            )  # fmt: skip
         else:
             ax.scatter(xy[:, 0], xy[:, 1], c=colors, **kw)
     if len(xy):
@@ -346,38 +357,81 @@ def draw_panel(
     ax.set_yticks([])
     if title is not None:
         ax.set_title(title, fontsize="medium")
+    if missing_label and values is not None and len(xy) and not np.isfinite(np.asarray(values, dtype=float)).all():
+        _missing_legend(ax, missing_label)
     return mappable
 
 
+def _missing_legend(ax: Axes, label: str) -> None:
+    """A legend entry (a light grey spot) for the spots without a value."""
+    from matplotlib.lines import Line2D
+
+    handle = Line2D([], [], ls="", marker="o", markersize=7, markerfacecolor=MISSING_COLOR, markeredgecolor="0.4")
+    ax.legend([handle], [label], loc="lower left", fontsize="x-small", framealpha=0.8, handletextpad=0.3)
+
+
+#: Macenko's reference stain vectors (optical density per unit of stain, RGB rows): haematoxylin, eosin.
+_HE_STAINS = np.array([[0.5626, 0.7201, 0.4062], [0.2159, 0.8012, 0.5581]])
+#: Smallest CIELAB distance (CIE76 ΔE) between a category colour and any typical H&E colour: below it a spot of
+#: that colour fades into the stain (matplotlib's Dark2 slate purple is about 13 from haematoxylin).
+HE_MIN_CONTRAST = 25.0
+
+
+def he_colors() -> np.ndarray:
+    """Typical H&E colours, RGB in [0, 1], shape ``(11, 3)``: Beer–Lambert ``exp(-(h H + e E))`` of the reference
+    stain vectors for haematoxylin ``h`` in {0, 0.5, 1, 1.5} and eosin ``e`` in {0, 0.5, 1} (not both 0)."""
+    amounts = [(h, e) for h in (0.0, 0.5, 1.0, 1.5) for e in (0.0, 0.5, 1.0) if h + e > 0]
+    return np.array([np.exp(-(h * _HE_STAINS[0] + e * _HE_STAINS[1])) for h, e in amounts])
+
+
+def he_contrast(colors: Sequence[str]) -> np.ndarray:
+    """Per colour, the smallest CIE76 ΔE (CIELAB distance) to the typical H&E colours of :func:`he_colors`."""
+    from matplotlib.colors import to_rgb
+    from skimage.color import rgb2lab
+
+    tissue = rgb2lab(he_colors()[None])[0]
+    lab = rgb2lab(np.array([to_rgb(c) for c in colors], dtype=float)[None])[0]
+    return np.linalg.norm(lab[:, None, :] - tissue[None, :, :], axis=-1).min(axis=1)
+
+
+def visible_on_he(colors: Sequence[str]) -> list[str]:
+    """The ``colors`` (order kept) that stay visible over H&E: :func:`he_contrast` at least :data:`HE_MIN_CONTRAST`."""
+    colors = list(colors)
+    return [c for c, d in zip(colors, he_contrast(colors), strict=True) if d >= HE_MIN_CONTRAST]
+
+
 def category_colors(adata: AnnData, key: str, categories: list[str]) -> dict[str, str]:
-    """Colours of a categorical ``obs`` column: ``uns[f"{key}_colors"]`` when it fits (scanpy), else scanpy palettes."""
+    """Colours of a categorical ``obs`` column: ``uns[f"{key}_colors"]`` when it fits (scanpy), else scanpy's
+    palettes (``default_20``, then ``default_102``) without the colours that fade into H&E (:func:`visible_on_he`)."""
     from scanpy.pl import palettes
 
     stored = adata.uns.get(f"{key}_colors")
     if stored is not None and len(stored) == len(categories):
         return dict(zip(categories, list(stored), strict=True))
-    n = len(categories)
-    pal = palettes.default_20 if n <= 20 else palettes.default_28 if n <= 28 else palettes.default_102
+    pal = _unique(visible_on_he([*palettes.default_20, *palettes.default_102]))
     return {c: pal[i % len(pal)] for i, c in enumerate(categories)}
 
 
 def reference_colors(categories: list[str]) -> dict[str, str]:
     """Colours of a reference annotation drawn next to domains: a qualitative palette unlike scanpy's defaults.
 
-    Matplotlib's ``Dark2`` (up to 8 categories), ``Set3`` (12), ``tab20b`` (20), else scanpy's ``default_102``
-    from its 29th colour; none starts like scanpy's ``default_20``, so equal names do not look matched.
+    Matplotlib's ``Dark2``, ``Set2`` and ``Set3``, then scanpy's ``default_102`` from its 29th colour, each without
+    the colours that fade into H&E (:func:`visible_on_he`); none starts like :func:`category_colors`, so equal
+    names do not look matched.
     """
     import matplotlib
     from matplotlib.colors import to_hex
     from scanpy.pl import palettes
 
-    n = len(categories)
-    if n <= 20:
-        name = "Dark2" if n <= 8 else "Set3" if n <= 12 else "tab20b"
-        pal = [to_hex(c) for c in matplotlib.colormaps[name].colors]
-    else:
-        pal = list(palettes.default_102[28:]) + list(palettes.default_102[:28])
+    pal = [to_hex(c) for name in ("Dark2", "Set2", "Set3") for c in matplotlib.colormaps[name].colors]
+    pal = _unique(visible_on_he([*pal, *palettes.default_102[28:], *palettes.default_102[:28]]))
     return {c: pal[i % len(pal)] for i, c in enumerate(categories)}
+
+
+def _unique(colors: list[str]) -> list[str]:
+    """``colors`` without repeats (case-insensitive), order kept."""
+    seen: set[str] = set()
+    return [c for c in colors if not (c.lower() in seen or seen.add(c.lower()))]
 
 
 def new_figure(nrows: int, ncols: int, *, figsize, panel_size: tuple[float, float] = (3.6, 3.6), **kw):

@@ -239,8 +239,9 @@ def predicted_vs_observed(
             titles[1] = f"{name}: not predicted here\n(not selected in this fold's training part)"
         for k, (vals, title) in enumerate(zip((obs_v, pred_v), titles, strict=True)):
             m = draw_panel(
-                axes[i, k], panel, values=vals, cmap=cmap, vmin=lims[k][0], vmax=lims[k][1], alpha=alpha, title=title
-            )
+                axes[i, k], panel, values=vals, cmap=cmap, vmin=lims[k][0], vmax=lims[k][1], alpha=alpha, title=title,
+                missing_label="not predicted in this fold" if k == 1 and np.isfinite(vals).any() else None,
+            )  # fmt: skip
             if m is not None and np.isfinite(vals).any():
                 label = f"observed {layer}" if k == 0 else pred_scale
                 fig.colorbar(m, ax=axes[i, k], fraction=0.046, pad=0.02, label=label)

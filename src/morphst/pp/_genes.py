@@ -117,6 +117,17 @@ def _detected(values) -> np.ndarray:
     return np.asarray((values > 0).sum(axis=0)).ravel()
 
 
+def _without_empty_spots(values):
+    """``values`` without its all-zero rows (spots with no counts: their Pearson residuals are 0/0, which would make
+    every gene's variance NaN); a ``ValueError`` if no row is left. Detection fractions still count every spot."""
+    totals = np.asarray(values.sum(axis=1)).ravel()
+    empty = ~(totals > 0)
+    if empty.all():
+        msg = f"Every one of the {len(totals)} spots has zero total expression: check the expression source (`layer=`)."
+        raise ValueError(msg)
+    return values[np.flatnonzero(~empty)] if empty.any() else values
+
+
 def _columns(values, keep: np.ndarray):
     """``values[:, keep]``, without a copy when ``keep`` is every column."""
     return values if keep.size == values.shape[1] else values[:, keep]
@@ -146,10 +157,11 @@ def gene_scores(
     n = values.shape[0]
     detected = _detected(values)
     score = np.full(values.shape[1], np.nan)
+    hv_values = _without_empty_spots(values) if method == "highly_variable" else values
     if method == "highly_variable" and hvg_flavor == "pearson_residuals":
         # analytic Pearson residuals (Lause, Berens & Kobak, Genome Biol. 2021): residual variance per gene
         keep = np.flatnonzero(detected > 0)
-        tmp = ad.AnnData(_columns(values, keep))
+        tmp = ad.AnnData(_columns(hv_values, keep))
         tmp.var_names = var_names[keep]
         df = sc.experimental.pp.highly_variable_genes(
             tmp, flavor="pearson_residuals", n_top_genes=min(n_top_genes, len(keep)), inplace=False
@@ -157,7 +169,7 @@ def gene_scores(
         score[keep] = df["residual_variances"].to_numpy(np.float64)
     elif method == "highly_variable":
         keep = np.flatnonzero(detected > 0)
-        tmp = ad.AnnData(_columns(values, keep))
+        tmp = ad.AnnData(_columns(hv_values, keep))
         tmp.var_names = var_names[keep]
         df = sc.pp.highly_variable_genes(tmp, flavor=hvg_flavor, n_top_genes=min(n_top_genes, len(keep)), inplace=False)
         score[keep] = df["dispersions_norm"].to_numpy(np.float64)

@@ -9,7 +9,8 @@ import pandas as pd
 
 from .. import _logging as logg
 from .._constants import Key
-from .._utils import affine_xy, list_keys, records_params, shape_centroids
+from .._utils import affine_xy, image_levels, list_keys, records_params, shape_centroids
+from .._utils._quiet import import_squidpy, quiet_third_party
 from .._utils._units import check_positive_um, resolve_image_scale
 from ._patches import require_sdata
 
@@ -24,6 +25,7 @@ def tile_tissue(
     tile_size: float = 112.0,
     min_tissue_fraction: float = 0.5,
     method: Literal["otsu", "felzenszwalb", "weka"] = "otsu",
+    background: Literal["bright", "corners"] | None = None,
     um_per_unit: float | None = None,
     um_per_px: float | None = None,
     key_added: str | None = None,
@@ -52,6 +54,11 @@ def tile_tissue(
         Keep tiles with at least this fraction of tissue pixels, in [0, 1].
     method
         Tissue detection of ``squidpy.experimental.im.detect_tissue``.
+    background
+        Which side of the threshold is background: ``"bright"`` (glass of a brightfield slide: tissue is darker),
+        or ``"corners"`` (whatever the image corners hold, squidpy's own rule: suits fluorescence, but fails when
+        tissue touches the corners). Default: ``"bright"`` for an RGB(A) image, ``"corners"`` otherwise;
+        ``method="weka"`` needs ``"corners"``. A warning says when most kept tiles look like background.
     um_per_unit
         µm per unit of the image's coordinate system (overrides what the object says). When given (or
         ``um_per_px``), it is declared with :func:`morphst.pp.set_um_per_unit` so later steps use the same scale.
@@ -103,6 +110,7 @@ def tile_tissue(
     if not 0.0 <= min_tissue_fraction <= 1.0:
         msg = f"`min_tissue_fraction` must lie in [0, 1], got {min_tissue_fraction}."
         raise ValueError(msg)
+    background = _check_background(sdata, image_key, background, method)
     key = key_added or f"{image_key}_tiles"
     tkey = table_key or f"{key}_table"
     if not overwrite and (key in sdata.shapes or tkey in sdata.tables):
@@ -116,13 +124,14 @@ def tile_tissue(
     start = logg.info(
         f"tiling the tissue of {image_key!r}: {tile_size:g} µm tiles ({tile_px} px at {mpp:.4g} µm/px; {units.source})"
     )
-    grid, keep = _tissue_grid(sdata, image_key, method, tile_px, min_tissue_fraction, key)
+    grid, keep = _tissue_grid(sdata, image_key, method, background, tile_px, min_tissue_fraction, key)
     if not keep.any():
         msg = (
             f"No {tile_size:g} µm tile of {image_key!r} has {min_tissue_fraction:g} of its area in detected tissue "
             f"({len(grid)} tiles in all); lower `min_tissue_fraction` or `tile_size`, or check the image."
         )
         raise ValueError(msg)
+    _warn_background_tiles(sdata, image_key, grid, keep, background)
     tiles = grid.loc[keep, ["tile_x", "tile_y", "geometry"]].reset_index(drop=True)
     shapes, table = _shapes_and_table(sdata, image_key, tiles, cs, key)
     table.uns["tiles"] = {
@@ -136,6 +145,7 @@ def tile_tissue(
             tile_size=float(tile_size),
             min_tissue_fraction=float(min_tissue_fraction),
             method=method,
+            background=background,
             um_per_unit=um_per_unit,
             um_per_px=um_per_px,
             key_added=key,
@@ -156,29 +166,83 @@ def tile_tissue(
     )
 
 
-def _tissue_grid(sdata, image_key, method, tile_px, min_tissue_fraction, key):
+def _check_background(sdata, image_key: str, background, method: str) -> str:
+    """``background`` resolved (``"bright"`` for RGB(A) images, else ``"corners"``); ``ValueError`` if unusable."""
+    if background is None:
+        n_channels = image_levels(sdata.images[image_key])[0].shape[0]
+        return "bright" if n_channels in (3, 4) else "corners"
+    if background not in ("bright", "corners"):
+        msg = f"`background` must be 'bright' (glass of a brightfield slide) or 'corners', got {background!r}."
+        raise ValueError(msg)
+    if background == "bright" and method == "weka":
+        msg = "squidpy's weka tissue detection learns the background from the corners: pass `background='corners'`."
+        raise ValueError(msg)
+    return background
+
+
+def _tissue_grid(sdata, image_key, method, background, tile_px, min_tissue_fraction, key):
     """The squidpy tile grid of ``tile_px`` tiles over the image and the mask of tiles classified as tissue.
 
-    ``method`` other than Otsu first writes ``labels[f"{image_key}_tissue"]`` (squidpy's ``detect_tissue``), which
-    ``make_tiles`` then uses; the grid's temporary shapes element is removed again.
+    Writes ``labels[f"{image_key}_tissue"]`` (squidpy's ``detect_tissue``, oriented by ``background``) when it is
+    not there; ``make_tiles`` classifies the tiles with it; the grid's temporary shapes element is removed again.
     """
-    import squidpy as sq
-
     tmp = f"_morphst_tiles_{key}"
-    if method != "otsu" and f"{image_key}_tissue" not in sdata.labels:
-        sq.experimental.im.detect_tissue(sdata, image_key, method=method, new_labels_key=f"{image_key}_tissue")
-    # make_tiles detects the tissue itself (Otsu) when `<image_key>_tissue` is not there yet
-    sq.experimental.im.make_tiles(
-        sdata,
-        image_key,
-        tile_size=(tile_px, tile_px),
-        min_tissue_fraction=float(min_tissue_fraction),
-        new_shapes_key=tmp,
-        preview=False,
-    )
+    with quiet_third_party():
+        sq = import_squidpy()
+        if f"{image_key}_tissue" not in sdata.labels:
+            sq.experimental.im.detect_tissue(
+                sdata,
+                image_key,
+                method=method,
+                corners_are_background=background == "corners",  # no corner flagged: bright background
+                new_labels_key=f"{image_key}_tissue",
+            )
+        sq.experimental.im.make_tiles(
+            sdata,
+            image_key,
+            tile_size=(tile_px, tile_px),
+            min_tissue_fraction=float(min_tissue_fraction),
+            new_shapes_key=tmp,
+            preview=False,
+        )
     grid = sdata.shapes[tmp]
     del sdata.shapes[tmp]
     return grid, grid["tile_classification"].astype(str).to_numpy() == "tissue"
+
+
+#: Warn when more than this fraction of the kept tiles is mostly background (glass) by the image's own threshold.
+_BACKGROUND_TILES_WARN = 0.5
+
+
+def _warn_background_tiles(sdata, image_key: str, grid, keep: np.ndarray, background: str) -> None:
+    """Warn when most kept tiles lie on background: more than half of their pixels on the glass side of an Otsu
+    threshold of the grey image (a coarse pyramid level), with glass the bright side for RGB(A) images."""
+    from skimage.filters import threshold_otsu
+
+    levels = image_levels(sdata.images[image_key])
+    if levels[0].shape[0] not in (3, 4):
+        return  # glass is bright only on brightfield (RGB) images
+    lvl = next((lv for lv in levels if max(lv.shape[-2:]) <= 2048), levels[-1])
+    step = max(1, int(np.ceil(max(lvl.shape[-2:]) / 2048)))  # no level that coarse: every step-th pixel
+    grey = np.asarray(lvl.data[:3, ::step, ::step], dtype=float).mean(axis=0)
+    if np.ptp(grey) == 0:
+        return
+    glass = grey > threshold_otsu(grey)
+    fy, fx = levels[0].shape[-2] / grey.shape[0], levels[0].shape[-1] / grey.shape[1]
+    frac = []
+    for geom in grid.geometry[keep]:
+        x0, y0, x1, y1 = geom.bounds
+        win = glass[int(y0 // fy) : max(int(np.ceil(y1 / fy)), int(y0 // fy) + 1),
+                    int(x0 // fx) : max(int(np.ceil(x1 / fx)), int(x0 // fx) + 1)]  # fmt: skip
+        frac.append(win.mean() if win.size else 0.0)
+    on_glass = int((np.asarray(frac) > 0.5).sum())
+    if on_glass > _BACKGROUND_TILES_WARN * int(keep.sum()):
+        fix = "pass `background='bright'`" if background == "corners" else "check the image (tissue darker than glass?)"
+        logg.warning(
+            f"{on_glass} of {int(keep.sum())} tiles kept on {image_key!r} lie mostly on background (brighter than the "
+            f"image's Otsu threshold, as glass is on H&E): the tissue mask looks inverted; {fix}, or delete "
+            f"`sdata.labels['{image_key}_tissue']` if it came from elsewhere."
+        )
 
 
 def _shapes_and_table(sdata, image_key, tiles, cs, key):

@@ -77,9 +77,24 @@ def gene_table(y_true, y_pred, genes=None) -> pd.DataFrame:
     """All metrics per gene as a DataFrame (columns ``pcc``, ``mae``, ``mse``, ``rmse``, ``constant_in_test``).
 
     ``constant_in_test`` marks genes whose observed values are constant, which :func:`summarize` excludes.
+    ``genes`` names the rows (one name per column of ``y_true``); default ``"0"``, ``"1"``, ...
+
+    Raises
+    ------
+    ValueError
+        Shapes that differ, arrays that are not 1-D or 2-D, or ``genes`` of another length than the number of genes.
     """
     yt, yp, _ = _prepare(y_true, y_pred)
-    genes = list(genes) if genes is not None else [str(i) for i in range(yt.shape[1])]
+    if genes is None:
+        genes = [str(i) for i in range(yt.shape[1])]
+    else:
+        genes = [genes] if isinstance(genes, str) else list(genes)
+        if len(genes) != yt.shape[1]:
+            msg = (
+                f"`genes` has {len(genes)} name(s) but `y_true` has {yt.shape[1]} gene column(s) (shape {yt.shape}); "
+                "pass one name per column, in the columns' order (e.g. `adata.var_names` of the same genes)."
+            )
+            raise ValueError(msg)
     return pd.DataFrame(
         {
             "pcc": np.atleast_1d(pcc(yt, yp)),

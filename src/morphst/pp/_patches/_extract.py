@@ -29,10 +29,47 @@ from ._table import require_sdata
 
 #: Warn when more than this fraction of the patches overhang the image edge.
 _EDGE_WARN_FRACTION = 0.10
+#: Upsampling up to this factor (native px -> target_px) is a deliberate choice (224 px at 0.5 µm/px on a
+#: ~0.69 µm/px scan is 1.37×): logged, not warned.
+_UPSAMPLE_WARN_FACTOR = 1.5
+#: Beyond this factor the image is too coarse for a pretrained encoder: advise its own pixels and "handcrafted".
+_UPSAMPLE_COARSE_FACTOR = 4.0
+#: Warn when the patch side exceeds this many spot/cell diameters (as the shapes give them).
+_OVERSIZE_FACTOR = 15.0
+
+
+def _upsampling_message(g: RegionGeometry, k: int, patch_size_um: float, target_px: int) -> str | None:
+    """Why and how much the ``k``-th patch size of region ``g`` is upsampled, with the fix; None below the threshold.
+
+    Up to :data:`_UPSAMPLE_WARN_FACTOR` (e.g. the HEST convention of 224 px at 0.5 µm/px on a 0.69 µm/px scan) the
+    upsampling is a deliberate choice and only logged. Beyond :data:`_UPSAMPLE_COARSE_FACTOR` the image is far
+    too coarse for a pretrained encoder's input: the advice is the image's own pixels and the handcrafted encoder,
+    not a patch of many spot diameters.
+    """
+    w = min(g.window_px[k])
+    factor = target_px / w
+    if factor <= _UPSAMPLE_WARN_FACTOR:
+        return None
+    res = g.level_um_per_px[k]
+    head = (
+        f"{g.region} ({g.image_key}): the {patch_size_um:g} µm patch is upsampled {factor:.2f}× "
+        f"({w} native px -> {target_px} px): the image ({res:.4g} µm/px at its finest level) is coarser than the "
+        f"requested {patch_size_um / target_px:.4g} µm/px."
+    )
+    if factor > _UPSAMPLE_COARSE_FACTOR:
+        return (
+            f"{head} The image is too coarse for an encoder pretrained on ~0.5 µm/px tissue: use `target_px={w}` "
+            "(the image's own pixels) and `mst.tl.embed_patches(sdata, model=\"handcrafted\")` (colour and texture "
+            "statistics at any scale), or a full-resolution image of the section."
+        )
+    return (
+        f"{head} To avoid interpolated detail, use `target_px={w}` (the image's own resolution; encoders resize "
+        f"to their input size themselves) or `patch_size={target_px * res:.0f}` (µm that {target_px} native px cover)."
+    )
 
 
 def _report_geometry(geoms: list[RegionGeometry], patch_sizes_um: list[float], target_px: int) -> None:
-    """Log the pyramid level, its µm/px and the window per region; warn on upsampling and on many edge patches.
+    """Log the pyramid level, its µm/px and the window per region; warn on upsampling, oversized and edge patches.
 
     Upsampling is told in one warning per patch size (the first region's figures, and how many regions share it),
     so a multi-section dataset does not repeat the same warning per section.
@@ -49,15 +86,10 @@ def _report_geometry(geoms: list[RegionGeometry], patch_sizes_um: list[float], t
                 f"({g.level_um_per_px[k]:.4g} µm/px), window {w[0]} × {w[1]} px -> {target_px} px "
                 f"({patch_size_um / target_px:.4g} µm/px)"
             )
-            if min(w) < target_px:
-                upsampled.setdefault(patch_size_um, []).append(
-                    f"{g.region} ({g.image_key}): the {patch_size_um:g} µm patch is upsampled {target_px / min(w):.2f}× "
-                    f"({min(w)} native px -> {target_px} px): the image ({g.level_um_per_px[k]:.4g} µm/px at its "
-                    f"finest level) is coarser than the requested {patch_size_um / target_px:.4g} µm/px. To avoid "
-                    f"interpolated detail, use `target_px={min(w)}` (the image's own resolution; encoders resize "
-                    f"to their input size themselves) or `patch_size={target_px * g.level_um_per_px[k]:.0f}` "
-                    f"(µm that {target_px} native px cover)."
-                )
+            msg = _upsampling_message(g, k, patch_size_um, target_px)
+            if msg is not None:
+                upsampled.setdefault(patch_size_um, []).append(msg)
+    _warn_oversized(geoms, patch_sizes_um[0])
     for msgs in upsampled.values():
         more = f" The same holds for {len(msgs) - 1} more region(s)." if len(msgs) > 1 else ""
         logg.warning(f"{msgs[0]}{more}")
@@ -68,6 +100,19 @@ def _report_geometry(geoms: list[RegionGeometry], patch_sizes_um: list[float], t
             f"{n_edge} of {len(valid)} patches ({100 * n_edge / len(valid):.0f}%) touch the image edge "
             f"({int((valid == 0).sum())} lie entirely off it) and are padded: check the shapes' transformation and "
             f"`patch_size` ({patch_sizes_um[0]:g} µm); see obs['{OBS_VALID}']."
+        )
+
+
+def _warn_oversized(geoms: list[RegionGeometry], patch_size_um: float) -> None:
+    """Warn once when the patch side is more than :data:`_OVERSIZE_FACTOR` spot/cell diameters (median, µm)."""
+    big = [g for g in geoms if g.diameter_um and patch_size_um > _OVERSIZE_FACTOR * g.diameter_um]
+    if big:
+        g = big[0]
+        more = f" (and {len(big) - 1} more region(s))" if len(big) > 1 else ""
+        logg.warning(
+            f"{g.region}{more}: the {patch_size_um:g} µm patch is {patch_size_um / g.diameter_um:.0f}× the "
+            f"{g.diameter_um:.3g} µm diameter of its spots/cells, so each patch mostly shows their neighbours. "
+            f"Check `patch_size` (µm, not px); for a wider view next to a spot-sized patch use `context_sizes_um`."
         )
 
 
@@ -101,7 +146,8 @@ def extract_patches(
     fraction inside the image is recorded. RGBA is composited over white (transparent background reads as
     glass, not as dense tissue); single-channel images are replicated to grey RGB; images that are not uint8 (e.g.
     uint16 DAPI, float) are mapped linearly onto 0–255 using ``intensity_range``; NaN pixels (registration margins)
-    count as padding.
+    count as padding. A warning names the fix when a patch is upsampled more than 1.5× (a coarse image) or is more
+    than 15 spot/cell diameters wide (``patch_size`` is in µm, not px).
 
     **Units.** SpatialData transformations carry no unit, so the µm size of one coordinate unit is resolved from
     what the object says and recorded (``uns['patches']['regions'][...]['um_per_unit']`` and

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..._constants import Key
 from ..._utils import affine_xy, get_adata, image_levels, list_keys, shape_centroids
-from ..._utils._units import Units, linear_scale, resolve_um_per_unit
+from ..._utils._units import Units, linear_scale, resolve_um_per_unit, shape_diameter_um
 from ._channels import channel_plan, resolve_intensity_range
 from ._table import match_instance_ids, require_sdata, table_regions
 
@@ -78,6 +78,7 @@ class RegionGeometry:
     valid: list[np.ndarray]  # per size, (n,)
     transform: np.ndarray  # 3x3 shapes -> image px
     units: Units  # µm per unit of cs, and how it was found
+    diameter_um: float | None = None  # median spot/cell diameter, µm (None for points)
 
 
 def window_corners(centres: np.ndarray, f: tuple[float, float], w: tuple[int, int]) -> np.ndarray:
@@ -295,6 +296,7 @@ def _region_geometry(
         valid=[],
         transform=m,
         units=units,
+        diameter_um=shape_diameter_um(shapes, a_shapes, units.um_per_unit),
     )
     for patch_size_um in patch_sizes_um:
         _add_patch_size(g, levels, patch_size_um, target_px)

@@ -111,8 +111,8 @@ def evaluate_domains(
         Spots of different sections are never neighbours.
     n_neighs
         Spatial neighbours per observation (>= 1), within its section; capped at ``n - 1`` in a section of ``n``
-        observations (a section of one observation is left out of the autocorrelation); caps are recorded in
-        ``params["notes"]``.
+        observations with a warning (a section of one observation is left out of the autocorrelation); caps are
+        recorded in ``params["notes"]``; at least the size of the largest section is an error.
     key_added
         ``uns`` key of the result; ``None``: ``f"{domain_key}_evaluation"``.
     {copy}
@@ -149,7 +149,7 @@ def evaluate_domains(
         If ``domain_key``, ``annotation_key``, ``spatial_key``, ``layer`` or a gene is missing (the message lists what is there).
     ValueError
         If the reference has fewer than two categories, markers are asked of fewer than two domains, ``n_markers``
-        < 1 or ``n_neighs`` < 1.
+        < 1, ``n_neighs`` < 1 or ``n_neighs`` >= the largest section, or section labels of mixed types.
     """
     adata = get_adata(data, table_key)
     key, reference = domain_key, annotation_key
@@ -165,6 +165,8 @@ def evaluate_domains(
     from ..._utils._checks import check_expression
 
     check_expression(adata, "mst.tl.evaluate_domains")  # after the label checks: they need no expression
+    sections = adata.obs[lib].astype(str).to_numpy() if lib is not None else np.zeros(adata.n_obs, dtype=str)
+    _check_n_neighs(int(n_neighs), sections)
 
     start = logg.info(
         f"evaluating domains {key!r}"
@@ -174,7 +176,6 @@ def evaluate_domains(
             else ": no `annotation_key`, so spatial coherence only (pass `annotation_key=` for ARI/NMI)"
         )
     )
-    sections = adata.obs[lib].astype(str).to_numpy() if lib is not None else np.zeros(adata.n_obs, dtype=str)
     table, marker_of, do_norm, notes = _autocorrelation(
         adata, dom, coords, sections, genes, layer, n_markers, normalize, n_neighs
     )
@@ -226,6 +227,25 @@ def _agreement(adata: AnnData, dom: pd.Series, key: str, reference: str) -> dict
     }
 
 
+def _check_n_neighs(n_neighs: int, sections: np.ndarray) -> None:
+    """As :func:`morphst.tl.fuse`: refuse ``n_neighs`` that no section can honour; warn when some sections cap it."""
+    labels, sizes = np.unique(sections, return_counts=True)
+    if n_neighs >= sizes.max():
+        msg = (
+            f"`n_neighs`={n_neighs} spatial neighbours, but the largest section has {sizes.max()} observations (so "
+            f"at most {sizes.max() - 1} neighbours); choose a smaller `n_neighs` (6 on Visium, 4 on the legacy ST "
+            "grid)."
+        )
+        raise ValueError(msg)
+    capped = [
+        f"section {str(g)!r}: capped at {c - 1} ({c} observations)"
+        for g, c in zip(labels, sizes, strict=True)
+        if 1 < c <= n_neighs
+    ]
+    if capped:
+        logg.warning(f"`n_neighs`={n_neighs} is more than some sections allow: {'; '.join(capped[:5])}.")
+
+
 def _check_genes(adata, dom, key, genes, layer, n_markers, n_neighs) -> list[str] | None:
     """Check ``layer``, ``genes`` (returned as a list, or ``None``: markers), ``n_markers`` and ``n_neighs``."""
     if layer is not None and layer not in adata.layers:
@@ -257,7 +277,10 @@ def _autocorrelation(adata, dom, coords, sections, genes, layer, n_markers, norm
     """
     import anndata as ad
     import scanpy as sc
-    import squidpy as sq
+
+    from ..._utils._quiet import import_squidpy
+
+    sq = import_squidpy()
 
     x = adata.layers[layer] if layer is not None else adata.X
     tmp = ad.AnnData(

@@ -280,21 +280,18 @@ def _table_annotating(sdata: SpatialData, region: str) -> AnnData:
 
 def _normalise_stains(work: SpatialData, shapes_keys: list[str], image_key: str | None, state: dict) -> None:
     """Replace the images of ``work`` that the shapes use by their stain-normalised version (squidpy)."""
-    import squidpy.experimental.im as sqe
     from spatialdata.models import Image2DModel
     from spatialdata.transformations import get_transformation
 
+    from ..._utils._quiet import import_squidpy
+    from ...pp._patches._stain import normalize_stains_checked, stain_images
+
+    sqe = import_squidpy().experimental.im
+
     ref = sqe.StainReference(**{k: (v if k == "method" else np.asarray(v)) for k, v in state.items()})
-    if image_key is not None:
-        names = [image_key]
-    else:
-        cs = {c for k in shapes_keys for c in get_transformation(work.shapes[k], get_all=True)}
-        names = [k for k, im in work.images.items() if cs & set(get_transformation(im, get_all=True))]
-    for name in names:
-        if f"{name}_tissue" not in work.labels:
-            sqe.detect_tissue(work, name)
+    for name in stain_images(work, shapes_keys, image_key):  # the images extract_patches reads, checked first
         logg.info(f"    normalising the stains of {name!r} to the translator's {ref.method} reference (squidpy)")
-        da = sqe.normalize_stains(work, name, ref, inplace=False)
+        da = normalize_stains_checked(work, name, ref)
         el = work.images[name]
         factors = None
         if hasattr(el, "children"):  # a pyramid: keep its downsampling factors

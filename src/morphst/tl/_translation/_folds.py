@@ -10,6 +10,7 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._utils import bool_column, list_keys
+from ..._utils._labels import check_section_labels
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -231,6 +232,7 @@ def section_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None
     """
     if library_key is None or library_key not in adata.obs.columns:
         return None
+    check_section_labels(adata, library_key)  # 1 and "1": one section or two? refused
     col = adata.obs[library_key]
     na = col.isna().to_numpy()
     if na.any():

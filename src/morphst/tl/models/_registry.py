@@ -23,6 +23,7 @@ from ._weights import (
     hub_plan,
     hub_repo_id,
     is_hf_hub,
+    load_state_dict_checked,
     no_weights_error,
     normalise_name,
     read_state_dict,
@@ -63,12 +64,16 @@ def _build_timm(spec: ModelSpec, weights, random_state: int):
         sd = read_state_dict(path)
         target = model.state_dict()
         if spec.convert_state_dict is not None:
-            sd = spec.convert_state_dict(sd, target)
+            try:
+                sd = spec.convert_state_dict(sd, target)
+            except ValueError as e:
+                msg = f"Weights file {str(path)!r} does not fit model {spec.name!r} ({spec.arch}): {e}"
+                raise ValueError(msg) from e
         classifier = model.pretrained_cfg.get("classifier", "classifier")
         sd = {k: v for k, v in sd.items() if k in target or not k.startswith(f"{classifier}.")}
         if spec.pooling == "cls+mean":
             sd = {k: v for k, v in sd.items() if k in target or not k.startswith("head")}
-        model.load_state_dict(sd, strict=True)
+        load_state_dict_checked(model, sd, path, spec.name, spec.arch)
         return model, f"file {path}", file_sha256(path), str(path)
 
     hub = spec.hub

@@ -61,21 +61,74 @@ def find_weights_file(names: str | Sequence[str], weights_dir: str | os.PathLike
 
 
 def read_state_dict(path: Path) -> dict:
+    """The tensors of a weights file: ``.safetensors``, or a state dict saved with ``torch.save`` (possibly under
+    ``"state_dict"`` / ``"model"`` / ``"model_state_dict"``); ``module.`` prefixes removed.
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read (truncated or corrupt: download it again), holds a pickled Python object such as a
+        whole model (re-save its ``state_dict()``), or holds something else than a state dict. The message names
+        the file and its size.
+    """
+    import pickle
+
     import torch
 
-    if path.name.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    path = Path(path)
+    what = f"Weights file {str(path)!r} ({path.stat().st_size:,} bytes)"
+    try:
+        if path.name.endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        sd = load_file(str(path))
-    else:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        for k in ("state_dict", "model", "model_state_dict"):
-            if isinstance(sd, dict) and k in sd and isinstance(sd[k], dict):
-                sd = sd[k]
-    if not isinstance(sd, dict):
-        msg = f"{path} does not hold a state dict (got {type(sd).__name__})."
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = (
+            f"{what} holds pickled Python objects, not only tensors (e.g. a whole model saved with "
+            "`torch.save(model, path)`), which morphst does not unpickle (that could run code). Re-save its weights: "
+            "`torch.save(model.state_dict(), path)` or `safetensors.torch.save_file(model.state_dict(), path)`."
+        )
+        raise ValueError(msg) from e
+    except Exception as e:  # noqa: BLE001 - safetensors' SafetensorError, torch's zip reader: one cause
+        msg = (
+            f"{what} cannot be read: {type(e).__name__}: {str(e)[:200]}. It is probably truncated or corrupt (an "
+            "interrupted download or copy): download it again, or pass another file with `weights=`."
+        )
+        raise ValueError(msg) from e
+    for k in ("state_dict", "model", "model_state_dict"):
+        if isinstance(sd, dict) and k in sd and isinstance(sd[k], dict):
+            sd = sd[k]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        msg = f"{what} does not hold a state dict of tensors (got {type(sd).__name__}); save `model.state_dict()`."
         raise ValueError(msg)
     return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+
+
+def load_state_dict_checked(model, sd: dict, path: Path, name: str, arch: str) -> None:
+    """``model.load_state_dict(sd, strict=True)``, or a ``ValueError`` naming the file, the model and what differs.
+
+    A state dict of another architecture (or of another size of the same one) misses keys, has extra ones or
+    tensors of other shapes; the message counts each with examples.
+    """
+    target = model.state_dict()
+    missing = [k for k in target if k not in sd]
+    extra = [k for k in sd if k not in target]
+    shapes = [k for k in target if k in sd and tuple(sd[k].shape) != tuple(target[k].shape)]
+    if not (missing or extra or shapes):
+        model.load_state_dict(sd, strict=True)
+        return
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", extra), ("of another shape", shapes)):
+        if keys:
+            parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
+    msg = (
+        f"Weights file {str(path)!r} does not fit model {name!r} ({arch}: {len(target)} tensors; the file has "
+        f"{len(sd)}): {'; '.join(parts)}. It is probably the state dict of another architecture or size: pass "
+        f"`weights=` a file made for {name!r}, or the `model=` that this file was saved from."
+    )
+    raise ValueError(msg)
 
 
 def map_by_position(src: dict, target: dict, *, drop_prefixes: tuple[str, ...] = ()) -> dict:
