@@ -82,7 +82,8 @@ def main() -> None:
     rel = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
 
     print(
-        f"{'' if args.smoke else 'HER2ST '}{'+'.join(args.sections)}: {n} patches (112 µm -> 224 px), model {args.model}, "
+        f"{'' if args.smoke else 'HER2ST '}{'+'.join(args.sections)}: {n} patches (112 µm -> 224 px), "
+        f"model {args.model}, "
         f"batch {args.batch_size}, torch threads {torch.get_num_threads()}, auto dtype = "
         f"{'bf16' if auto is not None else 'fp32'}"
     )

@@ -45,7 +45,8 @@ import torch
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 sync = torch.cuda.synchronize if DEV == "cuda" else (lambda: None)
 # --smoke: the smallest run, on whatever device there is (the CPU here): seconds, figures meaningless
-SMOKE = {"N_CELLS": "48", "BS": "16", "FWD_S": "0.2", "N_JOBS": "1", "READER_N": "48", "MODELS": "efficientnet_lite0:32"}
+SMOKE = {"N_CELLS": "48", "BS": "16", "FWD_S": "0.2", "N_JOBS": "1", "READER_N": "48"}
+SMOKE["MODELS"] = "efficientnet_lite0:32"
 if "--smoke" in sys.argv[1:]:
     os.environ.update(SMOKE)
     torch.set_num_threads(1)

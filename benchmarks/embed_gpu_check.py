@@ -15,7 +15,8 @@ GPU fp32 (strict) vs CPU fp32 features: max relative difference 2.2e-6 (densenet
 `device=None` resolved to cuda. Relative difference per patch: ||f_a - f_b|| / ||f_b||.
 
 `--smoke` (the test suite's run; seconds, figures meaningless): 4 random patches, random weights, the CPU fp32
-reference computed in this process, batch 4, one warm-up, 0.05 s per rate, on the device at hand (the CPU without a GPU).
+reference computed in this process, batch 4, one warm-up, 0.05 s per rate, on the device at hand (the CPU without
+a GPU).
 Run from the repository root (the stubs below import `src/morphst`).
 """
 

@@ -23,7 +23,8 @@ Controls printed from the same run (PROTOCOL "Controls"):
 
 Usage: ``python benchmarks/translation_her2st.py [--data-dir DIR] [--weights-dir DIR] [--cache DIR] [--seeds N]
 [--skip-variants] [--smoke]``. ``--smoke``: synthetic five-section table, random features, fewer rows, two seeds of a
-3-epoch head on DenseNet-121-shaped features only (seconds; checks that the script runs, its figures mean nothing). Last line: ``RESULT ...`` (see ``result_line``).
+3-epoch head on DenseNet-121-shaped features only (seconds; checks that the script runs, its figures mean nothing).
+Last line: ``RESULT ...`` (see ``result_line``).
 """
 
 from __future__ import annotations
@@ -69,28 +70,6 @@ def embeddings(sdata, weights_dir: Path, cache: Path | None) -> None:
         if f is not None:
             f.parent.mkdir(parents=True, exist_ok=True)
             np.save(f, adata.obsm[key])
-
-
-def synthetic_table(n_per: int = 36, n_genes: int = 120, seed: int = 0):
-    """--smoke: five sections of a 6×6 grid, Poisson counts driven by a latent field that the features also see."""
-    import anndata as ad
-
-    rng = np.random.default_rng(seed)
-    side = int(np.sqrt(n_per))
-    xy = np.array([(i, j) for i in range(side) for j in range(side)], dtype=float) * 200.0
-    n = n_per * len(SECTIONS)
-    latent = rng.standard_normal((n, 4))
-    load = rng.standard_normal((4, n_genes)) * 0.4
-    counts = rng.poisson(np.exp(1.5 + latent @ load))
-    obs = pd.DataFrame({"section": pd.Categorical(np.repeat(SECTIONS, n_per))}, index=[f"s{i}" for i in range(n)])
-    from scipy import sparse
-
-    adata = ad.AnnData(sparse.csr_matrix(counts.astype(np.float32)), obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
-    adata.obsm["spatial"] = np.tile(xy, (len(SECTIONS), 1))
-    for key, d in (("X_densenet121", 16), ("X_efficientnet_lite0", 12), ("X_densenet121_random", 16)):
-        for suffix in ("", "_ctx0", "_ctx1"):
-            adata.obsm[key + suffix] = latent @ rng.standard_normal((4, d)) + rng.standard_normal((n, d))
-    return adata
 
 
 def fold_genes(adata, key: str) -> dict[str, list[str]]:
@@ -281,7 +260,12 @@ def load(args):
     if args.smoke:
         from morphst.tl import FeatureHead
 
-        return synthetic_table(), FeatureHead(n_hidden=8, max_epochs=3, patience=2), seeds[:2]
+        from _smoke import her2st_like
+
+        dims = (("X_densenet121", 16), ("X_efficientnet_lite0", 12))
+        feats = {k + c: d for k, d in dims for c in ("", "_ctx0", "_ctx1")}
+        adata = her2st_like({**feats, "X_densenet121_random": 16})
+        return adata, FeatureHead(n_hidden=8, max_epochs=3, patience=2), seeds[:2]
     sdata = mst.datasets.her2st(library_id=SECTIONS, data_dir=args.data_dir)
     adata = sdata.tables["table"]
     mpp = adata.uns["morphst_dataset"]["um_per_px"]
