@@ -49,13 +49,14 @@ CONTEXT_UM = (224.0, 448.0)
 ENCODERS = {"densenet121": "X_densenet121", "efficientnet_lite0": "X_efficientnet_lite0"}
 
 
-def embeddings(sdata, weights_dir: Path, cache: Path | None) -> None:
+def embeddings(sdata, weights_dir: Path, cache: Path | None, *, random_encoder: bool = True) -> None:
     """Own-patch (and 224/448 µm context) embeddings into ``obsm``, cached as benchmarks/learned_features.py does."""
     adata = sdata.tables["table"]
     dn = str(weights_dir / "densenet121_imagenet_capricorn" / "densenet121.timm.safetensors")
     mst.pp.extract_patches(sdata, patch_size=112.0, target_px=224, context_sizes_um=CONTEXT_UM)
     specs = [("densenet121", dn, ci) for ci in (None, 0, 1)]
-    specs += [("efficientnet_lite0", None, ci) for ci in (None, 0, 1)] + [("densenet121", "random", None)]
+    specs += [("efficientnet_lite0", None, ci) for ci in (None, 0, 1)]
+    specs += [("densenet121", "random", None)] if random_encoder else []
     for model, weights, ci in specs:
         key = f"X_{model}" + ("_random" if weights == "random" else "") + ("" if ci is None else f"_ctx{ci}")
         tag = json.dumps([model, weights, 112.0, 224, CONTEXT_UM, ci, list(adata.obs_names)])
@@ -272,7 +273,8 @@ def load(args):
     print("HER2ST patient C, sections", ", ".join(SECTIONS), f"({adata.n_obs} spots, {adata.n_vars} genes in all)")
     print("µm/px derived from the 200 µm spot grid:", {k: round(v, 4) for k, v in mpp.items() if k in SECTIONS})
     print("Patches: 112 µm -> 224 px (0.5 µm/px), context 224/448 µm; embeddings:")
-    embeddings(sdata, Path(args.weights_dir), Path(args.cache) if args.cache else None)
+    cache = Path(args.cache) if args.cache else None
+    embeddings(sdata, Path(args.weights_dir), cache, random_encoder=not args.head_only)
     return adata, "head", seeds
 
 
@@ -285,17 +287,22 @@ def show(title: str, df: pd.DataFrame) -> None:
     print(df[cols].to_string(formatters={k: v for k, v in fmt.items() if k in cols}, na_rep="—"))
 
 
-def result_line(honest: pd.DataFrame, hv: dict[str, dict], ceil: pd.DataFrame, seeds: list[int]) -> str:
-    h = honest.drop(index="training-mean predictor")
-    h = h[~h.index.str.startswith("CONTROL")]
-    best = h["mean_pcc"].idxmax()
-    parts = [
-        f"densenet121_pcc={h.loc['densenet121', 'mean_pcc']:.3f}",
-        f"default_pcc={h.loc['efficientnet_lite0 (default)', 'mean_pcc']:.3f}",
-        f"random_like_densenet121={honest.loc['CONTROL random Gaussian, shape of densenet121', 'mean_pcc']:.3f}"
-        f"±{honest.loc['CONTROL random Gaussian, shape of densenet121', 'sd']:.3f}",
-        f"best_pcc={h.loc[best, 'mean_pcc']:.3f} best={best.replace(' ', '')}",
+def result_line(honest: pd.DataFrame | None, hv: dict[str, dict], ceil: pd.DataFrame, seeds: list[int]) -> str:
+    parts = []
+    if honest is not None:
+        h = honest.drop(index="training-mean predictor")
+        h = h[~h.index.str.startswith("CONTROL")]
+        best = h["mean_pcc"].idxmax()
+        ctl = honest.loc["CONTROL random Gaussian, shape of densenet121"]
+        parts += [
+            f"densenet121_pcc={h.loc['densenet121', 'mean_pcc']:.3f}",
+            f"default_pcc={h.loc['efficientnet_lite0 (default)', 'mean_pcc']:.3f}",
+            f"random_like_densenet121={ctl['mean_pcc']:.3f}±{ctl['sd']:.3f}",
+            f"best_pcc={h.loc[best, 'mean_pcc']:.3f} best={best.replace(' ', '')}",
+        ]
+    parts += [
         f"ceiling={ceil.loc['NOISE CEILING √ρ (same genes)', 'mean_pcc']:.3f}",
+        f"reliability={ceil.loc['noise reliability ρ (same genes)', 'mean_pcc']:.3f}",
         "ceiling_per_section=" + ",".join(f"{ceil.loc['NOISE CEILING √ρ (same genes)', s]:.3f}" for s in SECTIONS),
     ]
     for tag, r in hv.items():
@@ -319,6 +326,7 @@ def main() -> None:
     ap.add_argument("--cache", default=None, help="folder to cache embeddings in (default: no cache)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the head and of the random-feature controls")
     ap.add_argument("--skip-variants", action="store_true", help="skip the labelled variants (seurat HVGs, LEAKY)")
+    ap.add_argument("--head-only", action="store_true", help="only the noise ceiling and the head-vs-ridge tables")
     ap.add_argument("--smoke", action="store_true", help="synthetic data, tiny head: seconds, figures meaningless")
     args = ap.parse_args()
     logging.getLogger("morphst").setLevel(logging.WARNING)
@@ -329,23 +337,26 @@ def main() -> None:
         [adata.obsm["X_densenet121"], adata.obsm["X_efficientnet_lite0"]]
     )
     mst.pp.normalize(adata)
+    t = time.perf_counter()
     noise_ceiling(adata, library_key="section", random_state=0)
+    print(f"noise ceiling of {adata.n_vars} genes in {time.perf_counter() - t:.1f} s")
 
-    honest = honest_table(adata, seeds, smoke=args.smoke)
+    honest = None if args.head_only else honest_table(adata, seeds, smoke=args.smoke)
     hv, tables = {}, {}
     for tag, (name, rep) in list(zip(("dn", "lite0"), ENCODERS.items(), strict=True))[: 1 if args.smoke else None]:
         tables[name], hv[tag] = head_vs_ridge(adata, rep, seeds, head)
     ceil = ceiling_rows(adata, hv["dn"]["genes"])
     pd.set_option("display.width", 240)
     pd.set_option("display.max_colwidth", 70)
-    show("PCC per held-out section — 50 HVGs selected on the TRAINING sections of each fold (honest), with the "
-         "noise ceiling of the same genes:", pd.concat([honest, ceil]))  # fmt: skip
-    print("  training-mean predictor: a constant, so Pearson r is undefined for every gene (excluded and counted);")
-    print("  compare its MSE with the models'. CONTROL rows: mean over seeds, sd of the mean PCC in `sd`.")
+    if honest is not None:
+        show("PCC per held-out section — 50 HVGs selected on the TRAINING sections of each fold (honest), with the "
+             "noise ceiling of the same genes:", pd.concat([honest, ceil]))  # fmt: skip
+        print("  training-mean predictor: a constant, so Pearson r is undefined for every gene (excluded and counted);")
+        print("  compare its MSE with the models'. CONTROL rows: mean over seeds, sd of the mean PCC in `sd`.")
     for name, df in tables.items():
         show(f"{name}: head vs ridge on IDENTICAL inputs (own patch + 224/448 µm context + 8 neighbours + section "
              "mean), genes and folds; seconds = the five folds:", pd.concat([df, ceil]))  # fmt: skip
-    if not (args.skip_variants or args.smoke):
+    if not (args.skip_variants or args.smoke or args.head_only):
         show("Variants (labelled):", variants_table(adata))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; load {os.getloadavg()[0]:.1f} at the end")
     print(result_line(honest, hv, ceil, seeds))
