@@ -284,7 +284,7 @@ def show(title: str, df: pd.DataFrame) -> None:
     cols = [c for c in [*SECTIONS, "mean_pcc", "sd", "min", "max", "mae", "mse", "rmse", "excluded", "seconds",
                         "n_seeds"] if c in df.columns]  # fmt: skip
     print(f"\n{title}")
-    print(df[cols].to_string(formatters={k: v for k, v in fmt.items() if k in cols}, na_rep="—"))
+    print(df[cols].to_string(formatters={k: v for k, v in fmt.items() if k in cols}, na_rep="—"), flush=True)
 
 
 def result_line(honest: pd.DataFrame | None, hv: dict[str, dict], ceil: pd.DataFrame, seeds: list[int]) -> str:
@@ -341,21 +341,20 @@ def main() -> None:
     noise_ceiling(adata, library_key="section", random_state=0)
     print(f"noise ceiling of {adata.n_vars} genes in {time.perf_counter() - t:.1f} s")
 
-    honest = None if args.head_only else honest_table(adata, seeds, smoke=args.smoke)
-    hv, tables = {}, {}
-    for tag, (name, rep) in list(zip(("dn", "lite0"), ENCODERS.items(), strict=True))[: 1 if args.smoke else None]:
-        tables[name], hv[tag] = head_vs_ridge(adata, rep, seeds, head)
-    ceil = ceiling_rows(adata, hv["dn"]["genes"])
     pd.set_option("display.width", 240)
     pd.set_option("display.max_colwidth", 70)
+    hv = {}
+    for tag, (name, rep) in list(zip(("dn", "lite0"), ENCODERS.items(), strict=True))[: 1 if args.smoke else None]:
+        df, hv[tag] = head_vs_ridge(adata, rep, seeds, head)
+        ceil = ceiling_rows(adata, hv[tag]["genes"])  # the genes do not depend on the encoder
+        show(f"{name}: head vs ridge on IDENTICAL inputs (own patch + 224/448 µm context + 8 neighbours + section "
+             "mean), genes and folds; seconds = the five folds:", pd.concat([df, ceil]))  # fmt: skip
+    honest = None if args.head_only else honest_table(adata, seeds, smoke=args.smoke)
     if honest is not None:
         show("PCC per held-out section — 50 HVGs selected on the TRAINING sections of each fold (honest), with the "
              "noise ceiling of the same genes:", pd.concat([honest, ceil]))  # fmt: skip
         print("  training-mean predictor: a constant, so Pearson r is undefined for every gene (excluded and counted);")
         print("  compare its MSE with the models'. CONTROL rows: mean over seeds, sd of the mean PCC in `sd`.")
-    for name, df in tables.items():
-        show(f"{name}: head vs ridge on IDENTICAL inputs (own patch + 224/448 µm context + 8 neighbours + section "
-             "mean), genes and folds; seconds = the five folds:", pd.concat([df, ceil]))  # fmt: skip
     if not (args.skip_variants or args.smoke or args.head_only):
         show("Variants (labelled):", variants_table(adata))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; load {os.getloadavg()[0]:.1f} at the end")
