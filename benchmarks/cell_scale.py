@@ -57,7 +57,8 @@ cells with scikit-learn's trees, leiden 10,009 MiB. ``--quadrants-target`` at 1,
 7403 MiB (5.1 GB of it the features themselves).
 
 Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells] [--resume] [--hog 2]`` (``--resume`` continues the
-embedding of an interrupted run from its checkpoint in ``workdir``). Last line:
+embedding of an interrupted run from its checkpoint in ``workdir``; ``--smoke``: every step but the checks at 300 cells,
+seconds, figures meaningless). After the steps it names the step that sets the peak RSS. Last line:
 ``RESULT n_cells=<n> seconds_total=<s> peak_rss_mb=<MiB> embed_per_s=<handcrafted cells/s> quadrants_s=<s>
 gene_quadrants_s=<s> resume_identical=<0|1> distributed_identical=<0|1>`` plus the CNN figures.
 """
@@ -171,8 +172,9 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
-def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int) -> tuple[int, int, str]:
-    """Resume after SIGKILL and LocalCluster(2) against an uninterrupted single-process run."""
+def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int, block: int = 256) -> tuple[int, int, str]:
+    """Resume after SIGKILL and LocalCluster(2) against an uninterrupted single-process run (``block`` patches per
+    checkpoint block; the check needs at least 3 blocks)."""
     import distributed
     import zarr
     from spatialdata import read_zarr
@@ -187,7 +189,6 @@ def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int) -> tu
     sdata = read_zarr(path)
     mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=patch_um, target_px=patch_px)
     t = sdata.tables["table"]
-    block = 256
     old = _checkpoint._BLOCK_PATCHES
     _checkpoint._BLOCK_PATCHES = block
     try:
@@ -212,8 +213,9 @@ def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int) -> tu
             if n_done >= 2:
                 break
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()  # a run that ended before the kill resumes every block: res_ok = 0 below
         n_blocks = int(np.ceil(n / block))
         mst.tl.embed_patches(sdata, "handcrafted", checkpoint=ckpt, key_added="resumed")
         resumed = t.uns["resumed"]["params"]["checkpoint_blocks_resumed"]
@@ -347,7 +349,10 @@ def main() -> None:
         help="keep <workdir>/handcrafted.zarr: an interrupted run's embedding continues where it stopped "
         "(seconds_total then counts only this run's share of the embedding)",
     )
+    ap.add_argument("--smoke", action="store_true", help="300 cells, CNN on 16, no checks (seconds)")
     args = ap.parse_args()
+    if args.smoke:  # the checks' SIGKILL/resume and LocalCluster runs are tests/test_embed_resume.py's
+        args.n, args.cnn_n, args.skip = 300, 16, [*args.skip, "checks"]
     if args.quadrants_target:
         quadrants_target(args.n)
         return
@@ -486,6 +491,8 @@ def main() -> None:
         res_ok, dist_ok, note = identity_checks(args.check_n, workdir, args.patch_um, args.patch_px)
         step("checks", t0, f"{args.check_n} cells: resume {res_ok}, distributed {dist_ok}; {note}")
 
+    top = max(ROWS, key=lambda r: r[2])
+    print(f"the peak RSS is set by the step {top[0].strip()!r}: {top[2]:.0f} MiB (per-step peaks above)")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[2]:.1f} (15 min)")
     print(f"largest child process (checks: the killed run, dask workers): {children_rss_mb():.0f} MiB peak RSS")
     print(

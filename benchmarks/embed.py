@@ -8,7 +8,8 @@ Real data: HER2ST patient C (default section C2, 187 spots; 112 µm patches at 2
   writing ``obsm``) with ``dtype="auto"`` and ``dtype="float32"``;
 - ``max_rel_diff``: the largest per-spot ``||f_auto - f_fp32|| / ||f_fp32||`` of the end-to-end features.
 
-Usage: ``MORPHST_DATA_DIR=../shared/data python benchmarks/embed.py [--model efficientnet_lite0] [--sections C2]``.
+Usage: ``MORPHST_DATA_DIR=../shared/data python benchmarks/embed.py [--model efficientnet_lite0] [--sections C2]``
+(``--smoke``: 16 cells of a synthetic H&E section instead, seconds).
 Last line: ``RESULT model=<m> e2e_per_s=<x> forward_per_s=<y> ratio=<x/y> bf16_vs_fp32_speedup=<z> max_rel_diff=<d>``.
 """
 
@@ -45,11 +46,17 @@ def main() -> None:
     ap.add_argument("--sections", nargs="+", default=["C2"])
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="16 cells of a synthetic H&E section, batch 8 (seconds)")
     args = ap.parse_args()
     mst.settings.progress_bar = False
 
-    sdata = mst.datasets.her2st(library_id=args.sections)
-    mst.pp.extract_patches(sdata)
+    if args.smoke:  # synthetic: the figures only show that the script runs
+        sdata = mst.datasets.xenium_like(16, he=True, n_genes=5, chunk_px=512, n_levels=2)
+        mst.pp.extract_patches(sdata, image_key="he_image")
+        args.sections, args.batch_size, args.repeats = ["xenium_like(16, he=True)"], 8, 1
+    else:
+        sdata = mst.datasets.her2st(library_id=args.sections)
+        mst.pp.extract_patches(sdata)
     n = sdata.tables["table"].n_obs
     patches = torch.from_numpy(mst.pp.get_patches(sdata)).permute(0, 3, 1, 2)
     enc = get_model(args.model)
@@ -75,7 +82,8 @@ def main() -> None:
     rel = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
 
     print(
-        f"HER2ST {'+'.join(args.sections)}: {n} patches (112 µm -> 224 px), model {args.model}, "
+        f"{'' if args.smoke else 'HER2ST '}{'+'.join(args.sections)}: {n} patches (112 µm -> 224 px), "
+        f"model {args.model}, "
         f"batch {args.batch_size}, torch threads {torch.get_num_threads()}, auto dtype = "
         f"{'bf16' if auto is not None else 'fp32'}"
     )

@@ -21,6 +21,9 @@ How to run it on the GPU machine: ``../shared/device/README.md`` (wheels into ``
 (a folder for ``embed_gpu.json``). On a CPU, try it with tiny sizes first, e.g.
 ``N_CELLS=600 MODELS=efficientnet_lite0:300 BS=32 FWD_S=1 READER_N=600 python benchmarks/embed_gpu.py``.
 
+``--smoke`` (the test suite's run): 48 cells, EfficientNet-Lite0 on 32, batch 16, on the device at hand (the CPU
+without a GPU); it only shows that the script runs.
+
 Prints one line per model: ``RESULT model=<m> e2e_per_s=<x> forward_per_s=<y> ratio=<x/y>``, and
 ``RESULT reader n_jobs=<k> iter_batches_per_s=<x> get_patches_per_s=<y> n_jobs1_iter_batches_per_s=<z>``.
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -40,6 +44,12 @@ import torch
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 sync = torch.cuda.synchronize if DEV == "cuda" else (lambda: None)
+# --smoke: the smallest run, on whatever device there is (the CPU here): seconds, figures meaningless
+SMOKE = {"N_CELLS": "48", "BS": "16", "FWD_S": "0.2", "N_JOBS": "1", "READER_N": "48"}
+SMOKE["MODELS"] = "efficientnet_lite0:32"
+if "--smoke" in sys.argv[1:]:
+    os.environ.update(SMOKE)
+    torch.set_num_threads(1)
 N = int(os.environ.get("N_CELLS", "100000"))
 BS = int(os.environ.get("BS", "512"))
 FWD_S = float(os.environ.get("FWD_S", "5"))

@@ -13,14 +13,20 @@ Measured (batch 256, forward only, patches already in memory):
 
 GPU fp32 (strict) vs CPU fp32 features: max relative difference 2.2e-6 (densenet121), 2.7e-6 (efficientnet_lite0).
 `device=None` resolved to cuda. Relative difference per patch: ||f_a - f_b|| / ||f_b||.
+
+`--smoke` (the test suite's run; seconds, figures meaningless): 4 random patches, random weights, the CPU fp32
+reference computed in this process, batch 4, one warm-up, 0.05 s per rate, on the device at hand (the CPU without
+a GPU).
+Run from the repository root (the stubs below import `src/morphst`).
 """
 
-# ruff: noqa: E402, B023  (package stubs must precede the morphst imports; run() is used inside its own loop turn)
+# ruff: noqa: E402  (package stubs must precede the morphst imports)
 import json
 import os
 import sys
 import time
 import types
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -34,20 +40,8 @@ for name, path in [("morphst", src), ("morphst.tl", src / "tl")]:  # skip the pa
 from morphst._settings import settings
 from morphst.tl.models import get_model
 
-dev = settings.resolve_device(None)
-print(
-    "device auto ->",
-    dev,
-    torch.cuda.get_device_name(0),
-    "torch",
-    torch.__version__,
-    "cudnn.allow_tf32",
-    torch.backends.cudnn.allow_tf32,
-)
-p = np.load(os.environ.get("MORPHST_GPU_CHECK_DIR", ".devcheck") + "/patches.npz")["patches"]
-cpu = np.load(os.environ.get("MORPHST_GPU_CHECK_DIR", ".devcheck") + "/cpu_fp32.npz")
-x0 = torch.from_numpy(p).permute(0, 3, 1, 2).contiguous()
-res = {}
+CHECK_DIR = os.environ.get("MORPHST_GPU_CHECK_DIR", ".devcheck")
+MODELS = {"densenet121": "densenet121.timm.safetensors", "efficientnet_lite0": "tf_efficientnet_lite0.timm.safetensors"}
 
 
 def rel(a, b):
@@ -55,25 +49,26 @@ def rel(a, b):
     return float(r.max()), float(np.median(r))
 
 
-for name, w in [
-    ("densenet121", os.environ.get("MORPHST_GPU_CHECK_DIR", ".devcheck") + "/densenet121.timm.safetensors"),
-    (
-        "efficientnet_lite0",
-        os.environ.get("MORPHST_GPU_CHECK_DIR", ".devcheck") + "/tf_efficientnet_lite0.timm.safetensors",
-    ),
-]:
-    enc = get_model(name, weights=w).to(dev)
-    out = {}
+def sync(dev) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def set_tf32(on: bool) -> None:
+    torch.backends.cudnn.allow_tf32 = on
+    torch.backends.cuda.matmul.allow_tf32 = on
+
+
+def check_model(enc, dev, x0: torch.Tensor, ref: np.ndarray, *, batch: int, seconds: float, warm: int = 3) -> dict:
+    """Features and forward rate of ``enc`` in fp32 (TF32 on), fp32 strict and bf16 + channels_last on ``dev``."""
+    res, out = {}, {}
     for mode in ["fp32_tf32", "fp32_strict", "bf16_cl"]:
-        torch.backends.cudnn.allow_tf32 = mode != "fp32_strict"
-        torch.backends.cuda.matmul.allow_tf32 = mode != "fp32_strict"
+        set_tf32(mode != "fp32_strict")
         if mode == "bf16_cl":
             enc.channels_last()
-        ctx = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if mode == "bf16_cl" else torch.autocast("cuda", enabled=False)
-        )
+        ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if mode == "bf16_cl" else nullcontext()
 
-        def run(xb):
+        def run(xb, mode=mode, ctx=ctx):
             xx = enc.transform(xb.to(dev, non_blocking=True))
             if mode == "bf16_cl":
                 xx = xx.contiguous(memory_format=torch.channels_last)
@@ -81,23 +76,51 @@ for name, w in [
                 return enc.encode(xx).float()
 
         with torch.inference_mode():
-            f = run(x0).cpu().numpy()
-            xb = x0.repeat(3, 1, 1, 1)[:256].contiguous()  # batch 256
-            for _ in range(3):
+            out[mode] = run(x0).cpu().numpy()
+            xb = x0.repeat(-(-batch // len(x0)), 1, 1, 1)[:batch].contiguous()
+            for _ in range(warm):
                 run(xb)
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            n = 0
-            while time.perf_counter() - t < 4.0:
+            sync(dev)
+            t, n = time.perf_counter(), 0
+            while time.perf_counter() - t < seconds:
                 run(xb)
                 n += xb.shape[0]
-            torch.cuda.synchronize()
-            rate = n / (time.perf_counter() - t)
-        out[mode] = f
-        res[f"{name}/{mode}/per_s"] = round(rate)
-    res[f"{name}/bf16_vs_gpu_fp32_strict max,median"] = rel(out["bf16_cl"], out["fp32_strict"])
-    res[f"{name}/gpu_tf32_vs_gpu_fp32_strict max,median"] = rel(out["fp32_tf32"], out["fp32_strict"])
-    res[f"{name}/gpu_fp32_strict_vs_cpu_fp32 max,median"] = rel(out["fp32_strict"], cpu[name])
-for k, v in res.items():
-    print(k, v)
-print("RESULT " + json.dumps(res))
+            sync(dev)
+            res[f"{mode}/per_s"] = round(n / (time.perf_counter() - t))
+    res["bf16_vs_gpu_fp32_strict max,median"] = rel(out["bf16_cl"], out["fp32_strict"])
+    res["gpu_tf32_vs_gpu_fp32_strict max,median"] = rel(out["fp32_tf32"], out["fp32_strict"])
+    res["gpu_fp32_strict_vs_cpu_fp32 max,median"] = rel(out["fp32_strict"], ref)
+    return res
+
+
+def main() -> None:
+    smoke = "--smoke" in sys.argv[1:]
+    dev = settings.resolve_device(None)
+    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else "no GPU: the CPU"
+    print("device auto ->", dev, name, "torch", torch.__version__, "cudnn.allow_tf32", torch.backends.cudnn.allow_tf32)
+    if smoke:
+        torch.set_num_threads(1)
+        p = np.random.default_rng(0).integers(0, 256, size=(4, 224, 224, 3), dtype=np.uint8)
+        models, cpu, batch, seconds = dict.fromkeys(MODELS, "random"), {}, 4, 0.05
+    else:
+        p = np.load(CHECK_DIR + "/patches.npz")["patches"]
+        cpu = np.load(CHECK_DIR + "/cpu_fp32.npz")
+        models, batch, seconds = {k: f"{CHECK_DIR}/{v}" for k, v in MODELS.items()}, 256, 4.0
+    x0 = torch.from_numpy(p).permute(0, 3, 1, 2).contiguous()
+    res = {}
+    for model, w in models.items():
+        enc = get_model(model, weights=w)
+        if smoke:  # the CPU fp32 reference of these random weights, computed here
+            with torch.inference_mode():
+                ref = enc.encode(enc.transform(x0)).float().numpy()
+        else:
+            ref = cpu[model]
+        r = check_model(enc.to(dev), dev, x0, ref, batch=batch, seconds=seconds, warm=1 if smoke else 3)
+        res.update({f"{model}/{k}": v for k, v in r.items()})
+    for k, v in res.items():
+        print(k, v)
+    print("RESULT " + json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,8 @@ folder outside the repository) with 5,000 circle spots. Every method produces 11
   crops scaled to 224 px, and crops without resizing. ``vs_squidpy`` in the RESULT line compares the crops without
   resizing (squidpy's fast path) with morphst's; the table also shows the resized comparison.
 
-Usage: ``python benchmarks/patches.py [--size 10000] [--n-spots 5000]``. Last line:
+Usage: ``python benchmarks/patches.py [--size 10000] [--n-spots 5000]`` (``--smoke``: a 1,024 px image with 12
+spots, every method in one process, seconds). Last line:
 ``RESULT patches_per_s=<x> vs_imagetiles=<ratio> vs_squidpy=<ratio> peak_rss_mb=<y>``.
 
 ``--scaling`` (issue 20): the reader alone with ``n_jobs`` = 1 and 2, side by side in one process, repeated
@@ -62,6 +63,8 @@ def make_data(path: Path, size: int, n_spots: int, seed: int = 0) -> None:
     from spatialdata.models import Image2DModel, ShapesModel, TableModel
     from spatialdata.transformations import Scale
 
+    from morphst.pp import set_um_per_unit
+
     chunk = 1024
 
     def block(b, block_info=None):  # textured, compressible, deterministic per block
@@ -88,7 +91,9 @@ def make_data(path: Path, size: int, n_spots: int, seed: int = 0) -> None:
         region_key="region",
         instance_key="instance_id",
     )
-    SpatialData(images={"image": image}, shapes={"spots": shapes}, tables={"table": table}).write(path)
+    sdata = SpatialData(images={"image": image}, shapes={"spots": shapes}, tables={"table": table})
+    set_um_per_unit(sdata, "global", 1.0)  # "global" is in µm (the Scale above); kept in the zarr's attrs
+    sdata.write(path)
 
 
 def run_morphst(path: Path, n: int, target_px: int = TARGET_PX) -> dict:
@@ -166,6 +171,29 @@ def run_squidpy(path: Path, n: int, scale: bool = True) -> dict:
 
 def run_squidpy_crop_only(path: Path, n: int) -> dict:
     return run_squidpy(path, n, scale=False)
+
+
+PHASES = {
+    "morphst": run_morphst,
+    "morphst_crop": run_morphst_crop_only,
+    "imagetiles": run_imagetiles,
+    "squidpy": run_squidpy,
+    "squidpy_crop": run_squidpy_crop_only,
+}
+
+
+def smoke() -> None:
+    """--smoke: every method of the default mode on a 1,024 px image with 12 spots, in this process (no peak RSS
+    per method: the figures only show that each path runs)."""
+    with tempfile.TemporaryDirectory(prefix="morphst-bench-smoke-") as tmp:
+        path = Path(tmp) / "synthetic.zarr"
+        make_data(path, 1024, 12)
+        res = {k: fn(path, 4 if k == "imagetiles" else 12) for k, fn in PHASES.items()}
+    for k, v in res.items():
+        print(f"{k:<14}{v['n']:>5} patches {v['per_s']:>9.1f}/s")
+    if res["morphst"]["n"] != 12 or res["squidpy_crop"]["n"] != 12:
+        raise SystemExit("smoke: a method did not return every patch")
+    print(f"RESULT smoke patches_per_s={res['morphst']['per_s']:.0f}")
 
 
 def _timed(fn) -> tuple[float, float, int]:
@@ -257,19 +285,16 @@ def main() -> None:
     ap.add_argument("--n-cells", type=int, default=12_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--smoke", action="store_true", help="tiny image, every method in this process (seconds)")
     args = ap.parse_args()
+    if args.smoke:
+        smoke()
+        return
     if args.scaling:
         scaling(args.n_cells, args.repeats, args.batch_size)
         return
     if args.phase is not None:
-        fn = {
-            "morphst": run_morphst,
-            "morphst_crop": run_morphst_crop_only,
-            "imagetiles": run_imagetiles,
-            "squidpy": run_squidpy,
-            "squidpy_crop": run_squidpy_crop_only,
-        }[args.phase]
-        print(json.dumps(fn(Path(args.path), int(args.n_spots))))
+        print(json.dumps(PHASES[args.phase](Path(args.path), int(args.n_spots))))
         return
     with tempfile.TemporaryDirectory(prefix="morphst-bench-") as tmp:
         path = Path(tmp) / "synthetic.zarr"

@@ -25,7 +25,8 @@ Protocol (../shared/PROTOCOL.md, "Quadrant framework"):
      it favours expression-only domains.
 
 Run: ``MORPHST_DATA_DIR=../shared/data MORPHST_WEIGHTS_DIR=../shared/weights python benchmarks/quadrants_her2st.py
-[--cache DIR] [--n-perms N] [--n-perms-fold N]``.
+[--cache DIR] [--n-perms N] [--n-perms-fold N] [--smoke]`` (``--smoke``: a synthetic 3-section table with 8-d
+Gaussian features and 3 permutations; seconds, figures meaningless).
 
 History: the first measured run (commit 44ae950) used an inline PIL/timm encoder and dispersion ("seurat") HVGs of
 log1p-cp10k, which on this data are low-count noise genes (GGPS1, PFKP, POLL, ...); see the report of this script.
@@ -131,19 +132,27 @@ def main() -> None:
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "morphst_bench_quadrants"))
     ap.add_argument("--n-perms", type=int, default=100, help="permutations of the all-spot quadrants")
     ap.add_argument("--n-perms-fold", type=int, default=50, help="permutations of the per-fold quadrants")
+    ap.add_argument("--smoke", action="store_true", help="synthetic 3-section table, 3 permutations (seconds)")
     args = ap.parse_args()
-    n_perms_all, n_perms_fold = args.n_perms, args.n_perms_fold
+    n_perms_all, n_perms_fold = (3, 3) if args.smoke else (args.n_perms, args.n_perms_fold)
 
     t0 = time.perf_counter()
     mst.settings.data_dir = DATA
     mst.settings.weights_dir = WEIGHTS
     mst._logging.logger.setLevel(logging.WARNING)
     mst.settings.progress_bar = False
-    sdata = mst.datasets.her2st(data_dir=DATA)
-    print(f"HER2ST patient C, sections {SECTIONS}: {sdata.tables['table'].n_obs} spots x "
-          f"{sdata.tables['table'].n_vars} genes")  # fmt: skip
-    how = embed(sdata, Path(args.cache))
-    adata = sdata.tables["table"].copy()
+    if args.smoke:  # the figures only show that the script runs
+        from _smoke import her2st_like
+
+        SECTIONS[:] = SECTIONS[:3]
+        adata = her2st_like({key: 8 for key, _, _ in ENCODERS.values()}, sections=SECTIONS)
+        how = dict.fromkeys(ENCODERS, "Gaussian features of a synthetic table (--smoke)")
+    else:
+        sdata = mst.datasets.her2st(data_dir=DATA)
+        print(f"HER2ST patient C, sections {SECTIONS}: {sdata.tables['table'].n_obs} spots x "
+              f"{sdata.tables['table'].n_vars} genes")  # fmt: skip
+        how = embed(sdata, Path(args.cache))
+        adata = sdata.tables["table"].copy()
     mst.pp.normalize(adata)  # layers['log1p_cp10k']
     y = adata.layers[TARGET].tocsr()
     print("embeddings (mst.tl.embed_patches):")
