@@ -117,7 +117,7 @@ def _embed_whole(enc, a, method, tiled):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = Contrastive(5, 32) if method == "contrastive" else Autoencoder(5, 128, 32)
-    train(model, enc._batches(feats, g, parts, "cpu", with_halo=False), 3, 1e-3, 0.0, torch.Generator().manual_seed(0))
+    train(model, list(enc._batches(feats, g, parts, "cpu", with_halo=False)), 3, 1e-3, 0.0, torch.Generator().manual_seed(0))
     whole = [np.flatnonzero(groups == s) for s in ("A", "B")]
     return embed_all(model, enc._batches(feats, g, whole, "cpu", with_halo=False), 300, whole)
 

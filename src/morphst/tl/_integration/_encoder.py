@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 EncoderMethod = Literal["contrastive", "autoencoder"]
 _METHODS = ("contrastive", "autoencoder")
-_DEFAULT_EPOCHS = {"contrastive": 300, "autoencoder": 300}
+#: training steps (one per tile) that ``n_epochs=None`` aims at
+_DEFAULT_STEPS = 300
 
 
 @inject_docs(data=doc_data, library_key=doc_library_key, random_state=doc_random_state, copy=doc_copy)
@@ -97,7 +98,8 @@ def graph_encoder(
     n_hidden
         ``"autoencoder"``: width of the attention layer.
     n_epochs
-        Passes over all tiles. ``None``: 300.
+        Passes over all tiles (one Adam step per tile). ``None``: ``ceil(300 / n_tiles)``, i.e. 300 epochs for one
+        section that fits one tile, and about 300 steps in all for a larger input.
     learning_rate
         Adam's learning rate.
     tile_size
@@ -148,7 +150,7 @@ def graph_encoder(
     params = records_params(
         use_rep=use_rep, morphology_rep=morphology_rep, method=method,
         morph_weight=float(morph_weight) if morph is not None else 0.0, n_neighs=n_neighs, n_latent=n_latent,
-        n_hidden=n_hidden if method == "autoencoder" else None, n_epochs=n_epochs, learning_rate=learning_rate,
+        n_hidden=n_hidden if method == "autoencoder" else None, learning_rate=learning_rate,
         tile_size=tile_size, spatial_key=spatial_key, library_key=lib, random_state=random_state, device=str(dev),
         seconds=round(time.perf_counter() - t0, 2), final_loss=float(curve[-1]), **info,
     )  # fmt: skip
@@ -161,14 +163,13 @@ def graph_encoder(
     return adata if copy else None
 
 
-def _check_options(method, morph_weight, n_neighs, n_latent, n_hidden, n_epochs, lr, tile_size) -> int:
-    """Check the scalar options; return ``n_epochs`` with its default filled in."""
+def _check_options(method, morph_weight, n_neighs, n_latent, n_hidden, n_epochs, lr, tile_size) -> int | None:
+    """Check the scalar options; return ``n_epochs`` as an int (``None`` stays ``None``: it depends on the tiles)."""
     if method not in _METHODS:
         msg = f"`method` must be one of {list(_METHODS)}, got {method!r}."
         raise ValueError(msg)
-    n_epochs = _DEFAULT_EPOCHS[method] if n_epochs is None else n_epochs
     for name, v, low in (("n_neighs", n_neighs, 1), ("n_latent", n_latent, 1), ("n_hidden", n_hidden, 1)) + (
-        ("n_epochs", n_epochs, 1),
+        ("n_epochs", 1 if n_epochs is None else n_epochs, 1),
         ("tile_size", tile_size, 2),
     ):
         if int(v) != v or v < low:
@@ -180,7 +181,7 @@ def _check_options(method, morph_weight, n_neighs, n_latent, n_hidden, n_epochs,
     if not (np.isfinite(lr) and lr > 0):
         msg = f"`learning_rate` must be > 0, got {lr!r}."
         raise ValueError(msg)
-    return int(n_epochs)
+    return None if n_epochs is None else int(n_epochs)
 
 
 def _check_inputs(adata, use_rep, morphology_rep, spatial_key, library_key):
@@ -223,7 +224,7 @@ def _features(x: np.ndarray, groups) -> np.ndarray:
 
 
 def _batches(feats, graph, parts, device, *, with_halo: bool):
-    """One :class:`Batch` per tile (with its one-hop halo for inference); edge values from the whole graph."""
+    """Yield one :class:`Batch` per tile (with its one-hop halo for inference); edge values from the whole graph."""
     import torch
 
     from ._encoder_models import Batch
@@ -231,7 +232,6 @@ def _batches(feats, graph, parts, device, *, with_halo: bool):
     deg = np.bincount(graph.rows, weights=graph.weight, minlength=graph.n) + 1.0
     w_sym = graph.weight / np.sqrt(deg[graph.rows] * deg[graph.cols])
     indptr = row_pointer(graph)
-    out = []
     for idx in parts:
         nodes = halo(graph, indptr, idx) if with_halo else idx
         r, c, pos = subgraph(graph, indptr, nodes)
@@ -244,12 +244,9 @@ def _batches(feats, graph, parts, device, *, with_halo: bool):
         def t(a, dtype=torch.float32):
             return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
 
-        out.append(
-            Batch(
-                t(feats[nodes]), t(rows, torch.long), t(cols, torch.long), t(ws), t(wm), t(np.arange(idx.size), torch.long)
-            )
+        yield Batch(
+            t(feats[nodes]), t(rows, torch.long), t(cols, torch.long), t(ws), t(wm), t(np.arange(idx.size), torch.long)
         )
-    return out
 
 
 def _fit(x, morph, coords, groups, *, method, morph_weight, n_neighs, n_latent, n_hidden, n_epochs, lr, tile_size,
@@ -265,6 +262,7 @@ def _fit(x, morph, coords, groups, *, method, morph_weight, n_neighs, n_latent, 
         graph, sigma = morphology_weights(graph, morph, morph_weight)
     feats = _features(x, groups)
     parts = tiles(coords, groups, tile_size)
+    n_epochs = int(np.ceil(_DEFAULT_STEPS / len(parts))) if n_epochs is None else n_epochs
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if method == "contrastive":
@@ -273,9 +271,9 @@ def _fit(x, morph, coords, groups, *, method, morph_weight, n_neighs, n_latent, 
             model = Autoencoder(feats.shape[1], n_hidden, n_latent)
     model = model.to(device)
     gen = torch.Generator().manual_seed(seed)
-    curve = train(model, _batches(feats, graph, parts, device, with_halo=False), n_epochs, lr, 0.0, gen)
+    curve = train(model, list(_batches(feats, graph, parts, device, with_halo=False)), n_epochs, lr, 0.0, gen)
     z = embed_all(model, _batches(feats, graph, parts, device, with_halo=True), x.shape[0], parts)
-    info = {"n_edges": graph.n_edges, "n_tiles": len(parts), "sigma_morph": sigma}
+    info = {"n_epochs": n_epochs, "n_edges": graph.n_edges, "n_tiles": len(parts), "sigma_morph": sigma}
     return z, curve, info
 
 

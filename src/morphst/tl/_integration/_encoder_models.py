@@ -129,8 +129,9 @@ def train(
 
 
 @torch.inference_mode()
-def embed_all(model: nn.Module, batches: list[Batch], n_obs: int, index: list[np.ndarray]) -> np.ndarray:
-    """Embed every inference batch (a tile and its one-hop halo) and keep the tile's own rows."""
+def embed_all(model: nn.Module, batches, n_obs: int, index: list[np.ndarray]) -> np.ndarray:
+    """Embed every inference batch (a tile and its one-hop halo; any iterable, built lazily) and keep the tile's own
+    rows."""
     model.eval()
     out = None
     for b, idx in zip(batches, index, strict=True):
