@@ -31,7 +31,7 @@ Rows:
 
 Run: ``python benchmarks/integration_dlpfc.py [--samples 151673 151674] [--data-dir DIR] [--no-peers]
 [--peers SpaGCN stLearn BANKSY GraphST] [--seeds 3] [--encoder contrastive autoencoder | --encoder none]
-[--encoder-morph on off random]``. Install the peers with ``pip install -e ".[benchmarks]"``.
+[--encoder-morph on off random] [--no-fuse]``. Install the peers with ``pip install -e ".[benchmarks]"``.
 
 Last line: ``RESULT samples=... morphst_ari_mean=... encoder_ari_mean=... best_peer=<name> best_peer_ari_mean=...
 method=<morphst method>`` (means over samples and seeds; morphst = the default ``fuse`` + ``domains(method="gmm")``
@@ -318,6 +318,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--encoder", nargs="+", default=["contrastive", "autoencoder"], help="graph_encoder methods, or none")
     p.add_argument("--encoder-morph", nargs="+", default=["off", "on", "random"], choices=["off", "on", "random"])
+    p.add_argument("--no-fuse", action="store_true", help="skip the expression and fuse rows (encoder rows only)")
     p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads (the same for every row)")
     args = p.parse_args()
     import torch
@@ -339,7 +340,7 @@ def run(args) -> None:
         sdata, a = prepare(sample, args.data_dir)
         logg.logger.setLevel("WARNING")
         print(f"[{sample}] {a.n_obs} spots, {a.n_vars} genes, prepared in {time.perf_counter() - t0:.0f}s", flush=True)
-        for r in morphst_rows(a, seeds):
+        for r in [] if args.no_fuse else morphst_rows(a, seeds):
             rows.append({"sample": sample, **r})
         enc_methods = [m for m in args.encoder if m != "none"]
         for r in encoder_rows(a, seeds, enc_methods, args.encoder_morph):
@@ -380,7 +381,7 @@ def run(args) -> None:
     )
     print(summary.round(3).to_string())
     morphst_method = "smooth"
-    morphst_ari = mean[(f"morphst:{morphst_method}", "on")]
+    morphst_ari = mean.get((f"morphst:{morphst_method}", "on"), float("nan"))
     peers = {f"{m}|{o}": v for (m, o), v in mean.items() if m.startswith("peer:")}
     if peers:
         best = max(peers, key=peers.get)
