@@ -12,6 +12,12 @@ Rows:
 - ``morphst:<method>``: ``mst.tl.fuse`` with its defaults, then ``mst.tl.domains(method="gmm")`` (default
   ``covariance_type="tied"``); ``morph=on`` uses the handcrafted features, ``morph=off`` the same method with
   morphology removed (``use_rep=("X_pca",)``; for stitch/weighted, off = expression alone).
+- ``graph_encoder:<method>``: ``mst.tl.graph_encoder`` (trained on the section's 6-neighbour spatial graph, node
+  features ``X_pca``, its defaults, seeded by the run's seed) then the same GMM on its output. ``morph=on``: edges
+  weighted by the handcrafted features (``morphology_rep``); ``off``: all edges weigh 1; ``random``: Gaussian
+  features of the same shape (seeded) in place of morphology. The time includes training.
+- controls of ``fuse``: ``morphst:smooth`` with ``morph=random`` (Gaussian features of the same shape) and
+  ``morph=coords`` (the spot coordinates as the morphology features).
 - peers, from their own packages (each skipped with the reason when it does not import):
   SpaGCN (Hu et al. 2021; histology on/off, its own GCN clustering with k-means init, refined);
   stLearn SME normalisation (Pham et al. 2023; ``weights_matrix_all`` on / ``weights_matrix_pd_gd`` off; the
@@ -24,10 +30,12 @@ Rows:
   leave it out with ``--peers SpaGCN stLearn BANKSY`` on a CPU.
 
 Run: ``python benchmarks/integration_dlpfc.py [--samples 151673 151674] [--data-dir DIR] [--no-peers]
-[--peers SpaGCN stLearn BANKSY GraphST] [--seeds 3]``. Install the peers with ``pip install -e ".[benchmarks]"``.
+[--peers SpaGCN stLearn BANKSY GraphST] [--seeds 3] [--encoder contrastive autoencoder | --encoder none]
+[--encoder-morph on off random] [--no-fuse]``. Install the peers with ``pip install -e ".[benchmarks]"``.
 
-Last line: ``RESULT samples=... morphst_ari_mean=... best_peer=<name> best_peer_ari_mean=... method=<morphst method>``
-(means over samples and seeds; morphst = the default ``fuse`` + ``domains(method="gmm")`` with morphology).
+Last line: ``RESULT samples=... morphst_ari_mean=... encoder_ari_mean=... best_peer=<name> best_peer_ari_mean=...
+method=<morphst method>`` (means over samples and seeds; morphst = the default ``fuse`` + ``domains(method="gmm")``
+with morphology; encoder = ``graph_encoder(method="contrastive")`` with morphology off, NaN when not run).
 """
 
 from __future__ import annotations
@@ -88,6 +96,10 @@ def prepare(sample: str, data_dir: Path):
 # ----------------------------------------------------------------------------------------------- morphst rows
 
 
+def random_like(x: np.ndarray, seed: int) -> np.ndarray:
+    return np.random.default_rng(1000 + seed).normal(size=np.shape(x)).astype(np.float32)
+
+
 def morphst_rows(a, seeds) -> list[dict]:
     rows = []
 
@@ -116,6 +128,32 @@ def morphst_rows(a, seeds) -> list[dict]:
                 return gmm(a.obsm["X_f"], seed)
 
             add(f"morphst:{method}", morph, run)
+
+    def smooth_control(seed, kind):
+        a.obsm["X_ctrl"] = random_like(a.obsm["X_handcrafted"], seed) if kind == "random" else a.obsm["spatial"]
+        mst.tl.fuse(a, ("X_pca", "X_ctrl"), method="smooth", key_added="X_f")
+        return gmm(a.obsm["X_f"], seed)
+
+    for kind in ("random", "coords"):
+        add("morphst:smooth", kind, lambda s, kind=kind: smooth_control(s, kind))
+    return rows
+
+
+def encoder_rows(a, seeds, methods, morphs) -> list[dict]:
+    """``mst.tl.graph_encoder`` + the same GMM: morphology on / off / random features of the same shape."""
+    rows = []
+    for method in methods:
+        for morph in morphs:
+            for seed in seeds:
+                t = time.perf_counter()
+                if morph == "random":
+                    a.obsm["X_ctrl"] = random_like(a.obsm["X_handcrafted"], seed)
+                rep = {"on": "X_handcrafted", "off": None, "random": "X_ctrl"}[morph]
+                mst.tl.graph_encoder(a, "X_pca", morphology_rep=rep, method=method, random_state=seed, key_added="X_e")
+                lab = gmm(a.obsm["X_e"], seed)
+                s = time.perf_counter() - t
+                rows.append({"method": f"graph_encoder:{method}", "morph": morph, "seed": seed, **scores(a, lab), "s": s})
+                print(f"    graph_encoder:{method} morph={morph} seed={seed}: ARI {rows[-1]['ari']:.3f}, {s:.0f}s", flush=True)
     return rows
 
 
@@ -278,6 +316,9 @@ def main() -> None:
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--encoder", nargs="+", default=["contrastive", "autoencoder"], help="graph_encoder methods, or none")
+    p.add_argument("--encoder-morph", nargs="+", default=["off", "on", "random"], choices=["off", "on", "random"])
+    p.add_argument("--no-fuse", action="store_true", help="skip the expression and fuse rows (encoder rows only)")
     p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads (the same for every row)")
     args = p.parse_args()
     import torch
@@ -299,7 +340,10 @@ def run(args) -> None:
         sdata, a = prepare(sample, args.data_dir)
         logg.logger.setLevel("WARNING")
         print(f"[{sample}] {a.n_obs} spots, {a.n_vars} genes, prepared in {time.perf_counter() - t0:.0f}s", flush=True)
-        for r in morphst_rows(a, seeds):
+        for r in [] if args.no_fuse else morphst_rows(a, seeds):
+            rows.append({"sample": sample, **r})
+        enc_methods = [m for m in args.encoder if m != "none"]
+        for r in encoder_rows(a, seeds, enc_methods, args.encoder_morph):
             rows.append({"sample": sample, **r})
         if args.no_peers:
             print(f"[{sample}] peers: skipped (--no-peers)", flush=True)
@@ -323,24 +367,31 @@ def run(args) -> None:
     for sample in args.samples:
         sub = df[df["sample"] == sample]
         tab = sub.groupby(["method", "morph"], sort=False).agg(
-            ari=("ari", "mean"), ari_min=("ari", "min"), ari_max=("ari", "max"), nmi=("nmi", "mean"), s=("s", "mean")
-        )
+            ari=("ari", "mean"), ari_sd=("ari", "std"), ari_min=("ari", "min"), ari_max=("ari", "max"),
+            nmi=("nmi", "mean"), s=("s", "mean"),
+        )  # fmt: skip
         print(f"\n== {sample}: mean over {len(seeds)} seeds; ARI/NMI vs manual layers (NA excluded); s = seconds/run")
         print(tab.round(3).to_string())
     mean = df.groupby(["method", "morph"], sort=False)["ari"].mean()
-    print("\n== mean ARI over samples and seeds")
-    print(mean.round(3).to_string())
+    # mean over samples per seed, then mean ± sd over seeds
+    per_seed = df.groupby(["method", "morph", "seed"], sort=False)["ari"].mean().groupby(["method", "morph"], sort=False)
+    print("\n== mean ARI over samples and seeds (sd: over seeds of the per-seed mean over samples); s = seconds/run")
+    summary = pd.DataFrame(
+        {"ari": mean, "sd": per_seed.std(), "s": df.groupby(["method", "morph"], sort=False)["s"].mean()}
+    )
+    print(summary.round(3).to_string())
     morphst_method = "smooth"
-    morphst_ari = mean[(f"morphst:{morphst_method}", "on")]
+    morphst_ari = mean.get((f"morphst:{morphst_method}", "on"), float("nan"))
     peers = {f"{m}|{o}": v for (m, o), v in mean.items() if m.startswith("peer:")}
     if peers:
         best = max(peers, key=peers.get)
         best_name, best_ari = best.replace("peer:", "").replace("|", " morph="), peers[best]
     else:
         best_name, best_ari = "none", float("nan")
+    enc_ari = mean.get(("graph_encoder:contrastive", "off"), float("nan"))
     print(f"\ntotal {time.perf_counter() - t_all:.0f}s")
     print(
-        f"RESULT samples={','.join(args.samples)} morphst_ari_mean={morphst_ari:.3f} "
+        f"RESULT samples={','.join(args.samples)} morphst_ari_mean={morphst_ari:.3f} encoder_ari_mean={enc_ari:.3f} "
         f"best_peer={best_name.replace(' ', '_')} best_peer_ari_mean={best_ari:.3f} method={morphst_method}"
     )
 

@@ -1,95 +1,140 @@
-"""Scale check: `mst.tl.fuse(method="graph")` + `mst.tl.domains` on a synthetic 200,000-cell table, 64-d features.
+"""Scale check: spatial domains on ``mst.datasets.xenium_like`` cells against the generator's domain truth.
 
-Peer methods build dense n x n matrices (SpaGCN #72: 932 GiB for 353k cells). morphst keeps the spatial graph sparse
-(kNN per section), so memory grows linearly. Prints time and peak resident memory per step; the last line is
-``RESULT n=<n> peak_rss_mb=<peak RSS of the whole process, MiB> seconds=<fuse + domains wall time>``.
-`domains` includes the first-call compilation of pynndescent (numba) for the kNN graph.
+Rows (each then ``mst.tl.domains(method="gmm")`` with the true number of domains, seed 0):
 
-Usage: ``python benchmarks/integration_scale.py [n_cells]`` (default 200000).
+- ``expression``: the PCA (30 components of log1p counts normalised to 10,000 per cell), nothing spatial.
+- ``fuse smooth``: ``mst.tl.fuse(method="smooth")`` with its defaults (2 rings, 5 steps), expression alone.
+- ``graph_encoder off / on``: ``mst.tl.graph_encoder`` (``"contrastive"``, its defaults: 6 neighbours, tiles of
+  at most 20,000 cells, one step per tile); ``on`` weights edges by the cells' morphology (``cell_area``,
+  ``nucleus_area``; the generator's domains differ in nucleus size).
+
+The table is drawn once by the generator in a child process and cached as h5ad (``--cache``), so the peak resident
+memory printed here is that of reading the table and the steps, not of drawing polygons. Per step: wall time, CPU
+time (user + system) and the process' peak RSS after the step (monotone: the largest so far). The machine load
+(``os.getloadavg``) is printed beside the times.
+
+Usage: ``python benchmarks/integration_scale.py [--n-cells 100000] [--cache DIR] [--threads 2]
+[--rows expression fuse encoder_off encoder_on]``. Last line: ``RESULT n=... ari_fuse=... ari_encoder=...
+encoder_seconds=... peak_rss_gib=...``.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import resource
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-import anndata as ad
 import numpy as np
-import pandas as pd
-from scipy import sparse
 
+GEN = """
+import sys
 import morphst as mst
+a = mst.datasets.xenium_like(int(sys.argv[1]), random_state=0).tables["table"]
+a.write_h5ad(sys.argv[2])
+"""
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+def peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def cpu_seconds() -> float:
+def cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
 
-def synthetic(n: int, d: int = 64, n_sections: int = 4, seed: int = 0) -> ad.AnnData:
-    rng = np.random.default_rng(seed)
-    sec = np.repeat(np.arange(n_sections), int(np.ceil(n / n_sections)))[:n]
-    side = np.sqrt(n / n_sections) * 10.0  # ~10 µm between cells
-    xy = rng.uniform(0, side, size=(n, 2))
-    # 6 regions: 3 vertical stripes (seen by expression) x 2 halves (seen by morphology)
-    stripe = np.minimum((xy[:, 0] / side * 3).astype(int), 2)
-    half = (xy[:, 1] > side / 2).astype(int)
-    expr = rng.normal(size=(n, d)).astype(np.float32)
-    expr[:, :3] += 2.0 * np.eye(3, dtype=np.float32)[stripe]
-    morph = rng.normal(size=(n, d)).astype(np.float32)
-    morph[:, :2] += 2.0 * np.eye(2, dtype=np.float32)[half]
-    obs = pd.DataFrame(
-        {"section": pd.Categorical([f"S{s}" for s in sec]), "truth": pd.Categorical((stripe * 2 + half).astype(str))},
-        index=pd.RangeIndex(n).astype(str),
-    )
-    a = ad.AnnData(obs=obs)
-    a.obsm["X_pca"] = expr
-    a.obsm["X_morph"] = morph
-    a.obsm["spatial"] = xy
-    return a
+def table(n: int, cache: Path):
+    import anndata as ad
+
+    path = cache / f"xenium_like_{n}.h5ad"
+    if not path.exists():
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", GEN, str(n), str(path)], check=True)
+        print(f"generated {n} cells in {time.perf_counter() - t:.0f}s (child process) -> {path}", flush=True)
+    return ad.read_h5ad(path)
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    a = synthetic(n)
-    base = peak_rss_mb()
-    print(f"synthetic table: n={n}, features 64 + 64, 4 sections; peak RSS after building it: {base:.0f} MiB")
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    mst.tl.fuse(a, ("X_pca", "X_morph"), method="graph", n_comps=30, n_neighs=6)
-    t1, c1 = time.perf_counter(), cpu_seconds()
-    rss_fuse = peak_rss_mb()
-    mst.tl.domains(a, "X_fused", method="leiden", resolution=0.2)
-    t2, c2 = time.perf_counter(), cpu_seconds()
-    rss_dom = peak_rss_mb()
-    g = a.obsp["X_fused_connectivities"]
-    if not sparse.issparse(g):
-        msg = "the fused graph is dense"
-        raise RuntimeError(msg)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n-cells", type=int, default=100_000)
+    p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "morphst_scale")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rows", nargs="+", default=["expression", "fuse", "encoder_off", "encoder_on"])
+    args = p.parse_args()
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(args.threads)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    with threadpool_limits(args.threads):
+        run(args)
+
+
+def run(args) -> None:
+    import scanpy as sc
     from sklearn.metrics import adjusted_rand_score
 
-    ari = adjusted_rand_score(a.obs["truth"], a.obs["domain"])
-    dense_gib = n * n * 8 / 2**30
-    print()
-    print(f"{'step':<28}{'wall s':>10}{'CPU s':>10}{'peak RSS MiB':>15}")
-    print(f"{'fuse(method=graph)':<28}{t1 - t0:>10.1f}{c1 - c0:>10.1f}{rss_fuse:>15.0f}")
-    print(f"{'domains(leiden, res 0.2)':<28}{t2 - t1:>10.1f}{c2 - c1:>10.1f}{rss_dom:>15.0f}")
-    print("(wall time depends on machine load; CPU time is user + system of this process)")
-    print()
+    import morphst as mst
+    from morphst import _logging as logg
+
+    mst.settings.progress_bar = False
+    a = table(args.n_cells, args.cache)
+    logg.logger.setLevel("WARNING")
+    truth = a.obs["synthetic_domain"].astype(str).to_numpy()
+    k = len(np.unique(truth))
+    print(f"n={a.n_obs} cells, {a.n_vars} genes, {k} true domains; peak RSS after reading: {peak_gib():.2f} GiB")
+    steps = []
+
+    def step(name, fn):
+        t, c = time.perf_counter(), cpu_s()
+        out = fn()
+        steps.append((name, time.perf_counter() - t, cpu_s() - c, peak_gib(), os.getloadavg()[0]))
+        print(f"  {name}: {steps[-1][1]:.1f}s", flush=True)
+        return out
+
+    def prep():
+        sc.pp.normalize_total(a, target_sum=1e4)
+        sc.pp.log1p(a)
+        sc.pp.pca(a, n_comps=30, random_state=0)
+        z = a.obs[["cell_area", "nucleus_area"]].to_numpy(dtype=float)
+        a.obsm["X_morph"] = (z - z.mean(0)) / z.std(0)
+
+    step("normalise + PCA", prep)
+    aris = {}
+
+    def rows(name, rep_fn):
+        rep = step(f"{name}: representation", rep_fn)
+        lab = step(f"{name}: domains gmm", lambda: gmm(a, rep, k))
+        aris[name] = adjusted_rand_score(truth, lab)
+
+    def gmm(a, rep, k):
+        mst.tl.domains(a, rep, method="gmm", n_domains=k, random_state=0, key_added="_d")
+        return a.obs["_d"].to_numpy()
+
+    enc = mst.tl.graph_encoder
+    todo = {
+        "expression": lambda: "X_pca",
+        "fuse": lambda: mst.tl.fuse(a, ("X_pca",), method="smooth", library_key=None) or "X_fused",
+        "encoder_off": lambda: enc(a, "X_pca", key_added="X_e0") or "X_e0",
+        "encoder_on": lambda: enc(a, "X_pca", morphology_rep="X_morph", key_added="X_e1") or "X_e1",
+    }
+    for name in args.rows:
+        rows(name, todo[name])
+    print(f"\n{'step':<38}{'wall s':>9}{'CPU s':>9}{'peak RSS GiB':>14}{'load':>7}")
+    for name, w, c, rss, load in steps:
+        print(f"{name:<38}{w:>9.1f}{c:>9.1f}{rss:>14.2f}{load:>7.1f}")
+    print("\nARI against the generator's domains:", {k_: round(v, 3) for k_, v in aris.items()})
+    enc_s = sum(w for name, w, *_ in steps if name.startswith("encoder_off"))
     print(
-        f"graph: sparse {type(g).__name__}, {g.nnz} stored edges ({g.nnz / n:.1f} per cell), "
-        f"{(g.data.nbytes + g.indices.nbytes + g.indptr.nbytes) / 2**20:.0f} MiB; "
-        f"a dense float64 n x n matrix would need {dense_gib:.0f} GiB"
+        f"RESULT n={a.n_obs} ari_fuse={aris.get('fuse', float('nan')):.3f} "
+        f"ari_encoder={aris.get('encoder_off', float('nan')):.3f} encoder_seconds={enc_s:.1f} "
+        f"peak_rss_gib={peak_gib():.2f}"
     )
-    print(
-        f"domains found: {a.obs['domain'].nunique()} (ARI vs the 6 synthetic regions: {ari:.3f}; "
-        "graph smoothing uses expression, so the 3 expression stripes are what it can find)"
-    )
-    print(f"RESULT n={n} peak_rss_mb={rss_dom:.0f} seconds={t2 - t0:.1f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from . import _metrics as metrics
 from . import models
 from ._embed import embed_patches
-from ._integration import domains, evaluate_domains, fuse
+from ._integration import domains, evaluate_domains, fuse, graph_encoder
 from ._learn import TrainOptions, learn_features
 from ._quadrants import gene_quadrants, quadrants, select_features
 from ._translation import FeatureHead, Translator, fit_translator, predict_expression
@@ -18,6 +18,7 @@ __all__: list[str] = [
     "fit_translator",
     "fuse",
     "gene_quadrants",
+    "graph_encoder",
     "learn_features",
     "metrics",
     "models",
