@@ -4,7 +4,7 @@ from . import _metrics as metrics
 from . import models
 from ._embed import embed_patches
 from ._integration import domains, evaluate_domains, fuse
-from ._learn import TrainOptions, learn_features
+from ._learn import TrainOptions, learn_features, learn_integration_features
 from ._quadrants import gene_quadrants, quadrants, select_features
 from ._translation import FeatureHead, Translator, fit_translator, predict_expression
 
@@ -19,6 +19,7 @@ __all__: list[str] = [
     "fuse",
     "gene_quadrants",
     "learn_features",
+    "learn_integration_features",
     "metrics",
     "models",
     "predict_expression",
