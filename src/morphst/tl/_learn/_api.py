@@ -42,7 +42,7 @@ def learn_features(
     global_context: bool = True,
     annotation_key: str | None = None,
     expression_rep: str = "X_pca",
-    method: Literal["auto", "multispati", "hsic", "residual"] = "auto",
+    method: Literal["auto", "maf", "multispati", "hsic", "residual"] = "auto",
     penalty_weight: float = 5.0,
     n_components: int | None = None,
     train: str | np.ndarray | Sequence[str] | None = None,
@@ -93,7 +93,7 @@ def learn_features(
     expression_rep
         Integration: ``obsm`` key of the expression representation whose information is penalised.
     method
-        Integration: ``"auto"``, ``"multispati"``, ``"hsic"`` or ``"residual"`` (see
+        Integration: ``"auto"``, ``"maf"``, ``"multispati"``, ``"hsic"`` or ``"residual"`` (see
         :func:`~morphst.tl.learn_integration_features`).
     penalty_weight
         Integration: weight of the shared-information penalty (>= 0).

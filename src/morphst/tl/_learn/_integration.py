@@ -8,7 +8,8 @@ what expression lacks.
   variance/decorrelation + penalty_weight × shared``, shared being the normalised RBF-kernel HSIC (Gretton et al.
   2005; random Fourier features) with the whitened expression; relevance to labels or, without them, a spatial
   InfoNCE.
-- The spatial components of the residual (``"multispati"``) are in :mod:`~morphst.tl._learn._multispati`.
+- The spatial components of the residual (``"maf"``, ``"multispati"``) are in
+  :mod:`~morphst.tl._learn._spatial_components`.
 - ``"residual"``: the baseline. Features standardised on the training rows minus their ridge prediction from the
   expression representation (:class:`sklearn.linear_model.RidgeCV`, one penalty per fold chosen by leave-one-out),
   cross-fitted: each row's prediction comes from a ridge fit on the training rows of the other folds (sections when

@@ -17,15 +17,15 @@ from .._translation._fit import resolve_train
 from .._translation._folds import section_groups
 from ._integration import fit_integration
 from ._linear import apply_section_statistics, section_statistics
-from ._multispati import N_PERMUTATIONS, fit_multispati
+from ._spatial_components import N_PERMUTATIONS, fit_spatial_components
 from ._torch import TrainOptions, resolve_train_device
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-#: Methods of :func:`learn_integration_features` (``"moran"``: the former name of ``"multispati"``).
-INTEGRATION_METHODS = ("auto", "multispati", "hsic", "residual")
+#: Methods of :func:`learn_integration_features` (``"moran"``: the former name of ``"maf"``).
+INTEGRATION_METHODS = ("auto", "maf", "multispati", "hsic", "residual")
 #: Width of a trained (``"hsic"``) representation when ``n_components`` is ``None``.
 HSIC_WIDTH = 8
 
@@ -38,7 +38,7 @@ def learn_integration_features(
     expression_rep: str = "X_pca",
     library_key: str | None = Key.LIBRARY,
     annotation_key: str | None = None,
-    method: Literal["auto", "multispati", "hsic", "residual"] = "auto",
+    method: Literal["auto", "maf", "multispati", "hsic", "residual"] = "auto",
     n_components: int | None = None,
     scale: bool = False,
     alpha: float = 0.05,
@@ -60,12 +60,14 @@ def learn_integration_features(
     1. Morphology and expression are centred per section (``library_key``; with ``scale`` the morphology is also
        scaled per section), so a section offset cannot become a feature; the statistics are stored and a section
        without training spots is centred on its own mean. The morphology is then standardised.
-    2. ``"multispati"`` (default without ``annotation_key``): the cross-fitted ridge residual of the morphology on
-       the expression (no linear correlation with it), reduced to its leading principal directions, projected on
-       the spatial principal components of MULTISPATI (Dray, Saïd & Débias 2008): the directions of largest
-       variance × Moran's I (no whitening). Each component is tested against spot positions permuted within
-       sections (the null of the largest eigenvalue, so the selection is accounted for); ``n_components=None``
-       keeps the significant ones (possibly none). ``"hsic"`` (default with ``annotation_key``): a projection
+    2. ``"maf"`` (default without ``annotation_key``): the cross-fitted ridge residual of the morphology on the
+       expression (no linear correlation with it), reduced to its leading principal directions (a tenth of the
+       smallest section's spots at most), whitened and projected on the directions of largest Moran's I
+       (maximum-autocorrelation factors, Switzer & Green 1984). ``"multispati"``: no whitening, the directions
+       of largest variance × Moran's I (MULTISPATI, Dray, Saïd & Débias 2008). Each component is tested against
+       spot positions permuted within sections (the null of the largest eigenvalue, so the selection is
+       accounted for) and, with held-out sections, by its Moran's I there; ``n_components=None`` keeps the
+       significant ones (possibly none). ``"hsic"`` (default with ``annotation_key``): a projection
        trained with torch to stay relevant (labels, or a spatial InfoNCE) while penalising its RBF-kernel HSIC with
        the expression (Gretton et al. 2005; random Fourier features, median-heuristic bandwidths). ``"residual"``:
        the cross-fitted residual itself (baseline).
@@ -82,17 +84,17 @@ def learn_integration_features(
     annotation_key
         ``obs`` column of labels the ``"hsic"`` features must stay relevant to; ``None``: spatial (self-supervised).
     method
-        ``"auto"``, ``"multispati"``, ``"hsic"`` or ``"residual"`` (see above); ``"moran"`` is the former name of
-        ``"multispati"`` (FutureWarning).
+        ``"auto"``, ``"maf"``, ``"multispati"``, ``"hsic"`` or ``"residual"`` (see above); ``"moran"`` is the
+        former name of ``"maf"`` (FutureWarning).
     n_components
-        Components kept; ``None``: the significant ones (``"multispati"``), 8 (``"hsic"``); ignored by
+        Components kept; ``None``: the significant ones (``"maf"``/``"multispati"``), 8 (``"hsic"``); ignored by
         ``"residual"`` (one column per feature).
     scale
         Also scale the morphology to unit variance per section.
     alpha
-        Significance level of the components (``"multispati"``).
+        Significance level of the components (``"maf"``/``"multispati"``).
     n_permutations
-        Permutations of the null (``"multispati"``; at least 19).
+        Permutations of the null (``"maf"``/``"multispati"``; at least 19).
     penalty_weight
         Weight of the HSIC penalty (``"hsic"``, >= 0).
     train
@@ -115,12 +117,12 @@ def learn_integration_features(
     ``None``, or a copy of the AnnData when ``copy=True``. Sets:
 
     ``.obsm[key_added]`` : ndarray, shape ``(n_obs, n_components)``, float32
-        The features (``"residual"``: ``(n_obs, n_features)``; ``"multispati"`` with ``n_components=None``: one
-        column per significant component, possibly none).
+        The features (``"residual"``: ``(n_obs, n_features)``; ``"maf"``/``"multispati"`` with
+        ``n_components=None``: one column per significant component, possibly none).
     ``.uns[key_added]['components']`` : DataFrame
-        ``"multispati"``: per component its ``criterion`` (variance × Moran's I), ``variance``, ``moran_I`` (training
-        spots), ``p_value``, ``significant`` (:func:`~morphst.tl.fuse` leaves the others out) and
-        ``moran_I_held_out`` (on sections not used to fit; NaN with one section).
+        ``"maf"``/``"multispati"``: per component its ``criterion`` (Moran's I, or variance × Moran's I),
+        ``variance``, ``moran_I`` (training spots), ``p_value``, ``moran_I_held_out`` and ``p_value_held_out`` (on sections not used to
+        fit; NaN with one section), ``significant`` (:func:`~morphst.tl.fuse` leaves the others out).
     ``.uns[key_added]['curve']`` : DataFrame
         ``"hsic"``: per epoch; ``"residual"``: per cross-fitting fold.
     ``.uns[key_added]['sections']`` : dict
@@ -134,7 +136,7 @@ def learn_integration_features(
         If ``use_rep``, ``expression_rep``, ``annotation_key``, the coordinates or a training section is missing.
     ValueError
         An unknown ``method``, invalid numbers, NaN features, fewer than 4 training spots, labels with
-        ``"multispati"``. Nothing is written then.
+        ``"maf"``/``"multispati"``. Nothing is written then.
     """
     adata = get_adata(data, table_key)
     method, requested = _check_method(method, annotation_key)
@@ -178,19 +180,19 @@ def _check_method(method, annotation_key) -> tuple[str, str]:
     requested = method
     if method == "moran":
         warnings.warn(
-            "`method='moran'` is now called 'multispati' (variance × Moran's I, per-section centring, a permutation "
-            "null); use method='multispati'.",
+            "`method='moran'` is now called 'maf' (maximum-autocorrelation factors after a dimension cap, "
+            "per-section centring, a permutation null); use method='maf'.",
             FutureWarning,
             stacklevel=3,
         )
-        method = "multispati"
+        method = "maf"
     if method not in INTEGRATION_METHODS:
         msg = f"`method` must be one of {list(INTEGRATION_METHODS)}, got {method!r}."
         raise ValueError(msg)
     if method == "auto":
-        method = "multispati" if annotation_key is None else "hsic"
-    if method == "multispati" and annotation_key is not None:
-        msg = "`method='multispati'` is self-supervised (spatial); drop `annotation_key` or use method='hsic'."
+        method = "maf" if annotation_key is None else "hsic"
+    if method in ("maf", "multispati") and annotation_key is not None:
+        msg = f"`method={method!r}` is self-supervised (spatial); drop `annotation_key` or use method='hsic'."
         raise ValueError(msg)
     return method, requested
 
@@ -241,17 +243,20 @@ def _fit(xc, ec, train, labels, edges, groups, method, n_components, alpha, n_pe
     width = n_components if n_components is not None else HSIC_WIDTH
     z, record = fit_integration(
         xc, ec, train=train, labels=labels, edges=edges, groups=groups,
-        method="residual" if method == "multispati" else method, n_components=width, penalty_weight=pw,
+        method="residual" if method in ("maf", "multispati") else method, n_components=width, penalty_weight=pw,
         options=opts, random_state=seed, device=device,
     )  # fmt: skip
-    if method != "multispati":
+    if method not in ("maf", "multispati"):
         return z, {"curve": record["curve"], "extra": {"model_description": record["description"]}}
-    z, rec = fit_multispati(
-        z.astype(np.float64), train, edges, groups, n_components, alpha=alpha, n_permutations=n_perm, random_state=seed
+    z, rec = fit_spatial_components(
+        z.astype(np.float64), train, edges, groups, n_components, alpha=alpha, n_permutations=n_perm, random_state=seed,
+        whiten=method == "maf",
     )
     comp = rec["components"]
     desc = (
-        f"multispati: {len(comp)} spatial components (variance x Moran's I, {rec['n_dims']} leading residual "
+        f"{method}: {len(comp)} spatial components ("
+        + ("Moran's I of whitened" if method == "maf" else "variance x Moran's I of")
+        + f" {rec['n_dims']} leading residual "
         f"directions; {rec['n_significant']} significant at alpha {alpha:g} against {n_perm} permutations of the "
         "positions within sections) of the " + record["description"]
     )

@@ -1,12 +1,14 @@
-"""``method="multispati"``: spatial principal components of the residual, with a permutation null and held-out checks.
+"""Spatial components of the residual (``method="maf"`` and ``"multispati"``), a permutation null, held-out checks.
 
-The criterion is MULTISPATI's (Dray, Saïd & Débias 2008): a unit-norm loading vector ``u`` of the residual ``R``
-(morphology centred per section, standardised, minus its cross-fitted ridge prediction from expression; *not*
-whitened) is scored by ``uᵀ sym(Rᵀ W R) u / n`` = variance × Moran's I of the component ``R u`` (``W`` the
-row-standardised spatial weights among the training rows). Without whitening, a direction needs both variance and
-spatial coherence, so low-variance noise directions cannot rank first. The residual is first reduced to its
-:data:`MAX_DIMS` leading principal directions (on the training rows; the criterion cannot favour directions of small
-variance much, and the cap keeps the null cheap).
+The residual ``R`` (morphology centred per section, standardised, minus its cross-fitted ridge prediction from
+expression) is reduced to its leading principal directions on the training rows, then:
+
+- ``"maf"`` (``whiten=True``): maximum-autocorrelation factors (Switzer & Green 1984): the directions are whitened
+  and the criterion is Moran's I of the component (``W`` the row-standardised spatial weights among the training
+  rows). Whitening amplifies low-variance directions, so the cap is well below the spots per section: a tenth of
+  the smallest section's training spots (at most :data:`MAX_DIMS`).
+- ``"multispati"`` (``whiten=False``): MULTISPATI's criterion (Dray, Saïd & Débias 2008): a unit-norm loading ``u``
+  is scored by ``uᵀ sym(Rᵀ W R) u / n`` = variance × Moran's I of ``R u``; cap :data:`MAX_DIMS`.
 
 Significance: the spot positions are permuted within each section (rows of the residual shuffled over the same
 graph) :data:`N_PERMUTATIONS` times; each permutation's *largest* eigenvalue forms the null of a selected component
@@ -36,7 +38,7 @@ MAX_DIMS = 64
 N_PERMUTATIONS = 99
 
 
-def fit_multispati(
+def fit_spatial_components(
     r: np.ndarray,
     train: np.ndarray,
     edges,
@@ -46,6 +48,7 @@ def fit_multispati(
     alpha: float,
     n_permutations: int,
     random_state: int,
+    whiten: bool = True,
 ) -> tuple[np.ndarray, dict]:
     """Spatial components of ``r`` ``(n, p)`` (see the module docstring); returns ``(z, record)``.
 
@@ -58,7 +61,9 @@ def fit_multispati(
     sec = np.zeros(n, np.int64) if groups is None else np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
     anchors, wa = _anchor_graph(edges, train, n)
     centre = r[anchors].mean(axis=0)
-    basis = _cap_basis(r[anchors] - centre)
+    basis = _cap_basis(r[anchors] - centre, _cap(sec[anchors]) if whiten else MAX_DIMS)
+    if whiten:  # maximum-autocorrelation factors: the criterion is Moran's I alone
+        basis = basis / ((r[anchors] - centre) @ basis).std(axis=0)
     y = (r[anchors] - centre) @ basis
     vals, vecs = _eig(y, wa)
     null = _null_maxima(y, wa, sec[anchors], n_permutations, random_state)
@@ -115,11 +120,16 @@ def _anchor_graph(edges, train: np.ndarray, n: int) -> tuple[np.ndarray, sp.csr_
     return anchors, w
 
 
-def _cap_basis(rc: np.ndarray) -> np.ndarray:
-    """Orthonormal ``(p, q)`` leading principal directions of the centred rows (``q <= MAX_DIMS``, variance > 0)."""
+def _cap(sec: np.ndarray) -> int:
+    """Dimension cap of the whitened criterion: a tenth of the smallest section's spots (at least 2)."""
+    return int(min(MAX_DIMS, max(2, np.bincount(sec)[np.bincount(sec) > 0].min() // 10)))
+
+
+def _cap_basis(rc: np.ndarray, cap: int = MAX_DIMS) -> np.ndarray:
+    """Orthogonal ``(p, q)`` leading principal directions of the centred rows (``q <= cap``, variance > 0)."""
     _, s, vt = np.linalg.svd(rc, full_matrices=False)
     keep = s > 1e-8 * max(float(s.max()) if len(s) else 0.0, 1e-300)
-    q = min(int(keep.sum()), MAX_DIMS)
+    q = min(int(keep.sum()), cap)
     if q == 0:
         msg = (
             "Nothing of the morphology features is left once expression's prediction is removed (every residual "
