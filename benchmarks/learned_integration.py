@@ -348,12 +348,25 @@ def part_her2st(args, seeds) -> dict:
     return out
 
 
+def part_controls(args, seeds) -> dict:
+    """Control rows (``learned_integration_controls.py``): noise / section offset (a), harder synthetic truth (b)."""
+    import learned_integration_controls as ctl
+
+    t = time.perf_counter()
+    out = {f"a_{k}": v for k, v in ctl.noise_part().items()}
+    for state in args.control_states:
+        out |= ctl.synthetic_part(state)
+    out["controls_s"] = time.perf_counter() - t
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", nargs="+", default=["synthetic", "dlpfc"])
     p.add_argument("--samples", nargs="+", default=["151673", "151674"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--synthetic-state", type=int, default=0, help="random_state of morphology_domains")
+    p.add_argument("--control-states", type=int, nargs="*", default=[0, 1], help="morphology_domains states (controls)")
     p.add_argument("--n-components", type=int, default=8)
     p.add_argument("--penalty-weight", type=float, default=5.0)
     p.add_argument("--max-epochs", type=int, default=200)
@@ -383,6 +396,7 @@ def main() -> None:
                 "dlpfc": part_dlpfc,
                 "dlpfc_other": part_dlpfc_other,
                 "her2st": part_her2st,
+                "controls": part_controls,
             }[part](args, seeds)
     took = sum(v for k, v in res.items() if k.endswith("_s"))
     res = {k: v for k, v in res.items() if not k.endswith("_s")}
