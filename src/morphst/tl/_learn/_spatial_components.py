@@ -127,8 +127,12 @@ def _cap(sec: np.ndarray) -> int:
 
 def _cap_basis(rc: np.ndarray, cap: int = MAX_DIMS) -> np.ndarray:
     """Orthogonal ``(p, q)`` leading principal directions of the centred rows (``q <= cap``, variance > 0)."""
-    _, s, vt = np.linalg.svd(rc, full_matrices=False)
-    keep = s > 1e-8 * max(float(s.max()) if len(s) else 0.0, 1e-300)
+    # eigenvectors of the p x p scatter (not an SVD of the n x p rows: n may be 10^5 or more)
+    vals, vecs = np.linalg.eigh(rc.T @ rc)
+    order = np.argsort(vals)[::-1]
+    vals, vecs = np.clip(vals[order], 0, None), vecs[:, order]
+    keep = vals > 1e-14 * max(float(vals.max()) if len(vals) else 0.0, 1e-300)
+    vt = vecs.T
     q = min(int(keep.sum()), cap)
     if q == 0:
         msg = (
@@ -154,13 +158,14 @@ def _eig(y: np.ndarray, wa: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
 def _null_maxima(y, wa, sec, n_permutations: int, random_state: int) -> np.ndarray:
     """Largest eigenvalue of the criterion with the rows permuted within each section, per permutation."""
     rng = np.random.default_rng(random_state)
+    y, wa = y.astype(np.float32), wa.astype(np.float32)  # float32 halves the cost of the permutations
     blocks = [np.flatnonzero(sec == s) for s in np.unique(sec)]
     out = np.empty(n_permutations)
     perm = np.arange(len(y))
     for b in range(n_permutations):
         for idx in blocks:
             perm[idx] = idx[rng.permutation(len(idx))]
-        out[b] = np.linalg.eigvalsh(_criterion(y[perm], wa))[-1]
+        out[b] = np.linalg.eigvalsh(_criterion(y[perm], wa).astype(np.float64))[-1]
     return out
 
 
