@@ -136,7 +136,8 @@ def morphology_domains(
       ``"spots"``; ``obs["truth"]`` (categorical ``D0``–``D4``), ``obs["expression_programme"]`` (``P0``–``P3``, the
       best any expression-only method can recover), ``obs["gradient"]`` (``g``), ``obs["stain_field"]``,
       ``obs["section"]``;
-      ``obsm["spatial"]`` (image px); ``uns["morphst_dataset"]`` with ``random_state`` and ``um_per_px``.
+      ``obsm["spatial"]`` (image px); ``obsm["X_deep"]`` (``deep_features``); ``uns["morphst_dataset"]`` with
+      ``random_state``, ``um_per_px`` and ``section_stain_offsets`` ``(n_sections, 2)`` (log, H and E).
 
     Both coordinate system ``"global"`` (µm, ``Scale(um_per_px)``) and the image's pixel space are declared, so
     :func:`morphst.pp.extract_patches` needs no unit argument.
@@ -163,7 +164,7 @@ def morphology_domains(
     opts = _ImageOptions(
         gradient_stain, gradient_density, stain_noise, stain_field, stain_field_um, nonlinear_shared, (0.0, 0.0)
     )
-    lays, programmes, counts, imgs, latents = [], [], [], [], []
+    lays, programmes, counts, imgs, latents, offs = [], [], [], [], [], []
     # per section the draws come in this order (layout, expression, image): the same seed gives the same sections
     for _ in range(int(n_sections)):
         lay = _layout(rng, n_rows, n_cols, spot_spacing_um)
@@ -175,6 +176,7 @@ def morphology_domains(
         counts.append(cnt)
         imgs.append(img)
         latents.append(_latent(lay, field_at_spots, offsets))
+        offs.append(offsets)
     lay, img = _side_by_side(lays, imgs, um_per_px)
     deep = None if deep_features is None else _deep(rng, np.vstack(latents), int(deep_features))
     sdata = _to_sdata(
@@ -182,6 +184,7 @@ def morphology_domains(
         np.repeat([f"S{i}" for i in range(int(n_sections))], [len(x.x_um) for x in lays]),
         np.concatenate([la[:, 5] for la in latents]),
     )  # fmt: skip
+    sdata.tables[Key.TABLE].uns[Key.DATASET]["section_stain_offsets"] = np.asarray(offs)
     if deep is not None:
         sdata.tables[Key.TABLE].obsm["X_deep"] = deep
     return sdata
