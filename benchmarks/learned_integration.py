@@ -99,15 +99,15 @@ def cluster(a, reps, method: str, n_domains: int, seed: int) -> np.ndarray:
     return a.obs["_d"].to_numpy()
 
 
-def learn(a, method: str, seed: int, args, key: str, annotation_key=None, train=None) -> None:
-    mst.tl.learn_features(
+def learn(a, method: str, seed: int, args, key: str, annotation_key=None, train=None, rep=None) -> None:
+    rep = rep or ("X_handcrafted" if "X_handcrafted" in a.obsm else "X_morph")
+    mst.tl.learn_integration_features(
         a,
-        "X_handcrafted" if "X_handcrafted" in a.obsm else "X_morph",
-        objective="integration",
+        rep,
         expression_rep="X_pca",
         annotation_key=annotation_key,
         method=method,
-        n_components=args.n_components,
+        n_components=None if method in ("maf", "multispati") else args.n_components,
         penalty_weight=args.penalty_weight,
         options=TrainOptions(max_epochs=args.max_epochs),
         library_key="section" if "section" in a.obs else None,
@@ -118,50 +118,51 @@ def learn(a, method: str, seed: int, args, key: str, annotation_key=None, train=
     )
 
 
+#: Rows of :func:`compare`: (name, obsm key of the morphology block or None for expression alone).
+ROWS = (
+    ("none", None), ("raw", "X_handcrafted"), ("learned", "X_learned"), ("maf", "X_maf"), ("residual", "X_residual"),
+    ("random", "X_random"), ("coords", "X_coords"), ("learned_from_noise", "X_noise"),
+)  # fmt: skip
+
+
 def compare(a, ref: np.ndarray, n_domains: int, seeds, methods, args) -> pd.DataFrame:
-    """ARI of none / raw / learned / residual for each fusion method and seed; learned features re-fit per seed."""
+    """ARI of every row of :data:`ROWS` per fusion method and seed; learned features and controls re-drawn per seed.
+
+    ``learned``: hsic (skipped with ``--no-hsic``); ``maf``: ``learn_integration_features`` defaults (the
+    significant components); controls: ``random`` (Gaussian features of the raw shape), ``coords`` (coordinates
+    only), ``learned_from_noise`` (``maf`` learned from Gaussian noise of the raw shape).
+    """
     ok = ~pd.isna(ref)
     rows = []
     morph = "X_handcrafted"
+    a.obsm["X_coords"] = np.asarray(a.obsm["spatial"], dtype=np.float32)
     for seed in seeds:
-        t = time.perf_counter()
-        learn(a, "hsic", seed, args, "X_learned")
-        t_learn = time.perf_counter() - t
-        t = time.perf_counter()
-        learn(a, "moran", seed, args, "X_moran")
-        t_moran = time.perf_counter() - t
+        took = {}
+        for name, method, key in (("learned", "hsic", "X_learned"), ("maf", "maf", "X_maf")):
+            if name == "learned" and args.no_hsic:
+                continue
+            t = time.perf_counter()
+            learn(a, method, seed, args, key)
+            took[name] = time.perf_counter() - t
+        rng = np.random.default_rng(100 + seed)
+        a.obsm["X_random"] = rng.normal(size=a.obsm[morph].shape).astype(np.float32)
+        a.obsm["X_noisein"] = rng.normal(size=a.obsm[morph].shape).astype(np.float32)
+        learn(a, "maf", seed, args, "X_noise", rep="X_noisein")
         if seed == seeds[0]:
             t = time.perf_counter()
             learn(a, "residual", seed, args, "X_residual")
-            t_res = time.perf_counter() - t
-            print(
-                f"    learned features: {a.uns['X_learned']['params']['model_description']}; chosen epoch "
-                f"{a.uns['X_learned']['chosen_epoch']}",
-                flush=True,
-            )
+            took["residual"] = time.perf_counter() - t
+            print(f"    maf: {a.uns['X_maf']['params']['model_description']}", flush=True)
+        print(f"    seed {seed}: maf width {a.obsm['X_maf'].shape[1]}, learned from noise {a.obsm['X_noise'].shape[1]}")
         for method in methods:
-            for name, reps in (
-                ("none", ("X_pca",)),
-                ("raw", ("X_pca", morph)),
-                ("learned", ("X_pca", "X_learned")),
-                ("moran", ("X_pca", "X_moran")),
-                ("residual", ("X_pca", "X_residual")),
-            ):
+            for name, key in ROWS:
+                if name == "learned" and args.no_hsic:
+                    continue
                 t = time.perf_counter()
-                lab = cluster(a, reps, method, n_domains, seed)
-                rows.append(
-                    {
-                        "fuse": method,
-                        "name": name,
-                        "seed": seed,
-                        "ari": adjusted_rand_score(ref[ok].astype(str), lab[ok].astype(str)),
-                        "s": time.perf_counter()
-                        - t
-                        + (t_learn if name == "learned" else 0)
-                        + (t_moran if name == "moran" else 0)
-                        + (t_res if name == "residual" else 0),
-                    }
-                )
+                lab = cluster(a, ("X_pca",) if key is None else ("X_pca", key), method, n_domains, seed)
+                ari = adjusted_rand_score(ref[ok].astype(str), lab[ok].astype(str))
+                s = time.perf_counter() - t + took.get(name, 0.0)
+                rows.append({"fuse": method, "name": name, "seed": seed, "ari": ari, "s": s})
         print(f"    seed {seed}: done ({load()})", flush=True)
     return pd.DataFrame(rows)
 
@@ -192,8 +193,8 @@ def part_synthetic(args, seeds) -> dict:
     e = a.obsm["X_pca"]
     print(
         "    max |r| with the expression PCs, median over features: raw "
-        f"{np.median(maxr(a.obsm['X_handcrafted'], e)):.3f}, learned {np.median(maxr(a.obsm['X_learned'], e)):.3f}, "
-        f"moran {np.median(maxr(a.obsm['X_moran'], e)):.3f}, "
+        f"{np.median(maxr(a.obsm['X_handcrafted'], e)):.3f}, "
+        f"maf {np.median(maxr(a.obsm['X_maf'], e)) if a.obsm['X_maf'].shape[1] else float('nan'):.3f}, "
         f"residual {np.median(maxr(a.obsm['X_residual'], e)):.3f}"
     )
     tab = df.groupby(["fuse", "name"], sort=False)["ari"].agg(["mean", "min", "max"])
@@ -201,7 +202,7 @@ def part_synthetic(args, seeds) -> dict:
     print("== synthetic: ARI vs obs['truth'] over seeds " + str(list(seeds)))
     print(tab.round(3).to_string())
     m = df[df["fuse"] == "stitch"].groupby("name")["ari"].mean()
-    return {f"synthetic_{k}": m[k] for k in ("none", "raw", "learned", "moran", "residual")} | {"synthetic_s": took}
+    return {f"synthetic_{k}": v for k, v in m.items()} | {"synthetic_s": took}
 
 
 def part_dlpfc(args, seeds) -> dict:
@@ -223,12 +224,15 @@ def part_dlpfc(args, seeds) -> dict:
     tab = df.groupby(["sample", "fuse", "name"], sort=False)["ari"].agg(["mean", "min", "max"])
     print("== dlpfc: ARI vs layers (NA excluded) over seeds " + str(list(seeds)))
     print(tab.round(3).to_string())
-    mean = df.groupby(["fuse", "name"], sort=False)["ari"].mean()
-    print("== dlpfc: mean ARI over samples and seeds")
-    print(mean.round(3).to_string())
-    for k in ("none", "raw", "learned", "moran", "residual"):
-        out[f"dlpfc_{k}"] = mean[("smooth", k)]
-        out[f"dlpfc_stitch_{k}"] = mean[("stitch", k)]
+    per_seed = df.groupby(["fuse", "name", "seed"], sort=False)["ari"].mean()  # mean over samples, per seed
+    summ = per_seed.groupby(["fuse", "name"], sort=False).agg(["mean", "std"])
+    summ["std"] = per_seed.groupby(["fuse", "name"], sort=False).std(ddof=0)
+    print("== dlpfc: ARI mean over samples; mean ± sd over seeds (a gain only outside the random row's spread)")
+    print(summ.round(3).to_string())
+    for (fuse, name), row in summ.iterrows():
+        tag = "dlpfc" if fuse == "smooth" else "dlpfc_stitch"
+        out[f"{tag}_{name}"] = row["mean"]
+        out[f"{tag}_{name}_sd"] = row["std"]
     out["dlpfc_s"] = took
     return out
 
@@ -323,7 +327,7 @@ def part_her2st(args, seeds) -> dict:
     learn(a, "hsic", seeds[0], args, "X_learned")
     # descriptive only: trained with the clusters as labels (the quadrants then see their own training labels)
     learn(a, "hsic", seeds[0], args, "X_learned_labels", annotation_key="cluster")
-    learn(a, "moran", seeds[0], args, "X_moran")  # self-supervised, as "learned"
+    learn(a, "maf", seeds[0], args, "X_moran")  # self-supervised, as "learned" (maf: the significant components)
     t_learn = time.perf_counter() - t
     print(f"    learned features (3 fits, all sections): {t_learn:.0f}s ({load()})", flush=True)
     out = {}
@@ -369,6 +373,7 @@ def main() -> None:
     p.add_argument("--control-states", type=int, nargs="*", default=[0, 1], help="morphology_domains states (controls)")
     p.add_argument("--n-components", type=int, default=8)
     p.add_argument("--penalty-weight", type=float, default=5.0)
+    p.add_argument("--no-hsic", action="store_true", help="skip the trained hsic rows (slow)")
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument(
         "--cache", default=None, help="folder with her2st_obs_names.npy and her2st_X_densenet121.npy (her2st part)"

@@ -84,7 +84,7 @@ def morphology_domains(
       rewards spatial coherence ranks it next to D3/D4. **Sections** (``n_sections``, side by side in one image,
       each its own layout): per-section stain offsets ``exp(section_stain * N(0, 1))`` per density, which a method
       must not mistake for structure. A **non-linear shared channel**: eosin times ``1 + nonlinear_shared * (g² -
-      1/3)``: shared with expression (through ``g``) but with no linear correlation, so decorrelation alone keeps it.
+      1/3)``: shared with expression (``g``) but linearly uncorrelated with it; decorrelation alone keeps it.
       ``deep_features``: ``obsm["X_deep"]``, a random two-layer ReLU map of the per-spot latent (domain, ``F``, the
       section offsets, ``g``, ``g²``) plus noise to that many dimensions: more features than spots per section, as
       CNN embeddings.
@@ -116,13 +116,11 @@ def morphology_domains(
     stain_noise
         Amplitude of the random stain variation (relative density per standard deviation of the field).
     n_sections
-        Sections (``obs["section"]`` ``S0``, ``S1``, ...).
+        Sections (``obs["section"]``: ``S0``, ``S1``, ...).
     stain_field, stain_field_um
         Log-amplitude and scale (µm) of the smooth stain field (0: off).
-    section_stain
-        Standard deviation of the per-section log stain offsets.
-    nonlinear_shared
-        Strength of the non-linear shared channel (0: off).
+    section_stain, nonlinear_shared
+        Standard deviation of the per-section log stain offsets; strength of the non-linear shared channel.
     deep_features
         Width of ``obsm["X_deep"]``; ``None``: not made.
 
@@ -323,7 +321,9 @@ def _image(rng: np.random.Generator, lay: _Layout, um_per_px: float, o: _ImageOp
     h_od = np.array([DOMAINS[k]["haematoxylin"] for k in names])[pix_dom] * (1 + o.gradient_stain * pix_grad)
     h_od *= stain_field()
     e_od = np.array([DOMAINS[k]["eosin"] for k in names])[pix_dom] * stain_field()
-    smooth = _smooth_field(rng, h_px, w_px, um_per_px, o.stain_field_um) if o.stain_field > 0 else np.zeros((h_px, w_px))
+    smooth = np.zeros((h_px, w_px))
+    if o.stain_field > 0:
+        smooth = _smooth_field(rng, h_px, w_px, um_per_px, o.stain_field_um)
     h_od *= np.exp(o.stain_field * smooth + o.section_offsets[0])
     e_od *= np.exp(o.stain_field * smooth + o.section_offsets[1]) * (1 + o.nonlinear_shared * (pix_grad**2 - 1 / 3))
     iy = np.clip(np.round(lay.y_um / um_per_px).astype(int), 0, h_px - 1)

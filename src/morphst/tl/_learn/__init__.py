@@ -1,10 +1,10 @@
 """Learned morphology features (Box 1 of Chelebian, Avenel & Wählby, Nat. Commun. 2025).
 
 Modules: ``_api`` (:func:`learn_features`), ``_integration_api`` (:func:`learn_integration_features`),
-``_integration`` (``fit_integration``: the ``"residual"`` baseline, dispatch to ``"hsic"``), ``_spatial_components`` (``"maf"``,
-``"multispati"``: spatial components with a permutation null), ``_hsic`` (the trained ``"hsic"`` projection), ``_linear`` (statistics of
-the training rows, spatial neighbour lists), ``_torch`` (training options, seeding, device, the inner
-early-stopping split). The translation head itself is
+``_integration`` (``fit_integration``: the ``"residual"`` baseline, dispatch to ``"hsic"``), ``_spatial_components``
+(``"maf"``, ``"multispati"``: spatial components with a permutation null), ``_hsic`` (the trained ``"hsic"``
+projection), ``_linear`` (statistics of the training rows, spatial neighbour lists), ``_torch`` (training options,
+seeding, device, the inner early-stopping split). The translation head itself is
 :class:`morphst.tl._translation._head.FeatureHead`.
 """
 

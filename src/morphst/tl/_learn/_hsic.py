@@ -7,12 +7,13 @@ penalty_weight × shared``. Relevance: with labels, the cross-entropy of a linea
 (drawn anew each epoch), the other rows of the batch are the negatives (cosine similarity / :data:`TEMPERATURE`).
 Variance/decorrelation (after VICReg, Bardes et al. 2022) keeps the projection from collapsing. Shared: per column
 of the projection, the sum over the columns of the expression representation (whitened on the training rows) of
-their normalised RBF-kernel HSIC (Gretton et al. 2005), averaged over the projection's columns: the kernels are approximated by :data:`RFF_FEATURES` random Fourier
-features (Rahimi & Recht 2007), bandwidths by the median heuristic. Unlike squared Pearson r, it is zero only under
-independence, so non-linear dependence on expression is penalised too. Early stopping on the validation loss of the rows that
-:func:`~morphst.tl._learn._torch.inner_validation_split` holds out (a whole section when there are several); the best
-epoch's weights are kept; the fitted result is plain arrays and the projection is computed in numpy. Training runs
-on one CPU thread (tiny model) and is repeatable per seed.
+their normalised RBF-kernel HSIC (Gretton et al. 2005), averaged over the projection's columns: the kernels are
+approximated by :data:`RFF_FEATURES` random Fourier features (Rahimi & Recht 2007), bandwidths by the median
+heuristic. Unlike squared Pearson r, it is zero only under independence, so non-linear dependence on expression is
+penalised too. Early stopping on the validation loss of the rows that
+:func:`~morphst.tl._learn._torch.inner_validation_split` holds out (a whole section when there are several); the
+best epoch's weights are kept; the fitted result is plain arrays and the projection is computed in numpy. Training
+runs on one CPU thread (tiny model) and is repeatable per seed.
 """
 
 from __future__ import annotations
@@ -337,7 +338,7 @@ def random_fourier_features(x, bandwidth, freqs, phase):
 
 
 def rbf_hsic_penalty(z, w, w_bandwidth, freqs, phase):
-    """Normalised RBF-kernel HSIC of each column of ``z`` ``(b, k)`` with each column of ``w`` ``(b, e)``, summed over ``w``.
+    """Normalised RBF-kernel HSIC of each column of ``z`` ``(b, k)`` with each of ``w`` ``(b, e)``, summed over ``w``.
 
     Per pair, ``HSIC(z_j, w_e) / sqrt(HSIC(z_j, z_j) HSIC(w_e, w_e))`` (the biased estimator ``tr(K H L H) / b²``
     with random Fourier features; Gretton et al. 2005): in [0, 1], and (for the characteristic RBF kernel, as ``D``

@@ -121,8 +121,8 @@ def learn_integration_features(
         ``n_components=None``: one column per significant component, possibly none).
     ``.uns[key_added]['components']`` : DataFrame
         ``"maf"``/``"multispati"``: per component its ``criterion`` (Moran's I, or variance × Moran's I),
-        ``variance``, ``moran_I`` (training spots), ``p_value``, ``moran_I_held_out`` and ``p_value_held_out`` (on sections not used to
-        fit; NaN with one section), ``significant`` (:func:`~morphst.tl.fuse` leaves the others out).
+        ``variance``, ``moran_I`` (training spots), ``p_value``, ``moran_I_held_out`` and ``p_value_held_out``
+        (on sections not used to fit; NaN with one section), ``significant`` (:func:`~morphst.tl.fuse` leaves the others out).
     ``.uns[key_added]['curve']`` : DataFrame
         ``"hsic"``: per epoch; ``"residual"``: per cross-fitting fold.
     ``.uns[key_added]['sections']`` : dict
@@ -150,7 +150,8 @@ def learn_integration_features(
     x = check_obsm(adata, use_rep, hint="Run `mst.tl.embed_patches` first.").astype(np.float64)
     expr = check_obsm(adata, expression_rep, hint="Run `sc.pp.pca` (on log-normalised expression) first.")
     labels, edges = _labels_and_edges(adata, annotation_key, method, groups, train_mask)
-    start = logg.info(f"learning integration features ({method}) from `obsm[{use_rep!r}]` on {int(train_mask.sum())} spots")
+    n_train = int(train_mask.sum())
+    start = logg.info(f"learning integration features ({method}) from `obsm[{use_rep!r}]` on {n_train} spots")
     names, mean, sd = section_statistics(x, groups, train_mask, scale)
     xc = apply_section_statistics(x, groups, names, mean, sd, scale)
     expr = np.asarray(expr, dtype=np.float64)
@@ -220,7 +221,7 @@ def _labels_and_edges(adata, annotation_key, method, groups, train_mask):
 
     if annotation_key is not None:
         if annotation_key not in adata.obs.columns:
-            msg = f"`annotation_key`={annotation_key!r} is not an obs column. Available: {list_keys(adata.obs.columns)}."
+            msg = f"`annotation_key`={annotation_key!r} is not an obs column; available: {list_keys(adata.obs.columns)}."
             raise KeyError(msg)
         codes = pd.Categorical(adata.obs[annotation_key]).codes.astype(np.int64)
         if len(np.unique(codes[train_mask & (codes >= 0)])) < 2:

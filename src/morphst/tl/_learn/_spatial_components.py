@@ -54,8 +54,8 @@ def fit_spatial_components(
 
     ``n_components=None`` keeps the significant components (possibly none). ``record`` holds ``components`` (a
     DataFrame per component: ``criterion``, ``variance``, ``moran_I``, ``p_value``, ``moran_I_held_out``,
-    ``p_value_held_out``, ``significant``), ``loadings`` ``(p, k)``, ``centre`` ``(p,)``, ``null`` (the permutation maxima) and a
-    ``description``.
+    ``p_value_held_out``, ``significant``), ``loadings`` ``(p, k)``, ``centre`` ``(p,)``, ``null`` (the
+    permutation maxima), ``n_significant`` and ``n_dims``.
     """
     n = len(r)
     sec = np.zeros(n, np.int64) if groups is None else np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
@@ -108,7 +108,7 @@ def _anchor_graph(edges, train: np.ndarray, n: int) -> tuple[np.ndarray, sp.csr_
     deg = np.diff(indptr)
     anchors = np.flatnonzero(train & (deg > 0))
     if len(anchors) < 4:
-        msg = f"Only {len(anchors)} training rows have a spatial neighbour among the training rows; at least 4 are needed."
+        msg = f"Only {len(anchors)} training rows have a spatial neighbour among the training rows; 4 are needed."
         raise ValueError(msg)
     pos = np.full(n, -1, dtype=np.int64)
     pos[anchors] = np.arange(len(anchors))
