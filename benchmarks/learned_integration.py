@@ -419,7 +419,8 @@ if __name__ == "__main__":
 def run(*, seeds: int = 3, n_components: int = 8, penalty_weight: float = 5.0) -> dict:
     """The synthetic and DLPFC parts with the given settings, as ``{field: value}`` (for learned_features.py)."""
     args = argparse.Namespace(
-        samples=["151673", "151674"], n_components=n_components, penalty_weight=penalty_weight, max_epochs=200
+        samples=["151673", "151674"], n_components=n_components, penalty_weight=penalty_weight, max_epochs=200,
+        no_hsic=False,
     )
     out: dict = {}
     for part in (part_synthetic, part_dlpfc):
