@@ -8,7 +8,10 @@ so the features carry no spatial structure: ``maf`` should find no significant c
 seconds of each and the load. ``--skip-translation``: integration only.
 
 Last runs (2026-12-04): load 1.0: translation 110 s (chosen epoch 12), integration hsic 85 s (chosen epoch 66);
-load 5–6 (``--skip-translation``): moran 20 s, hsic 365 s (chosen epoch 66).
+load 5–6 (``--skip-translation``): moran 20 s, hsic 365 s (chosen epoch 66). 2026-12-05, ``--skip-translation``,
+load 8.9 (2 cores shared with four other sessions): ``learn_integration_features`` (maf, 99 permutations) 38 s, 0
+significant components (the control: random positions); 57 s before the permutations ran in float32 and the
+dimension cap used a scatter eigendecomposition instead of an SVD of the rows.
 Real CNN embeddings are wider (1,024–1,280 per block): the first layer's cost grows with the width.
 
 Run: ``python benchmarks/learned_scale.py``.
