@@ -1,11 +1,16 @@
 """Learned integration features (Box 1, eq. 13–14): do morphology features that share little with expression help?
 
-Features come from ``mst.tl.learn_features(objective="integration")`` (``method="hsic"``: a projection trained to
-keep spatially coherent (self-supervised) or annotation-relevant information while its normalised cross-covariance
-with the expression PCA is penalised; ``method="moran"``: the components of largest Moran's I of the residual;
-``method="residual"``: the cross-fitted ridge residual of the features on the expression PCA). Three parts, one
-RESULT line:
+Features come from ``mst.tl.learn_integration_features`` (``method="maf"``, the default without labels:
+maximum-autocorrelation factors of the cross-fitted residual after per-section centring and a dimension cap, only
+the components significant against positions permuted within sections; ``method="hsic"``: a projection trained to
+keep spatially coherent (self-supervised) or annotation-relevant information while its RBF-kernel HSIC with the
+expression PCA is penalised; ``method="residual"``: the cross-fitted ridge residual of the features on the
+expression PCA). Parts, one RESULT line:
 
+0. **controls** (``learned_integration_controls.py``): features learned from 400-d noise and from a section offset
+   plus noise; ``morphology_domains`` (default, smooth stain field on) random_state 0 and 1 with random,
+   coordinates-only and learned-from-noise rows (3 seeds, mean ± sd) and how much of each feature expression
+   predicts (ridge and boosted trees).
 1. **synthetic** (``mst.datasets.morphology_domains``, random_state 0, 40 × 40 spots, 5 domains of which D3/D4 share their
    expression and differ only in the image): expression = PCA (20) of log1p counts per 10,000; morphology =
    ``embed_patches(model="handcrafted")`` on 100 µm patches (48 px). Rows: expression alone, fused with raw
@@ -31,12 +36,30 @@ RESULT line:
 Timing: wall seconds of the integration part (feature learning + fusion + clustering), with ``uptime``'s load
 average next to them (the 2-core machine is shared).
 
-Rows ``learned`` are ``method="hsic"`` (trained with torch, self-supervised), ``moran`` is ``method="moran"``
-(the default without labels: the components of largest Moran's I of the cross-fitted residual; no training loop),
-``residual`` the baseline.
+Rows ``learned`` are ``method="hsic"`` (trained with torch, self-supervised; ``--no-hsic`` skips them), ``maf``
+the default (significant components only), ``residual`` the baseline; controls ``random`` (Gaussian features of the
+raw shape), ``coords`` (coordinates only), ``learned_from_noise`` (maf learned from Gaussian noise of the raw
+shape), all re-drawn per seed. A morphology row is a gain only outside the random row's spread.
 
-Measured (2026-12-04, 2 cores shared with other jobs, load 7–9; 3 seeds; 8 components, the library default;
-penalty_weight 5 and TrainOptions defaults for hsic):
+Measured 2026-12-05 (2 cores shared with four other sessions, load 8–22), ``--parts controls``:
+
+- (a) 400-d Gaussian noise on 3 sections of 196 spots, seeds 0–2: 0 significant components each time; domains of
+  expression fused (stitch) with the default features vs expression alone: ARI 1.000 ± 0.000. Noise plus a
+  per-section offset (3 sd): 0 significant; with 4 components forced, max R² with the section dummies 0.0000.
+- (b) ``morphology_domains`` (smooth stain field on), stitch + GMM (5), ARI within D3 ∪ D4, clustering seeds 0–2:
+  random_state 0: none 0.000, raw 0.817 ± 0.004, **maf 0.990 ± 0.000**, multispati 0.000, coordinates 0.000,
+  random 0.008 ± 0.008, learned from noise 0.000 (0 components); random_state 1: none 0.006, raw 0.008 ± 0.010,
+  **maf 0.807 ± 0.076**, multispati 0.010, coordinates 0.012, random 0.004 ± 0.001, learned from noise 0.006.
+  (An earlier run of the same code before the float32 null and scatter eigendecomposition: 0.862 ± 0.075 on
+  random_state 1.) Expression predicts the maf features no better than their mean: 5-fold R², max over features,
+  ridge −0.004 / −0.002, boosted trees −0.035 / −0.076 (raw: ridge 0.391 / 0.288, trees 0.301 / 0.229). The
+  non-linear shared channel (g²) is still in them: max |r| of a maf feature with g² 0.48 / 0.38 (raw 0.38 / 0.27).
+  Choices: MAF vs MULTISPATI was decided on a 24 × 24 section of random_state 0 (stitch ARI D3 ∪ D4: MULTISPATI
+  0.0, MAF 0.85 with the stain field, 1.0 without) and then confirmed on both states above; the cap (a tenth of
+  the smallest section's spots) was set once and not tuned.
+
+Earlier measurements (2026-12-04, load 7–9; ``method="moran"``, since replaced: Moran's I of the whitened residual
+without section centring, dimension cap or null, 8 components; the generator without the smooth stain field):
 
 - synthetic random_state 0 (stitch): expression 0.832, + raw 0.987, + hsic 0.943 (0.868–0.986 over seeds),
   + moran **0.999** (0.998–0.999), + residual 0.999. Smooth: 0.759–0.765 for every row (the smoothing cannot split
@@ -53,8 +76,9 @@ penalty_weight 5 and TrainOptions defaults for hsic):
   relevance median 0.038 nats raw, 0.044 hsic, 0.154 moran; max |r| with the 50 genes, median (max) over
   features: raw 0.227 (0.543), hsic 0.182 (0.335), moran 0.176 (0.258), hsic with the clusters 0.119 (0.156).
 
-Run: ``MORPHST_DATA_DIR=../shared/data python benchmarks/learned_integration.py [--parts synthetic dlpfc her2st]
-[--seeds 3] [--n-components 8] [--penalty-weight 5] [--synthetic-state 0]``.
+Run: ``MORPHST_DATA_DIR=../shared/data python benchmarks/learned_integration.py [--parts controls synthetic dlpfc
+her2st] [--seeds 3] [--n-components 8] [--penalty-weight 5] [--synthetic-state 0] [--control-states 0 1]
+[--no-hsic]``.
 
 Last line: ``RESULT synthetic_none=... synthetic_raw=... synthetic_learned=... synthetic_moran=...
 synthetic_residual=... dlpfc_none=... dlpfc_raw=... dlpfc_learned=... dlpfc_moran=... dlpfc_residual=...
