@@ -58,6 +58,15 @@ Measured 2026-12-05 (2 cores shared with four other sessions, load 8–22), ``--
   0.0, MAF 0.85 with the stain field, 1.0 without) and then confirmed on both states above; the cap (a tenth of
   the smallest section's spots) was set once and not tuned.
 
+``--parts dlpfc --no-hsic`` (151673/151674, 3 seeds, load 16–20; ARI mean over the two samples, mean ± sd over
+seeds): smooth: none 0.489, raw 0.553 ± 0.000, **maf 0.546 ± 0.000** (21 significant components on each seed),
+residual 0.551 ± 0.003, random 0.477 ± 0.002, coordinates 0.477, learned from noise 0.489 (0 components, so the
+expression-only row). Raw, maf and residual lie outside the random row's spread (a gain of 0.06–0.08 over random
+features, all of it on 151674: on 151673 expression alone, 0.562, is the best row), and maf adds nothing over the
+raw features. Stitch: none 0.385 ± 0.024, raw 0.301, maf 0.242 ± 0.014, residual 0.212, random 0.417 ± 0.026,
+coordinates 0.288, learned from noise 0.396: every morphology row is below the random one (stitching a block of
+morphology features hurts on DLPFC). 896 s for both sections (load 16).
+
 Earlier measurements (2026-12-04, load 7–9; ``method="moran"``, since replaced: Moran's I of the whitened residual
 without section centring, dimension cap or null, 8 components; the generator without the smooth stain field):
 
