@@ -116,8 +116,15 @@ def quadrant_shift(adata) -> dict[str, float]:
     sc.pp.pca(adata, layer="log1p_cp10k", n_comps=30, mask_var=adata.var_names.isin(genes))
     mst.tl.learn_features(adata, rep, objective="integration", expression_rep="X_pca", train=train)
     learned = {"translation": "X_learned_translation", "integration": "X_learned_integration"}
+    # control: Gaussian features of the integration features' shape (their quadrants are chance's)
+    width = adata.obsm["X_learned_integration"].shape[1]
+    out = {"integration_n_significant": float(width)}
+    if width == 0:  # no significant component (learn_integration_features' default): nothing to place
+        del learned["integration"]
+    else:
+        adata.obsm["X_random_integration"] = np.random.default_rng(0).normal(size=(adata.n_obs, width))
+        learned["random_integration"] = "X_random_integration"
     sub = adata[held].copy()
-    out = {}
     for name, key in {"raw": rep, **learned}.items():
         mst.tl.quadrants(sub, key, "cluster", genes=genes, layer="log1p_cp10k", key_added=f"q_{name}")
         q = sub.uns[f"q_{name}"]

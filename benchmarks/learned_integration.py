@@ -1,11 +1,16 @@
 """Learned integration features (Box 1, eq. 13–14): do morphology features that share little with expression help?
 
-Features come from ``mst.tl.learn_features(objective="integration")`` (``method="hsic"``: a projection trained to
-keep spatially coherent (self-supervised) or annotation-relevant information while its normalised cross-covariance
-with the expression PCA is penalised; ``method="moran"``: the components of largest Moran's I of the residual;
-``method="residual"``: the cross-fitted ridge residual of the features on the expression PCA). Three parts, one
-RESULT line:
+Features come from ``mst.tl.learn_integration_features`` (``method="maf"``, the default without labels:
+maximum-autocorrelation factors of the cross-fitted residual after per-section centring and a dimension cap, only
+the components significant against positions permuted within sections; ``method="hsic"``: a projection trained to
+keep spatially coherent (self-supervised) or annotation-relevant information while its RBF-kernel HSIC with the
+expression PCA is penalised; ``method="residual"``: the cross-fitted ridge residual of the features on the
+expression PCA). Parts, one RESULT line:
 
+0. **controls** (``learned_integration_controls.py``): features learned from 400-d noise and from a section offset
+   plus noise; ``morphology_domains`` (default, smooth stain field on) random_state 0 and 1 with random,
+   coordinates-only and learned-from-noise rows (3 seeds, mean ± sd) and how much of each feature expression
+   predicts (ridge and boosted trees).
 1. **synthetic** (``mst.datasets.morphology_domains``, random_state 0, 40 × 40 spots, 5 domains of which D3/D4 share their
    expression and differ only in the image): expression = PCA (20) of log1p counts per 10,000; morphology =
    ``embed_patches(model="handcrafted")`` on 100 µm patches (48 px). Rows: expression alone, fused with raw
@@ -31,12 +36,39 @@ RESULT line:
 Timing: wall seconds of the integration part (feature learning + fusion + clustering), with ``uptime``'s load
 average next to them (the 2-core machine is shared).
 
-Rows ``learned`` are ``method="hsic"`` (trained with torch, self-supervised), ``moran`` is ``method="moran"``
-(the default without labels: the components of largest Moran's I of the cross-fitted residual; no training loop),
-``residual`` the baseline.
+Rows ``learned`` are ``method="hsic"`` (trained with torch, self-supervised; ``--no-hsic`` skips them), ``maf``
+the default (significant components only), ``residual`` the baseline; controls ``random`` (Gaussian features of the
+raw shape), ``coords`` (coordinates only), ``learned_from_noise`` (maf learned from Gaussian noise of the raw
+shape), all re-drawn per seed. A morphology row is a gain only outside the random row's spread.
 
-Measured (2026-12-04, 2 cores shared with other jobs, load 7–9; 3 seeds; 8 components, the library default;
-penalty_weight 5 and TrainOptions defaults for hsic):
+Measured 2026-12-05 (2 cores shared with four other sessions, load 8–22), ``--parts controls``:
+
+- (a) 400-d Gaussian noise on 3 sections of 196 spots, seeds 0–2: 0 significant components each time; domains of
+  expression fused (stitch) with the default features vs expression alone: ARI 1.000 ± 0.000. Noise plus a
+  per-section offset (3 sd): 0 significant; with 4 components forced, max R² with the section dummies 0.0000.
+- (b) ``morphology_domains`` (smooth stain field on), stitch + GMM (5), ARI within D3 ∪ D4, clustering seeds 0–2:
+  random_state 0: none 0.000, raw 0.817 ± 0.004, **maf 0.990 ± 0.000**, multispati 0.000, coordinates 0.000,
+  random 0.008 ± 0.008, learned from noise 0.000 (0 components); random_state 1: none 0.006, raw 0.008 ± 0.010,
+  **maf 0.807 ± 0.076**, multispati 0.010, coordinates 0.012, random 0.004 ± 0.001, learned from noise 0.006.
+  (An earlier run of the same code before the float32 null and scatter eigendecomposition: 0.862 ± 0.075 on
+  random_state 1.) Expression predicts the maf features no better than their mean: 5-fold R², max over features,
+  ridge −0.004 / −0.002, boosted trees −0.035 / −0.076 (raw: ridge 0.391 / 0.288, trees 0.301 / 0.229). The
+  non-linear shared channel (g²) is still in them: max |r| of a maf feature with g² 0.48 / 0.38 (raw 0.38 / 0.27).
+  Choices: MAF vs MULTISPATI was decided on a 24 × 24 section of random_state 0 (stitch ARI D3 ∪ D4: MULTISPATI
+  0.0, MAF 0.85 with the stain field, 1.0 without) and then confirmed on both states above; the cap (a tenth of
+  the smallest section's spots) was set once and not tuned.
+
+``--parts dlpfc --no-hsic`` (151673/151674, 3 seeds, load 16–20; ARI mean over the two samples, mean ± sd over
+seeds): smooth: none 0.489, raw 0.553 ± 0.000, **maf 0.546 ± 0.000** (21 significant components on each seed),
+residual 0.551 ± 0.003, random 0.477 ± 0.002, coordinates 0.477, learned from noise 0.489 (0 components, so the
+expression-only row). Raw, maf and residual lie outside the random row's spread (a gain of 0.06–0.08 over random
+features, all of it on 151674: on 151673 expression alone, 0.562, is the best row), and maf adds nothing over the
+raw features. Stitch: none 0.385 ± 0.024, raw 0.301, maf 0.242 ± 0.014, residual 0.212, random 0.417 ± 0.026,
+coordinates 0.288, learned from noise 0.396: every morphology row is below the random one (stitching a block of
+morphology features hurts on DLPFC). 896 s for both sections (load 16).
+
+Earlier measurements (2026-12-04, load 7–9; ``method="moran"``, since replaced: Moran's I of the whitened residual
+without section centring, dimension cap or null, 8 components; the generator without the smooth stain field):
 
 - synthetic random_state 0 (stitch): expression 0.832, + raw 0.987, + hsic 0.943 (0.868–0.986 over seeds),
   + moran **0.999** (0.998–0.999), + residual 0.999. Smooth: 0.759–0.765 for every row (the smoothing cannot split
@@ -53,8 +85,9 @@ penalty_weight 5 and TrainOptions defaults for hsic):
   relevance median 0.038 nats raw, 0.044 hsic, 0.154 moran; max |r| with the 50 genes, median (max) over
   features: raw 0.227 (0.543), hsic 0.182 (0.335), moran 0.176 (0.258), hsic with the clusters 0.119 (0.156).
 
-Run: ``MORPHST_DATA_DIR=../shared/data python benchmarks/learned_integration.py [--parts synthetic dlpfc her2st]
-[--seeds 3] [--n-components 8] [--penalty-weight 5] [--synthetic-state 0]``.
+Run: ``MORPHST_DATA_DIR=../shared/data python benchmarks/learned_integration.py [--parts controls synthetic dlpfc
+her2st] [--seeds 3] [--n-components 8] [--penalty-weight 5] [--synthetic-state 0] [--control-states 0 1]
+[--no-hsic]``.
 
 Last line: ``RESULT synthetic_none=... synthetic_raw=... synthetic_learned=... synthetic_moran=...
 synthetic_residual=... dlpfc_none=... dlpfc_raw=... dlpfc_learned=... dlpfc_moran=... dlpfc_residual=...
@@ -99,15 +132,15 @@ def cluster(a, reps, method: str, n_domains: int, seed: int) -> np.ndarray:
     return a.obs["_d"].to_numpy()
 
 
-def learn(a, method: str, seed: int, args, key: str, annotation_key=None, train=None) -> None:
-    mst.tl.learn_features(
+def learn(a, method: str, seed: int, args, key: str, annotation_key=None, train=None, rep=None) -> None:
+    rep = rep or ("X_handcrafted" if "X_handcrafted" in a.obsm else "X_morph")
+    mst.tl.learn_integration_features(
         a,
-        "X_handcrafted" if "X_handcrafted" in a.obsm else "X_morph",
-        objective="integration",
+        rep,
         expression_rep="X_pca",
         annotation_key=annotation_key,
         method=method,
-        n_components=args.n_components,
+        n_components=None if method in ("maf", "multispati") else args.n_components,
         penalty_weight=args.penalty_weight,
         options=TrainOptions(max_epochs=args.max_epochs),
         library_key="section" if "section" in a.obs else None,
@@ -118,50 +151,51 @@ def learn(a, method: str, seed: int, args, key: str, annotation_key=None, train=
     )
 
 
+#: Rows of :func:`compare`: (name, obsm key of the morphology block or None for expression alone).
+ROWS = (
+    ("none", None), ("raw", "X_handcrafted"), ("learned", "X_learned"), ("maf", "X_maf"), ("residual", "X_residual"),
+    ("random", "X_random"), ("coords", "X_coords"), ("learned_from_noise", "X_noise"),
+)  # fmt: skip
+
+
 def compare(a, ref: np.ndarray, n_domains: int, seeds, methods, args) -> pd.DataFrame:
-    """ARI of none / raw / learned / residual for each fusion method and seed; learned features re-fit per seed."""
+    """ARI of every row of :data:`ROWS` per fusion method and seed; learned features and controls re-drawn per seed.
+
+    ``learned``: hsic (skipped with ``--no-hsic``); ``maf``: ``learn_integration_features`` defaults (the
+    significant components); controls: ``random`` (Gaussian features of the raw shape), ``coords`` (coordinates
+    only), ``learned_from_noise`` (``maf`` learned from Gaussian noise of the raw shape).
+    """
     ok = ~pd.isna(ref)
     rows = []
     morph = "X_handcrafted"
+    a.obsm["X_coords"] = np.asarray(a.obsm["spatial"], dtype=np.float32)
     for seed in seeds:
-        t = time.perf_counter()
-        learn(a, "hsic", seed, args, "X_learned")
-        t_learn = time.perf_counter() - t
-        t = time.perf_counter()
-        learn(a, "moran", seed, args, "X_moran")
-        t_moran = time.perf_counter() - t
+        took = {}
+        for name, method, key in (("learned", "hsic", "X_learned"), ("maf", "maf", "X_maf")):
+            if name == "learned" and args.no_hsic:
+                continue
+            t = time.perf_counter()
+            learn(a, method, seed, args, key)
+            took[name] = time.perf_counter() - t
+        rng = np.random.default_rng(100 + seed)
+        a.obsm["X_random"] = rng.normal(size=a.obsm[morph].shape).astype(np.float32)
+        a.obsm["X_noisein"] = rng.normal(size=a.obsm[morph].shape).astype(np.float32)
+        learn(a, "maf", seed, args, "X_noise", rep="X_noisein")
         if seed == seeds[0]:
             t = time.perf_counter()
             learn(a, "residual", seed, args, "X_residual")
-            t_res = time.perf_counter() - t
-            print(
-                f"    learned features: {a.uns['X_learned']['params']['model_description']}; chosen epoch "
-                f"{a.uns['X_learned']['chosen_epoch']}",
-                flush=True,
-            )
+            took["residual"] = time.perf_counter() - t
+            print(f"    maf: {a.uns['X_maf']['params']['model_description']}", flush=True)
+        print(f"    seed {seed}: maf width {a.obsm['X_maf'].shape[1]}, learned from noise {a.obsm['X_noise'].shape[1]}")
         for method in methods:
-            for name, reps in (
-                ("none", ("X_pca",)),
-                ("raw", ("X_pca", morph)),
-                ("learned", ("X_pca", "X_learned")),
-                ("moran", ("X_pca", "X_moran")),
-                ("residual", ("X_pca", "X_residual")),
-            ):
+            for name, key in ROWS:
+                if name == "learned" and args.no_hsic:
+                    continue
                 t = time.perf_counter()
-                lab = cluster(a, reps, method, n_domains, seed)
-                rows.append(
-                    {
-                        "fuse": method,
-                        "name": name,
-                        "seed": seed,
-                        "ari": adjusted_rand_score(ref[ok].astype(str), lab[ok].astype(str)),
-                        "s": time.perf_counter()
-                        - t
-                        + (t_learn if name == "learned" else 0)
-                        + (t_moran if name == "moran" else 0)
-                        + (t_res if name == "residual" else 0),
-                    }
-                )
+                lab = cluster(a, ("X_pca",) if key is None else ("X_pca", key), method, n_domains, seed)
+                ari = adjusted_rand_score(ref[ok].astype(str), lab[ok].astype(str))
+                s = time.perf_counter() - t + took.get(name, 0.0)
+                rows.append({"fuse": method, "name": name, "seed": seed, "ari": ari, "s": s})
         print(f"    seed {seed}: done ({load()})", flush=True)
     return pd.DataFrame(rows)
 
@@ -192,8 +226,8 @@ def part_synthetic(args, seeds) -> dict:
     e = a.obsm["X_pca"]
     print(
         "    max |r| with the expression PCs, median over features: raw "
-        f"{np.median(maxr(a.obsm['X_handcrafted'], e)):.3f}, learned {np.median(maxr(a.obsm['X_learned'], e)):.3f}, "
-        f"moran {np.median(maxr(a.obsm['X_moran'], e)):.3f}, "
+        f"{np.median(maxr(a.obsm['X_handcrafted'], e)):.3f}, "
+        f"maf {np.median(maxr(a.obsm['X_maf'], e)) if a.obsm['X_maf'].shape[1] else float('nan'):.3f}, "
         f"residual {np.median(maxr(a.obsm['X_residual'], e)):.3f}"
     )
     tab = df.groupby(["fuse", "name"], sort=False)["ari"].agg(["mean", "min", "max"])
@@ -201,7 +235,7 @@ def part_synthetic(args, seeds) -> dict:
     print("== synthetic: ARI vs obs['truth'] over seeds " + str(list(seeds)))
     print(tab.round(3).to_string())
     m = df[df["fuse"] == "stitch"].groupby("name")["ari"].mean()
-    return {f"synthetic_{k}": m[k] for k in ("none", "raw", "learned", "moran", "residual")} | {"synthetic_s": took}
+    return {f"synthetic_{k}": v for k, v in m.items()} | {"synthetic_s": took}
 
 
 def part_dlpfc(args, seeds) -> dict:
@@ -223,12 +257,15 @@ def part_dlpfc(args, seeds) -> dict:
     tab = df.groupby(["sample", "fuse", "name"], sort=False)["ari"].agg(["mean", "min", "max"])
     print("== dlpfc: ARI vs layers (NA excluded) over seeds " + str(list(seeds)))
     print(tab.round(3).to_string())
-    mean = df.groupby(["fuse", "name"], sort=False)["ari"].mean()
-    print("== dlpfc: mean ARI over samples and seeds")
-    print(mean.round(3).to_string())
-    for k in ("none", "raw", "learned", "moran", "residual"):
-        out[f"dlpfc_{k}"] = mean[("smooth", k)]
-        out[f"dlpfc_stitch_{k}"] = mean[("stitch", k)]
+    per_seed = df.groupby(["fuse", "name", "seed"], sort=False)["ari"].mean()  # mean over samples, per seed
+    summ = per_seed.groupby(["fuse", "name"], sort=False).agg(["mean", "std"])
+    summ["std"] = per_seed.groupby(["fuse", "name"], sort=False).std(ddof=0)
+    print("== dlpfc: ARI mean over samples; mean ± sd over seeds (a gain only outside the random row's spread)")
+    print(summ.round(3).to_string())
+    for (fuse, name), row in summ.iterrows():
+        tag = "dlpfc" if fuse == "smooth" else "dlpfc_stitch"
+        out[f"{tag}_{name}"] = row["mean"]
+        out[f"{tag}_{name}_sd"] = row["std"]
     out["dlpfc_s"] = took
     return out
 
@@ -323,7 +360,7 @@ def part_her2st(args, seeds) -> dict:
     learn(a, "hsic", seeds[0], args, "X_learned")
     # descriptive only: trained with the clusters as labels (the quadrants then see their own training labels)
     learn(a, "hsic", seeds[0], args, "X_learned_labels", annotation_key="cluster")
-    learn(a, "moran", seeds[0], args, "X_moran")  # self-supervised, as "learned"
+    learn(a, "maf", seeds[0], args, "X_moran")  # self-supervised, as "learned" (maf: the significant components)
     t_learn = time.perf_counter() - t
     print(f"    learned features (3 fits, all sections): {t_learn:.0f}s ({load()})", flush=True)
     out = {}
@@ -348,14 +385,28 @@ def part_her2st(args, seeds) -> dict:
     return out
 
 
+def part_controls(args, seeds) -> dict:
+    """Control rows (``learned_integration_controls.py``): noise / section offset (a), harder synthetic truth (b)."""
+    import learned_integration_controls as ctl
+
+    t = time.perf_counter()
+    out = {f"a_{k}": v for k, v in ctl.noise_part().items()}
+    for state in args.control_states:
+        out |= ctl.synthetic_part(state)
+    out["controls_s"] = time.perf_counter() - t
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", nargs="+", default=["synthetic", "dlpfc"])
     p.add_argument("--samples", nargs="+", default=["151673", "151674"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--synthetic-state", type=int, default=0, help="random_state of morphology_domains")
+    p.add_argument("--control-states", type=int, nargs="*", default=[0, 1], help="morphology_domains states (controls)")
     p.add_argument("--n-components", type=int, default=8)
     p.add_argument("--penalty-weight", type=float, default=5.0)
+    p.add_argument("--no-hsic", action="store_true", help="skip the trained hsic rows (slow)")
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument(
         "--cache", default=None, help="folder with her2st_obs_names.npy and her2st_X_densenet121.npy (her2st part)"
@@ -383,6 +434,7 @@ def main() -> None:
                 "dlpfc": part_dlpfc,
                 "dlpfc_other": part_dlpfc_other,
                 "her2st": part_her2st,
+                "controls": part_controls,
             }[part](args, seeds)
     took = sum(v for k, v in res.items() if k.endswith("_s"))
     res = {k: v for k, v in res.items() if not k.endswith("_s")}
@@ -400,7 +452,8 @@ if __name__ == "__main__":
 def run(*, seeds: int = 3, n_components: int = 8, penalty_weight: float = 5.0) -> dict:
     """The synthetic and DLPFC parts with the given settings, as ``{field: value}`` (for learned_features.py)."""
     args = argparse.Namespace(
-        samples=["151673", "151674"], n_components=n_components, penalty_weight=penalty_weight, max_epochs=200
+        samples=["151673", "151674"], n_components=n_components, penalty_weight=penalty_weight, max_epochs=200,
+        no_hsic=False,
     )
     out: dict = {}
     for part in (part_synthetic, part_dlpfc):

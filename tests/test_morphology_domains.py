@@ -96,3 +96,63 @@ def test_seeded_and_checked():
         mst.datasets.morphology_domains(n_genes=50)
     with pytest.raises(ValueError, match="um_per_px"):
         mst.datasets.morphology_domains(um_per_px=0)
+
+
+def _brightness_at_spots(sdata) -> np.ndarray:
+    """Mean RGB of a 5 × 5 px window at each spot centre."""
+    img = np.asarray(sdata.images["he"].values, dtype=float).mean(0)
+    xy = np.round(sdata.tables["table"].obsm["spatial"]).astype(int)
+    return np.array([img[y - 2 : y + 3, x - 2 : x + 3].mean() for x, y in xy])
+
+
+def test_smooth_stain_field_sections_and_deep_features():
+    s = mst.datasets.morphology_domains(
+        10, 10, random_state=0, um_per_px=4.0, n_sections=3, section_stain=0.5, stain_field=0.6, deep_features=300
+    )
+    a = s.tables["table"]
+    sec = a.obs["section"].astype(str).to_numpy()
+    assert a.obs["section"].value_counts().to_dict() == {"S0": 100, "S1": 100, "S2": 100}
+    # sections side by side: disjoint x ranges
+    x = a.obsm["spatial"][:, 0]
+    assert x[sec == "S0"].max() < x[sec == "S1"].min() and x[sec == "S1"].max() < x[sec == "S2"].min()
+    # the stain field is smooth (hundreds of µm): neighbouring spots 100 µm apart agree
+    from scipy.spatial import cKDTree
+
+    f = a.obs["stain_field"].to_numpy()
+    _, nn = cKDTree(a.obsm["spatial"]).query(a.obsm["spatial"], k=2)
+    assert np.corrcoef(f, f[nn[:, 1]])[0, 1] > 0.8
+    # more stain, darker image: within each section brightness falls with the field
+    bright = _brightness_at_spots(s)
+    for name in ("S0", "S1", "S2"):
+        assert stats.spearmanr(f[sec == name], bright[sec == name]).statistic < -0.3
+    # section offsets: the section with the largest haematoxylin+eosin offset is the darkest
+    off = a.uns["morphst_dataset"]["section_stain_offsets"].sum(1)
+    means = [bright[sec == f"S{i}"].mean() for i in range(3)]
+    assert int(np.argmax(off)) == int(np.argmin(means))
+    # deep-feature-like embedding: more features than spots per section, carrying the image-only truth
+    deep = a.obsm["X_deep"]
+    assert deep.shape == (300, 300)
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import cross_val_predict
+
+    pred = cross_val_predict(RidgeCV(alphas=np.logspace(-1, 4, 12)), deep, f, cv=5)
+    assert np.corrcoef(pred, f)[0, 1] > 0.7
+    again = mst.datasets.morphology_domains(
+        10, 10, random_state=0, um_per_px=4.0, n_sections=3, section_stain=0.5, stain_field=0.6, deep_features=300
+    )
+    np.testing.assert_array_equal(again.tables["table"].obsm["X_deep"], deep)
+    with pytest.raises(ValueError, match="stain_field"):
+        mst.datasets.morphology_domains(6, 6, stain_field=-1.0)
+    with pytest.raises(ValueError, match="deep_features"):
+        mst.datasets.morphology_domains(6, 6, deep_features=0)
+
+
+def test_nonlinear_shared_channel():
+    """Eosin rises with g² (both edges), not with g: no linear correlation with the gradient genes' driver."""
+    kw = dict(random_state=2, um_per_px=4.0, stain_field=0.0, stain_noise=0.0, gradient_stain=0.0, gradient_density=0.0)
+    on = mst.datasets.morphology_domains(12, 12, nonlinear_shared=1.0, **kw)
+    off = mst.datasets.morphology_domains(12, 12, nonlinear_shared=0.0, **kw)
+    g = on.tables["table"].obs["gradient"].to_numpy()
+    diff = _brightness_at_spots(off) - _brightness_at_spots(on)  # the same draws: only the channel differs
+    assert stats.spearmanr(diff, g**2).statistic > 0.7
+    assert abs(stats.spearmanr(diff, g).statistic) < 0.3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,8 +48,14 @@ def morphology_domains(
     gradient_stain: float = 0.8,
     gradient_density: float = 1.0,
     stain_noise: float = 1.0,
+    n_sections: int = 1,
+    stain_field: float = 0.3,
+    stain_field_um: float = 300.0,
+    section_stain: float = 0.15,
+    nonlinear_shared: float = 0.5,
+    deep_features: int | None = None,
 ):
-    """A **synthetic** spot section with a known truth in which two domains differ only in the image.
+    """**Synthetic** spot sections with a known truth in which two domains differ only in the image.
 
     Not real data: spots, counts and pixels are drawn from ``random_state`` (for tests and for benchmarks of learned
     integration features, Box 1 of Chelebian, Avenel & Wählby, Nat. Commun. 2025, eq. 13–14). Spots lie on a
@@ -72,6 +78,16 @@ def morphology_domains(
     - A nuisance of the image alone, unrelated to domains and expression: the haematoxylin and eosin densities are
       each multiplied by ``1 + stain_noise * f``, ``f`` an independent smooth random field (Gaussian, 60 µm scale,
       unit standard deviation), so neighbouring spots (``spot_spacing_um`` apart) vary almost independently.
+    - Harder parts (each a trap for learned integration features): a **smooth image-only stain field**, both
+      densities times ``exp(stain_field * F)``, ``F`` a Gaussian field of ``stain_field_um`` scale (unit sd; obs
+      ``"stain_field"``): spatially coherent, image-only and unrelated to the domains, so a criterion that only
+      rewards spatial coherence ranks it next to D3/D4. **Sections** (``n_sections``, side by side in one image,
+      each its own layout): per-section stain offsets ``exp(section_stain * N(0, 1))`` per density, which a method
+      must not mistake for structure. A **non-linear shared channel**: eosin times ``1 + nonlinear_shared * (g² -
+      1/3)``: shared with expression (``g``) but linearly uncorrelated with it; decorrelation alone keeps it.
+      ``deep_features``: ``obsm["X_deep"]``, a random two-layer ReLU map of the per-spot latent (domain, ``F``, the
+      section offsets, ``g``, ``g²``) plus noise to that many dimensions: more features than spots per section, as
+      CNN embeddings.
 
     Parameters
     ----------
@@ -99,6 +115,14 @@ def morphology_domains(
         Shift of the nuclear texture threshold at the right edge, in standard deviations of the texture field.
     stain_noise
         Amplitude of the random stain variation (relative density per standard deviation of the field).
+    n_sections
+        Sections (``obs["section"]``: ``S0``, ``S1``, ...).
+    stain_field, stain_field_um
+        Log-amplitude and scale (µm) of the smooth stain field (0: off).
+    section_stain, nonlinear_shared
+        Standard deviation of the per-section log stain offsets; strength of the non-linear shared channel.
+    deep_features
+        Width of ``obsm["X_deep"]``; ``None``: not made.
 
     Returns
     -------
@@ -108,8 +132,10 @@ def morphology_domains(
     - ``shapes["spots"]``: circles, centres and radius in image px;
     - ``tables["table"]``: raw counts (CSR float32, ``n_spots × n_genes``, genes ``gene_000``...), annotating
       ``"spots"``; ``obs["truth"]`` (categorical ``D0``–``D4``), ``obs["expression_programme"]`` (``P0``–``P3``, the
-      best any expression-only method can recover), ``obs["gradient"]`` (``g``), ``obs["section"]``;
-      ``obsm["spatial"]`` (image px); ``uns["morphst_dataset"]`` with ``random_state`` and ``um_per_px``.
+      best any expression-only method can recover), ``obs["gradient"]`` (``g``), ``obs["stain_field"]``,
+      ``obs["section"]``;
+      ``obsm["spatial"]`` (image px); ``obsm["X_deep"]`` (``deep_features``); ``uns["morphst_dataset"]`` with
+      ``random_state``, ``um_per_px`` and ``section_stain_offsets`` ``(n_sections, 2)`` (log, H and E).
 
     Both coordinate system ``"global"`` (µm, ``Scale(um_per_px)``) and the image's pixel space are declared, so
     :func:`morphst.pp.extract_patches` needs no unit argument.
@@ -117,7 +143,7 @@ def morphology_domains(
     Raises
     ------
     ValueError
-        A size not positive, or ``n_genes < 80``.
+        A size not positive, ``n_genes < 80``, or a negative amplitude.
     """
     _check_arguments(
         n_rows=n_rows,
@@ -126,18 +152,51 @@ def morphology_domains(
         spot_diameter_um=spot_diameter_um,
         um_per_px=um_per_px,
         counts_per_spot=counts_per_spot,
+        n_sections=n_sections,
+        stain_field_um=stain_field_um,
         n_genes=n_genes,
+        amplitudes={"stain_field": stain_field, "section_stain": section_stain, "nonlinear_shared": nonlinear_shared},
+        deep_features=deep_features,
     )
     rng = np.random.default_rng(random_state)
-    # the draws come in this order (layout, expression, image): the same seed gives the same section
-    lay = _layout(rng, n_rows, n_cols, spot_spacing_um)
-    programme, counts = _expression(rng, lay, n_genes, counts_per_spot, marker_log_fold, gradient_log_fold)
-    img = _image(rng, lay, um_per_px, gradient_stain, gradient_density, stain_noise)
-    return _to_sdata(lay, programme, counts, img, random_state, um_per_px, spot_diameter_um)
+    opts = _ImageOptions(
+        gradient_stain, gradient_density, stain_noise, stain_field, stain_field_um, nonlinear_shared, (0.0, 0.0)
+    )
+    lays, programmes, counts, imgs, latents, offs = [], [], [], [], [], []
+    # per section the draws come in this order (layout, expression, image): the same seed gives the same sections
+    for _ in range(int(n_sections)):
+        lay = _layout(rng, n_rows, n_cols, spot_spacing_um)
+        prog, cnt = _expression(rng, lay, n_genes, counts_per_spot, marker_log_fold, gradient_log_fold)
+        offsets = tuple(float(v) for v in section_stain * rng.normal(size=2)) if n_sections > 1 else (0.0, 0.0)
+        img, field_at_spots = _image(rng, lay, um_per_px, replace(opts, section_offsets=offsets))
+        lays.append(lay)
+        programmes.append(prog)
+        counts.append(cnt)
+        imgs.append(img)
+        latents.append(_latent(lay, field_at_spots, offsets))
+        offs.append(offsets)
+    lay, img = _side_by_side(lays, imgs, um_per_px)
+    deep = None if deep_features is None else _deep(rng, np.vstack(latents), int(deep_features))
+    sdata = _to_sdata(
+        lay, np.concatenate(programmes), np.vstack(counts), img, random_state, um_per_px, spot_diameter_um,
+        np.repeat([f"S{i}" for i in range(int(n_sections))], [len(x.x_um) for x in lays]),
+        np.concatenate([la[:, 5] for la in latents]),
+    )  # fmt: skip
+    sdata.tables[Key.TABLE].uns[Key.DATASET]["section_stain_offsets"] = np.asarray(offs)
+    if deep is not None:
+        sdata.tables[Key.TABLE].obsm["X_deep"] = deep
+    return sdata
 
 
-def _check_arguments(*, n_genes: int, **sizes: float) -> None:
-    """Raise a ``ValueError`` for a size that is not positive or fewer than 80 genes."""
+def _check_arguments(*, n_genes: int, amplitudes: dict, deep_features, **sizes: float) -> None:
+    """Raise a ``ValueError`` for a size that is not positive, a negative amplitude or fewer than 80 genes."""
+    for name, v in amplitudes.items():
+        if not (np.isfinite(v) and v >= 0):
+            msg = f"`{name}` must be a finite number >= 0, got {v}."
+            raise ValueError(msg)
+    if deep_features is not None and (not isinstance(deep_features, int | np.integer) or deep_features < 1):
+        msg = f"`deep_features` must be a positive integer or None, got {deep_features!r}."
+        raise ValueError(msg)
     for name, v in sizes.items():
         if not v > 0:
             msg = f"`{name}` must be positive, got {v}."
@@ -209,15 +268,33 @@ def _expression(
     return programme, counts
 
 
-def _image(
-    rng: np.random.Generator,
-    lay: _Layout,
-    um_per_px: float,
-    gradient_stain: float,
-    gradient_density: float,
-    stain_noise: float,
-) -> np.ndarray:
-    """``(3, y, x)`` uint8 H&E-like image: per pixel domain, H and E densities, nuclear texture of the domain's grain."""
+@dataclass(frozen=True)
+class _ImageOptions:
+    """The image nuisances of :func:`morphology_domains` (see its docstring)."""
+
+    gradient_stain: float
+    gradient_density: float
+    stain_noise: float
+    stain_field: float
+    stain_field_um: float
+    nonlinear_shared: float
+    section_offsets: tuple[float, float]  # log offsets of the haematoxylin and eosin densities
+
+
+def _smooth_field(rng: np.random.Generator, h_px: int, w_px: int, um_per_px: float, scale_um: float) -> np.ndarray:
+    """Unit-sd Gaussian random field of ``scale_um`` smoothing, drawn on a coarse grid and interpolated to pixels."""
+    from scipy.ndimage import gaussian_filter, zoom
+
+    cell_um = max(scale_um / 8.0, um_per_px)
+    gh, gw = int(np.ceil(h_px * um_per_px / cell_um)) + 1, int(np.ceil(w_px * um_per_px / cell_um)) + 1
+    f = gaussian_filter(rng.normal(size=(gh, gw)), sigma=scale_um / cell_um, mode="wrap")
+    f = zoom(f, (h_px / gh, w_px / gw), order=1)[:h_px, :w_px]
+    return (f - f.mean()) / max(f.std(), 1e-12)
+
+
+def _image(rng: np.random.Generator, lay: _Layout, um_per_px: float, o: _ImageOptions) -> tuple[np.ndarray, np.ndarray]:
+    """``(3, y, x)`` uint8 H&E-like image (domain densities and texture grain, the nuisances of ``o``), and the
+    smooth stain field at the spots."""
     from scipy.ndimage import gaussian_filter
     from skimage.color import hed2rgb
 
@@ -234,17 +311,25 @@ def _image(
         here = np.isin(pix_dom, [i for i, k in enumerate(names) if DOMAINS[k]["grain_um"] == grain])
         texture[here] = field[here]
     # soft nuclei where the field is high; more of them towards the right edge
-    nuclei = 1.0 / (1.0 + np.exp(-3.0 * (texture - 0.5 + gradient_density * pix_grad)))
+    nuclei = 1.0 / (1.0 + np.exp(-3.0 * (texture - 0.5 + o.gradient_density * pix_grad)))
     del texture
 
     def stain_field():
         f = gaussian_filter(rng.normal(size=(h_px, w_px)), sigma=60.0 / um_per_px)
-        return np.clip(1.0 + stain_noise * f / max(f.std(), 1e-12), 0.2, None)
+        return np.clip(1.0 + o.stain_noise * f / max(f.std(), 1e-12), 0.2, None)
 
-    h_od = np.array([DOMAINS[k]["haematoxylin"] for k in names])[pix_dom] * (1 + gradient_stain * pix_grad)
+    h_od = np.array([DOMAINS[k]["haematoxylin"] for k in names])[pix_dom] * (1 + o.gradient_stain * pix_grad)
     h_od *= stain_field()
     e_od = np.array([DOMAINS[k]["eosin"] for k in names])[pix_dom] * stain_field()
-    del pix_dom, pix_grad
+    smooth = np.zeros((h_px, w_px))
+    if o.stain_field > 0:
+        smooth = _smooth_field(rng, h_px, w_px, um_per_px, o.stain_field_um)
+    h_od *= np.exp(o.stain_field * smooth + o.section_offsets[0])
+    e_od *= np.exp(o.stain_field * smooth + o.section_offsets[1]) * (1 + o.nonlinear_shared * (pix_grad**2 - 1 / 3))
+    iy = np.clip(np.round(lay.y_um / um_per_px).astype(int), 0, h_px - 1)
+    ix = np.clip(np.round(lay.x_um / um_per_px).astype(int), 0, w_px - 1)
+    at_spots = smooth[iy, ix]
+    del pix_dom, pix_grad, smooth
     hed = np.stack(
         [
             np.clip(h_od * (0.3 + 1.4 * nuclei), 0, None),
@@ -255,7 +340,43 @@ def _image(
     )
     del h_od, e_od, nuclei
     rgb = hed2rgb(np.clip(hed, 0, None))
-    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8).transpose(2, 0, 1), at_spots
+
+
+def _latent(lay: _Layout, field_at_spots: np.ndarray, offsets: tuple[float, float]) -> np.ndarray:
+    """Per spot: domain one-hot (5), the smooth stain field, the two section offsets, ``g`` and ``g²`` ``(n, 10)``."""
+    onehot = np.eye(len(DOMAINS))[lay.domain]
+    g = lay.gradient
+    off = np.tile(np.asarray(offsets), (len(g), 1))
+    return np.column_stack([onehot, field_at_spots, off, g, g**2])
+
+
+def _deep(rng: np.random.Generator, latent: np.ndarray, width: int) -> np.ndarray:
+    """A deep-feature-like embedding: a random two-layer ReLU map of the standardised latent, plus noise."""
+    z = (latent - latent.mean(0)) / np.where(latent.std(0) > 0, latent.std(0), 1.0)
+    h = np.maximum(z @ rng.normal(size=(z.shape[1], 64)) + 0.5 * rng.normal(size=(len(z), 64)), 0)
+    out = h @ rng.normal(size=(64, width)) / 8.0
+    return (out + rng.normal(size=out.shape)).astype(np.float32)
+
+
+def _side_by_side(lays: list[_Layout], imgs: list[np.ndarray], um_per_px: float) -> tuple[_Layout, np.ndarray]:
+    """Sections placed left to right in one image (spot x shifted by the widths before); one layout of all spots."""
+    if len(lays) == 1:
+        return lays[0], imgs[0]
+    h = max(im.shape[1] for im in imgs)
+    padded = [np.pad(im, ((0, 0), (0, h - im.shape[1]), (0, 0)), constant_values=255) for im in imgs]
+    shifts = np.concatenate([[0], np.cumsum([im.shape[2] for im in imgs])[:-1]]) * um_per_px
+    cat = np.concatenate
+    lay = replace(
+        lays[0],
+        x_um=cat([la.x_um + sh for la, sh in zip(lays, shifts, strict=True)]),
+        y_um=cat([la.y_um for la in lays]),
+        width_um=float(sum(im.shape[2] for im in imgs) * um_per_px),
+        height_um=float(h * um_per_px),
+        domain=cat([la.domain for la in lays]),
+        gradient=cat([la.gradient for la in lays]),
+    )
+    return lay, np.concatenate(padded, axis=2)
 
 
 def _to_sdata(
@@ -266,6 +387,8 @@ def _to_sdata(
     random_state: int,
     um_per_px: float,
     spot_diameter_um: float,
+    section: np.ndarray,
+    stain_at_spots: np.ndarray,
 ):
     """The SpatialData: image ``"he"``, circles ``"spots"`` and the table, in ``"global"`` (µm) and image px."""
     import anndata as ad
@@ -286,7 +409,8 @@ def _to_sdata(
                 [f"P{p}" for p in programme], categories=[f"P{p}" for p in range(4)]
             ),
             "gradient": lay.gradient,
-            "section": pd.Categorical(["synthetic"] * n),
+            "stain_field": stain_at_spots,
+            "section": pd.Categorical(section),
             "region": pd.Categorical(["spots"] * n),
             "instance_id": np.arange(n),
         },

@@ -4,7 +4,7 @@ from . import _metrics as metrics
 from . import models
 from ._embed import embed_patches
 from ._integration import domains, evaluate_domains, fuse, graph_encoder
-from ._learn import TrainOptions, learn_features
+from ._learn import TrainOptions, learn_features, learn_integration_features
 from ._quadrants import gene_quadrants, quadrants, select_features
 from ._translation import FeatureHead, Translator, fit_translator, predict_expression
 
@@ -20,6 +20,7 @@ __all__: list[str] = [
     "gene_quadrants",
     "graph_encoder",
     "learn_features",
+    "learn_integration_features",
     "metrics",
     "models",
     "predict_expression",

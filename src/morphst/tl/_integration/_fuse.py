@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
@@ -90,7 +91,10 @@ def fuse(
     use_rep
         ``obsm`` keys of the modalities, expression first (e.g. ``"X_pca"`` from ``sc.pp.pca``), then morphology
         (``"X_<model>"`` from :func:`morphst.tl.embed_patches`). At least two, except for ``"smooth"`` and
-        ``"graph"``, which accept expression alone (spatial smoothing without morphology).
+        ``"graph"``, which accept expression alone (spatial smoothing without morphology). A morphology
+        representation whose ``uns[key]['components']`` has a boolean ``significant`` column (as
+        :func:`morphst.tl.learn_integration_features` writes) enters with its significant columns only; one
+        without any is left out (``params['left_out']`` records both).
     method
         Fusion strategy, see above.
     weights
@@ -162,6 +166,7 @@ def fuse(
         blocks.append(b)
         infos.append(info)
     params = {
+        "left_out": inputs.left_out,
         "use_rep": inputs.use_rep,
         "method": method,
         "n_comps": [i["n_comps"] for i in infos],
@@ -228,6 +233,7 @@ def _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library
             msg = f"`weights` must be {len(reps)} non-negative numbers with a positive sum, got {weights!r}."
             raise ValueError(msg)
         w = w / w.sum()
+    use_rep, reps, comps, w, left_out = _significant_only(adata, use_rep, reps, comps, w)
     coords = groups = lib = None
     if method in _SPATIAL_METHODS:
         if spatial_key not in adata.obsm:
@@ -236,7 +242,29 @@ def _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library
         coords = check_obsm(adata, spatial_key)[:, :2]
         lib = resolve_library_key(adata, library_key)
         groups = None if lib is None else adata.obs[lib].to_numpy()
-    return FuseInputs(use_rep, reps, comps, w, coords, groups, lib)
+    return FuseInputs(use_rep, reps, comps, w, coords, groups, lib, left_out)
+
+
+def _significant_only(adata, use_rep, reps, comps, w):
+    """Keep the significant columns of morphology representations that flag them; drop those with none."""
+    keep, left_out = [0], {}
+    for i in range(1, len(reps)):
+        entry = adata.uns.get(use_rep[i])
+        table = entry.get("components") if isinstance(entry, dict) else None
+        flags = table["significant"] if isinstance(table, pd.DataFrame) and "significant" in table else None
+        if flags is None or len(flags) != reps[i].shape[1]:
+            keep.append(i)
+            continue
+        flags = np.asarray(flags, dtype=bool)
+        if not flags.all() or not flags.any():
+            left_out[use_rep[i]] = [int(j) for j in np.flatnonzero(~flags)]
+        if flags.any():
+            reps[i] = reps[i][:, flags]
+            keep.append(i)
+    if left_out:
+        logg.info(f"    left out components flagged as not significant: {left_out}")
+    w = w[keep] / w[keep].sum()
+    return [use_rep[i] for i in keep], [reps[i] for i in keep], [comps[i] for i in keep], w, left_out
 
 
 def _check_spatial_options(method, n_rings, morph_weight, n_neighs, n_steps) -> int:

@@ -73,6 +73,8 @@ class FuseInputs:
     coords: np.ndarray | None
     groups: np.ndarray | None
     library_key: str | None
+    #: morphology columns left out as not significant, per ``obsm`` key (a key with none kept is left out)
+    left_out: dict | None = None
 
     @property
     def n_obs(self) -> int:

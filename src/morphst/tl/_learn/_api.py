@@ -42,7 +42,7 @@ def learn_features(
     global_context: bool = True,
     annotation_key: str | None = None,
     expression_rep: str = "X_pca",
-    method: Literal["auto", "hsic", "moran", "residual"] = "auto",
+    method: Literal["auto", "maf", "multispati", "hsic", "residual"] = "auto",
     penalty_weight: float = 5.0,
     n_components: int | None = None,
     train: str | np.ndarray | Sequence[str] | None = None,
@@ -60,14 +60,9 @@ def learn_features(
     features are trained. ``objective="translation"`` trains a :class:`~morphst.tl.FeatureHead` (TRIPLEX-style
     tokens for the own patch, ``context_rep`` patches, the ``spatial_context`` neighbours and the section; Chung et
     al., CVPR 2024) to predict the target genes with a loss rewarding per-gene correlation, so its last hidden layer
-    carries the information shared with expression (quadrant I; eq. 11–12). ``objective="integration"`` learns a
-    representation that stays relevant — to ``annotation_key`` when given, else to the spatial neighbourhood
-    (self-supervised: neighbouring spots agree) — while the information it shares with ``expression_rep`` is
-    penalised (HSIC; Gretton et al. 2005), so fusion adds what expression lacks (quadrant II; eq. 13–14);
-    ``method="moran"`` solves the self-supervised case exactly for a linear map: the spatially most coherent
-    directions (largest Moran's I; MULTISPATI-PCA, Dray et al. 2008) of what expression does not predict, and
-    ``method="residual"`` is the simple baseline (morphology minus its cross-fitted ridge prediction from
-    expression).
+    carries the information shared with expression (quadrant I; eq. 11–12). ``objective="integration"`` calls
+    :func:`~morphst.tl.learn_integration_features` (quadrant II; eq. 13–14) with the integration parameters below
+    (its ``key_added`` default here: ``"X_learned_integration"``); it documents what it writes.
 
     Training uses only the spots of ``train`` (and, for translation, genes chosen on them); early stopping holds out
     one of their sections. Every spot is transformed. Features evaluated on the training spots are in-sample: judge
@@ -98,14 +93,13 @@ def learn_features(
     expression_rep
         Integration: ``obsm`` key of the expression representation whose information is penalised.
     method
-        Integration: ``"hsic"`` (trained with torch, penalised), ``"moran"`` (self-supervised, solved exactly: the
-        components of largest Moran's I of the cross-fitted residual, so uncorrelated with ``expression_rep``; no
-        ``annotation_key``) or ``"residual"`` (baseline, no training). ``"auto"``: ``"moran"`` without
-        ``annotation_key``, ``"hsic"`` with it (``params["method"]`` records the one used).
+        Integration: ``"auto"``, ``"maf"``, ``"multispati"``, ``"hsic"`` or ``"residual"`` (see
+        :func:`~morphst.tl.learn_integration_features`).
     penalty_weight
         Integration: weight of the shared-information penalty (>= 0).
     n_components
-        Width of the learned representation; ``None``: 128 for translation (the head's width), 8 for integration.
+        Width of the learned representation; ``None``: 128 for translation (the head's width); integration: see
+        :func:`~morphst.tl.learn_integration_features` (the significant components).
     train
         Training spots: ``None`` (all), a boolean ``obs`` column, a boolean array, positions, or ``library_key``
         values.
@@ -126,11 +120,9 @@ def learn_features(
     ``None``, or a copy of the AnnData when ``copy=True``. Sets:
 
     ``.obsm[key_added]`` : ndarray, shape ``(n_obs, n_components)``, float32
-        The learned representation (``"residual"``: ``(n_obs, n_features)``; ``"moran"``: at most as many columns
-        as features that vary once expression's prediction is removed).
+        The learned representation.
     ``.uns[key_added]['curve']`` : DataFrame
-        One row per epoch of the early-stopping run (training loss, validation loss; translation: validation PCC);
-        ``"moran"``: one row per component (its Moran's I on the training spots); ``"residual"``: one per fold.
+        One row per epoch of the early-stopping run (training loss, validation loss, validation PCC).
     ``.uns[key_added]['chosen_epoch']`` : int
         Epochs kept.
     ``.uns[key_added]['params']`` : dict
@@ -149,6 +141,14 @@ def learn_features(
     if objective not in OBJECTIVES:
         msg = f"`objective` must be one of {list(OBJECTIVES)}, got {objective!r}."
         raise ValueError(msg)
+    if objective == "integration":
+        from ._integration_api import learn_integration_features
+
+        return learn_integration_features(
+            adata, use_rep, expression_rep=expression_rep, library_key=library_key, annotation_key=annotation_key,
+            method=method, n_components=n_components, penalty_weight=penalty_weight, train=train, options=options,
+            device=device, key_added=key_added or "X_learned_integration", random_state=random_state, copy=copy,
+        )  # fmt: skip
     opts = (options or TrainOptions()).check()
     n_components = _check_width(n_components if n_components is not None else DEFAULT_WIDTH[objective])
     groups = section_groups(adata, library_key)
@@ -159,18 +159,11 @@ def learn_features(
     key_added = key_added or f"X_learned_{objective}"
     dev = resolve_train_device(device)
     start = logg.info(f"learning {objective} features from `obsm[{use_rep!r}]` on {int(train_mask.sum())} spots")
-    if objective == "translation":
-        z, record, params = _translation(
-            adata, use_rep, genes=genes, target=target, context_rep=context_rep, spatial_context=spatial_context,
-            global_context=global_context, groups=groups, train_mask=train_mask, n_components=n_components,
-            opts=opts, device=device, random_state=random_state,
-        )  # fmt: skip
-    else:
-        z, record, params = _integration(
-            adata, use_rep, annotation_key=annotation_key, expression_rep=expression_rep, method=method,
-            penalty_weight=penalty_weight, groups=groups, train_mask=train_mask, n_components=n_components,
-            opts=opts, device=dev, random_state=random_state,
-        )  # fmt: skip
+    z, record, params = _translation(
+        adata, use_rep, genes=genes, target=target, context_rep=context_rep, spatial_context=spatial_context,
+        global_context=global_context, groups=groups, train_mask=train_mask, n_components=n_components,
+        opts=opts, device=device, random_state=random_state,
+    )  # fmt: skip
     params = records_params(
         use_rep=use_rep,
         objective=objective,
@@ -241,57 +234,3 @@ def _translation(
     }
     return head.transform(feats), record, params
 
-
-def _integration(
-    adata, use_rep, *, annotation_key, expression_rep, method, penalty_weight, groups, train_mask, n_components,
-    opts, device, random_state,
-):  # fmt: skip
-    """Fit the integration objective (:func:`morphst.tl._learn._integration.fit_integration`)."""
-    from ..._utils._graph import knn_edges, symmetrise
-    from ._integration import METHODS, fit_integration
-
-    if method not in ("auto", *METHODS):
-        msg = f"`method` must be one of {['auto', *METHODS]}, got {method!r}."
-        raise ValueError(msg)
-    requested = method
-    if method == "auto":
-        method = "moran" if annotation_key is None else "hsic"
-    if not (np.isfinite(penalty_weight) and penalty_weight >= 0):
-        msg = f"`penalty_weight` must be a finite number >= 0, got {penalty_weight!r}."
-        raise ValueError(msg)
-    x = check_obsm(adata, use_rep, hint="Run `mst.tl.embed_patches` first.")
-    expr = check_obsm(adata, expression_rep, hint="Run `sc.pp.pca` (on log-normalised expression) first.")
-    labels, edges = None, None
-    if annotation_key is not None:
-        if annotation_key not in adata.obs.columns:
-            msg = (
-                f"`annotation_key`={annotation_key!r} is not an obs column. Available: {list_keys(adata.obs.columns)}."
-            )
-            raise KeyError(msg)
-        codes = pd.Categorical(adata.obs[annotation_key]).codes.astype(np.int64)
-        if len(np.unique(codes[train_mask & (codes >= 0)])) < 2:
-            msg = f"`adata.obs[{annotation_key!r}]` has fewer than 2 categories among the training spots."
-            raise ValueError(msg)
-        labels = codes
-    elif method in ("hsic", "moran"):
-        if Key.SPATIAL not in adata.obsm:
-            msg = "The self-supervised objective (no `annotation_key`) needs spot coordinates in `obsm['spatial']`."
-            raise KeyError(msg)
-        coords = np.asarray(adata.obsm[Key.SPATIAL], dtype=np.float64)[:, :2]
-        r, c, d, _ = knn_edges(coords, groups, n_neighs=6)
-        r, c, _ = symmetrise(r, c, d, adata.n_obs)
-        edges = (np.asarray(r, np.int64), np.asarray(c, np.int64))
-    z, record = fit_integration(
-        np.asarray(x, dtype=np.float32), np.asarray(expr, dtype=np.float32), train=train_mask, labels=labels,
-        edges=edges, groups=groups, method=method, n_components=n_components, penalty_weight=float(penalty_weight),
-        options=opts, random_state=random_state, device=device,
-    )  # fmt: skip
-    params = {
-        "expression_rep": expression_rep,
-        "annotation_key": annotation_key,
-        "method": method,
-        "method_requested": requested,
-        "penalty_weight": float(penalty_weight),
-        "model_description": record.get("description", ""),
-    }
-    return z, record, params

@@ -5,13 +5,15 @@ trained with AdamW on mini-batches of the training rows to minimise ``relevance 
 penalty_weight × shared``. Relevance: with labels, the cross-entropy of a linear classifier on the projection (labels
 -1 ignored); without, a spatial InfoNCE (Oord et al. 2018): each row's positive is one of its spatial neighbours
 (drawn anew each epoch), the other rows of the batch are the negatives (cosine similarity / :data:`TEMPERATURE`).
-Variance/decorrelation (after VICReg, Bardes et al. 2022) keeps the projection from collapsing. Shared: the normalised
-cross-covariance of the projection with the expression representation whitened on the training rows, i.e. the
-linear-kernel HSIC (Gretton et al. 2005) of column-standardised variables, the batch estimate of each column's R² on
-expression, averaged over columns. Early stopping on the validation loss of the rows that
-:func:`~morphst.tl._learn._torch.inner_validation_split` holds out (a whole section when there are several); the best
-epoch's weights are kept; the fitted result is plain arrays and the projection is computed in numpy. Training runs
-on one CPU thread (tiny model) and is repeatable per seed.
+Variance/decorrelation (after VICReg, Bardes et al. 2022) keeps the projection from collapsing. Shared: per column
+of the projection, the sum over the columns of the expression representation (whitened on the training rows) of
+their normalised RBF-kernel HSIC (Gretton et al. 2005), averaged over the projection's columns: the kernels are
+approximated by :data:`RFF_FEATURES` random Fourier features (Rahimi & Recht 2007), bandwidths by the median
+heuristic. Unlike squared Pearson r, it is zero only under independence, so non-linear dependence on expression is
+penalised too. Early stopping on the validation loss of the rows that
+:func:`~morphst.tl._learn._torch.inner_validation_split` holds out (a whole section when there are several); the
+best epoch's weights are kept; the fitted result is plain arrays and the projection is computed in numpy. Training
+runs on one CPU thread (tiny model) and is repeatable per seed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ TEMPERATURE = 0.1
 #: Weights of the variance (hinge on the per-column std) and decorrelation (off-diagonal covariance) terms.
 VARIANCE_WEIGHT = 1.0
 DECORRELATION_WEIGHT = 1.0
+#: Random Fourier features per variable of the RBF-kernel HSIC penalty.
+RFF_FEATURES = 128
 
 
 def fit_hsic(x, expr, train, labels, edges, groups, n_components, penalty_weight, opts, random_state, device):
@@ -166,7 +170,14 @@ class _Trainer:
         params = list(self.net.parameters()) + (list(self.clf.parameters()) if self.clf is not None else [])
         self.opt = torch.optim.AdamW(params, lr=opts.learning_rate, weight_decay=opts.weight_decay)
         self.xt = torch.from_numpy(split.xs).to(device)
+        # random Fourier features of the whitened expression (median-heuristic bandwidth on the training rows) and
+        # the fixed frequencies of the projection's columns, drawn once from the seed
+        g = np.random.default_rng(seed + 2)
+        sub = split.w[g.permutation(split.fit_rows)[:1000]]
         self.wt = torch.from_numpy(split.w).to(device)
+        self.w_bw = torch.tensor([median_bandwidth(sub[:, e], 1000) for e in range(sub.shape[1])]).float().to(device)
+        self.z_freqs = torch.from_numpy(g.standard_normal((1, RFF_FEATURES)).astype(np.float32)).to(device)
+        self.z_phase = torch.from_numpy(g.uniform(0, 2 * np.pi, RFF_FEATURES).astype(np.float32)).to(device)
         self.lt = torch.from_numpy(split.labels).to(device) if self.supervised else None
         self.val_all_t = torch.from_numpy(split.val_all if len(split.val_all) >= 2 else split.val_rows)
         self.weights: dict = {}
@@ -177,7 +188,7 @@ class _Trainer:
 
         z = self.net(self.xt[b])
         rel = F.cross_entropy(self.clf(z), self.lt[b]) if self.supervised else _info_nce(z, self.net(self.xt[pos]))
-        return rel, _anticollapse(z), _shared_penalty(z, self.wt[b])
+        return rel, _anticollapse(z), _shared_penalty(z, self.wt[b], self.w_bw, self.z_freqs, self.z_phase)
 
     def _train_mode(self, on: bool) -> None:
         for m in (self.net, self.clf):
@@ -227,7 +238,7 @@ class _Trainer:
                 n_rel += len(b)
             z_all = self.net(self.xt[self.val_all_t])
             anti = _anticollapse(z_all).item()
-            pen = _shared_penalty(z_all, self.wt[self.val_all_t]).item()
+            pen = _shared_penalty(z_all, self.wt[self.val_all_t], self.w_bw, self.z_freqs, self.z_phase).item()
         return np.array([rel / max(n_rel, 1), anti, pen])
 
     def fit(self) -> tuple[list[dict], int]:
@@ -301,19 +312,58 @@ def _network(n_in: int, n_out: int, n_hidden: int, dropout: float):
     )
 
 
-def _shared_penalty(z, w):
-    """Mean over the columns of ``z`` of the sum of squared Pearson r with the whitened ``w`` (within the batch).
+def median_bandwidth(x, max_rows: int = 512):
+    """Median heuristic: the median pairwise Euclidean distance between (at most ``max_rows`` first) rows.
 
-    With ``w`` whitened this is the batch estimate of each column's R² on the expression representation; it is the
-    linear-kernel HSIC of the column-standardised ``z`` and ``w`` (normalised cross-covariance), scale-free so that
-    shrinking ``z`` cannot lower it.
+    Works on numpy arrays and torch tensors (the tensor result is detached: the bandwidth is not trained).
     """
-    zc = z - z.mean(0, keepdim=True)
-    zc = zc / (zc.square().mean(0, keepdim=True).sqrt() + 1e-6)
-    wc = w - w.mean(0, keepdim=True)
-    wc = wc / (wc.square().mean(0, keepdim=True).sqrt() + 1e-6)
-    r = zc.T @ wc / len(z)
-    return r.square().sum(1).mean()
+    import torch
+
+    t = torch.as_tensor(x[:max_rows]).detach().to(torch.float64)
+    if t.ndim == 1:
+        t = t[:, None]
+    d = torch.cdist(t, t)
+    iu = torch.triu_indices(len(t), len(t), offset=1)
+    med = d[iu[0], iu[1]].median() if len(t) > 1 else torch.tensor(1.0, dtype=torch.float64)
+    return float(med) if float(med) > 0 else 1.0
+
+
+def random_fourier_features(x, bandwidth, freqs, phase):
+    """``sqrt(2/D) cos(x freqs / bandwidth + phase)``: features whose inner products approximate the RBF kernel
+    ``exp(-|x - y|² / (2 bandwidth²))`` (Rahimi & Recht 2007); ``freqs`` ``(d, D)`` standard normal, ``phase``
+    ``(D,)`` uniform on ``[0, 2π)``. ``x`` ``(..., d)``; ``bandwidth`` broadcasts against ``x @ freqs``."""
+    import torch
+
+    return np.sqrt(2.0 / freqs.shape[1]) * torch.cos(x @ freqs / bandwidth + phase)
+
+
+def rbf_hsic_penalty(z, w, w_bandwidth, freqs, phase):
+    """Normalised RBF-kernel HSIC of each column of ``z`` ``(b, k)`` with each of ``w`` ``(b, e)``, summed over ``w``.
+
+    Per pair, ``HSIC(z_j, w_e) / sqrt(HSIC(z_j, z_j) HSIC(w_e, w_e))`` (the biased estimator ``tr(K H L H) / b²``
+    with random Fourier features; Gretton et al. 2005): in [0, 1], and (for the characteristic RBF kernel, as ``D``
+    grows) 0 only when ``z_j`` and ``w_e`` are independent. Bandwidths: the median heuristic, on the batch for ``z``
+    (each column standardised), ``w_bandwidth`` ``(e,)`` for ``w``. ``freqs`` ``(1, D)`` standard normal, ``phase``
+    ``(D,)`` uniform on ``[0, 2π)``. With ``w`` whitened the sum is the kernel analogue of each column's R² on
+    ``w``. Returns a tensor ``(k,)``.
+    """
+    import torch
+
+    zs = (z - z.mean(0, keepdim=True)) / (z.std(0, keepdim=True) + 1e-6)
+    bw = torch.tensor([median_bandwidth(zs[:, j]) for j in range(zs.shape[1])], dtype=z.dtype, device=z.device)
+    phi_z = random_fourier_features(zs.T[:, :, None], bw[:, None, None], freqs, phase)  # (k, b, D)
+    phi_w = random_fourier_features(w.T[:, :, None], w_bandwidth[:, None, None], freqs, phase)  # (e, b, D)
+    phi_z = phi_z - phi_z.mean(1, keepdim=True)
+    phi_w = phi_w - phi_w.mean(1, keepdim=True)
+    cross = torch.einsum("kbd,ebf->kedf", phi_z, phi_w).square().sum((2, 3))
+    self_z = torch.einsum("kbd,kbf->kdf", phi_z, phi_z).square().sum((1, 2))
+    self_w = torch.einsum("ebd,ebf->edf", phi_w, phi_w).square().sum((1, 2))
+    return (cross / (torch.sqrt(self_z[:, None] * self_w[None, :]) + 1e-12)).sum(1)
+
+
+def _shared_penalty(z, w, w_bandwidth, freqs, phase):
+    """The training penalty: the mean over columns of :func:`rbf_hsic_penalty`."""
+    return rbf_hsic_penalty(z, w, w_bandwidth, freqs, phase).mean()
 
 
 def _anticollapse(z):

@@ -5,14 +5,11 @@ that it keeps task-relevant information while its information shared with expres
 what expression lacks.
 
 - ``"hsic"`` (:mod:`~morphst.tl._learn._hsic`): a projection trained with torch to minimise ``relevance +
-  variance/decorrelation + penalty_weight × shared``, shared being the normalised cross-covariance (linear-kernel
-  HSIC, Gretton et al. 2005) with the whitened expression; relevance to labels or, without them, a spatial InfoNCE.
-- ``"moran"``: the self-supervised objective solved exactly for a linear map with the shared information held at
-  zero. The cross-fitted residual below (uncorrelated with expression) is standardised on the training rows and
-  projected on the ``n_components`` directions of largest Moran's I (row-standardised spatial weights from ``edges``
-  among the training rows): the generalised eigenvectors of ``(Rᵀ W R, Rᵀ R + ridge)`` — the spatial principal
-  components of MULTISPATI-PCA (Dray, Saïd & Débias 2008) applied to what expression does not predict. Each
-  component has unit variance on the training rows and its eigenvalue is its Moran's I there. No training loop.
+  variance/decorrelation + penalty_weight × shared``, shared being the normalised RBF-kernel HSIC (Gretton et al.
+  2005; random Fourier features) with the whitened expression; relevance to labels or, without them, a spatial
+  InfoNCE.
+- The spatial components of the residual (``"maf"``, ``"multispati"``) are in
+  :mod:`~morphst.tl._learn._spatial_components`.
 - ``"residual"``: the baseline. Features standardised on the training rows minus their ridge prediction from the
   expression representation (:class:`sklearn.linear_model.RidgeCV`, one penalty per fold chosen by leave-one-out),
   cross-fitted: each row's prediction comes from a ridge fit on the training rows of the other folds (sections when
@@ -28,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ._hsic import fit_hsic
-from ._linear import neighbour_lists, standardise_on
+from ._linear import standardise_on
 from ._torch import TrainOptions
 
 
@@ -40,7 +37,7 @@ def fit_integration(
     labels: np.ndarray | None,
     edges: tuple[np.ndarray, np.ndarray] | None,
     groups: np.ndarray | None,
-    method: Literal["hsic", "moran", "residual"],
+    method: Literal["hsic", "residual"],
     n_components: int,
     penalty_weight: float,
     options: TrainOptions,
@@ -66,8 +63,7 @@ def fit_integration(
     groups
         Section of each row ``(n_obs,)`` or ``None`` (early-stopping split by section).
     method
-        ``"hsic"`` (penalise the HSIC / cross-covariance between the features and ``expr``), ``"moran"`` (spatial
-        components of the residual; needs ``edges``, no ``labels``) or ``"residual"`` (cross-fitted residual of the
+        ``"hsic"`` (penalise the HSIC between the features and ``expr``) or ``"residual"`` (cross-fitted residual of the
         features after ridge regression on ``expr``; no training).
     n_components
         Width of the learned representation.
@@ -82,9 +78,8 @@ def fit_integration(
 
     Returns
     -------
-    ``z`` : ndarray ``(n_obs, n_components)`` float32 (``(n_obs, n_features)`` for ``"residual"``; for
-    ``"moran"`` at most as many columns as residual columns with variance), and ``record``, a dict with ``curve``
-    (DataFrame: one row per epoch; ``"moran"``: per component, its Moran's I; ``"residual"``: per fold),
+    ``z`` : ndarray ``(n_obs, n_components)`` float32 (``(n_obs, n_features)`` for ``"residual"``), and
+    ``record``, a dict with ``curve`` (DataFrame: one row per epoch; ``"residual"``: per fold),
     ``chosen_epoch``, ``description``.
     """
     x = np.asarray(x, dtype=np.float64)
@@ -93,8 +88,6 @@ def fit_integration(
     _check_inputs(x, expr, train, labels, edges, groups, method, n_components, penalty_weight)
     if method == "residual":
         return _residual(x, expr, train, groups, random_state)
-    if method == "moran":
-        return _moran(x, expr, train, edges, groups, n_components, random_state)
     opts = options.check()
     return fit_hsic(x, expr, train, labels, edges, groups, n_components, penalty_weight, opts, random_state, device)
 
@@ -102,13 +95,11 @@ def fit_integration(
 # ----------------------------------------------------------------------------------------------------- checks
 
 #: The integration methods of :func:`fit_integration`.
-METHODS = ("hsic", "moran", "residual")
+METHODS = ("hsic", "residual")
 #: Ridge penalties searched (leave-one-out, :class:`sklearn.linear_model.RidgeCV`) by the residual baseline.
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
 #: Folds of the residual baseline when the rows come from one section.
 N_RESIDUAL_FOLDS = 5
-#: Ridge added to the residual's covariance (times its mean variance) in ``"moran"``'s generalised eigenproblem.
-MORAN_RIDGE = 1e-3
 
 
 def _check_inputs(x, expr, train, labels, edges, groups, method, n_components, penalty_weight) -> None:
@@ -144,9 +135,6 @@ def _check_inputs(x, expr, train, labels, edges, groups, method, n_components, p
         raise ValueError(msg)
     if method == "residual":
         return
-    if method == "moran" and labels is not None:
-        msg = "`method='moran'` is self-supervised (spatial); drop the labels or use method='hsic' with them."
-        raise ValueError(msg)
     if isinstance(n_components, bool) or not isinstance(n_components, int | np.integer) or n_components < 1:
         msg = f"`n_components` must be a positive integer, got {n_components!r}."
         raise ValueError(msg)
@@ -217,59 +205,5 @@ def _residual(x, expr, train, groups, random_state) -> tuple[np.ndarray, dict]:
             + how
         ),
         "fold": fold,
-    }
-    return z.astype(np.float32), record
-
-
-# ----------------------------------------------------------------------------------------------------- moran
-
-
-def _moran(x, expr, train, edges, groups, n_components, random_state) -> tuple[np.ndarray, dict]:
-    """Spatial components of the cross-fitted residual (see :func:`fit_integration`)."""
-    import scipy.sparse as sp
-    from scipy.linalg import eigh
-
-    resid, res_record = _residual(x, expr, train, groups, random_state)
-    n = len(x)
-    train_rows = np.flatnonzero(train)
-    rs = standardise_on(resid.astype(np.float64), train_rows)
-    indptr, nbrs = neighbour_lists(edges, train, n)
-    anchors = train_rows[np.diff(indptr)[train_rows] > 0]
-    if len(anchors) < 4:
-        msg = f"Only {len(anchors)} training rows have a spatial neighbour among the training rows; at least 4 are needed."
-        raise ValueError(msg)
-    # spatial lag of each anchor: the mean of its neighbours' residuals (row-standardised weights)
-    weights = sp.csr_matrix((np.ones(len(nbrs)), nbrs, indptr), shape=(n, n))[anchors]
-    lag = (weights @ rs) / np.diff(indptr)[anchors][:, None]
-    mu = rs[anchors].mean(axis=0)
-    ra = rs[anchors] - mu
-    # residual columns without variance on the anchors (features expression predicts exactly, constant features)
-    # carry nothing and would make the covariance singular
-    keep = ra.std(axis=0) > 1e-9 * max(float(ra.std(axis=0).max()), 1e-300)
-    if not keep.any():
-        msg = (
-            "Nothing of the morphology features is left once expression's prediction is removed (every residual "
-            "column is constant on the training spots); the features carry no information beyond expression here."
-        )
-        raise ValueError(msg)
-    ra, lag = ra[:, keep], lag[:, keep] - lag[:, keep].mean(axis=0)
-    cov = ra.T @ ra / len(anchors)
-    cross = ra.T @ lag / len(anchors)
-    cross = 0.5 * (cross + cross.T)
-    ridge = MORAN_RIDGE * np.trace(cov) / len(cov)
-    vals, vecs = eigh(cross, cov + ridge * np.eye(len(cov)))
-    k = min(int(n_components), len(vals))
-    top = np.argsort(vals)[::-1][:k]
-    vecs = vecs[:, top] * np.sign(vecs[np.abs(vecs[:, top]).argmax(axis=0), top])  # largest loading positive
-    z = (rs[:, keep] - mu[keep]) @ vecs
-    curve = pd.DataFrame({"component": np.arange(1, k + 1), "moran_I": vals[top]}).set_index("component")
-    record = {
-        "curve": curve,
-        "chosen_epoch": 0,
-        "description": (
-            f"moran: the {k} components of largest Moran's I (row-standardised spatial weights, training rows; "
-            f"generalised eigenvectors, ridge {MORAN_RIDGE:g} x mean variance) of the " + res_record["description"]
-        ),
-        "fold": res_record["fold"],
     }
     return z.astype(np.float32), record

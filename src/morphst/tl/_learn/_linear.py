@@ -31,3 +31,50 @@ def neighbour_lists(edges, keep: np.ndarray, n: int) -> tuple[np.ndarray, np.nda
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.add.at(indptr, rows + 1, 1)
     return np.cumsum(indptr), cols
+
+
+
+def section_labels(groups: np.ndarray | None, n: int) -> np.ndarray:
+    """Section of each row as strings (``"0"`` for every row without sections)."""
+    return np.full(n, "0") if groups is None else np.asarray(groups).astype(str)
+
+
+def section_statistics(
+    x: np.ndarray, groups: np.ndarray | None, train: np.ndarray, scale: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-section mean (and standard deviation when ``scale``) of ``x`` ``(n, p)``.
+
+    A section's statistics come from its training rows, or from all its rows when it has none (a new section's
+    offset is its own). Returns ``(names, mean (n_sections, p), sd (n_sections, p))`` (``sd`` all ones without
+    ``scale``; a constant column's sd is 1).
+    """
+    sec = section_labels(groups, len(x))
+    names = np.unique(sec)
+    mean = np.empty((len(names), x.shape[1]))
+    sd = np.ones((len(names), x.shape[1]))
+    for i, s in enumerate(names):
+        here = sec == s
+        rows = here & train if (here & train).any() else here
+        mean[i] = x[rows].mean(axis=0)
+        if scale:
+            v = x[rows].std(axis=0)
+            sd[i] = np.where(v > 1e-12, v, 1.0)
+    return names, mean, sd
+
+
+def apply_section_statistics(
+    x: np.ndarray, groups: np.ndarray | None, names: np.ndarray, mean: np.ndarray, sd: np.ndarray, scale: bool
+) -> np.ndarray:
+    """``x`` centred (and scaled) with the statistics of each row's section; a section not in ``names``: its own."""
+    sec = section_labels(groups, len(x))
+    out = np.empty(x.shape, dtype=np.float64)
+    for s in np.unique(sec):
+        here = sec == s
+        hit = np.flatnonzero(names == s)
+        if len(hit):
+            mu, sc = mean[hit[0]], sd[hit[0]]
+        else:
+            mu, sc = section_statistics(x[here], None, np.ones(here.sum(), bool), scale)[1:]
+            mu, sc = mu[0], sc[0]
+        out[here] = (x[here] - mu) / sc
+    return out
