@@ -42,7 +42,7 @@ import pandas as pd
 
 import morphst as mst
 from morphst.tl import metrics
-from morphst.tl._ceiling import noise_ceiling
+from morphst.tl import noise_ceiling
 
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 CONTEXT_UM = (224.0, 448.0)

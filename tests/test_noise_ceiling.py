@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from morphst.tl._ceiling import noise_ceiling, spearman_brown
+from morphst.tl import noise_ceiling
+from morphst.tl._ceiling import spearman_brown
 
 
 def test_spearman_brown_hand_values():

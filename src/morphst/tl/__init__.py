@@ -2,6 +2,7 @@
 
 from . import _metrics as metrics
 from . import models
+from ._ceiling import noise_ceiling
 from ._embed import embed_patches
 from ._integration import domains, evaluate_domains, fuse, graph_encoder
 from ._learn import TrainOptions, learn_features, learn_integration_features
@@ -23,6 +24,7 @@ __all__: list[str] = [
     "learn_integration_features",
     "metrics",
     "models",
+    "noise_ceiling",
     "predict_expression",
     "quadrants",
     "select_features",
