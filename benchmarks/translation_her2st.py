@@ -21,9 +21,25 @@ Controls printed from the same run (PROTOCOL "Controls"):
   mean; DenseNet-121 and EfficientNet-Lite0): ridge once, ``model="head"`` with ``--seeds`` seeds (mean ± sd), the
   PCC of the mean of those seeds' predictions, and the seconds of each five-fold head run.
 
+Last run of the head-vs-ridge part (``--head-only --cache DIR``, 2026-12-05, this 2-core machine shared with other
+jobs, load 13–20; ``model="head"`` was then one early-stopped head per fold; seeds 0, 1, 2)::
+
+    RESULT ceiling=0.825 reliability=0.689 ceiling_per_section=0.815,0.826,0.835,0.819,0.827 dn_ridge=0.494
+    dn_head=0.509±0.005 dn_head_mean3=0.527 dn_gain=+0.016±0.005 dn_random_ridge=-0.010 dn_random_head=-0.016
+    dn_head_5folds_s=48 dn_head_below_ridge_on=C2 lite0_ridge=0.447 lite0_head=0.447±0.008 lite0_head_mean3=0.468
+    lite0_gain=-0.000±0.008 lite0_random_ridge=-0.002 lite0_random_head=-0.000 lite0_head_5folds_s=36
+    lite0_head_below_ridge_on=C2,C4
+
+DenseNet-121 head seeds 0.515 / 0.505 / 0.508, the mean of their predictions 0.527 (per section 0.508 / 0.567 /
+0.586 / 0.523 / 0.449); ridge on the same inputs 0.491 / 0.520 / 0.564 / 0.489 / 0.405. Random Gaussian features of
+the same shapes: −0.026 to 0.019 (ridge) and −0.027 to −0.001 (head) over 3 seeds. The noise ceiling √ρ of the
+fold's 50 genes is 0.82–0.84 in every section (ρ 0.67–0.71): the best mean PCC (0.527) reaches about 64 % of it.
+Seconds are wall time of one five-fold ``predict_expression`` at that load.
+
 Usage: ``python benchmarks/translation_her2st.py [--data-dir DIR] [--weights-dir DIR] [--cache DIR] [--seeds N]
-[--skip-variants] [--smoke]``. ``--smoke``: synthetic five-section table, random features, fewer rows, two seeds of a
-3-epoch head on DenseNet-121-shaped features only (seconds; checks that the script runs, its figures mean nothing).
+[--skip-variants] [--head-only] [--smoke]``. ``--smoke``: synthetic five-section table, random features, fewer rows,
+two seeds of a 3-epoch head on DenseNet-121-shaped features only (seconds; checks that the script runs, its figures
+mean nothing).
 Last line: ``RESULT ...`` (see ``result_line``).
 """
 
