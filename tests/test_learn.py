@@ -9,7 +9,7 @@ import pytest
 
 import morphst as mst
 from morphst.tl import FeatureHead, TrainOptions
-from morphst.tl._learn._torch import inner_validation_split
+from morphst.tl._nn import inner_validation_split
 from morphst.tl._translation._features import model_inputs, neighbour_mean, section_mean
 
 FAST = {"max_epochs": 40, "patience": 8, "learning_rate": 3e-3, "batch_size": 64}
@@ -214,3 +214,40 @@ def test_translator_with_context_patches_predicts_a_section_from_its_image(synth
     assert "X_handcrafted_ctx0" in t.obsm
     order = pd.Index(t.obs["instance_id"].to_numpy()).get_indexer(a.obs["instance_id"].to_numpy())
     np.testing.assert_allclose(t.X[order], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_learn_features_is_a_deprecated_dispatcher_to_learn_translation_features(grid):
+    a, b = grid.copy(), grid.copy()
+    kw = {
+        "genes": list(a.var_names), "target": "y", "spatial_context": 4, "global_context": False, "n_components": 8,
+        "options": TrainOptions(**{**FAST, "max_epochs": 6}), "train": ["s0", "s1", "s2"],
+    }  # fmt: skip
+    with pytest.warns(FutureWarning, match=r"learn_translation_features"):
+        mst.tl.learn_features(a, "X_m", objective="translation", **kw)
+    mst.tl.learn_translation_features(b, "X_m", **kw)
+    assert np.array_equal(a.obsm["X_learned_translation"], b.obsm["X_learned_translation"])
+    assert a.uns["X_learned_translation"]["params"] == b.uns["X_learned_translation"]["params"]
+    # integration-only parameters are ignored for translation, as before; unknown ones are refused
+    with pytest.warns(FutureWarning):
+        mst.tl.learn_features(a, "X_m", objective="translation", expression_rep="X_pca", key_added="k2", **kw)
+    assert np.array_equal(a.obsm["k2"], b.obsm["X_learned_translation"])
+    with pytest.raises(TypeError, match="unknown keyword argument"):
+        mst.tl.learn_features(a, "X_m", objective="translation", n_component=3)
+    with pytest.raises(ValueError, match="`objective` must be one of"):
+        mst.tl.learn_features(a, "X_m", objective="both")
+
+
+def test_learn_translation_features_uses_the_recipe_of_predict_expression(grid):
+    """The head trained by learn_translation_features is the one fit_translator(regressor=FeatureHead) trains."""
+    a = grid.copy()
+    opts = TrainOptions(**{**FAST, "max_epochs": 6})
+    mst.tl.learn_translation_features(
+        a, "X_m", genes=list(a.var_names), target="y", spatial_context=4, global_context=True, n_components=8,
+        options=opts, train=["s0", "s1", "s2"],
+    )  # fmt: skip
+    head = FeatureHead(n_hidden=8, random_state=0, **opts.record())
+    tr = mst.tl.fit_translator(
+        a, "X_m", genes=list(a.var_names), target="y", spatial_context=4, global_context=True, regressor=head,
+        train=["s0", "s1", "s2"],
+    )  # fmt: skip
+    assert np.array_equal(tr.estimator.transform(tr.features(a)), a.obsm["X_learned_translation"])

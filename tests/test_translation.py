@@ -9,7 +9,7 @@ import pytest
 from scipy import sparse
 
 import morphst as mst
-from morphst.tl._translation import neighbour_mean
+from morphst.tl._translation._features import neighbour_mean
 
 
 def make_translation_data(n_sections=4, side=8, n_features=12, n_genes=40, seed=0):
@@ -585,12 +585,34 @@ def test_other_format_version_is_a_clear_error(saved_translator):
     data = path.read_bytes()
     hlen = int.from_bytes(data[19:27], "little")
     header = json.loads(data[27 : 27 + hlen])
-    header["format_version"] = 2
+    header["format_version"] = 3
     hb = json.dumps(header).encode()
     body = data[:19] + len(hb).to_bytes(8, "little") + hb + data[27 + hlen : -32]
     path.write_bytes(body + hashlib.sha256(body).digest())  # a valid file of a future format version
-    with pytest.raises(ValueError, match=r"format version 2 .*this morphst reads format version 1"):
+    with pytest.raises(ValueError, match=r"format version 3 .*this morphst reads format versions \[1, 2\]"):
         mst.tl.Translator.load(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [
+        ("ctx", {"spatial_context": 4, "global_context": True, "scale_per_library": True}),
+        ("head", {"regressor": mst.tl.FeatureHead(max_epochs=5, patience=2, n_hidden=16)}),
+    ],
+)
+def test_format_1_translator_loads_and_predicts_as_refit(name, kw, tmp_path):
+    """Files of format 1 (the recipe spread over attributes; the head under its former module) still load."""
+    from pathlib import Path
+
+    a = make_translation_data()
+    old = mst.tl.Translator.load(Path(__file__).parent / "data" / f"translator_v1_{name}.morphst")
+    mst.tl.fit_translator(a, "X_feat", library_key="section", train=["S0", "S1", "S2"], **kw).save(tmp_path / "n")
+    new = mst.tl.Translator.load(tmp_path / "n")
+    assert old.recipe == new.recipe
+    assert old.blocks == new.blocks
+    assert old.genes == new.genes
+    assert np.array_equal(old.predict(a), new.predict(a))
+    assert np.array_equal(old.applicability_scores(a)[0], new.applicability_scores(a)[0])
 
 
 def test_old_pickle_translator_file_is_refused_with_the_way_out(saved_translator, tmp_path):
@@ -953,3 +975,31 @@ def test_predict_sdata_given_an_anndata_says_what_to_pass(tdata):
             fn(tdata)
     with pytest.raises(TypeError, match="got ndarray"):
         tr.predict_sdata(np.zeros(3))
+
+
+
+def test_model_keyword_is_renamed_regressor(tdata):
+    a, b = tdata.copy(), tdata.copy()
+    with pytest.warns(FutureWarning, match=r"`predict_expression\(model=...\)` is now `regressor=`"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0", "g1"], model="mlp")
+    mst.tl.predict_expression(b, "X_feat", genes=["g0", "g1"], regressor="mlp")
+    assert np.array_equal(a.layers["predicted"], b.layers["predicted"], equal_nan=True)
+    assert a.uns["predicted"]["params"]["regressor"] == "mlp"
+    with pytest.warns(FutureWarning, match=r"`fit_translator\(model=...\)` is now `regressor=`"):
+        tr = mst.tl.fit_translator(a, "X_feat", genes=["g0"], model="mlp")
+    assert tr.params["regressor"] == "mlp"
+
+
+def test_translator_keeps_its_recipe_once(tdata, tmp_path):
+    tr = mst.tl.fit_translator(
+        tdata, "X_feat", genes=["g0", "g1"], spatial_context=4, global_context=True, train=["S0", "S1", "S2"]
+    )
+    assert tr.recipe.use_rep == tr.use_rep == "X_feat"
+    assert (tr.spatial_context, tr.global_context, tr.library_key) == (4, True, "section")
+    assert tr.params["spatial_context"] == 4
+    assert tr.params["n_train"] == 192
+    tr.save(tmp_path / "t")
+    back = mst.tl.Translator.load(tmp_path / "t")
+    assert back.recipe == tr.recipe
+    assert back.fit == tr.fit
+    assert np.array_equal(back.predict(tdata), tr.predict(tdata))

@@ -4,9 +4,10 @@ from . import _metrics as metrics
 from . import models
 from ._embed import embed_patches
 from ._integration import domains, evaluate_domains, fuse
-from ._learn import TrainOptions, learn_features
+from ._learn import learn_features, learn_translation_features
+from ._nn import FeatureHead, TrainOptions
 from ._quadrants import gene_quadrants, quadrants, select_features
-from ._translation import FeatureHead, Translator, fit_translator, predict_expression
+from ._translation import Translator, fit_translator, predict_expression
 
 __all__: list[str] = [
     "FeatureHead",
@@ -19,6 +20,7 @@ __all__: list[str] = [
     "fuse",
     "gene_quadrants",
     "learn_features",
+    "learn_translation_features",
     "metrics",
     "models",
     "predict_expression",

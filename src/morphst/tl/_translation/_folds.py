@@ -85,29 +85,7 @@ def make_folds(
     dummy = np.zeros((n, 1))
     if isinstance(cv, str):
         if cv == "leave_one_group_out":
-            if groups is None:
-                msg = (
-                    f"cv='leave_one_group_out' needs `library_key` naming an obs column of groups (sections); "
-                    f"{library_key!r} is not in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
-                )
-                raise KeyError(msg)
-            uniq = [g for g in pd.unique(groups) if not pd.isna(g)]
-            if len(uniq) < 2:
-                msg = f"cv='leave_one_group_out' needs at least 2 groups in `adata.obs[{library_key!r}]`, got {len(uniq)}."
-                raise ValueError(msg)
-            cats = (
-                list(adata.obs[library_key].cat.categories)
-                if isinstance(adata.obs[library_key].dtype, pd.CategoricalDtype)
-                else sorted(uniq, key=str)
-            )
-            out = []
-            for g in cats:
-                test = np.flatnonzero(groups == g)
-                if len(test) == 0:
-                    continue
-                train = np.flatnonzero((groups != g) & ~pd.isna(groups))
-                out.append((str(g), train, test))
-            return out
+            return _group_folds(adata, groups, library_key)
         if cv == "kfold":
             from sklearn.model_selection import KFold
 
@@ -139,6 +117,38 @@ def make_folds(
             "scikit-learn splitter."
         )
         raise ValueError(msg)
+    return _splitter_folds(cv, groups, n, n_features)
+
+
+def _group_folds(adata: AnnData, groups: np.ndarray | None, library_key: str | None) -> list:
+    """Leave one group (section) out: one fold per value of ``obs[library_key]``, in category order."""
+    if groups is None:
+        msg = (
+            f"cv='leave_one_group_out' needs `library_key` naming an obs column of groups (sections); "
+            f"{library_key!r} is not in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
+        )
+        raise KeyError(msg)
+    uniq = [g for g in pd.unique(groups) if not pd.isna(g)]
+    if len(uniq) < 2:
+        msg = f"cv='leave_one_group_out' needs at least 2 groups in `adata.obs[{library_key!r}]`, got {len(uniq)}."
+        raise ValueError(msg)
+    cats = (
+        list(adata.obs[library_key].cat.categories)
+        if isinstance(adata.obs[library_key].dtype, pd.CategoricalDtype)
+        else sorted(uniq, key=str)
+    )
+    out = []
+    for g in cats:
+        test = np.flatnonzero(groups == g)
+        if len(test) == 0:
+            continue
+        train = np.flatnonzero((groups != g) & ~pd.isna(groups))
+        out.append((str(g), train, test))
+    return out
+
+
+def _splitter_folds(cv, groups: np.ndarray | None, n: int, n_features: int) -> list:
+    """The folds of a scikit-learn splitter (``groups`` = the sections); its test sets must be disjoint."""
     if not hasattr(cv, "split"):
         msg = f"`cv` must be a string option or a scikit-learn splitter with a `split` method, got {type(cv).__name__}."
         raise ValueError(msg)

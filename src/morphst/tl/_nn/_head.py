@@ -62,7 +62,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
     n_hidden
         Width of each block's token and of the fused hidden layer (the learned representation).
     max_epochs, patience, learning_rate, weight_decay, dropout, batch_size
-        The optimiser and stopping rule (:class:`morphst.tl._learn._torch.TrainOptions`).
+        The optimiser and stopping rule (:class:`~morphst.tl.TrainOptions`).
     correlation_weight
         Weight of ``1 - mean Pearson r`` in the loss (the mean squared error of standardised genes has weight 1).
     refit
@@ -130,8 +130,8 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         )
 
     def options(self):
-        """The optimiser options as a checked :class:`~morphst.tl._learn._torch.TrainOptions`."""
-        from .._learn._torch import TrainOptions
+        """The optimiser options as a checked :class:`~morphst.tl.TrainOptions`."""
+        from ._torch import TrainOptions
 
         return TrainOptions(
             max_epochs=self.max_epochs,
@@ -183,7 +183,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         """Train a fresh network; with ``val_rows`` track the validation PCC and keep the best epoch's weights."""
         import torch
 
-        from .._learn._torch import seeded_generator
+        from ._torch import seeded_generator
 
         gen = seeded_generator(self.random_state)
         net = self._network(x.shape[1], y.shape[1]).to(device)
@@ -249,7 +249,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         """
         import torch
 
-        from .._learn._torch import inner_validation_split, resolve_train_device
+        from ._torch import inner_validation_split, resolve_train_device
 
         opts = self.options()
         x = np.asarray(X, dtype=np.float64)
