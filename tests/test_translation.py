@@ -1003,3 +1003,55 @@ def test_translator_keeps_its_recipe_once(tdata, tmp_path):
     assert back.recipe == tr.recipe
     assert back.fit == tr.fit
     assert np.array_equal(back.predict(tdata), tr.predict(tdata))
+
+
+def _state(a):
+    """What a call could write into ``a``: its slots' keys and the values of X."""
+    return (
+        sorted(a.layers.keys()), sorted(a.obs.columns), sorted(a.var.columns), sorted(a.uns.keys()),
+        sorted(a.obsm.keys()), a.X.copy(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: mst.tl.predict_expression(a, "X_feat", genes=["g0"], library_key="sections"),
+        lambda a: mst.tl.predict_expression(a, "X_feat", genes=["g0"], library_key="sections", cv="spatial_block"),
+        lambda a: mst.tl.fit_translator(a, "X_feat", genes=["g0"], library_key="sections"),
+        lambda a: mst.tl.learn_translation_features(a, "X_feat", genes=["g0"], library_key="sections"),
+        lambda a: mst.tl.fit_translator(a, "X_feat", genes=["g0"]).predict(a, library_key="sections"),
+    ],
+)
+def test_misspelt_library_key_is_a_key_error_before_anything_is_written(tdata, call):
+    before = _state(tdata)
+    with pytest.raises(KeyError, match=r"`library_key`='sections' is not an obs column.*'section'"):
+        call(tdata)
+    after = _state(tdata)
+    assert before[:5] == after[:5]
+    assert (before[5] != after[5]).nnz == 0
+
+
+def test_default_library_key_absent_is_one_section(tdata):
+    one = tdata[tdata.obs["section"] == "S0"].copy()
+    del one.obs["section"]
+    mst.tl.predict_expression(one, "X_feat", genes=["g0"])  # the default "section": absent means one section
+    assert one.uns["predicted"]["params"]["cv"] == "spatial_block"
+
+
+def test_spatial_blocks_are_cut_per_section_never_pooled(tdata):
+    a = tdata
+    xy = a.obsm["spatial"].copy()
+    sec = a.obs["section"].to_numpy()
+    xy[sec == "S1", 0] += 100_000.0  # far apart along x: pooled strips would hold whole sections
+    xy[sec == "S2", 1] += 100_000.0
+    a.obsm["spatial"] = xy
+    mst.tl.predict_expression(a, "X_feat", genes=["g0"], cv="spatial_block", n_splits=4)
+    fold = a.obs["predicted_fold"]
+    ct = pd.crosstab(a.obs["section"], fold)
+    assert (ct.to_numpy() == 16).all()  # every block holds a quarter of every section (64 spots each)
+    for s in ["S0", "S1", "S2", "S3"]:
+        rows = sec == s
+        for f in fold.cat.categories:
+            sel = (fold[rows] == f).to_numpy()
+            assert min(np.ptp(xy[rows][sel], axis=0)) <= 200.0  # a strip two grid steps wide within the section

@@ -179,7 +179,7 @@ def patient_folds(
     """
     import warnings
 
-    patients = section_groups(adata, patient_key)
+    patients = section_groups(adata, patient_key) if patient_key in adata.obs.columns else None
     if patients is None:
         msg = (
             f"`patient_key`={patient_key!r} is not an obs column (patients: a grouping above sections). "
@@ -234,13 +234,22 @@ def _check_n_splits(n_splits: int, n: int) -> None:
 
 
 def section_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None:
-    """The ``library_key`` values as an object array (``None`` if no such column); raises if any is missing (NaN).
+    """The ``library_key`` values as an object array, or ``None`` (one section); raises if any is missing (NaN).
 
-    A spot without a group would silently be in no leave-one-group-out fold (never predicted), in no inner-CV group
-    and in no neighbourhood, so missing values are an error that says how to drop or fill them.
+    ``None``, or the default ``"section"`` when there is no such column: one section. Any other name that is not an
+    ``obs`` column is a ``KeyError`` listing the columns: a misspelt key must not silently turn several sections
+    into one (pooled spatial blocks, a pooled inner cross-validation). A spot without a group would silently be in
+    no leave-one-group-out fold (never predicted), in no inner-CV group and in no neighbourhood, so missing values
+    are an error that says how to drop or fill them.
     """
-    if library_key is None or library_key not in adata.obs.columns:
+    if library_key is None or (library_key == Key.LIBRARY and library_key not in adata.obs.columns):
         return None
+    if library_key not in adata.obs.columns:
+        msg = (
+            f"`library_key`={library_key!r} is not an obs column. Available columns: "
+            f"{list_keys(adata.obs.columns)}; pass `library_key=None` to treat all spots as one section."
+        )
+        raise KeyError(msg)
     col = adata.obs[library_key]
     na = col.isna().to_numpy()
     if na.any():

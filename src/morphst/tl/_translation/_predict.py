@@ -22,8 +22,14 @@ if TYPE_CHECKING:
 
 
 def groups_of(tr, adata: AnnData, library_key: str | None) -> np.ndarray | None:
-    """Section of each spot: ``obs[library_key]`` (default: the training ``library_key``), or ``None``."""
-    return section_groups(adata, tr.library_key if library_key is None else library_key)
+    """Section of each spot: ``obs[library_key]`` (default: the training one if ``adata`` has it), or ``None``.
+
+    A ``library_key`` passed explicitly must be an ``obs`` column (``KeyError`` otherwise).
+    """
+    if library_key is None:
+        lk = tr.library_key
+        return section_groups(adata, lk) if lk is not None and lk in adata.obs.columns else None
+    return section_groups(adata, library_key)
 
 
 def domain_features(tr, adata: AnnData, feats: np.ndarray, library_key: str | None) -> np.ndarray:
