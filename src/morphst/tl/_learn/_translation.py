@@ -99,7 +99,7 @@ def learn_translation_features(
     adata = get_adata(data, table_key)
     opts = (options or TrainOptions()).check()
     n_components = check_width(n_components)
-    head = FeatureHead(n_hidden=n_components, random_state=random_state, device=device, **opts.record())
+    head = FeatureHead(n_hidden=n_components, ensemble=False, random_state=random_state, device=device, **opts.record())
     recipe = Recipe.check(
         use_rep=use_rep, target=target, genes=genes, spatial_context=spatial_context, context_rep=context_rep,
         global_context=global_context, library_key=library_key, regressor=head, random_state=random_state,

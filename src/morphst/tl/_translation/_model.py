@@ -134,7 +134,7 @@ def fit_model(est, x, y, *, inner_groups=None, alphas=DEFAULT_ALPHAS, random_sta
 
     if isinstance(est, FeatureHead):  # early stopping on a held-out section of the training rows
         est.fit(x, y, groups=inner_groups)
-        return est, f"; chosen epoch {est.chosen_epoch_} ({est.validation_})"
+        return est, est.fit_note()
     steps = getattr(est, "named_steps", {})
     if not isinstance(steps.get("ridge"), RidgeCV) or len(x) <= MAX_ALPHA_ROWS:
         est.fit(x, y)
