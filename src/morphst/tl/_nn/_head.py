@@ -50,8 +50,8 @@ class FeatureHead(RegressorMixin, BaseEstimator):
     """Translation head on frozen patch features: one token per input block, a fused hidden layer, gene read-out.
 
     A scikit-learn regressor (``fit(X, y, groups=None)``, ``predict``, ``transform``) trained with torch; see the
-    module docstring for the method. Pass it as ``model=`` to :func:`morphst.tl.predict_expression` or
-    :func:`morphst.tl.fit_translator` (``model="head"`` uses the defaults), which set ``blocks`` from the features
+    module docstring for the method. Pass it as ``regressor=`` to :func:`morphst.tl.predict_expression` or
+    :func:`morphst.tl.fit_translator` (``regressor="head"`` uses the defaults), which set ``blocks`` from the features
     they assemble.
 
     Parameters

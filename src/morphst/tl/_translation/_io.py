@@ -360,7 +360,7 @@ def save_translator(path: str | os.PathLike, estimator, attributes: dict, applic
     except TypeError as e:
         msg = (
             f"This translator cannot be saved in morphst's format: {e} is neither arrays, numbers, strings nor "
-            "a (pure-Python) scikit-learn object. Use `model='ridge'`, `'mlp'` or a scikit-learn regressor "
+            "a (pure-Python) scikit-learn object. Use `regressor='ridge'`, `'mlp'` or a scikit-learn regressor "
             "whose fitted state is arrays (linear models, SVR, MLP, ...)."
         )
         raise TypeError(msg) from None
