@@ -12,7 +12,6 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_random_state, inject_docs, recipe_docs
 from ..._utils import get_adata, records_params
-from ...pp._normalize import LOG1P_CP10K
 from ._cv_plan import CVPlan, plan_cv
 from ._cv_run import CVResults, run_folds
 from ._features import feature_text
@@ -182,7 +181,7 @@ def _input_text(plan: CVPlan) -> str:
 def _write(adata: AnnData, plan: CVPlan, res: CVResults, key_added: str, params: dict) -> None:
     """Write the layer, the fold column, the per-gene ``var`` metrics and ``uns[key_added]``."""
     if plan.design.inputs.store_target:
-        adata.layers[LOG1P_CP10K] = plan.design.inputs.y
+        adata.layers[Key.TARGET] = plan.design.inputs.y
     adata.layers[key_added] = res.pred
     main_names = [f[0] for f in plan.folds if f[3] == plan.main_kind]
     adata.obs[f"{key_added}_fold"] = pd.Categorical(res.fold_label, categories=main_names)

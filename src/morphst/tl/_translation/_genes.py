@@ -11,10 +11,10 @@ from scipy import sparse
 
 from ..._constants import Key
 from ..._utils import bool_column, check_unique_var_names, list_keys
-from ..._utils._genes import check_gene_list
 from ..._utils._checks import check_counts
+from ..._utils._genes import check_gene_list
 from ...pp import GeneSelection
-from ...pp._normalize import LOG1P_CP10K, log1p_cp10k
+from ...pp._normalize import log1p_cp10k
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -32,7 +32,7 @@ def target_matrix(adata: AnnData, target: str):
         return adata.X, False
     if target in adata.layers:
         return adata.layers[target], False
-    if target == LOG1P_CP10K:
+    if target == Key.TARGET:
         if adata.X is None:
             msg = "`adata.X` is empty; it must hold raw counts to compute the 'log1p_cp10k' target."
             raise ValueError(msg)
@@ -48,7 +48,7 @@ def target_matrix(adata: AnnData, target: str):
         return log1p_cp10k(adata.X), True
     msg = (
         f"Target layer {target!r} not found. Available layers: {list_keys(adata.layers.keys())}; "
-        f"use target={LOG1P_CP10K!r} (computed from raw counts in X) or target='X'."
+        f"use target={Key.TARGET!r} (computed from raw counts in X) or target='X'."
     )
     raise KeyError(msg)
 
