@@ -111,7 +111,7 @@ import scanpy as sc
 from sklearn.metrics import adjusted_rand_score
 
 import morphst as mst
-from morphst.tl._learn._torch import TrainOptions
+from morphst.tl import TrainOptions
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MORPHST_DATA_DIR", REPO.parent / "shared" / "data"))

@@ -322,3 +322,21 @@ def test_expression_functions_refuse_empty_axes_and_backed_anndata(tmp_path):
         np.log1p(x / x.sum(1, keepdims=True) * 1e4),
         rtol=1e-5,
     )
+
+
+def test_gene_selection_holds_the_defaults_of_select_genes_and_reruns_them():
+    import inspect
+
+    a = make_counts()
+    rule = mst.pp.GeneSelection()
+    sig = inspect.signature(mst.pp.select_genes).parameters
+    for name in ("n_top_genes", "method", "hvg_flavor", "min_fraction", "layer"):
+        assert sig[name].default == getattr(rule, name)
+    mst.pp.select_genes(a, 20, mask=np.arange(100))
+    stored = mst.pp.GeneSelection.from_params(a.uns["morph_target"]["params"], "morph_target")
+    assert stored == mst.pp.GeneSelection(n_top_genes=20)
+    score, sel = stored.select(stored.values(a)[:100], a.var_names)
+    np.testing.assert_array_equal(sel, a.var["morph_target"].to_numpy())
+    np.testing.assert_allclose(score, a.var["morph_target_score"].to_numpy(), equal_nan=True)
+    with pytest.raises(ValueError, match=r"stored in `adata.uns\['k'\]\['params'\]` is invalid.*hvg_flavor"):
+        mst.pp.GeneSelection.from_params({"hvg_flavor": "nope"}, "k")

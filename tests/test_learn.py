@@ -9,7 +9,7 @@ import pytest
 
 import morphst as mst
 from morphst.tl import FeatureHead, TrainOptions
-from morphst.tl._learn._torch import inner_validation_split
+from morphst.tl._nn import inner_validation_split
 from morphst.tl._translation._features import model_inputs, neighbour_mean, section_mean
 
 FAST = {"max_epochs": 40, "patience": 8, "learning_rate": 3e-3, "batch_size": 64}
@@ -89,14 +89,15 @@ def test_head_finds_the_neighbour_block_and_is_repeatable(grid):
     assert np.array_equal(again.predict(feats[te]), p)  # seeded: identical on the CPU
     assert head.chosen_epoch_ >= 1
     assert set(head.curve_) >= {"epoch", "train_loss", "val_loss", "val_pcc"}
-    assert head.transform(feats).shape == (len(feats), head.n_hidden)
+    assert head.n_members_ == 3  # an ensemble: one head per training section held out
+    assert head.transform(feats).shape == (len(feats), head.n_hidden * head.n_members_)
 
 
 def test_numpy_predict_equals_the_torch_network(grid):
     import torch
 
     feats, blocks = model_inputs(grid.obsm["X_m"], grid.obsm["spatial"], 4, grid.obs["section"].to_numpy())
-    head = FeatureHead(blocks=blocks, random_state=1, refit=False, max_epochs=3, patience=3)
+    head = FeatureHead(blocks=blocks, random_state=1, refit=False, ensemble=False, max_epochs=3, patience=3)
     head.fit(feats, grid.layers["y"], groups=grid.obs["section"].to_numpy())
     net = head._network(feats.shape[1], grid.n_vars)
     w = head.weights_
@@ -164,7 +165,9 @@ def test_learn_features_translation_writes_the_head_representation(grid):
     assert 1 <= u["chosen_epoch"] <= 40
     assert len(u["curve"]) >= u["chosen_epoch"]
     feats, blocks = model_inputs(a.obsm["X_m"], a.obsm["spatial"], 4, a.obs["section"].to_numpy())
-    head = FeatureHead(blocks=blocks, n_hidden=16, random_state=0, **FAST, weight_decay=opts.weight_decay)
+    head = FeatureHead(
+        blocks=blocks, n_hidden=16, ensemble=False, random_state=0, **FAST, weight_decay=opts.weight_decay
+    )
     tr = np.flatnonzero(a.obs["section"].astype(str) != "s3")
     head.fit(feats[tr], a.layers["y"][tr], groups=a.obs["section"].astype(str).to_numpy()[tr])
     assert np.array_equal(head.transform(feats), z)
@@ -214,3 +217,63 @@ def test_translator_with_context_patches_predicts_a_section_from_its_image(synth
     assert "X_handcrafted_ctx0" in t.obsm
     order = pd.Index(t.obs["instance_id"].to_numpy()).get_indexer(a.obs["instance_id"].to_numpy())
     np.testing.assert_allclose(t.X[order], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_learn_features_is_a_deprecated_dispatcher_to_learn_translation_features(grid):
+    a, b = grid.copy(), grid.copy()
+    kw = {
+        "genes": list(a.var_names), "target": "y", "spatial_context": 4, "global_context": False, "n_components": 8,
+        "options": TrainOptions(**{**FAST, "max_epochs": 6}), "train": ["s0", "s1", "s2"],
+    }  # fmt: skip
+    with pytest.warns(FutureWarning, match=r"learn_translation_features"):
+        mst.tl.learn_features(a, "X_m", objective="translation", **kw)
+    mst.tl.learn_translation_features(b, "X_m", **kw)
+    assert np.array_equal(a.obsm["X_learned_translation"], b.obsm["X_learned_translation"])
+    assert a.uns["X_learned_translation"]["params"] == b.uns["X_learned_translation"]["params"]
+    # integration-only parameters are ignored for translation, as before; unknown ones are refused
+    with pytest.warns(FutureWarning):
+        mst.tl.learn_features(a, "X_m", objective="translation", expression_rep="X_pca", key_added="k2", **kw)
+    assert np.array_equal(a.obsm["k2"], b.obsm["X_learned_translation"])
+    with pytest.raises(TypeError, match="unknown keyword argument"):
+        mst.tl.learn_features(a, "X_m", objective="translation", n_component=3)
+    with pytest.raises(ValueError, match="`objective` must be one of"):
+        mst.tl.learn_features(a, "X_m", objective="both")
+
+
+def test_learn_translation_features_uses_the_recipe_of_predict_expression(grid):
+    """The head trained by learn_translation_features is the one fit_translator(regressor=FeatureHead) trains."""
+    a = grid.copy()
+    opts = TrainOptions(**{**FAST, "max_epochs": 6})
+    mst.tl.learn_translation_features(
+        a, "X_m", genes=list(a.var_names), target="y", spatial_context=4, global_context=True, n_components=8,
+        options=opts, train=["s0", "s1", "s2"],
+    )  # fmt: skip
+    head = FeatureHead(n_hidden=8, ensemble=False, random_state=0, **opts.record())
+    tr = mst.tl.fit_translator(
+        a, "X_m", genes=list(a.var_names), target="y", spatial_context=4, global_context=True, regressor=head,
+        train=["s0", "s1", "s2"],
+    )  # fmt: skip
+    assert np.array_equal(tr.estimator.transform(tr.features(a)), a.obsm["X_learned_translation"])
+
+
+def test_head_ensemble_is_stable_across_seeds_and_never_sees_the_held_out_section(grid):
+    opts = {**FAST, "max_epochs": 15, "patience": 5}
+    genes = list(grid.var_names)
+    pcc = []
+    for rs in (0, 1):
+        a = grid.copy()
+        head = FeatureHead(random_state=rs, **opts)
+        mst.tl.predict_expression(a, "X_m", genes=genes, target="y", regressor=head, spatial_context=4)
+        pcc.append(a.uns["predicted"]["summary"].loc["all", "pcc"])
+        description = a.uns["predicted"]["params"]["model_description"]
+        assert "ensemble of 3 heads (one per held-out training section)" in description
+    assert abs(pcc[0] - pcc[1]) < 0.01
+    # scrambling the expression of a held-out section leaves its out-of-fold predictions bit-identical
+    b = grid.copy()
+    s3 = (b.obs["section"] == "s3").to_numpy()
+    y = np.array(b.layers["y"])
+    y[s3] = y[s3][np.random.default_rng(0).permutation(int(s3.sum()))]
+    b.layers["y"] = y
+    head = FeatureHead(random_state=1, **opts)
+    mst.tl.predict_expression(b, "X_m", genes=genes, target="y", regressor=head, spatial_context=4)
+    assert np.array_equal(b.layers["predicted"][s3], a.layers["predicted"][s3])

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from morphst.tl._learn._integration import fit_integration
-from morphst.tl._learn._torch import TrainOptions
+from morphst.tl import TrainOptions
 
 FAST = TrainOptions(max_epochs=60, patience=20, learning_rate=1e-2, dropout=0.0)
 

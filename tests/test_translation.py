@@ -9,7 +9,7 @@ import pytest
 from scipy import sparse
 
 import morphst as mst
-from morphst.tl._translation import neighbour_mean
+from morphst.tl._translation._features import neighbour_mean
 
 
 def make_translation_data(n_sections=4, side=8, n_features=12, n_genes=40, seed=0):
@@ -585,12 +585,35 @@ def test_other_format_version_is_a_clear_error(saved_translator):
     data = path.read_bytes()
     hlen = int.from_bytes(data[19:27], "little")
     header = json.loads(data[27 : 27 + hlen])
-    header["format_version"] = 2
+    header["format_version"] = 3
     hb = json.dumps(header).encode()
     body = data[:19] + len(hb).to_bytes(8, "little") + hb + data[27 + hlen : -32]
     path.write_bytes(body + hashlib.sha256(body).digest())  # a valid file of a future format version
-    with pytest.raises(ValueError, match=r"format version 2 .*this morphst reads format version 1"):
+    with pytest.raises(ValueError, match=r"format version 3 .*this morphst reads format versions \[1, 2\]"):
         mst.tl.Translator.load(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [
+        ("ctx", {"spatial_context": 4, "global_context": True, "scale_per_library": True}),
+        ("head", {"regressor": mst.tl.FeatureHead(max_epochs=5, patience=2, n_hidden=16, ensemble=False)}),
+    ],
+)
+def test_format_1_translator_loads_and_predicts_as_refit(name, kw, tmp_path):
+    """Files of format 1 (the recipe spread over attributes; the head under its former module) still load."""
+    from pathlib import Path
+
+    a = make_translation_data()
+    old = mst.tl.Translator.load(Path(__file__).parent / "data" / f"translator_v1_{name}.morphst")
+    mst.tl.fit_translator(a, "X_feat", library_key="section", train=["S0", "S1", "S2"], **kw).save(tmp_path / "n")
+    new = mst.tl.Translator.load(tmp_path / "n")
+    # the same recipe (the head's description names `ensemble=False`, a default of format-1 days)
+    assert {**old.recipe.as_dict(), "regressor": None} == {**new.recipe.as_dict(), "regressor": None}
+    assert old.blocks == new.blocks
+    assert old.genes == new.genes
+    assert np.array_equal(old.predict(a), new.predict(a))
+    assert np.array_equal(old.applicability_scores(a)[0], new.applicability_scores(a)[0])
 
 
 def test_old_pickle_translator_file_is_refused_with_the_way_out(saved_translator, tmp_path):
@@ -953,3 +976,83 @@ def test_predict_sdata_given_an_anndata_says_what_to_pass(tdata):
             fn(tdata)
     with pytest.raises(TypeError, match="got ndarray"):
         tr.predict_sdata(np.zeros(3))
+
+
+
+def test_model_keyword_is_renamed_regressor(tdata):
+    a, b = tdata.copy(), tdata.copy()
+    with pytest.warns(FutureWarning, match=r"`predict_expression\(model=...\)` is now `regressor=`"):
+        mst.tl.predict_expression(a, "X_feat", genes=["g0", "g1"], model="mlp")
+    mst.tl.predict_expression(b, "X_feat", genes=["g0", "g1"], regressor="mlp")
+    assert np.array_equal(a.layers["predicted"], b.layers["predicted"], equal_nan=True)
+    assert a.uns["predicted"]["params"]["regressor"] == "mlp"
+    with pytest.warns(FutureWarning, match=r"`fit_translator\(model=...\)` is now `regressor=`"):
+        tr = mst.tl.fit_translator(a, "X_feat", genes=["g0"], model="mlp")
+    assert tr.params["regressor"] == "mlp"
+
+
+def test_translator_keeps_its_recipe_once(tdata, tmp_path):
+    tr = mst.tl.fit_translator(
+        tdata, "X_feat", genes=["g0", "g1"], spatial_context=4, global_context=True, train=["S0", "S1", "S2"]
+    )
+    assert tr.recipe.use_rep == tr.use_rep == "X_feat"
+    assert (tr.spatial_context, tr.global_context, tr.library_key) == (4, True, "section")
+    assert tr.params["spatial_context"] == 4
+    assert tr.params["n_train"] == 192
+    tr.save(tmp_path / "t")
+    back = mst.tl.Translator.load(tmp_path / "t")
+    assert back.recipe == tr.recipe
+    assert back.fit == tr.fit
+    assert np.array_equal(back.predict(tdata), tr.predict(tdata))
+
+
+def _state(a):
+    """What a call could write into ``a``: its slots' keys and the values of X."""
+    return (
+        sorted(a.layers.keys()), sorted(a.obs.columns), sorted(a.var.columns), sorted(a.uns.keys()),
+        sorted(a.obsm.keys()), a.X.copy(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: mst.tl.predict_expression(a, "X_feat", genes=["g0"], library_key="sections"),
+        lambda a: mst.tl.predict_expression(a, "X_feat", genes=["g0"], library_key="sections", cv="spatial_block"),
+        lambda a: mst.tl.fit_translator(a, "X_feat", genes=["g0"], library_key="sections"),
+        lambda a: mst.tl.learn_translation_features(a, "X_feat", genes=["g0"], library_key="sections"),
+        lambda a: mst.tl.fit_translator(a, "X_feat", genes=["g0"]).predict(a, library_key="sections"),
+    ],
+)
+def test_misspelt_library_key_is_a_key_error_before_anything_is_written(tdata, call):
+    before = _state(tdata)
+    with pytest.raises(KeyError, match=r"`library_key`='sections' is not an obs column.*'section'"):
+        call(tdata)
+    after = _state(tdata)
+    assert before[:5] == after[:5]
+    assert (before[5] != after[5]).nnz == 0
+
+
+def test_default_library_key_absent_is_one_section(tdata):
+    one = tdata[tdata.obs["section"] == "S0"].copy()
+    del one.obs["section"]
+    mst.tl.predict_expression(one, "X_feat", genes=["g0"])  # the default "section": absent means one section
+    assert one.uns["predicted"]["params"]["cv"] == "spatial_block"
+
+
+def test_spatial_blocks_are_cut_per_section_never_pooled(tdata):
+    a = tdata
+    xy = a.obsm["spatial"].copy()
+    sec = a.obs["section"].to_numpy()
+    xy[sec == "S1", 0] += 100_000.0  # far apart along x: pooled strips would hold whole sections
+    xy[sec == "S2", 1] += 100_000.0
+    a.obsm["spatial"] = xy
+    mst.tl.predict_expression(a, "X_feat", genes=["g0"], cv="spatial_block", n_splits=4)
+    fold = a.obs["predicted_fold"]
+    ct = pd.crosstab(a.obs["section"], fold)
+    assert (ct.to_numpy() == 16).all()  # every block holds a quarter of every section (64 spots each)
+    for s in ["S0", "S1", "S2", "S3"]:
+        rows = sec == s
+        for f in fold.cat.categories:
+            sel = (fold[rows] == f).to_numpy()
+            assert min(np.ptp(xy[rows][sel], axis=0)) <= 200.0  # a strip two grid steps wide within the section

@@ -60,5 +60,3 @@ ST_SPOT_DIAMETER_UM: Final = 100.0
 ST_SPOT_SPACING_UM: Final = 200.0
 #: 10x Visium: spot diameter, µm.
 VISIUM_SPOT_DIAMETER_UM: Final = 55.0
-#: 10x Visium: centre-to-centre spacing, µm.
-VISIUM_SPOT_SPACING_UM: Final = 100.0

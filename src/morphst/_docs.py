@@ -116,15 +116,102 @@ def plot_params(*, ax: str = "", figsize: str) -> str:
     )
 
 
+# ---- the translation recipe (mst.tl.predict_expression, fit_translator, learn_translation_features) ---------------
+
+#: ``use_rep``, ``genes`` and ``target``: what a translation maps from and to.
+doc_inputs = """\
+use_rep
+    ``obsm`` key of the patch embeddings, ``(n_obs, n_features)``.
+genes
+    Target genes: a boolean ``var`` column or a list of names. A column written by :func:`morphst.pp.select_genes`
+    (or the default ``"morph_target"`` not yet computed: 50 highly variable genes by Pearson residuals) is
+    re-selected on each training set with its stored rule (:class:`morphst.pp.GeneSelection`) when
+    ``select_on_train``; another boolean column is used as it is.
+target
+    What to predict: ``"log1p_cp10k"`` (log1p of counts per 10,000; the layer if present, else computed from the
+    raw counts in ``X``), a layer name, or ``"X"``."""
+
+#: ``regressor`` of a translation.
+doc_regressor = """\
+regressor
+    ``"ridge"`` (standardise, PCA to at most 256 components, :class:`~sklearn.linear_model.RidgeCV` with the
+    penalty from an inner cross-validation grouped by ``library_key`` on the training set: the HEST-Benchmark
+    linear probe), ``"mlp"`` (the same, then one hidden layer of 256 units with early stopping), ``"head"``
+    (:class:`~morphst.tl.FeatureHead`, one token per input block, early-stopped on a held-out training section;
+    pass a ``FeatureHead(...)`` to set its options), or any scikit-learn regressor (cloned per fit).
+model
+    Former name of ``regressor`` (``FutureWarning``)."""
+
+#: ``select_on_train`` of a translation.
+doc_select_on_train = """\
+select_on_train
+    Re-select the target genes on the training spots (no test statistic enters the gene choice)."""
+
+#: ``spatial_context``, ``context_rep`` and ``global_context``: the input blocks of a translation.
+doc_context = """\
+spatial_context
+    Number ``k`` of spatial neighbours (``obsm['spatial']``, same section, sparse kNN) whose mean embedding is
+    appended (SEPAL / TRIPLEX; Pineda et al. 2023, Chung et al. 2024); ``None``: none. Capped in sections of ``k``
+    spots or fewer (warned, recorded in ``params['spatial_context_capped']``); ``k`` at least the largest section
+    is an error.
+context_rep
+    ``obsm`` key(s) of embeddings of larger fields of view around the same spots
+    (``mst.pp.extract_patches(context_sizes_um=...)``, ``mst.tl.embed_patches(..., context_index=k)``), appended
+    as blocks after the own embedding.
+global_context
+    Append the mean embedding of the spot's section (computed on the section's own features)."""
+
+#: ``scale_per_library`` of a translation.
+doc_scale_per_library = """\
+scale_per_library
+    Standardise every feature within each section (its own spots, never its expression) before the model: removes
+    section-wide shifts of the embedding (stain, scanner), at the cost of section-wide differences in expression.
+    A translator stores it and scales each new section by itself."""
+
+#: ``alphas`` of a translation.
+doc_alphas = """\
+alphas
+    Ridge penalties searched by the inner cross-validation (non-empty, finite, positive)."""
+
+#: ``library_key`` of a translation (a misspelt column is an error there).
+doc_recipe_library_key = """\
+library_key
+    ``obs`` column of the section of each spot: the groups of the inner cross-validation, of spatial neighbours,
+    of section tokens and of per-section scaling. ``None``, or the default ``"section"`` when there is no such
+    column: all spots form one section; any other name that is not a column is a ``KeyError``."""
+
+
+def recipe_docs(*names: str) -> dict[str, str]:
+    """The texts of the translation recipe's parameters, by placeholder name (``"inputs"``, ``"regressor"``, ...)."""
+    texts = {
+        "inputs": doc_inputs,
+        "regressor": doc_regressor,
+        "library_key": doc_recipe_library_key,
+        "select_on_train": doc_select_on_train,
+        "context": doc_context,
+        "scale_per_library": doc_scale_per_library,
+        "alphas": doc_alphas,
+    }
+    return {n: texts[n] for n in names}
+
+
 __all__ = [
+    "doc_alphas",
+    "doc_context",
     "doc_copy",
     "doc_data",
     "doc_image",
+    "doc_inputs",
     "doc_library_key",
     "doc_random_state",
+    "doc_regressor",
     "doc_returns_fig",
+    "doc_scale_per_library",
+    "doc_select_on_train",
     "doc_show_return",
     "doc_table_key",
+    "doc_recipe_library_key",
     "inject_docs",
     "plot_params",
+    "recipe_docs",
 ]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["check_unique_var_names"]
+__all__ = ["check_gene_list", "check_unique_var_names"]
 
 
 def check_unique_var_names(adata: AnnData, where: str = "") -> None:
@@ -41,3 +41,24 @@ def check_unique_var_names(adata: AnnData, where: str = "") -> None:
         "(it appends '-1', '-2', ... to repeats), or aggregate the duplicated genes."
     )
     raise ValueError(msg)
+
+
+def check_gene_list(adata: AnnData, genes, name: str) -> list[str]:
+    """``genes`` as a list of names, each in ``adata.var_names``.
+
+    Raises
+    ------
+    KeyError
+        Naming how many genes are missing and the first ten.
+    ValueError
+        If the list is empty; ``name`` is the caller's parameter.
+    """
+    names = [str(g) for g in genes]
+    missing = [g for g in names if g not in adata.var_names]
+    if missing:
+        msg = f"{len(missing)} gene(s) not in `adata.var_names`: {missing[:10]}."
+        raise KeyError(msg)
+    if not names:
+        msg = f"`{name}` is an empty list of genes; pass at least one gene name."
+        raise ValueError(msg)
+    return names

@@ -10,7 +10,6 @@ import numpy as np
 from .._constants import Key
 from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
 from .._utils import get_adata, list_keys
-from ..tl._translation._applicability import MAX_EXCESS, QUANTILE
 from ._maps import APPLY_TRANSLATOR, section_grid, section_key
 from ._spatial import draw_panel
 from ._utils import finish
@@ -51,8 +50,9 @@ def applicability(
     divided by the 95th percentile of that distance for held-out training sections. Below 1 (blue) the spot looks
     like the training data; above 1 (red) it lies farther than 95 % of held-out training spots, and its
     predictions are extrapolations. The colour scale is centred on 1 (``vmax`` saturates). Each panel's title
-    gives the section's verdict: out of the training domain when more than 10 % of its spots score above 1
-    (from ``uns['morphst_translation']['applicability']['verdict']`` when present, else from the scores).
+    gives the section's verdict stored in ``uns['morphst_translation']['applicability']`` (out of the training
+    domain when more than 10 % of its spots score above 1); for a section without one, the stored rule is applied
+    to the scores, and without a stored rule only the share of spots above 1 is given.
 
     Parameters
     ----------
@@ -117,18 +117,23 @@ def applicability(
             m.set_norm(TwoSlopeNorm(vcenter=1.0, vmin=0.0, vmax=vmax))
             cb = fig.colorbar(m, ax=a, fraction=0.046, pad=0.02, label=f"{score_key} (1 = threshold)")
             cb.ax.axhline(1.0, color="k", linewidth=1.0)
-        a.set_title(_title(panel.name, vals, verdicts.get(panel.name)), fontsize="medium")
+        a.set_title(_title(panel.name, vals, verdicts.get(panel.name), info.get("max_frac_beyond")), fontsize="medium")
     return finish(fig, show=show, return_fig=return_fig)
 
 
-def _title(name: str, vals: np.ndarray, stored: dict | None) -> str:
-    """``"<section>: in domain (3 % of spots > 1)"`` from the stored verdict, else from the scores."""
+def _title(name: str, vals: np.ndarray, stored: dict | None, max_frac: float | None) -> str:
+    """``"<section>: in domain (3 % of spots > 1)"`` from the stored verdict, else from the scores and the stored rule.
+
+    Without a stored verdict or rule (a score column written by other means), only the share of spots above 1.
+    """
     ok = np.isfinite(vals)
-    if stored is not None and "frac_beyond" in stored:
+    frac = float((vals[ok] > 1).mean()) if ok.any() else float("nan")
+    inside = None if max_frac is None else frac <= max_frac
+    if stored is not None:
         frac, inside = float(stored["frac_beyond"]), bool(stored["in_domain"])
-    else:
-        frac = float((vals[ok] > 1).mean()) if ok.any() else float("nan")
-        inside = frac <= MAX_EXCESS * (1.0 - QUANTILE)
     where = f"{name}: " if name else ""
+    share = f"({100 * frac:.0f}% of spots > 1)"
+    if inside is None:
+        return f"{where}{share}"
     verdict = "in training domain" if inside else "OUT of training domain"
-    return f"{where}{verdict}\n({100 * frac:.0f}% of spots > 1)"
+    return f"{where}{verdict}\n{share}"

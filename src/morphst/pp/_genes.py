@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -13,51 +14,24 @@ from scipy import sparse
 from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, inject_docs
-from .._utils import bool_column, check_unique_var_names, get_adata, list_keys, records_params
+from .._utils import check_unique_var_names, get_adata, list_keys, records_params
 from .._utils._checks import check_counts, check_expression
+from .._utils._genes import check_gene_list
+from .._utils._spots import spot_mask
 from ._normalize import LOG1P_CP10K, log1p_cp10k
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-__all__ = ["select_genes"]
+__all__ = ["GeneSelection", "select_genes"]
 
 HVGFlavor = Literal["pearson_residuals", "seurat", "cell_ranger"]
 
 
 def resolve_mask(adata: AnnData, mask) -> np.ndarray:
     """Turn ``mask`` (None, a boolean obs column name, or a boolean / index array) into a boolean array."""
-    n = adata.n_obs
-    if mask is None:
-        return np.ones(n, bool)
-    if isinstance(mask, str):
-        m = bool_column(
-            adata,
-            "obs",
-            mask,
-            meaning="use the spot",
-            missing=f"Mask column {mask!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}.",
-        )
-    else:
-        m = np.asarray(mask)
-        if m.dtype != bool:
-            if m.size and not np.issubdtype(m.dtype, np.integer):
-                msg = f"`mask` must be boolean or integer positions, got dtype {m.dtype}."
-                raise ValueError(msg)
-            idx = m.astype(np.int64).ravel()
-            if idx.size and (idx.min() < -n or idx.max() >= n):
-                msg = f"`mask` positions must lie in [0, {n}) (spot positions), got {idx.min()} to {idx.max()}."
-                raise ValueError(msg)
-            m = np.zeros(n, bool)
-            m[idx] = True
-        elif m.shape != (n,):
-            msg = f"Boolean `mask` must have shape ({n},) (one value per spot), got {m.shape}."
-            raise ValueError(msg)
-    if m.sum() < 2:
-        msg = f"`mask` selects {int(m.sum())} spot(s); at least 2 are needed to compute gene statistics."
-        raise ValueError(msg)
-    return m
+    return spot_mask(adata, mask, name="mask", purpose="compute gene statistics")
 
 
 def target_values(adata: AnnData, layer: str | None):
@@ -210,6 +184,13 @@ def no_gene_error(n_spots: int, min_fraction: float, where: str = "the masked sp
     return ValueError(msg)
 
 
+def check_flavor(hvg_flavor) -> None:
+    """``ValueError`` for an unknown ``hvg_flavor``."""
+    if hvg_flavor not in ("pearson_residuals", "seurat", "cell_ranger"):
+        msg = f"Unknown `hvg_flavor` {hvg_flavor!r}; use 'pearson_residuals', 'seurat' or 'cell_ranger'."
+        raise ValueError(msg)
+
+
 def statistics_values(adata: AnnData, method: str, hvg_flavor: str, layer: str | None):
     """The matrix that :func:`gene_scores` needs: raw counts for Pearson residuals, log-normalised values else."""
     if method == "highly_variable" and hvg_flavor == "pearson_residuals":
@@ -223,16 +204,85 @@ def statistics_values(adata: AnnData, method: str, hvg_flavor: str, layer: str |
     return target_values(adata, layer)
 
 
+@dataclass(frozen=True)
+class GeneSelection:
+    """The rule of :func:`select_genes`, its defaults written once: rerun it on any set of spots.
+
+    :func:`morphst.tl.predict_expression` and :func:`morphst.tl.fit_translator` rerun the rule stored by
+    :func:`select_genes` on each training fold (:meth:`from_params`), so no test spot enters the gene choice.
+
+    Attributes
+    ----------
+    n_top_genes
+        Number of genes to select.
+    method
+        ``"highly_variable"`` or ``"mean"`` (see :func:`select_genes`).
+    hvg_flavor
+        Score of ``"highly_variable"``: ``"pearson_residuals"``, ``"seurat"`` or ``"cell_ranger"``.
+    min_fraction
+        Genes detected in fewer than this fraction of the spots are never selected.
+    layer
+        Source of the statistics (see :func:`select_genes`).
+    """
+
+    n_top_genes: int = 50
+    method: Literal["highly_variable", "mean"] = "highly_variable"
+    hvg_flavor: HVGFlavor = "pearson_residuals"
+    min_fraction: float = 0.1
+    layer: str | None = None
+
+    def check(self) -> GeneSelection:
+        """The same rule with ``n_top_genes`` an int and ``min_fraction`` a float; ``ValueError`` for a bad field."""
+        if self.method not in ("highly_variable", "mean"):
+            msg = f"Unknown `method` {self.method!r}; use 'highly_variable', 'mean' or a list of gene names."
+            raise ValueError(msg)
+        n_top, frac = check_selection_params(self.n_top_genes, self.min_fraction)
+        check_flavor(self.hvg_flavor)
+        return GeneSelection(n_top, self.method, self.hvg_flavor, frac, self.layer)
+
+    @classmethod
+    def from_params(cls, params: dict, key: str) -> GeneSelection:
+        """The checked rule stored in ``uns[key]['params']`` by :func:`select_genes` (``{}``: the defaults)."""
+        rule = cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
+        try:
+            return rule.check()
+        except ValueError as e:
+            msg = (
+                f"The gene selection stored in `adata.uns[{key!r}]['params']` is invalid: {e} Rerun "
+                "`mst.pp.select_genes`."
+            )
+            raise ValueError(msg) from None
+
+    def values(self, adata: AnnData):
+        """The statistics matrix of the rule (raw counts for Pearson residuals, else log-normalised), CSR if sparse."""
+        v = statistics_values(adata, self.method, self.hvg_flavor, self.layer)
+        return v.tocsr() if sparse.issparse(v) else v
+
+    def select(self, values, var_names: pd.Index, where: str = "the masked spots") -> tuple[np.ndarray, np.ndarray]:
+        """``(score, selected)`` of :func:`gene_scores` on the spots of ``values``; ``ValueError`` if none is."""
+        score, selected = gene_scores(
+            values, var_names, self.method, int(self.n_top_genes), hvg_flavor=self.hvg_flavor,
+            min_fraction=float(self.min_fraction),
+        )  # fmt: skip
+        if not selected.any():
+            raise no_gene_error(values.shape[0], float(self.min_fraction), where)
+        return score, selected
+
+    def record(self) -> dict:
+        """The rule as a plain dict (``params['gene_selection']``)."""
+        return asdict(self)
+
+
 @inject_docs(data=doc_data, copy=doc_copy)
 def select_genes(
     data: AnnData | SpatialData,
-    n_top_genes: int = 50,
+    n_top_genes: int = GeneSelection.n_top_genes,
     *,
-    method: Literal["highly_variable", "mean"] | Sequence[str] = "highly_variable",
-    hvg_flavor: HVGFlavor = "pearson_residuals",
-    layer: str | None = None,
+    method: Literal["highly_variable", "mean"] | Sequence[str] = GeneSelection.method,
+    hvg_flavor: HVGFlavor = GeneSelection.hvg_flavor,
+    layer: str | None = GeneSelection.layer,
     mask: str | np.ndarray | None = None,
-    min_fraction: float = 0.1,
+    min_fraction: float = GeneSelection.min_fraction,
     key_added: str = Key.MORPH_TARGET,
     table_key: str = Key.TABLE,
     copy: bool = False,
@@ -307,23 +357,12 @@ def select_genes(
     m = resolve_mask(adata, mask)
     is_list = not isinstance(method, str)
     if is_list:
-        genes = [str(g) for g in method]
-        missing = [g for g in genes if g not in adata.var_names]
-        if missing:
-            msg = f"{len(missing)} gene(s) not in `adata.var_names`: {missing[:10]}."
-            raise KeyError(msg)
-    elif method not in ("highly_variable", "mean"):
-        msg = f"Unknown `method` {method!r}; use 'highly_variable', 'mean' or a list of gene names."
-        raise ValueError(msg)
+        genes = check_gene_list(adata, method, "method")
+        check_flavor(hvg_flavor)
     else:
-        n_top_genes, min_fraction = check_selection_params(n_top_genes, min_fraction)
-    if is_list and not genes:
-        msg = "`method` is an empty list of genes; pass at least one gene name."
-        raise ValueError(msg)
-    if hvg_flavor not in ("pearson_residuals", "seurat", "cell_ranger"):
-        msg = f"Unknown `hvg_flavor` {hvg_flavor!r}; use 'pearson_residuals', 'seurat' or 'cell_ranger'."
-        raise ValueError(msg)
-    values = None if is_list else statistics_values(adata, method, hvg_flavor, layer)
+        rule = GeneSelection(n_top_genes, method, hvg_flavor, min_fraction, layer).check()
+        n_top_genes, min_fraction = rule.n_top_genes, rule.min_fraction
+    values = None if is_list else rule.values(adata)
     if copy:
         adata = adata.copy()
 
@@ -333,16 +372,8 @@ def select_genes(
         selected = adata.var_names.isin(genes)
         score = np.full(adata.n_vars, np.nan)
     else:
-        score, selected = gene_scores(
-            values if m.all() else values[np.flatnonzero(m)],  # no copy of every row
-            adata.var_names,
-            method,
-            int(n_top_genes),
-            hvg_flavor=hvg_flavor,
-            min_fraction=float(min_fraction),
-        )
-        if not selected.any():
-            raise no_gene_error(int(m.sum()), float(min_fraction))
+        # no copy of every row
+        score, selected = rule.select(values if m.all() else values[np.flatnonzero(m)], adata.var_names)
         if selected.sum() < n_top_genes:
             msg = (
                 f"only {int(selected.sum())} of the {n_top_genes} genes asked for are detected in at least "
@@ -365,3 +396,4 @@ def select_genes(
     }
     logg.info(f"    finished: added `.var[{key_added!r}]` ({int(selected.sum())} genes)", time=start)
     return adata if copy else None
+

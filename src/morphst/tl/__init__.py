@@ -5,9 +5,10 @@ from . import models
 from ._ceiling import noise_ceiling
 from ._embed import embed_patches
 from ._integration import domains, evaluate_domains, fuse, graph_encoder
-from ._learn import TrainOptions, learn_features, learn_integration_features
+from ._learn import learn_features, learn_integration_features, learn_translation_features
+from ._nn import FeatureHead, TrainOptions
 from ._quadrants import gene_quadrants, quadrants, select_features
-from ._translation import FeatureHead, Translator, fit_translator, predict_expression
+from ._translation import Translator, fit_translator, predict_expression
 
 __all__: list[str] = [
     "FeatureHead",
@@ -22,6 +23,7 @@ __all__: list[str] = [
     "graph_encoder",
     "learn_features",
     "learn_integration_features",
+    "learn_translation_features",
     "metrics",
     "models",
     "noise_ceiling",

@@ -11,7 +11,7 @@ their normalised RBF-kernel HSIC (Gretton et al. 2005), averaged over the projec
 approximated by :data:`RFF_FEATURES` random Fourier features (Rahimi & Recht 2007), bandwidths by the median
 heuristic. Unlike squared Pearson r, it is zero only under independence, so non-linear dependence on expression is
 penalised too. Early stopping on the validation loss of the rows that
-:func:`~morphst.tl._learn._torch.inner_validation_split` holds out (a whole section when there are several); the
+:func:`~morphst.tl._nn.inner_validation_split` holds out (a whole section when there are several); the
 best epoch's weights are kept; the fitted result is plain arrays and the projection is computed in numpy. Training
 runs on one CPU thread (tiny model) and is repeatable per seed.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ._linear import neighbour_lists, standardise_on, whiten_on
-from ._torch import TrainOptions, inner_validation_split, seeded_generator
+from .._nn import TrainOptions, inner_validation_split, seeded_generator
 
 #: Hidden width of the projection (0: linear); see :func:`_network`. Linear: on ``morphology_domains`` (seed 0,
 #: handcrafted features, 8 components, weight 5) stitched ARI 0.985 linear vs 0.967 with 64 GELU units.
@@ -329,9 +329,11 @@ def median_bandwidth(x, max_rows: int = 512):
 
 
 def random_fourier_features(x, bandwidth, freqs, phase):
-    """``sqrt(2/D) cos(x freqs / bandwidth + phase)``: features whose inner products approximate the RBF kernel
-    ``exp(-|x - y|² / (2 bandwidth²))`` (Rahimi & Recht 2007); ``freqs`` ``(d, D)`` standard normal, ``phase``
-    ``(D,)`` uniform on ``[0, 2π)``. ``x`` ``(..., d)``; ``bandwidth`` broadcasts against ``x @ freqs``."""
+    """``sqrt(2/D) cos(x freqs / bandwidth + phase)``: random Fourier features of the RBF kernel.
+
+    Their inner products approximate ``exp(-|x - y|² / (2 bandwidth²))`` (Rahimi & Recht 2007); ``freqs`` ``(d, D)`` standard normal, ``phase``
+    ``(D,)`` uniform on ``[0, 2π)``. ``x`` ``(..., d)``; ``bandwidth`` broadcasts against ``x @ freqs``.
+    """
     import torch
 
     return np.sqrt(2.0 / freqs.shape[1]) * torch.cos(x @ freqs / bandwidth + phase)

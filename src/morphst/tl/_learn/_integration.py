@@ -26,7 +26,7 @@ import pandas as pd
 
 from ._hsic import fit_hsic
 from ._linear import standardise_on
-from ._torch import TrainOptions
+from .._nn import TrainOptions
 
 
 def fit_integration(

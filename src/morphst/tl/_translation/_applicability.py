@@ -43,8 +43,6 @@ N_COMPONENTS = 50
 MAX_REFERENCE = 20_000
 #: A section is out of domain when the share of its spots scoring above 1 exceeds this many times ``1 - QUANTILE``.
 MAX_EXCESS = 2.0
-#: ``obs`` column of the per-spot score written by the Translator's predictions.
-OBS_SCORE = Key.APPLICABILITY_SCORE
 
 
 @dataclass
@@ -205,6 +203,7 @@ class ApplicabilityDomain:
             },
             "threshold": float(self.threshold),
             "quantile": float(self.quantile),
+            "max_frac_beyond": MAX_EXCESS * (1.0 - self.quantile),  # the rule of ``in_domain``
             "calibration": self.calibration,
         }
         if library_key is not None:  # the obs column the verdict is per value of (absent: one verdict, "all")

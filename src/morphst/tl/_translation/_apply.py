@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-    from ._translator import Translator
 
 
 def embed_section(
@@ -86,7 +85,7 @@ def embed_section(
 
 
 def predict_shapes(
-    tr: Translator,
+    tr,
     sdata: SpatialData,
     *,
     shapes_key: str | Sequence[str] | None,
@@ -127,7 +126,7 @@ def predict_shapes(
     extra = {
         "shapes_key": keys,
         "image_key": image_key,
-        **{f"patch_{k}": v for k, v in pkw.items()},
+        **patch_record(pkw),
         **{f"embed_{k}": v for k, v in ekw.items()},
         "dtype": dtype,
     }
@@ -141,7 +140,7 @@ def predict_shapes(
 
 
 def predict_on_grid(
-    tr: Translator,
+    tr,
     sdata: SpatialData,
     spacing_um: float,
     *,
@@ -308,38 +307,45 @@ def _normalise_stains(work: SpatialData, shapes_keys: list[str], image_key: str 
 
 
 def embed_kwargs(params: dict, rep: str, model, weights) -> dict:
-    """``embed_patches`` arguments that made ``obsm[rep]`` for the training data (``params``), ``model``/``weights`` first."""
-    ep = params
+    """``embed_patches`` arguments that made ``obsm[rep]`` for the training data, ``model``/``weights`` first.
+
+    ``params``: ``uns[rep]['params']`` of the training table as :func:`morphst.tl.embed_patches` wrote it (``{}``:
+    not embedded by morphst, then ``model=`` is needed). Keys absent from it were ``None`` (not recorded).
+    """
     if model is None:
-        model = ep.get("model")
-        if not model or bool(ep.get("model_is_callable", False)):
+        if not params or params["model_is_callable"]:
             msg = (
                 f"The translator does not know how `obsm[{rep!r}]` was made (no embedding parameters "
                 "were stored with the training data); pass `model=` (and `weights=`) as given to "
                 "`mst.tl.embed_patches`."
             )
             raise ValueError(msg)
-    if weights is None:
-        path = ep.get("weights_path")
-        if bool(ep.get("weights_random", False)):
+        model = params["model"]
+    if weights is None and params:
+        path = params.get("weights_path")
+        if params["weights_random"]:
             weights = "random"
         elif path is not None and os.path.exists(str(path)):
             weights = str(path)
-    rs = ep.get("random_state")
+    rs = params.get("random_state")
     return {
         "model": model,
         "weights": weights,
-        "context_index": ep.get("context_index"),
+        "context_index": params.get("context_index"),
         "random_state": 0 if rs is None else int(rs),
     }
 
 
-def patch_kwargs(patch_params: dict, patch_size, target_px, context_sizes_um) -> dict:
-    """``extract_patches`` arguments of the training patch geometry (``patch_params``), the given values first."""
-    pp = dict(patch_params)
+def patch_kwargs(patch_params: dict, patch_size_um, target_px, context_sizes_um) -> dict:
+    """``extract_patches`` arguments of the training patch geometry, the given values first.
+
+    ``patch_params``: ``uns['patches']['params']`` of the training table as :func:`morphst.pp.extract_patches`
+    wrote it (``{}``: no patches there, then the defaults of ``extract_patches``). Keys absent were ``None``.
+    """
+    pp = patch_params or {"patch_size": DEFAULT_PATCH_SIZE_UM, "target_px": DEFAULT_TARGET_PX}
     out = {
-        "patch_size": float(patch_size if patch_size is not None else pp.get("patch_size", DEFAULT_PATCH_SIZE_UM)),
-        "target_px": int(target_px if target_px is not None else pp.get("target_px", DEFAULT_TARGET_PX)),
+        "patch_size": float(patch_size_um if patch_size_um is not None else pp["patch_size"]),
+        "target_px": int(target_px if target_px is not None else pp["target_px"]),
         "context_sizes_um": context_sizes_um if context_sizes_um is not None else (pp.get("context_sizes_um") or None),
     }
     # the training image's scale (um_per_px / um_per_unit) is not carried: the new object's is resolved on it
@@ -347,3 +353,8 @@ def patch_kwargs(patch_params: dict, patch_size, target_px, context_sizes_um) ->
         if pp.get(k) is not None:
             out[k] = tuple(pp[k]) if k == "intensity_range" else pp[k]
     return out
+
+
+def patch_record(pkw: dict) -> dict:
+    """The patch geometry of :func:`patch_kwargs` as recorded in the prediction table (``patch_size_um``, ...)."""
+    return {("patch_size_um" if k == "patch_size" else k): v for k, v in pkw.items()}

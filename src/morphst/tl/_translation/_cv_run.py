@@ -10,12 +10,14 @@ import pandas as pd
 
 from .. import _metrics as metrics
 from ._genes import dense_cols, gene_columns
-from ._model import blas_limits, chosen_alpha, fit_model, make_model
+from ._model import blas_limits, chosen_alpha
+from ._recipe import fit_rows
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
     from ._cv_plan import CVPlan
+    from ._recipe import Design
 
 
 @dataclass
@@ -42,12 +44,9 @@ def run_folds(adata: AnnData, plan: CVPlan) -> CVResults:
     # closed before the "finished" line; on a terminal it clears itself, elsewhere (log file, CI) it ends its line,
     # since clearing with "\r" there would leave the bar and the log line on one line
     bar = tqdm(plan.folds, desc="folds", disable=not settings.progress_bar, leave=not _stderr_is_tty())
-    with blas_limits(plan.feats), bar:
+    with blas_limits(plan.design.x), bar:
         for name, train, test, kind in bar:
-            gidx, p, table, row, description = _run_fold(
-                adata, plan.feats, plan.inputs.y, plan.genes, train, test, plan.model, plan.groups, plan.alphas,
-                plan.random_state, plan.blocks,
-            )  # fmt: skip
+            gidx, p, table, row, description = _run_fold(plan.design, train, test)
             if kind == plan.main_kind:
                 pred[np.ix_(test, gidx)] = p
                 fold_label[test] = name
@@ -65,39 +64,22 @@ def run_folds(adata: AnnData, plan: CVPlan) -> CVResults:
     return CVResults(pred, fold_label, fm, pf, _fold_summary(pf), description)
 
 
-def _run_fold(adata, feats, y, plan, train, test, model, groups, alphas, random_state, blocks=None):
+def _run_fold(design: Design, train: np.ndarray, test: np.ndarray):
     """Select genes on ``train``, fit, predict ``test`` and score it; returns genes, predictions and metrics."""
-    gidx = np.flatnonzero(plan.genes_for(adata, train))
+    gidx = design.genes_for(train)
     # memory: only the fold's genes are cut (not every gene's rows), and only the training values are dense
     # during the fit; the test rows stay sparse until scored
-    yg = gene_columns(y, gidx)
+    yg = gene_columns(design.inputs.y, gidx)
     y_train = dense_cols(yg, train, np.arange(len(gidx)))
     y_test = yg[test]
     del yg
-    est, description = make_model(
-        model,
-        n_train=len(train),
-        n_features=feats.shape[1],
-        inner_groups=None if groups is None else groups[train],
-        alphas=alphas,
-        random_state=random_state,
-        blocks=blocks,
-    )
-    est, note = fit_model(
-        est,
-        feats[train],
-        y_train,
-        inner_groups=None if groups is None else groups[train],
-        alphas=alphas,
-        random_state=random_state,
-    )
-    description += note
+    est, description = fit_rows(design, train, y_train)
     train_mean = y_train.mean(axis=0)
     del y_train
-    p = np.asarray(est.predict(feats[test]), dtype=np.float64).reshape(len(test), len(gidx))
+    p = np.asarray(est.predict(design.x[test]), dtype=np.float64).reshape(len(test), len(gidx))
     # float64, as the metrics use it (no further copies there)
     y_test = dense_cols(y_test, np.arange(len(test)), np.arange(len(gidx)))
-    t = metrics.gene_table(y_test, p, adata.var_names[gidx]).reset_index()
+    t = metrics.gene_table(y_test, p, design.var_names[gidx]).reset_index()
     t["n_test"] = len(test)
     t = t[["gene", "pcc", "mae", "mse", "rmse", "n_test", "constant_in_test"]]
     ok = t["pcc"].notna()

@@ -86,29 +86,7 @@ def make_folds(
     dummy = np.zeros((n, 1))
     if isinstance(cv, str):
         if cv == "leave_one_group_out":
-            if groups is None:
-                msg = (
-                    f"cv='leave_one_group_out' needs `library_key` naming an obs column of groups (sections); "
-                    f"{library_key!r} is not in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
-                )
-                raise KeyError(msg)
-            uniq = [g for g in pd.unique(groups) if not pd.isna(g)]
-            if len(uniq) < 2:
-                msg = f"cv='leave_one_group_out' needs at least 2 groups in `adata.obs[{library_key!r}]`, got {len(uniq)}."
-                raise ValueError(msg)
-            cats = (
-                list(adata.obs[library_key].cat.categories)
-                if isinstance(adata.obs[library_key].dtype, pd.CategoricalDtype)
-                else sorted(uniq, key=str)
-            )
-            out = []
-            for g in cats:
-                test = np.flatnonzero(groups == g)
-                if len(test) == 0:
-                    continue
-                train = np.flatnonzero((groups != g) & ~pd.isna(groups))
-                out.append((str(g), train, test))
-            return out
+            return _group_folds(adata, groups, library_key)
         if cv == "kfold":
             from sklearn.model_selection import KFold
 
@@ -140,6 +118,38 @@ def make_folds(
             "scikit-learn splitter."
         )
         raise ValueError(msg)
+    return _splitter_folds(cv, groups, n, n_features)
+
+
+def _group_folds(adata: AnnData, groups: np.ndarray | None, library_key: str | None) -> list:
+    """Leave one group (section) out: one fold per value of ``obs[library_key]``, in category order."""
+    if groups is None:
+        msg = (
+            f"cv='leave_one_group_out' needs `library_key` naming an obs column of groups (sections); "
+            f"{library_key!r} is not in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
+        )
+        raise KeyError(msg)
+    uniq = [g for g in pd.unique(groups) if not pd.isna(g)]
+    if len(uniq) < 2:
+        msg = f"cv='leave_one_group_out' needs at least 2 groups in `adata.obs[{library_key!r}]`, got {len(uniq)}."
+        raise ValueError(msg)
+    cats = (
+        list(adata.obs[library_key].cat.categories)
+        if isinstance(adata.obs[library_key].dtype, pd.CategoricalDtype)
+        else sorted(uniq, key=str)
+    )
+    out = []
+    for g in cats:
+        test = np.flatnonzero(groups == g)
+        if len(test) == 0:
+            continue
+        train = np.flatnonzero((groups != g) & ~pd.isna(groups))
+        out.append((str(g), train, test))
+    return out
+
+
+def _splitter_folds(cv, groups: np.ndarray | None, n: int, n_features: int) -> list:
+    """The folds of a scikit-learn splitter (``groups`` = the sections); its test sets must be disjoint."""
     if not hasattr(cv, "split"):
         msg = f"`cv` must be a string option or a scikit-learn splitter with a `split` method, got {type(cv).__name__}."
         raise ValueError(msg)
@@ -170,7 +180,7 @@ def patient_folds(
     """
     import warnings
 
-    patients = section_groups(adata, patient_key)
+    patients = section_groups(adata, patient_key) if patient_key in adata.obs.columns else None
     if patients is None:
         msg = (
             f"`patient_key`={patient_key!r} is not an obs column (patients: a grouping above sections). "
@@ -225,13 +235,22 @@ def _check_n_splits(n_splits: int, n: int) -> None:
 
 
 def section_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None:
-    """The ``library_key`` values as an object array (``None`` if no such column); raises if any is missing (NaN).
+    """The ``library_key`` values as an object array, or ``None`` (one section); raises if any is missing (NaN).
 
-    A spot without a group would silently be in no leave-one-group-out fold (never predicted), in no inner-CV group
-    and in no neighbourhood, so missing values are an error that says how to drop or fill them.
+    ``None``, or the default ``"section"`` when there is no such column: one section. Any other name that is not an
+    ``obs`` column is a ``KeyError`` listing the columns: a misspelt key must not silently turn several sections
+    into one (pooled spatial blocks, a pooled inner cross-validation). A spot without a group would silently be in
+    no leave-one-group-out fold (never predicted), in no inner-CV group and in no neighbourhood, so missing values
+    are an error that says how to drop or fill them.
     """
-    if library_key is None or library_key not in adata.obs.columns:
+    if library_key is None or (library_key == Key.LIBRARY and library_key not in adata.obs.columns):
         return None
+    if library_key not in adata.obs.columns:
+        msg = (
+            f"`library_key`={library_key!r} is not an obs column. Available columns: "
+            f"{list_keys(adata.obs.columns)}; pass `library_key=None` to treat all spots as one section."
+        )
+        raise KeyError(msg)
     check_section_labels(adata, library_key)  # 1 and "1": one section or two? refused
     col = adata.obs[library_key]
     na = col.isna().to_numpy()

@@ -6,20 +6,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 
 from ..._constants import Key
 from ..._utils import bool_column, check_unique_var_names, list_keys
 from ..._utils._checks import check_counts
-from ...pp._genes import check_selection_params, gene_scores, no_gene_error, statistics_values
-from ...pp._normalize import LOG1P_CP10K, log1p_cp10k
+from ..._utils._genes import check_gene_list
+from ...pp import GeneSelection
+from ...pp._normalize import log1p_cp10k
 
 if TYPE_CHECKING:
     from anndata import AnnData
-
-
-#: Default number of genes selected in each training fold when no selection parameters are stored.
-DEFAULT_N_TOP = 50
 
 
 def target_matrix(adata: AnnData, target: str):
@@ -34,7 +32,7 @@ def target_matrix(adata: AnnData, target: str):
         return adata.X, False
     if target in adata.layers:
         return adata.layers[target], False
-    if target == LOG1P_CP10K:
+    if target == Key.TARGET:
         if adata.X is None:
             msg = "`adata.X` is empty; it must hold raw counts to compute the 'log1p_cp10k' target."
             raise ValueError(msg)
@@ -50,7 +48,7 @@ def target_matrix(adata: AnnData, target: str):
         return log1p_cp10k(adata.X), True
     msg = (
         f"Target layer {target!r} not found. Available layers: {list_keys(adata.layers.keys())}; "
-        f"use target={LOG1P_CP10K!r} (computed from raw counts in X) or target='X'."
+        f"use target={Key.TARGET!r} (computed from raw counts in X) or target='X'."
     )
     raise KeyError(msg)
 
@@ -60,68 +58,36 @@ class GenePlan:
     """How target genes are chosen in each training fold."""
 
     fixed: np.ndarray | None  # boolean mask when genes do not change between folds
-    selection: dict[str, Any] = field(default_factory=dict)  # select_genes parameters when re-selected
-    values: Any = None  # statistics matrix (raw counts or log values)
+    selection: GeneSelection | None = None  # the select_genes rule rerun on each training set
+    values: Any = None  # statistics matrix of the rule (raw counts or log values)
     _cache: dict = field(default_factory=dict, repr=False)  # selection per training set (validated once, reused)
 
-    def genes_for(self, adata: AnnData, train: np.ndarray) -> np.ndarray:
+    def genes_for(self, var_names: pd.Index, train: np.ndarray) -> np.ndarray:
+        """Boolean ``(n_vars,)`` mask of the genes of the training rows ``train`` (cached per set of rows)."""
         if self.fixed is not None:
             return self.fixed
         key = np.asarray(train, dtype=np.int64).tobytes()
-        if key in self._cache:
-            return self._cache[key]
-        s = self.selection
-        _, sel = gene_scores(
-            self.values[train],
-            adata.var_names,
-            s["method"],
-            int(s["n_top_genes"]),
-            hvg_flavor=s["hvg_flavor"],
-            min_fraction=float(s["min_fraction"]),
-        )
-        if not sel.any():
-            raise no_gene_error(len(train), float(s["min_fraction"]), "the training spots")
-        self._cache[key] = sel
-        return sel
+        if key not in self._cache:
+            self._cache[key] = self.selection.select(self.values[train], var_names, "the training spots")[1]
+        return self._cache[key]
+
+    def record(self) -> dict | None:
+        """``params['gene_selection']``: the rule rerun on each training set, ``None`` for fixed genes."""
+        return None if self.selection is None else self.selection.record()
 
 
 def make_gene_plan(adata: AnnData, genes, select_on_train: bool) -> GenePlan:
     """The target genes of a fit: a fixed mask, or a selection rerun on each training set (:class:`GenePlan`)."""
     check_unique_var_names(adata, "mst.tl.predict_expression / fit_translator")
     if not isinstance(genes, str):
-        names = [str(g) for g in genes]
-        missing = [g for g in names if g not in adata.var_names]
-        if missing:
-            msg = f"{len(missing)} gene(s) not in `adata.var_names`: {missing[:10]}."
-            raise KeyError(msg)
-        if not names:
-            msg = "`genes` is an empty list."
-            raise ValueError(msg)
-        return GenePlan(fixed=adata.var_names.isin(names))
-    stored = adata.uns.get(genes, {}).get("params", {}) if isinstance(adata.uns.get(genes), dict) else {}
-    # re-select in each fold when the column came from select_genes (its parameters are stored), or when the default
-    # key is absent altogether (then: 50 highly variable genes); a user-made column is used as it is
+        return GenePlan(fixed=adata.var_names.isin(check_gene_list(adata, genes, "genes")))
+    stored = adata.uns[genes].get("params", {}) if isinstance(adata.uns.get(genes), dict) else {}
+    # re-select in each fold when the column came from select_genes (its rule is stored), or when the default key is
+    # absent altogether (then: the select_genes defaults); a user-made column is used as it is
     reselect = bool(stored) or (genes == Key.MORPH_TARGET and genes not in adata.var.columns)
-    if select_on_train and reselect and stored.get("method", "highly_variable") != "list":
-        sel = {
-            "n_top_genes": int(stored.get("n_top_genes", DEFAULT_N_TOP)),
-            "method": stored.get("method", "highly_variable"),
-            "hvg_flavor": stored.get("hvg_flavor", "pearson_residuals"),
-            "min_fraction": float(stored.get("min_fraction", 0.1)),
-            "layer": stored.get("layer"),
-        }
-        if sel["method"] not in ("highly_variable", "mean"):
-            msg = f"`adata.uns[{genes!r}]['params']['method']` is {sel['method']!r}; expected 'highly_variable' or 'mean'."
-            raise ValueError(msg)
-        try:
-            sel["n_top_genes"], sel["min_fraction"] = check_selection_params(sel["n_top_genes"], sel["min_fraction"])
-        except ValueError as e:
-            msg = f"The gene selection stored in `adata.uns[{genes!r}]['params']` is invalid: {e} Rerun `mst.pp.select_genes`."
-            raise ValueError(msg) from None
-        values = statistics_values(adata, sel["method"], sel["hvg_flavor"], sel["layer"])
-        if sparse.issparse(values):
-            values = values.tocsr()
-        return GenePlan(fixed=None, selection=sel, values=values)
+    if select_on_train and reselect and stored.get("method") != "list":
+        rule = GeneSelection.from_params(stored, genes)
+        return GenePlan(fixed=None, selection=rule, values=rule.values(adata))
     col = bool_column(
         adata,
         "var",

@@ -1,7 +1,7 @@
 """The model inputs of the translation functions: features (own patch, context patches), spatial context, target.
 
 Shared by :func:`~morphst.tl.predict_expression`, :func:`~morphst.tl.fit_translator`, :class:`~morphst.tl.Translator`
-and :func:`~morphst.tl.learn_features`, which validate their inputs the same way.
+and :func:`~morphst.tl.learn_translation_features` (through :class:`~morphst.tl._translation._recipe.Recipe`).
 """
 
 from __future__ import annotations

@@ -29,13 +29,17 @@ import numpy as np
 
 MAGIC = b"MORPHST\x00TRANSLATOR\n"
 FORMAT = "morphst.Translator"
-FORMAT_VERSION = 1
+#: The version this morphst writes; it reads :data:`READABLE_VERSIONS` (1: the recipe spread over attributes).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _LEN = struct.Struct("<Q")
 _SHA_LEN = 32
 #: modules whose classes may be rebuilt on load (by attribute dict, no constructor call)
 _ALLOWED_MODULES = ("sklearn.",)
 #: morphst classes that may be rebuilt the same way (fitted state: arrays, numbers, strings)
-_ALLOWED_CLASSES = ("morphst.tl._translation._head:FeatureHead",)
+_ALLOWED_CLASSES = ("morphst.tl._nn._head:FeatureHead",)
+#: classes stored under a former path, rebuilt from the current one
+_MOVED_CLASSES = {"morphst.tl._translation._head:FeatureHead": "morphst.tl._nn._head:FeatureHead"}
 _PICKLE_PREFIXES = (b"\x80", b"\x78\x9c", b"\x1f\x8b", b"ZF", b"BZh", b"\xfd7zXZ")  # pickle / joblib-compressed
 
 
@@ -168,8 +172,8 @@ def _decode(v: Any, arrays: list[np.ndarray]) -> Any:
             raise TypeError(msg)
         return getattr(importlib.import_module(mod), name)
     if "__object__" in v:
-        mod, name = v["__object__"].split(":")
-        if not mod.startswith(_ALLOWED_MODULES) and v["__object__"] not in _ALLOWED_CLASSES:
+        mod, name = _MOVED_CLASSES.get(v["__object__"], v["__object__"]).split(":")
+        if not mod.startswith(_ALLOWED_MODULES) and f"{mod}:{name}" not in _ALLOWED_CLASSES:
             msg = f"class {v['__object__']!r} is not allowed (only scikit-learn classes and morphst's FeatureHead are rebuilt)"
             raise TypeError(msg)
         cls = importlib.import_module(mod)
@@ -282,11 +286,11 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
         fmt = header.get("format") if isinstance(header, dict) else None
         raise _damaged(path, f"its header names the format {fmt!r}, not {FORMAT!r}")
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         versions = header.get("versions", {}) if isinstance(header.get("versions"), dict) else {}
         msg = (
             f"{path} is a morphst translator file in format version {version!r} (written by morphst "
-            f"{versions.get('morphst', '?')}); this morphst reads format version {FORMAT_VERSION}. Load it with the "
+            f"{versions.get('morphst', '?')}); this morphst reads format versions {list(READABLE_VERSIONS)}. Load it with the "
             "morphst version that wrote it (or a newer one), or refit and save with this one."
         )
         raise TranslatorFileError(msg)
@@ -309,14 +313,30 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
         state = _decode(header["payload"], arrays)
     except (KeyError, TypeError, ValueError, AttributeError, ImportError, IndexError) as e:
         raise _damaged(path, f"its content cannot be rebuilt ({type(e).__name__}: {e})") from None
-    return state, dict(header.get("versions", {}))
+    return (state if version == FORMAT_VERSION else _from_version_1(state)), dict(header.get("versions", {}))
 
 
 #: Attributes of a :class:`~morphst.tl.Translator` stored in its file, as ``Translator.__init__`` takes them.
 TRANSLATOR_STATE = (
-    "estimator", "genes", "use_rep", "target", "spatial_context", "n_features", "patch_params", "embed_params",
-    "params", "stain_reference", "blocks", "context_embed_params",
+    "estimator", "genes", "recipe", "n_features", "blocks", "patch_params", "embed_params", "context_embed_params",
+    "fit", "stain_reference",
 )  # fmt: skip
+#: Fields of the recipe that format version 1 kept in ``params`` (the rest of ``params`` is what the fit chose).
+_V1_RECIPE = ("genes", "library_key", "scale_per_library", "context_rep", "global_context", "alphas", "random_state")
+
+
+def _from_version_1(state: dict) -> dict:
+    """A format-1 state (the recipe spread over ``use_rep``, ``target``, ``spatial_context`` and ``params``) as a
+    format-2 one (``recipe`` and ``fit``)."""
+    params = dict(state.pop("params", None) or {})
+    recipe = {k: params.pop(k) for k in _V1_RECIPE if k in params}
+    for name in ("use_rep", "target", "spatial_context"):
+        recipe[name] = state.pop(name)
+    if "model" in params:
+        recipe["regressor"] = params.pop("model")
+    own = state["n_features"] // 2 if recipe["spatial_context"] else state["n_features"]
+    state["blocks"] = state.get("blocks") or [("patch", int(own))]
+    return {**state, "recipe": recipe, "fit": params}
 
 
 def save_translator(path: str | os.PathLike, estimator, attributes: dict, applicability) -> None:
@@ -340,7 +360,7 @@ def save_translator(path: str | os.PathLike, estimator, attributes: dict, applic
     except TypeError as e:
         msg = (
             f"This translator cannot be saved in morphst's format: {e} is neither arrays, numbers, strings nor "
-            "a (pure-Python) scikit-learn object. Use `model='ridge'`, `'mlp'` or a scikit-learn regressor "
+            "a (pure-Python) scikit-learn object. Use `regressor='ridge'`, `'mlp'` or a scikit-learn regressor "
             "whose fitted state is arrays (linear models, SVR, MLP, ...)."
         )
         raise TypeError(msg) from None

@@ -92,13 +92,13 @@ def make_model(
             )
             return est, f"StandardScaler -> PCA({n_pc}) -> MLPRegressor(256, early stopping)"
         if model == "head":
-            from ._head import FeatureHead
+            from .._nn import FeatureHead
 
             est = FeatureHead(blocks=_blocks(blocks, n_features), random_state=random_state)
             return est, est.describe()
         msg = f"Unknown `model` {model!r}; use 'ridge', 'mlp', 'head' or a scikit-learn regressor."
         raise ValueError(msg)
-    from ._head import FeatureHead
+    from .._nn import FeatureHead
 
     if isinstance(model, FeatureHead):
         est = clone(model).set_params(blocks=_blocks(blocks, n_features))
@@ -130,11 +130,11 @@ def fit_model(est, x, y, *, inner_groups=None, alphas=DEFAULT_ALPHAS, random_sta
     """
     from sklearn.linear_model import Ridge, RidgeCV
 
-    from ._head import FeatureHead
+    from .._nn import FeatureHead
 
     if isinstance(est, FeatureHead):  # early stopping on a held-out section of the training rows
         est.fit(x, y, groups=inner_groups)
-        return est, f"; chosen epoch {est.chosen_epoch_} ({est.validation_})"
+        return est, est.fit_note()
     steps = getattr(est, "named_steps", {})
     if not isinstance(steps.get("ridge"), RidgeCV) or len(x) <= MAX_ALPHA_ROWS:
         est.fit(x, y)

@@ -1,6 +1,7 @@
 """A fitted `Translator` on new spots: predictions, applicability scores and verdict, and the prediction table.
 
-Functions of a :class:`~morphst.tl.Translator` ``tr`` that read only its public attributes; the methods
+Functions of a :class:`~morphst.tl.Translator` ``tr`` (untyped here: the class imports this module) that read only
+its public attributes; the methods
 :meth:`~morphst.tl.Translator.predict`, ``applicability_scores``, ``predict_adata`` and ``predict_sdata`` call them.
 """
 
@@ -18,22 +19,27 @@ from ._folds import section_groups
 if TYPE_CHECKING:
     from anndata import AnnData
 
-    from ._translator import Translator
 
 
-def groups_of(tr: Translator, adata: AnnData, library_key: str | None) -> np.ndarray | None:
-    """Section of each spot: ``obs[library_key]`` (default: the training ``library_key``), or ``None``."""
-    return section_groups(adata, tr.library_key if library_key is None else library_key)
+def groups_of(tr, adata: AnnData, library_key: str | None) -> np.ndarray | None:
+    """Section of each spot: ``obs[library_key]`` (default: the training one if ``adata`` has it), or ``None``.
+
+    A ``library_key`` passed explicitly must be an ``obs`` column (``KeyError`` otherwise).
+    """
+    if library_key is None:
+        lk = tr.library_key
+        return section_groups(adata, lk) if lk is not None and lk in adata.obs.columns else None
+    return section_groups(adata, library_key)
 
 
-def domain_features(tr: Translator, adata: AnnData, feats: np.ndarray, library_key: str | None) -> np.ndarray:
+def domain_features(tr, adata: AnnData, feats: np.ndarray, library_key: str | None) -> np.ndarray:
     """The features the applicability domain was measured on: ``feats``, or those before per-section scaling."""
     if tr.applicability is not None and tr.applicability.before_scaling and tr.scale_per_library:
         return tr.features(adata, library_key=library_key, scaled=False)
     return feats
 
 
-def check_domain(tr: Translator, feats: np.ndarray, groups: np.ndarray | None):
+def check_domain(tr, feats: np.ndarray, groups: np.ndarray | None):
     """Scores and per-section verdict of ``feats``; warns naming the sections out of the training domain."""
     if tr.applicability is None:
         return None, None
@@ -43,7 +49,7 @@ def check_domain(tr: Translator, feats: np.ndarray, groups: np.ndarray | None):
     return scores, verdict
 
 
-def predict_scored(tr: Translator, adata: AnnData, library_key: str | None):
+def predict_scored(tr, adata: AnnData, library_key: str | None):
     """``(predictions, scores, verdict)``: features and applicability computed once (warns once)."""
     f = tr.features(adata, library_key=library_key)
     scores, verdict = check_domain(tr, domain_features(tr, adata, f, library_key), groups_of(tr, adata, library_key))
@@ -52,7 +58,7 @@ def predict_scored(tr: Translator, adata: AnnData, library_key: str | None):
 
 
 def prediction_table(
-    tr: Translator, adata: AnnData, library_key: str | None, extra: dict, uns: dict | None = None
+    tr, adata: AnnData, library_key: str | None, extra: dict, uns: dict | None = None
 ) -> AnnData:
     """Predictions of ``adata`` as a new table with its applicability scores and verdict (computed once)."""
     import anndata as ad
@@ -71,19 +77,19 @@ def prediction_table(
     return out
 
 
-def _write_domain(tr: Translator, out: AnnData, scores, verdict, library_key: str | None) -> None:
+def _write_domain(tr, out: AnnData, scores, verdict, library_key: str | None) -> None:
     if tr.applicability is None:
         return
     out.obs[Key.APPLICABILITY_SCORE] = scores.astype(np.float32)
     out.uns[Key.TRANSLATION]["applicability"] = tr.applicability.record(verdict, library_key)
 
 
-def _summary(tr: Translator) -> dict:
+def _summary(tr) -> dict:
     return {
         "use_rep": tr.use_rep,
         "spatial_context": tr.spatial_context,
         "n_genes": len(tr.genes),
-        "model_description": tr.params.get("model_description", ""),
+        "model_description": tr.fit["model_description"],
     }
 
 

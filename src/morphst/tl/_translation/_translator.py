@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 
 from ..._constants import Key
+from ..._utils import records_params
 from . import _apply
 from ._applicability import ApplicabilityDomain
 from ._features import context_caps, warn_caps
 from ._inputs import fitted_inputs
+from ._recipe import Recipe
 from ._predict import check_domain, domain_features, groups_of, predict_scored, prediction_table
 
 if TYPE_CHECKING:
@@ -36,29 +38,27 @@ class Translator:
         Fitted scikit-learn estimator mapping features ``(n, n_features)`` to ``(n, n_genes)``.
     genes
         Names of the predicted genes.
-    use_rep
-        ``obsm`` key of the features, ``"X_<model>"``.
-    target
-        Scale of the predictions (e.g. ``"log1p_cp10k"``).
-    spatial_context
-        ``k`` of the neighbour-mean features, or ``None``.
-    patch_params
-        ``uns['patches']['params']`` of the training table (patch µm, px, context), or ``{}``.
-    embed_params
-        Parameters of the embedding (model name, weights), or ``{}``.
+    recipe
+        The :class:`~morphst.tl._translation._recipe.Recipe` it was fit with (``use_rep``, ``target``,
+        ``spatial_context``, ``context_rep``, ``global_context``, ``scale_per_library``, ``library_key``, ...; the
+        regressor as its description); its fields are also attributes of the translator.
+    fit
+        What the fit chose: ``gene_selection``, ``model_description``, ``n_train``, ``alpha``, ``stain_method``,
+        ``spatial_context_capped``.
     params
-        Fitting parameters.
-    applicability
-        The :class:`~morphst.tl._translation._applicability.ApplicabilityDomain` fit on the training features (how far new
-        spots lie from them, calibrated on held-out training sections), or ``None`` (translators saved before it).
-    stain_reference
-        Arrays of the squidpy stain reference the training images were normalised to (``method``,
-        ``stain_matrix``, ``white_point``, ...), or ``None``.
+        ``recipe`` and ``fit`` as one dict.
     blocks
         ``[(name, width), ...]``: the column blocks of the model input (``"patch"``, ``"context:<key>"``,
         ``"neighbours"``, ``"section"``).
-    context_embed_params
-        Embedding parameters of each ``context_rep`` key (model, weights, ``context_index``), or ``{}``.
+    patch_params
+        ``uns['patches']['params']`` of the training table (patch µm, px, context), or ``{}``.
+    embed_params, context_embed_params
+        ``uns[use_rep]['params']`` of the training table, and that of each ``context_rep`` key, or ``{}``.
+    applicability
+        The :class:`~morphst.tl._translation._applicability.ApplicabilityDomain` fit on the training features (how
+        far new spots lie from them, calibrated on held-out training sections).
+    stain_reference
+        Arrays of the squidpy stain reference the training images were normalised to, or ``None``.
     """
 
     def __init__(
@@ -66,34 +66,29 @@ class Translator:
         estimator,
         genes: Sequence[str],
         *,
-        use_rep: str,
-        target: str,
-        spatial_context: int | None,
+        recipe: dict,
         n_features: int,
+        blocks: Sequence[Sequence],
         patch_params: dict | None = None,
         embed_params: dict | None = None,
-        params: dict | None = None,
+        context_embed_params: dict | None = None,
+        fit: dict | None = None,
         applicability: ApplicabilityDomain | dict | None = None,
         stain_reference: dict | None = None,
-        blocks: Sequence[Sequence] | None = None,
-        context_embed_params: dict | None = None,
     ) -> None:
         self.estimator = estimator
         self.genes = [str(g) for g in genes]
-        self.use_rep = use_rep
-        self.target = target
-        self.spatial_context = spatial_context
+        self.recipe = Recipe.from_record(recipe)
         self.n_features = int(n_features)
+        self.blocks = [(str(n), int(w)) for n, w in blocks]
         self.patch_params = dict(patch_params or {})
         self.embed_params = dict(embed_params or {})
-        self.params = dict(params or {})
+        self.context_embed_params = dict(context_embed_params or {})
+        self.fit = dict(fit or {})
         if isinstance(applicability, dict):
             applicability = ApplicabilityDomain.from_state(applicability)
         self.applicability = applicability
         self.stain_reference = None if stain_reference is None else dict(stain_reference)
-        own = n_features // 2 if spatial_context else n_features
-        self.blocks = [(str(n), int(w)) for n, w in blocks] if blocks else [("patch", int(own))]
-        self.context_embed_params = dict(context_embed_params or {})
 
     def __repr__(self) -> str:
         ctx = f", spatial_context={self.spatial_context}" if self.spatial_context else ""
@@ -125,7 +120,8 @@ class Translator:
         """
         from ._io import TRANSLATOR_STATE, save_translator
 
-        save_translator(path, self.estimator, {k: getattr(self, k) for k in TRANSLATOR_STATE}, self.applicability)
+        state = {k: getattr(self, k) for k in TRANSLATOR_STATE}
+        save_translator(path, self.estimator, {**state, "recipe": self.recipe.record()}, self.applicability)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Translator:
@@ -155,31 +151,48 @@ class Translator:
         from ._io import read_translator
 
         state = read_translator(path)
-        est = state.pop("estimator")
-        genes = state.pop("genes")
-        params = dict(state.pop("params", None) or {})
-        return cls(est, genes, params=params, **state)
+        return cls(state.pop("estimator"), state.pop("genes"), **state)
 
     # ---- prediction ---------------------------------------------------------------------------------------------
     @property
+    def params(self) -> dict:
+        """The recipe and what the fit chose, as one dict (as in ``uns[key]['params']``)."""
+        return records_params(**self.recipe.record(), **self.fit)
+
+    @property
+    def use_rep(self) -> str:
+        """``obsm`` key of the features, ``"X_<model>"``."""
+        return self.recipe.use_rep
+
+    @property
+    def target(self) -> str:
+        """Scale of the predictions (e.g. ``"log1p_cp10k"``)."""
+        return self.recipe.target
+
+    @property
+    def spatial_context(self) -> int | None:
+        """``k`` of the neighbour-mean features, or ``None``."""
+        return self.recipe.spatial_context
+
+    @property
     def library_key(self) -> str | None:
         """``obs`` column of sections used in training (``None`` if none)."""
-        return self.params.get("library_key")
+        return self.recipe.library_key
 
     @property
     def scale_per_library(self) -> bool:
         """Whether features are standardised within each section (see :func:`fit_translator`)."""
-        return bool(self.params.get("scale_per_library", False))
+        return self.recipe.scale_per_library
 
     @property
     def context_rep(self) -> list[str]:
         """``obsm`` keys of the context-patch embeddings the model reads (``[]`` if none)."""
-        return [n.removeprefix("context:") for n, _ in self.blocks if n.startswith("context:")]
+        return list(self.recipe.context_rep or ())
 
     @property
     def global_context(self) -> bool:
         """Whether the section's mean embedding is a model input."""
-        return any(n == "section" for n, _ in self.blocks)
+        return self.recipe.global_context
 
     def features(self, adata: AnnData, *, library_key: str | None = None, scaled: bool = True) -> np.ndarray:
         """The model input of ``adata``: ``obsm[use_rep]``, context patches, neighbour mean, section mean.

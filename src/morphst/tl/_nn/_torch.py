@@ -1,4 +1,5 @@
-"""Training plumbing shared by the learned-feature objectives: options, seeding, device, early stopping."""
+"""Training plumbing shared by the translation head and the learned-feature objectives: options, seeding, device,
+the inner early-stopping split."""
 
 from __future__ import annotations
 

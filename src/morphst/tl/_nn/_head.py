@@ -50,8 +50,8 @@ class FeatureHead(RegressorMixin, BaseEstimator):
     """Translation head on frozen patch features: one token per input block, a fused hidden layer, gene read-out.
 
     A scikit-learn regressor (``fit(X, y, groups=None)``, ``predict``, ``transform``) trained with torch; see the
-    module docstring for the method. Pass it as ``model=`` to :func:`morphst.tl.predict_expression` or
-    :func:`morphst.tl.fit_translator` (``model="head"`` uses the defaults), which set ``blocks`` from the features
+    module docstring for the method. Pass it as ``regressor=`` to :func:`morphst.tl.predict_expression` or
+    :func:`morphst.tl.fit_translator` (``regressor="head"`` uses the defaults), which set ``blocks`` from the features
     they assemble.
 
     Parameters
@@ -62,12 +62,17 @@ class FeatureHead(RegressorMixin, BaseEstimator):
     n_hidden
         Width of each block's token and of the fused hidden layer (the learned representation).
     max_epochs, patience, learning_rate, weight_decay, dropout, batch_size
-        The optimiser and stopping rule (:class:`morphst.tl._learn._torch.TrainOptions`).
+        The optimiser and stopping rule (:class:`~morphst.tl.TrainOptions`).
     correlation_weight
         Weight of ``1 - mean Pearson r`` in the loss (the mean squared error of standardised genes has weight 1).
     refit
         After early stopping on the held-out section, refit on every training row for the chosen number of
         epochs (``True``) or keep the early-stopped weights (``False``).
+    ensemble
+        With two or more training sections (``groups`` of :meth:`fit`), train one head per training section held
+        out for early stopping (seed ``random_state + i`` for the ``i``-th section in sorted order) and average
+        their predictions (``n_members_`` records the size); ``False``, or one section: one head, early-stopped on
+        one held-out section (or 20 % of the rows).
     random_state
         Seed of the initialisation, the batches, dropout and the inner split (repeatable on the CPU).
     device
@@ -76,13 +81,17 @@ class FeatureHead(RegressorMixin, BaseEstimator):
     Attributes
     ----------
     weights_
-        Fitted arrays: per block ``W`` ``(width, n_hidden)`` and ``b``; the fusion layer; the read-out.
+        Fitted arrays: per block ``W`` ``(width, n_hidden)`` and ``b``; the fusion layer; the read-out (a list of
+        such dicts, one per member, for an ensemble).
+    n_members_
+        Number of heads averaged (1 without an ensemble).
     x_mean_, x_scale_, y_mean_, y_scale_
         Standardisation of inputs and targets on the training rows.
     curve_
         The early-stopping run, one value per epoch: ``{"epoch", "train_loss", "val_loss", "val_pcc": ndarray}``.
     chosen_epoch_
-        Number of epochs kept (best validation PCC).
+        Number of epochs kept (best validation PCC); for an ensemble, the rounded mean over its members
+        (``chosen_epochs_`` lists them).
     validation_
         How the early-stopping rows were chosen.
     """
@@ -100,6 +109,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         batch_size: int = 128,
         correlation_weight: float = 1.0,
         refit: bool = True,
+        ensemble: bool = True,
         random_state: int = 0,
         device: str | None = None,
     ) -> None:
@@ -113,6 +123,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         self.batch_size = batch_size
         self.correlation_weight = correlation_weight
         self.refit = refit
+        self.ensemble = ensemble
         self.random_state = random_state
         self.device = device
 
@@ -126,12 +137,13 @@ class FeatureHead(RegressorMixin, BaseEstimator):
             f"MSE + {self.correlation_weight:g} x (1 - PCC); AdamW lr {self.learning_rate:g}, weight decay "
             f"{self.weight_decay:g}, dropout {self.dropout:g}; early stopping on a held-out training section"
             + (", then refit on all training rows" if self.refit else "")
+            + ("; one head per held-out training section, predictions averaged" if self.ensemble else "")
             + ")"
         )
 
     def options(self):
-        """The optimiser options as a checked :class:`~morphst.tl._learn._torch.TrainOptions`."""
-        from .._learn._torch import TrainOptions
+        """The optimiser options as a checked :class:`~morphst.tl.TrainOptions`."""
+        from ._torch import TrainOptions
 
         return TrainOptions(
             max_epochs=self.max_epochs,
@@ -179,13 +191,13 @@ class FeatureHead(RegressorMixin, BaseEstimator):
 
         return Net()
 
-    def _train(self, x, y, fit_rows, val_rows, n_epochs, opts, device):
+    def _train(self, x, y, fit_rows, val_rows, n_epochs, opts, device, seed):
         """Train a fresh network; with ``val_rows`` track the validation PCC and keep the best epoch's weights."""
         import torch
 
-        from .._learn._torch import seeded_generator
+        from ._torch import seeded_generator
 
-        gen = seeded_generator(self.random_state)
+        gen = seeded_generator(seed)
         net = self._network(x.shape[1], y.shape[1]).to(device)
         opt = torch.optim.AdamW(net.parameters(), lr=opts.learning_rate, weight_decay=opts.weight_decay)
         xt = torch.from_numpy(x).to(device)
@@ -249,7 +261,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         """
         import torch
 
-        from .._learn._torch import inner_validation_split, resolve_train_device
+        from ._torch import resolve_train_device
 
         opts = self.options()
         x = np.asarray(X, dtype=np.float64)
@@ -266,33 +278,74 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         ys = ((yy - self.y_mean_) / self.y_scale_).astype(np.float32)
         device = resolve_train_device(self.device)
         rows = np.arange(len(x))
-        fit_rows, val_rows, how = inner_validation_split(rows, groups, self.random_state)
         threads = torch.get_num_threads()
         if device.type == "cpu":  # small matrices: one thread avoids start-up and oversubscription costs
             torch.set_num_threads(1)
+        members, curves, chosen, hows = [], [], [], []
         try:
-            net, curve, chosen = self._train(xs, ys, fit_rows, val_rows, opts.max_epochs, opts, device)
-            if self.refit:
-                net, _, _ = self._train(xs, ys, rows, None, chosen, opts, device)
+            for fit_rows, val_rows, how, seed in self._splits(rows, groups):
+                net, curve, epochs = self._train(xs, ys, fit_rows, val_rows, opts.max_epochs, opts, device, seed)
+                if self.refit:
+                    net, _, _ = self._train(xs, ys, rows, None, epochs, opts, device, seed)
+                members.append(self._export(net.cpu(), x.shape[1]))
+                curves.append(pd.DataFrame(curve).assign(member=len(curves)))
+                chosen.append(int(epochs))
+                hows.append(how)
         finally:
             torch.set_num_threads(threads)
-        self.weights_ = self._export(net.cpu(), x.shape[1])
-        frame = pd.DataFrame(curve)
+        one = len(members) == 1
+        self.weights_ = members[0] if one else members
+        frame = curves[0].drop(columns="member") if one else pd.concat(curves, ignore_index=True)
         self.curve_ = {c: frame[c].to_numpy(np.float64) for c in frame.columns}
-        self.chosen_epoch_ = int(chosen)
-        self.validation_ = how
+        self.n_members_ = len(members)
+        self.chosen_epochs_ = chosen
+        self.chosen_epoch_ = chosen[0] if one else round(float(np.mean(chosen)))
+        self.validation_ = hows[0] if one else f"{len(members)} heads, one per held-out training section"
         self.n_features_in_ = x.shape[1]
         return self
 
-    def transform(self, X) -> np.ndarray:
-        """The learned representation: the fused hidden layer, ``(n, n_hidden)`` float32."""
-        w = self.weights_
-        x = (np.asarray(X, dtype=np.float64) - self.x_mean_) / self.x_scale_
+    def _splits(self, rows: np.ndarray, groups) -> list[tuple[np.ndarray, np.ndarray, str, int]]:
+        """``[(fit_rows, val_rows, how, seed), ...]``: one per training section (ensemble), else one inner split."""
+        from ._torch import inner_validation_split
+
+        if self.ensemble and groups is not None:
+            g = np.asarray(groups).astype(str)
+            names = np.unique(g)
+            if len(names) >= 2:
+                return [
+                    (rows[g != name], rows[g == name], f"section {str(name)!r} held out", int(self.random_state) + i)
+                    for i, name in enumerate(names)
+                ]
+        fit_rows, val_rows, how = inner_validation_split(rows, groups, self.random_state)
+        return [(fit_rows, val_rows, how, self.random_state)]
+
+    def fit_note(self) -> str:
+        """What the fit chose, for the model description: the epochs kept and how they were chosen."""
+        if self.n_members_ == 1:
+            return f"; chosen epoch {self.chosen_epoch_} ({self.validation_})"
+        return (
+            f"; ensemble of {self.n_members_} heads (one per held-out training section), epochs {self.chosen_epochs_}"
+        )
+
+    def _members(self) -> list[dict]:
+        return self.weights_ if isinstance(self.weights_, list) else [self.weights_]
+
+    def _hidden(self, x: np.ndarray, w: dict) -> np.ndarray:
         slices = self._block_slices(x.shape[1])
         toks = [_gelu(x[:, s] @ W + b) for (_, s), W, b in zip(slices, w["token_W"], w["token_b"], strict=True)]
         return _gelu(np.hstack(toks) @ w["fuse_W"] + w["fuse_b"]).astype(np.float32)
 
+    def transform(self, X) -> np.ndarray:
+        """The learned representation: the fused hidden layer, ``(n, n_hidden)`` float32 (an ensemble: its members'
+        layers side by side, ``(n, n_hidden * n_members_)``)."""
+        x = (np.asarray(X, dtype=np.float64) - self.x_mean_) / self.x_scale_
+        return np.hstack([self._hidden(x, w) for w in self._members()])
+
     def predict(self, X) -> np.ndarray:
-        """Predicted targets ``(n, n_genes)`` on the scale of ``y``."""
-        h = self.transform(X).astype(np.float64)
-        return (h @ self.weights_["out_W"] + self.weights_["out_b"]) * self.y_scale_ + self.y_mean_
+        """Predicted targets ``(n, n_genes)`` on the scale of ``y`` (an ensemble: the mean of its members')."""
+        x = (np.asarray(X, dtype=np.float64) - self.x_mean_) / self.x_scale_
+        preds = [
+            (self._hidden(x, w).astype(np.float64) @ w["out_W"] + w["out_b"]) * self.y_scale_ + self.y_mean_
+            for w in self._members()
+        ]
+        return preds[0] if len(preds) == 1 else np.mean(preds, axis=0)

@@ -1,0 +1,18 @@
+"""The torch floor below translation and learned features: training options, seeding, device, the head.
+
+Modules: ``_torch`` (:class:`TrainOptions`, seeded generators, device resolution, the inner early-stopping split),
+``_head`` (:class:`FeatureHead`, the translation head on frozen patch features). Imported by
+``tl/_translation`` and ``tl/_learn``; imports neither.
+"""
+
+from ._head import FeatureHead, column_pcc
+from ._torch import TrainOptions, inner_validation_split, resolve_train_device, seeded_generator
+
+__all__ = [
+    "FeatureHead",
+    "TrainOptions",
+    "column_pcc",
+    "inner_validation_split",
+    "resolve_train_device",
+    "seeded_generator",
+]
