@@ -34,7 +34,14 @@ DenseNet-121 head seeds 0.515 / 0.505 / 0.508, the mean of their predictions 0.5
 0.586 / 0.523 / 0.449); ridge on the same inputs 0.491 / 0.520 / 0.564 / 0.489 / 0.405. Random Gaussian features of
 the same shapes: −0.026 to 0.019 (ridge) and −0.027 to −0.001 (head) over 3 seeds. The noise ceiling √ρ of the
 fold's 50 genes is 0.82–0.84 in every section (ρ 0.67–0.71): the best mean PCC (0.527) reaches about 64 % of it.
-Seconds are wall time of one five-fold ``predict_expression`` at that load.
+Seconds are wall time of one five-fold ``predict_expression`` at that load. The full run (``--skip-variants``, same
+day, load 14 falling to 5, 991 s; its head figures were identical to the line above) added::
+
+    RESULT densenet121_pcc=0.423 default_pcc=0.348 random_like_densenet121=-0.003±0.021 best_pcc=0.462
+    best=densenet121+spatial_context=8 ...
+
+Random Gaussian features of the encoders' shapes through ridge: −0.003 ± 0.021 (DenseNet-121 shape), 0.008 ± 0.005
+(Lite0), −0.007 with 8 neighbours; the random-initialised DenseNet-121 0.322 (0.365 with 8 neighbours).
 
 Usage: ``python benchmarks/translation_her2st.py [--data-dir DIR] [--weights-dir DIR] [--cache DIR] [--seeds N]
 [--skip-variants] [--head-only] [--smoke]``. ``--smoke``: synthetic five-section table, random features, fewer rows,
