@@ -18,7 +18,7 @@ Controls printed from the same run (PROTOCOL "Controls"):
 - random Gaussian features of the same shape as each encoder's features through the same model (``--seeds`` seeds,
   mean ± sd); a morphology figure is a gain only outside that spread;
 - head vs ridge on IDENTICAL inputs, genes and folds (own patch + 224/448 µm context patches + 8 neighbours + section
-  mean; DenseNet-121 and EfficientNet-Lite0): ridge once, ``model="head"`` with ``--seeds`` seeds (mean ± sd), the
+  mean; DenseNet-121 and EfficientNet-Lite0): ridge once, ``regressor="head"`` with ``--seeds`` seeds (mean ± sd), the
   PCC of the mean of those seeds' predictions, and the seconds of each five-fold head run.
 
 Last run of the head-vs-ridge part (``--head-only --cache DIR``, 2026-12-05, this 2-core machine shared with other
@@ -195,7 +195,7 @@ def honest_table(adata, seeds: list[int], *, smoke: bool = False) -> pd.DataFram
     if not smoke:
         rows.append(run(adata, "densenet121+efficientnet_lite0", rep))
         rows.append(run(adata, "densenet121+efficientnet_lite0 + spatial_context=8", rep, spatial_context=8))
-        rows.append(run(adata, "densenet121, model=mlp", "X_densenet121", model="mlp"))
+        rows.append(run(adata, "densenet121, model=mlp", "X_densenet121", regressor="mlp"))
     return pd.DataFrame(rows).set_index("config")
 
 
@@ -215,7 +215,7 @@ def variants_table(adata) -> pd.DataFrame:
 
 def seeded(head, seed: int):
     """``"head"`` as it is (``predict_expression`` seeds it with ``random_state``), or a copy of an estimator with
-    ``random_state=seed`` (an estimator passed as ``model=`` keeps its own seed)."""
+    ``random_state=seed`` (an estimator passed as ``regressor=`` keeps its own seed)."""
     if isinstance(head, str):
         return head
     from sklearn.base import clone
@@ -231,7 +231,7 @@ def head_vs_ridge(adata, rep: str, seeds: list[int], head) -> tuple[pd.DataFrame
     genes = fold_genes(adata, "bench")
     heads, preds = [], []
     for s in seeds:
-        heads.append(run(adata, f"head seed {s}", rep, context_rep=ctx, model=seeded(head, s), random_state=s, **full))
+        heads.append(run(adata, f"head seed {s}", rep, context_rep=ctx, regressor=seeded(head, s), random_state=s, **full))
         if fold_genes(adata, "bench") != genes:
             raise RuntimeError("the head's folds chose other genes than ridge's: inputs are not identical")
         preds.append(adata.layers["bench"].astype(np.float64))
@@ -245,7 +245,7 @@ def head_vs_ridge(adata, rep: str, seeds: list[int], head) -> tuple[pd.DataFrame
     for s in seeds:
         g = random_like(adata, [rep, *ctx], s)
         ctl_r.append(run(adata, "", g[0], context_rep=g[1:], **full))
-        ctl_h.append(run(adata, "", g[0], context_rep=g[1:], model=seeded(head, s), random_state=s, **full))
+        ctl_h.append(run(adata, "", g[0], context_rep=g[1:], regressor=seeded(head, s), random_state=s, **full))
     rows += [spread(ctl_r, "CONTROL random Gaussian, same shapes -> ridge")]
     rows += [spread(ctl_h, "CONTROL random Gaussian, same shapes -> head")]
     gain = np.array([h["mean_pcc"] - ridge["mean_pcc"] for h in heads])
