@@ -86,3 +86,20 @@ def check_counts(x, where: str, *, logged: bool = False, fix: str = "") -> None:
             "np.rint(adata.X)`)."
         )
         raise ValueError(msg)
+
+
+def raw_counts(adata, layer: str | None, *, empty: str, fix: str):
+    """``adata.X`` or ``adata.layers[layer]``, checked with :func:`check_counts`; ``(values, where)``.
+
+    ``empty`` ends the message when the source is ``None``; ``fix`` says what to pass instead.
+    """
+    if layer is not None and layer not in adata.layers:
+        msg = f"Layer {layer!r} not found. Available layers: {sorted(adata.layers.keys())}; `layer=None` uses X."
+        raise KeyError(msg)
+    src = adata.X if layer is None else adata.layers[layer]
+    where = "`adata.X`" if layer is None else f"`adata.layers[{layer!r}]`"
+    if src is None:
+        msg = f"{where} is empty; {empty}"
+        raise ValueError(msg)
+    check_counts(src, where, logged=layer is None and "log1p" in adata.uns, fix=fix)
+    return src, where

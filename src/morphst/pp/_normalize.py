@@ -11,7 +11,7 @@ from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, inject_docs
 from .._utils import get_adata, records_params
-from .._utils._checks import check_counts, check_expression
+from .._utils._checks import check_expression, raw_counts
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -110,20 +110,12 @@ def normalize(
     if not isinstance(key_added, str) or not key_added:
         msg = f"`key_added` must be a non-empty string (the layer name to write), got {key_added!r}."
         raise ValueError(msg)
-    if layer is not None and layer not in adata.layers:
-        msg = f"Layer {layer!r} not found. Available layers: {sorted(adata.layers.keys())}; `layer=None` uses X."
-        raise KeyError(msg)
-    src = adata.X if layer is None else adata.layers[layer]
-    where = "`adata.X`" if layer is None else f"`adata.layers[{layer!r}]`"
-    if src is None:
-        msg = f"{where} is empty; nothing to normalise."
-        raise ValueError(msg)
     fix = (
         "`mst.pp.normalize` needs raw counts: pass `layer=` naming a layer of raw counts (e.g. `layer='counts'`); "
         "if the values are already log-normalised, use them as they are (e.g. `target=` in "
         "`mst.tl.predict_expression`) instead of normalising again."
     )
-    check_counts(src, where, logged=layer is None and "log1p" in adata.uns, fix=fix)
+    src, where = raw_counts(adata, layer, empty="nothing to normalise.", fix=fix)
     if copy:
         adata = adata.copy()
         src = adata.X if layer is None else adata.layers[layer]

@@ -20,7 +20,7 @@ from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
 from .._utils import get_adata, records_params
-from .._utils._checks import check_counts, check_expression
+from .._utils._checks import check_expression, raw_counts
 from .._utils._graph import sections
 from .._utils._stats import pearson_columns
 from ..pp._normalize import _check_target_sum, log1p_cp10k
@@ -80,17 +80,8 @@ def _gene_columns(adata: AnnData, genes) -> np.ndarray:
 
 def _counts(adata: AnnData, layer: str | None):
     """The raw counts (``X`` or a layer), checked to be non-negative integers."""
-    if layer is not None and layer not in adata.layers:
-        msg = f"Layer {layer!r} not found. Available layers: {sorted(adata.layers.keys())}; `layer=None` uses X."
-        raise KeyError(msg)
-    src = adata.X if layer is None else adata.layers[layer]
-    where = "`adata.X`" if layer is None else f"`adata.layers[{layer!r}]`"
-    if src is None:
-        msg = f"{where} is empty; the noise ceiling needs raw counts."
-        raise ValueError(msg)
     fix = "The noise ceiling thins raw counts: pass `layer=` naming a layer of raw counts (e.g. `layer='counts'`)."
-    check_counts(src, where, logged=layer is None and "log1p" in adata.uns, fix=fix)
-    return src
+    return raw_counts(adata, layer, empty="the noise ceiling needs raw counts.", fix=fix)[0]
 
 
 def _thin(x, rng: np.random.Generator):
