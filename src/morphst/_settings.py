@@ -9,6 +9,14 @@ import os
 from pathlib import Path
 
 
+def _path_or_env(path: Path | None, env: str) -> Path | None:
+    """``path`` when set, else the path in the environment variable ``env``, else ``None``."""
+    if path is not None:
+        return path
+    value = os.environ.get(env)
+    return Path(value) if value else None
+
+
 class _Settings:
     """morphst settings, available as ``mst.settings``.
 
@@ -57,10 +65,7 @@ class _Settings:
 
     @property
     def data_dir(self) -> Path | None:
-        if self._data_dir is not None:
-            return self._data_dir
-        env = os.environ.get("MORPHST_DATA_DIR")
-        return Path(env) if env else None
+        return _path_or_env(self._data_dir, "MORPHST_DATA_DIR")
 
     @data_dir.setter
     def data_dir(self, value: str | os.PathLike | None) -> None:
@@ -68,10 +73,7 @@ class _Settings:
 
     @property
     def weights_dir(self) -> Path | None:
-        if self._weights_dir is not None:
-            return self._weights_dir
-        env = os.environ.get("MORPHST_WEIGHTS_DIR")
-        return Path(env) if env else None
+        return _path_or_env(self._weights_dir, "MORPHST_WEIGHTS_DIR")
 
     @weights_dir.setter
     def weights_dir(self, value: str | os.PathLike | None) -> None:

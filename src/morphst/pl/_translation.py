@@ -13,7 +13,7 @@ from .._docs import plot_docs
 from .._utils import check_unique_var_names, get_adata, list_keys
 from ._maps import panel_grid
 from ._spatial import build_panels, draw_panel, resolve_sections
-from ._utils import finish
+from ._utils import finish, gene_list
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -175,10 +175,7 @@ def predicted_vs_observed(
     check_unique_var_names(adata, "mst.pl.predicted_vs_observed")
     res = _check_predicted(adata, key)
     layer = _observed_layer(adata, res, key, layer)
-    genes = [genes] if isinstance(genes, str) else [str(g) for g in genes]
-    if not genes:
-        msg = "`genes` is empty; pass one or more predicted genes."
-        raise ValueError(msg)
+    genes = gene_list(genes)
     genes, shown = _by_symbol(adata, genes, gene_symbols)
     mask_col = f"{key}_mask"
     predicted = (
