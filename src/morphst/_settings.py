@@ -9,12 +9,29 @@ import os
 from pathlib import Path
 
 
-def _path_or_env(path: Path | None, env: str) -> Path | None:
-    """``path`` when set, else the path in the environment variable ``env``, else ``None``."""
-    if path is not None:
-        return path
-    value = os.environ.get(env)
-    return Path(value) if value else None
+class _EnvDir:
+    """A folder setting: the path set, else the path in the environment variable ``env``, else ``None``.
+
+    A ``str`` or ``PathLike`` set is kept as a :class:`~pathlib.Path`; ``None`` unsets it.
+    """
+
+    def __init__(self, env: str) -> None:
+        self.env = env
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = f"_{name}"
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Path | None:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        path = getattr(obj, self.attr)
+        if path is not None:
+            return path
+        value = os.environ.get(self.env)
+        return Path(value) if value else None
+
+    def __set__(self, obj: object, value: str | os.PathLike | None) -> None:
+        setattr(obj, self.attr, None if value is None else Path(value))
 
 
 class _Settings:
@@ -40,6 +57,9 @@ class _Settings:
         Folder with local model weight files (default: ``$MORPHST_WEIGHTS_DIR``).
     """
 
+    data_dir = _EnvDir("MORPHST_DATA_DIR")
+    weights_dir = _EnvDir("MORPHST_WEIGHTS_DIR")
+
     def __init__(self) -> None:
         self.device: str = "auto"
         self.autocast: str = "auto"
@@ -62,22 +82,6 @@ class _Settings:
             raise ValueError(msg)
         self._verbosity = int(value)
         logger.setLevel(VERBOSITY_LEVELS[self._verbosity])
-
-    @property
-    def data_dir(self) -> Path | None:
-        return _path_or_env(self._data_dir, "MORPHST_DATA_DIR")
-
-    @data_dir.setter
-    def data_dir(self, value: str | os.PathLike | None) -> None:
-        self._data_dir = None if value is None else Path(value)
-
-    @property
-    def weights_dir(self) -> Path | None:
-        return _path_or_env(self._weights_dir, "MORPHST_WEIGHTS_DIR")
-
-    @weights_dir.setter
-    def weights_dir(self, value: str | os.PathLike | None) -> None:
-        self._weights_dir = None if value is None else Path(value)
 
     @property
     def cache_dir(self) -> Path:
