@@ -116,6 +116,17 @@ def plot_params(*, ax: str = "", figsize: str) -> str:
     )
 
 
+def plot_docs(*, ax: str = "", figsize: str, image: bool = False, **kwargs: str) -> Callable[[_T], _T]:
+    """:func:`inject_docs` for an ``mst.pl`` function.
+
+    Fills ``{plot_params}`` (:func:`plot_params` of ``ax`` and ``figsize``), ``{returns_fig}``, ``{image}`` when
+    ``image`` (the maps over the H&E), and the further ``kwargs``.
+    """
+    if image:
+        kwargs["image"] = doc_image
+    return inject_docs(plot_params=plot_params(ax=ax, figsize=figsize), returns_fig=doc_returns_fig, **kwargs)
+
+
 # ---- the translation recipe (mst.tl.predict_expression, fit_translator, learn_translation_features) ---------------
 
 #: ``use_rep``, ``genes`` and ``target``: what a translation maps from and to.
@@ -204,14 +215,15 @@ __all__ = [
     "doc_inputs",
     "doc_library_key",
     "doc_random_state",
+    "doc_recipe_library_key",
     "doc_regressor",
     "doc_returns_fig",
     "doc_scale_per_library",
     "doc_select_on_train",
     "doc_show_return",
     "doc_table_key",
-    "doc_recipe_library_key",
     "inject_docs",
+    "plot_docs",
     "plot_params",
     "recipe_docs",
 ]

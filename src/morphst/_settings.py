@@ -9,6 +9,31 @@ import os
 from pathlib import Path
 
 
+class _EnvDir:
+    """A folder setting: the path set, else the path in the environment variable ``env``, else ``None``.
+
+    A ``str`` or ``PathLike`` set is kept as a :class:`~pathlib.Path`; ``None`` unsets it.
+    """
+
+    def __init__(self, env: str) -> None:
+        self.env = env
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = f"_{name}"
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Path | None:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        path = getattr(obj, self.attr)
+        if path is not None:
+            return path
+        value = os.environ.get(self.env)
+        return Path(value) if value else None
+
+    def __set__(self, obj: object, value: str | os.PathLike | None) -> None:
+        setattr(obj, self.attr, None if value is None else Path(value))
+
+
 class _Settings:
     """morphst settings, available as ``mst.settings``.
 
@@ -32,6 +57,9 @@ class _Settings:
         Folder with local model weight files (default: ``$MORPHST_WEIGHTS_DIR``).
     """
 
+    data_dir = _EnvDir("MORPHST_DATA_DIR")
+    weights_dir = _EnvDir("MORPHST_WEIGHTS_DIR")
+
     def __init__(self) -> None:
         self.device: str = "auto"
         self.autocast: str = "auto"
@@ -54,28 +82,6 @@ class _Settings:
             raise ValueError(msg)
         self._verbosity = int(value)
         logger.setLevel(VERBOSITY_LEVELS[self._verbosity])
-
-    @property
-    def data_dir(self) -> Path | None:
-        if self._data_dir is not None:
-            return self._data_dir
-        env = os.environ.get("MORPHST_DATA_DIR")
-        return Path(env) if env else None
-
-    @data_dir.setter
-    def data_dir(self, value: str | os.PathLike | None) -> None:
-        self._data_dir = None if value is None else Path(value)
-
-    @property
-    def weights_dir(self) -> Path | None:
-        if self._weights_dir is not None:
-            return self._weights_dir
-        env = os.environ.get("MORPHST_WEIGHTS_DIR")
-        return Path(env) if env else None
-
-    @weights_dir.setter
-    def weights_dir(self, value: str | os.PathLike | None) -> None:
-        self._weights_dir = None if value is None else Path(value)
 
     @property
     def cache_dir(self) -> Path:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import Key
-from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
+from .._docs import plot_docs
 from .._utils import get_adata, list_keys
 from ._maps import APPLY_TRANSLATOR, section_grid, section_key
 from ._spatial import draw_panel
@@ -21,11 +21,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
-@inject_docs(
-    image=doc_image,
-    plot_params=plot_params(ax=", one per section (row-major)", figsize="about 3.8 inches per panel"),
-    returns_fig=doc_returns_fig,
-)
+@plot_docs(ax=", one per section (row-major)", figsize="about 3.8 inches per panel", image=True)
 def applicability(
     data: SpatialData | AnnData,
     *,

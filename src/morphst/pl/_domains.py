@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
-from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
+from .._docs import plot_docs
 from .._utils import get_adata, list_keys
 from ._spatial import (
     build_panels,
@@ -43,13 +43,10 @@ def _categorical(adata: AnnData, key: str) -> tuple[pd.Series, list[str]]:
     return labels, cats
 
 
-@inject_docs(
-    image=doc_image,
-    plot_params=plot_params(
-        ax=", one per panel (``n_sections`` or ``2 × n_sections`` with ``annotation_key``, row-major)",
-        figsize="about 3.6 inches per panel",
-    ),
-    returns_fig=doc_returns_fig,
+@plot_docs(
+    ax=", one per panel (``n_sections`` or ``2 × n_sections`` with ``annotation_key``, row-major)",
+    figsize="about 3.6 inches per panel",
+    image=True,
 )
 def domains(
     data: SpatialData | AnnData,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
-from .._docs import doc_returns_fig, inject_docs, plot_params
+from .._docs import plot_docs
 from .._utils import get_adata, list_keys
 from ._translation import fold_table, run_first
 from ._utils import finish, make_axes
@@ -23,7 +23,7 @@ Metric = Literal["pcc", "mae", "mse", "rmse"]
 _HIGHER_IS_BETTER = {"pcc": True, "mae": False, "mse": False, "rmse": False}
 
 
-@inject_docs(plot_params=plot_params(figsize="grows with the number of genes"), returns_fig=doc_returns_fig)
+@plot_docs(figsize="grows with the number of genes")
 def gene_metrics(
     data: SpatialData | AnnData,
     predicted_key: str = Key.PREDICTED,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import Key
-from .._docs import doc_returns_fig, doc_table_key, inject_docs, plot_params
+from .._docs import doc_table_key, plot_docs
 from .._utils import get_adata, list_keys
 from ._spatial import new_figure
 from ._utils import finish, make_axes
@@ -20,11 +20,9 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
-@inject_docs(
-    plot_params=plot_params(
-        ax=", one per panel (``n × (1 + n_context)``, spot by spot)", figsize="about 1.9 inches per panel"
-    ),
-    returns_fig=doc_returns_fig,
+@plot_docs(
+    ax=", one per panel (``n × (1 + n_context)``, spot by spot)",
+    figsize="about 1.9 inches per panel",
     table_key=doc_table_key,
 )
 def patches(

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import Key
-from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
+from .._docs import plot_docs
 from .._utils import list_keys
 from ._maps import APPLY_TRANSLATOR, section_grid, section_key, translator_table
 from ._spatial import draw_panel
-from ._utils import finish
+from ._utils import finish, gene_list
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -21,11 +21,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
-@inject_docs(
-    image=doc_image,
-    plot_params=plot_params(ax=", ``n_genes × n_sections`` of them (row-major)", figsize="about 3.8 inches per panel"),
-    returns_fig=doc_returns_fig,
-)
+@plot_docs(ax=", ``n_genes × n_sections`` of them (row-major)", figsize="about 3.8 inches per panel", image=True)
 def predicted_expression(
     data: SpatialData | AnnData,
     genes: str | Sequence[str],
@@ -92,10 +88,7 @@ def predicted_expression(
             "out-of-fold predictions next to measured expression use `mst.pl.predicted_vs_observed`."
         )
         raise KeyError(msg)
-    genes = [genes] if isinstance(genes, str) else [str(g) for g in genes]
-    if not genes:
-        msg = "`genes` is empty; pass one or more predicted genes."
-        raise ValueError(msg)
+    genes = gene_list(genes)
     missing = [g for g in genes if g not in adata.var_names]
     if missing:
         msg = f"Genes {missing} were not predicted by this translator. Predicted genes: {list_keys(adata.var_names)}."

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._constants import Key
-from .._docs import doc_returns_fig, inject_docs, plot_params
+from .._docs import plot_docs
 from .._utils import get_adata
 from ._utils import finish, get_tl_result, make_axes
 
@@ -28,10 +28,7 @@ QUADRANT_COLORS: dict[str, str] = {
 _ROMAN = {"translation": "I", "integration": "II", "noise": "III", "overestimation": "IV"}
 
 
-@inject_docs(
-    plot_params=plot_params(ax=": one, or one per panel (``1 + len(compare)``)", figsize="4.5 × 4 inches per panel"),
-    returns_fig=doc_returns_fig,
-)
+@plot_docs(ax=": one, or one per panel (``1 + len(compare)``)", figsize="4.5 × 4 inches per panel")
 def quadrants(
     data: SpatialData | AnnData,
     quadrants_key: str = Key.QUADRANTS,

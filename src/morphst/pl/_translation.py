@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
-from .._docs import doc_image, doc_returns_fig, inject_docs, plot_params
+from .._docs import plot_docs
 from .._utils import check_unique_var_names, get_adata, list_keys
 from ._maps import panel_grid
 from ._spatial import build_panels, draw_panel, resolve_sections
-from ._utils import finish
+from ._utils import finish, gene_list
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -98,11 +98,7 @@ def _column(x, j: int) -> np.ndarray:
     return np.asarray(col, dtype=float).ravel()
 
 
-@inject_docs(
-    image=doc_image,
-    plot_params=plot_params(ax=", ``2 × n_genes`` of them (row-major)", figsize="about 4.2 × 3.8 inches per panel"),
-    returns_fig=doc_returns_fig,
-)
+@plot_docs(ax=", ``2 × n_genes`` of them (row-major)", figsize="about 4.2 × 3.8 inches per panel", image=True)
 def predicted_vs_observed(
     data: SpatialData | AnnData,
     genes: str | Sequence[str],
@@ -179,10 +175,7 @@ def predicted_vs_observed(
     check_unique_var_names(adata, "mst.pl.predicted_vs_observed")
     res = _check_predicted(adata, key)
     layer = _observed_layer(adata, res, key, layer)
-    genes = [genes] if isinstance(genes, str) else [str(g) for g in genes]
-    if not genes:
-        msg = "`genes` is empty; pass one or more predicted genes."
-        raise ValueError(msg)
+    genes = gene_list(genes)
     genes, shown = _by_symbol(adata, genes, gene_symbols)
     mask_col = f"{key}_mask"
     predicted = (

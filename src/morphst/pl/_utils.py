@@ -92,6 +92,21 @@ def make_axes(
     return axs[0].figure, axs
 
 
+def gene_list(genes: str | Sequence[str]) -> list[str]:
+    """``genes`` (one name or several) as a list of names.
+
+    Raises
+    ------
+    ValueError
+        If ``genes`` is empty.
+    """
+    genes = [genes] if isinstance(genes, str) else [str(g) for g in genes]
+    if not genes:
+        msg = "`genes` is empty; pass one or more predicted genes."
+        raise ValueError(msg)
+    return genes
+
+
 def finish(fig: Figure, *, show: bool | None, return_fig: bool) -> Figure | None:
     """Return ``fig`` when ``return_fig``; else show it if ``show`` (``None``: in interactive mode) and return None."""
     import matplotlib
@@ -106,4 +121,4 @@ def finish(fig: Figure, *, show: bool | None, return_fig: bool) -> Figure | None
     return None
 
 
-__all__ = ["finish", "get_tl_result", "make_axes"]
+__all__ = ["finish", "gene_list", "get_tl_result", "make_axes"]

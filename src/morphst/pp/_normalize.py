@@ -34,6 +34,26 @@ def _check_target_sum(target_sum) -> float:
     return t
 
 
+def counts_inputs(
+    data: AnnData | SpatialData, table_key: str, fn: str, target_sum, key_added, what: str = ""
+) -> tuple[AnnData, float]:
+    """The table and ``target_sum`` of a function ``fn`` that normalises raw counts, after the checks it shares.
+
+    Raises
+    ------
+    ValueError
+        If the table holds no usable expression (:func:`~morphst._utils._checks.check_expression`), ``target_sum``
+        is not a positive number, or ``key_added`` (described by ``what`` in the message) is not a non-empty string.
+    """
+    adata = get_adata(data, table_key)
+    check_expression(adata, fn)
+    target_sum = _check_target_sum(target_sum)
+    if not isinstance(key_added, str) or not key_added:
+        msg = f"`key_added` must be a non-empty string{what}, got {key_added!r}."
+        raise ValueError(msg)
+    return adata, target_sum
+
+
 def log1p_cp10k(x, target_sum: float = 1e4):
     """``log1p(x / total_per_row * target_sum)`` for a counts matrix (dense or sparse), as float32.
 
@@ -104,12 +124,9 @@ def normalize(
         non-integer values, or (for ``X``) ``uns['log1p']`` is set (``X`` was log-transformed by
         :func:`scanpy.pp.log1p`). Nothing is written then.
     """
-    adata = get_adata(data, table_key)
-    check_expression(adata, "mst.pp.normalize")
-    target_sum = _check_target_sum(target_sum)
-    if not isinstance(key_added, str) or not key_added:
-        msg = f"`key_added` must be a non-empty string (the layer name to write), got {key_added!r}."
-        raise ValueError(msg)
+    adata, target_sum = counts_inputs(
+        data, table_key, "mst.pp.normalize", target_sum, key_added, " (the layer name to write)"
+    )
     fix = (
         "`mst.pp.normalize` needs raw counts: pass `layer=` naming a layer of raw counts (e.g. `layer='counts'`); "
         "if the values are already log-normalised, use them as they are (e.g. `target=` in "

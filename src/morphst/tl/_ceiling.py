@@ -19,11 +19,11 @@ from scipy import sparse
 from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
-from .._utils import get_adata, records_params
-from .._utils._checks import check_expression, raw_counts
+from .._utils import records_params
+from .._utils._checks import raw_counts
 from .._utils._graph import sections
 from .._utils._stats import pearson_columns
-from ..pp._normalize import _check_target_sum, log1p_cp10k
+from ..pp._normalize import counts_inputs, log1p_cp10k
 from ._integration._keys import resolve_library_key
 
 if TYPE_CHECKING:
@@ -180,12 +180,7 @@ def noise_ceiling(
         names a non-boolean column, ``obs[library_key]`` has missing values, ``target_sum`` is not positive or
         ``key_added`` is empty. Nothing is written then.
     """
-    adata = get_adata(data, table_key)
-    check_expression(adata, "mst.tl.noise_ceiling")
-    target_sum = _check_target_sum(target_sum)
-    if not isinstance(key_added, str) or not key_added:
-        msg = f"`key_added` must be a non-empty string, got {key_added!r}."
-        raise ValueError(msg)
+    adata, target_sum = counts_inputs(data, table_key, "mst.tl.noise_ceiling", target_sum, key_added)
     src = _counts(adata, layer)
     cols = _gene_columns(adata, genes)
     if cols.size == 0:
@@ -210,9 +205,7 @@ def noise_ceiling(
     full = np.full((adata.n_vars, len(labels)), np.nan)
     full[cols] = np.column_stack(rel)
     reliability = pd.DataFrame(full, index=adata.var_names.copy(), columns=labels)
-    per_section = pd.DataFrame(
-        rows, columns=["section", "n_spots", "n_genes", "n_excluded", "reliability", "ceiling"]
-    )
+    per_section = pd.DataFrame(rows, columns=["section", "n_spots", "n_genes", "n_excluded", "reliability", "ceiling"])
     if copy:
         adata = adata.copy()
     adata.varm[key_added] = np.sqrt(reliability.clip(lower=0.0))

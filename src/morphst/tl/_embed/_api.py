@@ -45,18 +45,14 @@ def embed_patches(
 
     Patches (geometry from :func:`morphst.pp.extract_patches`, run here with its defaults when the table has
     none: 112 µm, 224 px, i.e. 0.5 µm/px as HEST-Benchmark) are read chunk by chunk from the chosen pyramid level
-    by ``n_jobs`` worker threads, several batches ahead of the model (on a GPU, the next batch is queued on the
-    device before the features of the previous one are fetched), then pooled features are written to ``obsm``
-    once, after the last batch. This is the morphology-feature step of the translation–integration framework (Chelebian, Avenel &
-    Wählby, *Nat. Commun.* 2025); with ``model="densenet121"`` it is the ST-Net backbone (He et al., *Nat. Biomed.
-    Eng.* 2020).
+    by ``n_jobs`` worker threads, several batches ahead of the model, and the pooled features are written to
+    ``obsm`` once, after the last batch. This is the morphology-feature step of the translation–integration
+    framework (Chelebian, Avenel & Wählby, *Nat. Commun.* 2025); with ``model="densenet121"`` it is the ST-Net
+    backbone (He et al., *Nat. Biomed. Eng.* 2020).
 
     Precision: with ``dtype="auto"``, CPUs with bf16 support (AVX512-BF16/AMX) and CUDA GPUs with bf16 run the
-    model under bf16 autocast with channels_last memory; elsewhere fp32. This changes the features: on the 910
-    HER2ST C2–C6 patches the relative difference per spot ``||f_bf16,i − f_fp32,i|| / ||f_fp32,i||`` was at most
-    0.12 (median 0.054) for EfficientNet-Lite0 and at most 0.039 (median 0.013) for DenseNet-121 (bounds checked in
-    the tests: 0.15 and 0.05); TF32 convolutions, which torch enables by default on CUDA, changed them by up to
-    0.7 %. Speed and GPU figures are in ``benchmarks/embed.py`` and ``benchmarks/embed_gpu_check.py``. Use
+    model under bf16 autocast with channels_last memory; elsewhere fp32. bf16 (and TF32 convolutions, which torch
+    enables by default on CUDA) changes the features slightly (measured differences: ``docs/benchmarks.md``); use
     ``dtype="float32"`` for full-precision features.
 
     Parameters
@@ -95,22 +91,15 @@ def embed_patches(
         Path of a zarr store that makes the run resumable. The patches are read in a fixed plan (image by image,
         chunk by chunk, ``batch_size`` at a time) cut into blocks of about 2,048 patches; each finished block is
         written to the store (``features`` rows in plan order, ``rows`` their table rows, ``done`` a flag per
-        block written after its features). Calling again with the same arguments after a crash or a kill
-        (even SIGKILL) skips the finished blocks and computes the others with the same batches, so the result
-        equals an uninterrupted run. The store records the call (model, weights sha256, precision argument,
-        batch size, patch geometry, number of observations and the plan); a store written by another call, or a
-        path that is not such a store, raises ``ValueError`` rather than mixing features. The store stays after
-        the run (delete it when done; it is also where large embeddings can be read from block by block, see
-        Notes).
+        block). Calling again with the same arguments after a crash or a kill skips the finished blocks, so the
+        result equals an uninterrupted run. The store records the call (model, weights sha256, precision, batch
+        size, patch geometry, number of observations, plan) and stays after the run (delete it when done).
     client
         Run the blocks on a ``dask.distributed`` cluster: a :class:`distributed.Client`, or ``"auto"`` for the
-        active one (:func:`distributed.get_client`). Default ``None``: in this process (an active client is not
-        used unless asked for). Each worker opens the pyramid level from the SpatialData's zarr store (so the
-        object must be backed by one: ``sdata.write(path)`` then ``spatialdata.read_zarr(path)``), builds the
-        model once per worker process (``weights`` must be readable there; a worker whose weights differ in
-        sha256 is an error), reads and encodes whole blocks with the same batches as a single process, and sends
-        the features back; with ``checkpoint`` the client writes them as blocks finish. Results equal the
-        single-process run when workers run the same precision on the same kind of device.
+        active one (:func:`distributed.get_client`). Default ``None``: in this process. Each worker opens the
+        pyramid level from the SpatialData's zarr store (``sdata.write(path)`` then ``spatialdata.read_zarr(path)``),
+        builds the model once (``weights`` must be readable there) and encodes whole blocks with the same batches
+        as a single process; results equal the single-process run on the same kind of device and precision.
 
     Returns
     -------
@@ -127,37 +116,22 @@ def embed_patches(
     Raises
     ------
     TypeError
-        ``sdata`` is not a SpatialData (e.g. an AnnData table).
+        ``sdata`` is not a SpatialData (e.g. an AnnData table), or ``client`` is not a ``distributed.Client``.
     ValueError
         Unknown model (neither registered nor a timm architecture; close names are suggested), bad ``dtype`` or
         ``batch_size``, ``context_index`` that is neither ``None`` nor an index of the recorded context sizes, an invalid
         patch setup (see :func:`morphst.pp.extract_patches`; checked before the model is built and before anything
-        is written), or an encoder that returns NaN/infinite features or the wrong shape (nothing is written).
-    FileNotFoundError
-        No weights for the model (the message lists the ways to provide them). Offline (``$HF_HUB_OFFLINE`` set,
-        or huggingface.co not reachable within 3 s) this comes at once, without hub download retries.
-    ValueError
+        is written), or an encoder that returns NaN/infinite features or the wrong shape (nothing is written);
         ``checkpoint`` written by another call or not a checkpoint; ``client`` with a SpatialData that is not
         backed by a zarr store (or whose image differs from the store), ``client="auto"`` without an active
         client, or a worker that loaded other weights.
-    TypeError
-        ``client`` that is not a ``distributed.Client``.
+    FileNotFoundError
+        No weights for the model (the message lists the ways to provide them). Offline (``$HF_HUB_OFFLINE`` set,
+        or huggingface.co not reachable within 3 s) this comes at once, without hub download retries.
 
     Notes
     -----
-    **Clusters.** Any ``dask.distributed`` deployment works; morphst only submits tasks to the client:
-    ``dask_jobqueue.SLURMCluster(cores=8, memory="32GB", processes=1)`` with ``cluster.scale(jobs=10)`` on an HPC
-    queue, ``coiled.Cluster(n_workers=20)`` in the cloud, or ``dask_cuda.LocalCUDACluster()`` for one worker per
-    GPU on a multi-GPU node (the worker then resolves ``device="auto"`` to its GPU). Pass ``client=Client(cluster)``;
-    the zarr store and the weights must be on storage the workers can read (a shared file system, or an object
-    store URL that zarr opens). One task is one block (~2,048 patches): the workers keep the chunks of their block
-    in their own cache, the client receives ``block × n_features`` float32 per task.
-
-    **Memory.** ``obsm`` holds ``n_obs × n_features`` float32: 1,000,000 cells × 29 handcrafted features is
-    0.1 GiB, but × 1,280 (EfficientNet-Lite0) 4.8 GiB. For such runs pass ``checkpoint``: the store holds the
-    features in plan order (``zarr.open_group(path)['features']`` with ``['rows']`` giving each row's table
-    row), which can be read block by block, e.g. into :class:`sklearn.decomposition.IncrementalPCA`, and the
-    reduced matrix put in ``obsm``.
+    Clusters (``dask_jobqueue``, ``coiled``, ``dask_cuda``) and the memory of large ``obsm``: ``docs/scale.md``.
     """
     from tqdm.auto import tqdm
 

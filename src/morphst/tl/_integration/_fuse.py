@@ -56,34 +56,26 @@ def fuse(
 
     - ``"smooth"`` (default): morphology-weighted spatial smoothing, the idea of stLearn's SME (Pham et al.,
       *Nat. Commun.* 2023) and of the iterated neighbourhood averaging of BANKSY (Singhal et al., *Nat. Genet.*
-      2024), sparse. Each section's spots are joined to all spots within ``(n_rings + 0.1)`` spot spacings (the
-      spacing is the median nearest-neighbour distance of the section, so the radius is in spots whatever the unit
-      of ``obsm[spatial_key]``; on Visium ``n_rings=2`` reaches the 18 spots of the first two hexagonal rings, up to
-      200 µm). Each edge is weighted by ``exp(−morph_weight · d_m² / 2σ_m²)``, ``d_m`` the Euclidean distance of
-      the two spots' morphology features (``use_rep[1:]``, each feature standardised, each representation divided
-      by the square root of its width; ``σ_m`` the median of ``d_m`` over edges). With a self-loop of
-      weight 1 and rows normalised, the expression block is averaged ``n_steps`` times (default 5) over this
-      graph. ``use_rep`` may hold expression alone (or ``morph_weight=0``): the same smoothing without morphology,
-      the control that shows what morphology adds. Then cluster, e.g. with
-      ``mst.tl.domains(method="gmm", covariance_type="tied")``.
+      2024). Each section's spots are joined to all spots within ``(n_rings + 0.1)`` spot spacings (the median
+      nearest-neighbour distance of the section; on Visium ``n_rings=2`` reaches the first two hexagonal rings),
+      each edge weighted by ``exp(−morph_weight · d_m² / 2σ_m²)``, ``d_m`` the Euclidean distance of the two spots'
+      morphology features (``use_rep[1:]``, each feature standardised, each representation divided by the square
+      root of its width; ``σ_m`` the median of ``d_m`` over edges). With a self-loop of weight 1 and rows
+      normalised, the expression block is averaged ``n_steps`` times over this graph; with expression alone (or
+      ``morph_weight=0``), the same smoothing without morphology (the control that shows what morphology adds).
     - ``"stitch"``: representation stitching as in SpaCell (Tan et al., *Bioinformatics* 2020). Each modality is
-      centred and scaled to unit total variance (so features keep their relative variances and an input that is
-      already a PCA keeps its structure), reduced by PCA to ``n_comps``, and the blocks are concatenated. A modality
-      whose variance is spread over many dimensions contributes less of the fused variance.
-    - ``"weighted"``: the same blocks, each rescaled so that its total variance equals its share of ``weights``.
-      With ``weights=None`` (equal shares) this gives the same result as ``"stitch"`` up to one overall scale
-      whenever each block's PCA keeps most of its variance (both scale blocks to unit variance): pass weights.
-    - ``"graph"``: the idea of SpaGCN (Hu et al., *Nat. Methods* 2021) without dense matrices. A spatial k-nearest-
-      neighbour graph is built per section from ``obsm[spatial_key]``; each edge ``(i, j)`` is weighted by
-      ``exp(-d_s² / 2σ_s²) · exp(-d_m² / 2σ_m²)``, where ``d_s`` is the spatial distance, ``d_m`` the distance of
-      the two spots' morphology blocks (``use_rep[1:]``, balanced) and ``σ`` the median over edges. With a self-loop
-      of weight 1 and rows normalised, the graph smooths the expression block (``use_rep[0]``) ``n_steps`` times,
-      so expression is averaged over spatial neighbours that look alike, and not across morphological borders.
-      ``n_steps`` defaults to 1 here.
+      centred and scaled to unit total variance (features keep their relative variances), reduced by PCA to
+      ``n_comps``, and the blocks are concatenated.
+    - ``"weighted"``: the same blocks, each rescaled so that its total variance equals its share of ``weights``
+      (with equal shares, as ``"stitch"`` up to one overall scale when each PCA keeps most of its block's variance).
+    - ``"graph"``: the idea of SpaGCN (Hu et al., *Nat. Methods* 2021) without dense matrices: a spatial
+      k-nearest-neighbour graph per section, each edge weighted by ``exp(-d_s² / 2σ_s²) · exp(-d_m² / 2σ_m²)``
+      (``d_s`` the spatial distance, ``d_m`` that of the balanced morphology blocks, ``σ`` the median over edges),
+      with a self-loop of weight 1 and rows normalised, smooths the expression block (``use_rep[0]``) ``n_steps``
+      times: over spatial neighbours that look alike, not across morphological borders.
 
-    The defaults (``n_rings=2``, ``n_steps=5``, 20 expression PCs) were chosen on DLPFC Visium (see the README and
-    ``benchmarks/integration_dlpfc.py``). The radius is ``(n_rings + 0.1)`` spot spacings, so on cell-level data
-    (spacing ~10 µm) raise ``n_rings`` until the radius covers ~100–200 µm.
+    The defaults were chosen on DLPFC Visium (``docs/benchmarks.md``). On cell-level data (spacing ~10 µm) raise
+    ``n_rings`` until the radius covers ~100–200 µm.
 
     Parameters
     ----------
@@ -104,11 +96,10 @@ def fuse(
         Principal components kept per modality (one value, or one per modality); capped at the number of
         features and ``n_obs - 1``. ``None``: 20 for ``"smooth"`` (the expression block), 30 otherwise.
     n_rings
-        ``"smooth"`` only: neighbourhood radius in spot spacings (``(n_rings + 0.1) ×`` the section's median
-        nearest-neighbour distance), > 0.
+        ``"smooth"`` only: neighbourhood radius in spot spacings (``(n_rings + 0.1) ×`` spacing), > 0.
     morph_weight
         ``"smooth"`` only: how strongly morphological dissimilarity down-weights an edge (>= 0; 0 ignores
-        morphology). The default keeps it mild (see the README for its effect on DLPFC).
+        morphology). The default keeps it mild (its effect on DLPFC: ``docs/benchmarks.md``).
     n_neighs
         ``"graph"`` only: spatial neighbours per observation, within its section (capped at the section size - 1
         with a warning, recorded in ``params["notes"]``; at least the size of the largest section is an error).
@@ -136,8 +127,7 @@ def fuse(
     ``.obsp[f"{key_added}_connectivities"]`` : sparse CSR, shape ``(n_obs, n_obs)``
         ``"smooth"``/``"graph"``: the symmetric (morphology-weighted) spatial graph (no self-loops).
     ``.uns[key_added]["connectivities_key"]`` : str
-        ``"smooth"``/``"graph"``: the ``obsp`` key of that graph (scanpy's ``neighbors`` contract, so e.g.
-        ``sc.tl.leiden(adata, neighbors_key=key_added)`` clusters it).
+        ``"smooth"``/``"graph"``: the ``obsp`` key of that graph (scanpy's ``neighbors`` contract).
     ``.uns[key_added]["params"]`` : dict
         The parameters, the components and variance captured per modality; for ``"smooth"``/``"graph"`` the
         bandwidths, the spot spacing per section (``"smooth"``, unit of ``obsm[spatial_key]``), the number of edges

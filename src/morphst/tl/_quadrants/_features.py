@@ -79,15 +79,13 @@ def quadrants(
     one quadrant: I ``"translation"`` (relevant, shared), II ``"integration"`` (relevant, not shared), III
     ``"noise"`` (neither), IV ``"overestimation"`` (shared, not relevant).
 
-    Spots with a missing annotation are left out of both axes (their number is in ``params``).
-
-    Cell-level data: with more than ``max_obs`` annotated observations, relevance and its permutation null are
-    estimated on a seeded subsample of ``max_obs`` of them (the same estimator, computed on sorted values, which
-    agrees with scikit-learn's to rounding), and on a second, independent subsample the quadrants are found again:
-    their agreement and the largest difference of a quadrant's share are stored in ``uns[key_added]['stability']``,
-    with a warning when that difference exceeds 5 %. Shared information is computed on every annotated
-    observation (float32 products over row chunks; the features are never copied whole), its null from
-    ``n_perms`` shuffles of the gene rows against ``n_null_features`` features.
+    Spots with a missing annotation are left out of both axes (their number is in ``params``). Cell-level data:
+    with more than ``max_obs`` annotated observations, relevance and its permutation null are estimated on a seeded
+    subsample of ``max_obs`` of them, and on a second, independent subsample the quadrants are found again: their
+    agreement and the largest difference of a quadrant's share are stored in ``uns[key_added]['stability']``, with
+    a warning when that difference exceeds 5 %. Shared information is computed on every annotated observation
+    (float32 products over row chunks; the features are never copied whole), its null from ``n_perms`` shuffles of
+    the gene rows against ``n_null_features`` features.
 
     Parameters
     ----------
