@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -67,10 +69,11 @@ def test_shared_densenet_loads_strictly(weights_dir, tmp_path):
     assert str(path) in enc.weights_source
     sd = load_file(str(path))
     assert set(sd) == set(enc.module.state_dict())
-    # strict key matching: one missing tensor is an error, not a silent partial load
-    sd.pop(next(k for k in sd if k.endswith("conv.weight") or k.endswith("conv0.weight")))
+    # strict key matching: one missing tensor is an error naming the file and the key, not a silent partial load
+    dropped = next(k for k in sd if k.endswith("conv.weight") or k.endswith("conv0.weight"))
+    sd.pop(dropped)
     save_file(sd, str(tmp_path / "densenet121.safetensors"))
-    with pytest.raises(RuntimeError, match="Missing key"):
+    with pytest.raises(ValueError, match=rf"densenet121\.safetensors.*1 missing \(e\.g\. {re.escape(dropped)}\)"):
         get_model("densenet121", weights=tmp_path / "densenet121.safetensors")
 
 
