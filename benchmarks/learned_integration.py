@@ -7,7 +7,7 @@ keep spatially coherent (self-supervised) or annotation-relevant information whi
 expression PCA is penalised; ``method="residual"``: the cross-fitted ridge residual of the features on the
 expression PCA). Parts, one RESULT line:
 
-0. **controls** (``learned_integration_controls.py``): features learned from 400-d noise and from a section offset
+0. **controls** (``_learned_integration_controls.py``): features learned from 400-d noise and from a section offset
    plus noise; ``morphology_domains`` (default, smooth stain field on) random_state 0 and 1 with random,
    coordinates-only and learned-from-noise rows (3 seeds, mean ± sd) and how much of each feature expression
    predicts (ridge and boosted trees).
@@ -386,8 +386,8 @@ def part_her2st(args, seeds) -> dict:
 
 
 def part_controls(args, seeds) -> dict:
-    """Control rows (``learned_integration_controls.py``): noise / section offset (a), harder synthetic truth (b)."""
-    import learned_integration_controls as ctl
+    """Control rows (``_learned_integration_controls.py``): noise / section offset (a), harder synthetic truth (b)."""
+    import _learned_integration_controls as ctl
 
     t = time.perf_counter()
     out = {f"a_{k}": v for k, v in ctl.noise_part().items()}

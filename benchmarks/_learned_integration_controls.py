@@ -1,4 +1,4 @@
-"""Control rows for learned integration features (``learned_integration.py --parts controls``).
+"""Control rows for learned integration features (``learned_integration.py --parts controls``; a module of that script, not run on its own).
 
 (a) Noise: 3 grid sections of 196 spots, expression = 10 Gaussian PCs with a two-group structure; morphology = 400-d
     Gaussian noise (and, second row, noise plus a per-section offset). Rows: domains (GMM, 2) from expression alone
