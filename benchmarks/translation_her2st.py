@@ -21,7 +21,17 @@ Controls printed from the same run (PROTOCOL "Controls"):
   mean; DenseNet-121 and EfficientNet-Lite0): ridge once, ``regressor="head"`` with ``--seeds`` seeds (mean ± sd), the
   PCC of the mean of those seeds' predictions, and the seconds of each five-fold head run.
 
-Last run of the head-vs-ridge part (``--head-only --cache DIR``, 2026-12-05, this 2-core machine shared with other
+Run of the head-vs-ridge part with the ensembled head (the default: one head per training section held out for
+early stopping, predictions averaged), ``--head-only --cache DIR``, 2026-12-05, this 2-core machine with the test
+suite running beside it (load 2–5); seeds 0, 1, 2::
+
+    RESULT ceiling=0.825 reliability=0.689 ceiling_per_section=0.815,0.826,0.835,0.819,0.827 dn_ridge=0.494
+    dn_head=0.525±0.000 dn_head_mean3=0.528 dn_gain=+0.031±0.000 dn_random_ridge=-0.010 dn_random_head=-0.013
+    dn_head_5folds_s=138 dn_head_below_ridge_on=none lite0_ridge=0.447 lite0_head=0.470±0.002 lite0_head_mean3=0.473
+    lite0_gain=+0.023±0.002 lite0_random_ridge=-0.002 lite0_random_head=-0.011 lite0_head_5folds_s=83
+    lite0_head_below_ridge_on=none
+
+Earlier run (single head) of the head-vs-ridge part (``--head-only --cache DIR``, 2026-12-05, this 2-core machine shared with other
 jobs, load 13–20; ``model="head"`` was then one early-stopped head per fold; seeds 0, 1, 2)::
 
     RESULT ceiling=0.825 reliability=0.689 ceiling_per_section=0.815,0.826,0.835,0.819,0.827 dn_ridge=0.494
