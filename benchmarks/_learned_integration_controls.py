@@ -75,7 +75,9 @@ def noise_part() -> dict:
     return out
 
 
-def _synthetic(state: int):
+def synthetic_table(state: int, n_comps: int = 10):
+    """``morphology_domains(random_state=state)``'s table with handcrafted features of 100 µm patches (48 px) and
+    ``n_comps`` PCs of log1p counts per 10,000 (also the input of ``learned_integration.py --parts synthetic``)."""
     import scanpy as sc
 
     sdata = mst.datasets.morphology_domains(random_state=state)
@@ -84,12 +86,12 @@ def _synthetic(state: int):
     mst.tl.embed_patches(sdata, model="handcrafted")
     sc.pp.normalize_total(a, target_sum=1e4)
     sc.pp.log1p(a)
-    sc.pp.pca(a, n_comps=10, random_state=0)
+    sc.pp.pca(a, n_comps=n_comps, random_state=0)
     return a
 
 
 def synthetic_part(state: int) -> dict:
-    a = _synthetic(state)
+    a = synthetic_table(state)
     truth = a.obs["truth"].astype(str).to_numpy()
     d34 = np.isin(truth, ["D3", "D4"])
     raw = a.obsm["X_handcrafted"]

@@ -211,13 +211,9 @@ def maxr(z: np.ndarray, e: np.ndarray) -> np.ndarray:
 
 def part_synthetic(args, seeds) -> dict:
     t0 = time.perf_counter()
-    sdata = mst.datasets.morphology_domains(random_state=getattr(args, "synthetic_state", 0))
-    a = sdata.tables["table"]
-    mst.pp.extract_patches(sdata, patch_size=100.0, target_px=48)
-    mst.tl.embed_patches(sdata, model="handcrafted")
-    sc.pp.normalize_total(a, target_sum=1e4)
-    sc.pp.log1p(a)
-    sc.pp.pca(a, n_comps=20, random_state=0)
+    import _learned_integration_controls as ctl
+
+    a = ctl.synthetic_table(getattr(args, "synthetic_state", 0), n_comps=20)
     print(f"[synthetic] {a.n_obs} spots, prepared in {time.perf_counter() - t0:.0f}s ({load()})", flush=True)
     t = time.perf_counter()
     df = compare(a, a.obs["truth"].astype(str).to_numpy(), 5, seeds, ("stitch", "smooth"), args)
