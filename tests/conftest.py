@@ -165,9 +165,10 @@ def make_spatial_table(
       genes (noise only for the others), ``C`` the mean features of each spot's 4 nearest spots in its section;
       ``X`` is zeros. A spot's own features carry nothing, the neighbour mean everything.
     - ``"shared"`` (``n_genes`` >= 3, ``n_features`` >= 10): expression ``E`` first, standard normal in
-      ``obsm["X_pca"]`` (float32) plus ``2 sin``/``cos`` waves of the grid in its first 3 columns; features: 6
-      columns shared with ``E`` (``3 * (E[:, :3] @ N(0, 1) + 0.3 N(0, 1))``), 4 private ones that mark the
-      left/right half (``obs["domain"]``, ``"left"``/``"right"``), the rest noise. ``X`` is zeros.
+      ``obsm["X_pca"]`` (float32) plus ``2 sin``/``cos`` waves of the grid in its first 3 columns (spatially
+      smooth, so a spatial objective alone would keep them); features: 6 columns shared with ``E``
+      (``3 * (E[:, :3] @ N(0, 1) + 0.3 N(0, 1))``), 4 private ones that mark the left/right half
+      (``obs["domain"]``, ``"left"``/``"right"``), the rest noise. ``X`` is zeros.
 
     The draws from ``np.random.default_rng(seed)`` come in the order above, so a given set of arguments always
     gives the same arrays.

@@ -21,20 +21,11 @@ def _grid_edges(side: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def _toy(side: int = 16, seed: int = 0):
+def _toy(spatial_table, side: int = 16, seed: int = 0):
     """Features: 6 columns shared with expression (spatially smooth), 4 private (a left/right domain), 3 of noise."""
-    rng = np.random.default_rng(seed)
-    n = side * side
-    col = np.tile(np.arange(side), side)
-    row = np.repeat(np.arange(side), side)
-    domain = (col >= side // 2).astype(np.int64)
-    expr = rng.normal(size=(n, 8))
-    # the shared directions are spatially smooth, so the spatial objective alone would keep them
-    expr[:, :3] += 2 * np.column_stack([np.sin(row / 2.5), np.cos(col / 3.0), np.sin((row + col) / 4.0)])
-    shared = expr[:, :3] @ rng.normal(size=(3, 6)) + 0.3 * rng.normal(size=(n, 6))
-    private = np.outer(2 * domain - 1, rng.normal(size=4)) + 0.5 * rng.normal(size=(n, 4))
-    x = np.hstack([3 * shared, private, rng.normal(size=(n, 3))]).astype(np.float32)
-    return x, expr.astype(np.float32), domain, _grid_edges(side)
+    a = spatial_table(plant="shared", n_sections=1, side=side, n_genes=8, n_features=13, seed=seed)
+    domain = (a.obs["domain"] == "right").to_numpy().astype(np.int64)
+    return a.obsm["X_feat"], a.obsm["X_pca"], domain, _grid_edges(side)
 
 
 def _max_abs_r(z: np.ndarray, e: np.ndarray) -> float:
@@ -68,8 +59,8 @@ def _hsic(x, expr, *, labels=None, edges=None, penalty_weight=10.0, random_state
     )
 
 
-def test_hsic_self_supervised_removes_shared_keeps_domain():
-    x, expr, domain, edges = _toy()
+def test_hsic_self_supervised_removes_shared_keeps_domain(spatial_table):
+    x, expr, domain, edges = _toy(spatial_table)
     assert _max_abs_r(x, expr) > 0.9  # the shared columns
     z0, _ = _hsic(x, expr, edges=edges, penalty_weight=0.0)
     # the RBF-HSIC penalty is weaker per unit weight on linear dependence than the squared Pearson r it replaced
@@ -89,8 +80,8 @@ def test_hsic_self_supervised_removes_shared_keeps_domain():
     assert "InfoNCE" in rec["description"]
 
 
-def test_hsic_with_labels_stays_relevant():
-    x, expr, domain, _ = _toy(seed=1)
+def test_hsic_with_labels_stays_relevant(spatial_table):
+    x, expr, domain, _ = _toy(spatial_table, seed=1)
     labels = domain.copy()
     labels[::7] = -1  # missing annotations are ignored
     z, rec = _hsic(x, expr, labels=labels)
@@ -99,8 +90,8 @@ def test_hsic_with_labels_stays_relevant():
     assert "cross-entropy" in rec["description"]
 
 
-def test_hsic_fits_on_train_rows_only():
-    x, expr, _, edges = _toy(seed=2)
+def test_hsic_fits_on_train_rows_only(spatial_table):
+    x, expr, _, edges = _toy(spatial_table, seed=2)
     train = np.ones(len(x), bool)
     train[::4] = False
     z, _ = _hsic(x, expr, edges=edges, train=train)
@@ -112,8 +103,8 @@ def test_hsic_fits_on_train_rows_only():
     assert not np.allclose(z[~train], z2[~train])
 
 
-def test_hsic_seeded_repeatable():
-    x, expr, _, edges = _toy(side=14, seed=3)
+def test_hsic_seeded_repeatable(spatial_table):
+    x, expr, _, edges = _toy(spatial_table, side=14, seed=3)
     a, ra = _hsic(x, expr, edges=edges, random_state=5)
     b, rb = _hsic(x, expr, edges=edges, random_state=5)
     c, _ = _hsic(x, expr, edges=edges, random_state=6)
@@ -182,8 +173,8 @@ def test_residual_cross_fitted_and_orthogonal(n_sections):
     assert min(r) > 0.98
 
 
-def test_bad_inputs_raise():
-    x, expr, domain, edges = _toy(side=8)
+def test_bad_inputs_raise(spatial_table):
+    x, expr, domain, edges = _toy(spatial_table, side=8)
     n = len(x)
     ok = {
         "train": np.ones(n, bool),
@@ -360,7 +351,10 @@ def test_rbf_hsic_penalty_matches_the_gram_matrix_estimate():
     for j in range(2):
         kz = gram(zs[:, j], median_bandwidth(zs[:, j]))
         naive.append(
-            sum(hsic(kz, gram(w[:, e], bw_w[e])) / np.sqrt(hsic(kz, kz) * hsic(*(gram(w[:, e], bw_w[e]),) * 2)) for e in range(2))
+            sum(
+                hsic(kz, gram(w[:, e], bw_w[e])) / np.sqrt(hsic(kz, kz) * hsic(*(gram(w[:, e], bw_w[e]),) * 2))
+                for e in range(2)
+            )
         )
     g = torch.Generator().manual_seed(0)
     d = 8192
@@ -407,17 +401,12 @@ def test_learn_features_integration_adds_the_image_only_domains():
     assert _max_abs_r(z[:, :2], a.obsm["X_pca"]) < 0.3
 
 
-def test_learn_features_auto_method_with_labels_is_hsic():
-    import anndata as ad
-
+def test_learn_features_auto_method_with_labels_is_hsic(spatial_table):
     import morphst as mst
 
-    x, expr, domain, _ = _toy(side=12)
-    side = 12
-    a = ad.AnnData(np.zeros((len(x), 1), np.float32))
-    a.obsm["X_morph"], a.obsm["X_pca"] = x, expr
-    a.obsm["spatial"] = np.column_stack([np.tile(np.arange(side), side), np.repeat(np.arange(side), side)]) * 100.0
-    a.obs["domain"] = pd.Categorical(np.where(domain == 1, "right", "left"))
+    a = spatial_table(
+        plant="shared", n_sections=1, side=12, spacing=100.0, n_genes=8, n_features=13, feature_key="X_morph"
+    )
     mst.tl.learn_features(
         a, "X_morph", objective="integration", annotation_key="domain", n_components=2, options=FAST, library_key=None
     )
