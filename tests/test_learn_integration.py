@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from morphst.tl._learn._integration import fit_integration
 from morphst.tl import TrainOptions
+from morphst.tl._learn._integration import fit_integration
 
 FAST = TrainOptions(max_epochs=60, patience=20, learning_rate=1e-2, dropout=0.0)
 
@@ -290,7 +290,8 @@ def test_maf_section_offset_not_encoded_domain_found():
     np.testing.assert_allclose(comp["moran_I"], i_hand, atol=2e-3)
     np.testing.assert_allclose(comp["criterion"], comp["moran_I"], rtol=1e-9)  # maf: Moran's I itself
     np.testing.assert_allclose(comp["variance"], 1.0, rtol=1e-6)
-    assert comp["moran_I_held_out"].iloc[0] > 0.5 and comp["p_value_held_out"].iloc[0] < 1e-6
+    assert comp["moran_I_held_out"].iloc[0] > 0.5
+    assert comp["p_value_held_out"].iloc[0] < 1e-6
 
 
 def test_maf_section_statistics_and_held_out_sections():
@@ -362,7 +363,8 @@ def test_rbf_hsic_penalty_matches_the_gram_matrix_estimate():
     ph = torch.rand(d, generator=g, dtype=torch.float64) * 2 * np.pi
     got = rbf_hsic_penalty(torch.from_numpy(z), torch.from_numpy(w), torch.from_numpy(bw_w), fr, ph).numpy()
     np.testing.assert_allclose(got, naive, atol=0.02)
-    assert naive[0] > 0.2 and naive[1] < 0.05  # w0² depends on w0 though uncorrelated with it
+    assert naive[0] > 0.2
+    assert naive[1] < 0.05
     assert abs(np.corrcoef(z[:, 0], w[:, 0])[0, 1]) < 0.25
 
 
@@ -391,7 +393,8 @@ def test_learn_features_integration_adds_the_image_only_domains():
     z = a.obsm["X_learned_integration"]
     comp = a.uns["X_learned_integration"]["components"]
     # n_components=None (was 8): the significant components, at least the image-only domain contrast
-    assert 1 <= z.shape[1] == len(comp) and comp["significant"].all()
+    assert 1 <= z.shape[1] == len(comp)
+    assert comp["significant"].all()
     params = a.uns["X_learned_integration"]["params"]
     assert (params["method"], params["method_requested"]) == ("maf", "auto")  # no annotation_key
     mst.tl.fuse(a, ("X_pca", "X_learned_integration"), method="stitch", key_added="X_fused")
