@@ -125,6 +125,33 @@ def make_synthetic_sdata(
     return SpatialData(images={"image": image}, shapes={"spots": shapes}, tables={"table": table}), centres_px
 
 
+def with_image(sdata, arr, c_coords, um_per_px: float = 0.5):
+    """A SpatialData with ``sdata``'s shapes and table and ``arr`` (c, y, x) as its image ``"image"``.
+
+    Two pyramid levels, chunks of 128 px, mapped to ``"global"`` by ``Scale(um_per_px)``; ``c_coords`` names the
+    channels.
+    """
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Scale
+
+    img = Image2DModel.parse(
+        arr,
+        dims=("c", "y", "x"),
+        c_coords=c_coords,
+        scale_factors=[2],
+        chunks=(len(c_coords), 128, 128),
+        transformations={"global": Scale([um_per_px, um_per_px], axes=("x", "y"))},
+    )
+    return SpatialData(images={"image": img}, shapes=dict(sdata.shapes), tables={"table": sdata.tables["table"]})
+
+
+@pytest.fixture(name="with_image", scope="session")
+def _with_image_fixture():
+    """The :func:`with_image` helper: ``with_image(sdata, arr, c_coords, um_per_px=0.5)``."""
+    return with_image
+
+
 @pytest.fixture
 def synthetic_sdata():
     """See :func:`make_synthetic_sdata`: returns ``(sdata, centres_px)``."""
