@@ -207,8 +207,9 @@ def make_spatial_table(
     rng = np.random.default_rng(seed)
     n_per = side * side
     n = n_sections * n_per
-    ix, iy = np.tile(np.arange(side), side), np.repeat(np.arange(side), side)  # x varies fastest
-    grid = np.column_stack([ix, iy] if fastest == "x" else [iy, ix]).astype(float)
+    fast, slow = np.tile(np.arange(side), side), np.repeat(np.arange(side), side)
+    ix, iy = (fast, slow) if fastest == "x" else (slow, fast)  # grid column and row of each spot
+    grid = np.column_stack([ix, iy]).astype(float)
     coords = np.tile(grid * spacing, (n_sections, 1))
     sections = np.repeat([f"{section_prefix}{k}" for k in range(n_sections)], n_per)
     obs = pd.DataFrame({"section": pd.Categorical(sections)}, index=[f"spot{i}" for i in range(n)])
