@@ -126,30 +126,11 @@ def test_scores_survive_save_load_and_are_written(her2st_embedded, loso_translat
 
 
 # ---- mst.pl.applicability -------------------------------------------------------------------------------------------
-def _synthetic(seed=0, n_per=60, n_features=8):
-    import anndata as ad
-    from scipy import sparse
-
-    rng = np.random.default_rng(seed)
-    secs = ["S0", "S1", "S2", "S3"]
-    n = n_per * len(secs)
-    x = rng.normal(size=(n, n_features)).astype(np.float32)
-    counts = rng.poisson(np.exp(1.5 + 0.5 * x[:, :1] + rng.normal(scale=0.2, size=(n, 6)))).astype(np.float32)
-    a = ad.AnnData(
-        sparse.csr_matrix(counts),
-        obs=pd.DataFrame({"section": pd.Categorical(np.repeat(secs, n_per))}, index=[f"s{i}" for i in range(n)]),
-    )
-    a.var_names = [f"g{j}" for j in range(6)]
-    a.obsm["X_feat"] = x
-    a.obsm["spatial"] = rng.uniform(0, 1000, size=(n, 2))
-    return a
-
-
-def test_pl_applicability_draws_the_scores_with_the_verdicts():
+def test_pl_applicability_draws_the_scores_with_the_verdicts(spatial_table):
     import matplotlib
 
     matplotlib.use("Agg")
-    a = _synthetic()
+    a = spatial_table(n_features=8, n_genes=6, n_signal=2)
     tr = mst.tl.fit_translator(a, "X_feat", genes=["g0", "g1"], train=["S0", "S1", "S2"])
     new = a[a.obs["section"].isin(["S3"]).to_numpy()].copy()
     far = new.copy()
@@ -188,8 +169,8 @@ def test_pl_applicability_draws_the_scores_with_the_verdicts():
     plt.close("all")
 
 
-def test_pl_applicability_errors():
-    a = _synthetic()
+def test_pl_applicability_errors(spatial_table):
+    a = spatial_table(n_features=8, n_genes=6, n_signal=2)
     with pytest.raises(KeyError, match=r"No applicability score `obs\['translator_distance'\]`.*predict_sdata"):
         mst.pl.applicability(a)
     a.obs["translator_distance"] = 0.5

@@ -178,12 +178,12 @@ def _small_results(value: float = 1.0):
 
 
 def test_write_results_round_trip(tmp_path):
+    import warnings
+
     import numpy as np
     from spatialdata import read_zarr
 
     from morphst._demo import write_results
-
-    import warnings
 
     path = tmp_path / "res.zarr"
     write_results(_small_results(1.0), path)

@@ -258,7 +258,7 @@ def _state(sdata):
 def test_bad_input_raises_before_writing(synthetic_sdata, tmp_path, monkeypatch, kwargs, exc, match):
     sdata, _ = synthetic_sdata
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(mst.settings, "_weights_dir", tmp_path)
+    monkeypatch.setattr(mst.settings, "weights_dir", tmp_path)
     before = _state(sdata)
     with pytest.raises(exc, match=match):
         mst.tl.embed_patches(sdata, **kwargs)
@@ -296,16 +296,20 @@ def test_patch_geometry_is_checked_before_the_model_is_built(synthetic_sdata, mo
 
 
 def _hub_spy(monkeypatch, *, reachable: bool):
-    """Replace the reachability check and timm.create_model(pretrained=True); return the call logs."""
-    import timm
+    """Replace the hub's TCP check (``socket.create_connection``) and timm.create_model(pretrained=True); return the
+    call logs."""
+    import contextlib
+    import socket
 
-    from morphst.tl.models import _weights
+    import timm
 
     log = {"reachable": 0, "hub": []}
 
-    def fake_reachable(timeout=_weights.HUB_TIMEOUT_S):
+    def fake_connect(address, timeout=None, *a, **k):
         log["reachable"] += 1
-        return reachable
+        if not reachable:
+            raise OSError("spy: unreachable")
+        return contextlib.nullcontext()
 
     real_create = timm.create_model
 
@@ -315,7 +319,7 @@ def _hub_spy(monkeypatch, *, reachable: bool):
             raise RuntimeError("spy: no network in tests")
         return real_create(name, *a, pretrained=pretrained, **k)
 
-    monkeypatch.setattr(_weights, "hub_reachable", fake_reachable)
+    monkeypatch.setattr(socket, "create_connection", fake_connect)
     monkeypatch.setattr(timm, "create_model", spy_create)
     return log
 
@@ -326,7 +330,7 @@ def test_unreachable_hub_fails_fast_without_hub_calls(synthetic_sdata, tmp_path,
 
     sdata, _ = synthetic_sdata
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(mst.settings, "_weights_dir", tmp_path)
+    monkeypatch.setattr(mst.settings, "weights_dir", tmp_path)
     log = _hub_spy(monkeypatch, reachable=False)
     t0 = time.perf_counter()
     with pytest.raises(FileNotFoundError, match="hub was unreachable") as e:
@@ -344,7 +348,7 @@ def test_unreachable_hub_fails_fast_without_hub_calls(synthetic_sdata, tmp_path,
 def test_reachable_hub_is_tried_and_hf_hub_offline_skips_the_check(synthetic_sdata, tmp_path, monkeypatch):
     sdata, _ = synthetic_sdata
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(mst.settings, "_weights_dir", tmp_path)
+    monkeypatch.setattr(mst.settings, "weights_dir", tmp_path)
     log = _hub_spy(monkeypatch, reachable=True)
     with pytest.raises(FileNotFoundError, match="failed: RuntimeError: spy"):
         mst.tl.embed_patches(sdata, "densenet121")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import morphst as mst
-from morphst.tl._embed import _checkpoint, _distributed
+from morphst.tl._embed import _distributed
 
 BLOCK = 32  # patches per checkpoint block in these tests (the default, 2048, would be one block)
 
@@ -47,10 +47,9 @@ SCRIPT = textwrap.dedent(
     import sys, time
     import torch
     import morphst as mst
-    from morphst.tl._embed import _checkpoint
     from spatialdata import read_zarr
 
-    _checkpoint._BLOCK_PATCHES = int(sys.argv[3])
+    mst.settings.checkpoint_block_size = int(sys.argv[3])
     mst.settings.progress_bar = False
 
     def slow_features(x):
@@ -76,7 +75,7 @@ def _done(path) -> tuple[int, int]:
 
 
 def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(cells_zarr, tmp_path, monkeypatch):
-    monkeypatch.setattr(_checkpoint, "_BLOCK_PATCHES", BLOCK)
+    monkeypatch.setattr(mst.settings, "checkpoint_block_size", BLOCK)
     ckpt = tmp_path / "emb.zarr"
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
@@ -118,7 +117,7 @@ def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(cells_zarr, tm
 
 
 def test_checkpoint_of_another_call_is_refused(cells_zarr, tmp_path, monkeypatch):
-    monkeypatch.setattr(_checkpoint, "_BLOCK_PATCHES", BLOCK)
+    monkeypatch.setattr(mst.settings, "checkpoint_block_size", BLOCK)
     sdata = _read(cells_zarr)
     ckpt = tmp_path / "emb.zarr"
     mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", checkpoint=ckpt)
@@ -182,7 +181,7 @@ def test_checkpointed_run_with_reader_threads_equals_the_plain_run(cells_zarr, t
     features in plan order, and the result equals a single-thread run without a checkpoint."""
     import zarr
 
-    monkeypatch.setattr(_checkpoint, "_BLOCK_PATCHES", BLOCK)
+    monkeypatch.setattr(mst.settings, "checkpoint_block_size", BLOCK)
     sdata = _read(cells_zarr)
     t = sdata.tables["table"]
     monkeypatch.setattr(mst.settings, "n_jobs", 1)
@@ -201,28 +200,37 @@ def test_checkpointed_run_with_reader_threads_equals_the_plain_run(cells_zarr, t
 
 def test_a_failed_block_write_raises_and_leaves_the_table_unchanged(cells_zarr, tmp_path, monkeypatch):
     """A write that fails in the background writer is raised by embed_patches; blocks before it stay done in the
-    store, nothing is written to the table, and a second call resumes from those blocks to the plain result."""
-    monkeypatch.setattr(_checkpoint, "_BLOCK_PATCHES", BLOCK)
+    store, nothing is written to the table, and a second call resumes from those blocks to the plain result. The
+    write fails because the encoder's features widen from block 3 on, which only the store notices."""
+    import torch
+
+    monkeypatch.setattr(mst.settings, "checkpoint_block_size", BLOCK)
     sdata = _read(cells_zarr)
     t = sdata.tables["table"]
-    write = _checkpoint._Checkpoint.write
+    batches = {"seen": 0, "widen_from": 3 * BLOCK // 8}  # batches of 8 patches: block 3 starts at batch 12
 
-    def failing(self, b, feats):
-        if b == 3:
-            msg = "disk full"
-            raise OSError(msg)
-        write(self, b, feats)
+    def widening_features(x):
+        f = slow_features(x)
+        batches["seen"] += 1
+        return torch.cat([f, f[:, :1]], dim=1) if batches["seen"] > batches["widen_from"] else f
 
-    monkeypatch.setattr(_checkpoint._Checkpoint, "write", failing)
     ckpt = tmp_path / "fail.zarr"
-    with pytest.raises(OSError, match="disk full"):
-        mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", checkpoint=ckpt, key_added="x")
+    with pytest.raises(ValueError, match="The encoder returned 10 features, the checkpoint holds 9"):
+        mst.tl.embed_patches(sdata, widening_features, batch_size=8, dtype="float32", checkpoint=ckpt, key_added="x")
     assert "x" not in t.obsm
     assert "x" not in t.uns
     n_done, n_blocks = _done(ckpt)
     assert 3 <= n_done < n_blocks  # blocks 0-2 for sure; later ones may have been written before the error came back
-    monkeypatch.setattr(_checkpoint._Checkpoint, "write", write)
-    mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", checkpoint=ckpt, key_added="x")
+    batches["widen_from"] = np.inf  # the same encoder, now as it should be
+    mst.tl.embed_patches(sdata, widening_features, batch_size=8, dtype="float32", checkpoint=ckpt, key_added="x")
     mst.tl.embed_patches(sdata, slow_features, batch_size=8, dtype="float32", key_added="plain")
     assert t.uns["x"]["params"]["checkpoint_blocks_resumed"] == n_done
     assert np.array_equal(t.obsm["x"], t.obsm["plain"])
+
+
+def test_checkpoint_block_size_setting_is_checked():
+    assert mst.settings.checkpoint_block_size == 2048  # the default
+    for bad in (0, -8, True, 2.5, "32"):
+        with pytest.raises(ValueError, match=r"`checkpoint_block_size` must be a positive integer"):
+            mst.settings.checkpoint_block_size = bad
+    assert mst.settings.checkpoint_block_size == 2048  # a refused value changes nothing

@@ -91,7 +91,8 @@ def test_tiles_cover_each_section_and_halo_embedding_equals_whole_graph():
     assert all(len(set(groups[p])) == 1 for p in parts)  # no tile spans two sections
     g = spatial_graph(coords, groups, n_neighs=6)
     r, c, pos = subgraph(g, row_pointer(g), parts[0])
-    assert np.array_equal(parts[0][r], g.rows[pos]) and np.array_equal(parts[0][c], g.cols[pos])
+    assert np.array_equal(parts[0][r], g.rows[pos])
+    assert np.array_equal(parts[0][c], g.cols[pos])
     # tiled training, then: the tile-by-tile representation (with halos) equals the whole-graph one
     x = rng.normal(size=(300, 5))
     a = table(x, coords, groups)
@@ -117,7 +118,14 @@ def _embed_whole(enc, a, method, tiled):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = Contrastive(5, 32) if method == "contrastive" else Autoencoder(5, 128, 32)
-    train(model, list(enc._batches(feats, g, parts, "cpu", with_halo=False)), 3, 1e-3, 0.0, torch.Generator().manual_seed(0))
+    train(
+        model,
+        list(enc._batches(feats, g, parts, "cpu", with_halo=False)),
+        3,
+        1e-3,
+        0.0,
+        torch.Generator().manual_seed(0),
+    )
     whole = [np.flatnonzero(groups == s) for s in ("A", "B")]
     return embed_all(model, enc._batches(feats, g, whole, "cpu", with_halo=False), 300, whole)
 
@@ -132,7 +140,8 @@ def test_seeded_runs_are_bit_identical(method):
     assert np.array_equal(one.uns["X_graph_encoder"]["loss"], two.uns["X_graph_encoder"]["loss"])
     assert not np.array_equal(one.obsm["X_graph_encoder"], other.obsm["X_graph_encoder"])
     curve = one.uns["X_graph_encoder"]["loss"]
-    assert curve.shape == (20,) and curve[-1] < curve[0]  # it trains
+    assert curve.shape == (20,)
+    assert curve[-1] < curve[0]
 
 
 @pytest.mark.parametrize("method", ["contrastive", "autoencoder"])
@@ -168,7 +177,9 @@ def test_morphology_changes_edges_and_zero_weight_is_off():
     assert np.array_equal(off.obsm["X_graph_encoder"], zero.obsm["X_graph_encoder"])
     assert not np.allclose(off.obsm["X_graph_encoder"], on.obsm["X_graph_encoder"])
     p = on.uns["X_graph_encoder"]["params"]
-    assert p["morphology_rep"] == "X_morph" and p["sigma_morph"] > 0 and p["method"] == "contrastive"
+    assert p["morphology_rep"] == "X_morph"
+    assert p["sigma_morph"] > 0
+    assert p["method"] == "contrastive"
 
 
 def test_bad_input_raises_and_writes_nothing():
@@ -186,11 +197,12 @@ def test_bad_input_raises_and_writes_nothing():
     nan.obsm["X_pca"][3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         mst.tl.graph_encoder(nan)
-    with pytest.raises(KeyError, match="X_uni.*embed_patches"):
+    with pytest.raises(KeyError, match=r"X_uni.*embed_patches"):
         mst.tl.graph_encoder(a, morphology_rep="X_uni")
     for bad in ({"method": "gat"}, {"n_epochs": 0}, {"morph_weight": -1.0}, {"tile_size": 1}):
         with pytest.raises(ValueError, match="must be"):
             mst.tl.graph_encoder(a, **bad)
     for b in (a, no_xy, lonely, nan):
-        assert "X_graph_encoder" not in b.obsm and "X_graph_encoder" not in b.uns
+        assert "X_graph_encoder" not in b.obsm
+        assert "X_graph_encoder" not in b.uns
     assert (sorted(a.obsm.keys()), sorted(a.uns.keys())) == before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,38 +9,22 @@ import pytest
 import morphst as mst
 from morphst.tl import FeatureHead, TrainOptions
 from morphst.tl._nn import inner_validation_split
-from morphst.tl._translation._features import model_inputs, neighbour_mean, section_mean
+from morphst.tl._translation._features import model_inputs, section_mean
 
 FAST = {"max_epochs": 40, "patience": 8, "learning_rate": 3e-3, "batch_size": 64}
 
 
-def _grid_table(seed: int = 0, n_side: int = 12, n_sections: int = 4, d: int = 12, n_genes: int = 6):
+@pytest.fixture(scope="module")
+def grid(spatial_table):
     """Sections of spots on a grid; genes depend on the mean features of the 4 grid neighbours only.
 
     Each spot's own features are independent noise, so a model that sees only them predicts nothing, while the
     neighbour mean (``spatial_context=4``) carries the signal: a known structure the head's blocks must find.
     """
-    rng = np.random.default_rng(seed)
-    xy = np.array([(i, j) for i in range(n_side) for j in range(n_side)], dtype=float) * 100.0
-    n = n_side * n_side * n_sections
-    coords = np.vstack([xy] * n_sections)
-    sec = np.repeat([f"s{k}" for k in range(n_sections)], n_side * n_side)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    ctx, _ = neighbour_mean(x, coords, 4, sec)
-    w = rng.normal(size=(d, n_genes))
-    y = np.tanh(ctx @ w) + 0.1 * rng.normal(size=(n, n_genes))
-    a = ad.AnnData(np.zeros((n, n_genes), dtype=np.float32))
-    a.layers["y"] = y.astype(np.float32)
-    a.var_names = [f"g{i}" for i in range(n_genes)]
-    a.obs["section"] = pd.Categorical(sec)
-    a.obsm["spatial"] = coords
-    a.obsm["X_m"] = x
-    return a
-
-
-@pytest.fixture(scope="module")
-def grid():
-    return _grid_table()
+    return spatial_table(
+        plant="neighbours", n_sections=4, side=12, spacing=100.0, fastest="y", n_features=12, n_genes=6,
+        n_signal=6, weight_scale=1.0, noise=0.1, section_prefix="s", feature_key="X_m",
+    )  # fmt: skip
 
 
 def test_inner_split_holds_out_one_training_section_only():

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from morphst.tl._learn._integration import fit_integration
 from morphst.tl import TrainOptions
+from morphst.tl._learn._integration import fit_integration
 
 FAST = TrainOptions(max_epochs=60, patience=20, learning_rate=1e-2, dropout=0.0)
 
@@ -21,20 +21,11 @@ def _grid_edges(side: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def _toy(side: int = 16, seed: int = 0):
+def _toy(spatial_table, side: int = 16, seed: int = 0):
     """Features: 6 columns shared with expression (spatially smooth), 4 private (a left/right domain), 3 of noise."""
-    rng = np.random.default_rng(seed)
-    n = side * side
-    col = np.tile(np.arange(side), side)
-    row = np.repeat(np.arange(side), side)
-    domain = (col >= side // 2).astype(np.int64)
-    expr = rng.normal(size=(n, 8))
-    # the shared directions are spatially smooth, so the spatial objective alone would keep them
-    expr[:, :3] += 2 * np.column_stack([np.sin(row / 2.5), np.cos(col / 3.0), np.sin((row + col) / 4.0)])
-    shared = expr[:, :3] @ rng.normal(size=(3, 6)) + 0.3 * rng.normal(size=(n, 6))
-    private = np.outer(2 * domain - 1, rng.normal(size=4)) + 0.5 * rng.normal(size=(n, 4))
-    x = np.hstack([3 * shared, private, rng.normal(size=(n, 3))]).astype(np.float32)
-    return x, expr.astype(np.float32), domain, _grid_edges(side)
+    a = spatial_table(plant="shared", n_sections=1, side=side, n_genes=8, n_features=13, seed=seed)
+    domain = (a.obs["domain"] == "right").to_numpy().astype(np.int64)
+    return a.obsm["X_feat"], a.obsm["X_pca"], domain, _grid_edges(side)
 
 
 def _max_abs_r(z: np.ndarray, e: np.ndarray) -> float:
@@ -68,8 +59,8 @@ def _hsic(x, expr, *, labels=None, edges=None, penalty_weight=10.0, random_state
     )
 
 
-def test_hsic_self_supervised_removes_shared_keeps_domain():
-    x, expr, domain, edges = _toy()
+def test_hsic_self_supervised_removes_shared_keeps_domain(spatial_table):
+    x, expr, domain, edges = _toy(spatial_table)
     assert _max_abs_r(x, expr) > 0.9  # the shared columns
     z0, _ = _hsic(x, expr, edges=edges, penalty_weight=0.0)
     # the RBF-HSIC penalty is weaker per unit weight on linear dependence than the squared Pearson r it replaced
@@ -89,8 +80,8 @@ def test_hsic_self_supervised_removes_shared_keeps_domain():
     assert "InfoNCE" in rec["description"]
 
 
-def test_hsic_with_labels_stays_relevant():
-    x, expr, domain, _ = _toy(seed=1)
+def test_hsic_with_labels_stays_relevant(spatial_table):
+    x, expr, domain, _ = _toy(spatial_table, seed=1)
     labels = domain.copy()
     labels[::7] = -1  # missing annotations are ignored
     z, rec = _hsic(x, expr, labels=labels)
@@ -99,8 +90,8 @@ def test_hsic_with_labels_stays_relevant():
     assert "cross-entropy" in rec["description"]
 
 
-def test_hsic_fits_on_train_rows_only():
-    x, expr, _, edges = _toy(seed=2)
+def test_hsic_fits_on_train_rows_only(spatial_table):
+    x, expr, _, edges = _toy(spatial_table, seed=2)
     train = np.ones(len(x), bool)
     train[::4] = False
     z, _ = _hsic(x, expr, edges=edges, train=train)
@@ -112,8 +103,8 @@ def test_hsic_fits_on_train_rows_only():
     assert not np.allclose(z[~train], z2[~train])
 
 
-def test_hsic_seeded_repeatable():
-    x, expr, _, edges = _toy(side=14, seed=3)
+def test_hsic_seeded_repeatable(spatial_table):
+    x, expr, _, edges = _toy(spatial_table, side=14, seed=3)
     a, ra = _hsic(x, expr, edges=edges, random_state=5)
     b, rb = _hsic(x, expr, edges=edges, random_state=5)
     c, _ = _hsic(x, expr, edges=edges, random_state=6)
@@ -182,8 +173,8 @@ def test_residual_cross_fitted_and_orthogonal(n_sections):
     assert min(r) > 0.98
 
 
-def test_bad_inputs_raise():
-    x, expr, domain, edges = _toy(side=8)
+def test_bad_inputs_raise(spatial_table):
+    x, expr, domain, edges = _toy(spatial_table, side=8)
     n = len(x)
     ok = {
         "train": np.ones(n, bool),
@@ -299,7 +290,8 @@ def test_maf_section_offset_not_encoded_domain_found():
     np.testing.assert_allclose(comp["moran_I"], i_hand, atol=2e-3)
     np.testing.assert_allclose(comp["criterion"], comp["moran_I"], rtol=1e-9)  # maf: Moran's I itself
     np.testing.assert_allclose(comp["variance"], 1.0, rtol=1e-6)
-    assert comp["moran_I_held_out"].iloc[0] > 0.5 and comp["p_value_held_out"].iloc[0] < 1e-6
+    assert comp["moran_I_held_out"].iloc[0] > 0.5
+    assert comp["p_value_held_out"].iloc[0] < 1e-6
 
 
 def test_maf_section_statistics_and_held_out_sections():
@@ -360,7 +352,10 @@ def test_rbf_hsic_penalty_matches_the_gram_matrix_estimate():
     for j in range(2):
         kz = gram(zs[:, j], median_bandwidth(zs[:, j]))
         naive.append(
-            sum(hsic(kz, gram(w[:, e], bw_w[e])) / np.sqrt(hsic(kz, kz) * hsic(*(gram(w[:, e], bw_w[e]),) * 2)) for e in range(2))
+            sum(
+                hsic(kz, gram(w[:, e], bw_w[e])) / np.sqrt(hsic(kz, kz) * hsic(*(gram(w[:, e], bw_w[e]),) * 2))
+                for e in range(2)
+            )
         )
     g = torch.Generator().manual_seed(0)
     d = 8192
@@ -368,7 +363,8 @@ def test_rbf_hsic_penalty_matches_the_gram_matrix_estimate():
     ph = torch.rand(d, generator=g, dtype=torch.float64) * 2 * np.pi
     got = rbf_hsic_penalty(torch.from_numpy(z), torch.from_numpy(w), torch.from_numpy(bw_w), fr, ph).numpy()
     np.testing.assert_allclose(got, naive, atol=0.02)
-    assert naive[0] > 0.2 and naive[1] < 0.05  # w0² depends on w0 though uncorrelated with it
+    assert naive[0] > 0.2
+    assert naive[1] < 0.05
     assert abs(np.corrcoef(z[:, 0], w[:, 0])[0, 1]) < 0.25
 
 
@@ -397,7 +393,8 @@ def test_learn_features_integration_adds_the_image_only_domains():
     z = a.obsm["X_learned_integration"]
     comp = a.uns["X_learned_integration"]["components"]
     # n_components=None (was 8): the significant components, at least the image-only domain contrast
-    assert 1 <= z.shape[1] == len(comp) and comp["significant"].all()
+    assert 1 <= z.shape[1] == len(comp)
+    assert comp["significant"].all()
     params = a.uns["X_learned_integration"]["params"]
     assert (params["method"], params["method_requested"]) == ("maf", "auto")  # no annotation_key
     mst.tl.fuse(a, ("X_pca", "X_learned_integration"), method="stitch", key_added="X_fused")
@@ -407,17 +404,12 @@ def test_learn_features_integration_adds_the_image_only_domains():
     assert _max_abs_r(z[:, :2], a.obsm["X_pca"]) < 0.3
 
 
-def test_learn_features_auto_method_with_labels_is_hsic():
-    import anndata as ad
-
+def test_learn_features_auto_method_with_labels_is_hsic(spatial_table):
     import morphst as mst
 
-    x, expr, domain, _ = _toy(side=12)
-    side = 12
-    a = ad.AnnData(np.zeros((len(x), 1), np.float32))
-    a.obsm["X_morph"], a.obsm["X_pca"] = x, expr
-    a.obsm["spatial"] = np.column_stack([np.tile(np.arange(side), side), np.repeat(np.arange(side), side)]) * 100.0
-    a.obs["domain"] = pd.Categorical(np.where(domain == 1, "right", "left"))
+    a = spatial_table(
+        plant="shared", n_sections=1, side=12, spacing=100.0, n_genes=8, n_features=13, feature_key="X_morph"
+    )
     mst.tl.learn_features(
         a, "X_morph", objective="integration", annotation_key="domain", n_components=2, options=FAST, library_key=None
     )

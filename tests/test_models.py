@@ -322,10 +322,11 @@ CARDS: dict[str, Card] = {
 
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
-    """An empty local HF cache, ``HF_HUB_OFFLINE=1``, an empty weights dir; any reachability check fails the test."""
-    from huggingface_hub import constants
+    """An empty local HF cache, ``HF_HUB_OFFLINE=1``, an empty weights dir; any TCP connection (the hub reachability
+    check included) fails the test."""
+    import socket
 
-    from morphst.tl.models import _weights
+    from huggingface_hub import constants
 
     cache = tmp_path / "hf" / "hub"
     cache.mkdir(parents=True)
@@ -337,12 +338,12 @@ def offline_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     wdir = tmp_path / "weights"
     wdir.mkdir()
-    monkeypatch.setattr(mst.settings, "_weights_dir", wdir)
+    monkeypatch.setattr(mst.settings, "weights_dir", wdir)
 
     def no_network(*a, **k):
         raise AssertionError("HF_HUB_OFFLINE is set: the hub must not be contacted")
 
-    monkeypatch.setattr(_weights, "hub_reachable", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
     return cache, wdir
 
 

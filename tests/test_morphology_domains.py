@@ -114,7 +114,8 @@ def test_smooth_stain_field_sections_and_deep_features():
     assert a.obs["section"].value_counts().to_dict() == {"S0": 100, "S1": 100, "S2": 100}
     # sections side by side: disjoint x ranges
     x = a.obsm["spatial"][:, 0]
-    assert x[sec == "S0"].max() < x[sec == "S1"].min() and x[sec == "S1"].max() < x[sec == "S2"].min()
+    assert x[sec == "S0"].max() < x[sec == "S1"].min()
+    assert x[sec == "S1"].max() < x[sec == "S2"].min()
     # the stain field is smooth (hundreds of µm): neighbouring spots 100 µm apart agree
     from scipy.spatial import cKDTree
 

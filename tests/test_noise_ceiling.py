@@ -29,9 +29,9 @@ def _poisson_table(n: int = 4000, n_null: int = 20, seed: int = 1, *, as_sparse:
     """
     rng = np.random.default_rng(seed)
     mu = 100.0 * np.exp(0.1 * rng.standard_normal(n))
-    counts = np.column_stack(
-        [rng.poisson(mu), rng.poisson(100.0, size=(n, n_null)), rng.poisson(1e6, size=n)]
-    ).astype(np.float64)
+    counts = np.column_stack([rng.poisson(mu), rng.poisson(100.0, size=(n, n_null)), rng.poisson(1e6, size=n)]).astype(
+        np.float64
+    )
     names = ["signal", *[f"null{i}" for i in range(n_null)], "housekeeping"]
     a = ad.AnnData(sparse.csr_matrix(counts) if as_sparse else counts, var=pd.DataFrame(index=names))
     c = 1e4 / 1e6
@@ -54,7 +54,8 @@ def test_poisson_reliability_matches_analytic(as_sparse):
     assert abs(null.mean()) < 0.03  # no signal: reliability ~ 0 (20 genes, SE of the mean ~0.007)
     assert null.abs().max() < 0.15
     per = a.uns["noise_ceiling"]["per_section"]
-    assert per.loc[0, "n_spots"] == 4000 and per.loc[0, "n_genes"] == a.n_vars
+    assert per.loc[0, "n_spots"] == 4000
+    assert per.loc[0, "n_genes"] == a.n_vars
     assert per.loc[0, "ceiling"] == pytest.approx(np.sqrt(rel.clip(lower=0)).mean())
 
 
@@ -73,8 +74,10 @@ def test_within_section_only_and_gene_subset():
     noise_ceiling(a, layer="counts", genes=["offset", "signal_in_A"], key_added="nc")
     rel = a.varm["nc_reliability"]
     assert list(rel.columns) == ["A", "B"]
-    assert abs(rel.loc["offset", "A"]) < 0.15 and abs(rel.loc["offset", "B"]) < 0.15
-    assert rel.loc["signal_in_A", "A"] > 0.6 and abs(rel.loc["signal_in_A", "B"]) < 0.15
+    assert abs(rel.loc["offset", "A"]) < 0.15
+    assert abs(rel.loc["offset", "B"]) < 0.15
+    assert rel.loc["signal_in_A", "A"] > 0.6
+    assert abs(rel.loc["signal_in_A", "B"]) < 0.15
     assert np.isnan(rel.loc["hk"]).all()  # not evaluated
     assert a.uns["nc"]["params"]["genes"] == ["offset", "signal_in_A"]
     assert a.uns["nc"]["per_section"]["n_genes"].tolist() == [2, 2]
@@ -83,7 +86,8 @@ def test_within_section_only_and_gene_subset():
 def test_seeded_and_copy():
     a, _ = _poisson_table(n=300, n_null=2)
     b = noise_ceiling(a, random_state=3, copy=True)
-    assert "noise_ceiling" not in a.varm and "noise_ceiling" not in a.uns
+    assert "noise_ceiling" not in a.varm
+    assert "noise_ceiling" not in a.uns
     noise_ceiling(a, random_state=3)
     pd.testing.assert_frame_equal(a.varm["noise_ceiling"], b.varm["noise_ceiling"])
     c = noise_ceiling(a, random_state=4, copy=True)

@@ -71,23 +71,7 @@ def test_edge_padding_valid_fraction(synthetic_factory):
     np.testing.assert_array_equal(p[0, 138:, 138:], img0[:342, :342])
 
 
-def _with_image(sdata, arr, c_coords):
-    from spatialdata import SpatialData
-    from spatialdata.models import Image2DModel
-    from spatialdata.transformations import Scale
-
-    img = Image2DModel.parse(
-        arr,
-        dims=("c", "y", "x"),
-        c_coords=c_coords,
-        scale_factors=[2],
-        chunks=(len(c_coords), 128, 128),
-        transformations={"global": Scale([0.5, 0.5], axes=("x", "y"))},
-    )
-    return SpatialData(images={"image": img}, shapes=dict(sdata.shapes), tables={"table": sdata.tables["table"]})
-
-
-def test_rgba_grey_uint16(synthetic_factory):
+def test_rgba_grey_uint16(synthetic_factory, with_image):
     make_synthetic_sdata = synthetic_factory
     sdata, _ = make_synthetic_sdata()
     mst.pp.extract_patches(sdata, patch_size=20.0, target_px=40)
@@ -97,19 +81,19 @@ def test_rgba_grey_uint16(synthetic_factory):
     # so it reads as the white RGB image, not as black (dense) tissue
     marks = rgb[:1] < 128
     rgba = np.concatenate([np.zeros_like(rgb), np.where(marks, 255, 0).astype(np.uint8)])
-    s2 = _with_image(make_synthetic_sdata()[0], rgba, ["r", "g", "b", "a"])
+    s2 = with_image(make_synthetic_sdata()[0], rgba, ["r", "g", "b", "a"])
     mst.pp.extract_patches(s2, patch_size=20.0, target_px=40)
     np.testing.assert_array_equal(mst.pp.get_patches(s2), ref)
     assert s2.tables["table"].uns["patches"]["regions"]["spots"]["channel_mode"] == "rgba"
     # half-transparent mid-grey over white: 128 * 0.5 + 255 * 0.5 = 191.5 -> 192 everywhere
     half = np.concatenate([np.full_like(rgb, 128), np.full((1, *rgb.shape[1:]), 128, np.uint8)])
-    s2b = _with_image(make_synthetic_sdata()[0], half, ["r", "g", "b", "a"])
+    s2b = with_image(make_synthetic_sdata()[0], half, ["r", "g", "b", "a"])
     mst.pp.extract_patches(s2b, patch_size=20.0, target_px=40)
     want = round(128 * 128 / 255 + 255 * (1 - 128 / 255))
     assert np.unique(mst.pp.get_patches(s2b)).tolist() == [want]
     # single-channel uint16 (DAPI-like, bright marks on black): mapped by the given range, replicated to RGB
     grey = ((255 - rgb[:1].astype(np.uint16)) * 16).astype(np.uint16)  # marks 4080, background 0
-    s3 = _with_image(make_synthetic_sdata()[0], grey, ["DAPI"])
+    s3 = with_image(make_synthetic_sdata()[0], grey, ["DAPI"])
     mst.pp.extract_patches(s3, patch_size=20.0, target_px=40, intensity_range=(0, 4080))
     p = mst.pp.get_patches(s3)
     assert s3.tables["table"].uns["patches"]["regions"]["spots"]["fill_value"] == 0
@@ -117,7 +101,7 @@ def test_rgba_grey_uint16(synthetic_factory):
     np.testing.assert_allclose(p[..., 0].astype(int), 255 - ref[..., 0].astype(int), atol=1)
     # two channels need an explicit choice
     two = np.concatenate([grey, grey])
-    s4 = _with_image(make_synthetic_sdata()[0], two, ["DAPI", "CD3"])
+    s4 = with_image(make_synthetic_sdata()[0], two, ["DAPI", "CD3"])
     with pytest.raises(ValueError, match="channels="):
         mst.pp.extract_patches(s4)
     mst.pp.extract_patches(s4, channels=["CD3"], patch_size=20.0, target_px=40, intensity_range=(0, 4080))
@@ -335,7 +319,7 @@ def test_edge_patches_are_warned(synthetic_sdata):
 
 
 @pytest.mark.parametrize("cache_bytes", [1, 2**30], ids=["evict-every-batch", "cache-all"])
-def test_chunked_reader_matches_padded_crops(synthetic_factory, cache_bytes):
+def test_chunked_reader_matches_padded_crops(synthetic_factory, with_image, cache_bytes):
     """Windows assembled from many small chunks (48 px; windows span up to 6 x 6 chunks and overhang the edges),
     read ahead and evicted batch by batch, equal crops of the padded in-memory image, pixel for pixel."""
     from morphst.pp._patches import PatchReader
@@ -343,7 +327,7 @@ def test_chunked_reader_matches_padded_crops(synthetic_factory, cache_bytes):
     make_synthetic_sdata = synthetic_factory
     sdata, _ = make_synthetic_sdata()
     noise = np.random.default_rng(1).integers(0, 256, (3, 512, 512), dtype=np.uint8)
-    sdata = _with_image(sdata, noise, ["r", "g", "b"])
+    sdata = with_image(sdata, noise, ["r", "g", "b"])
     sdata.images["image"]["scale0"]["image"].data = sdata.images["image"]["scale0"]["image"].data.rechunk((3, 48, 48))
     # 120 µm = 240 px at 0.5 µm/px: no resampling, the first row/column of spots overhangs the image
     mst.pp.extract_patches(sdata, patch_size=120.0, target_px=240)
@@ -409,21 +393,28 @@ def test_reader_equals_the_single_thread_reference_on_real_data_for_any_workers(
     np.testing.assert_array_equal(mst.pp.get_patches(sdata, rows), ref[rows])
 
 
-def test_chunk_cache_stays_bounded_and_decodes_each_chunk_once_when_it_fits(synthetic_factory, monkeypatch):
+def test_chunk_cache_stays_bounded_and_decodes_each_chunk_once_when_it_fits(synthetic_factory, with_image, monkeypatch):
     """Many small chunks, 2 worker threads several batches ahead: with a cache of one chunk, it holds no more than
     the chunks of the batches in flight after each batch; with a cache that fits the image, each chunk is decoded
     exactly once (no thread decodes a chunk another one is decoding)."""
-    from morphst.pp._patches import PatchReader, _level
+    from morphst.pp._patches import PatchReader
 
     sdata, _ = synthetic_factory()
     noise = np.random.default_rng(3).integers(0, 256, (3, 512, 512), dtype=np.uint8)
-    sdata = _with_image(sdata, noise, ["r", "g", "b"])
-    sdata.images["image"]["scale0"]["image"].data = sdata.images["image"]["scale0"]["image"].data.rechunk((3, 64, 64))
+    sdata = with_image(sdata, noise, ["r", "g", "b"])
+    decoded = []
+
+    def spy(block, block_info=None):  # dask runs it once for each chunk each time that chunk is computed
+        decoded.append(tuple(block_info[0]["chunk-location"][1:]))
+        return block
+
+    data = sdata.images["image"]["scale0"]["image"].data.rechunk((3, 64, 64))
+    sdata.images["image"]["scale0"]["image"].data = data.map_blocks(
+        spy, dtype=data.dtype, meta=np.empty((0, 0, 0), data.dtype)
+    )
     mst.pp.extract_patches(sdata, patch_size=120.0, target_px=240)
     monkeypatch.setattr(mst.settings, "n_jobs", 2)
-    decoded = []
-    orig = _level._LevelReader._decode
-    monkeypatch.setattr(_level._LevelReader, "_decode", lambda self, key: decoded.append(key) or orig(self, key))
+    decoded.clear()
 
     big = PatchReader(sdata, cache_bytes=2**30)
     want = np.concatenate([p.numpy() for _, p in big.iter_batches(batch_size=2)])

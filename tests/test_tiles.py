@@ -138,4 +138,6 @@ def test_tile_tissue_background_is_checked_before_anything_is_written():
         mst.pp.tile_tissue(sdata, "he", um_per_px=0.5, background="dark")
     with pytest.raises(ValueError, match="background='corners'"):
         mst.pp.tile_tissue(sdata, "he", um_per_px=0.5, method="weka", background="bright")
-    assert list(sdata.labels) == [] and list(sdata.shapes) == [] and list(sdata.tables) == []
+    assert list(sdata.labels) == []
+    assert list(sdata.shapes) == []
+    assert list(sdata.tables) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,33 +11,10 @@ import morphst as mst
 from morphst.tl._translation._features import neighbour_mean
 
 
-def make_translation_data(n_sections=4, side=8, n_features=12, n_genes=40, seed=0):
-    """Spots on a grid per section; genes 0-9 follow the features (Poisson with log-linear rate)."""
-    rng = np.random.default_rng(seed)
-    n_per = side * side
-    n = n_sections * n_per
-    xy = np.tile(np.array([(i, j) for j in range(side) for i in range(side)], float) * 200.0, (n_sections, 1))
-    feats = rng.normal(size=(n, n_features)).astype(np.float32)
-    w = rng.normal(scale=0.6, size=(n_features, 10))
-    log_rate = np.full((n, n_genes), 1.5)
-    log_rate[:, :10] += feats @ w / np.sqrt(n_features) * 2
-    # the other genes hold most counts, so normalising by the total barely couples them to the features
-    log_rate[:, 10:] += 2.5 + rng.normal(scale=0.3, size=(n, n_genes - 10))
-    counts = rng.poisson(np.exp(log_rate) * 20).astype(np.float32)
-    obs = pd.DataFrame(
-        {"section": pd.Categorical(np.repeat([f"S{k}" for k in range(n_sections)], n_per))},
-        index=[f"spot{i}" for i in range(n)],
-    )
-    a = ad.AnnData(sparse.csr_matrix(counts), obs=obs)
-    a.var_names = [f"g{j}" for j in range(n_genes)]
-    a.obsm["X_feat"] = feats
-    a.obsm["spatial"] = xy
-    return a
-
-
 @pytest.fixture
-def tdata():
-    return make_translation_data()
+def tdata(spatial_table):
+    """4 sections of 8 x 8 spots (200 µm apart), 12 features, 40 genes: g0-g9 follow the features (conftest)."""
+    return spatial_table()
 
 
 def test_output_contract(tdata):
@@ -393,7 +369,7 @@ def _slots(a):
     return (set(a.layers), list(a.obs.columns), list(a.var.columns), set(a.uns))
 
 
-def test_log_normalised_x_is_refused_and_target_x_predicts_it(tdata):
+def test_log_normalised_x_is_refused_and_target_x_predicts_it(tdata, spatial_table):
     import scanpy as sc
 
     a = tdata
@@ -410,7 +386,7 @@ def test_log_normalised_x_is_refused_and_target_x_predicts_it(tdata):
     assert _slots(a) == before
     # the fix the message names: X already holds the log-normalised target -> the same as computing it from counts
     mst.tl.predict_expression(a, "X_feat", genes=["g0", "g1"], target="X")
-    b = make_translation_data()
+    b = spatial_table()
     mst.tl.predict_expression(b, "X_feat", genes=["g0", "g1"])
     np.testing.assert_allclose(a.layers["predicted"], b.layers["predicted"], rtol=1e-4, atol=1e-4)
 
@@ -600,11 +576,11 @@ def test_other_format_version_is_a_clear_error(saved_translator):
         ("head", {"regressor": mst.tl.FeatureHead(max_epochs=5, patience=2, n_hidden=16, ensemble=False)}),
     ],
 )
-def test_format_1_translator_loads_and_predicts_as_refit(name, kw, tmp_path):
+def test_format_1_translator_loads_and_predicts_as_refit(name, kw, tmp_path, spatial_table):
     """Files of format 1 (the recipe spread over attributes; the head under its former module) still load."""
     from pathlib import Path
 
-    a = make_translation_data()
+    a = spatial_table()
     old = mst.tl.Translator.load(Path(__file__).parent / "data" / f"translator_v1_{name}.morphst")
     mst.tl.fit_translator(a, "X_feat", library_key="section", train=["S0", "S1", "S2"], **kw).save(tmp_path / "n")
     new = mst.tl.Translator.load(tmp_path / "n")
@@ -976,7 +952,6 @@ def test_predict_sdata_given_an_anndata_says_what_to_pass(tdata):
             fn(tdata)
     with pytest.raises(TypeError, match="got ndarray"):
         tr.predict_sdata(np.zeros(3))
-
 
 
 def test_model_keyword_is_renamed_regressor(tdata):

@@ -208,45 +208,29 @@ def test_visium_hd_bins_and_scanpy_scalefactors(synthetic_factory):
         mst.pp.extract_patches(sdata, patch_size=20.0, target_px=40)
 
 
-def _with_image(sdata, arr, c_coords, um_per_px=0.5):
-    from spatialdata import SpatialData
-    from spatialdata.models import Image2DModel
-    from spatialdata.transformations import Scale
-
-    img = Image2DModel.parse(
-        arr,
-        dims=("c", "y", "x"),
-        c_coords=c_coords,
-        scale_factors=[2],
-        chunks=(len(c_coords), 128, 128),
-        transformations={"global": Scale([um_per_px, um_per_px], axes=("x", "y"))},
-    )
-    return SpatialData(images={"image": img}, shapes=dict(sdata.shapes), tables={"table": sdata.tables["table"]})
-
-
-def test_float_image_with_nan_margins(synthetic_factory):
+def test_float_image_with_nan_margins(synthetic_factory, with_image):
     sdata, _ = synthetic_factory()
     mst.pp.extract_patches(sdata, patch_size=40.0, target_px=80)
     ref = mst.pp.get_patches(sdata)
     rgb = np.asarray(sdata.images["image"]["scale0"]["image"].data.compute()).astype(np.float32) / 255.0
     rgb[:, :, :60] = np.nan  # a registration margin over the left column of spots' patches
-    s2 = _with_image(synthetic_factory()[0], rgb, ["r", "g", "b"])
+    s2 = with_image(synthetic_factory()[0], rgb, ["r", "g", "b"])
     mst.pp.extract_patches(s2, patch_size=40.0, target_px=80)
     r = s2.tables["table"].uns["patches"]["regions"]["spots"]["intensity_range"]
     assert np.isfinite(r).all()  # NaN ignored by the range (it was NaN, and every patch came out black)
-    s3 = _with_image(synthetic_factory()[0], rgb, ["r", "g", "b"])
+    s3 = with_image(synthetic_factory()[0], rgb, ["r", "g", "b"])
     mst.pp.extract_patches(s3, patch_size=40.0, target_px=80, intensity_range=(0.0, 1.0))
     got = mst.pp.get_patches(s3)
     # NaN is padding: white for RGB, like the white background; every patch equals the uint8 original
     np.testing.assert_array_equal(got, ref)
 
 
-def test_multichannel_uint16_gets_per_channel_ranges(synthetic_factory):
+def test_multichannel_uint16_gets_per_channel_ranges(synthetic_factory, with_image):
     sdata, centres = synthetic_factory()
     highs = np.array([500, 60000, 4000], np.uint16)
     marks = _marked_image(512, centres, value=1, dtype=np.uint16, channels=1)[0]
     arr = np.stack([marks * h for h in highs]).astype(np.uint16)
-    s2 = _with_image(sdata, arr, ["DAPI", "CD3", "PanCK"])
+    s2 = with_image(sdata, arr, ["DAPI", "CD3", "PanCK"])
     mst.pp.extract_patches(s2, patch_size=20.0, target_px=40)
     r = np.asarray(s2.tables["table"].uns["patches"]["regions"]["spots"]["intensity_range"])
     assert r.shape == (3, 2)
@@ -337,14 +321,14 @@ def test_embed_patches_refuses_nan_features(synthetic_sdata):
     assert "X_bad" not in sdata.tables["table"].obsm
 
 
-def test_float_rgb_range_from_full_resolution_pixels_and_joint_over_colours(synthetic_factory):
+def test_float_rgb_range_from_full_resolution_pixels_and_joint_over_colours(synthetic_factory, with_image):
     """A fine-grained float RGB image: the range comes from the pixels themselves (a downsampled level, whose 2x2
     means narrow it, clipped about a fifth of the pixels), one range over the unnamed colour channels."""
     sdata, _ = synthetic_factory()
     rng = np.random.default_rng(0)
     grain = rng.uniform(0.0, 1.0, (512, 512)).astype(np.float32)  # pixel-scale texture
     rgb = np.stack([grain, 0.5 * grain, 0.25 * grain])  # one stain: channels in fixed proportion
-    s2 = _with_image(sdata, rgb, [0, 1, 2])  # spatialdata's default channel names
+    s2 = with_image(sdata, rgb, [0, 1, 2])  # spatialdata's default channel names
     mst.pp.extract_patches(s2, patch_size=20.0, target_px=40)
     r = np.asarray(s2.tables["table"].uns["patches"]["regions"]["spots"]["intensity_range"])
     lo, hi = np.nanpercentile(rgb.astype(float), [0.1, 99.9])  # the pixels' own percentiles, over the three channels
@@ -360,7 +344,7 @@ def test_float_rgb_range_from_full_resolution_pixels_and_joint_over_colours(synt
     ratio = p[..., 1].mean() / p[..., 0].mean()
     assert ratio == pytest.approx(0.5, abs=0.03)
     # named fluorescence channels keep one range each
-    s3 = _with_image(synthetic_factory()[0], rgb, ["DAPI", "CD3", "PanCK"])
+    s3 = with_image(synthetic_factory()[0], rgb, ["DAPI", "CD3", "PanCK"])
     mst.pp.extract_patches(s3, patch_size=20.0, target_px=40)
     r3 = np.asarray(s3.tables["table"].uns["patches"]["regions"]["spots"]["intensity_range"])
     np.testing.assert_allclose(r3[:, 1], [np.percentile(c.astype(float), 99.9) for c in rgb], rtol=1e-6)

@@ -15,7 +15,7 @@ import pytest
 import morphst as mst
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 # ---- pl.domains colours over H&E ---------------------------------------------------------------------------------
@@ -101,7 +101,8 @@ def test_map_of_a_gene_not_predicted_in_every_fold_has_a_legend_entry():
     # rows: A (predicted in both folds), B (fold 0 only); columns: observed, predicted
     legends = [x.get_legend() for x in axes]
     assert legends[1] is None  # A predicted everywhere: no entry
-    assert legends[0] is None and legends[2] is None  # observed panels
+    assert legends[0] is None
+    assert legends[2] is None
     assert [t.get_text() for t in legends[3].get_texts()] == ["not predicted in this fold"]
     # and the 8 spots of fold 1 are drawn light grey
     fig.canvas.draw()
@@ -217,7 +218,8 @@ def test_truncated_safetensors_in_the_weights_dir_names_the_file(tmp_path, monke
     with pytest.raises(ValueError, match=r"Weights file '.*resnet18\.safetensors' \([\d,]+ bytes\) cannot be") as e:
         mst.tl.models.get_model("resnet18")
     assert f"({len(data) // 2:,} bytes)" in str(e.value)
-    assert "truncated or corrupt" in str(e.value) and "download it again" in str(e.value)
+    assert "truncated or corrupt" in str(e.value)
+    assert "download it again" in str(e.value)
 
 
 def test_state_dict_of_another_architecture_names_file_model_and_keys(tmp_path, resnet18_state):

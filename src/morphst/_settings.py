@@ -5,6 +5,7 @@ Torch is imported lazily, so ``import morphst`` stays fast and the settings work
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 
@@ -55,6 +56,10 @@ class _Settings:
         Folder with the sample datasets (default: ``$MORPHST_DATA_DIR``).
     weights_dir
         Folder with local model weight files (default: ``$MORPHST_WEIGHTS_DIR``).
+    checkpoint_block_size
+        Patches per block of an ``embed_patches(checkpoint=...)`` store (default 2048, rounded down to whole
+        batches, at least one): the work a crash can lose, and one zarr chunk of the store. A store is resumed only
+        with the block size it was written with.
     """
 
     data_dir = _EnvDir("MORPHST_DATA_DIR")
@@ -68,6 +73,7 @@ class _Settings:
         self._verbosity: int = 2
         self._data_dir: Path | None = None
         self._weights_dir: Path | None = None
+        self._checkpoint_block_size: int = 2048
 
     @property
     def verbosity(self) -> int:
@@ -82,6 +88,17 @@ class _Settings:
             raise ValueError(msg)
         self._verbosity = int(value)
         logger.setLevel(VERBOSITY_LEVELS[self._verbosity])
+
+    @property
+    def checkpoint_block_size(self) -> int:
+        return self._checkpoint_block_size
+
+    @checkpoint_block_size.setter
+    def checkpoint_block_size(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            msg = f"`checkpoint_block_size` must be a positive integer (patches per block), got {value!r}."
+            raise ValueError(msg)
+        self._checkpoint_block_size = int(value)
 
     @property
     def cache_dir(self) -> Path:

@@ -8,11 +8,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-#: Patches per checkpoint block (rounded to whole batches): the work lost by a crash, and one zarr chunk.
-_BLOCK_PATCHES = 2048
 #: Version of the checkpoint layout (``attrs['morphst_embed_patches']['format']``).
 _CHECKPOINT_FORMAT = 1
 _CHECKPOINT_ATTR = "morphst_embed_patches"
+
+
+def __getattr__(name: str):
+    """``_BLOCK_PATCHES``, the patches per checkpoint block, is ``mst.settings.checkpoint_block_size`` at call time."""
+    if name == "_BLOCK_PATCHES":
+        from ..._settings import settings
+
+        return settings.checkpoint_block_size
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 class _Checkpoint:
