@@ -106,7 +106,7 @@ def learn_translation_features(
     rows = np.flatnonzero(train_mask)
     gidx = design.genes_for(rows)
     design.warn_caps()
-    head, description = fit_rows(design, rows, design.target(rows, gidx))
+    head, description = fit_rows(design, rows, design.targets(rows, gidx)[0])
     params = records_params(
         use_rep=use_rep, objective="translation", n_components=n_components, library_key=library_key,
         n_train=int(train_mask.sum()), train=None if train is None else (train if isinstance(train, str) else "array"),

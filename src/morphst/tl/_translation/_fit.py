@@ -88,7 +88,7 @@ def fit_translator(
     design.warn_caps()
     start = logg.info(f"fitting a translator on {len(rows)} spots from `obsm[{use_rep!r}]`")
     with blas_limits(design.x):
-        est, description = fit_rows(design, rows, design.target(rows, gidx))
+        est, description = fit_rows(design, rows, design.targets(rows, gidx)[0])
         canonical_arrays(est)  # C-order arrays, as the translator file stores them: same predictions after a save
         domain = ApplicabilityDomain.fit(  # before scale_per_library, which would hide a section-wide shift
             design.unscaled()[rows],

@@ -24,7 +24,7 @@ from ..._constants import Key
 from ..._docs import document_parameters
 from ._features import check_spatial_context, context_caps, warn_caps
 from ._folds import section_groups
-from ._genes import GenePlan, dense_cols, make_gene_plan
+from ._genes import GenePlan, dense_cols, gene_columns, make_gene_plan
 from ._inputs import Inputs, check_global_context, check_scaling, context_keys, read_inputs
 from ._model import DEFAULT_ALPHAS, check_alphas, check_model, fit_model, make_model, validate_random_state
 
@@ -234,9 +234,14 @@ class Design:
         """Positions of the target genes chosen on the training ``rows``."""
         return np.flatnonzero(self.genes.genes_for(self.var_names, rows))
 
-    def target(self, rows: np.ndarray, gidx: np.ndarray) -> np.ndarray:
-        """Dense float64 target of ``rows`` and genes ``gidx``."""
-        return dense_cols(self.inputs.y, rows, gidx)
+    def targets(self, train: np.ndarray, gidx: np.ndarray, test: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """The target of genes ``gidx``: dense float64 on the ``train`` rows; as stored (CSR if sparse) on ``test``.
+
+        The genes are cut once, then the rows (at 1,000,000 cells a train-row copy of every gene would be several
+        times the size of the genes fit). ``None`` for the test rows without ``test``.
+        """
+        yg = gene_columns(self.inputs.y, gidx)
+        return dense_cols(yg, train, np.arange(len(gidx))), (None if test is None else yg[test])
 
 
 def fit_rows(design: Design, rows: np.ndarray, y: np.ndarray) -> tuple[Any, str]:
