@@ -24,9 +24,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from .._nn import TrainOptions
 from ._hsic import fit_hsic
 from ._linear import standardise_on
-from .._nn import TrainOptions
 
 
 def fit_integration(

@@ -13,11 +13,11 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obsm, get_adata, list_keys, records_params
+from .._nn import TrainOptions, resolve_train_device
 from .._translation import resolve_train, section_groups
 from ._integration import fit_integration
 from ._linear import apply_section_statistics, section_statistics
 from ._spatial_components import N_PERMUTATIONS, fit_spatial_components
-from .._nn import TrainOptions, resolve_train_device
 
 if TYPE_CHECKING:
     from anndata import AnnData

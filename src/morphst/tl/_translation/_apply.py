@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
-
 def embed_section(
     sdata: SpatialData,
     keys: list[str],

@@ -17,8 +17,8 @@ from . import _apply
 from ._applicability import ApplicabilityDomain
 from ._features import context_caps, warn_caps
 from ._inputs import fitted_inputs
-from ._recipe import Recipe
 from ._predict import check_domain, domain_features, groups_of, predict_scored, prediction_table
+from ._recipe import Recipe
 
 if TYPE_CHECKING:
     from anndata import AnnData
