@@ -32,16 +32,6 @@ def fit_translator(
     *,
     train: str | np.ndarray | Sequence[str] | None = None,
     stain_reference: Any = None,
-    genes=RECIPE,
-    target=RECIPE,
-    regressor=RECIPE,
-    library_key=RECIPE,
-    select_on_train=RECIPE,
-    spatial_context=RECIPE,
-    context_rep=RECIPE,
-    global_context=RECIPE,
-    scale_per_library=RECIPE,
-    alphas=RECIPE,
     recipe: Recipe,
     table_key: str = Key.TABLE,
     random_state=RECIPE,
@@ -83,7 +73,7 @@ def fit_translator(
     adata = get_adata(data, table_key)
     design = recipe.design(adata)
     stain = _stain_state(stain_reference)
-    rows = np.flatnonzero(resolve_train(adata, train, design.groups, library_key))
+    rows = np.flatnonzero(resolve_train(adata, train, design.groups, recipe.library_key))
     gidx = design.genes_for(rows)
     design.warn_caps()
     start = logg.info(f"fitting a translator on {len(rows)} spots from `obsm[{use_rep!r}]`")

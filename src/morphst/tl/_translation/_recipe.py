@@ -56,15 +56,6 @@ class Recipe:
         default=Key.DEFAULT_REP,
         metadata=_about("inputs", "``obsm`` key of the patch embeddings, ``(n_obs, n_features)``."),
     )
-    target: str = field(
-        default=Key.TARGET,
-        metadata=_about(
-            "inputs",
-            """\
-What to predict: ``"log1p_cp10k"`` (log1p of counts per 10,000; the layer if present, else computed from the raw
-counts in ``X``), a layer name, or ``"X"``.""",
-        ),
-    )
     genes: str | Sequence[str] = field(
         default=Key.MORPH_TARGET,
         metadata=_about(
@@ -74,6 +65,38 @@ Target genes: a boolean ``var`` column or a list of names. A column written by :
 (or the default ``"morph_target"`` not yet computed: 50 highly variable genes by Pearson residuals) is
 re-selected on each training set with its stored rule (:class:`morphst.pp.GeneSelection`) when
 ``select_on_train``; another boolean column is used as it is.""",
+        ),
+    )
+    target: str = field(
+        default=Key.TARGET,
+        metadata=_about(
+            "inputs",
+            """\
+What to predict: ``"log1p_cp10k"`` (log1p of counts per 10,000; the layer if present, else computed from the raw
+counts in ``X``), a layer name, or ``"X"``.""",
+        ),
+    )
+    regressor: Literal["ridge", "mlp", "head"] | Any = field(
+        default="ridge",
+        metadata=_about(
+            "fit",
+            """\
+``"ridge"`` (standardise, PCA to at most 256 components, :class:`~sklearn.linear_model.RidgeCV` with the penalty
+from an inner cross-validation grouped by ``library_key`` on the training set: the HEST-Benchmark linear probe),
+``"mlp"`` (the same, then one hidden layer of 256 units with early stopping), ``"head"``
+(:class:`~morphst.tl.FeatureHead`, one token per input block, early-stopped on a held-out training section; pass
+a ``FeatureHead(...)`` to set its options), or any scikit-learn regressor (cloned per fit).""",
+        ),
+    )
+    library_key: str | None = field(
+        default=Key.LIBRARY,
+        metadata=_about(
+            "inputs",
+            """\
+``obs`` column of the section of each spot: the groups of the regressor's inner split (cross-validation, early
+stopping), of spatial neighbours, of section tokens and of per-section scaling. ``None``, or the default
+``"section"`` when there is no such column: all spots form one section; any other name that is not a column is a
+``KeyError``.""",
         ),
     )
     select_on_train: bool = field(
@@ -117,29 +140,6 @@ blocks after the own embedding.""",
 Standardise every feature within each section (its own spots, never its expression) before the model: removes
 section-wide shifts of the embedding (stain, scanner), at the cost of section-wide differences in expression. A
 translator stores it and scales each new section by itself.""",
-        ),
-    )
-    library_key: str | None = field(
-        default=Key.LIBRARY,
-        metadata=_about(
-            "inputs",
-            """\
-``obs`` column of the section of each spot: the groups of the regressor's inner split (cross-validation, early
-stopping), of spatial neighbours, of section tokens and of per-section scaling. ``None``, or the default
-``"section"`` when there is no such column: all spots form one section; any other name that is not a column is a
-``KeyError``.""",
-        ),
-    )
-    regressor: Literal["ridge", "mlp", "head"] | Any = field(
-        default="ridge",
-        metadata=_about(
-            "fit",
-            """\
-``"ridge"`` (standardise, PCA to at most 256 components, :class:`~sklearn.linear_model.RidgeCV` with the penalty
-from an inner cross-validation grouped by ``library_key`` on the training set: the HEST-Benchmark linear probe),
-``"mlp"`` (the same, then one hidden layer of 256 units with early stopping), ``"head"``
-(:class:`~morphst.tl.FeatureHead`, one token per input block, early-stopped on a held-out training section; pass
-a ``FeatureHead(...)`` to set its options), or any scikit-learn regressor (cloned per fit).""",
         ),
     )
     alphas: Sequence[float] = field(
