@@ -978,7 +978,6 @@ def test_predict_sdata_given_an_anndata_says_what_to_pass(tdata):
         tr.predict_sdata(np.zeros(3))
 
 
-
 def test_model_keyword_is_renamed_regressor(tdata):
     a, b = tdata.copy(), tdata.copy()
     with pytest.warns(FutureWarning, match=r"`predict_expression\(model=...\)` is now `regressor=`"):
