@@ -103,7 +103,7 @@ def test_blur_stain_and_other_tissue_are_out_of_domain(her2st_copy, loso_transla
     _, v = tr.applicability_scores(_as_adata(feats, "DLPFC"))
     assert not v.loc["DLPFC", "in_domain"], v
     # predictions on it warn, and say where to look
-    with pytest.warns(UserWarning, match=r"Out of the translator's training domain: DLPFC.*translator_distance"):
+    with pytest.warns(UserWarning, match=r"Out of the translator's training domain: DLPFC.*applicability_score"):
         tr.predict(_as_adata(feats, "DLPFC"), library_key="section")
 
 
@@ -119,7 +119,7 @@ def test_scores_survive_save_load_and_are_written(her2st_embedded, loso_translat
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # in-domain: no warning
         out = back.predict_adata(sub, library_key="section")
-    np.testing.assert_allclose(out.obs["translator_distance"].to_numpy(), a, rtol=1e-6)
+    np.testing.assert_allclose(out.obs["applicability_score"].to_numpy(), a, rtol=1e-6)
     v = out.uns["morphst_translation"]["applicability"]["verdict"]["C3"]
     assert v["in_domain"] is True
     assert v["n_spots"] == sub.n_obs
@@ -144,7 +144,7 @@ def test_pl_applicability_draws_the_scores_with_the_verdicts(spatial_table):
     with pytest.warns(UserWarning, match="training domain: far"):
         out = tr.predict_adata(both)
     scores, verdict = tr.applicability_scores(both)
-    np.testing.assert_allclose(out.obs["translator_distance"].to_numpy(), scores, rtol=1e-6)
+    np.testing.assert_allclose(out.obs["applicability_score"].to_numpy(), scores, rtol=1e-6)
     fig = mst.pl.applicability(out, return_fig=True)
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title().split(":")[0] for ax in panels] == ["S3", "far"]
@@ -152,7 +152,7 @@ def test_pl_applicability_draws_the_scores_with_the_verdicts(spatial_table):
         rows = (out.obs["section"] == s).to_numpy()
         # the colours are the scores of that section's spots, in order, on a scale centred on 1
         drawn = np.asarray(ax.collections[0].get_array(), dtype=float)
-        np.testing.assert_allclose(drawn, out.obs["translator_distance"].to_numpy()[rows], rtol=1e-6)
+        np.testing.assert_allclose(drawn, out.obs["applicability_score"].to_numpy()[rows], rtol=1e-6)
         norm = ax.collections[0].norm
         assert (norm.vmin, norm.vcenter, norm.vmax) == (0.0, 1.0, 2.0)
         frac = verdict.loc[s, "frac_beyond"]
@@ -171,10 +171,29 @@ def test_pl_applicability_draws_the_scores_with_the_verdicts(spatial_table):
 
 def test_pl_applicability_errors(spatial_table):
     a = spatial_table(n_features=8, n_genes=6, n_signal=2)
-    with pytest.raises(KeyError, match=r"No applicability score `obs\['translator_distance'\]`.*predict_sdata"):
+    with pytest.raises(KeyError, match=r"No applicability score `obs\['applicability_score'\]`.*predict_sdata"):
         mst.pl.applicability(a)
-    a.obs["translator_distance"] = 0.5
+    a.obs["applicability_score"] = 0.5
     with pytest.raises(ValueError, match="`vmax` must be above 1"):
         mst.pl.applicability(a, vmax=1.0)
     with pytest.raises(KeyError, match="`library_key`='nope'"):
         mst.pl.applicability(a, library_key="nope")
+
+
+def test_pl_applicability_reads_a_table_written_under_the_former_column_name():
+    """Tables written before the rename hold ``obs['translator_distance']``: drawn, with a FutureWarning."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    a = _synthetic()
+    old = np.linspace(0.0, 2.0, a.n_obs)
+    a.obs["translator_distance"] = old
+    with pytest.warns(FutureWarning, match=r"`obs\['translator_distance'\]`.* is now `obs\['applicability_score'\]`"):
+        fig = mst.pl.applicability(a, library_id="S1", return_fig=True)
+    drawn = np.asarray(fig.axes[0].collections[0].get_array(), dtype=float)
+    np.testing.assert_allclose(drawn, old[(a.obs["section"] == "S1").to_numpy()])
+    with pytest.raises(KeyError, match=r"No applicability score `obs\[.nope.\]`"):  # only the default falls back
+        mst.pl.applicability(a, score_key="nope")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

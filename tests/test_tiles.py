@@ -88,7 +88,7 @@ def test_he_only_slide_gets_predictions_over_its_tissue(c3_tiles, data_dir):
     assert out.shape == (n_tiles, 10)
     assert np.isfinite(out.X).all()
     assert out.X.std(axis=0).min() > 0  # a map, not a constant
-    assert np.isfinite(out.obs["translator_distance"]).all()
+    assert np.isfinite(out.obs["applicability_score"]).all()
     assert out.uns["patches"]["regions"]["C3_he_tiles"]["window_px"][0][0] == 163  # 112 µm at 0.687 µm/px
 
 

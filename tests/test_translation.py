@@ -335,7 +335,7 @@ def test_her2st_translator_on_section_without_table(her2st_embedded):
     assert verdict["in_domain"]
     assert ax.get_title() == f"C3_spots: in training domain\n({100 * verdict['frac_beyond']:.0f}% of spots > 1)"
     np.testing.assert_allclose(
-        np.asarray(ax.collections[0].get_array(), dtype=float), t.obs["translator_distance"].to_numpy(), rtol=1e-6
+        np.asarray(ax.collections[0].get_array(), dtype=float), t.obs["applicability_score"].to_numpy(), rtol=1e-6
     )
     assert len(ax.images) == 1  # drawn over the H&E
 
@@ -942,7 +942,7 @@ def test_applicability_with_scale_per_library_sees_the_shift_scaling_removes(tda
     assert back.applicability.before_scaling
     with pytest.warns(UserWarning, match="Out of the translator's training domain"):
         out = back.predict_adata(shifted)
-    np.testing.assert_allclose(out.obs["translator_distance"], s_shift, rtol=1e-5)
+    np.testing.assert_allclose(out.obs["applicability_score"], s_shift, rtol=1e-5)
 
 
 def test_predict_sdata_given_an_anndata_says_what_to_pass(tdata):

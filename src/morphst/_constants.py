@@ -45,8 +45,9 @@ class Key:
     PREDICTED_TABLE: Final = "morph_predicted"
     #: ``uns`` key of the parameters and applicability verdicts of a :class:`morphst.tl.Translator`'s predictions.
     TRANSLATION: Final = "morphst_translation"
-    #: ``obs`` column of the applicability score written by a :class:`morphst.tl.Translator`'s predictions.
-    APPLICABILITY_SCORE: Final = "translator_distance"
+    #: ``obs`` column of the applicability score written by a :class:`morphst.tl.Translator`'s predictions (tables
+    #: written by older versions hold it as ``"translator_distance"``, read by :func:`morphst.pl.applicability`).
+    APPLICABILITY_SCORE: Final = "applicability_score"
 
     @staticmethod
     def obsm_embedding(model: str) -> str:

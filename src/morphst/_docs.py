@@ -7,7 +7,7 @@ replaces it with the text, indenting every further line of the text like the pla
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 _T = TypeVar("_T")
@@ -127,103 +127,68 @@ def plot_docs(*, ax: str = "", figsize: str, image: bool = False, **kwargs: str)
     return inject_docs(plot_params=plot_params(ax=ax, figsize=figsize), returns_fig=doc_returns_fig, **kwargs)
 
 
-# ---- the translation recipe (mst.tl.predict_expression, fit_translator, learn_translation_features) ---------------
-
-#: ``use_rep``, ``genes`` and ``target``: what a translation maps from and to.
-doc_inputs = """\
-use_rep
-    ``obsm`` key of the patch embeddings, ``(n_obs, n_features)``.
-genes
-    Target genes: a boolean ``var`` column or a list of names. A column written by :func:`morphst.pp.select_genes`
-    (or the default ``"morph_target"`` not yet computed: 50 highly variable genes by Pearson residuals) is
-    re-selected on each training set with its stored rule (:class:`morphst.pp.GeneSelection`) when
-    ``select_on_train``; another boolean column is used as it is.
-target
-    What to predict: ``"log1p_cp10k"`` (log1p of counts per 10,000; the layer if present, else computed from the
-    raw counts in ``X``), a layer name, or ``"X"``."""
-
-#: ``regressor`` of a translation.
-doc_regressor = """\
-regressor
-    ``"ridge"`` (standardise, PCA to at most 256 components, :class:`~sklearn.linear_model.RidgeCV` with the
-    penalty from an inner cross-validation grouped by ``library_key`` on the training set: the HEST-Benchmark
-    linear probe), ``"mlp"`` (the same, then one hidden layer of 256 units with early stopping), ``"head"``
-    (:class:`~morphst.tl.FeatureHead`, one token per input block, early-stopped on a held-out training section;
-    pass a ``FeatureHead(...)`` to set its options), or any scikit-learn regressor (cloned per fit).
-model
-    Former name of ``regressor`` (``FutureWarning``)."""
-
-#: ``select_on_train`` of a translation.
-doc_select_on_train = """\
-select_on_train
-    Re-select the target genes on the training spots (no test statistic enters the gene choice)."""
-
-#: ``spatial_context``, ``context_rep`` and ``global_context``: the input blocks of a translation.
-doc_context = """\
-spatial_context
-    Number ``k`` of spatial neighbours (``obsm['spatial']``, same section, sparse kNN) whose mean embedding is
-    appended (SEPAL / TRIPLEX; Pineda et al. 2023, Chung et al. 2024); ``None``: none. Capped in sections of ``k``
-    spots or fewer (warned, recorded in ``params['spatial_context_capped']``); ``k`` at least the largest section
-    is an error.
-context_rep
-    ``obsm`` key(s) of embeddings of larger fields of view around the same spots
-    (``mst.pp.extract_patches(context_sizes_um=...)``, ``mst.tl.embed_patches(..., context_index=k)``), appended
-    as blocks after the own embedding.
-global_context
-    Append the mean embedding of the spot's section (computed on the section's own features)."""
-
-#: ``scale_per_library`` of a translation.
-doc_scale_per_library = """\
-scale_per_library
-    Standardise every feature within each section (its own spots, never its expression) before the model: removes
-    section-wide shifts of the embedding (stain, scanner), at the cost of section-wide differences in expression.
-    A translator stores it and scales each new section by itself."""
-
-#: ``alphas`` of a translation.
-doc_alphas = """\
-alphas
-    Ridge penalties searched by the inner cross-validation (non-empty, finite, positive)."""
-
-#: ``library_key`` of a translation (a misspelt column is an error there).
-doc_recipe_library_key = """\
-library_key
-    ``obs`` column of the section of each spot: the groups of the inner cross-validation, of spatial neighbours,
-    of section tokens and of per-section scaling. ``None``, or the default ``"section"`` when there is no such
-    column: all spots form one section; any other name that is not a column is a ``KeyError``."""
+# ---- a Parameters section assembled from shared texts ------------------------------------------------------------
 
 
-def recipe_docs(*names: str) -> dict[str, str]:
-    """The texts of the translation recipe's parameters, by placeholder name (``"inputs"``, ``"regressor"``, ...)."""
-    texts = {
-        "inputs": doc_inputs,
-        "regressor": doc_regressor,
-        "library_key": doc_recipe_library_key,
-        "select_on_train": doc_select_on_train,
-        "context": doc_context,
-        "scale_per_library": doc_scale_per_library,
-        "alphas": doc_alphas,
-    }
-    return {n: texts[n] for n in names}
+def document_parameters(doc: str, names: Sequence[str], texts: Mapping[str, str], where: str) -> str:
+    """``doc`` with its numpydoc ``Parameters`` section rewritten to document ``names``, in that order.
+
+    Each parameter's entry is its shared text ``texts[name]`` (written without indentation) followed by the
+    docstring's own entry for it, if any (e.g. what a seed seeds in this function); a parameter without a shared
+    text keeps the docstring's entry. Used where a signature is assembled (a translation's recipe fields).
+
+    Raises
+    ------
+    ValueError
+        At import time, when a parameter of ``names`` is documented nowhere, or the docstring documents a name that
+        is not a parameter (``where`` names the function).
+    """
+    lines = doc.split("\n")
+    head = next((i for i, line in enumerate(lines) if line.strip() == "Parameters"), None)
+    if head is None:
+        msg = f"`{where}`: the docstring has no Parameters section."
+        raise ValueError(msg)
+    indent = lines[head][: len(lines[head]) - len(lines[head].lstrip())]
+    end = next(
+        (i for i in range(head + 2, len(lines) - 1) if lines[i].strip() and set(lines[i + 1].strip()) == {"-"}),
+        len(lines),
+    )
+    own: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in lines[head + 2 : end]:
+        if line.strip() and not line.startswith(indent + " "):
+            current = own.setdefault(line.strip(), [])
+        else:
+            current.append(line)
+    stale = sorted(set(own) - set(names))
+    undocumented = [n for n in names if n not in texts and n not in own]
+    if stale or undocumented:
+        msg = f"`{where}`: documented but not a parameter: {stale}; a parameter without text: {undocumented}."
+        raise ValueError(msg)
+    body = []
+    for name in names:
+        body.append(indent + name)
+        if name in texts:
+            body += [indent + "    " + t if t.strip() else "" for t in texts[name].split("\n")]
+        entry = own.get(name, [])
+        while entry and not entry[-1].strip():
+            entry = entry[:-1]
+        body += entry
+    blank = [""] if end < len(lines) else []
+    return "\n".join([*lines[: head + 2], *body, *blank, *lines[end:]])
 
 
 __all__ = [
-    "doc_alphas",
-    "doc_context",
     "doc_copy",
     "doc_data",
     "doc_image",
-    "doc_inputs",
     "doc_library_key",
     "doc_random_state",
-    "doc_recipe_library_key",
-    "doc_regressor",
     "doc_returns_fig",
-    "doc_scale_per_library",
-    "doc_select_on_train",
     "doc_show_return",
     "doc_table_key",
+    "document_parameters",
     "inject_docs",
     "plot_docs",
     "plot_params",
-    "recipe_docs",
 ]

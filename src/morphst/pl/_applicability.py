@@ -90,12 +90,7 @@ def applicability(
         msg = f"`vmax` must be above 1 (the colour scale runs 0 – 1 – vmax), got {vmax!r}."
         raise ValueError(msg)
     adata = get_adata(data, table_key)
-    if score_key not in adata.obs.columns:
-        msg = (
-            f"No applicability score `obs[{score_key!r}]`: {APPLY_TRANSLATOR}. "
-            f"Available columns: {list_keys(adata.obs.columns)}."
-        )
-        raise KeyError(msg)
+    score_key = _score_column(adata, score_key)
     info = adata.uns.get(Key.TRANSLATION, {}).get("applicability", {})
     library_key = section_key(adata, library_key, fallbacks=(info.get("library_key"), "region"))
     fig, axes, panels = section_grid(
@@ -133,3 +128,26 @@ def _title(name: str, vals: np.ndarray, stored: dict | None, max_frac: float | N
         return f"{where}{share}"
     verdict = "in training domain" if inside else "OUT of training domain"
     return f"{where}{verdict}\n{share}"
+
+
+#: Former name of the default score column, held by tables that an older morphst wrote.
+_FORMER_SCORE_KEY = "translator_distance"
+
+
+def _score_column(adata: AnnData, score_key: str) -> str:
+    """``score_key``, or the former default column with a ``FutureWarning``; ``KeyError`` when neither is there."""
+    if score_key in adata.obs.columns:
+        return score_key
+    if score_key == Key.APPLICABILITY_SCORE and _FORMER_SCORE_KEY in adata.obs.columns:
+        import warnings
+
+        warnings.warn(
+            f"`obs[{_FORMER_SCORE_KEY!r}]` (a table written by an older morphst) is now `obs[{score_key!r}]`; it is "
+            "read under its former name until the next release: rename the column or apply the translator again.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return _FORMER_SCORE_KEY
+    available = list_keys(adata.obs.columns)
+    msg = f"No applicability score `obs[{score_key!r}]`: {APPLY_TRANSLATOR}. Available columns: {available}."
+    raise KeyError(msg)

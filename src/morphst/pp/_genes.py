@@ -16,9 +16,10 @@ from .._constants import Key
 from .._docs import doc_copy, doc_data, inject_docs
 from .._utils import check_unique_var_names, get_adata, list_keys, records_params
 from .._utils._checks import check_counts, check_expression
+from .._utils._counts import log1p_cp10k
 from .._utils._genes import check_gene_list
 from .._utils._spots import spot_mask
-from ._normalize import LOG1P_CP10K, log1p_cp10k
+from ._normalize import LOG1P_CP10K
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -92,8 +93,11 @@ def _detected(values) -> np.ndarray:
 
 
 def _without_empty_spots(values):
-    """``values`` without its all-zero rows (spots with no counts: their Pearson residuals are 0/0, which would make
-    every gene's variance NaN); a ``ValueError`` if no row is left. Detection fractions still count every spot."""
+    """``values`` without its all-zero rows; a ``ValueError`` if no row is left.
+
+    Spots with no counts have Pearson residuals 0/0, which would make every gene's variance NaN. Detection fractions
+    still count every spot.
+    """
     totals = np.asarray(values.sum(axis=1)).ravel()
     empty = ~(totals > 0)
     if empty.all():
@@ -396,4 +400,3 @@ def select_genes(
     }
     logg.info(f"    finished: added `.var[{key_added!r}]` ({int(selected.sum())} genes)", time=start)
     return adata if copy else None
-

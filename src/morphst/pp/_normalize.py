@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-from scipy import sparse
-
 from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, inject_docs
-from .._utils import get_adata, records_params
-from .._utils._checks import check_expression, raw_counts
+from .._utils import records_params
+from .._utils._checks import raw_counts
+from .._utils._counts import counts_inputs, log1p_cp10k
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -21,56 +19,6 @@ __all__ = ["LOG1P_CP10K", "normalize"]
 
 #: Layer name of the default translation target written by :func:`normalize`.
 LOG1P_CP10K = Key.TARGET
-
-
-def _check_target_sum(target_sum) -> float:
-    try:
-        t = float("nan") if isinstance(target_sum, str | bool) else float(target_sum)
-    except (TypeError, ValueError):
-        t = float("nan")
-    if not (np.isfinite(t) and t > 0):
-        msg = f"`target_sum` must be a positive number of counts per spot (e.g. 1e4), got {target_sum!r}."
-        raise ValueError(msg)
-    return t
-
-
-def counts_inputs(
-    data: AnnData | SpatialData, table_key: str, fn: str, target_sum, key_added, what: str = ""
-) -> tuple[AnnData, float]:
-    """The table and ``target_sum`` of a function ``fn`` that normalises raw counts, after the checks it shares.
-
-    Raises
-    ------
-    ValueError
-        If the table holds no usable expression (:func:`~morphst._utils._checks.check_expression`), ``target_sum``
-        is not a positive number, or ``key_added`` (described by ``what`` in the message) is not a non-empty string.
-    """
-    adata = get_adata(data, table_key)
-    check_expression(adata, fn)
-    target_sum = _check_target_sum(target_sum)
-    if not isinstance(key_added, str) or not key_added:
-        msg = f"`key_added` must be a non-empty string{what}, got {key_added!r}."
-        raise ValueError(msg)
-    return adata, target_sum
-
-
-def log1p_cp10k(x, target_sum: float = 1e4):
-    """``log1p(x / total_per_row * target_sum)`` for a counts matrix (dense or sparse), as float32.
-
-    Computed with :func:`scanpy.pp.normalize_total` and :func:`scanpy.pp.log1p` on a throw-away AnnData, so the
-    values equal scanpy's. Each row is normalised on its own, so the result of a row never depends on other rows.
-    """
-    import anndata as ad
-    import scanpy as sc
-
-    target_sum = _check_target_sum(target_sum)
-    # one float32 copy of the input, normalised in place (the input is never modified)
-    x = x.astype(np.float32, copy=True) if sparse.issparse(x) else np.array(x, dtype=np.float32, copy=True)
-    tmp = ad.AnnData(x)
-    sc.pp.normalize_total(tmp, target_sum=target_sum)
-    sc.pp.log1p(tmp)
-    out = tmp.X
-    return out.astype(np.float32, copy=False) if sparse.issparse(out) else np.asarray(out, dtype=np.float32)
 
 
 @inject_docs(data=doc_data, copy=doc_copy)

@@ -21,9 +21,9 @@ from .._constants import Key
 from .._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
 from .._utils import records_params
 from .._utils._checks import raw_counts
+from .._utils._counts import counts_inputs, log1p_cp10k
 from .._utils._graph import sections
 from .._utils._stats import pearson_columns
-from ..pp._normalize import counts_inputs, log1p_cp10k
 from ._integration._keys import resolve_library_key
 
 if TYPE_CHECKING:

@@ -229,7 +229,8 @@ def _check_patches(sdata, adata, table_key: str, size_index: int, n_jobs) -> boo
 
 def _extract_default_patches(sdata, table_key: str) -> None:
     """Said, not silent: the defaults of extract_patches, recorded in ``uns['patches']`` as usual."""
-    from ...pp._patches import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX, extract_patches
+    from ...pp import extract_patches
+    from ...pp._patches import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX
 
     logg.info(
         "    no patch geometry in the table yet: running `mst.pp.extract_patches` with its defaults "

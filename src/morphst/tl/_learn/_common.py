@@ -1,4 +1,4 @@
-"""What the learned-feature functions share: the width check, the training spots and the one writer."""
+"""What the learned-feature functions share: the width and penalty checks, the training spots and the one writer."""
 
 from __future__ import annotations
 
@@ -14,12 +14,22 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 
-def check_width(n_components) -> int:
-    """``n_components`` as a positive int, or a ``ValueError``."""
+def check_width(n_components, *, allow_none: bool = False) -> int | None:
+    """``n_components`` as a positive int (or ``None`` where ``allow_none``), or a ``ValueError``."""
+    if n_components is None and allow_none:
+        return None
     if isinstance(n_components, bool) or not isinstance(n_components, int | np.integer) or n_components < 1:
-        msg = f"`n_components` must be a positive integer, got {n_components!r}."
+        msg = f"`n_components` must be a positive integer{' or None' if allow_none else ''}, got {n_components!r}."
         raise ValueError(msg)
     return int(n_components)
+
+
+def check_penalty(penalty_weight) -> float:
+    """``penalty_weight`` as a finite float >= 0, or a ``ValueError``."""
+    if not (np.isfinite(penalty_weight) and penalty_weight >= 0):
+        msg = f"`penalty_weight` must be a finite number >= 0, got {penalty_weight!r}."
+        raise ValueError(msg)
+    return float(penalty_weight)
 
 
 def training_spots(adata: AnnData, train, groups: np.ndarray | None, library_key: str | None) -> np.ndarray:

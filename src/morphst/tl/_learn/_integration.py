@@ -24,9 +24,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from .._nn import TrainOptions
+from ._common import check_penalty, check_width
 from ._hsic import fit_hsic
 from ._linear import standardise_on
-from .._nn import TrainOptions
 
 
 def fit_integration(
@@ -135,12 +136,8 @@ def _check_inputs(x, expr, train, labels, edges, groups, method, n_components, p
         raise ValueError(msg)
     if method == "residual":
         return
-    if isinstance(n_components, bool) or not isinstance(n_components, int | np.integer) or n_components < 1:
-        msg = f"`n_components` must be a positive integer, got {n_components!r}."
-        raise ValueError(msg)
-    if not (np.isfinite(penalty_weight) and penalty_weight >= 0):
-        msg = f"`penalty_weight` must be a non-negative number, got {penalty_weight!r}."
-        raise ValueError(msg)
+    check_width(n_components)
+    check_penalty(penalty_weight)
     if labels is not None:
         lab = np.asarray(labels)
         if lab.shape != (n,) or not np.issubdtype(lab.dtype, np.integer):

@@ -13,11 +13,12 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obsm, get_adata, list_keys, records_params
+from .._nn import TrainOptions, resolve_train_device
 from .._translation import resolve_train, section_groups
+from ._common import check_penalty, check_width
 from ._integration import fit_integration
 from ._linear import apply_section_statistics, section_statistics
 from ._spatial_components import N_PERMUTATIONS, fit_spatial_components
-from .._nn import TrainOptions, resolve_train_device
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -198,20 +199,14 @@ def _check_method(method, annotation_key) -> tuple[str, str]:
 
 
 def _check_numbers(n_components, alpha, n_permutations, penalty_weight) -> None:
-    if n_components is not None and (
-        isinstance(n_components, bool) or not isinstance(n_components, int | np.integer) or n_components < 1
-    ):
-        msg = f"`n_components` must be a positive integer or None, got {n_components!r}."
-        raise ValueError(msg)
+    check_width(n_components, allow_none=True)
     if not (isinstance(alpha, float | int) and 0 < alpha < 1):
         msg = f"`alpha` must be in (0, 1), got {alpha!r}."
         raise ValueError(msg)
     if isinstance(n_permutations, bool) or not isinstance(n_permutations, int | np.integer) or n_permutations < 19:
         msg = f"`n_permutations` must be an integer >= 19, got {n_permutations!r}."
         raise ValueError(msg)
-    if not (np.isfinite(penalty_weight) and penalty_weight >= 0):
-        msg = f"`penalty_weight` must be a finite number >= 0, got {penalty_weight!r}."
-        raise ValueError(msg)
+    check_penalty(penalty_weight)
 
 
 def _labels_and_edges(adata, annotation_key, method, groups, train_mask):
@@ -220,7 +215,8 @@ def _labels_and_edges(adata, annotation_key, method, groups, train_mask):
 
     if annotation_key is not None:
         if annotation_key not in adata.obs.columns:
-            msg = f"`annotation_key`={annotation_key!r} is not an obs column; available: {list_keys(adata.obs.columns)}."
+            available = list_keys(adata.obs.columns)
+            msg = f"`annotation_key`={annotation_key!r} is not an obs column; available: {available}."
             raise KeyError(msg)
         codes = pd.Categorical(adata.obs[annotation_key]).codes.astype(np.int64)
         if len(np.unique(codes[train_mask & (codes >= 0)])) < 2:
@@ -249,9 +245,9 @@ def _fit(xc, ec, train, labels, edges, groups, method, n_components, alpha, n_pe
     if method not in ("maf", "multispati"):
         return z, {"curve": record["curve"], "extra": {"model_description": record["description"]}}
     z, rec = fit_spatial_components(
-        z.astype(np.float64), train, edges, groups, n_components, alpha=alpha, n_permutations=n_perm, random_state=seed,
-        whiten=method == "maf",
-    )
+        z.astype(np.float64), train, edges, groups, n_components, alpha=alpha, n_permutations=n_perm,
+        random_state=seed, whiten=method == "maf",
+    )  # fmt: skip
     comp = rec["components"]
     desc = (
         f"{method}: {len(comp)} spatial components ("

@@ -10,10 +10,10 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._docs import doc_copy, doc_data, inject_docs, recipe_docs
+from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import get_adata, records_params
 from .._nn import FeatureHead, TrainOptions, resolve_train_device
-from .._translation import Recipe, fit_rows
+from .._translation import RECIPE, Recipe, fit_rows, recipe_parameters
 from ._common import check_width, training_spots, write_learned
 
 if TYPE_CHECKING:
@@ -21,23 +21,20 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
-@inject_docs(**recipe_docs("inputs", "context"), data=doc_data, copy=doc_copy)
+@recipe_parameters(groups=("inputs", "context"), defaults={"spatial_context": 8, "global_context": True})
+@inject_docs(data=doc_data, copy=doc_copy)
 def learn_translation_features(
     data: AnnData | SpatialData,
-    use_rep: str = Key.DEFAULT_REP,
+    use_rep=RECIPE,
     *,
-    genes: str | Sequence[str] = Key.MORPH_TARGET,
-    target: str = Key.TARGET,
-    spatial_context: int | None = 8,
-    context_rep: str | Sequence[str] | None = None,
-    global_context: bool = True,
+    recipe: Recipe,
     n_components: int = 128,
     train: str | np.ndarray | Sequence[str] | None = None,
-    library_key: str | None = Key.LIBRARY,
+    library_key=RECIPE,
     options: TrainOptions | None = None,
     device: str | None = None,
     table_key: str = Key.TABLE,
-    random_state: int = 0,
+    random_state=RECIPE,
     key_added: str = "X_learned_translation",
     copy: bool = False,
 ) -> AnnData | None:
@@ -57,21 +54,17 @@ def learn_translation_features(
     Parameters
     ----------
     {data}
-    {inputs}
-    {context}
     n_components
         Width of the learned representation (the head's hidden width).
     train
         Training spots: ``None`` (all), a boolean ``obs`` column, a boolean array, positions, or ``library_key``
         values.
-    library_key
-        ``obs`` column of sections (neighbours, section tokens, the early-stopping split).
     options
         Optimiser and stopping rule (:class:`~morphst.tl.TrainOptions`); default its defaults.
     device
         torch device for training; ``None``: ``mst.settings.device``.
     random_state
-        Seed of the initialisation, batches, dropout and the inner split (repeatable on the CPU).
+        It seeds the initialisation, batches, dropout and the inner split (repeatable on the CPU).
     key_added
         ``obsm`` / ``uns`` key written.
     {copy}
@@ -100,10 +93,7 @@ def learn_translation_features(
     opts = (options or TrainOptions()).check()
     n_components = check_width(n_components)
     head = FeatureHead(n_hidden=n_components, ensemble=False, random_state=random_state, device=device, **opts.record())
-    recipe = Recipe.check(
-        use_rep=use_rep, target=target, genes=genes, spatial_context=spatial_context, context_rep=context_rep,
-        global_context=global_context, library_key=library_key, regressor=head, random_state=random_state,
-    )  # fmt: skip
+    recipe = Recipe.check(**(recipe.as_dict() | {"regressor": head}))
     design = recipe.design(adata)
     train_mask = training_spots(adata, train, design.groups, library_key)
     dev = resolve_train_device(device)
@@ -111,12 +101,12 @@ def learn_translation_features(
     rows = np.flatnonzero(train_mask)
     gidx = design.genes_for(rows)
     design.warn_caps()
-    head, description = fit_rows(design, rows, design.target(rows, gidx))
+    head, description = fit_rows(design, rows, design.targets(rows, gidx)[0])
     params = records_params(
         use_rep=use_rep, objective="translation", n_components=n_components, library_key=library_key,
         n_train=int(train_mask.sum()), train=None if train is None else (train if isinstance(train, str) else "array"),
         options=opts.record(), device=str(dev), random_state=random_state,
-        genes=[str(g) for g in adata.var_names[gidx]], target=target, context_rep=recipe.record()["context_rep"],
+        genes=[str(g) for g in adata.var_names[gidx]], target=recipe.target, context_rep=recipe.record()["context_rep"],
         spatial_context=recipe.spatial_context, spatial_context_capped=design.caps,
         global_context=recipe.global_context, blocks=[list(b) for b in design.blocks], model_description=description,
     )  # fmt: skip

@@ -15,13 +15,12 @@ from ..._constants import Key
 from ..._utils import list_keys
 from ..._utils._checks import check_sdata
 from ..._utils._units import resolve_um_per_unit
-from ...pp._patches._geometry import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX
+from ...pp._patches import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX
 from ._predict import prediction_table
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
-
 
 
 def embed_section(
@@ -283,7 +282,7 @@ def _normalise_stains(work: SpatialData, shapes_keys: list[str], image_key: str 
     from spatialdata.transformations import get_transformation
 
     from ..._utils._quiet import import_squidpy
-    from ...pp._patches._stain import normalize_stains_checked, stain_images
+    from ...pp._patches import normalize_stains_checked, stain_images
 
     sqe = import_squidpy().experimental.im
 

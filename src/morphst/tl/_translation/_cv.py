@@ -2,55 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._docs import doc_copy, doc_data, doc_random_state, inject_docs, recipe_docs
+from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import get_adata, records_params
 from ._cv_plan import CVPlan, plan_cv
 from ._cv_run import CVResults, run_folds
 from ._features import feature_text
 from ._folds import CV
-from ._model import DEFAULT_ALPHAS
-from ._recipe import Recipe
+from ._recipe import RECIPE, Recipe, recipe_parameters
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
 
-@inject_docs(
-    **recipe_docs("inputs", "regressor", "library_key", "select_on_train", "context", "scale_per_library", "alphas"),
-    data=doc_data, random_state=doc_random_state, copy=doc_copy,
-)  # fmt: skip
+@recipe_parameters()
+@inject_docs(data=doc_data, copy=doc_copy)
 def predict_expression(
     data: AnnData | SpatialData,
-    use_rep: str = Key.DEFAULT_REP,
+    use_rep=RECIPE,
     *,
-    genes: str | Sequence[str] = Key.MORPH_TARGET,
-    target: str = Key.TARGET,
-    regressor: Literal["ridge", "mlp", "head"] | Any = "ridge",
+    genes=RECIPE,
+    target=RECIPE,
+    regressor=RECIPE,
     cv: CV | Any = "auto",
-    library_key: str | None = Key.LIBRARY,
+    library_key=RECIPE,
     patient_key: str | None = None,
     n_splits: int = 5,
-    select_on_train: bool = True,
-    spatial_context: int | None = None,
-    context_rep: str | Sequence[str] | None = None,
-    global_context: bool = False,
-    scale_per_library: bool = False,
+    recipe: Recipe,
     train_key: str = "train",
-    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    alphas=RECIPE,
     table_key: str = Key.TABLE,
-    random_state: int = 0,
+    random_state=RECIPE,
     key_added: str = Key.PREDICTED,
     copy: bool = False,
-    model: Any = None,
 ) -> AnnData | None:
     """Predict gene expression from morphology with out-of-fold (cross-validated) predictions.
 
@@ -67,8 +58,6 @@ def predict_expression(
     Parameters
     ----------
     {data}
-    {inputs}
-    {regressor}
     cv
         ``"auto"``: ``"leave_one_group_out"`` with two or more sections (or with ``patient_key``), else
         ``"spatial_block"`` (logged; ``params['cv']``, ``params['cv_requested']``). ``"leave_one_group_out"``,
@@ -76,18 +65,13 @@ def predict_expression(
         contiguous strips of equal spot count along its longer axis; fold ``k`` holds out strip ``k`` of every
         section), ``"train_test"`` (train on ``obs[train_key]``), or a scikit-learn splitter (``groups`` = the
         sections; disjoint test sets).
-    {library_key}
     patient_key
         ``obs`` column of patients (a grouping above sections), with ``cv="leave_one_group_out"`` only.
     n_splits
         Number of folds of ``"kfold"`` and ``"spatial_block"``.
-    {select_on_train}
-    {context}
-    {scale_per_library}
     train_key
         Boolean ``obs`` column of training spots for ``cv="train_test"``.
-    {alphas}
-    {random_state}
+    random_state
         It seeds the fold shuffling, PCA and MLP.
     key_added
         Prefix of every slot written.
@@ -125,7 +109,6 @@ def predict_expression(
         when ``'log1p_cp10k'`` must be computed from it. Nothing is written then.
     """
     adata = get_adata(data, table_key)
-    recipe = Recipe.from_call(locals(), "predict_expression")
     plan = plan_cv(adata, recipe, cv=cv, patient_key=patient_key, n_splits=n_splits, train_key=train_key)
     start = logg.info(f"predicting expression from `obsm[{use_rep!r}]` ({_input_text(plan)}")
     res = run_folds(adata, plan)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _metrics as metrics
-from ._genes import dense_cols, gene_columns
+from ._genes import dense_cols
 from ._model import blas_limits, chosen_alpha
 from ._recipe import fit_rows
 
@@ -67,12 +67,8 @@ def run_folds(adata: AnnData, plan: CVPlan) -> CVResults:
 def _run_fold(design: Design, train: np.ndarray, test: np.ndarray):
     """Select genes on ``train``, fit, predict ``test`` and score it; returns genes, predictions and metrics."""
     gidx = design.genes_for(train)
-    # memory: only the fold's genes are cut (not every gene's rows), and only the training values are dense
-    # during the fit; the test rows stay sparse until scored
-    yg = gene_columns(design.inputs.y, gidx)
-    y_train = dense_cols(yg, train, np.arange(len(gidx)))
-    y_test = yg[test]
-    del yg
+    # memory: only the training values are dense during the fit; the test rows stay sparse until scored
+    y_train, y_test = design.targets(train, gidx, test)
     est, description = fit_rows(design, train, y_train)
     train_mean = y_train.mean(axis=0)
     del y_train

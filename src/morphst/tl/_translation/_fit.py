@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._docs import doc_data, doc_random_state, inject_docs, recipe_docs
+from ..._docs import doc_data, inject_docs
 from ..._utils import get_adata, list_keys, records_params
 from ..._utils._spots import spot_mask
 from ._applicability import ApplicabilityDomain
 from ._io import canonical_arrays
-from ._model import DEFAULT_ALPHAS, blas_limits, chosen_alpha
-from ._recipe import Recipe, fit_rows
+from ._model import blas_limits, chosen_alpha
+from ._recipe import RECIPE, Recipe, fit_rows, recipe_parameters
 from ._translator import Translator
 
 if TYPE_CHECKING:
@@ -24,29 +24,17 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
-@inject_docs(
-    data=doc_data, random_state=doc_random_state,
-    **recipe_docs("inputs", "regressor", "library_key", "select_on_train", "context", "scale_per_library", "alphas"),
-)  # fmt: skip
+@recipe_parameters()
+@inject_docs(data=doc_data)
 def fit_translator(
     data: AnnData | SpatialData,
-    use_rep: str = Key.DEFAULT_REP,
+    use_rep=RECIPE,
     *,
     train: str | np.ndarray | Sequence[str] | None = None,
     stain_reference: Any = None,
-    genes: str | Sequence[str] = Key.MORPH_TARGET,
-    target: str = Key.TARGET,
-    regressor: Literal["ridge", "mlp", "head"] | Any = "ridge",
-    library_key: str | None = Key.LIBRARY,
-    select_on_train: bool = True,
-    spatial_context: int | None = None,
-    context_rep: str | Sequence[str] | None = None,
-    global_context: bool = False,
-    scale_per_library: bool = False,
-    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    recipe: Recipe,
     table_key: str = Key.TABLE,
-    random_state: int = 0,
-    model: Any = None,
+    random_state=RECIPE,
 ) -> Translator:
     """Fit a morphology -> expression model on (a subset of) the spots and return it as a :class:`Translator`.
 
@@ -65,14 +53,7 @@ def fit_translator(
         training images were normalised to before their patches were embedded, or ``None``. Stored (its arrays), so
         :meth:`Translator.predict_sdata` normalises a new section's image to it (tissue mask by
         ``squidpy.experimental.im.detect_tissue`` when the image has none) before cutting patches.
-    {inputs}
-    {regressor}
-    {library_key}
-    {select_on_train}
-    {context}
-    {scale_per_library}
-    {alphas}
-    {random_state}
+    random_state
         It seeds the PCA and MLP.
 
     Returns
@@ -90,15 +71,14 @@ def fit_translator(
         target must be computed from it.
     """
     adata = get_adata(data, table_key)
-    recipe = Recipe.from_call(locals(), "fit_translator")
     design = recipe.design(adata)
     stain = _stain_state(stain_reference)
-    rows = np.flatnonzero(resolve_train(adata, train, design.groups, library_key))
+    rows = np.flatnonzero(resolve_train(adata, train, design.groups, recipe.library_key))
     gidx = design.genes_for(rows)
     design.warn_caps()
     start = logg.info(f"fitting a translator on {len(rows)} spots from `obsm[{use_rep!r}]`")
     with blas_limits(design.x):
-        est, description = fit_rows(design, rows, design.target(rows, gidx))
+        est, description = fit_rows(design, rows, design.targets(rows, gidx)[0])
         canonical_arrays(est)  # C-order arrays, as the translator file stores them: same predictions after a save
         domain = ApplicabilityDomain.fit(  # before scale_per_library, which would hide a section-wide shift
             design.unscaled()[rows],

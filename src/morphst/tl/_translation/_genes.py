@@ -12,9 +12,9 @@ from scipy import sparse
 from ..._constants import Key
 from ..._utils import bool_column, check_unique_var_names, list_keys
 from ..._utils._checks import check_counts
+from ..._utils._counts import log1p_cp10k
 from ..._utils._genes import check_gene_list
 from ...pp import GeneSelection
-from ...pp._normalize import log1p_cp10k
 
 if TYPE_CHECKING:
     from anndata import AnnData

@@ -326,8 +326,10 @@ _V1_RECIPE = ("genes", "library_key", "scale_per_library", "context_rep", "globa
 
 
 def _from_version_1(state: dict) -> dict:
-    """A format-1 state (the recipe spread over ``use_rep``, ``target``, ``spatial_context`` and ``params``) as a
-    format-2 one (``recipe`` and ``fit``)."""
+    """A format-1 state as a format-2 one (``recipe`` and ``fit``).
+
+    Format 1 spread the recipe over ``use_rep``, ``target``, ``spatial_context`` and ``params``.
+    """
     params = dict(state.pop("params", None) or {})
     recipe = {k: params.pop(k) for k in _V1_RECIPE if k in params}
     for name in ("use_rep", "target", "spatial_context"):

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 
-
 def groups_of(tr, adata: AnnData, library_key: str | None) -> np.ndarray | None:
     """Section of each spot: ``obs[library_key]`` (default: the training one if ``adata`` has it), or ``None``.
 
@@ -57,9 +56,7 @@ def predict_scored(tr, adata: AnnData, library_key: str | None):
     return pred, scores, verdict
 
 
-def prediction_table(
-    tr, adata: AnnData, library_key: str | None, extra: dict, uns: dict | None = None
-) -> AnnData:
+def prediction_table(tr, adata: AnnData, library_key: str | None, extra: dict, uns: dict | None = None) -> AnnData:
     """Predictions of ``adata`` as a new table with its applicability scores and verdict (computed once)."""
     import anndata as ad
 

@@ -17,8 +17,8 @@ from . import _apply
 from ._applicability import ApplicabilityDomain
 from ._features import context_caps, warn_caps
 from ._inputs import fitted_inputs
-from ._recipe import Recipe
 from ._predict import check_domain, domain_features, groups_of, predict_scored, prediction_table
+from ._recipe import Recipe
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -261,7 +261,7 @@ class Translator:
     def predict_adata(self, adata: AnnData, *, library_key: str | None = None) -> AnnData:
         """A new AnnData: ``X`` = predictions ``(n_obs, n_genes)``, ``obs``/``obsm`` copied from ``adata``.
 
-        Also ``obs['translator_distance']`` and ``uns['morphst_translation']`` (see :meth:`predict_sdata`).
+        Also ``obs['applicability_score']`` and ``uns['morphst_translation']`` (see :meth:`predict_sdata`).
         """
         return prediction_table(self, adata, library_key, {})
 
@@ -330,7 +330,7 @@ class Translator:
         float32, predicted expression on the target scale; ``obs['region']``, ``obs['instance_id']``;
         ``obsm[use_rep]`` (the embeddings); ``obsm['spatial']`` (shape centroids in the shapes' own units); the
         patch slots of :func:`morphst.pp.extract_patches`; ``uns['morphst_translation']['params']``;
-        ``obs['translator_distance']`` (float32, the applicability score of :meth:`applicability_scores`: above 1
+        ``obs['applicability_score']`` (float32, the applicability score of :meth:`applicability_scores`: above 1
         is farther from the training data than 95 % of held-out training spots) and
         ``uns['morphst_translation']['applicability']`` (verdict per shapes element). A ``UserWarning`` names the
         shapes elements out of the training domain.
