@@ -180,12 +180,12 @@ def test_pl_applicability_errors(spatial_table):
         mst.pl.applicability(a, library_key="nope")
 
 
-def test_pl_applicability_reads_a_table_written_under_the_former_column_name():
+def test_pl_applicability_reads_a_table_written_under_the_former_column_name(spatial_table):
     """Tables written before the rename hold ``obs['translator_distance']``: drawn, with a FutureWarning."""
     import matplotlib
 
     matplotlib.use("Agg")
-    a = _synthetic()
+    a = spatial_table(n_features=8, n_genes=6, n_signal=2)
     old = np.linspace(0.0, 2.0, a.n_obs)
     a.obs["translator_distance"] = old
     with pytest.warns(FutureWarning, match=r"`obs\['translator_distance'\]`.* is now `obs\['applicability_score'\]`"):
