@@ -128,7 +128,7 @@ def domains(
     if reference is not None and reference not in adata.obs.columns:
         msg = f"Reference {reference!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
         raise KeyError(msg)
-    sections = resolve_sections(adata, library_id, library_key)
+    library_key, sections = resolve_sections(adata, library_id, library_key)
     panels = build_panels(
         data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
     )

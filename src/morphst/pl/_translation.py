@@ -10,6 +10,7 @@ import pandas as pd
 
 from .._constants import Key
 from .._docs import plot_docs
+from .._utils import _hints as hints
 from .._utils import check_unique_var_names, get_adata, list_keys
 from ._maps import panel_grid
 from ._spatial import build_panels, draw_panel, resolve_sections
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 def run_first(key: str) -> str:
     """What to run when the translation ``key`` is missing (the end of an error message)."""
-    return f"run `mst.tl.predict_expression(adata, use_rep=..., key_added={key!r})` first"
+    return hints.run_first("tl.predict_expression", "adata, use_rep=...", key=key)
 
 
 def _check_predicted(adata: AnnData, key: str) -> dict:
@@ -192,7 +193,8 @@ def predicted_vs_observed(
             f"{' …' if len(predicted) > 10 else ''}."
         )
         raise ValueError(msg)
-    sections = resolve_sections(adata, library_id, library_key)[:1]
+    library_key, sections = resolve_sections(adata, library_id, library_key)
+    sections = sections[:1]
     (panel,) = build_panels(
         data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
     )

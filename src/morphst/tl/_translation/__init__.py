@@ -16,7 +16,6 @@ its folds in ``_cv_plan``, fitted and scored in ``_cv_run``), ``_fit`` (:func:`f
 
 from ._cv import predict_expression
 from ._fit import fit_translator, resolve_train
-from ._folds import section_groups
 from ._recipe import Recipe, fit_rows
 from ._translator import Translator
 
@@ -27,5 +26,4 @@ __all__ = [
     "fit_translator",
     "predict_expression",
     "resolve_train",
-    "section_groups",
 ]
