@@ -10,7 +10,7 @@ import numpy as np
 
 from .._constants import Key
 from .._docs import doc_table_key, plot_docs
-from .._utils import get_adata, list_keys
+from .._utils import get_adata, list_keys, run_first
 from ._spatial import new_figure
 from ._utils import finish, make_axes
 
@@ -90,8 +90,8 @@ def patches(
     info = adata.uns.get(Key.PATCHES)
     if not isinstance(info, dict) or Key.PATCH_X not in adata.obs.columns:
         msg = (
-            f"No patch geometry in the table (`uns[{Key.PATCHES!r}]`, `obs[{Key.PATCH_X!r}]`): run "
-            "`mst.pp.extract_patches(sdata, patch_size=..., target_px=...)` first."
+            f"No patch geometry in the table (`uns[{Key.PATCHES!r}]`, `obs[{Key.PATCH_X!r}]`): "
+            f"{run_first('pp.extract_patches', 'sdata, patch_size=..., target_px=...')}."
         )
         raise KeyError(msg)
     if color_by is not None and color_by not in adata.obs.columns:

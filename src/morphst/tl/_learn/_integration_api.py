@@ -13,11 +13,13 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obsm, get_adata, list_keys, records_params
-from .._translation import resolve_train, section_groups
+from ..._utils._hints import rep_hint
+from ..._utils._sections import section_groups
+from .._nn import TrainOptions, resolve_train_device
+from .._translation import resolve_train
 from ._integration import fit_integration
 from ._linear import apply_section_statistics, section_statistics
 from ._spatial_components import N_PERMUTATIONS, fit_spatial_components
-from .._nn import TrainOptions, resolve_train_device
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -146,8 +148,8 @@ def learn_integration_features(
     if train_mask.sum() < 4:
         msg = f"`train` selects {int(train_mask.sum())} spots; at least 4 are needed to learn features."
         raise ValueError(msg)
-    x = check_obsm(adata, use_rep, hint="Run `mst.tl.embed_patches` first.").astype(np.float64)
-    expr = check_obsm(adata, expression_rep, hint="Run `sc.pp.pca` (on log-normalised expression) first.")
+    x = check_obsm(adata, use_rep, hint=rep_hint(use_rep)).astype(np.float64)
+    expr = check_obsm(adata, expression_rep, hint=rep_hint(expression_rep))
     labels, edges = _labels_and_edges(adata, annotation_key, method, groups, train_mask)
     n_train = int(train_mask.sum())
     start = logg.info(f"learning integration features ({method}) from `obsm[{use_rep!r}]` on {n_train} spots")
@@ -220,7 +222,9 @@ def _labels_and_edges(adata, annotation_key, method, groups, train_mask):
 
     if annotation_key is not None:
         if annotation_key not in adata.obs.columns:
-            msg = f"`annotation_key`={annotation_key!r} is not an obs column; available: {list_keys(adata.obs.columns)}."
+            msg = (
+                f"`annotation_key`={annotation_key!r} is not an obs column; available: {list_keys(adata.obs.columns)}."
+            )
             raise KeyError(msg)
         codes = pd.Categorical(adata.obs[annotation_key]).codes.astype(np.int64)
         if len(np.unique(codes[train_mask & (codes >= 0)])) < 2:
@@ -249,7 +253,14 @@ def _fit(xc, ec, train, labels, edges, groups, method, n_components, alpha, n_pe
     if method not in ("maf", "multispati"):
         return z, {"curve": record["curve"], "extra": {"model_description": record["description"]}}
     z, rec = fit_spatial_components(
-        z.astype(np.float64), train, edges, groups, n_components, alpha=alpha, n_permutations=n_perm, random_state=seed,
+        z.astype(np.float64),
+        train,
+        edges,
+        groups,
+        n_components,
+        alpha=alpha,
+        n_permutations=n_perm,
+        random_state=seed,
         whiten=method == "maf",
     )
     comp = rec["components"]
