@@ -167,3 +167,20 @@ def test_train_errors_name_train():
     with pytest.raises(ValueError, match=r"`train` must be boolean or integer positions"):
         resolve_train(a, np.array([0.5, 1.0]), None, None)
     assert resolve_train(a, ["B"], a.obs["section"].to_numpy(object), "section").tolist() == [False, False, True, True]
+
+
+# --- the writer ---------------------------------------------------------------------------------------------------
+def test_save_results_writes_and_logs_every_slot(morphst_log):
+    from morphst._utils import save_results
+
+    a = _adata(section=["A", "B"])
+    z = np.arange(6.0).reshape(2, 3)
+    out = save_results(a, [("obsm", "X_z", z), ("uns", "X_z", {"params": {}})], summary="found 3 things")
+    assert out is None
+    np.testing.assert_array_equal(a.obsm["X_z"], z)
+    assert morphst_log.messages[-1] == "    finished: found 3 things; added `.obsm['X_z']` (2, 3), `.uns['X_z']`"
+    b = _adata(section=["A", "B"])
+    c = save_results(b, [("obs", "d", ["x", "y"])], copy=True, written=[("uns", "patches")])
+    assert "d" not in b.obs.columns  # copy: the original is left as it was
+    assert c.obs["d"].tolist() == ["x", "y"]
+    assert morphst_log.messages[-1] == "    finished: added `.obs['d']`, `.uns['patches']`"
