@@ -12,7 +12,7 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_random_state, inject_docs
 from ..._utils import check_obsm, get_adata, records_params, save_results
-from ._keys import rep_hint
+from ..._utils._hints import rep_hint
 
 if TYPE_CHECKING:
     from anndata import AnnData

@@ -17,10 +17,10 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
 from ..._utils import check_obsm, get_adata, list_keys, records_params, save_results
+from ..._utils._hints import rep_hint
 from ..._utils._sections import resolve_library_key, section_groups
 from ._fuse_blocks import FuseInputs, balanced, modality_block
 from ._fuse_graph import graph_fusion, smooth_fusion
-from ._keys import rep_hint
 
 if TYPE_CHECKING:
     from anndata import AnnData
