@@ -10,8 +10,7 @@ import pandas as pd
 
 from .._constants import Key
 from .._docs import plot_docs
-from .._utils import _hints as hints
-from .._utils import check_unique_var_names, get_adata, list_keys
+from .._utils import check_unique_var_names, get_adata, list_keys, run_first
 from ._maps import panel_grid
 from ._spatial import build_panels, draw_panel, resolve_sections
 from ._utils import finish, gene_list
@@ -23,22 +22,24 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
-def run_first(key: str) -> str:
-    """What to run when the translation ``key`` is missing (the end of an error message)."""
-    return hints.run_first("tl.predict_expression", "adata, use_rep=...", key=key)
+#: The call that writes a translation (``key_added`` added per message).
+PREDICT = ("tl.predict_expression", "adata, use_rep=...")
 
 
 def _check_predicted(adata: AnnData, key: str) -> dict:
     """The ``uns[key]`` of a translation, after checking that its layer is there too."""
     if key not in adata.layers:
         msg = (
-            f"No predictions in `adata.layers[{key!r}]`: {run_first(key)}. "
+            f"No predictions in `adata.layers[{key!r}]`: {run_first(*PREDICT, key=key)}. "
             f"Available layers: {list_keys(adata.layers.keys())}."
         )
         raise KeyError(msg)
     res = adata.uns.get(key)
     if not isinstance(res, dict):
-        msg = f"`adata.uns[{key!r}]` (metrics and parameters of the translation) is missing: {run_first(key)}."
+        msg = (
+            f"`adata.uns[{key!r}]` (metrics and parameters of the translation) is missing: "
+            f"{run_first(*PREDICT, key=key)}."
+        )
         raise KeyError(msg)
     return res
 
