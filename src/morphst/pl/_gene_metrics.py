@@ -127,10 +127,7 @@ def _gene_means(adata: AnnData, key: str, metric: str) -> tuple[pd.Series, pd.Da
     res = adata.uns.get(key)
     col = f"{key}_{metric}"
     if not isinstance(res, dict) and col not in adata.var.columns:
-        msg = (
-            f"No translation metrics under {key!r} (`uns[{key!r}]`, `var[{col!r}]`): "
-            f"{run_first(*PREDICT, key=key)}."
-        )
+        msg = f"No translation metrics under {key!r} (`uns[{key!r}]`, `var[{col!r}]`): {run_first(*PREDICT, key=key)}."
         raise KeyError(msg)
     fm = fold_table(res) if isinstance(res, dict) else None
     if fm is not None and metric not in fm.columns:
