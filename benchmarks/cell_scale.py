@@ -442,9 +442,8 @@ def main() -> None:
     )
 
     t0 = step_start()
-    from morphst.pp._normalize import LOG1P_CP10K
 
-    sc.pp.pca(t, n_comps=30, layer=LOG1P_CP10K)
+    sc.pp.pca(t, n_comps=30, layer=mst._constants.Key.TARGET)
     mst.tl.fuse(t, ("X_pca", rep), method="graph", n_comps=30, n_neighs=6)
     total += step("fuse", t0, "graph")
 
@@ -464,7 +463,9 @@ def main() -> None:
         ari = adjusted_rand_score(t.obs["synthetic_domain"], t.obs["domain_leiden"])
         step("leiden", t0, f"resolution 0.1 (no search): {n_l} domains, ARI {ari:.3f}")
         t0 = step_start()
-        mst.tl.evaluate_domains(t, "domain", "synthetic_domain", n_markers=2, layer=LOG1P_CP10K, normalize=False)
+        mst.tl.evaluate_domains(
+            t, "domain", "synthetic_domain", n_markers=2, layer=mst._constants.Key.TARGET, normalize=False
+        )
         ev = t.uns["domain_evaluation"]
         step("evaluate", t0, f"ARI {ev['ari']:.3f}, mean Moran's I {ev['mean_moran_I']:.3f} (10 markers)")
 

@@ -1,6 +1,7 @@
 """Internal helpers: tables, images, pyramid levels and validation."""
 
 from ._genes import check_unique_var_names
+from ._hints import rep_hint, run_first
 from ._sdata import (
     affine_xy,
     bool_column,
@@ -12,6 +13,8 @@ from ._sdata import (
     records_params,
     shape_centroids,
 )
+from ._sections import resolve_library_key, section_groups
+from ._write import save_results
 
 __all__ = [
     "affine_xy",
@@ -23,5 +26,10 @@ __all__ = [
     "image_levels",
     "list_keys",
     "records_params",
+    "rep_hint",
+    "resolve_library_key",
+    "run_first",
+    "save_results",
+    "section_groups",
     "shape_centroids",
 ]

@@ -34,8 +34,12 @@ def check_expression(adata: AnnData, fn: str) -> None:
         raise ValueError(msg)
 
 
-def check_sdata(data, fn: str) -> None:
-    """Raise a TypeError that says what to pass when ``fn`` (a SpatialData method) gets something else."""
+def check_sdata(data, fn: str, *, patches: bool = False) -> None:
+    """Raise a TypeError that says what to pass when ``fn`` (a function that reads images) gets no SpatialData.
+
+    ``patches=True``: ``fn`` cuts patches (it needs the table that annotates the shapes too); else ``fn`` is a
+    translator method, and an AnnData is pointed to ``Translator.predict_adata``.
+    """
     import sys
 
     sd = sys.modules.get("spatialdata")
@@ -43,13 +47,20 @@ def check_sdata(data, fn: str) -> None:
         return
     from anndata import AnnData
 
-    hint = (
-        " An AnnData holds no image: for spots that already have embeddings use `Translator.predict_adata(adata)`; "
-        "to cut patches from the image, pass the SpatialData that holds the image and the spot shapes."
-        if isinstance(data, AnnData)
-        else ""
-    )
-    msg = f"`{fn}` needs a SpatialData (an image and shapes), got {type(data).__name__}.{hint}"
+    if patches:
+        needs = "the SpatialData (images + shapes + the table that annotates them)"
+        hint = (
+            " Patches are cut from the image around the spot/cell shapes, which an AnnData table does not hold. "
+            "Pass the SpatialData, e.g. `sdata = mst.datasets.her2st()` rather than `sdata.tables['table']`."
+        )
+    else:
+        needs = "a SpatialData (an image and shapes)"
+        hint = (
+            " An AnnData holds no image: for spots that already have embeddings use "
+            "`Translator.predict_adata(adata)`; to cut patches from the image, pass the SpatialData that holds the "
+            "image and the spot shapes."
+        )
+    msg = f"`{fn}` needs {needs}, got {type(data).__name__}.{hint if isinstance(data, AnnData) else ''}"
     raise TypeError(msg)
 
 

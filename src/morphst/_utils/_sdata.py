@@ -77,19 +77,19 @@ def check_obsm(adata: AnnData, use_rep: str, *, hint: str = "") -> np.ndarray:
     return x
 
 
-def check_obs_column(adata: AnnData, key: str, *, min_categories: int | None = None) -> Any:
+def check_obs_column(adata: AnnData, key: str, *, min_categories: int | None = None, hint: str = "") -> Any:
     """Return ``adata.obs[key]``, or raise a helpful error.
 
     Raises
     ------
     KeyError
-        If ``key`` is not an ``obs`` column (the message lists the columns).
+        If ``key`` is not an ``obs`` column (the message lists the columns, then ``hint``).
     ValueError
         If ``min_categories`` is given and the column has fewer distinct non-missing values.
     """
     if key not in adata.obs.columns:
         msg = f"{key!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
-        raise KeyError(msg)
+        raise KeyError(f"{msg} {hint}" if hint else msg)
     col = adata.obs[key]
     if min_categories is not None:
         n = col.dropna().nunique()

@@ -36,7 +36,7 @@ def spot_mask(adata: AnnData, spots, *, name: str, purpose: str, at_least: int =
             adata,
             "obs",
             spots,
-            meaning="use the spot",
+            meaning=f"use the spot, as `{name}`",
             missing=f"`{name}` column {spots!r} not found in `adata.obs`. Available columns: "
             f"{list_keys(adata.obs.columns)}.",
         )

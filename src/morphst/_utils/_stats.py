@@ -1,4 +1,4 @@
-"""Column statistics shared by tl functions: z-scores, Pearson r (column-wise and all pairs), a fast kNN MI."""
+"""Column statistics shared by tl functions: z-scores (one rule: :func:`column_scale`), Pearson r, a fast kNN MI."""
 
 from __future__ import annotations
 
@@ -10,15 +10,47 @@ import numpy as np
 CONST_RTOL = 1e-10
 
 
-def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column-wise z-scores (population std) in float64 and a mask of non-constant columns (constant columns: 0)."""
-    x = np.asarray(x, dtype=np.float64)
-    mu = x.mean(axis=0)
-    sd = x.std(axis=0)
-    ok = sd > 1e-12 * np.maximum(1.0, np.abs(mu))
-    z = np.zeros_like(x)
-    z[:, ok] = (x[:, ok] - mu[ok]) / sd[ok]
-    return z, ok
+#: Tolerance under which a column counts as constant when z-scoring: its standard deviation relative to
+#: ``max(1, |mean|)`` (float rounding leaves ~1e-16 of spread in a column of equal values).
+ZSCORE_RTOL = 1e-12
+
+
+def column_scale(x, rows=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and scale of each column of ``x`` ``(n, p)`` over ``rows`` (``None``: all), and which are constant.
+
+    The one z-scoring rule of morphst: mean and population standard deviation (``ddof=0``, as
+    :func:`scanpy.pp.scale` and :class:`~sklearn.preprocessing.StandardScaler`) in float64; a column whose standard
+    deviation is at most ``ZSCORE_RTOL * max(1, |mean|)`` is constant and gets scale 1 (as both do for a zero
+    standard deviation). Returns ``(mean (p,), scale (p,), constant (p,) bool)``.
+    """
+    x = np.asarray(x)
+    fit = x if rows is None else x[rows]
+    mean = fit.mean(axis=0, dtype=np.float64)
+    scale = fit.std(axis=0, dtype=np.float64)
+    constant = ~(scale > ZSCORE_RTOL * np.maximum(1.0, np.abs(mean)))
+    scale[constant] = 1.0
+    return mean, scale, constant
+
+
+def zscore(x, rows=None, *, dtype=np.float64, copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Column z-scores of ``x`` ``(n, p)`` with the statistics of ``rows`` (:func:`column_scale`), as ``dtype``.
+
+    A constant column is exactly 0 on ``rows`` (elsewhere ``x - mean``, as scikit-learn's scaler gives).
+    ``copy=False`` works in place when ``x`` is already an array of ``dtype``. Returns ``(z, non-constant mask)``.
+    """
+    mean, scale, constant = column_scale(x, rows)
+    x = np.asarray(x)
+    z = x if (not copy and x.dtype == np.dtype(dtype)) else np.array(x, dtype=dtype, copy=True)
+    z -= mean.astype(z.dtype)
+    z /= scale.astype(z.dtype)
+    if constant.any():
+        if rows is None:
+            z[:, constant] = 0.0
+        else:
+            fitted = np.zeros(len(z), bool)
+            fitted[rows] = True
+            z[np.ix_(fitted, constant)] = 0.0
+    return z, ~constant
 
 
 def is_constant(y) -> np.ndarray:
@@ -61,8 +93,8 @@ def abs_pearson(expr: np.ndarray, feats: np.ndarray) -> np.ndarray:
     -------
     ndarray, shape ``(n_genes, n_features)``.
     """
-    zg, _ = standardise(expr)
-    zf, _ = standardise(feats)
+    zg, _ = zscore(expr)
+    zf, _ = zscore(feats)
     r = zg.T @ zf / zg.shape[0]
     return np.clip(np.abs(r), 0.0, 1.0)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .._constants import Key
@@ -29,13 +31,14 @@ def xenium_like(
     n_genes: int = 300,
     he: bool = False,
     cells_as_circles: bool = False,
-    pixel_size: float = 0.2125,
+    um_per_px: float = 0.2125,
     cell_spacing_um: float = 10.0,
     counts_per_cell: float = 80.0,
     n_domains: int = 5,
     chunk_px: int = 4096,
     n_levels: int = 5,
     rows_per_block: int = 256,
+    pixel_size: float | None = None,
 ):
     """A **synthetic** section laid out as :func:`spatialdata_io.xenium` reads a 10x Xenium output folder.
 
@@ -51,7 +54,7 @@ def xenium_like(
       that level's resolution when read (``dask.array.map_blocks``, deterministic per chunk), so building a
       1,000,000-cell section allocates no pixels.
     - ``shapes["cell_boundaries"]`` (index ``cell_id``) and ``shapes["nucleus_boundaries"]`` (integer index, column
-      ``cell_id``): polygons in µm with ``Scale(1 / pixel_size)`` to ``"global"``; built block by block.
+      ``cell_id``): polygons in µm with ``Scale(1 / um_per_px)`` to ``"global"``; built block by block.
       With ``cells_as_circles``, also ``shapes["cell_circles"]`` (centroid, radius from the cell area).
     - ``tables["table"]``: counts (CSR, float32, ``n_cells × n_genes``, genes ``gene_000``...), ``obs``
       ``cell_id`` (Xenium-style strings), ``region``, ``transcript_counts``, ``cell_area`` and ``nucleus_area``
@@ -75,7 +78,7 @@ def xenium_like(
         Add an aligned H&E-like image.
     cells_as_circles
         Add ``shapes["cell_circles"]`` and annotate them with the table (spatialdata-io's ``cells_as_circles``).
-    pixel_size
+    um_per_px
         µm per pixel of the DAPI image's finest level (Xenium: 0.2125).
     cell_spacing_um
         Centre-to-centre distance of the cell grid, µm.
@@ -89,6 +92,8 @@ def xenium_like(
         Pyramid levels (spatialdata-io's default ``scale_factors=[2, 2, 2, 2]``: 5).
     rows_per_block
         Grid rows of cells built at once (memory of the polygon/count construction).
+    pixel_size
+        Former name of ``um_per_px`` (``FutureWarning``).
 
     Returns
     -------
@@ -100,10 +105,18 @@ def xenium_like(
     ValueError
         ``n_cells``, ``n_genes`` or a size not positive.
     """
+    if pixel_size is not None:
+        warnings.warn(
+            "`mst.datasets.xenium_like(pixel_size=...)` is deprecated; pass `um_per_px=` (the same value, µm per "
+            "pixel). `pixel_size` will be removed in the next release.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        um_per_px = pixel_size
     for name, v in (
         ("n_cells", n_cells),
         ("n_genes", n_genes),
-        ("pixel_size", pixel_size),
+        ("um_per_px", um_per_px),
         ("cell_spacing_um", cell_spacing_um),
         ("counts_per_cell", counts_per_cell),
         ("n_domains", n_domains),
@@ -115,7 +128,7 @@ def xenium_like(
             raise ValueError(msg)
     from spatialdata import SpatialData
 
-    lay = layout(int(n_cells), int(random_state), float(cell_spacing_um), float(pixel_size), int(n_domains))
+    lay = layout(int(n_cells), int(random_state), float(cell_spacing_um), float(um_per_px), int(n_domains))
     drawn = _draw_cells(lay, int(n_genes), float(counts_per_cell), int(rows_per_block))
     shapes, region, areas = _cell_shapes(lay, drawn, cells_as_circles)
     table = _table(drawn, areas, region, int(n_genes))
@@ -124,7 +137,7 @@ def xenium_like(
         "synthetic": True,
         "description": "synthetic Xenium-like section (mst.datasets.xenium_like); not real data",
         "random_state": int(random_state),
-        "pixel_size_um": float(pixel_size),
+        "um_per_px": float(um_per_px),
         "cell_spacing_um": float(cell_spacing_um),
     }
     images = _images(lay, int(n_levels), int(chunk_px), he)
@@ -186,7 +199,7 @@ def _cell_shapes(lay: Layout, drawn: dict, cells_as_circles: bool) -> tuple[dict
     areas = shapely.area(drawn["cell_geom"])
     n = lay.n_cells
     ids = _cell_ids(n)
-    to_global = Scale([1.0 / lay.pixel_size, 1.0 / lay.pixel_size], axes=("x", "y"))
+    to_global = Scale([1.0 / lay.um_per_px, 1.0 / lay.um_per_px], axes=("x", "y"))
     cells_gdf = gpd.GeoDataFrame({"geometry": drawn["cell_geom"]}, index=ids)
     nuc_gdf = gpd.GeoDataFrame(
         {"geometry": drawn["nuc_geom"], "cell_id": ids.to_numpy()}, index=pd.RangeIndex(1, n + 1, name="label_id")
@@ -234,8 +247,8 @@ def _images(lay: Layout, n_levels: int, chunk_px: int, he: bool) -> dict:
     """The lazy DAPI pyramid and, with ``he``, the rotated and shifted H&E-like pyramid."""
     from spatialdata.transformations import Affine, Identity
 
-    h0 = int(np.ceil(lay.height_um / lay.pixel_size))
-    w0 = int(np.ceil(lay.width_um / lay.pixel_size))
+    h0 = int(np.ceil(lay.height_um / lay.um_per_px))
+    w0 = int(np.ceil(lay.width_um / lay.um_per_px))
 
     def dapi(level, factor):
         def draw(block_info=None):
@@ -247,7 +260,7 @@ def _images(lay: Layout, n_levels: int, chunk_px: int, he: bool) -> dict:
     images = {"morphology_focus": pyramid((h0, w0), 1, n_levels, chunk_px, dapi, np.uint16, ["DAPI"], Identity())}
     if he:
         he_px = 0.3638  # µm/px of the H&E, rotated 2° and shifted against the DAPI
-        s = he_px / lay.pixel_size
+        s = he_px / lay.um_per_px
         ang = np.deg2rad(2.0)
         m = np.array([[s * np.cos(ang), -s * np.sin(ang), -40.0], [s * np.sin(ang), s * np.cos(ang), -25.0], [0, 0, 1]])
         # H&E extent: the DAPI frame mapped back into H&E px

@@ -32,7 +32,7 @@ class Layout:
     n_rows: int
     spacing: float  # µm
     margin: float  # µm of empty slide around the cells
-    pixel_size: float  # µm/px of the DAPI level 0 (Xenium: 0.2125)
+    um_per_px: float  # µm/px of the DAPI level 0 (Xenium: 0.2125)
     random_state: int
     domain_xy: np.ndarray = field(repr=False)  # (K, 2) µm, centres of the synthetic domains
     nucleus_radius: np.ndarray = field(repr=False)  # (K,) µm, mean semi-major axis per domain
@@ -48,7 +48,7 @@ class Layout:
         return self.n_rows * self.spacing + 2 * self.margin
 
 
-def layout(n_cells: int, random_state: int, spacing: float, pixel_size: float, n_domains: int) -> Layout:
+def layout(n_cells: int, random_state: int, spacing: float, um_per_px: float, n_domains: int) -> Layout:
     n_cols = int(np.ceil(np.sqrt(n_cells)))
     n_rows = int(np.ceil(n_cells / n_cols))
     rng = np.random.default_rng((random_state, _LAYOUT))
@@ -60,7 +60,7 @@ def layout(n_cells: int, random_state: int, spacing: float, pixel_size: float, n
         n_rows=n_rows,
         spacing=float(spacing),
         margin=float(margin),
-        pixel_size=float(pixel_size),
+        um_per_px=float(um_per_px),
         random_state=int(random_state),
         domain_xy=margin + rng.uniform(0.1, 0.9, size=(n_domains, 2)) * side,
         # domains differ in nucleus size, shape and brightness: morphology carries signal about them
@@ -219,7 +219,7 @@ def _render(lay: Layout, i0: int, j0: int, h: int, w: int, aff: np.ndarray, px_u
 
 def dapi_block(block_info=None, *, lay: Layout, factor: tuple[float, float], level: int) -> np.ndarray:
     (_c0, _c1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
-    px_x, px_y = lay.pixel_size * factor[0], lay.pixel_size * factor[1]
+    px_x, px_y = lay.um_per_px * factor[0], lay.um_per_px * factor[1]
     aff = np.array([[px_x, 0, 0], [0, px_y, 0], [0, 0, 1]])
     val, tissue, noise = _render(lay, y0, x0, y1 - y0, x1 - x0, aff, max(px_x, px_y), lay.random_state * 64 + level)
     img = 120.0 + 280.0 * tissue + 9000.0 * val + (25.0 + 60.0 * val) * noise
@@ -229,8 +229,8 @@ def dapi_block(block_info=None, *, lay: Layout, factor: tuple[float, float], lev
 def he_block(block_info=None, *, lay: Layout, factor: tuple[float, float], he_to_global: np.ndarray) -> np.ndarray:
     (c0, c1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
     # level px -> H&E level-0 px -> global (DAPI px) -> µm
-    aff = np.diag([lay.pixel_size, lay.pixel_size, 1.0]) @ he_to_global @ np.diag([factor[0], factor[1], 1.0])
-    px_um = lay.pixel_size * np.hypot(he_to_global[0, 0], he_to_global[1, 0]) * max(factor)
+    aff = np.diag([lay.um_per_px, lay.um_per_px, 1.0]) @ he_to_global @ np.diag([factor[0], factor[1], 1.0])
+    px_um = lay.um_per_px * np.hypot(he_to_global[0, 0], he_to_global[1, 0]) * max(factor)
     level = round(np.log2(max(factor)))
     val, tissue, noise = _render(lay, y0, x0, y1 - y0, x1 - x0, aff, px_um, lay.random_state * 64 + 32 + level)
     nuc = np.clip(val, 0, 1)[..., None]

@@ -10,7 +10,7 @@ import numpy as np
 from .._constants import Key
 from .._docs import plot_docs
 from .._utils import get_adata, list_keys
-from ._maps import APPLY_TRANSLATOR, section_grid, section_key
+from ._maps import APPLY_TRANSLATOR, section_grid
 from ._spatial import draw_panel
 from ._utils import finish
 
@@ -92,10 +92,10 @@ def applicability(
     adata = get_adata(data, table_key)
     score_key = _score_column(adata, score_key)
     info = adata.uns.get(Key.TRANSLATION, {}).get("applicability", {})
-    library_key = section_key(adata, library_key, fallbacks=(info.get("library_key"), "region"))
     fig, axes, panels = section_grid(
-        data, adata, 1, library_id=library_id, library_key=library_key, table_key=table_key, image_key=image_key,
-        image_px=image_px, ax=ax, figsize=figsize,
+        data, adata, 1, library_id=library_id, library_key=library_key,
+        fallbacks=(info.get("library_key"), "region"), table_key=table_key, image_key=image_key, image_px=image_px,
+        ax=ax, figsize=figsize,
     )  # fmt: skip
     from matplotlib.colors import TwoSlopeNorm
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .._constants import Key
 from .._docs import plot_docs
-from .._utils import get_adata, list_keys
+from .._utils import check_obs_column, get_adata, run_first
 from ._spatial import (
     build_panels,
     category_colors,
@@ -119,16 +119,10 @@ def domains(
     """
     adata = get_adata(data, table_key)
     key, reference = domain_key, annotation_key
-    if key not in adata.obs.columns:
-        msg = (
-            f"Domains {key!r} not found in `adata.obs`: run `mst.tl.domains(adata, use_rep=..., key_added={key!r})` "
-            f"first. Available columns: {list_keys(adata.obs.columns)}."
-        )
-        raise KeyError(msg)
-    if reference is not None and reference not in adata.obs.columns:
-        msg = f"Reference {reference!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
-        raise KeyError(msg)
-    sections = resolve_sections(adata, library_id, library_key)
+    check_obs_column(adata, key, hint=f"For domains, {run_first('tl.domains', 'adata, use_rep=...', key=key)}.")
+    if reference is not None:
+        check_obs_column(adata, reference)
+    library_key, sections = resolve_sections(adata, library_id, library_key)
     panels = build_panels(
         data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
     )

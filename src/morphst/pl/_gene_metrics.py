@@ -9,8 +9,8 @@ import pandas as pd
 
 from .._constants import Key
 from .._docs import plot_docs
-from .._utils import get_adata, list_keys
-from ._translation import fold_table, run_first
+from .._utils import get_adata, list_keys, run_first
+from ._translation import PREDICT, fold_table
 from ._utils import finish, make_axes
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def _gene_means(adata: AnnData, key: str, metric: str) -> tuple[pd.Series, pd.Da
     res = adata.uns.get(key)
     col = f"{key}_{metric}"
     if not isinstance(res, dict) and col not in adata.var.columns:
-        msg = f"No translation metrics under {key!r} (`uns[{key!r}]`, `var[{col!r}]`): {run_first(key)}."
+        msg = f"No translation metrics under {key!r} (`uns[{key!r}]`, `var[{col!r}]`): {run_first(*PREDICT, key=key)}."
         raise KeyError(msg)
     fm = fold_table(res) if isinstance(res, dict) else None
     if fm is not None and metric not in fm.columns:

@@ -2,7 +2,7 @@
 
 :func:`morphst.pl.predicted_expression` and :func:`morphst.pl.applicability` read the table a fitted translator
 wrote (:meth:`morphst.tl.Translator.predict_sdata`, ``predict_grid``, ``predict_adata``); they check its section
-column and lay out their panels in the same way, through :func:`section_key` and :func:`section_grid`.
+column and lay out their panels in the same way, through :func:`section_grid`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._constants import Key
 from .._utils import get_adata, list_keys
 from ._spatial import Panel, build_panels, new_figure, resolve_sections
 from ._utils import make_axes
@@ -51,27 +50,6 @@ def translator_table(data: SpatialData | AnnData, table_key: str) -> AnnData:
     return get_adata(data, table_key)
 
 
-def check_library_key(adata: AnnData, library_key: str) -> None:
-    """Raise a ``KeyError`` listing the ``obs`` columns when ``library_key`` is not one of them."""
-    if library_key not in adata.obs.columns:
-        msg = f"`library_key`={library_key!r} is not an obs column. Available columns: {list_keys(adata.obs.columns)}."
-        raise KeyError(msg)
-
-
-def section_key(adata: AnnData, library_key: str | None, fallbacks: Sequence[str | None] = ("region",)) -> str | None:
-    """The ``obs`` column of the sections for a translator table's maps.
-
-    The default ``"section"``, when it is not a column, gives way to the first of ``fallbacks`` that is one (else it
-    stays, and all spots form one panel); another name must be a column (``KeyError`` otherwise); ``None``: one
-    panel.
-    """
-    if library_key == Key.LIBRARY and library_key not in adata.obs.columns:
-        return next((k for k in fallbacks if k and k in adata.obs.columns), library_key)
-    if library_key is not None:
-        check_library_key(adata, library_key)
-    return library_key
-
-
 def panel_grid(
     ax: Axes | Sequence[Axes] | None,
     nrows: int,
@@ -100,6 +78,7 @@ def section_grid(
     *,
     library_id: str | Sequence[str] | None,
     library_key: str | None,
+    fallbacks: Sequence[str | None] = (),
     table_key: str,
     image_key: str | None,
     image_px: int,
@@ -109,12 +88,14 @@ def section_grid(
 ) -> tuple[Figure, np.ndarray, list[Panel]]:
     """``(figure, axes, panels)``: a :class:`Panel` per section of ``library_id`` and ``nrows`` × ``n_sections`` axes.
 
+    The section column is ``library_key``, resolved with ``fallbacks`` by :func:`~morphst._utils.resolve_library_key`.
+
     Raises
     ------
     KeyError, ValueError
         From :func:`resolve_sections` (unknown section) and :func:`panel_grid` (wrong number of axes).
     """
-    sections = resolve_sections(adata, library_id, library_key)
+    library_key, sections = resolve_sections(adata, library_id, library_key, fallbacks=fallbacks)
     panels = build_panels(
         data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
     )
@@ -122,4 +103,4 @@ def section_grid(
     return fig, axes, panels
 
 
-__all__ = ["APPLY_TRANSLATOR", "check_library_key", "translator_table", "panel_grid", "section_grid", "section_key"]
+__all__ = ["APPLY_TRANSLATOR", "panel_grid", "section_grid", "translator_table"]

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._constants import Key
 from .._docs import doc_table_key, plot_docs
-from .._utils import get_adata, list_keys
+from .._utils import check_obs_column, get_adata, run_first
 from ._spatial import new_figure
 from ._utils import finish, make_axes
 
@@ -90,13 +90,12 @@ def patches(
     info = adata.uns.get(Key.PATCHES)
     if not isinstance(info, dict) or Key.PATCH_X not in adata.obs.columns:
         msg = (
-            f"No patch geometry in the table (`uns[{Key.PATCHES!r}]`, `obs[{Key.PATCH_X!r}]`): run "
-            "`mst.pp.extract_patches(sdata, patch_size=..., target_px=...)` first."
+            f"No patch geometry in the table (`uns[{Key.PATCHES!r}]`, `obs[{Key.PATCH_X!r}]`): "
+            f"{run_first('pp.extract_patches', 'sdata, patch_size=..., target_px=...')}."
         )
         raise KeyError(msg)
-    if color_by is not None and color_by not in adata.obs.columns:
-        msg = f"{color_by!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
-        raise KeyError(msg)
+    if color_by is not None:
+        check_obs_column(adata, color_by)
     rows = _rows(adata, spots, n, random_state)
     sizes = [float(s) for s in np.atleast_1d(info.get("sizes_um", [np.nan]))]
     n_ctx = len(sizes) - 1 if show_context else 0

@@ -10,7 +10,7 @@ import numpy as np
 from .._constants import Key
 from .._docs import plot_docs
 from .._utils import list_keys
-from ._maps import APPLY_TRANSLATOR, section_grid, section_key, translator_table
+from ._maps import APPLY_TRANSLATOR, section_grid, translator_table
 from ._spatial import draw_panel
 from ._utils import finish, gene_list
 
@@ -93,9 +93,9 @@ def predicted_expression(
     if missing:
         msg = f"Genes {missing} were not predicted by this translator. Predicted genes: {list_keys(adata.var_names)}."
         raise KeyError(msg)
-    library_key = section_key(adata, library_key)
     fig, axes, panels = section_grid(
-        data, adata, len(genes), library_id=library_id, library_key=library_key, table_key=table_key,
+        data, adata, len(genes), library_id=library_id, library_key=library_key, fallbacks=("region",),
+        table_key=table_key,
         image_key=image_key, image_px=image_px, ax=ax, figsize=figsize,
     )  # fmt: skip
     target = params.get("target")

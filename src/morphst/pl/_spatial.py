@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
-from .._utils import affine_xy, get_adata, image_levels, list_keys, shape_centroids
+from .._utils import affine_xy, get_adata, image_levels, list_keys, resolve_library_key, shape_centroids
+from .._utils._match import match_image
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -108,9 +109,9 @@ def _spot_geometry(gdf) -> tuple[np.ndarray, np.ndarray | None]:
     return shape_centroids(gdf), np.sqrt(geom.area.to_numpy() / np.pi)
 
 
-def section_values(adata: AnnData, library_key: str) -> list[str] | None:
-    """Sections present in the table, in category order, or ``None`` when there is no ``library_key`` column."""
-    if library_key not in adata.obs.columns:
+def section_values(adata: AnnData, library_key: str | None) -> list[str] | None:
+    """Sections present in the table, in category order, or ``None`` when ``library_key`` is ``None``."""
+    if library_key is None:
         return None
     col = adata.obs[library_key]
     if isinstance(col.dtype, pd.CategoricalDtype):
@@ -119,15 +120,29 @@ def section_values(adata: AnnData, library_key: str) -> list[str] | None:
     return [str(v) for v in pd.unique(col.dropna())]
 
 
-def resolve_sections(adata: AnnData, library_id, library_key: str) -> list[str | None]:
-    """Turn ``library_id`` (None, a name or a list) into a list of sections; ``[None]``: all spots in one panel."""
+def resolve_sections(
+    adata: AnnData, library_id, library_key: str | None, *, fallbacks: Sequence[str | None] = ()
+) -> tuple[str | None, list[str | None]]:
+    """The section column and the sections of ``library_id`` (None, a name or a list); ``[None]``: one panel.
+
+    The column is ``library_key`` resolved by :func:`~morphst._utils.resolve_library_key` with ``fallbacks``.
+
+    Raises
+    ------
+    KeyError
+        If ``library_key`` names no ``obs`` column, or ``library_id`` is given without a section column.
+    ValueError
+        If a section of ``library_id`` is not in the column, or the column mixes label types.
+    """
+    given = library_key
+    library_key = resolve_library_key(adata, library_key, fallbacks=fallbacks)
     available = section_values(adata, library_key)
     if library_id is None:
-        return list(available) if available else [None]
+        return library_key, list(available) if available else [None]
     wanted = [library_id] if isinstance(library_id, str | int) else list(library_id)
     if available is None:
         msg = (
-            f"`library_id={library_id!r}` was given but `adata.obs` has no column {library_key!r} "
+            f"`library_id={library_id!r}` was given but `adata.obs` has no column {given!r} "
             f"(pass `library_key=`). Available columns: {list_keys(adata.obs.columns)}."
         )
         raise KeyError(msg)
@@ -135,7 +150,7 @@ def resolve_sections(adata: AnnData, library_id, library_key: str) -> list[str |
     if bad:
         msg = f"Section(s) {bad} not found in `adata.obs[{library_key!r}]`. Available: {available}."
         raise ValueError(msg)
-    return [str(s) for s in wanted]
+    return library_key, [str(s) for s in wanted]
 
 
 def build_panels(
@@ -200,32 +215,17 @@ def _panel_from_sdata(sdata, adata, rows, name, *, image_key, image_px) -> Panel
     shapes = sdata.shapes[region]
     ids = adata.obs[instance_key].iloc[rows].to_numpy()
     xy, radius = _spot_geometry(shapes.loc[ids])
-    shape_cs = set(get_transformation(shapes, get_all=True))
-    if image_key is not None:
-        if image_key not in sdata.images:
-            msg = f"Image {image_key!r} not found. Available images: {list_keys(sdata.images)}."
-            raise KeyError(msg)
-        candidates = [image_key]
-    else:
-        candidates = [k for k in sdata.images if shape_cs & set(get_transformation(sdata.images[k], get_all=True))]
-        # prefer the image the patches were cut from (uns["patches"], also written when a translator applies),
-        # then an image named after the section or the region (e.g. "C2_he" for "C2_spots")
-        used = _patch_image(adata, region)
-        stem = region.rsplit("_", 1)[0]
-        candidates.sort(key=lambda k: (k != used, not k.startswith(name or stem), not k.startswith(stem), k))
-    img_key = candidates[0] if candidates else None
+    # the image the patches were cut from (uns["patches"], also written when a translator applies), else by name
+    img_key, cs = match_image(
+        sdata, shapes, region, image_key, recorded=_patch_image(adata, region), section=name or None, several="first"
+    )
     if img_key is None:
-        cs = sorted(shape_cs)[0]
+        cs = sorted(get_transformation(shapes, get_all=True))[0]
         m = affine_xy(shapes, cs)
         pts = np.c_[xy, np.ones(len(xy))] @ m.T
         scale = np.sqrt(abs(np.linalg.det(m[:2, :2])))
         return Panel(name, rows, pts[:, :2], None if radius is None else radius * scale, meta={"cs": cs})
     image = sdata.images[img_key]
-    common = sorted(shape_cs & set(get_transformation(image, get_all=True)))
-    if not common:
-        msg = f"Image {img_key!r} and shapes {region!r} share no coordinate system; cannot overlay them."
-        raise ValueError(msg)
-    cs = name if name in common else common[0]
     m = np.linalg.inv(affine_xy(image, cs)) @ affine_xy(shapes, cs)  # shapes -> full-resolution image px
     thumb, sx, sy = _thumbnail(image, image_px)
     m = np.diag([1 / sx, 1 / sy, 1.0]) @ m

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .._constants import Key
 from .._docs import plot_docs
-from .._utils import check_unique_var_names, get_adata, list_keys
+from .._utils import check_unique_var_names, get_adata, list_keys, run_first
 from ._maps import panel_grid
 from ._spatial import build_panels, draw_panel, resolve_sections
 from ._utils import finish, gene_list
@@ -22,22 +22,24 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
-def run_first(key: str) -> str:
-    """What to run when the translation ``key`` is missing (the end of an error message)."""
-    return f"run `mst.tl.predict_expression(adata, use_rep=..., key_added={key!r})` first"
+#: The call that writes a translation (``key_added`` added per message).
+PREDICT = ("tl.predict_expression", "adata, use_rep=...")
 
 
 def _check_predicted(adata: AnnData, key: str) -> dict:
     """The ``uns[key]`` of a translation, after checking that its layer is there too."""
     if key not in adata.layers:
         msg = (
-            f"No predictions in `adata.layers[{key!r}]`: {run_first(key)}. "
+            f"No predictions in `adata.layers[{key!r}]`: {run_first(*PREDICT, key=key)}. "
             f"Available layers: {list_keys(adata.layers.keys())}."
         )
         raise KeyError(msg)
     res = adata.uns.get(key)
     if not isinstance(res, dict):
-        msg = f"`adata.uns[{key!r}]` (metrics and parameters of the translation) is missing: {run_first(key)}."
+        msg = (
+            f"`adata.uns[{key!r}]` (metrics and parameters of the translation) is missing: "
+            f"{run_first(*PREDICT, key=key)}."
+        )
         raise KeyError(msg)
     return res
 
@@ -192,7 +194,8 @@ def predicted_vs_observed(
             f"{' …' if len(predicted) > 10 else ''}."
         )
         raise ValueError(msg)
-    sections = resolve_sections(adata, library_id, library_key)[:1]
+    library_key, sections = resolve_sections(adata, library_id, library_key)
+    sections = sections[:1]
     (panel,) = build_panels(
         data, sections, table_key=table_key, library_key=library_key, image_key=image_key, image_px=image_px
     )

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._utils import list_keys
+from .._utils._hints import run_first
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -49,7 +50,7 @@ def get_tl_result(adata: AnnData, key: str, tl_function: str, *, required: Seque
     res = adata.uns.get(key)
     if not isinstance(res, dict):
         msg = (
-            f"`adata.uns[{key!r}]` not found: run `mst.tl.{tl_function}(adata, ..., key_added={key!r})` first. "
+            f"`adata.uns[{key!r}]` not found: {run_first(f'tl.{tl_function}', key=key)}. "
             f"Available uns keys: {list_keys(adata.uns.keys())}."
         )
         raise KeyError(msg)

@@ -19,7 +19,6 @@ from .._utils._checks import check_counts, check_expression
 from .._utils._counts import log1p_cp10k
 from .._utils._genes import check_gene_list
 from .._utils._spots import spot_mask
-from ._normalize import LOG1P_CP10K
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -43,16 +42,16 @@ def target_values(adata: AnnData, layer: str | None):
     """
     if layer is not None:
         if layer not in adata.layers:
-            if layer == LOG1P_CP10K:
+            if layer == Key.TARGET:
                 return log1p_cp10k(_counts_or_raise(adata, _LOG_FIX))
             msg = (
                 f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}. "
-                f"Use `layer={LOG1P_CP10K!r}` (computed from raw counts in X) or run `mst.pp.normalize` first."
+                f"Use `layer={Key.TARGET!r}` (computed from raw counts in X) or run `mst.pp.normalize` first."
             )
             raise KeyError(msg)
         return adata.layers[layer]
-    if LOG1P_CP10K in adata.layers:
-        return adata.layers[LOG1P_CP10K]
+    if Key.TARGET in adata.layers:
+        return adata.layers[Key.TARGET]
     return log1p_cp10k(_counts_or_raise(adata, _LOG_FIX))
 
 

@@ -15,10 +15,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-__all__ = ["LOG1P_CP10K", "normalize"]
-
-#: Layer name of the default translation target written by :func:`normalize`.
-LOG1P_CP10K = Key.TARGET
+__all__ = ["normalize"]
 
 
 @inject_docs(data=doc_data, copy=doc_copy)
@@ -27,7 +24,7 @@ def normalize(
     *,
     target_sum: float = 1e4,
     layer: str | None = None,
-    key_added: str = LOG1P_CP10K,
+    key_added: str = Key.TARGET,
     inplace_X: bool = False,
     table_key: str = Key.TABLE,
     copy: bool = False,

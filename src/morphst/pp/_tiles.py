@@ -9,10 +9,10 @@ import pandas as pd
 
 from .. import _logging as logg
 from .._constants import Key
-from .._utils import affine_xy, image_levels, list_keys, records_params, shape_centroids
+from .._utils import affine_xy, image_levels, list_keys, records_params, save_results, shape_centroids
+from .._utils._checks import check_sdata
 from .._utils._quiet import import_squidpy, quiet_third_party
 from .._utils._units import check_positive_um, resolve_image_scale
-from ._patches import require_sdata
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -99,7 +99,7 @@ def tile_tissue(
     from .._utils._units import declared_um_per_unit
     from ._units import set_um_per_unit
 
-    require_sdata(sdata, "tile_tissue")
+    check_sdata(sdata, "tile_tissue", patches=True)
     if image_key not in sdata.images:
         msg = f"Image {image_key!r} not found. Available images: {list_keys(sdata.images)}."
         raise KeyError(msg)
@@ -157,13 +157,8 @@ def tile_tissue(
     # everything computed: write
     if (um_per_unit is not None or um_per_px is not None) and declared_um_per_unit(sdata, None, cs) is None:
         set_um_per_unit(sdata, cs, units.um_per_unit)
-    sdata.shapes[key] = shapes
-    sdata.tables[tkey] = table
-    logg.info(
-        f"    finished: {len(tiles)} of {len(grid)} tiles with ≥ {min_tissue_fraction:g} tissue; added "
-        f"shapes[{key!r}], tables[{tkey!r}]",
-        time=start,
-    )
+    summary = f"{len(tiles)} of {len(grid)} tiles with ≥ {min_tissue_fraction:g} tissue"
+    save_results(sdata, [("shapes", key, shapes), ("tables", tkey, table)], start=start, summary=summary)
 
 
 def _check_background(sdata, image_key: str, background, method: str) -> str:

@@ -19,12 +19,12 @@ from scipy import sparse
 from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
-from .._utils import records_params
+from .._utils import records_params, save_results
 from .._utils._checks import raw_counts
 from .._utils._counts import counts_inputs, log1p_cp10k
 from .._utils._graph import sections
+from .._utils._sections import resolve_library_key, section_groups
 from .._utils._stats import pearson_columns
-from ._integration._keys import resolve_library_key
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -187,15 +187,12 @@ def noise_ceiling(
         msg = "`genes` selects no gene; pass at least one (or `genes=None` for all)."
         raise ValueError(msg)
     lib = resolve_library_key(adata, library_key)
-    groups = None if lib is None else adata.obs[lib]
-    if groups is not None and groups.isna().any():
-        msg = f"`obs[{lib!r}]` has {int(groups.isna().sum())} missing values; give every spot a section."
-        raise ValueError(msg)
+    groups = section_groups(adata, lib)
     start = logg.info(f"noise ceiling of {cols.size} genes by binomial thinning, per section")
     rng = np.random.default_rng(random_state)
     src = src.tocsr() if sparse.issparse(src) else np.asarray(src)
     labels, rel, rows = [], [], []
-    for lab, idx in sections(None if groups is None else groups.to_numpy(), adata.n_obs):
+    for lab, idx in sections(groups, adata.n_obs):
         r = _section_reliability(src[idx], cols, target_sum, rng)
         labels.append(lab)
         rel.append(r)
@@ -206,11 +203,7 @@ def noise_ceiling(
     full[cols] = np.column_stack(rel)
     reliability = pd.DataFrame(full, index=adata.var_names.copy(), columns=labels)
     per_section = pd.DataFrame(rows, columns=["section", "n_spots", "n_genes", "n_excluded", "reliability", "ceiling"])
-    if copy:
-        adata = adata.copy()
-    adata.varm[key_added] = np.sqrt(reliability.clip(lower=0.0))
-    adata.varm[f"{key_added}_reliability"] = reliability
-    adata.uns[key_added] = {
+    record = {
         "per_section": per_section,
         "params": records_params(
             layer=layer,
@@ -224,8 +217,9 @@ def noise_ceiling(
             "Spearman-Brown to full depth (reliability); ceiling = sqrt(reliability)",
         ),
     }
-    logg.info(
-        f"    finished: added `.varm[{key_added!r}]`, `.varm['{key_added}_reliability']`, `.uns[{key_added!r}]`",
-        time=start,
-    )
-    return adata if copy else None
+    added = [
+        ("varm", key_added, np.sqrt(reliability.clip(lower=0.0))),
+        ("varm", f"{key_added}_reliability", reliability),
+        ("uns", key_added, record),
+    ]
+    return save_results(adata, added, copy=copy, start=start)

@@ -12,29 +12,22 @@ from ._extract import extract_patches
 from ._geometry import (
     DEFAULT_PATCH_SIZE_UM,
     DEFAULT_TARGET_PX,
-    OBS_VALID,
-    OBS_X,
-    OBS_Y,
     check_default_geometry,
 )
 from ._get import get_patches
 from ._reader import PatchReader, size_index_of
 from ._stain import normalize_stains_checked, stain_images
-from ._table import match_instance_ids, require_sdata
+from ._table import match_instance_ids
 
 __all__ = [
     "DEFAULT_PATCH_SIZE_UM",
     "DEFAULT_TARGET_PX",
-    "OBS_VALID",
-    "OBS_X",
-    "OBS_Y",
     "PatchReader",
     "check_default_geometry",
     "extract_patches",
     "get_patches",
     "match_instance_ids",
     "normalize_stains_checked",
-    "require_sdata",
     "size_index_of",
     "stain_images",
 ]

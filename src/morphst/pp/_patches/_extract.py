@@ -9,23 +9,20 @@ import numpy as np
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._utils import get_adata, records_params
+from ..._utils import get_adata, records_params, save_results
 from ..._utils._units import check_positive_um
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 from ..._docs import doc_table_key, inject_docs
+from ..._utils._checks import check_sdata
 from ._geometry import (
     DEFAULT_PATCH_SIZE_UM,
     DEFAULT_TARGET_PX,
-    OBS_VALID,
-    OBS_X,
-    OBS_Y,
     RegionGeometry,
     compute_geometry,
     valid_col,
 )
-from ._table import require_sdata
 
 #: Warn when more than this fraction of the patches overhang the image edge.
 _EDGE_WARN_FRACTION = 0.10
@@ -59,7 +56,7 @@ def _upsampling_message(g: RegionGeometry, k: int, patch_size_um: float, target_
     if factor > _UPSAMPLE_COARSE_FACTOR:
         return (
             f"{head} The image is too coarse for an encoder pretrained on ~0.5 µm/px tissue: use `target_px={w}` "
-            "(the image's own pixels) and `mst.tl.embed_patches(sdata, model=\"handcrafted\")` (colour and texture "
+            '(the image\'s own pixels) and `mst.tl.embed_patches(sdata, model="handcrafted")` (colour and texture '
             "statistics at any scale), or a full-resolution image of the section."
         )
     return (
@@ -99,7 +96,7 @@ def _report_geometry(geoms: list[RegionGeometry], patch_sizes_um: list[float], t
         logg.warning(
             f"{n_edge} of {len(valid)} patches ({100 * n_edge / len(valid):.0f}%) touch the image edge "
             f"({int((valid == 0).sum())} lie entirely off it) and are padded: check the shapes' transformation and "
-            f"`patch_size` ({patch_sizes_um[0]:g} µm); see obs['{OBS_VALID}']."
+            f"`patch_size` ({patch_sizes_um[0]:g} µm); see obs['{Key.PATCH_VALID}']."
         )
 
 
@@ -223,7 +220,7 @@ def extract_patches(
         at every level, bad ``channels``, ``um_per_px`` / ``um_per_unit`` / ``spot_diameter_um`` not positive,
         ``fill_value`` outside 0–255, table instance ids missing from the shapes.
     """
-    require_sdata(sdata, "extract_patches")
+    check_sdata(sdata, "extract_patches", patches=True)
     start = logg.info("extracting patch geometry")
     adata = get_adata(sdata, table_key)
     context_sizes = _check_arguments(
@@ -261,15 +258,15 @@ def extract_patches(
         fill_value=fill_value,
         resampling="bilinear, antialias (torch.nn.functional.interpolate)",
     )
-    valid = _write(adata, geoms, patch_sizes_um, int(target_px), params)
-    v = valid[np.isfinite(valid)]
-    columns = [OBS_X, OBS_Y] + [valid_col(s, k == 0) for k, s in enumerate(patch_sizes_um)]
-    logg.info(
-        f"    finished: {len(v)} patches of {patch_size:g} µm -> {target_px} px in {len(geoms)} region(s), "
-        f"{int((v < 1).sum())} at the image edge, {int((v == 0).sum())} off the image; added "
-        f"obs {columns}, uns['{Key.PATCHES}']",
-        time=start,
+    added = _results(adata.n_obs, geoms, patch_sizes_um, int(target_px), params)
+    v = added[2][2][np.isfinite(added[2][2])]  # valid fraction of the main patch
+    summary = (
+        f"{len(v)} patches of {patch_size:g} µm -> {target_px} px in {len(geoms)} region(s), "
+        f"{int((v < 1).sum())} at the image edge, {int((v == 0).sum())} off the image"
     )
+    for col in [c for c in adata.obs.columns if c.startswith(Key.PATCH_VALID)]:  # those of an earlier call
+        del adata.obs[col]
+    save_results(adata, added, start=start, summary=summary)
 
 
 def _check_arguments(
@@ -321,12 +318,11 @@ def _region_record(g: RegionGeometry) -> dict:
     return record
 
 
-def _write(adata, geoms: list[RegionGeometry], patch_sizes_um: list[float], target_px: int, params: dict) -> np.ndarray:
-    """Write the centres and valid fractions to ``obs`` (NaN for rows without a patch) and ``uns['patches']``.
+def _results(n: int, geoms: list[RegionGeometry], patch_sizes_um: list[float], target_px: int, params: dict) -> list:
+    """``(attribute, key, value)`` to write: patch centres and valid fractions (``obs``), ``uns['patches']``.
 
-    Earlier valid-fraction columns are dropped first. Returns the valid fraction of the main patch per row.
+    Rows without a patch are NaN.
     """
-    n = adata.n_obs
     cx = np.full(n, np.nan)
     cy = np.full(n, np.nan)
     valid = [np.full(n, np.nan) for _ in patch_sizes_um]
@@ -335,17 +331,11 @@ def _write(adata, geoms: list[RegionGeometry], patch_sizes_um: list[float], targ
         cy[g.rows] = g.centres[:, 1]
         for k in range(len(patch_sizes_um)):
             valid[k][g.rows] = g.valid[k]
-    regions = {g.region: _region_record(g) for g in geoms}
-    for col in [c for c in adata.obs.columns if c.startswith(OBS_VALID)]:
-        del adata.obs[col]
-    adata.obs[OBS_X] = cx
-    adata.obs[OBS_Y] = cy
-    for k, s in enumerate(patch_sizes_um):
-        adata.obs[valid_col(s, k == 0)] = valid[k]
-    adata.uns[Key.PATCHES] = {
+    record = {
         "sizes_um": patch_sizes_um,
         "target_px": target_px,
-        "regions": regions,
+        "regions": {g.region: _region_record(g) for g in geoms},
         "params": params,
     }
-    return valid[0]
+    columns = [("obs", valid_col(s, k == 0), valid[k]) for k, s in enumerate(patch_sizes_um)]
+    return [("obs", Key.PATCH_X, cx), ("obs", Key.PATCH_Y, cy), *columns, ("uns", Key.PATCHES, record)]

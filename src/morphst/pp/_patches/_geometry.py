@@ -9,50 +9,25 @@ import numpy as np
 
 from ..._constants import Key
 from ..._utils import affine_xy, get_adata, image_levels, list_keys, shape_centroids
+from ..._utils._checks import check_sdata
+from ..._utils._match import match_image
 from ..._utils._units import Units, linear_scale, resolve_um_per_unit, shape_diameter_um
 from ._channels import channel_plan, resolve_intensity_range
-from ._table import match_instance_ids, require_sdata, table_regions
+from ._table import match_instance_ids, table_regions
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
 
-#: ``obs`` columns written by :func:`extract_patches`.
-OBS_X = "patch_x_px"
-OBS_Y = "patch_y_px"
-OBS_VALID = "patch_valid_fraction"
-
-
 def valid_col(patch_size_um: float, main: bool) -> str:
     """``obs`` column of the valid fraction of the main patch (``main``) or of a ``patch_size_um`` µm context."""
-    return OBS_VALID if main else f"{OBS_VALID}_{patch_size_um:g}um"
+    return Key.PATCH_VALID if main else f"{Key.PATCH_VALID}_{patch_size_um:g}um"
 
 
 # --------------------------------------------------------------------------------------------------------------
 # geometry
 # --------------------------------------------------------------------------------------------------------------
-def _coordinate_systems(element) -> list[str]:
-    from spatialdata.transformations import get_transformation
-
-    return list(get_transformation(element, get_all=True).keys())
-
-
-def _pick_coordinate_system(shapes, shared: list[str]) -> str:
-    """Among the coordinate systems that shapes and image share, the shapes' own (identity), else the first.
-
-    spatialdata-io writes three for Visium (``<id>``, ``<id>_downscaled_hires``, ``<id>_downscaled_lowres``); any
-    of them maps shapes onto the image pixels alike, and the one where the shapes are untransformed is where the
-    reader's scale information (full-resolution px) applies most directly.
-    """
-    from spatialdata.transformations import Identity, get_transformation
-
-    for c in shared:
-        if isinstance(get_transformation(shapes, to_coordinate_system=c), Identity):
-            return c
-    return shared[0]
-
-
 def _level_factors(levels) -> list[tuple[float, float]]:
     """Downscale factor (x, y) of every level relative to level 0, from the array shapes (as spatialdata does)."""
     h0, w0 = levels[0].shape[-2:]
@@ -177,36 +152,6 @@ def _regions_to_read(
     return regions, region_key, instance_key
 
 
-def _image_and_coordinate_system(sdata: SpatialData, shapes, region: str, image_key: str | None) -> tuple[str, str]:
-    """The image to read for shapes ``region`` and the coordinate system that maps the shapes onto it.
-
-    The image is ``image_key``, else the one image that shares a coordinate system with the shapes.
-    """
-    cs_shapes = _coordinate_systems(shapes)
-    if image_key is not None:
-        shared = [c for c in _coordinate_systems(sdata.images[image_key]) if c in cs_shapes]
-        if not shared:
-            msg = (
-                f"No transformation path between shapes {region!r} (coordinate systems {cs_shapes}) and image "
-                f"{image_key!r} (coordinate systems {_coordinate_systems(sdata.images[image_key])}): they share no "
-                "coordinate system. Set one with `spatialdata.transformations.set_transformation`."
-            )
-            raise ValueError(msg)
-        return image_key, _pick_coordinate_system(shapes, shared)
-    cands = [k for k in sdata.images if set(_coordinate_systems(sdata.images[k])) & set(cs_shapes)]
-    if not cands:
-        msg = (
-            f"No image shares a coordinate system with shapes {region!r} (coordinate systems {cs_shapes}); "
-            f"images: {list_keys(sdata.images)}. Pass `image_key=` and make sure a transformation path exists."
-        )
-        raise ValueError(msg)
-    if len(cands) > 1:
-        msg = f"Several images share a coordinate system with shapes {region!r}: {list_keys(cands)}; pass `image_key=`."
-        raise ValueError(msg)
-    shared = [c for c in _coordinate_systems(sdata.images[cands[0]]) if c in cs_shapes]
-    return cands[0], _pick_coordinate_system(shapes, shared)
-
-
 def _level0_um_per_px(
     sdata: SpatialData,
     adata: AnnData,
@@ -256,7 +201,7 @@ def _region_geometry(
         )
         raise ValueError(msg)
     shapes = sdata.shapes[region]
-    img_key, cs = _image_and_coordinate_system(sdata, shapes, region, image_key)
+    img_key, cs = match_image(sdata, shapes, region, image_key)
     image = sdata.images[img_key]
     levels = image_levels(image)
     a_shapes = affine_xy(shapes, cs)
@@ -337,7 +282,7 @@ DEFAULT_TARGET_PX = 224
 
 def check_default_geometry(sdata: SpatialData, table_key: str = Key.TABLE) -> None:
     """Raise what :func:`extract_patches` with its defaults would raise, writing and logging nothing."""
-    require_sdata(sdata, "extract_patches")
+    check_sdata(sdata, "extract_patches", patches=True)
     compute_geometry(
         sdata,
         get_adata(sdata, table_key),

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 from ..._docs import doc_table_key, inject_docs
+from ..._utils._checks import check_sdata
 from ._reader import PatchReader, empty_patches, size_index_of
-from ._table import require_sdata
 
 
 def _resolve_rows(adata: AnnData, obs_indices_or_names, default: np.ndarray) -> np.ndarray:
@@ -90,7 +90,7 @@ def get_patches(
         If a row has no patch geometry, ``context_index`` is out of range, ``batch_size < 1``, or rows are selected by
         name while ``obs_names`` are not unique.
     """
-    require_sdata(sdata, "get_patches")
+    check_sdata(sdata, "get_patches", patches=True)
     adata = get_adata(sdata, table_key)
     if int(batch_size) < 1:
         msg = f"`batch_size` must be a positive integer, got {batch_size}."

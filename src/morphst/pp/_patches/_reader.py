@@ -14,11 +14,11 @@ import pandas as pd
 
 from ..._constants import Key
 from ..._settings import settings
-from ..._utils import get_adata, image_levels
+from ..._utils import get_adata, image_levels, run_first
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
-from ._geometry import OBS_X, OBS_Y, window_corners
+from ._geometry import window_corners
 from ._level import _CACHE_BYTES, _LevelReader
 from ._table import table_regions
 
@@ -105,8 +105,8 @@ class PatchReader:
     ):
         adata = get_adata(sdata, table_key)
         info = adata.uns.get(Key.PATCHES)
-        if not isinstance(info, dict) or "regions" not in info or OBS_X not in adata.obs:
-            msg = f"No patch geometry in table {table_key!r}; run `mst.pp.extract_patches` first."
+        if not isinstance(info, dict) or "regions" not in info or Key.PATCH_X not in adata.obs:
+            msg = f"No patch geometry in table {table_key!r}; {run_first('pp.extract_patches', None)}."
             raise KeyError(msg)
         patch_sizes_um = list(np.atleast_1d(info["sizes_um"]).astype(float))
         if not 0 <= size_index < len(patch_sizes_um):
@@ -121,7 +121,7 @@ class PatchReader:
         self.n_workers = n_workers or settings.n_workers
         _, region_key, _ = table_regions(adata)
         region_col = adata.obs[region_key].astype(str).to_numpy()
-        centres = adata.obs[[OBS_X, OBS_Y]].to_numpy(float)
+        centres = adata.obs[[Key.PATCH_X, Key.PATCH_Y]].to_numpy(float)
         self.groups: dict[str, _Group] = {}
         self.row_group = np.full(self.n_obs, "", dtype=object)
         for region, r in info["regions"].items():

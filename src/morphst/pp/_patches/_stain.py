@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..._utils import image_levels, list_keys
+from ..._utils._match import match_image
 from ..._utils._quiet import import_squidpy, quiet_third_party
-from ._geometry import _image_and_coordinate_system
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -30,7 +30,7 @@ def stain_images(sdata: SpatialData, shapes_keys: list[str], image_key: str | No
         raise KeyError(msg)
     names: list[str] = []
     for k in shapes_keys:
-        name, _ = _image_and_coordinate_system(sdata, sdata.shapes[k], k, image_key)
+        name, _ = match_image(sdata, sdata.shapes[k], k, image_key)
         if name not in names:
             names.append(name)
     for name in names:

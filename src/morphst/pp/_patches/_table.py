@@ -11,23 +11,6 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 
-def require_sdata(sdata, fn: str) -> None:
-    """Raise a ``TypeError`` unless ``sdata`` is a SpatialData: patches need the image, the shapes and the table."""
-    from spatialdata import SpatialData
-
-    if isinstance(sdata, SpatialData):
-        return
-    from anndata import AnnData
-
-    got = "an AnnData" if isinstance(sdata, AnnData) else f"a {type(sdata).__name__}"
-    msg = (
-        f"`{fn}` needs the SpatialData (images + shapes + the table that annotates them), got {got}: patches are "
-        "cut from the image around the spot/cell shapes, which an AnnData table does not hold. Pass the SpatialData, "
-        "e.g. `sdata = mst.datasets.her2st()` rather than `sdata.tables['table']`."
-    )
-    raise TypeError(msg)
-
-
 def table_regions(adata: AnnData) -> tuple[list[str], str, str]:
     from spatialdata.models import get_table_keys
 

@@ -11,7 +11,8 @@ import numpy as np
 from ... import _logging as logg
 from ..._constants import Key
 from ..._settings import settings
-from ..._utils import get_adata, records_params
+from ..._utils import get_adata, records_params, run_first, save_results
+from ..._utils._checks import check_sdata
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -135,10 +136,10 @@ def embed_patches(
     """
     from tqdm.auto import tqdm
 
-    from ...pp._patches import PatchReader, require_sdata, size_index_of
+    from ...pp._patches import PatchReader, size_index_of
     from ..models import get_model
 
-    require_sdata(sdata, "embed_patches")
+    check_sdata(sdata, "embed_patches", patches=True)
     adata = get_adata(sdata, table_key)
     _check_arguments(dtype, batch_size)
     size_index = size_index_of(context_index)
@@ -188,16 +189,12 @@ def embed_patches(
         raise ValueError(msg)
     run_info = run_info or {"device": "none (all blocks resumed from the checkpoint)", "autocast": None}
 
-    adata.obsm[key_added] = feats
-    adata.uns[key_added] = _uns_record(
+    record = _uns_record(
         enc, model, weights, reader, regions, size_index, context_index, run_info, feats, batch_size, random_state,
         checkpoint, sink.resumed, len(plan.blocks), cl,
     )  # fmt: skip
-    logg.info(
-        f"    finished: {plan.n_patches} patches -> {feats.shape[1]} features; added .obsm[{key_added!r}], "
-        f".uns[{key_added!r}]['params']",
-        time=start,
-    )
+    summary = f"{plan.n_patches} patches -> {feats.shape[1]} features"
+    save_results(adata, [("obsm", key_added, feats), ("uns", key_added, record)], start=start, summary=summary)
 
 
 def _check_arguments(dtype, batch_size) -> None:
@@ -211,13 +208,13 @@ def _check_arguments(dtype, batch_size) -> None:
 
 def _check_patches(sdata, adata, table_key: str, size_index: int, n_jobs) -> bool:
     """Validate the patch geometry (or that the defaults can be extracted); ``True`` when it must be extracted."""
-    from ...pp._patches import OBS_X, PatchReader, check_default_geometry
+    from ...pp._patches import PatchReader, check_default_geometry
 
-    needs_patches = Key.PATCHES not in adata.uns or OBS_X not in adata.obs
+    needs_patches = Key.PATCHES not in adata.uns or Key.PATCH_X not in adata.obs
     if needs_patches and size_index > 0:
         msg = (
             f"`context_index={size_index - 1}` asks for a context field of view, but the table has no patch "
-            "geometry yet; run `mst.pp.extract_patches(sdata, context_sizes_um=(<size µm>, ...))` first."
+            f"geometry yet; {run_first('pp.extract_patches', 'sdata, context_sizes_um=(<size µm>, ...)')}."
         )
         raise ValueError(msg)
     if needs_patches:

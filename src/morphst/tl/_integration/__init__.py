@@ -3,7 +3,7 @@
 The "integration" direction of Chelebian, Avenel & Wählby (Nat. Commun. 2025). Modules: ``_fuse``
 (:func:`fuse`, with its modality blocks in ``_fuse_blocks`` and its spatial graphs in ``_fuse_graph``), ``_domains``
 (:func:`domains`), ``_encoder`` (:func:`graph_encoder`, a trained graph encoder, with ``_encoder_graph`` and
-``_encoder_models``), ``_evaluate`` (:func:`evaluate_domains`), ``_keys`` (helpers the three share).
+``_encoder_models``), ``_evaluate`` (:func:`evaluate_domains`). Sections and hints come from ``morphst._utils``.
 """
 
 from ._domains import domains

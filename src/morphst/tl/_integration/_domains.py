@@ -11,8 +11,8 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_random_state, inject_docs
-from ..._utils import check_obsm, get_adata, records_params
-from ._keys import rep_hint
+from ..._utils import check_obsm, get_adata, records_params, save_results
+from ..._utils._hints import rep_hint
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -276,14 +276,11 @@ def domains(
     params["n_domains_requested"] = n_domains
     params["notes"] = notes
 
-    if copy:
-        adata = adata.copy()
-    adata.obs[key_added] = pd.Categorical(cat, categories=cat.categories)
-    adata.uns[key_added] = {"params": records_params(**params)}
-    logg.info(
-        f"    finished: found {len(cat.categories)} domains, added 'obs[{key_added!r}]' (categorical)", time=start
-    )
-    return adata if copy else None
+    added = [
+        ("obs", key_added, pd.Categorical(cat, categories=cat.categories)),
+        ("uns", key_added, {"params": records_params(**params)}),
+    ]
+    return save_results(adata, added, copy=copy, start=start, summary=f"found {len(cat.categories)} domains")
 
 
 def _check_options(adata, use_rep, method, n_domains, resolution, n_neighs, n_init, covariance_type) -> np.ndarray:
@@ -291,7 +288,7 @@ def _check_options(adata, use_rep, method, n_domains, resolution, n_neighs, n_in
     if method not in _METHODS:
         msg = f"`method` must be one of {list(_METHODS)}, got {method!r}."
         raise ValueError(msg)
-    hint = "Run `mst.tl.fuse` first." if use_rep.startswith("X_fused") else rep_hint(use_rep)
+    hint = rep_hint(use_rep)
     x = check_obsm(adata, use_rep, hint=hint)
     if adata.n_obs < 3:
         msg = f"Finding domains needs at least 3 observations, got {adata.n_obs}: pass the whole section(s)."

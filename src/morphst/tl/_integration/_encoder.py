@@ -16,10 +16,11 @@ import numpy as np
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
-from ..._utils import check_obsm, get_adata, list_keys, records_params
+from ..._utils import check_obsm, get_adata, list_keys, records_params, save_results
 from ..._utils._graph import sections
+from ..._utils._hints import rep_hint
+from ..._utils._sections import resolve_library_key, section_groups
 from ._encoder_graph import halo, morphology_weights, row_pointer, spatial_graph, subgraph, tiles
-from ._keys import rep_hint, resolve_library_key
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -155,12 +156,8 @@ def graph_encoder(
         seconds=round(time.perf_counter() - t0, 2), final_loss=float(curve[-1]), **info,
     )  # fmt: skip
 
-    if copy:
-        adata = adata.copy()
-    adata.obsm[key_added] = z
-    adata.uns[key_added] = {"params": params, "loss": curve}
-    logg.info(f"    finished: added 'obsm[{key_added!r}]' {z.shape}, 'uns[{key_added!r}]'", time=start)
-    return adata if copy else None
+    added = [("obsm", key_added, z), ("uns", key_added, {"params": params, "loss": curve})]
+    return save_results(adata, added, copy=copy, start=start)
 
 
 def _check_options(method, morph_weight, n_neighs, n_latent, n_hidden, n_epochs, lr, tile_size) -> int | None:
@@ -199,7 +196,7 @@ def _check_inputs(adata, use_rep, morphology_rep, spatial_key, library_key):
         msg = f"`adata.obsm[{spatial_key!r}]` must have 2 columns (x, y), got shape {coords.shape}."
         raise ValueError(msg)
     lib = resolve_library_key(adata, library_key)
-    groups = None if lib is None else adata.obs[lib].to_numpy()
+    groups = section_groups(adata, lib)
     single = [lab for lab, idx in sections(groups, adata.n_obs) if idx.size < 2]
     if single:
         where = f"section(s) {single[:5]} of `obs[{lib!r}]`" if lib is not None else "the table"

@@ -11,9 +11,9 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_library_key, inject_docs
-from ..._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params
+from ..._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params, save_results
 from ..._utils._graph import knn_edges
-from ._keys import resolve_library_key
+from ..._utils._sections import resolve_library_key, section_groups
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -165,6 +165,7 @@ def evaluate_domains(
     from ..._utils._checks import check_expression
 
     check_expression(adata, "mst.tl.evaluate_domains")  # after the label checks: they need no expression
+    section_groups(adata, lib)  # no missing section
     sections = adata.obs[lib].astype(str).to_numpy() if lib is not None else np.zeros(adata.n_obs, dtype=str)
     _check_n_neighs(int(n_neighs), sections)
 
@@ -197,15 +198,9 @@ def evaluate_domains(
             pval="one-sided normal approximation (squidpy pval_norm), in the direction of the observed deviation",
         ),
     )
-    if copy:
-        adata = adata.copy()
-    adata.uns[key_added] = out
     summary = f"ARI={out['ari']:.3f} NMI={out['nmi']:.3f} " if "ari" in out else ""
-    logg.info(
-        f"    finished: {summary}mean Moran's I={out['mean_moran_I']:.3f}, added 'uns[{key_added!r}]'",
-        time=start,
-    )
-    return adata if copy else None
+    summary += f"mean Moran's I={out['mean_moran_I']:.3f}"
+    return save_results(adata, [("uns", key_added, out)], copy=copy, start=start, summary=summary)
 
 
 def _agreement(adata: AnnData, dom: pd.Series, key: str, reference: str) -> dict:

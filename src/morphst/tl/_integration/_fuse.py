@@ -16,10 +16,11 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
-from ..._utils import check_obsm, get_adata, list_keys, records_params
+from ..._utils import check_obsm, get_adata, list_keys, records_params, save_results
+from ..._utils._hints import rep_hint
+from ..._utils._sections import resolve_library_key, section_groups
 from ._fuse_blocks import FuseInputs, balanced, modality_block
 from ._fuse_graph import graph_fusion, smooth_fusion
-from ._keys import rep_hint, resolve_library_key
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -178,18 +179,15 @@ def fuse(
     params["notes"] = notes
 
     # --- write ---
-    if copy:
-        adata = adata.copy()
-    adata.obsm[key_added] = np.ascontiguousarray(fused, dtype=np.float32)
+    added = [("obsm", key_added, np.ascontiguousarray(fused, dtype=np.float32))]
     uns: dict = {"params": records_params(**params)}
     if graph is not None:
         conn_key = f"{key_added}_connectivities"
-        adata.obsp[conn_key] = graph
+        added.append(("obsp", conn_key, graph))
         uns = {"connectivities_key": conn_key, **uns}
-    adata.uns[key_added] = uns
-    slots = f"'obsm[{key_added!r}]' {fused.shape}" + (f", 'obsp[{conn_key!r}]'" if graph is not None else "")
-    logg.info(f"    finished: fused {len(use_rep)} representation(s); added {slots}, 'uns[{key_added!r}]'", time=start)
-    return adata if copy else None
+    added.append(("uns", key_added, uns))
+    summary = f"fused {len(use_rep)} representation(s)"
+    return save_results(adata, added, copy=copy, start=start, summary=summary)
 
 
 def _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library_key) -> FuseInputs:
@@ -231,7 +229,7 @@ def _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library
             raise KeyError(msg)
         coords = check_obsm(adata, spatial_key)[:, :2]
         lib = resolve_library_key(adata, library_key)
-        groups = None if lib is None else adata.obs[lib].to_numpy()
+        groups = section_groups(adata, lib)
     return FuseInputs(use_rep, reps, comps, w, coords, groups, lib, left_out)
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..._utils._stats import zscore
+
 #: Values (n_obs × n_features) beyond which a float32 representation is processed in float32 (not copied to
 #: float64): 2**28 values are 2 GiB in float64 (e.g. 1,000,000 cells × 268 features).
 FLOAT32_ABOVE = 2**28
@@ -42,13 +44,9 @@ def modality_block(x: np.ndarray, n_comps: int, random_state: int) -> tuple[np.n
 
 def standardised(x: np.ndarray) -> np.ndarray:
     """Each feature centred and scaled to unit variance (constant features: 0), divided by sqrt(n_features)."""
-    x = np.array(x, dtype=work_dtype(np.asarray(x)), copy=True)
-    mu, sd = x.mean(axis=0), x.std(axis=0)
-    x -= mu
-    np.divide(x, sd, out=x, where=sd > 0)
-    x[:, ~(sd > 0)] = 0.0
-    x /= np.sqrt(x.shape[1])
-    return x
+    z, _ = zscore(x, dtype=work_dtype(np.asarray(x)))
+    z /= np.sqrt(z.shape[1])
+    return z
 
 
 def balanced(block: np.ndarray, weight: float) -> np.ndarray:

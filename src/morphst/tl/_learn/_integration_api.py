@@ -13,8 +13,10 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obsm, get_adata, list_keys, records_params
+from ..._utils._hints import rep_hint
+from ..._utils._sections import section_groups
 from .._nn import TrainOptions, resolve_train_device
-from .._translation import resolve_train, section_groups
+from .._translation import resolve_train
 from ._common import check_penalty, check_width
 from ._integration import fit_integration
 from ._linear import apply_section_statistics, section_statistics
@@ -147,8 +149,8 @@ def learn_integration_features(
     if train_mask.sum() < 4:
         msg = f"`train` selects {int(train_mask.sum())} spots; at least 4 are needed to learn features."
         raise ValueError(msg)
-    x = check_obsm(adata, use_rep, hint="Run `mst.tl.embed_patches` first.").astype(np.float64)
-    expr = check_obsm(adata, expression_rep, hint="Run `sc.pp.pca` (on log-normalised expression) first.")
+    x = check_obsm(adata, use_rep, hint=rep_hint(use_rep)).astype(np.float64)
+    expr = check_obsm(adata, expression_rep, hint=rep_hint(expression_rep))
     labels, edges = _labels_and_edges(adata, annotation_key, method, groups, train_mask)
     n_train = int(train_mask.sum())
     start = logg.info(f"learning integration features ({method}) from `obsm[{use_rep!r}]` on {n_train} spots")

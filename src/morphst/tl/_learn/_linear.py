@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..._utils._stats import column_scale, zscore
+
 
 def standardise_on(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Column z-scores with the mean and std of ``rows`` (constant columns: scale 1)."""
-    mu = x[rows].mean(axis=0)
-    sd = x[rows].std(axis=0)
-    sd[~(sd > 1e-12)] = 1.0
-    return (x - mu) / sd
+    return zscore(x, rows)[0]
 
 
 def whiten_on(e: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -31,7 +30,6 @@ def neighbour_lists(edges, keep: np.ndarray, n: int) -> tuple[np.ndarray, np.nda
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.add.at(indptr, rows + 1, 1)
     return np.cumsum(indptr), cols
-
 
 
 def section_labels(groups: np.ndarray | None, n: int) -> np.ndarray:
@@ -55,10 +53,9 @@ def section_statistics(
     for i, s in enumerate(names):
         here = sec == s
         rows = here & train if (here & train).any() else here
-        mean[i] = x[rows].mean(axis=0)
+        mean[i], v, _ = column_scale(x, rows)
         if scale:
-            v = x[rows].std(axis=0)
-            sd[i] = np.where(v > 1e-12, v, 1.0)
+            sd[i] = v
     return names, mean, sd
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from ..._utils._stats import standardise
+from ..._utils._stats import column_scale, zscore
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -38,8 +38,8 @@ def _pcc_loss(p, t, eps: float = 1e-8):
 
 def column_pcc(p: np.ndarray, t: np.ndarray) -> float:
     """Mean over columns of the Pearson r between ``p`` and ``t`` ``(n, g)``; columns constant in either are skipped."""
-    zp, okp = standardise(np.asarray(p, dtype=np.float64))
-    zt, okt = standardise(np.asarray(t, dtype=np.float64))
+    zp, okp = zscore(p)
+    zt, okt = zscore(t)
     ok = okp & okt
     if not ok.any():
         return float("nan")
@@ -270,10 +270,8 @@ class FeatureHead(RegressorMixin, BaseEstimator):
             msg = f"A FeatureHead needs at least 4 training rows, got {len(x)}."
             raise ValueError(msg)
         self._block_slices(x.shape[1])
-        self.x_mean_, self.x_scale_ = x.mean(axis=0), x.std(axis=0)
-        self.x_scale_[~(self.x_scale_ > 1e-12)] = 1.0
-        self.y_mean_, self.y_scale_ = yy.mean(axis=0), yy.std(axis=0)
-        self.y_scale_[~(self.y_scale_ > 1e-12)] = 1.0
+        self.x_mean_, self.x_scale_, _ = column_scale(x)
+        self.y_mean_, self.y_scale_, _ = column_scale(yy)
         xs = ((x - self.x_mean_) / self.x_scale_).astype(np.float32)
         ys = ((yy - self.y_mean_) / self.y_scale_).astype(np.float32)
         device = resolve_train_device(self.device)

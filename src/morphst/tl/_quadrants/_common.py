@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..._utils import check_obs_column, list_keys
 from ..._utils._stats import mutual_info_1d
+from ..._utils._write import save_results
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -30,7 +31,6 @@ MAX_OBS = 20_000
 #: Largest difference of a quadrant's share between the two subsamples before a warning (fraction of features).
 STABILITY_TOL = 0.05
 #: What to run when the morphological features (``obsm[use_rep]``) are missing.
-EMBED_HINT = "Run `mst.tl.embed_patches` first (it writes `obsm['X_<model>']`)."
 
 
 # ---------------------------------------------------------------------------------------------------------- inputs
@@ -298,15 +298,12 @@ def write(
     entry: dict,
     *,
     copy: bool,
+    start: float,
+    summary: str,
     varm: np.ndarray | None = None,
     var: dict[str, object] | None = None,
-) -> AnnData:
-    """Write the results (after everything is computed): ``uns[key_added] = entry``, then ``varm``/``var``."""
-    if copy:
-        adata = adata.copy()
-    if varm is not None:
-        adata.varm[key_added] = varm
-    for col, values in (var or {}).items():
-        adata.var[col] = values
-    adata.uns[key_added] = entry
-    return adata
+) -> AnnData | None:
+    """Write the results (after everything is computed): ``varm``/``var``, then ``uns[key_added] = entry``; log them."""
+    added = [] if varm is None else [("varm", key_added, varm)]
+    added += [("var", col, values) for col, values in (var or {}).items()]
+    return save_results(adata, [*added, ("uns", key_added, entry)], copy=copy, start=start, summary=summary)

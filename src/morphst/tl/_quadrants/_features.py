@@ -13,7 +13,8 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obsm, check_unique_var_names, get_adata, records_params
-from ..._utils._stats import abs_pearson, abs_pearson_chunked, standardise
+from ..._utils._hints import rep_hint
+from ..._utils._stats import abs_pearson, abs_pearson_chunked, zscore
 from . import _common as c
 
 if TYPE_CHECKING:
@@ -34,11 +35,7 @@ def _shared_null_all_rows(expr, feats, rows, null_cols, n_perms, rng, chunk: int
         zg[s : s + chunk] = expr[idx]
         zf[s : s + chunk] = np.asarray(feats[idx])[:, null_cols]
     for z in (zg, zf):
-        mu, sd = z.mean(axis=0, dtype=np.float64), z.std(axis=0, dtype=np.float64)
-        ok = sd > 1e-12 * np.maximum(1.0, np.abs(mu))
-        z -= mu.astype(np.float32)
-        z /= np.where(ok, sd, 1.0).astype(np.float32)
-        z[:, ~ok] = 0.0
+        zscore(z, dtype=np.float32, copy=False)
 
     def draw(rng_):
         perm = rng_.permutation(rows.size)
@@ -175,7 +172,7 @@ def quadrants(
         msg = f"`n_null_features` must be a positive integer or None, got {n_null_features!r}."
         raise ValueError(msg)
     check_unique_var_names(adata, "mst.tl.quadrants")
-    feats_all = check_obsm(adata, use_rep, hint=c.EMBED_HINT)
+    feats_all = check_obsm(adata, use_rep, hint=rep_hint(use_rep))
     mask, y, cats = c.labels(adata, annotation_key)
     opt.check_fixed(len(cats), x_name="|Pearson r|", x_min=0.0)
     gene_names = c.resolve_genes(adata, genes)
@@ -231,15 +228,8 @@ def quadrants(
         **entry_extra,
         "params": params,
     }
-    adata = c.write(adata, key_added, entry, copy=copy, varm=varm)
-    logg.info(
-        f"    finished: quadrants of {n_feat} features ("
-        + ", ".join(f"{q} {v:.0%}" for q, v in shares.items())
-        + f"); added .uns[{key_added!r}] (features, thresholds, shares, params), .varm[{key_added!r}] "
-        "(|r| genes x features)",
-        time=start,
-    )
-    return adata if copy else None
+    summary = f"quadrants of {n_feat} features (" + ", ".join(f"{q} {v:.0%}" for q, v in shares.items()) + ")"
+    return c.write(adata, key_added, entry, copy=copy, start=start, summary=summary, varm=varm)
 
 
 @dataclass
@@ -287,8 +277,8 @@ def _thresholds(opt, ax: _Axes, shared_v, expr_all, feats_all, used, n_null_feat
     if rel.subsampled:
         x_null = _shared_null_all_rows(expr_all, feats_all, used, null_cols, opt.n_perms, rng)
     else:
-        zg, _ = standardise(ax.expr)
-        zf, _ = standardise(feats)
+        zg, _ = zscore(ax.expr)
+        zf, _ = zscore(feats)
 
         def x_null(rng_):
             perm = rng_.permutation(n_obs)

@@ -12,6 +12,7 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obs_column, check_unique_var_names, get_adata, list_keys, records_params
+from ..._utils._hints import run_first
 from ..._utils._stats import is_constant
 from . import _common as c
 
@@ -227,14 +228,9 @@ def gene_quadrants(
             **rel.record(int(mask.sum()), random_state),
         ),
     }
-    adata = c.write(adata, key_added, entry, copy=copy, var=_var_columns(adata.n_vars, used, mi, quad, key_added))
-    n_over = int((df["quadrant"] == "overestimation").sum())
-    logg.info(
-        f"    finished: {n_over} gene(s) in overestimation; added .var[{key_added!r}], "
-        f".var['{key_added}_relevance'], .var['{key_added}_overestimation'], .uns[{key_added!r}]",
-        time=start,
-    )
-    return adata if copy else None
+    summary = f"{int((df['quadrant'] == 'overestimation').sum())} gene(s) in overestimation"
+    var = _var_columns(adata.n_vars, used, mi, quad, key_added)
+    return c.write(adata, key_added, entry, copy=copy, start=start, summary=summary, var=var)
 
 
 def _var_columns(n_vars: int, used: np.ndarray, mi: np.ndarray, quad: pd.Categorical, key_added: str) -> dict:
@@ -266,7 +262,7 @@ def _null_library_key(adata, predicted_key: str, library_key: str | None, pparam
     if predicted_key not in adata.layers:
         msg = (
             f"`adata.layers[{predicted_key!r}]` not found; it is needed for the permutation null of the PCC "
-            "(run `mst.tl.predict_expression` first), or use `thresholds='median'` or `(x, y)`."
+            f"({run_first('tl.predict_expression', None)}), or use `thresholds='median'` or `(x, y)`."
         )
         raise KeyError(msg)
     if library_key is None:

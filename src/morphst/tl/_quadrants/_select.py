@@ -11,6 +11,7 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obsm, get_adata, records_params
+from ..._utils._hints import rep_hint, run_first
 from . import _common as c
 
 if TYPE_CHECKING:
@@ -70,11 +71,11 @@ def select_features(
     res = adata.uns.get(key)
     if not isinstance(res, dict) or "features" not in res:
         msg = (
-            f"`adata.uns[{key!r}]` with quadrant results not found: run "
-            f"`mst.tl.quadrants(adata, {use_rep!r}, ..., key_added={key!r})` first."
+            f"`adata.uns[{key!r}]` with quadrant results not found: "
+            f"{run_first('tl.quadrants', f'adata, {use_rep!r}, ...', key=key)}."
         )
         raise KeyError(msg)
-    x = check_obsm(adata, use_rep, hint=c.EMBED_HINT)
+    x = check_obsm(adata, use_rep, hint=rep_hint(use_rep))
     src = res.get("params", {}).get("use_rep")
     if src is not None and src != use_rep:
         msg = f"`adata.uns[{key!r}]` was computed on {src!r}, not {use_rep!r}; pass use_rep={src!r} or another key."

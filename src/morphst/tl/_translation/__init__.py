@@ -17,7 +17,6 @@ head (:class:`~morphst.tl.FeatureHead`) lives in :mod:`morphst.tl._nn`.
 
 from ._cv import predict_expression
 from ._fit import fit_translator, resolve_train
-from ._folds import section_groups
 from ._recipe import RECIPE, Recipe, fit_rows, recipe_parameters
 from ._translator import Translator
 
@@ -30,5 +29,4 @@ __all__ = [
     "predict_expression",
     "recipe_parameters",
     "resolve_train",
-    "section_groups",
 ]

@@ -32,6 +32,7 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
+from ..._utils._stats import column_scale
 
 #: Spots' distance: mean over this many nearest training spots.
 K_NEIGHBOURS = 5
@@ -84,9 +85,7 @@ class ApplicabilityDomain:
 
         x = np.asarray(feats, dtype=np.float64)
         rng = np.random.default_rng(random_state)
-        mean = x.mean(axis=0)
-        scale = x.std(axis=0)
-        scale[~(scale > 0)] = 1.0
+        mean, scale, _ = column_scale(x)
         z = (x - mean) / scale
         n_pc = max(1, min(n_components, z.shape[0] - 1, z.shape[1]))
         pca = PCA(n_components=n_pc, random_state=random_state).fit(z)

@@ -11,6 +11,7 @@ from scipy import sparse
 
 from ... import _logging as logg
 from ..._constants import Key
+from ..._utils._stats import zscore
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -115,11 +116,7 @@ def scale_per_group(feats: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
     codes = pd.factorize(np.asarray(groups))[0]
     for g in np.unique(codes):
         idx = np.flatnonzero(codes == g)
-        block = x[idx].astype(np.float64)
-        mu = block.mean(axis=0)
-        sd = block.std(axis=0)
-        sd[~(sd > 0)] = 1.0
-        x[idx] = ((block - mu) / sd).astype(np.float32)
+        x[idx] = zscore(x[idx].astype(np.float64))[0].astype(np.float32)
     return x
 
 

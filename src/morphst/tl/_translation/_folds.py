@@ -10,7 +10,7 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._utils import bool_column, list_keys
-from ..._utils._labels import check_section_labels
+from ..._utils._sections import section_groups
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -232,39 +232,3 @@ def _check_n_splits(n_splits: int, n: int) -> None:
     if isinstance(n_splits, bool) or not isinstance(n_splits, int | np.integer) or not 2 <= n_splits <= n:
         msg = f"`n_splits` must be an integer between 2 and the number of spots ({n}), got {n_splits!r}."
         raise ValueError(msg)
-
-
-def section_groups(adata: AnnData, library_key: str | None) -> np.ndarray | None:
-    """The ``library_key`` values as an object array, or ``None`` (one section); raises if any is missing (NaN).
-
-    ``None``, or the default ``"section"`` when there is no such column: one section. Any other name that is not an
-    ``obs`` column is a ``KeyError`` listing the columns: a misspelt key must not silently turn several sections
-    into one (pooled spatial blocks, a pooled inner cross-validation). A spot without a group would silently be in
-    no leave-one-group-out fold (never predicted), in no inner-CV group and in no neighbourhood, so missing values
-    are an error that says how to drop or fill them.
-    """
-    if library_key is None or (library_key == Key.LIBRARY and library_key not in adata.obs.columns):
-        return None
-    if library_key not in adata.obs.columns:
-        msg = (
-            f"`library_key`={library_key!r} is not an obs column. Available columns: "
-            f"{list_keys(adata.obs.columns)}; pass `library_key=None` to treat all spots as one section."
-        )
-        raise KeyError(msg)
-    check_section_labels(adata, library_key)  # 1 and "1": one section or two? refused
-    col = adata.obs[library_key]
-    na = col.isna().to_numpy()
-    if na.any():
-        fill = (
-            f"adata.obs[{library_key!r}] = adata.obs[{library_key!r}].cat.add_categories('unknown').fillna('unknown')"
-            if isinstance(col.dtype, pd.CategoricalDtype)
-            else f"adata.obs[{library_key!r}] = adata.obs[{library_key!r}].fillna('unknown')"
-        )
-        msg = (
-            f"`adata.obs[{library_key!r}]` is missing (NaN) for {int(na.sum())} of {adata.n_obs} spots; they would belong "
-            f"to no section (never predicted, no spatial neighbours). Drop them "
-            f"(`adata = adata[adata.obs[{library_key!r}].notna()].copy()`) or give them a group of their own "
-            f"(`{fill}`), or pass another `library_key`."
-        )
-        raise ValueError(msg)
-    return col.to_numpy(object)

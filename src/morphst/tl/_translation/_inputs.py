@@ -13,6 +13,7 @@ import numpy as np
 from scipy import sparse
 
 from ..._utils import check_obsm
+from ..._utils._hints import rep_hint
 from ._features import check_spatial_context, context_coords, model_inputs, scale_per_group
 from ._genes import target_matrix
 
@@ -53,7 +54,7 @@ def context_arrays(adata: AnnData, context_rep) -> list[tuple[str, np.ndarray]]:
 
 def read_inputs(adata: AnnData, use_rep: str, target: str, spatial_context, context_rep=None) -> Inputs:
     """Validate and return the model inputs (features, spatial context, context patches, target)."""
-    x = check_obsm(adata, use_rep, hint=use_rep_hint())
+    x = check_obsm(adata, use_rep, hint=rep_hint(use_rep))
     k_ctx = check_spatial_context(spatial_context)
     coords = context_coords(adata, k_ctx)
     context = context_arrays(adata, context_rep)
@@ -61,11 +62,6 @@ def read_inputs(adata: AnnData, use_rep: str, target: str, spatial_context, cont
     if sparse.issparse(y):
         y = y.tocsr()
     return Inputs(x, k_ctx, coords, context, y, store_target)
-
-
-def use_rep_hint() -> str:
-    """What to run to get the patch embeddings."""
-    return "Run `mst.pp.extract_patches` then `mst.tl.embed_patches` first (they write `obsm['X_<model>']`)."
 
 
 def context_keys(context_rep) -> list[str] | None:
@@ -94,7 +90,7 @@ def check_scaling(scale_per_library: bool, groups, library_key, adata: AnnData) 
 
 def fitted_inputs(adata: AnnData, use_rep: str, blocks: list[tuple[str, int]], spatial_context: int | None) -> Inputs:
     """The inputs of new data for a fitted translator: ``obsm`` arrays checked against the training ``blocks``."""
-    x = check_obsm(adata, use_rep, hint=use_rep_hint())
+    x = check_obsm(adata, use_rep, hint=rep_hint(use_rep))
     widths = dict(blocks)
     context = context_arrays(adata, [n.removeprefix("context:") for n, _ in blocks if n.startswith("context:")] or None)
     for name, width, got in [("patch", widths["patch"], x.shape[1]), *((n, widths[n], c.shape[1]) for n, c in context)]:

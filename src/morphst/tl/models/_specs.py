@@ -53,9 +53,26 @@ def bundled_efficientnet_lite0() -> Path | None:
     return p if p.is_file() else None
 
 
-_H_OPTIMUS_MEAN = (0.707223, 0.578729, 0.703617)
-_H_OPTIMUS_STD = (0.211883, 0.230117, 0.177517)
+#: What H-optimus-0 and H-optimus-1 share: a ViT-g/14 with 4 registers, its own mean/std, 224 px input.
+_H_OPTIMUS: dict[str, Any] = {
+    "arch": "vit_giant_patch14_reg4_dinov2",
+    "embedding_dim": 1536,
+    "mean": (0.707223, 0.578729, 0.703617),
+    "std": (0.211883, 0.230117, 0.177517),
+    "gated": True,
+    "timm_kwargs": {"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
+}
 _TRIDENT = "github.com/mahmoodlab/TRIDENT trident/patch_encoder_models/load.py (a91fa84)"
+#: What Virchow and Virchow 2 share: a ViT-H/14 with a SwiGLU MLP, class token + mean of the patch tokens.
+_VIRCHOW: dict[str, Any] = {
+    "arch": "vit_huge_patch14_224",
+    "embedding_dim": 2560,
+    "gated": True,
+    "pooling": "cls+mean",
+    "interpolation": "bicubic",
+    "lazy_kwargs": swiglu_silu,
+}
+_VIRCHOW_TIMM = {"img_size": 224, "init_values": 1e-5, "mlp_ratio": 5.3375, "global_pool": "", "dynamic_img_size": True}
 
 for _spec in [
     ModelSpec(
@@ -146,15 +163,10 @@ for _spec in [
     ),
     ModelSpec(
         name="h_optimus_0",
-        arch="vit_giant_patch14_reg4_dinov2",
-        embedding_dim=1536,
-        mean=_H_OPTIMUS_MEAN,
-        std=_H_OPTIMUS_STD,
+        **_H_OPTIMUS,
         licence="Apache-2.0",
         weight_source="Hugging Face bioptimus/H-optimus-0 (gated) or a local file",
         hub="hf-hub:bioptimus/H-optimus-0",
-        gated=True,
-        timm_kwargs={"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
         description="H-optimus-0 (Bioptimus 2024): ViT-g/14 with 4 registers (1.1B), 224 px at 0.5 µm/px.",
         source=(
             "github.com/bioptimus/releases models/h-optimus/v0/README.md (VisionTransformer params: patch 14, "
@@ -165,60 +177,32 @@ for _spec in [
     ),
     ModelSpec(
         name="h_optimus_1",
-        arch="vit_giant_patch14_reg4_dinov2",
-        embedding_dim=1536,
-        mean=_H_OPTIMUS_MEAN,
-        std=_H_OPTIMUS_STD,
+        **_H_OPTIMUS,
         licence="Bioptimus non-commercial licence (see the model card)",
         weight_source="Hugging Face bioptimus/H-optimus-1 (gated) or a local file",
         hub="hf-hub:bioptimus/H-optimus-1",
-        gated=True,
-        timm_kwargs={"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
         description="H-optimus-1 (Bioptimus 2025): ViT-g/14 with 4 registers (1.1B), H-optimus-0's recipe.",
         source=f"{_TRIDENT} HOptimus1InferenceEncoder; caiyu6666/LitePath distillation/models/h_optimus_1.py",
     ),
     ModelSpec(
         name="virchow",
-        arch="vit_huge_patch14_224",
-        embedding_dim=2560,
+        **_VIRCHOW,
         licence="Apache-2.0",
         weight_source="Hugging Face paige-ai/Virchow (gated) or a local file",
         hub="hf-hub:paige-ai/Virchow",
-        gated=True,
-        pooling="cls+mean",
         n_prefix_tokens=1,
-        interpolation="bicubic",
-        timm_kwargs={
-            "img_size": 224,
-            "init_values": 1e-5,
-            "mlp_ratio": 5.3375,
-            "global_pool": "",
-            "dynamic_img_size": True,
-        },
-        lazy_kwargs=swiglu_silu,
+        timm_kwargs=_VIRCHOW_TIMM,
         description="Virchow (Vorontsov et al., Nat. Med. 2024): ViT-H/14, class token + mean patch token.",
         source=f"{_TRIDENT} VirchowInferenceEncoder (kwargs, Resize(224, bicubic), ImageNet, cat(cls, mean(tokens[1:])))",
     ),
     ModelSpec(
         name="virchow2",
-        arch="vit_huge_patch14_224",
-        embedding_dim=2560,
+        **_VIRCHOW,
         licence="CC-BY-NC-ND-4.0",
         weight_source="Hugging Face paige-ai/Virchow2 (gated) or a local file",
         hub="hf-hub:paige-ai/Virchow2",
-        gated=True,
-        pooling="cls+mean",
         n_prefix_tokens=5,
-        interpolation="bicubic",
-        timm_kwargs={
-            "img_size": 224,
-            "init_values": 1e-5,
-            "mlp_ratio": 5.3375,
-            "reg_tokens": 4,
-            "global_pool": "",
-            "dynamic_img_size": True,
-        },
-        lazy_kwargs=swiglu_silu,
+        timm_kwargs={**_VIRCHOW_TIMM, "reg_tokens": 4},
         description=(
             "Virchow 2 (Zimmermann et al. 2024): ViT-H/14 with 4 registers; class token + mean of the patch "
             "tokens (registers excluded)."
