@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from distributed import Client
     from spatialdata import SpatialData
 from ..._docs import doc_table_key, inject_docs
-from . import _checkpoint
 from ._blank import BlankPatches
 from ._checkpoint import CheckpointSink, MemorySink, _Checkpoint, call_record
 from ._compute import EmbedJob, EmbedPlan, LocalRunner
@@ -153,7 +152,7 @@ def embed_patches(
     key_added = key_added or _default_key(enc.name, weights, size_index, reader.patch_size_um)
 
     bs = int(batch_size)
-    plan = EmbedPlan.build(reader, bs, _checkpoint._BLOCK_PATCHES)  # the module attribute, read at call time
+    plan = EmbedPlan.build(reader, bs, settings.checkpoint_block_size)
     regions = adata.uns[Key.PATCHES]["regions"]
     call = call_record(enc, model, weights, random_state, reader, size_index, dtype, bs, adata.n_obs, regions)
     if checkpoint is None:

@@ -13,16 +13,6 @@ _CHECKPOINT_FORMAT = 1
 _CHECKPOINT_ATTR = "morphst_embed_patches"
 
 
-def __getattr__(name: str):
-    """``_BLOCK_PATCHES``, the patches per checkpoint block, is ``mst.settings.checkpoint_block_size`` at call time."""
-    if name == "_BLOCK_PATCHES":
-        from ..._settings import settings
-
-        return settings.checkpoint_block_size
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
-
-
 class _Checkpoint:
     """Features of finished blocks in a zarr store: ``rows`` (plan), ``features`` (one chunk per block), ``done``.
 
