@@ -253,8 +253,9 @@ def test_maf_noise_gives_no_component(seed):
     import morphst as mst
 
     a = _sections(seed=seed)
-    mst.tl.learn_integration_features(a, "X_m", random_state=seed)
-    assert a.obsm["X_integration"].shape == (a.n_obs, 0)
+    with pytest.warns(UserWarning, match=r"No spatial component of `obsm\['X_m'\]` is significant at alpha 0.05"):
+        mst.tl.learn_integration_features(a, "X_m", random_state=seed)
+    assert a.obsm["X_learned_integration"].shape == (a.n_obs, 0)
     mst.tl.learn_integration_features(a, "X_m", n_components=3, random_state=seed, key_added="k3")
     comp = a.uns["k3"]["components"]
     assert a.obsm["k3"].shape == (a.n_obs, 3)
@@ -272,11 +273,11 @@ def test_maf_section_offset_not_encoded_domain_found():
 
     a = _sections(p=60, offset=3.0, domain=1.0)
     mst.tl.learn_integration_features(a, "X_m", n_components=3)
-    z = a.obsm["X_integration"]
+    z = a.obsm["X_learned_integration"]
     dummies = pd.get_dummies(a.obs["section"]).to_numpy(float)
     r2 = [LinearRegression().fit(dummies, z[:, j]).score(dummies, z[:, j]) for j in range(3)]
     assert max(r2) < 1e-6  # centred per section: the offset cannot be a component
-    comp = a.uns["X_integration"]["components"]
+    comp = a.uns["X_learned_integration"]["components"]
     assert comp["significant"].tolist() == [True, False, False]
     right = np.tile(np.arange(14) >= 7, 14 * 3)
     assert abs(np.corrcoef(z[:, 0], right)[0, 1]) > 0.85
@@ -303,20 +304,20 @@ def test_maf_section_statistics_and_held_out_sections():
     train = (sec != "s2") & (np.arange(a.n_obs) % 5 != 0)  # s2 never seen; every 5th spot of s0/s1 held out
     a.obs["train"] = train
     mst.tl.learn_integration_features(a, "X_m", n_components=2, train="train", scale=True)
-    st = a.uns["X_integration"]["sections"]
+    st = a.uns["X_learned_integration"]["sections"]
     assert st["names"] == ["s0", "s1", "s2"]
     for i, s in enumerate(st["names"]):
         rows = (sec == s) & train if s != "s2" else sec == s  # a section without training spots: its own rows
         np.testing.assert_allclose(st["mean"][i], x[rows].mean(0), rtol=1e-9)
         np.testing.assert_allclose(st["scale"][i], x[rows].std(0), rtol=1e-9)
-    z = a.obsm["X_integration"].copy()
+    z = a.obsm["X_learned_integration"].copy()
     # new data: shifting a whole unseen section leaves its features unchanged (its own statistics); shifting the
     # held-out spots of a training section moves them (the stored statistics), and nothing else
     b = a.copy()
     shift = np.where(sec == "s2", 5.0, 0.0)[:, None] + np.where((sec == "s0") & ~train, 5.0, 0.0)[:, None]
     b.obsm["X_m"] = (x + shift).astype(np.float32)
     mst.tl.learn_integration_features(b, "X_m", n_components=2, train="train", scale=True)
-    zb = b.obsm["X_integration"]
+    zb = b.obsm["X_learned_integration"]
     np.testing.assert_allclose(zb[sec == "s2"], z[sec == "s2"], atol=1e-4)
     np.testing.assert_allclose(zb[train], z[train], atol=1e-4)
     assert np.abs(zb[(sec == "s0") & ~train] - z[(sec == "s0") & ~train]).min() > 0.1
@@ -326,7 +327,7 @@ def test_maf_section_statistics_and_held_out_sections():
     r, c, d, _ = knn_edges(a.obsm["spatial"], sec, n_neighs=6)
     r, c, _ = symmetrise(r, c, d, a.n_obs)
     held = _morans_i(z.astype(np.float64), (np.asarray(r), np.asarray(c)), np.flatnonzero(sec == "s2"))
-    np.testing.assert_allclose(a.uns["X_integration"]["components"]["moran_I_held_out"], held, atol=1e-4)
+    np.testing.assert_allclose(a.uns["X_learned_integration"]["components"]["moran_I_held_out"], held, atol=1e-4)
 
 
 def test_rbf_hsic_penalty_matches_the_gram_matrix_estimate():

@@ -50,7 +50,7 @@ def learn_integration_features(
     options: TrainOptions | None = None,
     device: str | None = None,
     table_key: str = Key.TABLE,
-    key_added: str = "X_integration",
+    key_added: str = "X_learned_integration",
     random_state: int = 0,
     copy: bool = False,
 ) -> AnnData | None:
@@ -120,7 +120,7 @@ def learn_integration_features(
 
     ``.obsm[key_added]`` : ndarray, shape ``(n_obs, n_components)``, float32
         The features (``"residual"``: ``(n_obs, n_features)``; ``"maf"``/``"multispati"`` with
-        ``n_components=None``: one column per significant component, possibly none).
+        ``n_components=None``: one column per significant component, possibly none: a ``UserWarning`` then).
     ``.uns[key_added]['components']`` : DataFrame
         ``"maf"``/``"multispati"``: per component its ``criterion`` (Moran's I, or variance × Moran's I),
         ``variance``, ``moran_I`` (training spots), ``p_value``, ``moran_I_held_out`` and ``p_value_held_out``
@@ -163,6 +163,14 @@ def learn_integration_features(
         xc, ec, train_mask, labels, edges, groups, method, n_components, alpha, n_permutations, penalty_weight, opts,
         random_state, resolve_train_device(device) if method == "hsic" else "cpu",
     )  # fmt: skip
+    if method in ("maf", "multispati") and z.shape[1] == 0:
+        warnings.warn(
+            f"No spatial component of `obsm[{use_rep!r}]` is significant at alpha {alpha:g} against "
+            f"{n_permutations} permutations: `obsm[{key_added!r}]` gets 0 columns (the features carry no spatial "
+            "structure beyond expression here). Pass `n_components=` to keep the leading ones, flagged not significant.",
+            UserWarning,
+            stacklevel=2,
+        )
     uns["sections"] = {"names": [str(s) for s in names], "mean": mean, "scale": sd}
     uns["params"] = records_params(
         use_rep=use_rep, expression_rep=expression_rep, library_key=library_key, annotation_key=annotation_key,
