@@ -32,7 +32,7 @@ Rows:
 Run: ``python benchmarks/integration_dlpfc.py [--samples 151673 151674] [--data-dir DIR] [--no-peers]
 [--peers SpaGCN stLearn BANKSY GraphST] [--seeds 3] [--encoder contrastive autoencoder | --encoder none]
 [--encoder-morph on off random] [--no-fuse] [--smoke]`` (``--smoke``: 151673 cut to its 800 spots nearest the centre,
-one seed, contrastive encoder with morphology off, no peers; seconds, figures meaningless). Install the peers with ``pip install -e ".[benchmarks]"``.
+one seed, contrastive encoder (10 steps) with morphology off, no peers; seconds, figures meaningless). Install the peers with ``pip install -e ".[benchmarks]"``.
 
 Last line: ``RESULT samples=... morphst_ari_mean=... encoder_ari_mean=... best_peer=<name> best_peer_ari_mean=...
 method=<morphst method>`` (means over samples and seeds; morphst = the default ``fuse`` + ``domains(method="gmm")``
@@ -335,6 +335,8 @@ def main() -> None:
 
 def _smoke(args, n_spots: int = 800) -> None:
     """``--smoke``: one sample cut (after :func:`prepare`) to its ``n_spots`` spots nearest the centre, one seed."""
+    import functools
+
     global prepare
     full = prepare
 
@@ -344,6 +346,7 @@ def _smoke(args, n_spots: int = 800) -> None:
         keep = np.sort(np.argsort(((xy - xy.mean(0)) ** 2).sum(1))[:n_spots])
         return sdata, a[keep].copy()
 
+    mst.tl.graph_encoder = functools.partial(mst.tl.graph_encoder, n_epochs=10)  # 10 steps, not 300
     args.samples, args.seeds, args.no_peers = ["151673"], 1, True
     args.encoder, args.encoder_morph = ["contrastive"], ["off"]  # the RESULT line's encoder row
 

@@ -14,7 +14,7 @@ time (user + system) and the process' peak RSS after the step (monotone: the lar
 (``os.getloadavg``) is printed beside the times.
 
 Usage: ``python benchmarks/integration_scale.py [--n-cells 100000] [--cache DIR] [--threads 2]
-[--rows expression fuse encoder_off encoder_on] [--smoke]`` (``--smoke``: 2,000 cells, every row, a fresh cache; seconds,
+[--rows expression fuse encoder_off encoder_on] [--smoke]`` (``--smoke``: 2,000 cells, every row, the encoder trained 10 steps, a fresh cache; seconds,
 figures meaningless). Last line: ``RESULT n=... ari_fuse=... ari_encoder=...
 encoder_seconds=... peak_rss_gib=...``.
 """
@@ -82,8 +82,12 @@ def main() -> None:
 def _smoke(args) -> None:
     """``--smoke``: the smallest run of every row, its table drawn into a temporary cache (removed at exit)."""
     import atexit
+    import functools
     import shutil
 
+    import morphst as mst
+
+    mst.tl.graph_encoder = functools.partial(mst.tl.graph_encoder, n_epochs=10)  # 10 steps, not 300
     args.n_cells, args.cache = 2_000, Path(tempfile.mkdtemp(prefix="morphst_scale_smoke_"))
     atexit.register(shutil.rmtree, args.cache, ignore_errors=True)
 
