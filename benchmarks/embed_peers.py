@@ -229,7 +229,9 @@ def main() -> None:
         best = {"morphst": 0.0, "lazyslide": 0.0, "sopa": 0.0}
         n_sopa, feats = 0, {}
         for _ in range(args.repeats):  # alternate: the machine may be shared
-            best["morphst"] = max(best["morphst"], (r := run_morphst(sdata, image_key, um_per_px, net, args.batch_size, args.device))[0])
+            best["morphst"] = max(
+                best["morphst"], (r := run_morphst(sdata, image_key, um_per_px, net, args.batch_size, args.device))[0]
+            )
             feats["morphst"] = r[1]
             if not isinstance(peers["lazyslide"], str):
                 try:

@@ -45,7 +45,9 @@ a.obsm["X_m"] = x
 print("load", os.getloadavg()[0], flush=True)
 if "--skip-translation" not in sys.argv:
     t = time.perf_counter()
-    mst.tl.learn_features(a, "X_m", objective="translation", genes=list(a.var_names), target="y", spatial_context=8, **OPTIONS)
+    mst.tl.learn_features(
+        a, "X_m", objective="translation", genes=list(a.var_names), target="y", spatial_context=8, **OPTIONS
+    )
     print(
         f"translation: {time.perf_counter() - t:.0f} s, chosen epoch {a.uns['X_learned_translation']['chosen_epoch']}",
         flush=True,

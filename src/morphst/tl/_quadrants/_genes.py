@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 
 
 def _moments(x: np.ndarray, rows: np.ndarray | None, cols: np.ndarray, block: int):
-    """Per column of ``x[rows][:, cols]`` (all rows when ``rows`` is None), read in row blocks as float64: the mean,
-    the root of the sum of squared deviations and whether the column is constant (the criterion of
-    :func:`~morphst._utils._stats.is_constant` for finite values), with no full-size float64 copy."""
+    """Column mean, root of the sum of squared deviations and constancy of ``x[rows][:, cols]``, in row blocks.
+
+    All rows when ``rows`` is None; each block is read as float64, so there is no full-size float64 copy. Constant:
+    the criterion of :func:`~morphst._utils._stats.is_constant` for finite values.
+    """
     n = x.shape[0] if rows is None else rows.size
 
     def blocks():
