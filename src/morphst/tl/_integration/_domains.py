@@ -75,10 +75,6 @@ def _knn_transformer(n_obs: int, n_neighbors: int, random_state: int = 0):
     return None if n_obs < 4096 else _CsrMatrixNNDescent(n_obs, n_neighbors, random_state)
 
 
-#: rows of the kNN graph whose edges are handed to igraph at once (bounds the int64 edge arrays built for it)
-_EDGE_BLOCK_ROWS = 262_144
-
-
 def _leiden_graph(tmp: AnnData):
     """The igraph graph scanpy's ``tl.leiden`` clusters (``obsp['connectivities']``) and its edge weights.
 
@@ -94,20 +90,12 @@ def _leiden_graph(tmp: AnnData):
     except ImportError:  # another scanpy layout: let scanpy build its graph
         return None
     import igraph as ig
-    from scipy import sparse
 
-    m = sparse.csr_matrix(tmp.obsp["connectivities"])  # no copy of a CSR matrix
+    a = tmp.obsp["connectivities"].tocoo()
+    nz = a.data != 0  # scipy's nonzero(): row-major order, explicit zeros left out
     g = ig.Graph(n=tmp.n_obs, directed=False)
-    weights = []
-    for s in range(0, tmp.n_obs, _EDGE_BLOCK_ROWS):  # row blocks: no full COO or int64 edge copy at once
-        e = min(s + _EDGE_BLOCK_ROWS, tmp.n_obs)
-        lo, hi = m.indptr[s], m.indptr[e]
-        data = m.data[lo:hi]
-        nz = data != 0  # scipy's nonzero(): row-major order, explicit zeros left out
-        rows = np.repeat(np.arange(s, e, dtype=np.int64), np.diff(m.indptr[s : e + 1]))[nz]
-        g.add_edges(np.column_stack([rows, m.indices[lo:hi][nz].astype(np.int64)]))
-        weights.append(data[nz].astype(np.float64))
-    return g, np.concatenate(weights) if weights else np.zeros(0)
+    g.add_edges(np.column_stack([a.row[nz].astype(np.int64), a.col[nz].astype(np.int64)]))
+    return g, a.data[nz].astype(np.float64)
 
 
 def _leiden_labels(tmp: AnnData, resolution: float, random_state: int, graph=None) -> np.ndarray:
