@@ -75,12 +75,13 @@ def noise_part() -> dict:
     return out
 
 
-def synthetic_table(state: int, n_comps: int = 10):
-    """``morphology_domains(random_state=state)``'s table with handcrafted features of 100 µm patches (48 px) and
-    ``n_comps`` PCs of log1p counts per 10,000 (also the input of ``learned_integration.py --parts synthetic``)."""
+def synthetic_table(state: int, n_comps: int = 10, side: int = 40):
+    """``morphology_domains(side, side, random_state=state)``'s table with handcrafted features of 100 µm patches
+    (48 px) and ``n_comps`` PCs of log1p counts per 10,000 (also the input of ``learned_integration.py --parts
+    synthetic``)."""
     import scanpy as sc
 
-    sdata = mst.datasets.morphology_domains(random_state=state)
+    sdata = mst.datasets.morphology_domains(side, side, random_state=state)
     a = sdata.tables["table"]
     mst.pp.extract_patches(sdata, patch_size=100.0, target_px=48)
     mst.tl.embed_patches(sdata, model="handcrafted")

@@ -24,7 +24,8 @@ Steps, each with wall seconds and peak RSS:
    (subprocess) and resumed from its checkpoint equals an uninterrupted run (``resume_identical``), and a
    ``distributed.LocalCluster`` of 2 worker processes equals the single process (``distributed_identical``).
 
-Each step prints its seconds, the peak RSS of the step itself and the process's peak RSS so far. Peaks are the
+Each step prints its seconds, the peak RSS of the step itself (and how far above the RSS at its start: what the
+step itself adds) and the process's peak RSS so far. Peaks are the
 kernel's (``VmHWM`` of ``/proc/self/status``, reset at each step through ``/proc/self/clear_refs``), so a peak
 inside a long C call is not missed as a sampling thread would miss it (that is how an earlier version reported
 8,089 MiB for a Leiden step that reached 9,920). Child processes are reported apart: a process started from this
@@ -90,6 +91,15 @@ def _read_hwm_mb() -> float:
     return float("nan")
 
 
+def _read_rss_mb() -> float:
+    """This process's resident set size now (``VmRSS``), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _reset_hwm() -> bool:
     """Reset ``VmHWM`` to the current RSS (Linux ``/proc/self/clear_refs``, value 5); False where not allowed."""
     try:
@@ -114,12 +124,13 @@ def children_rss_mb() -> float:
 
 
 ROWS: list[tuple[str, float, float, str]] = []
-_STEP = {"peak": 0.0}
+_STEP = {"peak": 0.0, "start": 0.0}
 
 
 def step_start() -> float:
     """Start a step: reset the kernel's peak-RSS counter; return the start time."""
     _PEAK["process"] = rss_mb()
+    _STEP["start"] = _read_rss_mb()
     if not _reset_hwm():
         msg = "cannot reset the peak RSS counter (/proc/self/clear_refs): per-step peaks need Linux >= 4.0"
         raise SystemExit(msg)
@@ -132,7 +143,8 @@ def step(name: str, t0: float, note: str = "") -> float:
     _PEAK["process"] = max(_PEAK["process"], _STEP["peak"])
     ROWS.append((name, dt, _STEP["peak"], note))
     print(
-        f"  {name:<12} {dt:9.1f} s   step peak RSS {_STEP['peak']:8.0f} MiB   peak so far {rss_mb():8.0f} MiB   {note}",
+        f"  {name:<12} {dt:9.1f} s   step peak RSS {_STEP['peak']:8.0f} MiB (+{_STEP['peak'] - _STEP['start']:.0f} over "
+        f"its start)   peak so far {rss_mb():8.0f} MiB   {note}",
         flush=True,
     )
     return dt

@@ -31,7 +31,8 @@ Rows:
 
 Run: ``python benchmarks/integration_dlpfc.py [--samples 151673 151674] [--data-dir DIR] [--no-peers]
 [--peers SpaGCN stLearn BANKSY GraphST] [--seeds 3] [--encoder contrastive autoencoder | --encoder none]
-[--encoder-morph on off random] [--no-fuse]``. Install the peers with ``pip install -e ".[benchmarks]"``.
+[--encoder-morph on off random] [--no-fuse] [--smoke]`` (``--smoke``: 151673 cut to its 800 spots nearest the centre,
+one seed, contrastive encoder (10 steps) with morphology off, no peers; seconds, figures meaningless). Install the peers with ``pip install -e ".[benchmarks]"``.
 
 Last line: ``RESULT samples=... morphst_ari_mean=... encoder_ari_mean=... best_peer=<name> best_peer_ari_mean=...
 method=<morphst method>`` (means over samples and seeds; morphst = the default ``fuse`` + ``domains(method="gmm")``
@@ -320,13 +321,34 @@ def main() -> None:
     p.add_argument("--encoder-morph", nargs="+", default=["off", "on", "random"], choices=["off", "on", "random"])
     p.add_argument("--no-fuse", action="store_true", help="skip the expression and fuse rows (encoder rows only)")
     p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads (the same for every row)")
+    p.add_argument("--smoke", action="store_true", help="800 spots of 151673, one seed, no peers (seconds)")
     args = p.parse_args()
+    if args.smoke:
+        _smoke(args)
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(args.threads)
     with threadpool_limits(args.threads):
         run(args)
+
+
+def _smoke(args, n_spots: int = 800) -> None:
+    """``--smoke``: one sample cut (after :func:`prepare`) to its ``n_spots`` spots nearest the centre, one seed."""
+    import functools
+
+    global prepare
+    full = prepare
+
+    def prepare(sample, data_dir):
+        sdata, a = full(sample, data_dir)
+        xy = np.asarray(a.obsm["spatial"], dtype=float)
+        keep = np.sort(np.argsort(((xy - xy.mean(0)) ** 2).sum(1))[:n_spots])
+        return sdata, a[keep].copy()
+
+    mst.tl.graph_encoder = functools.partial(mst.tl.graph_encoder, n_epochs=10)  # 10 steps, not 300
+    args.samples, args.seeds, args.no_peers = ["151673"], 1, True
+    args.encoder, args.encoder_morph = ["contrastive"], ["off"]  # the RESULT line's encoder row
 
 
 def run(args) -> None:

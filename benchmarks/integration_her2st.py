@@ -11,7 +11,8 @@ The reference clusters come FROM EXPRESSION (Andersson et al. 2021), so they fav
 below expression-only does not mean that morphology is useless, only that it disagrees with an expression clustering.
 
 Run: ``python benchmarks/integration_her2st.py`` (data from $MORPHST_DATA_DIR, else ../shared/data; DenseNet-121
-weights from $MORPHST_WEIGHTS_DIR, else ../shared/weights; CPU: several minutes).
+weights from $MORPHST_WEIGHTS_DIR, else ../shared/weights; CPU: several minutes). ``--smoke``: C2 and C3 cut to 40 spots
+each, the handcrafted encoder in place of both CNNs, one control seed (seconds, figures meaningless).
 
 Last line: ``RESULT expr_ari=<mean> morph_ari=<mean> best_fused_ari=<mean> best=<method>`` (means over the 5
 sections; morphology and fusion with DenseNet-121). The rows ``expr+spatial`` and ``expr+smooth`` are controls:
@@ -37,6 +38,7 @@ learned features are a gain.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from pathlib import Path
@@ -73,7 +75,7 @@ def morphology_pca(a, model: str) -> None:
     x = np.asarray(a.obsm[f"X_{model}"], dtype=np.float64)
     x = x - x.mean(0)
     x /= np.sqrt((x**2).sum() / (len(x) - 1))
-    a.obsm[f"X_{model}_pca"] = PCA(min(30, len(x) - 1), random_state=0).fit_transform(x)
+    a.obsm[f"X_{model}_pca"] = PCA(min(30, len(x) - 1, x.shape[1]), random_state=0).fit_transform(x)
 
 
 def smooth_control(a) -> None:
@@ -138,13 +140,13 @@ def control_rows(a, section: str, k: int) -> list[dict]:
     return rows
 
 
-def control_summary(df: pd.DataFrame) -> dict:
+def control_summary(df: pd.DataFrame, model: str = "densenet121") -> dict:
     """Mean over sections per row; random and learned-from-noise as mean ± sd over their seeds."""
     mean = df.groupby(["input", "model"], sort=False)["ari"].mean()
     out = {}
     print("\nControl rows (DenseNet-121 shape), ARI mean over C2–C6; seeds as mean ± sd:")
     for method in FUSIONS:
-        line = {"raw": mean[(f"fused:{method}", "densenet121")], "maf": mean[(f"fused:{method}", "maf")],
+        line = {"raw": mean[(f"fused:{method}", model)], "maf": mean[(f"fused:{method}", "maf")],
                 "coords": mean[(f"fused:{method}", "coords")]}  # fmt: skip
         for ctl in ("random", "learned_from_noise"):
             v = np.array([mean[(f"fused:{method}", f"{ctl}{s}")] for s in CONTROL_SEEDS])
@@ -155,8 +157,19 @@ def control_summary(df: pd.DataFrame) -> dict:
 
 
 def main() -> None:
+    global MODELS, CONTROL_SEEDS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="2 sections x 40 spots, handcrafted encoder (seconds)")
+    args = ap.parse_args()
     t0 = time.perf_counter()
-    sdata = mst.datasets.her2st(data_dir=DATA_DIR)
+    if args.smoke:  # the figures only show that the script runs
+        MODELS, CONTROL_SEEDS = ("handcrafted",), (0,)
+        sdata = mst.datasets.her2st(library_id=("C2", "C3"), data_dir=DATA_DIR)
+        t = sdata.tables["table"]
+        sdata.tables["table"] = t[t.obs.groupby("section", observed=True).cumcount().to_numpy() < 40].copy()
+    else:
+        sdata = mst.datasets.her2st(data_dir=DATA_DIR)
+    main_model = MODELS[0]  # the model of the RESULT line and the control rows
     mst.settings.progress_bar = False
     for model in MODELS:
         w = WEIGHTS.get(model)
@@ -165,7 +178,7 @@ def main() -> None:
     shapes = ", ".join(f"{m} {table.obsm['X_' + m].shape}" for m in MODELS)
     print(f"embeddings: {shapes} ({time.perf_counter() - t0:.0f}s)")
     logg.logger.setLevel("WARNING")
-    learned_rows(table, "densenet121")
+    learned_rows(table, main_model)
 
     rows = []
     for section in table.obs["section"].cat.categories:
@@ -205,11 +218,11 @@ def main() -> None:
 
     mean = df.groupby(["input", "model"], sort=False)["ari"].mean()
     expr_ari = mean[("expression", "-")]
-    morph_ari = mean[("morphology", "densenet121")]
-    fused = {m: mean[(f"fused:{m}", "densenet121")] for m in FUSIONS}
+    morph_ari = mean[("morphology", main_model)]
+    fused = {m: mean[(f"fused:{m}", main_model)] for m in FUSIONS}
     best = max(fused, key=fused.get)
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
-    ctl = control_summary(df)
+    ctl = control_summary(df, main_model)
     print(
         f"RESULT expr_ari={expr_ari:.3f} morph_ari={morph_ari:.3f} best_fused_ari={fused[best]:.3f} best={best} "
         + " ".join(f"{k_}={v:.3f}" for k_, v in ctl.items())

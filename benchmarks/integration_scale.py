@@ -14,7 +14,8 @@ time (user + system) and the process' peak RSS after the step (monotone: the lar
 (``os.getloadavg``) is printed beside the times.
 
 Usage: ``python benchmarks/integration_scale.py [--n-cells 100000] [--cache DIR] [--threads 2]
-[--rows expression fuse encoder_off encoder_on]``. Last line: ``RESULT n=... ari_fuse=... ari_encoder=...
+[--rows expression fuse encoder_off encoder_on] [--smoke]`` (``--smoke``: 2,000 cells, every row, the encoder trained 10 steps, a fresh cache; seconds,
+figures meaningless). Last line: ``RESULT n=... ari_fuse=... ari_encoder=...
 encoder_seconds=... peak_rss_gib=...``.
 """
 
@@ -65,7 +66,10 @@ def main() -> None:
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "morphst_scale")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", nargs="+", default=["expression", "fuse", "encoder_off", "encoder_on"])
+    p.add_argument("--smoke", action="store_true", help="2,000 cells, every row, a fresh cache (seconds)")
     args = p.parse_args()
+    if args.smoke:
+        _smoke(args)
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -73,6 +77,19 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     with threadpool_limits(args.threads):
         run(args)
+
+
+def _smoke(args) -> None:
+    """``--smoke``: the smallest run of every row, its table drawn into a temporary cache (removed at exit)."""
+    import atexit
+    import functools
+    import shutil
+
+    import morphst as mst
+
+    mst.tl.graph_encoder = functools.partial(mst.tl.graph_encoder, n_epochs=10)  # 10 steps, not 300
+    args.n_cells, args.cache = 2_000, Path(tempfile.mkdtemp(prefix="morphst_scale_smoke_"))
+    atexit.register(shutil.rmtree, args.cache, ignore_errors=True)
 
 
 def run(args) -> None:

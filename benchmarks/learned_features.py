@@ -35,7 +35,9 @@ quadrants on C5–C6 gave ``q_integration_I=0.125 q_integration_II=0.000 q_integ
 than the raw features (0.240). ``benchmarks/learned_integration.py`` has the moran rows of the integration part.
 
 Run: ``MORPHST_DATA_DIR=../shared/data MORPHST_WEIGHTS_DIR=../shared/weights python benchmarks/learned_features.py
-[--cache DIR] [--skip-integration]``. Last line: ``RESULT ...``.
+[--cache DIR] [--skip-integration] [--smoke]``. Last line: ``RESULT ...``. ``--smoke``: 24 spots per section, the
+handcrafted encoder in place of both CNNs, no integration part (``learned_integration.py --smoke`` runs it); seconds,
+figures meaningless.
 """
 
 from __future__ import annotations
@@ -58,12 +60,13 @@ CONTEXT_UM = (224.0, 448.0)
 REPO = Path(__file__).resolve().parents[1]
 
 
-def embeddings(sdata, weights_dir: Path, cache: Path | None) -> None:
-    """Own-patch and context-patch embeddings of DenseNet-121 (ImageNet) and EfficientNet-Lite0 into ``obsm``."""
+def embeddings(sdata, weights_dir: Path, cache: Path | None, models=None) -> None:
+    """Own-patch and context-patch embeddings of DenseNet-121 (ImageNet) and EfficientNet-Lite0 into ``obsm``
+    (``models``: ``(name, weights)`` pairs in their place)."""
     adata = sdata.tables["table"]
     dn = weights_dir / "densenet121_imagenet_capricorn" / "densenet121.timm.safetensors"
     mst.pp.extract_patches(sdata, patch_size=112.0, target_px=224, context_sizes_um=CONTEXT_UM)
-    for model, weights in (("densenet121", str(dn)), ("efficientnet_lite0", None)):
+    for model, weights in models or (("densenet121", str(dn)), ("efficientnet_lite0", None)):
         for ci in (None, 0, 1):
             key = f"X_{model}" + ("" if ci is None else f"_ctx{ci}")
             tag = json.dumps([model, weights, 112.0, 224, CONTEXT_UM, ci, list(adata.obs_names)])
@@ -101,10 +104,9 @@ def translation(adata, model: str) -> tuple[pd.DataFrame, float]:
     return df, seconds
 
 
-def quadrant_shift(adata) -> dict[str, float]:
+def quadrant_shift(adata, rep: str = "X_densenet121") -> dict[str, float]:
     """Quadrants of raw vs learned features on C5–C6 spots, the features learned on C2–C4 only."""
     train = ["C2", "C3", "C4"]
-    rep = "X_densenet121"
     held = ~adata.obs["section"].astype(str).isin(train).to_numpy()
     sel = mst.pp.select_genes(adata, 50, mask=~held, copy=True)
     genes = sel.var_names[sel.var["morph_target"]].tolist()
@@ -142,18 +144,25 @@ def main() -> None:
     )
     ap.add_argument("--cache", default=None, help="folder to cache embeddings in (default: no cache)")
     ap.add_argument("--skip-integration", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="24 spots per section, handcrafted encoder (seconds)")
     args = ap.parse_args()
     logging.getLogger("morphst").setLevel(logging.WARNING)
     mst.settings.progress_bar = False
     print(f"load at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     sdata = mst.datasets.her2st(library_id=SECTIONS, data_dir=args.data_dir)
+    encoders = (("densenet121", "dn"), ("efficientnet_lite0", "lite0"))
+    if args.smoke:  # the figures only show that the script runs
+        t = sdata.tables["table"]
+        sdata.tables["table"] = t[t.obs.groupby("section", observed=True).cumcount().to_numpy() < 24].copy()
+        encoders, args.cache, args.skip_integration = (("handcrafted", "hc"),), None, True
     adata = sdata.tables["table"]
-    embeddings(sdata, Path(args.weights_dir), Path(args.cache) if args.cache else None)
+    models = [(m, None) for m, _ in encoders] if args.smoke else None
+    embeddings(sdata, Path(args.weights_dir), Path(args.cache) if args.cache else None, models)
     mst.pp.normalize(adata)
 
     result = {}
     pd.set_option("display.width", 200)
-    for model, tag in (("densenet121", "dn"), ("efficientnet_lite0", "lite0")):
+    for model, tag in encoders:
         df, secs = translation(adata, model)
         print(f"\nHER2ST C2–C6 leave-one-section-out, {model}: mean PCC per held-out section")
         print(df.to_string(float_format="{:.3f}".format))
@@ -165,7 +174,7 @@ def main() -> None:
         result[f"{tag}_head_s"] = secs
         result[f"{tag}_head_worse_on"] = ",".join(worse) or "none"
 
-    shift = quadrant_shift(adata)
+    shift = quadrant_shift(adata, f"X_{encoders[0][0]}")
     print("\nQuadrants on C5–C6 (features learned on C2–C4):", {k: round(v, 3) for k, v in shift.items()})
     result.update({f"q_{k}": v for k, v in shift.items()})
     print(f"load at end: {os.getloadavg()[0]:.1f}")

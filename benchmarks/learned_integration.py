@@ -87,7 +87,8 @@ without section centring, dimension cap or null, 8 components; the generator wit
 
 Run: ``MORPHST_DATA_DIR=../shared/data python benchmarks/learned_integration.py [--parts controls synthetic dlpfc
 her2st] [--seeds 3] [--n-components 8] [--penalty-weight 5] [--synthetic-state 0] [--control-states 0 1]
-[--no-hsic]``.
+[--no-hsic] [--smoke]`` (``--smoke``: the synthetic part on 20 × 20 spots, one seed, 3 epochs; seconds, figures
+meaningless).
 
 Last line: ``RESULT synthetic_none=... synthetic_raw=... synthetic_learned=... synthetic_moran=...
 synthetic_residual=... dlpfc_none=... dlpfc_raw=... dlpfc_learned=... dlpfc_moran=... dlpfc_residual=...
@@ -213,7 +214,7 @@ def part_synthetic(args, seeds) -> dict:
     t0 = time.perf_counter()
     import _learned_integration_controls as ctl
 
-    a = ctl.synthetic_table(getattr(args, "synthetic_state", 0), n_comps=20)
+    a = ctl.synthetic_table(getattr(args, "synthetic_state", 0), n_comps=20, side=getattr(args, "synthetic_side", 40))
     print(f"[synthetic] {a.n_obs} spots, prepared in {time.perf_counter() - t0:.0f}s ({load()})", flush=True)
     t = time.perf_counter()
     df = compare(a, a.obs["truth"].astype(str).to_numpy(), 5, seeds, ("stitch", "smooth"), args)
@@ -407,7 +408,13 @@ def main() -> None:
     p.add_argument(
         "--cache", default=None, help="folder with her2st_obs_names.npy and her2st_X_densenet121.npy (her2st part)"
     )
+    p.add_argument(
+        "--smoke", action="store_true", help="synthetic part on 20 x 20 spots, one seed, 3 epochs (seconds)"
+    )
     args = p.parse_args()
+    args.synthetic_side = 40
+    if args.smoke:  # the figures only show that the script runs
+        args.parts, args.seeds, args.max_epochs, args.synthetic_side = ["synthetic"], 1, 3, 20
     import torch
     from threadpoolctl import threadpool_limits
 

@@ -14,7 +14,8 @@ significant components (the control: random positions); 57 s before the permutat
 dimension cap used a scatter eigendecomposition instead of an SVD of the rows.
 Real CNN embeddings are wider (1,024–1,280 per block): the first layer's cost grows with the width.
 
-Run: ``python benchmarks/learned_scale.py``.
+Run: ``python benchmarks/learned_scale.py`` (``--smoke``: 2,000 cells, both parts, at most 5 epochs; seconds, figures
+meaningless).
 """
 
 import logging
@@ -29,8 +30,10 @@ import morphst as mst
 
 logging.getLogger("morphst").setLevel(logging.INFO)
 mst.settings.progress_bar = False
+SMOKE = "--smoke" in sys.argv[1:]
+OPTIONS = {"options": mst.tl.TrainOptions(max_epochs=5)} if SMOKE else {}  # --smoke: a few epochs, seconds
 rng = np.random.default_rng(0)
-n, d, g = 100_000, 64, 50
+n, d, g = (2_000 if SMOKE else 100_000), 64, 50
 x = rng.normal(size=(n, d)).astype(np.float32)
 y = np.tanh(x @ rng.normal(size=(d, g)) / 4) + 0.5 * rng.normal(size=(n, g))
 a = ad.AnnData(np.zeros((n, g), np.float32))
@@ -42,7 +45,9 @@ a.obsm["X_m"] = x
 print("load", os.getloadavg()[0], flush=True)
 if "--skip-translation" not in sys.argv:
     t = time.perf_counter()
-    mst.tl.learn_features(a, "X_m", objective="translation", genes=list(a.var_names), target="y", spatial_context=8)
+    mst.tl.learn_features(
+        a, "X_m", objective="translation", genes=list(a.var_names), target="y", spatial_context=8, **OPTIONS
+    )
     print(
         f"translation: {time.perf_counter() - t:.0f} s, chosen epoch {a.uns['X_learned_translation']['chosen_epoch']}",
         flush=True,
@@ -51,10 +56,10 @@ a.obsm["X_pca"] = y[:, :20].astype(np.float32)
 res = {}
 for method in ("maf", "hsic") if "--hsic" in sys.argv else ("maf",):  # maf: the default without annotation_key
     t = time.perf_counter()
-    mst.tl.learn_integration_features(a, "X_m", expression_rep="X_pca", method=method)
+    mst.tl.learn_integration_features(a, "X_m", expression_rep="X_pca", method=method, **OPTIONS)
     res[f"{method}_s"] = time.perf_counter() - t
     print(f"integration ({method}): {res[f'{method}_s']:.1f} s", "load", os.getloadavg()[0], flush=True)
     if method == "maf":
         comp = a.uns["X_integration"]["components"]
         res["maf_n_significant"] = len(comp)
-print("RESULT n_cells=100000 " + " ".join(f"{k}={v:.1f}" for k, v in res.items()) + f" load={os.getloadavg()[0]:.1f}")
+print(f"RESULT n_cells={n} " + " ".join(f"{k}={v:.1f}" for k, v in res.items()) + f" load={os.getloadavg()[0]:.1f}")

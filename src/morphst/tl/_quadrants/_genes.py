@@ -13,12 +13,38 @@ from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obs_column, check_unique_var_names, get_adata, list_keys, records_params
 from ..._utils._hints import run_first
-from ..._utils._stats import is_constant
+from ..._utils._stats import CONST_RTOL
 from . import _common as c
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
+
+
+def _moments(x: np.ndarray, rows: np.ndarray | None, cols: np.ndarray, block: int):
+    """Column mean, root of the sum of squared deviations and constancy of ``x[rows][:, cols]``, in row blocks.
+
+    All rows when ``rows`` is None; each block is read as float64, so there is no full-size float64 copy. Constant:
+    the criterion of :func:`~morphst._utils._stats.is_constant` for finite values.
+    """
+    n = x.shape[0] if rows is None else rows.size
+
+    def blocks():
+        for s in range(0, n, block):
+            r = slice(s, min(s + block, n)) if rows is None else rows[s : s + block]
+            yield (x[r][:, cols] if rows is None else x[np.ix_(r, cols)]).astype(np.float64)
+
+    total, scale = np.zeros(cols.size), np.zeros(cols.size)
+    for b in blocks():
+        total += b.sum(axis=0)
+        scale = np.maximum(scale, np.abs(b).max(axis=0, initial=0.0))
+    mean = total / max(n, 1)
+    ssd = np.zeros(cols.size)
+    for b in blocks():
+        b -= mean
+        ssd += np.einsum("ij,ij->j", b, b)
+    const = (np.sqrt(ssd / max(n, 1)) <= CONST_RTOL * np.maximum(scale, 1e-300)) | (n < 2)
+    return mean, np.sqrt(ssd), const
 
 
 def _pcc_null(pred, expr_all: np.ndarray, groups: list[np.ndarray], n_genes: int, gene_idx=None, block: int = 65_536):
@@ -29,9 +55,10 @@ def _pcc_null(pred, expr_all: np.ndarray, groups: list[np.ndarray], n_genes: int
     not their mean or spread, so each group's predictions are standardised once (float32, ``n × genes``) and a draw
     is one pass over the shuffled rows in blocks of ``block`` rows (float64 sums): equal to
     :func:`~morphst._utils._stats.pearson_columns` of the shuffled values to ~1e-7, with no per-draw copy of the
-    group. ``pred``: the
-    predictions of the ``n_genes`` genes, or the whole prediction layer with ``gene_idx`` its columns of those
-    genes (each group's rows and columns are then cut from it directly, without a dense copy of every gene).
+    group. Means, norms and the constant-column check are computed in row blocks too (no float64 copy of a group's
+    values). ``pred``: the predictions of the ``n_genes`` genes, or the whole prediction layer with ``gene_idx``
+    its columns of those genes (each group's rows and columns are then cut from it directly, without a dense copy
+    of every gene).
     """
     parts = []
     for idx in groups:
@@ -40,18 +67,15 @@ def _pcc_null(pred, expr_all: np.ndarray, groups: list[np.ndarray], n_genes: int
         p = pred[idx] if gene_idx is None else pred[idx][:, gene_idx] if issparse(pred) else pred[np.ix_(idx, gene_idx)]
         p = np.asarray(p.toarray() if issparse(p) else p)
         cols = np.flatnonzero(np.isfinite(p).all(axis=0))  # genes predicted for this group (fold)
-        p = p[:, cols]
-        e = expr_all[np.ix_(idx, cols)]
-        const = is_constant(p) | is_constant(e)
-        e_mean = e.mean(axis=0, dtype=np.float64)
-        d = e - e_mean
-        e_norm = np.sqrt(np.einsum("ij,ij->j", d, d))
-        del e, d
-        zp = p - p.mean(axis=0, dtype=np.float64)  # float64
-        del p
+        p = p[:, cols] if cols.size < p.shape[1] else p
+        e_mean, e_norm, e_const = _moments(expr_all, idx, cols, block)
+        p_mean, p_norm, p_const = _moments(p, None, np.arange(cols.size), block)
+        const = p_const | e_const
+        zp = np.empty(p.shape, np.float32)  # standardised predictions, centred and scaled in float64 per block
         with np.errstate(invalid="ignore", divide="ignore"):
-            zp /= np.sqrt(np.einsum("ij,ij->j", zp, zp))
-        zp = np.nan_to_num(zp, copy=False).astype(np.float32)
+            for s in range(0, len(p), block):
+                zp[s : s + block] = np.nan_to_num((p[s : s + block].astype(np.float64) - p_mean) / p_norm)
+        del p
         sum_zp = zp.sum(axis=0, dtype=np.float64)
         parts.append((idx, cols, const, zp, sum_zp, e_mean, e_norm))
 
