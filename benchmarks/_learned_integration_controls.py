@@ -60,8 +60,8 @@ def noise_part() -> dict:
             a = _grid(seed, offset)
             mst.tl.learn_integration_features(a, "X_m", random_state=seed)
             mst.tl.learn_integration_features(a, "X_m", n_components=4, random_state=seed, key_added="X_k4")
-            widths.append(a.obsm["X_integration"].shape[1])
-            aris.append(adjusted_rand_score(_domains(a, ["X_pca"], 2, seed), _domains(a, ["X_pca", "X_integration"], 2, seed)))
+            widths.append(a.obsm["X_learned_integration"].shape[1])
+            aris.append(adjusted_rand_score(_domains(a, ["X_pca"], 2, seed), _domains(a, ["X_pca", "X_learned_integration"], 2, seed)))
             d = pd.get_dummies(a.obs["section"]).to_numpy(float)
             z = a.obsm["X_k4"]
             r2s.append(max(LinearRegression().fit(d, z[:, j]).score(d, z[:, j]) for j in range(z.shape[1])))

@@ -172,10 +172,9 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys
     import morphst as mst
-    from morphst.tl._embed import _checkpoint
     from spatialdata import read_zarr
 
-    _checkpoint._BLOCK_PATCHES = int(sys.argv[3])
+    mst.settings.checkpoint_block_size = int(sys.argv[3])
     mst.settings.progress_bar = False
     sdata = read_zarr(sys.argv[1])
     mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=float(sys.argv[4]), target_px=int(sys.argv[5]))
@@ -192,7 +191,6 @@ def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int, block
     from spatialdata import read_zarr
 
     import morphst as mst
-    from morphst.tl._embed import _checkpoint
 
     path = workdir / "check.zarr"
     if path.exists():
@@ -201,8 +199,8 @@ def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int, block
     sdata = read_zarr(path)
     mst.pp.extract_patches(sdata, image_key="morphology_focus", patch_size=patch_um, target_px=patch_px)
     t = sdata.tables["table"]
-    old = _checkpoint._BLOCK_PATCHES
-    _checkpoint._BLOCK_PATCHES = block
+    old = mst.settings.checkpoint_block_size
+    mst.settings.checkpoint_block_size = block
     try:
         mst.tl.embed_patches(sdata, "handcrafted", key_added="plain")
         ckpt = workdir / "check_embed.zarr"
@@ -241,7 +239,7 @@ def identity_checks(n: int, workdir: Path, patch_um: float, patch_px: int, block
             mst.tl.embed_patches(sdata, "handcrafted", client=client, key_added="dist")
         dist_ok = int(np.array_equal(t.obsm["dist"], t.obsm["plain"]))
     finally:
-        _checkpoint._BLOCK_PATCHES = old
+        mst.settings.checkpoint_block_size = old
     note = f"killed after {n_done} blocks done, {resumed} of {n_blocks} resumed"
     return res_ok, dist_ok, note
 
@@ -409,7 +407,7 @@ def main() -> None:
     mst.tl.embed_patches(sdata, model, checkpoint=ckpt)
     t = sdata.tables["table"]
     params = t.uns[rep]["params"]
-    n_new = n - min(n, params["checkpoint_blocks_resumed"] * (mst.tl._embed._checkpoint._BLOCK_PATCHES // 64) * 64)
+    n_new = n - min(n, params["checkpoint_blocks_resumed"] * (mst.settings.checkpoint_block_size // 64) * 64)
     dt = step(
         "embed",
         t0,

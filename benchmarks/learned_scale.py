@@ -60,6 +60,6 @@ for method in ("maf", "hsic") if "--hsic" in sys.argv else ("maf",):  # maf: the
     res[f"{method}_s"] = time.perf_counter() - t
     print(f"integration ({method}): {res[f'{method}_s']:.1f} s", "load", os.getloadavg()[0], flush=True)
     if method == "maf":
-        comp = a.uns["X_integration"]["components"]
+        comp = a.uns["X_learned_integration"]["components"]
         res["maf_n_significant"] = len(comp)
 print(f"RESULT n_cells={n} " + " ".join(f"{k}={v:.1f}" for k, v in res.items()) + f" load={os.getloadavg()[0]:.1f}")
