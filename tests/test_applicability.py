@@ -176,6 +176,9 @@ def test_pl_applicability_errors(spatial_table):
     a.obs["applicability_score"] = 0.5
     with pytest.raises(ValueError, match="`vmax` must be above 1"):
         mst.pl.applicability(a, vmax=1.0)
+    sdata = mst.datasets.xenium_like(50, random_state=0)  # a SpatialData with no translator table
+    with pytest.raises(KeyError, match=r"No table 'morph_predicted' of translator predictions: .*predict_sdata"):
+        mst.pl.applicability(sdata)
     with pytest.raises(KeyError, match="`library_key`='nope'"):
         mst.pl.applicability(a, library_key="nope")
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from .._constants import Key
 from .._docs import plot_docs
-from .._utils import get_adata, list_keys
-from ._maps import APPLY_TRANSLATOR, section_grid
+from .._utils import list_keys
+from ._maps import APPLY_TRANSLATOR, section_grid, translator_table
 from ._spatial import draw_panel
 from ._utils import finish
 
@@ -81,15 +81,15 @@ def applicability(
     Raises
     ------
     KeyError
-        If ``obs[score_key]`` is missing (apply a translator first: :meth:`morphst.tl.Translator.predict_sdata`),
-        or ``library_key`` is not an ``obs`` column.
+        If the SpatialData has no table ``table_key`` or ``obs[score_key]`` is missing (apply a translator first:
+        :meth:`morphst.tl.Translator.predict_sdata`), or ``library_key`` is not an ``obs`` column.
     ValueError
         If ``vmax`` is not above 1, or a section is unknown.
     """
     if not vmax > 1:
         msg = f"`vmax` must be above 1 (the colour scale runs 0 – 1 – vmax), got {vmax!r}."
         raise ValueError(msg)
-    adata = get_adata(data, table_key)
+    adata = translator_table(data, table_key)
     score_key = _score_column(adata, score_key)
     info = adata.uns.get(Key.TRANSLATION, {}).get("applicability", {})
     fig, axes, panels = section_grid(
