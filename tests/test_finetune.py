@@ -166,3 +166,56 @@ def test_cache_activations_needs_patches_and_a_supported_model(synthetic_sdata):
     with pytest.raises(ValueError, match="DenseNets"):
         mst.tl.cache_activations(sdata, "efficientnet_lite0", weights="random")
     assert not any(k.endswith("_lastblock") for k in sdata.tables["table"].obsm)
+
+
+def tiny_vit(seed: int = 0):
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8, depth=3, embed_dim=16,
+        num_heads=2,
+    ).eval()  # fmt: skip
+
+
+def test_vit_split_and_lora_start_from_the_pretrained_features():
+    from morphst.tl._nn._lastblock import lora_linear
+
+    net, x = tiny_vit(), torch.randn(3, 3, 32, 32)
+    trunk, block = split_last_block(net, n_blocks=2)
+    with torch.no_grad():
+        ref = net(x)
+        assert torch.allclose(block(trunk(x)), ref, atol=1e-5)
+        block.freeze_first(1, lora_rank=4)  # B = 0 at the start: the same features
+        assert torch.allclose(block(trunk(x)), ref, atol=1e-5)
+        lin = torch.nn.Linear(5, 3)
+        lo = lora_linear(lin, 2)
+        lo.lora_b.fill_(1.0)
+        v = torch.randn(4, 5)
+        expected = lin(v) + (v @ lo.lora_a.T).sum(dim=1, keepdim=True) * 1.0  # B = ones: each output adds sum(A v)
+        assert torch.allclose(lo(v), expected, atol=1e-6)
+    trained = [n for n, p in block.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n and n.startswith("units.1.") for n in trained)
+    assert block.in_shape(17 * 16) == (17, 16) and block.in_shape(17 * 16 + 1) is None
+    with pytest.raises(ValueError, match="n_blocks"):
+        split_last_block(net, n_blocks=3)
+
+
+def test_lora_finetune_of_a_tiny_vit_is_repeatable_and_keeps_base_weights():
+    a = table_with_activations(n_sections=3)
+    net = tiny_vit()
+    rng = np.random.default_rng(0)
+    imgs = torch.from_numpy(rng.standard_normal((a.n_obs, 3, 32, 32)).astype(np.float32))
+    trunk, _ = split_last_block(net, n_blocks=1)
+    with torch.no_grad():
+        x = trunk(imgs).flatten(1).numpy()
+    y = np.log1p(a.X.toarray()[:, :5])
+    g = a.obs["section"].to_numpy()
+    kw = {"model": net, "n_blocks": 1, "lora_rank": 4, "n_hidden": 8, "probe_epochs": 3, "max_epochs": 2}
+    fits = [mst.tl.LastBlockFinetune(**kw).fit(x, y, groups=g) for _ in range(2)]
+    np.testing.assert_array_equal(fits[0].predict(x), fits[1].predict(x))
+    sd = fits[0].module_["block"].state_dict()
+    ref = net.blocks[2].attn.qkv.weight
+    assert torch.equal(sd["units.0.attn.qkv.base.weight"], ref)  # the pretrained weights stay frozen
+    with pytest.raises(ValueError, match="lora_rank"):
+        finetuner(lora_rank=4).fit(np.asarray(a.obsm["A"], dtype=np.float32), y)

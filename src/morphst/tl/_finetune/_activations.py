@@ -30,6 +30,7 @@ def cache_activations(
     weights: str | os.PathLike | None = None,
     table_key: str = Key.TABLE,
     context_index: int | None = None,
+    n_blocks: int = 1,
     batch_size: int = 32,
     device: str | None = None,
     key_added: str | None = None,
@@ -53,7 +54,8 @@ def cache_activations(
     sdata
         SpatialData with the image(s), shapes and table, after :func:`morphst.pp.extract_patches`.
     model
-        A registry or timm name of a DenseNet or ResNet (``"densenet121"``, ``"resnet50"``, ...).
+        A registry or timm name of a DenseNet, ResNet or VisionTransformer (``"densenet121"``, ``"resnet50"``,
+        ``"uni"``, ...).
     path
         A zarr store to cache the activations in across sessions, or ``None`` (in memory only).
     weights
@@ -62,6 +64,9 @@ def cache_activations(
     {table_key}
     context_index
         ``None``: the main patch; ``k``: the ``k``-th context field of view of ``extract_patches``.
+    n_blocks
+        VisionTransformers: the tokens entering the last ``n_blocks`` transformer blocks are cached (those blocks
+        are then adapted by :class:`~morphst.tl.LastBlockFinetune` with the same ``n_blocks``). CNNs: 1.
     batch_size, device, n_jobs
         As :func:`morphst.tl.embed_patches`.
     key_added
@@ -72,7 +77,7 @@ def cache_activations(
     Nothing; sets in ``sdata.tables[table_key]``:
 
     - ``.obsm['X_<model>_lastblock' | key_added]``: ndarray, float16, shape ``(n_obs, C * H * W)`` (channels first,
-      flattened); NaN rows for observations without a patch.
+      flattened; a VisionTransformer: ``(n_obs, n_tokens * width)``); NaN rows for observations without a patch.
     - ``.uns['X_<model>_lastblock' | key_added]['params']``: the record (model, weights source and sha256, patch
       sizes in µm, px, context index, ``activation_shape`` ``[C, H, W]``, fingerprint of the patches), ``path``
       and ``sha256`` of the activations, ``from_cache`` (read back from ``path``).
@@ -93,8 +98,8 @@ def cache_activations(
         msg = "No patch geometry in the table: run `mst.pp.extract_patches(sdata, ...)` first."
         raise ValueError(msg)
     enc = get_model(model, weights=weights)
-    trunk, _ = split_last_block(enc.module)
-    record = _record(adata, enc, context_index)
+    trunk, _ = split_last_block(enc.module, n_blocks=n_blocks, pooling=enc.pooling)
+    record = {**_record(adata, enc, context_index), "n_blocks": int(n_blocks)}
     key_added = key_added or f"X_{enc.name}_lastblock" + ("" if context_index is None else f"_ctx{context_index}")
     start = logg.info(f"caching the activations entering the last block of {enc.name}")
     acts = _read_store(path, record) if path is not None else None

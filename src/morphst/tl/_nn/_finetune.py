@@ -40,8 +40,14 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
     weights
         As :func:`morphst.tl.embed_patches` (``None``: ``mst.settings.weights_dir``, then the hub).
     n_layers
-        Units of the last block trained (DenseNet dense layers or ResNet residual blocks), counted from its end;
-        the others stay frozen. ``None``: all.
+        Units of the last block trained (DenseNet dense layers, ResNet residual blocks, transformer blocks), counted
+        from its end; the others stay frozen. ``None``: all.
+    n_blocks
+        A VisionTransformer's last block: its last ``n_blocks`` transformer blocks (as ``cache_activations``).
+    lora_rank
+        VisionTransformers: rank of the LoRA updates of the attention projections (``qkv``, ``proj``) of the
+        trained blocks, their weights frozen (Hu et al., ICLR 2022); ``None``: 8. CNNs train their full weights
+        (``None`` only).
     n_hidden, dropout, correlation_weight
         The head (:class:`~morphst.tl.FeatureHead`).
     probe_epochs
@@ -77,6 +83,7 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
     References
     ----------
     Kumar et al., "Fine-tuning can distort pretrained features and underperform out-of-distribution", ICLR 2022.
+    Hu et al., "LoRA: Low-rank adaptation of large language models", ICLR 2022.
     """
 
     def __init__(
@@ -86,6 +93,8 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
         model="densenet121",
         weights=None,
         n_layers: int | None = None,
+        n_blocks: int = 1,
+        lora_rank: int | None = None,
         n_hidden: int = 128,
         probe_epochs: int = 200,
         max_epochs: int = 8,
@@ -102,6 +111,8 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
         self.model = model
         self.weights = weights
         self.n_layers = n_layers
+        self.n_blocks = n_blocks
+        self.lora_rank = lora_rank
         self.n_hidden = n_hidden
         self.probe_epochs = probe_epochs
         self.max_epochs = max_epochs
@@ -118,6 +129,8 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
         """One line: what is trained and how."""
         name = self.model if isinstance(self.model, str) else type(self.model).__name__
         layers = "all units" if self.n_layers is None else f"its last {self.n_layers} units"
+        if self.lora_rank is not None:
+            layers += f", LoRA rank {self.lora_rank}"
         return (
             f"LastBlockFinetune({name} last block ({layers}) + FeatureHead({self.n_hidden}); linear probe, then "
             f"joint AdamW lr {self.learning_rate:g} for at most {self.max_epochs} epochs; early stopping on a "
@@ -133,22 +146,30 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
         from ..models import get_model
         from ._lastblock import split_last_block
 
+        import torch
+
+        pooling = "default"
         if isinstance(self.model, str):
             enc = get_model(self.model, weights=self.weights, random_state=int(self.random_state))
-            module, sha = enc.module, enc.weights_sha256
+            module, sha, pooling = enc.module, enc.weights_sha256, enc.pooling
         else:
             module, sha = self.model, None
-        _, block = split_last_block(module)
+        _, block = split_last_block(module, n_blocks=self.n_blocks, pooling=pooling)
         n = len(block.units)
         k = n if self.n_layers is None else int(self.n_layers)
         if not 1 <= k <= n:
             msg = f"`n_layers` must be between 1 and {n} (the units of the last block), got {self.n_layers!r}."
             raise ValueError(msg)
-        block.freeze_first(n - k)
+        rank = self.lora_rank
+        if block.kind != "vit" and rank is not None:
+            msg = "`lora_rank` applies to VisionTransformers (attention projections); a CNN's last block trains fully."
+            raise ValueError(msg)
+        torch.manual_seed(int(self.random_state))  # the LoRA initialisation
+        block.freeze_first(n - k, lora_rank=(8 if rank is None else int(rank)) if block.kind == "vit" else None)
         return block.eval(), sha
 
-    def _layout(self, n_features: int, in_channels: int):
-        """``(maps, tokens, side)``: slices of activation blocks, slices of feature blocks, the map side."""
+    def _layout(self, n_features: int, block):
+        """``(maps, tokens, shape)``: slices of activation blocks, of feature blocks, one patch's activation shape."""
         blocks = self.blocks if self.blocks else (("features", n_features),)
         slices, s = [], 0
         for _, w in blocks:
@@ -158,17 +179,17 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             msg = f"`blocks` cover {s} columns but X has {n_features}."
             raise ValueError(msg)
         width = slices[0][0]
-        side = int(round(np.sqrt(width / in_channels)))
-        if width % in_channels or side * side * in_channels != width:
+        shape = block.in_shape(width)
+        if shape is None:
             msg = (
-                f"The first block of X has {width} columns, not {in_channels} channels x H x W activation maps of "
-                "this model's last block: use the `obsm` key written by `mst.tl.cache_activations` with the same "
-                "`model` and `weights`."
+                f"The first block of X has {width} columns, not the activations entering this model's last block "
+                f"({block.in_channels} channels x H x W, or tokens x {block.in_channels}): use the `obsm` key written "
+                "by `mst.tl.cache_activations` with the same `model`, `weights` and `n_blocks`."
             )
             raise ValueError(msg)
         maps = [sl for w, sl in slices if w == width]
         tokens = [sl for w, sl in slices if w != width]
-        return maps, tokens, side
+        return maps, tokens, shape
 
     def _features(self, block, pre, tok, rows, *, grad: bool):
         """Head input of ``rows``: the pooled, standardised maps of each activation block, then the feature blocks."""
@@ -179,15 +200,14 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             z = [(f - self.mu_[i]) / self.sd_[i] for i, f in enumerate(pooled)]
             return torch.cat([*z, tok[rows]], dim=1) if tok.shape[1] else torch.cat(z, dim=1)
 
-    def _frozen(self, block, x, maps, side, device):
-        """The frozen units' output of each activation block, once: ``[(n, C', H, W) tensor, ...]``."""
+    def _frozen(self, block, x, maps, shape, device):
+        """The frozen units' output of each activation block, once: ``[(n, C', H, W) or (n, T, D) tensor, ...]``."""
         import torch
 
-        c = block.in_channels
         out = []
         with torch.no_grad():
             for sl in maps:
-                a = torch.from_numpy(np.ascontiguousarray(x[:, sl], dtype=np.float32)).view(-1, c, side, side)
+                a = torch.from_numpy(np.ascontiguousarray(x[:, sl], dtype=np.float32)).view(-1, *shape)
                 out.append(torch.cat([block.frozen_part(a[i : i + 256].to(device)) for i in range(0, len(a), 256)]))
         return out
 
@@ -242,9 +262,9 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             raise ValueError(msg)
         device = resolve_train_device(self.device)
         block, self.weights_sha256_ = self._load_block()
-        maps, tokens, side = self._layout(x.shape[1], block.in_channels)
+        maps, tokens, shape = self._layout(x.shape[1], block)
         block = block.to(device)
-        pre = self._frozen(block, x, maps, side, device)
+        pre = self._frozen(block, x, maps, shape, device)
         widths = self._standardise_maps(block, pre)
         self.mu_ = [m.to(device) for m in self.mu_]
         self.sd_ = [s.to(device) for s in self.sd_]
@@ -322,8 +342,8 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
 
         x = np.asarray(X)
         block, net = self.module_["block"], self.module_["head"]
-        maps, tokens, side = self._layout(x.shape[1], block.in_channels)
-        pre = self._frozen(block, x, maps, side, torch.device("cpu"))
+        maps, tokens, shape = self._layout(x.shape[1], block)
+        pre = self._frozen(block, x, maps, shape, torch.device("cpu"))
         tok = torch.from_numpy(self._tokens(x, tokens, fit=False))
         p = self._predict_rows(block, net, pre, tok, np.arange(len(x)))
         return p.astype(np.float64) * self.y_scale_ + self.y_mean_
