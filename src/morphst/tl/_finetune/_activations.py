@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -167,6 +168,8 @@ def _run_trunk(sdata, enc, trunk, table_key, context_index, batch_size, device, 
     fn = Trunk().eval()
     tmp = "_morphst_activations_tmp"
     adata = get_adata(sdata, table_key)
+    level = logg.logger.level
+    logg.logger.setLevel(max(level, logging.WARNING))  # its "finished" line would name the temporary key
     try:
         embed_patches(
             sdata, fn, table_key=table_key, context_index=context_index, batch_size=batch_size,
@@ -174,6 +177,7 @@ def _run_trunk(sdata, enc, trunk, table_key, context_index, batch_size, device, 
         )  # fmt: skip
         flat = adata.obsm[tmp]
     finally:
+        logg.logger.setLevel(level)
         adata.obsm.pop(tmp, None)
         adata.uns.pop(tmp, None)
     return flat.reshape(len(flat), *fn.shape).astype(np.float16)
