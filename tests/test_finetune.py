@@ -90,7 +90,8 @@ def test_seeded_fit_is_repeatable_and_trains_only_the_last_units():
     g = a.obs["section"].to_numpy()
     fits = [finetuner(n_layers=1, max_epochs=3, patience=3).fit(x, y, groups=g) for _ in range(2)]
     np.testing.assert_array_equal(fits[0].predict(x), fits[1].predict(x))
-    assert fits[0].curve_["epoch"][0] == 0 and len(fits[0].curve_["epoch"]) == 4
+    assert fits[0].curve_["epoch"][0] == 0
+    assert len(fits[0].curve_["epoch"]) == 4
     ref = split_last_block(tiny_densenet())[1].state_dict()
     got = fits[0].module_["block"].state_dict()
     frozen = [k for k in ref if k.startswith("units.0.")]
@@ -120,7 +121,9 @@ def test_wrong_activations_and_options_are_refused():
 
     check_model("finetune")
     est, text = make_model("finetune", n_train=10, n_features=25088, blocks=[("patch", 25088)], random_state=3)
-    assert isinstance(est, mst.tl.LastBlockFinetune) and est.random_state == 3 and "LastBlockFinetune" in text
+    assert isinstance(est, mst.tl.LastBlockFinetune)
+    assert est.random_state == 3
+    assert "LastBlockFinetune" in text
     with pytest.raises(ValueError, match="'finetune'"):
         check_model("fine-tune")
 
@@ -133,7 +136,9 @@ def test_cache_activations_matches_the_encoder_and_reads_back(synthetic_sdata, t
     adata = sdata.tables["table"]
     p = adata.uns["X_resnet18_lastblock"]["params"]
     acts = adata.obsm["X_resnet18_lastblock"]
-    assert acts.dtype == np.float16 and p["activation_shape"] == [256, 14, 14] and not p["from_cache"]
+    assert acts.dtype == np.float16
+    assert p["activation_shape"] == [256, 14, 14]
+    assert not p["from_cache"]
     # the frozen block over the cached activations gives the encoder's own features (float16 rounding aside)
     mst.tl.embed_patches(sdata, "resnet18", weights="random", dtype="float32", key_added="X_ref")
     enc = mst.tl.models.get_model("resnet18", weights="random")
@@ -195,8 +200,10 @@ def test_vit_split_and_lora_start_from_the_pretrained_features():
         expected = lin(v) + (v @ lo.lora_a.T).sum(dim=1, keepdim=True) * 1.0  # B = ones: each output adds sum(A v)
         assert torch.allclose(lo(v), expected, atol=1e-6)
     trained = [n for n, p in block.named_parameters() if p.requires_grad]
-    assert trained and all("lora_" in n and n.startswith("units.1.") for n in trained)
-    assert block.in_shape(17 * 16) == (17, 16) and block.in_shape(17 * 16 + 1) is None
+    assert trained
+    assert all("lora_" in n and n.startswith("units.1.") for n in trained)
+    assert block.in_shape(17 * 16) == (17, 16)
+    assert block.in_shape(17 * 16 + 1) is None
     with pytest.raises(ValueError, match="n_blocks"):
         split_last_block(net, n_blocks=3)
 

@@ -113,9 +113,7 @@ def cache_activations(
         _write_store(path, acts, record, sha)
     adata.obsm[key_added] = acts.reshape(len(acts), -1)
     adata.uns[key_added] = {
-        "params": records_params(
-            **record, path=None if path is None else str(path), sha256=sha, from_cache=from_cache
-        )
+        "params": records_params(**record, path=None if path is None else str(path), sha256=sha, from_cache=from_cache)
     }
     logg.info(
         f"    finished: {len(acts)} patches -> {record['activation_shape']} float16"

@@ -143,10 +143,10 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
 
     # ---- pieces --------------------------------------------------------------------------------------------------
     def _load_block(self):
+        import torch
+
         from ..models import get_model
         from ._lastblock import split_last_block
-
-        import torch
 
         pooling = "default"
         if isinstance(self.model, str):

@@ -37,7 +37,9 @@ def split_last_block(module, *, n_blocks: int = 1, pooling: str = "default") -> 
         return trunk, LastBlock(list(feats.denseblock4.values()), norm, kind="dense")
     if all(hasattr(module, n) for n in ("conv1", "bn1", "layer3", "layer4")):  # timm ResNet
         act = getattr(module, "act1", None) or getattr(module, "relu", nn.ReLU())
-        trunk = nn.Sequential(module.conv1, module.bn1, act, module.maxpool, module.layer1, module.layer2, module.layer3)
+        trunk = nn.Sequential(
+            module.conv1, module.bn1, act, module.maxpool, module.layer1, module.layer2, module.layer3
+        )
         return trunk, LastBlock(list(module.layer4), nn.Identity(), kind="seq")
     if all(hasattr(module, n) for n in ("patch_embed", "_pos_embed", "blocks", "norm")):  # timm VisionTransformer
         n = len(module.blocks)
@@ -142,12 +144,15 @@ def _block_class():
                 return None
             if self.kind == "vit":
                 return (width // c, c)
-            side = int(round((width / c) ** 0.5))
+            side = round((width / c) ** 0.5)
             return (c, side, side) if side * side * c == width else None
 
         def freeze_first(self, n_frozen: int, lora_rank: int | None = None) -> None:
-            """Freeze the first ``n_frozen`` units; train the others (their full weights, or with ``lora_rank`` only
-            low-rank updates of their attention projections). Batch norms keep their running statistics."""
+            """Freeze the first ``n_frozen`` units; train the others' full weights, or their LoRA updates.
+
+            With ``lora_rank``, only low-rank updates of the attention projections of the trained units are trained.
+            Batch norms keep their running statistics.
+            """
             self.n_frozen = int(n_frozen)
             for i, u in enumerate(self.units):
                 for p in u.parameters():
@@ -195,7 +200,7 @@ def _block_class():
     return _LastBlock
 
 
-def LastBlock(units, norm, *, kind: str, pool: tuple | None = None):  # noqa: N802 - the torch class is built lazily
+def LastBlock(units, norm, *, kind: str, pool: tuple | None = None):
     """The :class:`torch.nn.Module` of a last block (see :func:`split_last_block`); ``kind``: dense, seq or vit."""
     return _block_class()(units, norm, kind=kind, pool=pool)
 
