@@ -15,6 +15,17 @@ Activations (transition-3 output, 512 × 7 × 7, float16) come from ``mst.tl.cac
 ``.npy`` cache of benchmarks/translation_her2st.py in the same folder. Seeds: the heads' and the fine-tuning's
 ``random_state``; a gain counts only where it exceeds the spread over seeds. Seconds are wall time of the five folds.
 
+Run ``--seeds 1`` (seed 0), 2026-12-05, this 2-core machine shared with other jobs (load 8–17), torch 2 threads;
+activations computed by ``cache_activations`` in 1,036 s (load 13–20) and stored in the zarr cache::
+
+    RESULT frozen_ens=0.517±0.000 frozen_one=0.502±0.000 finetune=0.500±0.000 gain=-0.017±0.000 verdict=behind
+    finetune_5folds_s=2662 frozen_ens_5folds_s=286 seeds=1 threads=2 load_end=8.3
+
+(run before the script printed CPU seconds and before one seed gave ``verdict=one_seed_no_spread``). Per section
+C2–C6: frozen ensembled 0.488 / 0.565 / 0.571 / 0.527 / 0.436, frozen one head 0.478 / 0.543 / 0.554 / 0.516 /
+0.420, fine-tuned 0.477 / 0.559 / 0.538 / 0.509 / 0.416; the fine-tuned process used about 1,050 CPU s for its five
+folds (``ps``). No gain: one seed, and the fine-tuned row is below the frozen ensembled head.
+
 Usage: ``python benchmarks/finetune_her2st.py [--data-dir DIR] [--weights-dir DIR] [--cache DIR] [--seeds N]
 [--threads T] [--smoke]``. ``--smoke``: a synthetic five-section table and a tiny random DenseNet (seconds; its
 figures mean nothing; one seed). Last line: ``RESULT ...``.
