@@ -27,6 +27,7 @@ FIELDS = {
     "cell_scale.py": ["seconds_total=", "peak_rss_mb="],
     "embed.py": ["e2e_per_s=", "forward_per_s="],
     "embed_gpu.py": ["model=efficientnet_lite0", "ratio="],
+    "finetune_her2st.py": ["frozen_ens=", "finetune=", "gain=", "verdict=", "finetune_5folds_s="],
     "embed_gpu_check.py": ["densenet121/fp32_strict/per_s", "efficientnet_lite0/bf16_cl/per_s"],
     "embed_peers.py": ["morphst_per_s=", "ratio_lazyslide=", "ratio_sopa="],
     "integration_dlpfc.py": ["morphst_ari_mean=", "encoder_ari_mean="],

@@ -51,7 +51,8 @@ def make_model(
     standardised targets. Any scikit-learn regressor: cloned and used as given (wrapped in
     :class:`~sklearn.multioutput.MultiOutputRegressor` if it takes one target only). ``"head"`` or a
     :class:`~morphst.tl.FeatureHead`: a head (cloned, its ``blocks`` set to ``blocks`` and, for ``"head"``, its
-    seed to ``random_state``).
+    seed to ``random_state``). ``"finetune"`` or a :class:`~morphst.tl.LastBlockFinetune`: the same, with the
+    encoder's last block trained on cached activations.
     """
     from sklearn.base import clone, is_regressor
     from sklearn.decomposition import PCA
@@ -91,20 +92,24 @@ def make_model(
                 ]
             )
             return est, f"StandardScaler -> PCA({n_pc}) -> MLPRegressor(256, early stopping)"
-        if model == "head":
-            from .._nn import FeatureHead
+        if model in ("head", "finetune"):
+            from .._nn import FeatureHead, LastBlockFinetune
 
-            est = FeatureHead(blocks=_blocks(blocks, n_features), random_state=random_state)
+            cls = FeatureHead if model == "head" else LastBlockFinetune
+            est = cls(blocks=_blocks(blocks, n_features), random_state=random_state)
             return est, est.describe()
-        msg = f"Unknown `model` {model!r}; use 'ridge', 'mlp', 'head' or a scikit-learn regressor."
+        msg = f"Unknown `model` {model!r}; use 'ridge', 'mlp', 'head', 'finetune' or a scikit-learn regressor."
         raise ValueError(msg)
-    from .._nn import FeatureHead
+    from .._nn import FeatureHead, LastBlockFinetune
 
-    if isinstance(model, FeatureHead):
+    if isinstance(model, FeatureHead | LastBlockFinetune):
         est = clone(model).set_params(blocks=_blocks(blocks, n_features))
         return est, est.describe()
     if not (hasattr(model, "fit") and hasattr(model, "predict")) or not is_regressor(model):
-        msg = f"`model` must be 'ridge', 'mlp', 'head' or a scikit-learn regressor, got {type(model).__name__}."
+        msg = (
+            f"`model` must be 'ridge', 'mlp', 'head', 'finetune' or a scikit-learn regressor, got "
+            f"{type(model).__name__}."
+        )
         raise ValueError(msg)
     est = clone(model)
     try:
@@ -130,9 +135,9 @@ def fit_model(est, x, y, *, inner_groups=None, alphas=DEFAULT_ALPHAS, random_sta
     """
     from sklearn.linear_model import Ridge, RidgeCV
 
-    from .._nn import FeatureHead
+    from .._nn import FeatureHead, LastBlockFinetune
 
-    if isinstance(est, FeatureHead):  # early stopping on a held-out section of the training rows
+    if isinstance(est, FeatureHead | LastBlockFinetune):  # early stopping on a held-out section of the training rows
         est.fit(x, y, groups=inner_groups)
         return est, est.fit_note()
     steps = getattr(est, "named_steps", {})

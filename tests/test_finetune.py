@@ -1,0 +1,228 @@
+"""Fine-tuning the encoder's last block inside each fold: the split, the activation cache, the regressor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import morphst as mst  # noqa: E402
+from morphst.tl._nn._lastblock import split_last_block  # noqa: E402
+
+
+def tiny_densenet(seed: int = 0):
+    from timm.models.densenet import DenseNet
+
+    torch.manual_seed(seed)
+    return DenseNet(growth_rate=8, block_config=(1, 1, 1, 2), stem_type="", num_classes=0).eval()
+
+
+def table_with_activations(seed: int = 0, side: int = 4, n_sections: int = 5):
+    """``n_sections`` sections of ``side²`` spots; counts and images share a latent factor; tiny DenseNet activations."""
+    import anndata as ad
+    import pandas as pd
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    n = n_sections * side * side
+    latent = rng.standard_normal((n, 3))
+    counts = rng.poisson(np.exp(1.5 + latent @ rng.standard_normal((3, 40)) * 0.5)).astype(np.float32)
+    obs = pd.DataFrame({"section": pd.Categorical(np.repeat([f"S{i}" for i in range(n_sections)], side * side))})
+    obs.index = [f"s{i}" for i in range(n)]
+    adata = ad.AnnData(sparse.csr_matrix(counts), obs=obs)
+    adata.var_names = [f"g{i}" for i in range(40)]
+    imgs = (rng.standard_normal((n, 3, 32, 32)) + latent[:, :, None, None]).astype(np.float32)
+    trunk, _ = split_last_block(tiny_densenet())
+    with torch.no_grad():
+        adata.obsm["A"] = trunk(torch.from_numpy(imgs)).flatten(1).numpy().astype(np.float16)
+    adata.obsm["F"] = (latent @ rng.standard_normal((3, 5))).astype(np.float32)
+    return adata
+
+
+def finetuner(**kw):
+    opts = {"n_hidden": 8, "probe_epochs": 4, "max_epochs": 2, "patience": 2, "batch_size": 16}
+    return mst.tl.LastBlockFinetune(model=tiny_densenet(), **{**opts, **kw})
+
+
+@pytest.mark.parametrize("arch", ["densenet", "resnet"])
+def test_split_last_block_reproduces_the_pooled_features(arch):
+    import timm
+
+    torch.manual_seed(0)
+    net = tiny_densenet() if arch == "densenet" else timm.create_model("resnet18", pretrained=False, num_classes=0)
+    net.eval()
+    x = torch.randn(2, 3, 64, 64)
+    trunk, block = split_last_block(net)
+    with torch.no_grad():
+        assert torch.allclose(block(trunk(x)), net(x), atol=1e-5)
+    assert block.in_channels == (9 if arch == "densenet" else 256)
+
+
+def test_split_last_block_refuses_other_architectures():
+    with pytest.raises(ValueError, match="DenseNets"):
+        split_last_block(torch.nn.Linear(2, 2))
+
+
+def test_held_out_section_expression_does_not_reach_its_predictions():
+    a = table_with_activations(n_sections=3)
+    b = a.copy()
+    test = np.flatnonzero(b.obs["section"].to_numpy() == "S1")
+    rng = np.random.default_rng(1)
+    xb = b.X.toarray()
+    xb[test] = rng.poisson(5.0, size=(len(test), b.n_vars))  # the held-out section's expression, scrambled
+    from scipy import sparse
+
+    b.X = sparse.csr_matrix(xb)
+    for d in (a, b):
+        mst.tl.predict_expression(d, "A", context_rep="F", regressor=finetuner(), library_key="section")
+    pa, pb = a.layers["predicted"][test], b.layers["predicted"][test]
+    assert np.isfinite(pa).any(axis=0).sum() > 0
+    np.testing.assert_array_equal(pa, pb)  # bit-identical
+    other = np.flatnonzero(a.obs["section"].to_numpy() == "S2")  # S1 trained the model that predicts S2
+    assert not np.array_equal(a.layers["predicted"][other], b.layers["predicted"][other], equal_nan=True)
+
+
+def test_seeded_fit_is_repeatable_and_trains_only_the_last_units():
+    a = table_with_activations()
+    x = np.asarray(a.obsm["A"], dtype=np.float32)
+    y = np.log1p(a.X.toarray()[:, :6])
+    g = a.obs["section"].to_numpy()
+    fits = [finetuner(n_layers=1, max_epochs=3, patience=3).fit(x, y, groups=g) for _ in range(2)]
+    np.testing.assert_array_equal(fits[0].predict(x), fits[1].predict(x))
+    assert fits[0].curve_["epoch"][0] == 0
+    assert len(fits[0].curve_["epoch"]) == 4
+    ref = split_last_block(tiny_densenet())[1].state_dict()
+    got = fits[0].module_["block"].state_dict()
+    frozen = [k for k in ref if k.startswith("units.0.")]
+    trained = [k for k in ref if k.startswith("units.1.") and k.endswith("weight")]
+    assert all(torch.equal(ref[k], got[k]) for k in frozen)
+    changed = any(not torch.equal(ref[k], got[k]) for k in trained)
+    assert changed == (fits[0].chosen_epoch_ > 0)
+
+
+def test_other_seed_gives_other_predictions():
+    a = table_with_activations()
+    x, y = np.asarray(a.obsm["A"], dtype=np.float32), np.log1p(a.X.toarray()[:, :6])
+    g = a.obs["section"].to_numpy()
+    p0 = finetuner(random_state=0).fit(x, y, groups=g).predict(x)
+    p1 = finetuner(random_state=1).fit(x, y, groups=g).predict(x)
+    assert not np.allclose(p0, p1)
+
+
+def test_wrong_activations_and_options_are_refused():
+    a = table_with_activations()
+    y = np.log1p(a.X.toarray()[:, :3])
+    with pytest.raises(ValueError, match="cache_activations"):
+        finetuner().fit(np.asarray(a.obsm["F"]), y)
+    with pytest.raises(ValueError, match="n_layers"):
+        finetuner(n_layers=3).fit(np.asarray(a.obsm["A"], dtype=np.float32), y)
+    from morphst.tl._translation._model import check_model, make_model
+
+    check_model("finetune")
+    est, text = make_model("finetune", n_train=10, n_features=25088, blocks=[("patch", 25088)], random_state=3)
+    assert isinstance(est, mst.tl.LastBlockFinetune)
+    assert est.random_state == 3
+    assert "LastBlockFinetune" in text
+    with pytest.raises(ValueError, match="'finetune'"):
+        check_model("fine-tune")
+
+
+def test_cache_activations_matches_the_encoder_and_reads_back(synthetic_sdata, tmp_path):
+    sdata, _ = synthetic_sdata
+    mst.pp.extract_patches(sdata, patch_size=32.0, target_px=32)
+    store = tmp_path / "acts.zarr"
+    mst.tl.cache_activations(sdata, "resnet18", weights="random", path=store, batch_size=8)
+    adata = sdata.tables["table"]
+    p = adata.uns["X_resnet18_lastblock"]["params"]
+    acts = adata.obsm["X_resnet18_lastblock"]
+    assert acts.dtype == np.float16
+    assert p["activation_shape"] == [256, 14, 14]
+    assert not p["from_cache"]
+    # the frozen block over the cached activations gives the encoder's own features (float16 rounding aside)
+    mst.tl.embed_patches(sdata, "resnet18", weights="random", dtype="float32", key_added="X_ref")
+    enc = mst.tl.models.get_model("resnet18", weights="random")
+    _, block = split_last_block(enc.module)
+    with torch.no_grad():
+        pooled = block.eval()(torch.from_numpy(acts.astype(np.float32)).view(-1, 256, 14, 14)).numpy()
+    ref = adata.obsm["X_ref"]
+    assert np.abs(pooled - ref).max() <= 2e-3 * np.abs(ref).max()
+    before = acts.copy()
+    mst.tl.cache_activations(sdata, "resnet18", weights="random", path=store, key_added="again")
+    assert adata.uns["again"]["params"]["from_cache"]
+    np.testing.assert_array_equal(adata.obsm["again"], before)
+    assert adata.uns["again"]["params"]["sha256"] == p["sha256"]
+    with pytest.raises(ValueError, match="another model"):
+        mst.tl.cache_activations(sdata, "densenet121", weights="random", path=store, key_added="x")
+    import zarr
+
+    arr = zarr.open_group(str(store), mode="r+")["activations"]
+    arr[0, 0, 0, 0] = arr[0, 0, 0, 0] + 1  # a damaged store
+    with pytest.raises(ValueError, match="sha256"):
+        mst.tl.cache_activations(sdata, "resnet18", weights="random", path=store, key_added="x")
+    assert "x" not in adata.obsm
+
+
+def test_cache_activations_needs_patches_and_a_supported_model(synthetic_sdata):
+    sdata, _ = synthetic_sdata
+    with pytest.raises(ValueError, match="extract_patches"):
+        mst.tl.cache_activations(sdata, "resnet18", weights="random")
+    mst.pp.extract_patches(sdata, patch_size=32.0, target_px=32)
+    with pytest.raises(ValueError, match="DenseNets"):
+        mst.tl.cache_activations(sdata, "efficientnet_lite0", weights="random")
+    assert not any(k.endswith("_lastblock") for k in sdata.tables["table"].obsm)
+
+
+def tiny_vit(seed: int = 0):
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8, depth=3, embed_dim=16,
+        num_heads=2,
+    ).eval()  # fmt: skip
+
+
+def test_vit_split_and_lora_start_from_the_pretrained_features():
+    from morphst.tl._nn._lastblock import lora_linear
+
+    net, x = tiny_vit(), torch.randn(3, 3, 32, 32)
+    trunk, block = split_last_block(net, n_blocks=2)
+    with torch.no_grad():
+        ref = net(x)
+        assert torch.allclose(block(trunk(x)), ref, atol=1e-5)
+        block.freeze_first(1, lora_rank=4)  # B = 0 at the start: the same features
+        assert torch.allclose(block(trunk(x)), ref, atol=1e-5)
+        lin = torch.nn.Linear(5, 3)
+        lo = lora_linear(lin, 2)
+        lo.lora_b.fill_(1.0)
+        v = torch.randn(4, 5)
+        expected = lin(v) + (v @ lo.lora_a.T).sum(dim=1, keepdim=True) * 1.0  # B = ones: each output adds sum(A v)
+        assert torch.allclose(lo(v), expected, atol=1e-6)
+    trained = [n for n, p in block.named_parameters() if p.requires_grad]
+    assert trained
+    assert all("lora_" in n and n.startswith("units.1.") for n in trained)
+    assert block.in_shape(17 * 16) == (17, 16)
+    assert block.in_shape(17 * 16 + 1) is None
+    with pytest.raises(ValueError, match="n_blocks"):
+        split_last_block(net, n_blocks=3)
+
+
+def test_lora_finetune_of_a_tiny_vit_is_repeatable_and_keeps_base_weights():
+    a = table_with_activations(n_sections=3)
+    net = tiny_vit()
+    rng = np.random.default_rng(0)
+    imgs = torch.from_numpy(rng.standard_normal((a.n_obs, 3, 32, 32)).astype(np.float32))
+    trunk, _ = split_last_block(net, n_blocks=1)
+    with torch.no_grad():
+        x = trunk(imgs).flatten(1).numpy()
+    y = np.log1p(a.X.toarray()[:, :5])
+    g = a.obs["section"].to_numpy()
+    kw = {"model": net, "n_blocks": 1, "lora_rank": 4, "n_hidden": 8, "probe_epochs": 3, "max_epochs": 2}
+    fits = [mst.tl.LastBlockFinetune(**kw).fit(x, y, groups=g) for _ in range(2)]
+    np.testing.assert_array_equal(fits[0].predict(x), fits[1].predict(x))
+    sd = fits[0].module_["block"].state_dict()
+    ref = net.blocks[2].attn.qkv.weight
+    assert torch.equal(sd["units.0.attn.qkv.base.weight"], ref)  # the pretrained weights stay frozen
+    with pytest.raises(ValueError, match="lora_rank"):
+        finetuner(lora_rank=4).fit(np.asarray(a.obsm["A"], dtype=np.float32), y)
