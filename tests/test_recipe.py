@@ -73,7 +73,7 @@ def test_calls_are_bound_like_python_and_the_recipe_checked_before_the_data_are_
     with pytest.raises(ValueError, match="spatial_context"):
         mst.tl.learn_translation_features(None, spatial_context=0.5)
     with pytest.warns(FutureWarning, match=r"`fit_translator\(model=\.\.\.\)` is now `regressor=`") as rec:
-        with pytest.raises(ValueError, match="Unknown `model`"):
+        with pytest.raises(ValueError, match="Unknown `regressor`"):
             mst.tl.fit_translator(None, "X_feat", model="nope")
     assert rec[0].filename == __file__  # the warning points at the caller's line
 

@@ -238,7 +238,7 @@ def test_bad_input_leaves_data_unchanged(tdata):
         mst.tl.predict_expression(a, "X_nope")
     with pytest.raises(ValueError, match="Unknown `cv`"):
         mst.tl.predict_expression(a, "X_feat", genes=["g0"], cv="nope")
-    with pytest.raises(ValueError, match="Unknown `model`"):
+    with pytest.raises(ValueError, match="Unknown `regressor`"):
         mst.tl.predict_expression(a, "X_feat", genes=["g0"], model="nope")
     with pytest.raises(KeyError, match="Available layers"):
         mst.tl.predict_expression(a, "X_feat", genes=["g0"], target="nope")

@@ -91,7 +91,7 @@ def cache_activations(
     FileNotFoundError
         No weights for the model (see :func:`morphst.tl.embed_patches`).
     """
-    from .._nn._lastblock import split_last_block
+    from .._nn import split_last_block
     from ..models import get_model
 
     adata = get_adata(sdata, table_key)
@@ -125,10 +125,8 @@ def cache_activations(
 
 def _record(adata, enc, context_index) -> dict:
     """What produced the activations: model, weights, patch geometry and a fingerprint of the patches."""
-    from ...pp._patches import OBS_X, OBS_Y
-
     p = adata.uns[Key.PATCHES]
-    centres = np.column_stack([adata.obs[OBS_X].to_numpy(np.float64), adata.obs[OBS_Y].to_numpy(np.float64)])
+    centres = np.column_stack([adata.obs[Key.PATCH_X].to_numpy(np.float64), adata.obs[Key.PATCH_Y].to_numpy(np.float64)])
     finger = hashlib.sha1(json.dumps(list(map(str, adata.obs_names))).encode() + centres.tobytes()).hexdigest()
     return {
         "model": enc.name,

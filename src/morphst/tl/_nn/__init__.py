@@ -8,6 +8,7 @@ Modules: ``_torch`` (:class:`TrainOptions`, seeded generators, device resolution
 
 from ._finetune import LastBlockFinetune
 from ._head import FeatureHead, column_pcc
+from ._lastblock import split_last_block
 from ._torch import TrainOptions, inner_validation_split, resolve_train_device, seeded_generator
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "inner_validation_split",
     "resolve_train_device",
     "seeded_generator",
+    "split_last_block",
 ]

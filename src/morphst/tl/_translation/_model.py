@@ -98,7 +98,7 @@ def make_model(
             cls = FeatureHead if model == "head" else LastBlockFinetune
             est = cls(blocks=_blocks(blocks, n_features), random_state=random_state)
             return est, est.describe()
-        msg = f"Unknown `model` {model!r}; use 'ridge', 'mlp', 'head', 'finetune' or a scikit-learn regressor."
+        msg = f"Unknown `regressor` {model!r}; use 'ridge', 'mlp', 'head', 'finetune' or a scikit-learn regressor."
         raise ValueError(msg)
     from .._nn import FeatureHead, LastBlockFinetune
 
@@ -107,7 +107,7 @@ def make_model(
         return est, est.describe()
     if not (hasattr(model, "fit") and hasattr(model, "predict")) or not is_regressor(model):
         msg = (
-            f"`model` must be 'ridge', 'mlp', 'head', 'finetune' or a scikit-learn regressor, got "
+            f"`regressor` must be 'ridge', 'mlp', 'head', 'finetune' or a scikit-learn regressor, got "
             f"{type(model).__name__}."
         )
         raise ValueError(msg)

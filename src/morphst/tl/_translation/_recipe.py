@@ -76,7 +76,7 @@ What to predict: ``"log1p_cp10k"`` (log1p of counts per 10,000; the layer if pre
 counts in ``X``), a layer name, or ``"X"``.""",
         ),
     )
-    regressor: Literal["ridge", "mlp", "head"] | Any = field(
+    regressor: Literal["ridge", "mlp", "head", "finetune"] | Any = field(
         default="ridge",
         metadata=_about(
             "fit",
@@ -85,7 +85,9 @@ counts in ``X``), a layer name, or ``"X"``.""",
 from an inner cross-validation grouped by ``library_key`` on the training set: the HEST-Benchmark linear probe),
 ``"mlp"`` (the same, then one hidden layer of 256 units with early stopping), ``"head"``
 (:class:`~morphst.tl.FeatureHead`, one token per input block, early-stopped on a held-out training section; pass
-a ``FeatureHead(...)`` to set its options), or any scikit-learn regressor (cloned per fit).""",
+a ``FeatureHead(...)`` to set its options), ``"finetune"`` (:class:`~morphst.tl.LastBlockFinetune`: the encoder's
+last block and the head trained per fit on the activations :func:`~morphst.tl.cache_activations` wrote to
+``use_rep``), or any scikit-learn regressor (cloned per fit).""",
         ),
     )
     library_key: str | None = field(
