@@ -52,8 +52,7 @@ def embed_patches(
 
     Precision: with ``dtype="auto"``, CPUs with bf16 support (AVX512-BF16/AMX) and CUDA GPUs with bf16 run the
     model under bf16 autocast with channels_last memory; elsewhere fp32. bf16 (and TF32 convolutions, which torch
-    enables by default on CUDA) changes the features slightly (measured differences: ``docs/benchmarks.md``); use
-    ``dtype="float32"`` for full-precision features.
+    enables by default on CUDA) changes the features slightly; use ``dtype="float32"`` for full precision.
 
     Parameters
     ----------
@@ -89,7 +88,8 @@ def embed_patches(
         Default: ``mst.settings.n_jobs`` (``None``: all cores).
     checkpoint
         Path of a zarr store that makes the run resumable. The patches are read in a fixed plan (image by image,
-        chunk by chunk, ``batch_size`` at a time) cut into blocks of about 2,048 patches; each finished block is
+        chunk by chunk, ``batch_size`` at a time) cut into blocks of ``mst.settings.checkpoint_block_size``
+        patches; each finished block is
         written to the store (``features`` rows in plan order, ``rows`` their table rows, ``done`` a flag per
         block). Calling again with the same arguments after a crash or a kill skips the finished blocks, so the
         result equals an uninterrupted run. The store records the call (model, weights sha256, precision, batch
@@ -99,7 +99,8 @@ def embed_patches(
         active one (:func:`distributed.get_client`). Default ``None``: in this process. Each worker opens the
         pyramid level from the SpatialData's zarr store (``sdata.write(path)`` then ``spatialdata.read_zarr(path)``),
         builds the model once (``weights`` must be readable there) and encodes whole blocks with the same batches
-        as a single process; results equal the single-process run on the same kind of device and precision.
+        as a single process; results equal the single-process run on the same kind of device and precision
+        (clusters and the memory of a large ``obsm``: ``docs/scale.md``).
 
     Returns
     -------
@@ -128,10 +129,6 @@ def embed_patches(
     FileNotFoundError
         No weights for the model (the message lists the ways to provide them). Offline (``$HF_HUB_OFFLINE`` set,
         or huggingface.co not reachable within 3 s) this comes at once, without hub download retries.
-
-    Notes
-    -----
-    Clusters (``dask_jobqueue``, ``coiled``, ``dask_cuda``) and the memory of large ``obsm``: ``docs/scale.md``.
     """
     from tqdm.auto import tqdm
 

@@ -75,8 +75,7 @@ def fuse(
       with a self-loop of weight 1 and rows normalised, smooths the expression block (``use_rep[0]``) ``n_steps``
       times: over spatial neighbours that look alike, not across morphological borders.
 
-    The defaults were chosen on DLPFC Visium (``docs/benchmarks.md``). On cell-level data (spacing ~10 µm) raise
-    ``n_rings`` until the radius covers ~100–200 µm.
+    On cell-level data (spacing ~10 µm) raise ``n_rings`` until the radius covers ~100–200 µm.
 
     Parameters
     ----------
@@ -91,16 +90,14 @@ def fuse(
     method
         Fusion strategy, see above.
     weights
-        One non-negative weight per modality for ``"weighted"`` (normalised to sum 1). ``None``: equal weights.
-        Not used by the other methods.
+        ``"weighted"`` only: one non-negative weight per modality (normalised to sum 1); ``None``: equal weights.
     n_comps
         Principal components kept per modality (one value, or one per modality); capped at the number of
         features and ``n_obs - 1``. ``None``: 20 for ``"smooth"`` (the expression block), 30 otherwise.
     n_rings
         ``"smooth"`` only: neighbourhood radius in spot spacings (``(n_rings + 0.1) ×`` spacing), > 0.
     morph_weight
-        ``"smooth"`` only: how strongly morphological dissimilarity down-weights an edge (>= 0; 0 ignores
-        morphology). The default keeps it mild (its effect on DLPFC: ``docs/benchmarks.md``).
+        ``"smooth"`` only: how strongly morphological dissimilarity down-weights an edge (>= 0; 0 ignores it).
     n_neighs
         ``"graph"`` only: spatial neighbours per observation, within its section (capped at the section size - 1
         with a warning, recorded in ``params["notes"]``; at least the size of the largest section is an error).

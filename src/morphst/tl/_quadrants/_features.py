@@ -97,10 +97,8 @@ def quadrants(
     layer
         Layer with the expression used for correlations (default: ``X``). It should be log-normalised
         (e.g. log1p of counts per 10,000); a warning is issued when it looks like raw counts.
-    relevance
-        Relevance measure; only ``"mutual_info"``.
-    shared
-        Shared-information measure; only ``"max_abs_pearson"``.
+    relevance, shared
+        The measures of the two axes; only ``"mutual_info"`` and ``"max_abs_pearson"``.
     thresholds
         ``"permutation"`` (default): the ``quantile`` of a pooled permutation null, so that *relevant* and *shared*
         mean "above chance". Relevance null: the mutual information of features with shuffled labels, pooled over
@@ -115,8 +113,7 @@ def quadrants(
     quantile
         Quantile of the pooled null used as threshold (0.95: the 95th percentile).
     n_null_features
-        Features used for the relevance null (the null distribution hardly depends on the feature). ``None``: all
-        features.
+        Features used for the relevance null (it hardly depends on the feature). ``None``: all features.
     n_neighs
         Neighbours of the mutual-information estimator.
     max_obs
