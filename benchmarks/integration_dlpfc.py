@@ -25,17 +25,23 @@ Rows:
   then PCA + the same GMM;
   BANKSY (Singhal et al. 2024; ``lambda=0.8``, 18 neighbours, the authors' DLPFC settings) then PCA (20) + the same
   GMM (BANKSY's DLPFC runs use R mclust, which needs rpy2/R);
-  GraphST (Long et al. 2023; its embedding, PCA (20) + the same GMM in place of R mclust). GraphST trains 600
-  epochs with dense n × n matrices: about 4.5 s per epoch on one CPU thread for 3,600 spots (45 min per run), so
-  leave it out with ``--peers SpaGCN stLearn BANKSY`` on a CPU.
+  GraphST (Long et al. 2023; its own preprocessing of the raw counts, 3,000 HVGs; its embedding, PCA (20) + the
+  same tied GMM, the Python form of the R mclust ``EEE`` model its tutorial clusters with, without and with its
+  50-neighbour label refinement; and its documented Leiden alternative, resolution searched to 7). GraphST trains
+  600 epochs (``--graphst-epochs``) with dense n × n matrices: about 3–4 CPU-s per epoch on one thread for 3,600
+  spots, so leave it out with ``--peers SpaGCN stLearn BANKSY`` on a busy CPU.
+- ``+refine<k>`` rows (``--refine``, default 50): the same labels after ``mst.tl.domains``' spatial majority vote
+  over the ``k`` nearest spots (``refine_neighs=k``), for the expression, ``morphst:smooth`` and encoder rows.
 
 Run: ``python benchmarks/integration_dlpfc.py [--samples 151673 151674] [--data-dir DIR] [--no-peers]
 [--peers SpaGCN stLearn BANKSY GraphST] [--seeds 3] [--encoder contrastive autoencoder | --encoder none]
-[--encoder-morph on off random] [--no-fuse]``. Install the peers with ``pip install -e ".[benchmarks]"``.
+[--encoder-morph on off random] [--no-fuse] [--refine 50] [--graphst-epochs 600]``. Install the peers with ``pip install -e ".[benchmarks]"``.
 
-Last line: ``RESULT samples=... morphst_ari_mean=... encoder_ari_mean=... best_peer=<name> best_peer_ari_mean=...
-method=<morphst method>`` (means over samples and seeds; morphst = the default ``fuse`` + ``domains(method="gmm")``
-with morphology; encoder = ``graph_encoder(method="contrastive")`` with morphology off, NaN when not run).
+Last line: ``RESULT samples=... morphst_ari_mean=... encoder_ari_mean=... encoder_refined_ari_mean=...
+refine_neighs=... best_peer=<name> best_peer_ari_mean=... method=<morphst method>`` (means over samples and seeds;
+morphst = the default ``fuse`` + ``domains(method="gmm")`` with morphology; encoder =
+``graph_encoder(method="contrastive")`` with morphology off, refined = the same with the first ``--refine`` vote; NaN
+when not run).
 """
 
 from __future__ import annotations
@@ -111,6 +117,7 @@ def refined_rows(a, row: dict, lab, refine: list[int]) -> list[dict]:
         ref = refine_labels(np.asarray(lab), np.asarray(a.obsm["spatial"], dtype=float), None, k)
         s = row["s"] + time.perf_counter() - t
         out.append({**row, "method": f"{row['method']} +refine{k}", **scores(a, ref), "s": s})
+        print(f"    {out[-1]['method']} morph={row['morph']} seed={row['seed']}: ARI {out[-1]['ari']:.3f}", flush=True)
     return out
 
 
@@ -122,6 +129,7 @@ def morphst_rows(a, seeds, refine=()) -> list[dict]:
             t = time.perf_counter()
             lab = fn(seed)
             rows.append({"method": name, "morph": morph, "seed": seed, **scores(a, lab), "s": time.perf_counter() - t})
+            print(f"    {name} morph={morph} seed={seed}: ARI {rows[-1]['ari']:.3f}, {rows[-1]['s']:.0f}s", flush=True)
             if name in ("expression + gmm", "morphst:smooth") and morph in ("-", "on", "off"):
                 rows.extend(refined_rows(a, rows[-1], lab, refine))
 
