@@ -25,18 +25,25 @@ Rows:
   then PCA + the same GMM;
   BANKSY (Singhal et al. 2024; ``lambda=0.8``, 18 neighbours, the authors' DLPFC settings) then PCA (20) + the same
   GMM (BANKSY's DLPFC runs use R mclust, which needs rpy2/R);
-  GraphST (Long et al. 2023; its embedding, PCA (20) + the same GMM in place of R mclust). GraphST trains 600
-  epochs with dense n × n matrices: about 4.5 s per epoch on one CPU thread for 3,600 spots (45 min per run), so
-  leave it out with ``--peers SpaGCN stLearn BANKSY`` on a CPU.
+  GraphST (Long et al. 2023; its own preprocessing of the raw counts, 3,000 HVGs; its embedding, PCA (20) + the
+  same tied GMM, the Python form of the R mclust ``EEE`` model its tutorial clusters with, without and with its
+  50-neighbour label refinement; and its documented Leiden alternative, resolution searched to 7). GraphST trains
+  600 epochs (``--graphst-epochs``) with dense n × n matrices: about 3–4 CPU-s per epoch on one thread for 3,600
+  spots, so leave it out with ``--peers SpaGCN stLearn BANKSY`` on a busy CPU.
+- ``+refine<k>`` rows (``--refine``, default 50): the same labels after ``mst.tl.domains``' spatial majority vote
+  over the ``k`` nearest spots (``refine_neighs=k``), for the expression, ``morphst:smooth`` and encoder rows.
 
 Run: ``python benchmarks/integration_dlpfc.py [--samples 151673 151674] [--data-dir DIR] [--no-peers]
 [--peers SpaGCN stLearn BANKSY GraphST] [--seeds 3] [--encoder contrastive autoencoder | --encoder none]
-[--encoder-morph on off random] [--no-fuse] [--smoke]`` (``--smoke``: 151673 cut to its 800 spots nearest the centre,
-one seed, contrastive encoder (10 steps) with morphology off, no peers; seconds, figures meaningless). Install the peers with ``pip install -e ".[benchmarks]"``.
+[--encoder-morph on off random] [--no-fuse] [--refine 50] [--graphst-epochs 600] [--smoke]`` (``--smoke``: 151673
+cut to its 800 spots nearest the centre, one seed, contrastive encoder (10 steps) with morphology off, no peers;
+seconds, figures meaningless). Install the peers with ``pip install -e ".[benchmarks]"``.
 
-Last line: ``RESULT samples=... morphst_ari_mean=... encoder_ari_mean=... best_peer=<name> best_peer_ari_mean=...
-method=<morphst method>`` (means over samples and seeds; morphst = the default ``fuse`` + ``domains(method="gmm")``
-with morphology; encoder = ``graph_encoder(method="contrastive")`` with morphology off, NaN when not run).
+Last line: ``RESULT samples=... morphst_ari_mean=... encoder_ari_mean=... encoder_refined_ari_mean=...
+refine_neighs=... best_peer=<name> best_peer_ari_mean=... method=<morphst method>`` (means over samples and seeds;
+morphst = the default ``fuse`` + ``domains(method="gmm")`` with morphology; encoder =
+``graph_encoder(method="contrastive")`` with morphology off, refined = the same with the first ``--refine`` vote; NaN
+when not run).
 """
 
 from __future__ import annotations
@@ -55,11 +62,13 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 import morphst as mst
 from morphst import _logging as logg
+from morphst.tl._integration._domains import refine_labels
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("MORPHST_DATA_DIR", REPO.parent / "shared" / "data")) / "dlpfc"
 N_DOMAINS = 7
 PEERS = ("SpaGCN", "stLearn", "BANKSY", "GraphST")
+GRAPHST_EPOCHS = [600]  # its default; --graphst-epochs sets it (a shortened run is named so in its rows)
 
 
 def scores(adata, labels) -> dict:
@@ -101,7 +110,20 @@ def random_like(x: np.ndarray, seed: int) -> np.ndarray:
     return np.random.default_rng(1000 + seed).normal(size=np.shape(x)).astype(np.float32)
 
 
-def morphst_rows(a, seeds) -> list[dict]:
+def refined_rows(a, row: dict, lab, refine: list[int]) -> list[dict]:
+    """The same labels after ``mst.tl.domains``' spatial majority vote over ``k`` neighbours, one row per ``k``
+    (``refine_labels`` is what ``domains(..., refine_neighs=k)`` applies to the same GMM labels)."""
+    out = []
+    for k in refine:
+        t = time.perf_counter()
+        ref = refine_labels(np.asarray(lab), np.asarray(a.obsm["spatial"], dtype=float), None, k)
+        s = row["s"] + time.perf_counter() - t
+        out.append({**row, "method": f"{row['method']} +refine{k}", **scores(a, ref), "s": s})
+        print(f"    {out[-1]['method']} morph={row['morph']} seed={row['seed']}: ARI {out[-1]['ari']:.3f}", flush=True)
+    return out
+
+
+def morphst_rows(a, seeds, refine=()) -> list[dict]:
     rows = []
 
     def add(name, morph, fn):
@@ -109,6 +131,9 @@ def morphst_rows(a, seeds) -> list[dict]:
             t = time.perf_counter()
             lab = fn(seed)
             rows.append({"method": name, "morph": morph, "seed": seed, **scores(a, lab), "s": time.perf_counter() - t})
+            print(f"    {name} morph={morph} seed={seed}: ARI {rows[-1]['ari']:.3f}, {rows[-1]['s']:.0f}s", flush=True)
+            if name in ("expression + gmm", "morphst:smooth") and morph in ("-", "on", "off"):
+                rows.extend(refined_rows(a, rows[-1], lab, refine))
 
     add("expression + gmm", "-", lambda s: gmm(a.obsm["X_pca"], s))
 
@@ -140,7 +165,7 @@ def morphst_rows(a, seeds) -> list[dict]:
     return rows
 
 
-def encoder_rows(a, seeds, methods, morphs) -> list[dict]:
+def encoder_rows(a, seeds, methods, morphs, refine=()) -> list[dict]:
     """``mst.tl.graph_encoder`` + the same GMM: morphology on / off / random features of the same shape."""
     rows = []
     for method in methods:
@@ -155,6 +180,7 @@ def encoder_rows(a, seeds, methods, morphs) -> list[dict]:
                 s = time.perf_counter() - t
                 rows.append({"method": f"graph_encoder:{method}", "morph": morph, "seed": seed, **scores(a, lab), "s": s})
                 print(f"    graph_encoder:{method} morph={morph} seed={seed}: ARI {rows[-1]['ari']:.3f}, {s:.0f}s", flush=True)
+                rows.extend(refined_rows(a, rows[-1], lab, refine))
     return rows
 
 
@@ -284,26 +310,75 @@ def run_banksy(sdata, a, sample, seeds) -> list[dict]:
     return rows
 
 
+def _graphst_leiden(z: np.ndarray, seed: int) -> np.ndarray:
+    """GraphST's documented alternative to R mclust: Leiden on a 50-neighbour graph of its PCA (20), resolution
+    searched from 2.0 down in steps of 0.01 until 7 clusters (its ``search_res``; igraph flavour here, since its
+    default ``leidenalg`` flavour is not installed)."""
+    import anndata as ad
+
+    tmp = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(z))]))
+    tmp.obsm["Z"] = z
+    sc.pp.neighbors(tmp, n_neighbors=50, use_rep="Z", random_state=0)
+    for res in np.arange(2.0, 0.1, -0.01):
+        sc.tl.leiden(tmp, resolution=float(res), random_state=seed, flavor="igraph", n_iterations=2, directed=False)
+        if tmp.obs["leiden"].nunique() == N_DOMAINS:
+            break
+    return tmp.obs["leiden"].to_numpy()
+
+
+def _graphst_refine(xy: np.ndarray, labels: np.ndarray, radius: int = 50) -> np.ndarray:
+    """GraphST's ``refine_label``: each spot takes the most common label among its ``radius`` nearest spots
+    (itself excluded; ties go to the label met first, nearest first)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    idx = NearestNeighbors(n_neighbors=radius + 1).fit(xy).kneighbors(xy, return_distance=False)[:, 1:]
+    lab = np.asarray(labels).astype(str)
+    out = []
+    for row in lab[idx]:
+        vals = list(row)
+        out.append(max(vals, key=vals.count))
+    return np.asarray(out)
+
+
 def run_graphst(sdata, a, sample, seeds) -> list[dict]:
+    """GraphST as its DLPFC tutorial runs it (its own preprocessing of the raw counts: 3,000 HVGs (seurat_v3),
+    normalise, log1p, scale; 600 epochs; embedding ``emb``; PCA (20, random_state 42)), then (i) a tied-covariance
+    GMM, the Python form of its R ``mclust`` ``EEE`` model, with and without its 50-neighbour label refinement
+    (the tutorial refines mclust's labels), and (ii) its Leiden alternative (resolution searched to 7 clusters,
+    unrefined as in the tutorial). The embedding is saved to ``$MORPHST_GRAPHST_EMB_DIR`` when set."""
     import skmisc  # noqa: F401  (GraphST's preprocessing selects genes with flavor="seurat_v3")
     import torch
     from GraphST.GraphST import GraphST
     from sklearn.decomposition import PCA
 
     rows = []
+    xy = np.asarray(a.obsm["spatial"], dtype=float)
     for seed in seeds:
         t = time.perf_counter()
         b = a.copy()
         b.X = b.layers["counts"].copy()
-        b.obsm["spatial"] = np.asarray(a.obsm["spatial"], dtype=float)
-        model = GraphST(b, device=torch.device("cpu"), random_seed=seed)
+        b.uns.pop("log1p", None)  # GraphST log-transforms the counts itself
+        b.obsm["spatial"] = xy
+        model = GraphST(b, device=torch.device("cpu"), random_seed=seed, epochs=GRAPHST_EPOCHS[0])
         b = model.train()
-        z = PCA(20, random_state=0).fit_transform(b.obsm["emb"])
-        lab = gmm(z, seed)
-        rows.append(
-            {"method": "peer:GraphST + gmm", "morph": "off", "seed": seed, **scores(a, lab)}
-            | {"s": time.perf_counter() - t}
-        )
+        t_train = time.perf_counter() - t
+        emb = np.asarray(b.obsm["emb"])
+        if os.environ.get("MORPHST_GRAPHST_EMB_DIR"):
+            np.save(Path(os.environ["MORPHST_GRAPHST_EMB_DIR"]) / f"graphst_{sample}_seed{seed}_emb.npy", emb)
+        print(f"    GraphST seed={seed}: trained in {t_train:.0f}s", flush=True)
+        z = PCA(20, random_state=42).fit_transform(emb)
+        for name, fn in (
+            ("peer:GraphST + gmm (mclust EEE)", lambda: gmm(z, seed)),
+            ("peer:GraphST + gmm (mclust EEE), refined", lambda: _graphst_refine(xy, gmm(z, seed))),
+            ("peer:GraphST + leiden (to 7)", lambda: _graphst_leiden(z, seed)),
+        ):
+            t1 = time.perf_counter()
+            lab = fn()
+            s = t_train + time.perf_counter() - t1
+            if GRAPHST_EPOCHS[0] != 600:
+                name = f"{name} [{GRAPHST_EPOCHS[0]} of its 600 epochs]"
+            rows.append({"method": name, "morph": "off", "seed": seed, **scores(a, lab), "s": s})
+            print(f"    {name} seed={seed}: ARI {rows[-1]['ari']:.3f}, {s:.0f}s", flush=True)
     return rows
 
 
@@ -321,8 +396,11 @@ def main() -> None:
     p.add_argument("--encoder-morph", nargs="+", default=["off", "on", "random"], choices=["off", "on", "random"])
     p.add_argument("--no-fuse", action="store_true", help="skip the expression and fuse rows (encoder rows only)")
     p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads (the same for every row)")
+    p.add_argument("--graphst-epochs", type=int, default=600, help="GraphST's epochs (its default 600)")
+    p.add_argument("--refine", nargs="*", type=int, default=[50], help="refine_neighs of the +refine rows (none: 0)")
     p.add_argument("--smoke", action="store_true", help="800 spots of 151673, one seed, no peers (seconds)")
     args = p.parse_args()
+    GRAPHST_EPOCHS[0] = args.graphst_epochs
     if args.smoke:
         _smoke(args)
     import torch
@@ -362,10 +440,12 @@ def run(args) -> None:
         sdata, a = prepare(sample, args.data_dir)
         logg.logger.setLevel("WARNING")
         print(f"[{sample}] {a.n_obs} spots, {a.n_vars} genes, prepared in {time.perf_counter() - t0:.0f}s", flush=True)
-        for r in [] if args.no_fuse else morphst_rows(a, seeds):
+        t_sec = time.perf_counter()
+        refine = [k for k in args.refine if k > 0]
+        for r in [] if args.no_fuse else morphst_rows(a, seeds, refine):
             rows.append({"sample": sample, **r})
         enc_methods = [m for m in args.encoder if m != "none"]
-        for r in encoder_rows(a, seeds, enc_methods, args.encoder_morph):
+        for r in encoder_rows(a, seeds, enc_methods, args.encoder_morph, refine):
             rows.append({"sample": sample, **r})
         if args.no_peers:
             print(f"[{sample}] peers: skipped (--no-peers)", flush=True)
@@ -384,6 +464,7 @@ def run(args) -> None:
                     continue
                 print(f"[{sample}] {name}: {time.perf_counter() - t:.0f}s", flush=True)
                 rows += [{"sample": sample, **r} for r in out]
+        print(f"[{sample}] all rows in {time.perf_counter() - t_sec:.0f}s (uptime: {os.getloadavg()[0]:.1f})", flush=True)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 160)
     for sample in args.samples:
@@ -411,9 +492,12 @@ def run(args) -> None:
     else:
         best_name, best_ari = "none", float("nan")
     enc_ari = mean.get(("graph_encoder:contrastive", "off"), float("nan"))
+    k = next(iter(args.refine), 0)
+    enc_ref = mean.get((f"graph_encoder:contrastive +refine{k}", "off"), float("nan"))
     print(f"\ntotal {time.perf_counter() - t_all:.0f}s")
     print(
         f"RESULT samples={','.join(args.samples)} morphst_ari_mean={morphst_ari:.3f} encoder_ari_mean={enc_ari:.3f} "
+        f"encoder_refined_ari_mean={enc_ref:.3f} refine_neighs={k} "
         f"best_peer={best_name.replace(' ', '_')} best_peer_ari_mean={best_ari:.3f} method={morphst_method}"
     )
 

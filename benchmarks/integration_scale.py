@@ -111,7 +111,7 @@ def run(args) -> None:
         t, c = time.perf_counter(), cpu_s()
         out = fn()
         steps.append((name, time.perf_counter() - t, cpu_s() - c, peak_gib(), os.getloadavg()[0]))
-        print(f"  {name}: {steps[-1][1]:.1f}s", flush=True)
+        print(f"  {name}: {steps[-1][1]:.1f}s, {steps[-1][2]:.1f} CPU-s, peak RSS {steps[-1][3]:.2f} GiB", flush=True)
         return out
 
     def prep():
@@ -128,6 +128,7 @@ def run(args) -> None:
         rep = step(f"{name}: representation", rep_fn)
         lab = step(f"{name}: domains gmm", lambda: gmm(a, rep, k))
         aris[name] = adjusted_rand_score(truth, lab)
+        print(f"  {name}: ARI {aris[name]:.3f}, peak RSS so far {peak_gib():.2f} GiB", flush=True)
 
     def gmm(a, rep, k):
         mst.tl.domains(a, rep, method="gmm", n_domains=k, random_state=0, key_added="_d")

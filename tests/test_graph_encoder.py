@@ -206,3 +206,14 @@ def test_bad_input_raises_and_writes_nothing():
         assert "X_graph_encoder" not in b.obsm
         assert "X_graph_encoder" not in b.uns
     assert (sorted(a.obsm.keys()), sorted(a.uns.keys())) == before
+
+
+def test_a_bad_library_key_raises_before_training_is_logged(caplog):
+    a, _ = composition_section(n_side=6)
+    with caplog.at_level("INFO", logger="morphst"), pytest.raises(KeyError, match="nope"):
+        mst.tl.graph_encoder(a, library_key="nope", n_epochs=1)
+    assert not [r for r in caplog.records if "training" in r.getMessage()]
+    assert "X_graph_encoder" not in a.obsm
+    with caplog.at_level("INFO", logger="morphst"):
+        mst.tl.graph_encoder(a, n_epochs=1)  # a valid call does log it (the check above can fail)
+    assert [r for r in caplog.records if "training a graph encoder" in r.getMessage()]

@@ -10,9 +10,10 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._docs import doc_copy, doc_data, doc_random_state, inject_docs
-from ..._utils import check_obsm, get_adata, records_params, save_results
+from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
+from ..._utils import check_obsm, get_adata, list_keys, records_params, save_results
 from ..._utils._hints import rep_hint
+from ..._utils._sections import section_groups
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -178,7 +179,7 @@ def _leiden_search(
     return lab, res, seed, trace
 
 
-@inject_docs(data=doc_data, random_state=doc_random_state, copy=doc_copy)
+@inject_docs(data=doc_data, library_key=doc_library_key, random_state=doc_random_state, copy=doc_copy)
 def domains(
     data: SpatialData | AnnData,
     use_rep: str = Key.FUSED,
@@ -189,6 +190,9 @@ def domains(
     n_neighs: int = 15,
     covariance_type: CovarianceType = "tied",
     n_init: int = 10,
+    refine_neighs: int = 0,
+    spatial_key: str = Key.SPATIAL,
+    library_key: str | None = Key.LIBRARY,
     table_key: str = Key.TABLE,
     random_state: int = 0,
     key_added: str = Key.DOMAIN,
@@ -203,7 +207,10 @@ def domains(
     ``"kmeans"`` and ``"gmm"`` are scikit-learn's ``KMeans`` and ``GaussianMixture`` (``n_init`` initialisations)
     (``covariance_type``, default ``"tied"``: one covariance shared by all components, like mclust's ``EEE``
     model that GraphST clusters with; ``"full"``, one covariance per component, is much slower), which need
-    ``n_domains``. Labels are ``"0"``, ``"1"``, … by decreasing size.
+    ``n_domains``. With ``refine_neighs=k``, the labels are then smoothed in space once: each observation takes the
+    most frequent label among its ``k`` nearest observations in its section (itself excluded; a tie keeps its own
+    label if tied, else goes to the tied label met nearest), the label refinement of GraphST (Long et al.,
+    *Nat. Commun.* 2023). Labels are ``"0"``, ``"1"``, … by decreasing size.
 
     Parameters
     ----------
@@ -223,6 +230,13 @@ def domains(
     n_init
         ``"kmeans"``/``"gmm"``: initialisations (k-means++ starts for ``"gmm"``); the best fit is kept (>= 1). A
         single fit depends strongly on its seed.
+    refine_neighs
+        Spatial neighbours of the majority vote that refines the labels (>= 0; 0: no refinement), capped at the
+        section size - 1.
+    spatial_key
+        ``refine_neighs > 0`` only: ``obsm`` key of the coordinates, shape ``(n_obs, 2)``, any unit.
+    {library_key}
+        ``refine_neighs > 0`` only: votes stay within a section.
     {random_state}
         It seeds the clustering.
     key_added
@@ -238,17 +252,21 @@ def domains(
     ``.uns[key_added]["params"]`` : dict
         ``method``, ``use_rep``, ``n_domains`` (found), ``resolution`` (used; for a search, the one that hit
         ``n_domains``), ``leiden_random_state`` (the seed of that run, for a search), ``resolution_search``
-        (``[resolution, n_domains, seed]`` triples tried), ``random_state``.
+        (``[resolution, n_domains, seed]`` triples tried), ``random_state``, ``refine_neighs`` (and
+        ``n_refined``, the observations whose label the vote changed).
 
     Raises
     ------
     KeyError
-        If ``use_rep`` is not in ``obsm`` (the message lists what is).
+        If ``use_rep`` is not in ``obsm``, or with ``refine_neighs > 0`` ``spatial_key``/``library_key`` is missing
+        (the message lists what is).
     ValueError
-        If ``use_rep`` holds NaN/inf, ``method`` is unknown, or ``n_domains`` is missing or out of range.
+        If ``use_rep`` holds NaN/inf, ``method`` is unknown, ``n_domains`` is missing or out of range, or
+        ``refine_neighs`` is negative. Nothing is written.
     """
     adata = get_adata(data, table_key)
     x = _check_options(adata, use_rep, method, n_domains, resolution, n_neighs, n_init, covariance_type)
+    where = _check_refine(adata, refine_neighs, spatial_key, library_key)
     start = logg.info(f"finding domains in {use_rep!r} with {method}")
 
     params: dict = {"method": method, "use_rep": use_rep, "random_state": random_state}
@@ -271,6 +289,11 @@ def domains(
         )
         labels = gm.fit(x).predict(x)
         params.update(covariance_type=covariance_type, n_init=int(n_init))
+    params["refine_neighs"] = int(refine_neighs)
+    if where is not None:
+        refined = refine_labels(np.asarray(labels), *where, int(refine_neighs))
+        params.update(n_refined=int(np.sum(refined != np.asarray(labels))), spatial_key=spatial_key)
+        labels = refined
     cat = _labels_by_size(np.asarray(labels))
     params["n_domains"] = len(cat.categories)
     params["n_domains_requested"] = n_domains
@@ -327,6 +350,51 @@ def _check_options(adata, use_rep, method, n_domains, resolution, n_neighs, n_in
             )
             raise ValueError(msg)
     return x
+
+
+def _check_refine(adata, refine_neighs, spatial_key, library_key):
+    """``None`` without refinement, else ``(coords, groups)``; raise before anything is computed."""
+    if int(refine_neighs) != refine_neighs or refine_neighs < 0:
+        msg = f"`refine_neighs` must be an integer >= 0 (0: no refinement), got {refine_neighs!r}."
+        raise ValueError(msg)
+    if refine_neighs == 0:
+        return None
+    if spatial_key not in adata.obsm:
+        msg = (
+            f"Spatial coordinates {spatial_key!r} not found in `adata.obsm` (needed by `refine_neighs`). Available: "
+            f"{list_keys(adata.obsm.keys())}. Pass `spatial_key=`, or `refine_neighs=0`."
+        )
+        raise KeyError(msg)
+    coords = check_obsm(adata, spatial_key)
+    return np.asarray(coords[:, :2], dtype=np.float64), section_groups(adata, library_key)
+
+
+def refine_labels(labels: np.ndarray, coords: np.ndarray, groups: np.ndarray | None, k: int) -> np.ndarray:
+    """One spatial majority vote: each observation takes the most frequent label of its ``k`` nearest observations
+    in its section (itself excluded; ``k`` capped at the section size - 1). A tie keeps the observation's own label
+    when it is among the tied ones, else goes to the tied label whose nearest holder is nearest."""
+    from ..._utils._graph import knn_edges
+
+    labels = np.asarray(labels)
+    uniq, codes = np.unique(labels, return_inverse=True)
+    out = codes.copy()
+    rows, cols, _, _ = knn_edges(coords, groups, n_neighs=k)  # row-major, nearest first within a row
+    if rows.size == 0:
+        return labels.copy()
+    starts = np.r_[0, np.flatnonzero(np.diff(rows)) + 1]
+    rank = np.arange(rows.size) - np.repeat(starts, np.diff(np.r_[starts, rows.size]))
+    n_lab = uniq.size
+    votes = np.zeros((labels.size, n_lab))
+    np.add.at(votes, (rows, codes[cols]), 1.0)
+    # tie-breaks worth < 1 vote: own label +0.5; the nearest holder of a label up to +0.25
+    nearest = np.full((labels.size, n_lab), np.inf)
+    np.minimum.at(nearest, (rows, codes[cols]), rank.astype(float))
+    score = votes + 0.25 * np.where(np.isfinite(nearest), 1.0 / (1.0 + nearest), 0.0)
+    score[np.arange(labels.size), codes] += 0.5
+    has = np.zeros(labels.size, dtype=bool)
+    has[rows] = True
+    out[has] = np.argmax(score[has], axis=1)
+    return uniq[out]
 
 
 def _leiden(adata, x, use_rep, n_domains, resolution, n_neighs, random_state, params: dict, notes: list[str]):

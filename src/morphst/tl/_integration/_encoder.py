@@ -137,11 +137,11 @@ def graph_encoder(
         ``method``, ``morph_weight``, ``n_neighs``, ``n_latent``, ``n_hidden``, ``n_epochs``, ``learning_rate`` or
         ``tile_size`` are out of range. Nothing is written.
     """
-    start = logg.info(f"training a graph encoder ({method}) on {use_rep!r}")
     adata = get_adata(data, table_key)
     n_epochs = _check_options(method, morph_weight, n_neighs, n_latent, n_hidden, n_epochs, learning_rate, tile_size)
     x, morph, coords, groups, lib = _check_inputs(adata, use_rep, morphology_rep, spatial_key, library_key)
     dev = _device(device)
+    start = logg.info(f"training a graph encoder ({method}) on {use_rep!r}")  # after every check: no log on error
 
     t0 = time.perf_counter()
     z, curve, info = _fit(
