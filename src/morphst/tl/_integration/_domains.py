@@ -370,9 +370,12 @@ def _check_refine(adata, refine_neighs, spatial_key, library_key):
 
 
 def refine_labels(labels: np.ndarray, coords: np.ndarray, groups: np.ndarray | None, k: int) -> np.ndarray:
-    """One spatial majority vote: each observation takes the most frequent label of its ``k`` nearest observations
-    in its section (itself excluded; ``k`` capped at the section size - 1). A tie keeps the observation's own label
-    when it is among the tied ones, else goes to the tied label whose nearest holder is nearest."""
+    """One spatial majority vote over the ``k`` nearest observations of each observation's section.
+
+    Each observation takes their most frequent label (itself excluded; ``k`` capped at the section size - 1). A tie
+    keeps the observation's own label when it is among the tied ones, else goes to the tied label whose nearest
+    holder is nearest.
+    """
     from ..._utils._graph import knn_edges
 
     labels = np.asarray(labels)
