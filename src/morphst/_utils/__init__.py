@@ -5,6 +5,7 @@ from ._hints import rep_hint, run_first
 from ._sdata import (
     affine_xy,
     bool_column,
+    check_coordinates,
     check_obs_column,
     check_obsm,
     get_adata,
@@ -19,6 +20,7 @@ from ._write import save_results
 __all__ = [
     "affine_xy",
     "bool_column",
+    "check_coordinates",
     "check_obs_column",
     "check_obsm",
     "check_unique_var_names",

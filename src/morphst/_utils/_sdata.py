@@ -46,6 +46,30 @@ def get_adata(data: SpatialData | AnnData, table_key: str = Key.TABLE) -> AnnDat
     raise TypeError(msg)
 
 
+def check_coordinates(adata: AnnData, spatial_key: str, *, needed_by: str = "") -> np.ndarray:
+    """Return the spatial coordinates ``adata.obsm[spatial_key][:, :2]`` as float64, shape ``(n_obs, 2)``.
+
+    Raises
+    ------
+    KeyError
+        If ``spatial_key`` is not in ``obsm`` (the message lists what is; ``needed_by`` says which option needs it).
+    ValueError
+        If the coordinates hold NaN/inf or have fewer than 2 columns.
+    """
+    if spatial_key not in adata.obsm:
+        why = f" (needed by {needed_by})" if needed_by else ""
+        msg = (
+            f"Spatial coordinates {spatial_key!r} not found in `adata.obsm`{why}. Available: "
+            f"{list_keys(adata.obsm.keys())}. Pass `spatial_key=` (coordinates of shape (n_obs, 2))."
+        )
+        raise KeyError(msg)
+    coords = check_obsm(adata, spatial_key)
+    if coords.shape[1] < 2:
+        msg = f"`adata.obsm[{spatial_key!r}]` must have 2 columns (x, y), got shape {coords.shape}."
+        raise ValueError(msg)
+    return np.asarray(coords[:, :2], dtype=np.float64)
+
+
 def check_obsm(adata: AnnData, use_rep: str, *, hint: str = "") -> np.ndarray:
     """Return ``adata.obsm[use_rep]`` as a 2-D float array, or raise a helpful error.
 

@@ -11,7 +11,7 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
-from ..._utils import check_obsm, get_adata, list_keys, records_params, save_results
+from ..._utils import check_coordinates, check_obsm, get_adata, records_params, save_results
 from ..._utils._hints import rep_hint
 from ..._utils._sections import section_groups
 
@@ -359,14 +359,8 @@ def _check_refine(adata, refine_neighs, spatial_key, library_key):
         raise ValueError(msg)
     if refine_neighs == 0:
         return None
-    if spatial_key not in adata.obsm:
-        msg = (
-            f"Spatial coordinates {spatial_key!r} not found in `adata.obsm` (needed by `refine_neighs`). Available: "
-            f"{list_keys(adata.obsm.keys())}. Pass `spatial_key=`, or `refine_neighs=0`."
-        )
-        raise KeyError(msg)
-    coords = check_obsm(adata, spatial_key)
-    return np.asarray(coords[:, :2], dtype=np.float64), section_groups(adata, library_key)
+    coords = check_coordinates(adata, spatial_key, needed_by="`refine_neighs`; or pass refine_neighs=0")
+    return coords, section_groups(adata, library_key)
 
 
 def refine_labels(labels: np.ndarray, coords: np.ndarray, groups: np.ndarray | None, k: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
-from ..._utils import check_obsm, get_adata, list_keys, records_params, save_results
+from ..._utils import check_coordinates, check_obsm, get_adata, records_params, save_results
 from ..._utils._graph import sections
 from ..._utils._hints import rep_hint
 from ..._utils._sections import resolve_library_key, section_groups
@@ -185,16 +185,7 @@ def _check_inputs(adata, use_rep, morphology_rep, spatial_key, library_key):
     """Features, morphology (or ``None``), coordinates, sections; raise before anything is computed or written."""
     x = check_obsm(adata, use_rep, hint=rep_hint(use_rep))
     morph = None if morphology_rep is None else check_obsm(adata, morphology_rep, hint=rep_hint(morphology_rep))
-    if spatial_key not in adata.obsm:
-        msg = (
-            f"Spatial coordinates {spatial_key!r} not found in `adata.obsm`. Available: "
-            f"{list_keys(adata.obsm.keys())}. Pass `spatial_key=` (coordinates of shape (n_obs, 2))."
-        )
-        raise KeyError(msg)
-    coords = check_obsm(adata, spatial_key)
-    if coords.shape[1] < 2:
-        msg = f"`adata.obsm[{spatial_key!r}]` must have 2 columns (x, y), got shape {coords.shape}."
-        raise ValueError(msg)
+    coords = check_coordinates(adata, spatial_key)
     lib = resolve_library_key(adata, library_key)
     groups = section_groups(adata, lib)
     single = [lab for lab, idx in sections(groups, adata.n_obs) if idx.size < 2]
@@ -202,7 +193,7 @@ def _check_inputs(adata, use_rep, morphology_rep, spatial_key, library_key):
         where = f"section(s) {single[:5]} of `obs[{lib!r}]`" if lib is not None else "the table"
         msg = f"{where} hold a single observation, which has no spatial neighbour; drop them first."
         raise ValueError(msg)
-    return x, morph, np.asarray(coords[:, :2], dtype=np.float64), groups, lib
+    return x, morph, coords, groups, lib
 
 
 def _device(device):

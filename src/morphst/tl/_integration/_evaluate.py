@@ -11,7 +11,14 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_library_key, inject_docs
-from ..._utils import check_obs_column, check_obsm, get_adata, list_keys, records_params, save_results
+from ..._utils import (
+    check_coordinates,
+    check_obs_column,
+    get_adata,
+    list_keys,
+    records_params,
+    save_results,
+)
 from ..._utils._graph import knn_edges
 from ..._utils._sections import resolve_library_key, section_groups
 
@@ -156,10 +163,7 @@ def evaluate_domains(
     key_added = f"{key}_evaluation" if key_added is None else key_added
     dom = check_obs_column(adata, key)
     out = {} if reference is None else _agreement(adata, dom, key, reference)
-    if spatial_key not in adata.obsm:
-        msg = f"{spatial_key!r} not found in `adata.obsm`. Available: {list_keys(adata.obsm.keys())}."
-        raise KeyError(msg)
-    coords = check_obsm(adata, spatial_key)[:, :2]
+    coords = check_coordinates(adata, spatial_key, needed_by="Moran's I and Geary's C")
     lib = resolve_library_key(adata, library_key)
     genes = _check_genes(adata, dom, key, genes, layer, n_markers, n_neighs)
     from ..._utils._checks import check_expression

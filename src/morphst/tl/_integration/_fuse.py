@@ -16,7 +16,7 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
-from ..._utils import check_obsm, get_adata, list_keys, records_params, save_results
+from ..._utils import check_coordinates, check_obsm, get_adata, records_params, save_results
 from ..._utils._hints import rep_hint
 from ..._utils._sections import resolve_library_key, section_groups
 from ._fuse_blocks import FuseInputs, balanced, modality_block
@@ -221,10 +221,7 @@ def _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library
     use_rep, reps, comps, w, left_out = _significant_only(adata, use_rep, reps, comps, w)
     coords = groups = lib = None
     if method in _SPATIAL_METHODS:
-        if spatial_key not in adata.obsm:
-            msg = f"{spatial_key!r} not found in `adata.obsm`. Available: {list_keys(adata.obsm.keys())}."
-            raise KeyError(msg)
-        coords = check_obsm(adata, spatial_key)[:, :2]
+        coords = check_coordinates(adata, spatial_key, needed_by=f"method={method!r}")
         lib = resolve_library_key(adata, library_key)
         groups = section_groups(adata, lib)
     return FuseInputs(use_rep, reps, comps, w, coords, groups, lib, left_out)
