@@ -110,10 +110,86 @@ def lora_linear(base, rank: int, alpha: float | None = None):
     return LoRALinear()
 
 
+class _LastBlockMethods:
+    """What a last block does (torch is imported by :func:`_block_class`, when a block is built)."""
+
+    @property
+    def dense(self) -> bool:
+        return self.kind == "dense"
+
+    @property
+    def in_channels(self) -> int:
+        """Channels (CNN) or token width (ViT) of the activations entering the block."""
+        u = self.units[0]
+        if self.kind == "vit":
+            return int(u.norm1.normalized_shape[0])
+        return int(u.norm1.num_features if self.dense else u.conv1.in_channels)
+
+    def in_shape(self, width: int) -> tuple[int, ...] | None:
+        """The activation shape of one patch flattened to ``width`` columns, or ``None`` if none fits."""
+        c = self.in_channels
+        if width % c:
+            return None
+        if self.kind == "vit":
+            return (width // c, c)
+        side = round((width / c) ** 0.5)
+        return (c, side, side) if side * side * c == width else None
+
+    def freeze_first(self, n_frozen: int, lora_rank: int | None = None) -> None:
+        """Freeze the first ``n_frozen`` units; train the others' full weights, or their LoRA updates.
+
+        With ``lora_rank``, only low-rank updates of the attention projections of the trained units are trained.
+        Batch norms keep their running statistics.
+        """
+        self.n_frozen = int(n_frozen)
+        for i, u in enumerate(self.units):
+            for p in u.parameters():
+                p.requires_grad_(i >= self.n_frozen and lora_rank is None)
+        for p in [*self.norm.parameters(), *self.fc_norm.parameters()]:
+            p.requires_grad_(lora_rank is None)
+        if lora_rank is not None:
+            for u in self.units[self.n_frozen :]:
+                u.attn.qkv = lora_linear(u.attn.qkv, int(lora_rank))
+                u.attn.proj = lora_linear(u.attn.proj, int(lora_rank))
+
+    def _pool(self, x):
+        import torch
+
+        if self.kind != "vit":
+            return x.mean(dim=(2, 3))
+        if self.pool_how == "cls+mean":
+            return torch.cat([x[:, 0], x[:, self.n_prefix :].mean(1)], dim=-1)
+        x = x[:, 0] if self.pool_how == "token" else x[:, self.n_prefix :].mean(1)
+        return self.fc_norm(x)
+
+    def _run(self, x, units):
+        import torch
+
+        if not self.dense:
+            for u in units:
+                x = u(x)
+            return x
+        feats = [x]
+        for u in units:
+            feats.append(u(feats))
+        return torch.cat(feats, 1)
+
+    def frozen_part(self, x):
+        """The frozen units' output (computed once per fit: they do not change)."""
+        return self._run(x, self.units[: self.n_frozen])
+
+    def trained_part(self, h):
+        """The trained units, the norm and the pooling: ``(B, n_features)``."""
+        return self._pool(self.norm(self._run(h, self.units[self.n_frozen :])))
+
+    def forward(self, x):
+        return self.trained_part(self.frozen_part(x))
+
+
 def _block_class():
     from torch import nn
 
-    class _LastBlock(nn.Module):
+    class _LastBlock(_LastBlockMethods, nn.Module):
         """The units of the last block (``n_frozen`` first ones frozen), the closing norm and average pooling."""
 
         def __init__(self, units, norm, *, kind: str, pool: tuple | None = None) -> None:
@@ -124,78 +200,6 @@ def _block_class():
             self.pool_how, self.n_prefix = (pool[0], pool[1]) if pool else ("avg2d", 0)
             self.fc_norm = copy.deepcopy(pool[2]) if pool and pool[2] is not None else nn.Identity()
             self.n_frozen = 0
-
-        @property
-        def dense(self) -> bool:
-            return self.kind == "dense"
-
-        @property
-        def in_channels(self) -> int:
-            """Channels (CNN) or token width (ViT) of the activations entering the block."""
-            u = self.units[0]
-            if self.kind == "vit":
-                return int(u.norm1.normalized_shape[0])
-            return int(u.norm1.num_features if self.dense else u.conv1.in_channels)
-
-        def in_shape(self, width: int) -> tuple[int, ...] | None:
-            """The activation shape of one patch flattened to ``width`` columns, or ``None`` if none fits."""
-            c = self.in_channels
-            if width % c:
-                return None
-            if self.kind == "vit":
-                return (width // c, c)
-            side = round((width / c) ** 0.5)
-            return (c, side, side) if side * side * c == width else None
-
-        def freeze_first(self, n_frozen: int, lora_rank: int | None = None) -> None:
-            """Freeze the first ``n_frozen`` units; train the others' full weights, or their LoRA updates.
-
-            With ``lora_rank``, only low-rank updates of the attention projections of the trained units are trained.
-            Batch norms keep their running statistics.
-            """
-            self.n_frozen = int(n_frozen)
-            for i, u in enumerate(self.units):
-                for p in u.parameters():
-                    p.requires_grad_(i >= self.n_frozen and lora_rank is None)
-            for p in [*self.norm.parameters(), *self.fc_norm.parameters()]:
-                p.requires_grad_(lora_rank is None)
-            if lora_rank is not None:
-                for u in self.units[self.n_frozen :]:
-                    u.attn.qkv = lora_linear(u.attn.qkv, int(lora_rank))
-                    u.attn.proj = lora_linear(u.attn.proj, int(lora_rank))
-
-        def _pool(self, x):
-            import torch
-
-            if self.kind != "vit":
-                return x.mean(dim=(2, 3))
-            if self.pool_how == "cls+mean":
-                return torch.cat([x[:, 0], x[:, self.n_prefix :].mean(1)], dim=-1)
-            x = x[:, 0] if self.pool_how == "token" else x[:, self.n_prefix :].mean(1)
-            return self.fc_norm(x)
-
-        def _run(self, x, units):
-            import torch
-
-            if not self.dense:
-                for u in units:
-                    x = u(x)
-                return x
-            feats = [x]
-            for u in units:
-                feats.append(u(feats))
-            return torch.cat(feats, 1)
-
-        def frozen_part(self, x):
-            """The frozen units' output (computed once per fit: they do not change)."""
-            return self._run(x, self.units[: self.n_frozen])
-
-        def trained_part(self, h):
-            """The trained units, the norm and the pooling: ``(B, n_features)``."""
-            return self._pool(self.norm(self._run(h, self.units[self.n_frozen :])))
-
-        def forward(self, x):
-            return self.trained_part(self.frozen_part(x))
 
     return _LastBlock
 
