@@ -137,8 +137,24 @@ def regressors(net, weights, seed: int, smoke: bool) -> dict:
     return {
         "frozen, ensembled head": (FROZEN, FeatureHead(random_state=seed, **small)),
         "frozen, one head": (FROZEN, FeatureHead(random_state=seed, ensemble=False, **small)),
-        "fine-tuned last block": (ACT, LastBlockFinetune(model=model, weights=weights, random_state=seed, **ft)),
-    }
+        "fine-tuned, one": (ACT, LastBlockFinetune(model=model, weights=weights, random_state=seed, ensemble=False, **ft)),
+        "fine-tuned, ensembled": (ACT, LastBlockFinetune(model=model, weights=weights, random_state=seed, **ft)),
+    }  # fmt: skip
+
+
+def verdict(df: pd.DataFrame, tuned: str, frozen: str) -> tuple[float, float, str]:
+    """Mean gain of ``tuned`` over ``frozen`` (same seeds), its sd, and the verdict against the spread over seeds."""
+    a, b = df[df.config == tuned]["mean_pcc"].to_numpy(), df[df.config == frozen]["mean_pcc"].to_numpy()
+    gain = a - b
+    spread = max(a.std(ddof=1), b.std(ddof=1)) if len(a) > 1 else 0.0
+    if len(a) < 2:
+        return float(gain.mean()), 0.0, "one_seed_no_spread"  # no claim without a spread over seeds
+    word = (
+        "ahead"
+        if gain.mean() > spread and gain.mean() > 0
+        else ("behind" if -gain.mean() > spread else "within_spread")
+    )
+    return float(gain.mean()), float(gain.std(ddof=1)), word
 
 
 def main() -> None:
@@ -186,29 +202,25 @@ def main() -> None:
     agg = df.groupby("config", sort=False)["mean_pcc"].agg(["mean", "std"]).fillna(0.0)
     secs = df.groupby("config", sort=False)["seconds"].mean()
     cpu = df.groupby("config", sort=False)["cpu_s"].mean()
-    ft, fr = df[df.config == "fine-tuned last block"], df[df.config == "frozen, ensembled head"]
-    gain = ft["mean_pcc"].to_numpy() - fr["mean_pcc"].to_numpy()
-    spread = max(agg.loc["fine-tuned last block", "std"], agg.loc["frozen, ensembled head", "std"])
-    verdict = (
-        "ahead"
-        if gain.mean() > spread and gain.mean() > 0
-        else ("behind" if -gain.mean() > spread else "within_spread")
-    )
-    if len(seeds) < 2:
-        verdict = "one_seed_no_spread"  # no claim without a spread over seeds
+    g_ens, sd_ens, v_ens = verdict(df, "fine-tuned, ensembled", "frozen, ensembled head")
+    g_one, sd_one, v_one = verdict(df, "fine-tuned, one", "frozen, one head")
     print(
         f"\ntotal {time.perf_counter() - t0:.0f} s; load {os.getloadavg()[0]:.1f} at the end; torch threads {args.threads}"
     )
     tags = {
         "frozen, ensembled head": "frozen_ens",
         "frozen, one head": "frozen_one",
-        "fine-tuned last block": "finetune",
+        "fine-tuned, one": "finetune_one",
+        "fine-tuned, ensembled": "finetune_ens",
     }
     print(
         "RESULT "
         + " ".join(f"{tags[k]}={v['mean']:.3f}±{v['std']:.3f}" for k, v in agg.iterrows())
-        + f" gain={gain.mean():+.3f}±{(gain.std(ddof=1) if len(gain) > 1 else 0.0):.3f} verdict={verdict}"
-        f" finetune_5folds_s={secs['fine-tuned last block']:.0f} finetune_5folds_cpu_s={cpu['fine-tuned last block']:.0f}"
+        + f" gain_ens={g_ens:+.3f}±{sd_ens:.3f} verdict_ens={v_ens} gain_one={g_one:+.3f}±{sd_one:.3f}"
+        f" verdict_one={v_one}"
+        f" finetune_one_5folds_s={secs['fine-tuned, one']:.0f} finetune_one_5folds_cpu_s={cpu['fine-tuned, one']:.0f}"
+        f" finetune_ens_5folds_s={secs['fine-tuned, ensembled']:.0f}"
+        f" finetune_ens_5folds_cpu_s={cpu['fine-tuned, ensembled']:.0f}"
         f" frozen_ens_5folds_s={secs['frozen, ensembled head']:.0f}"
         f" seeds={len(seeds)} threads={args.threads} load_end={os.getloadavg()[0]:.1f}"
     )  # fmt: skip

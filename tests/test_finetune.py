@@ -88,7 +88,7 @@ def test_seeded_fit_is_repeatable_and_trains_only_the_last_units():
     x = np.asarray(a.obsm["A"], dtype=np.float32)
     y = np.log1p(a.X.toarray()[:, :6])
     g = a.obs["section"].to_numpy()
-    fits = [finetuner(n_layers=1, max_epochs=3, patience=3).fit(x, y, groups=g) for _ in range(2)]
+    fits = [finetuner(n_layers=1, max_epochs=3, patience=3, ensemble=False).fit(x, y, groups=g) for _ in range(2)]
     np.testing.assert_array_equal(fits[0].predict(x), fits[1].predict(x))
     assert fits[0].curve_["epoch"][0] == 0
     assert len(fits[0].curve_["epoch"]) == 4
@@ -99,6 +99,27 @@ def test_seeded_fit_is_repeatable_and_trains_only_the_last_units():
     assert all(torch.equal(ref[k], got[k]) for k in frozen)
     changed = any(not torch.equal(ref[k], got[k]) for k in trained)
     assert changed == (fits[0].chosen_epoch_ > 0)
+
+
+def test_ensemble_has_one_member_per_held_out_section_and_averages_them():
+    import copy
+
+    a = table_with_activations(n_sections=3)
+    x, y = np.asarray(a.obsm["A"], dtype=np.float32), np.log1p(a.X.toarray()[:, :4])
+    g = a.obs["section"].to_numpy()
+    est = finetuner(random_state=5).fit(x, y, groups=g)
+    assert est.n_members_ == 3
+    assert [len(est.module_), len(est.chosen_epochs_), len(est.head_epochs_)] == [3, 3, 3]
+    assert sorted(set(est.curve_["member"])) == [0.0, 1.0, 2.0]
+    singles = []
+    for member in est.module_:  # each member alone, with the shared standardisation
+        one = copy.copy(est)
+        one.module_ = member
+        singles.append(one.predict(x))
+    np.testing.assert_allclose(est.predict(x), np.mean(singles, axis=0), rtol=0, atol=1e-12)
+    assert not np.allclose(singles[0], singles[1])  # other held-out sections and seeds: other members
+    one_section = finetuner(random_state=5).fit(x[g == "S0"], y[g == "S0"], groups=g[g == "S0"])
+    assert one_section.n_members_ == 1  # one training section: no ensemble
 
 
 def test_other_seed_gives_other_predictions():
@@ -218,7 +239,15 @@ def test_lora_finetune_of_a_tiny_vit_is_repeatable_and_keeps_base_weights():
         x = trunk(imgs).flatten(1).numpy()
     y = np.log1p(a.X.toarray()[:, :5])
     g = a.obs["section"].to_numpy()
-    kw = {"model": net, "n_blocks": 1, "lora_rank": 4, "n_hidden": 8, "probe_epochs": 3, "max_epochs": 2}
+    kw = {
+        "model": net,
+        "n_blocks": 1,
+        "lora_rank": 4,
+        "n_hidden": 8,
+        "probe_epochs": 3,
+        "max_epochs": 2,
+        "ensemble": False,
+    }
     fits = [mst.tl.LastBlockFinetune(**kw).fit(x, y, groups=g) for _ in range(2)]
     np.testing.assert_array_equal(fits[0].predict(x), fits[1].predict(x))
     sd = fits[0].module_["block"].state_dict()

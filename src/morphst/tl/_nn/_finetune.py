@@ -58,6 +58,11 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
         AdamW learning rate of the joint training (block and head); the linear probe uses the head's own.
     weight_decay, batch_size
         AdamW weight decay; patches per step.
+    ensemble
+        With two or more training sections (``groups`` of :meth:`fit`), adapt one block + head per training section
+        held out for early stopping (seed ``random_state + i`` for the ``i``-th section in sorted order) and average
+        their predictions, as :class:`~morphst.tl.FeatureHead` does; ``False``, or one section: one block + head,
+        early-stopped on one held-out section (or 20 % of the rows).
     random_state
         Seed of the head, the batches, dropout and the inner split (repeatable on the CPU).
     device
@@ -66,11 +71,16 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
     Attributes
     ----------
     module_
-        The fitted block and head (torch modules, on the CPU).
+        The fitted block and head: a ``ModuleDict`` ``{"block", "head"}`` (torch, on the CPU); for an ensemble, a
+        ``ModuleList`` of them, one per member.
+    n_members_
+        Number of adapted blocks + heads averaged (1 without an ensemble).
     curve_
-        Per joint epoch: ``{"epoch", "train_loss", "val_pcc": ndarray}``, epoch 0 = the linear probe.
+        Per joint epoch: ``{"epoch", "train_loss", "val_pcc": ndarray}``, epoch 0 = the linear probe (an ensemble:
+        with a ``"member"`` column).
     chosen_epoch_, head_epoch_
-        Joint epochs kept (0: the linear probe) and epochs of the linear probe.
+        Joint epochs kept (0: the linear probe) and epochs of the linear probe; for an ensemble, the rounded means
+        (``chosen_epochs_``, ``head_epochs_`` list the members').
     validation_, weights_sha256_
         The held-out training rows of early stopping; sha256 of the weights file (``None`` otherwise).
 
@@ -104,6 +114,7 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
         dropout: float = 0.25,
         batch_size: int = 32,
         correlation_weight: float = 1.0,
+        ensemble: bool = True,
         random_state: int = 0,
         device: str | None = None,
     ) -> None:
@@ -122,6 +133,7 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
         self.dropout = dropout
         self.batch_size = batch_size
         self.correlation_weight = correlation_weight
+        self.ensemble = ensemble
         self.random_state = random_state
         self.device = device
 
@@ -131,18 +143,29 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
         layers = "all units" if self.n_layers is None else f"its last {self.n_layers} units"
         if self.lora_rank is not None:
             layers += f", LoRA rank {self.lora_rank}"
+        stop = (
+            "one per held-out training section, predictions averaged"
+            if self.ensemble
+            else "a held-out training section"
+        )
         return (
             f"LastBlockFinetune({name} last block ({layers}) + FeatureHead({self.n_hidden}); linear probe, then "
-            f"joint AdamW lr {self.learning_rate:g} for at most {self.max_epochs} epochs; early stopping on a "
-            "held-out training section)"
+            f"joint AdamW lr {self.learning_rate:g} for at most {self.max_epochs} epochs; early stopping on {stop})"
         )
 
     def fit_note(self) -> str:
         """What the fit chose, for the model description."""
-        return f"; linear probe {self.head_epoch_} epochs, joint epochs kept {self.chosen_epoch_} ({self.validation_})"
+        if self.n_members_ == 1:
+            return (
+                f"; linear probe {self.head_epoch_} epochs, joint epochs kept {self.chosen_epoch_} ({self.validation_})"
+            )
+        return (
+            f"; ensemble of {self.n_members_} (one per held-out training section): linear probe epochs "
+            f"{self.head_epochs_}, joint epochs kept {self.chosen_epochs_}"
+        )
 
     # ---- pieces --------------------------------------------------------------------------------------------------
-    def _load_block(self):
+    def _load_block(self, seed: int):
         import torch
 
         from ..models import get_model
@@ -150,7 +173,7 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
 
         pooling = "default"
         if isinstance(self.model, str):
-            enc = get_model(self.model, weights=self.weights, random_state=int(self.random_state))
+            enc = get_model(self.model, weights=self.weights, random_state=int(seed))
             module, sha, pooling = enc.module, enc.weights_sha256, enc.pooling
         else:
             module, sha = self.model, None
@@ -164,7 +187,7 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
         if block.kind != "vit" and rank is not None:
             msg = "`lora_rank` applies to VisionTransformers (attention projections); a CNN's last block trains fully."
             raise ValueError(msg)
-        torch.manual_seed(int(self.random_state))  # the LoRA initialisation
+        torch.manual_seed(int(seed))  # the LoRA initialisation
         block.freeze_first(n - k, lora_rank=(8 if rank is None else int(rank)) if block.kind == "vit" else None)
         return block.eval(), sha
 
@@ -248,12 +271,13 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
     def fit(self, X, y, groups=None) -> LastBlockFinetune:
         """Fit on activations ``X`` ``(n, n_features)`` and targets ``y`` ``(n, n_genes)``.
 
-        ``groups`` (sections of the rows): one whole training section is held out for early stopping when there are
-        two or more, else a seeded 20 % of the rows (:func:`~morphst.tl._nn.inner_validation_split`).
+        ``groups`` (sections of the rows): with ``ensemble`` and two or more sections, one member per section held
+        out for early stopping; else one whole training section is held out when there are two or more, or a
+        seeded 20 % of the rows (:func:`~morphst.tl._nn.inner_validation_split`).
         """
         import torch
 
-        from ._torch import inner_validation_split, resolve_train_device
+        from ._torch import ensemble_splits, resolve_train_device
 
         x = np.asarray(X)
         yy = np.asarray(y, dtype=np.float64).reshape(len(x), -1)
@@ -261,10 +285,10 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             msg = f"LastBlockFinetune needs at least 4 training rows, got {len(x)}."
             raise ValueError(msg)
         device = resolve_train_device(self.device)
-        block, self.weights_sha256_ = self._load_block()
+        block, self.weights_sha256_ = self._load_block(int(self.random_state))
         maps, tokens, shape = self._layout(x.shape[1], block)
         block = block.to(device)
-        pre = self._frozen(block, x, maps, shape, device)
+        pre = self._frozen(block, x, maps, shape, device)  # the frozen units: the same for every member
         widths = self._standardise_maps(block, pre)
         self.mu_ = [m.to(device) for m in self.mu_]
         self.sd_ = [s.to(device) for s in self.sd_]
@@ -272,30 +296,53 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
         self.y_mean_, self.y_scale_ = yy.mean(axis=0), yy.std(axis=0)
         self.y_scale_[~(self.y_scale_ > 1e-12)] = 1.0
         ys = ((yy - self.y_mean_) / self.y_scale_).astype(np.float32)
-        fit_rows, val_rows, self.validation_ = inner_validation_split(np.arange(len(x)), groups, self.random_state)
-        head = FeatureHead(
-            [(f"map{i}", w) for i, w in enumerate(widths)] + [("tokens", tok.shape[1])] * bool(tok.shape[1]),
-            n_hidden=self.n_hidden, dropout=self.dropout, correlation_weight=self.correlation_weight,
-            random_state=self.random_state, device=self.device,
-        )  # fmt: skip
         z0 = self._features(block, pre, tok, torch.arange(len(x)), grad=False).cpu().numpy()
-        net, _, self.head_epoch_ = head._train(
-            z0, ys, fit_rows, val_rows, int(self.probe_epochs), head.options(), device, self.random_state
+        blocks = [(f"map{i}", w) for i, w in enumerate(widths)] + [("tokens", tok.shape[1])] * bool(tok.shape[1])
+        members, curves, chosen, probes, hows = [], [], [], [], []
+        splits = ensemble_splits(np.arange(len(x)), groups, self.ensemble, self.random_state)
+        for i, (fit_rows, val_rows, how, seed) in enumerate(splits):
+            if i:  # a fresh copy of the pretrained block per member
+                block = self._load_block(seed)[0].to(device)
+            head = FeatureHead(
+                blocks, n_hidden=self.n_hidden, dropout=self.dropout, correlation_weight=self.correlation_weight,
+                random_state=seed, device=self.device,
+            )  # fmt: skip
+            net, _, n_probe = head._train(
+                z0, ys, fit_rows, val_rows, int(self.probe_epochs), head.options(), device, seed
+            )
+            curve, kept = self._joint(block, net, pre, tok, ys, fit_rows, val_rows, device, seed)
+            members.append(torch.nn.ModuleDict({"block": block.cpu(), "head": net.cpu()}))
+            curves.append({**curve, "member": np.full(len(curve["epoch"]), i, dtype=np.float64)})
+            chosen.append(kept)
+            probes.append(int(n_probe))
+            hows.append(how)
+        one = len(members) == 1
+        self.module_ = members[0] if one else torch.nn.ModuleList(members)
+        self.n_members_ = len(members)
+        self.curve_ = (
+            {k: v for k, v in curves[0].items() if k != "member"}
+            if one
+            else {k: np.concatenate([c[k] for c in curves]) for k in curves[0]}
         )
-        self._joint(block, net, pre, tok, ys, fit_rows, val_rows, device)
-        self.module_ = torch.nn.ModuleDict({"block": block.cpu(), "head": net.cpu()})
+        self.chosen_epochs_, self.head_epochs_ = chosen, probes
+        self.chosen_epoch_ = chosen[0] if one else round(float(np.mean(chosen)))
+        self.head_epoch_ = probes[0] if one else round(float(np.mean(probes)))
+        self.validation_ = hows[0] if one else f"{len(members)} members, one per held-out training section"
         self.mu_ = [m.cpu() for m in self.mu_]
         self.sd_ = [s.cpu() for s in self.sd_]
         self.n_features_in_ = x.shape[1]
         return self
 
-    def _joint(self, block, net, pre, tok, ys, fit_rows, val_rows, device) -> None:
-        """Train the block and the head together from the linear probe; keep the best epoch (0: the probe)."""
+    def _joint(self, block, net, pre, tok, ys, fit_rows, val_rows, device, seed: int) -> tuple[dict, int]:
+        """Train the block and the head together from the linear probe; keep the best epoch (0: the probe).
+
+        Returns the curve (``{"epoch", "train_loss", "val_pcc"}`` arrays) and the epoch kept.
+        """
         import torch
 
         from ._torch import seeded_generator
 
-        gen = seeded_generator(int(self.random_state) + 1)
+        gen = seeded_generator(int(seed) + 1)
         params = [p for p in block.parameters() if p.requires_grad] + list(net.parameters())
         opt = torch.optim.AdamW(params, lr=float(self.learning_rate), weight_decay=float(self.weight_decay))
         yt = torch.from_numpy(ys).to(device)
@@ -333,20 +380,27 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
                     break
         block.load_state_dict(best_state[0])
         net.load_state_dict(best_state[1])
-        self.curve_ = {k: np.array([r[k] for r in curve], dtype=np.float64) for k in curve[0]}
-        self.chosen_epoch_ = chosen
+        return {k: np.array([r[k] for r in curve], dtype=np.float64) for k in curve[0]}, chosen
+
+    def _members(self) -> list:
+        import torch
+
+        return list(self.module_) if isinstance(self.module_, torch.nn.ModuleList) else [self.module_]
 
     def predict(self, X) -> np.ndarray:
-        """Predicted targets ``(n, n_genes)`` on the scale of ``y``, from the adapted block and the head (CPU)."""
+        """Predicted targets ``(n, n_genes)`` on the scale of ``y`` (CPU); an ensemble: the mean of its members'."""
         import torch
 
         x = np.asarray(X)
-        block, net = self.module_["block"], self.module_["head"]
-        maps, tokens, shape = self._layout(x.shape[1], block)
-        pre = self._frozen(block, x, maps, shape, torch.device("cpu"))
+        members = self._members()
+        maps, tokens, shape = self._layout(x.shape[1], members[0]["block"])
         tok = torch.from_numpy(self._tokens(x, tokens, fit=False))
-        p = self._predict_rows(block, net, pre, tok, np.arange(len(x)))
-        return p.astype(np.float64) * self.y_scale_ + self.y_mean_
+        pre = self._frozen(members[0]["block"], x, maps, shape, torch.device("cpu"))  # frozen units: shared
+        preds = []
+        for m in members:
+            p = self._predict_rows(m["block"], m["head"], pre, tok, np.arange(len(x)))
+            preds.append(p.astype(np.float64) * self.y_scale_ + self.y_mean_)
+        return preds[0] if len(preds) == 1 else np.mean(preds, axis=0)
 
 
 __all__ = ["LastBlockFinetune"]

@@ -261,7 +261,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         """
         import torch
 
-        from ._torch import resolve_train_device
+        from ._torch import ensemble_splits, resolve_train_device
 
         opts = self.options()
         x = np.asarray(X, dtype=np.float64)
@@ -281,7 +281,7 @@ class FeatureHead(RegressorMixin, BaseEstimator):
             torch.set_num_threads(1)
         members, curves, chosen, hows = [], [], [], []
         try:
-            for fit_rows, val_rows, how, seed in self._splits(rows, groups):
+            for fit_rows, val_rows, how, seed in ensemble_splits(rows, groups, self.ensemble, self.random_state):
                 net, curve, epochs = self._train(xs, ys, fit_rows, val_rows, opts.max_epochs, opts, device, seed)
                 if self.refit:
                     net, _, _ = self._train(xs, ys, rows, None, epochs, opts, device, seed)
@@ -301,21 +301,6 @@ class FeatureHead(RegressorMixin, BaseEstimator):
         self.validation_ = hows[0] if one else f"{len(members)} heads, one per held-out training section"
         self.n_features_in_ = x.shape[1]
         return self
-
-    def _splits(self, rows: np.ndarray, groups) -> list[tuple[np.ndarray, np.ndarray, str, int]]:
-        """``[(fit_rows, val_rows, how, seed), ...]``: one per training section (ensemble), else one inner split."""
-        from ._torch import inner_validation_split
-
-        if self.ensemble and groups is not None:
-            g = np.asarray(groups).astype(str)
-            names = np.unique(g)
-            if len(names) >= 2:
-                return [
-                    (rows[g != name], rows[g == name], f"section {str(name)!r} held out", int(self.random_state) + i)
-                    for i, name in enumerate(names)
-                ]
-        fit_rows, val_rows, how = inner_validation_split(rows, groups, self.random_state)
-        return [(fit_rows, val_rows, how, self.random_state)]
 
     def fit_note(self) -> str:
         """What the fit chose, for the model description: the epochs kept and how they were chosen."""

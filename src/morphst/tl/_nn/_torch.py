@@ -69,6 +69,26 @@ def seeded_generator(random_state: int):
     return g
 
 
+def ensemble_splits(
+    rows: np.ndarray, groups, ensemble: bool, random_state: int
+) -> list[tuple[np.ndarray, np.ndarray, str, int]]:
+    """The early-stopping splits of an ensemble: ``[(fit_rows, val_rows, how, seed), ...]``.
+
+    With ``ensemble`` and two or more sections in ``groups``, one per section held out (seed ``random_state + i``
+    for the ``i``-th in sorted order); else one :func:`inner_validation_split` with seed ``random_state``.
+    """
+    if ensemble and groups is not None:
+        g = np.asarray(groups).astype(str)
+        names = np.unique(g)
+        if len(names) >= 2:
+            return [
+                (rows[g != name], rows[g == name], f"section {str(name)!r} held out", int(random_state) + i)
+                for i, name in enumerate(names)
+            ]
+    fit_rows, val_rows, how = inner_validation_split(rows, groups, random_state)
+    return [(fit_rows, val_rows, how, int(random_state))]
+
+
 def resolve_train_device(device: str | None):
     """The torch device to train on: ``device`` if given, else ``mst.settings.device`` (``"auto"``: cuda, mps, cpu)."""
     from ..._settings import settings
