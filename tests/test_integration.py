@@ -351,6 +351,8 @@ def test_bad_input_raises_before_writing():
         mst.tl.evaluate_domains(a, "domain", "half_nan")
     with pytest.raises(KeyError, match="Available columns"):
         mst.tl.evaluate_domains(a, "domain", "nope")
+    with pytest.raises(KeyError, match=r"run `mst.tl.domains\(adata, use_rep=..., key_added='dom2'\)` first"):
+        mst.tl.evaluate_domains(a, "dom2", "one")  # domains not found yet: say which call writes them
     assert snapshot(a) == before
 
 

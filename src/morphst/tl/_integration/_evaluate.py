@@ -20,6 +20,7 @@ from ..._utils import (
     save_results,
 )
 from ..._utils._graph import knn_edges
+from ..._utils._hints import run_first
 from ..._utils._sections import resolve_library_key, section_groups
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ def evaluate_domains(
     adata = get_adata(data, table_key)
     key, reference = domain_key, annotation_key
     key_added = f"{key}_evaluation" if key_added is None else key_added
-    dom = check_obs_column(adata, key)
+    dom = check_obs_column(adata, key, hint=f"For domains, {run_first('tl.domains', 'adata, use_rep=...', key=key)}.")
     out = {} if reference is None else _agreement(adata, dom, key, reference)
     coords = check_coordinates(adata, spatial_key, needed_by="Moran's I and Geary's C")
     lib = resolve_library_key(adata, library_key)
