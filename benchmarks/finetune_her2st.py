@@ -49,6 +49,12 @@ SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 ACT = "X_densenet121_lastblock"
 FROZEN = "X_densenet121_frozen_block"
 CTX = ["X_densenet121_ctx0", "X_densenet121_ctx1"]
+TAGS = {
+    "frozen, ensembled head": "frozen_ens",
+    "frozen, one head": "frozen_one",
+    "fine-tuned, one": "finetune_one",
+    "fine-tuned, ensembled": "finetune_ens",
+}
 
 
 def tiny_densenet(seed: int = 0):
@@ -145,6 +151,8 @@ def regressors(net, weights, seed: int, smoke: bool) -> dict:
 def verdict(df: pd.DataFrame, tuned: str, frozen: str) -> tuple[float, float, str]:
     """Mean gain of ``tuned`` over ``frozen`` (same seeds), its sd, and the verdict against the spread over seeds."""
     a, b = df[df.config == tuned]["mean_pcc"].to_numpy(), df[df.config == frozen]["mean_pcc"].to_numpy()
+    if len(a) == 0 or len(b) == 0:
+        return float("nan"), float("nan"), "not_run"
     gain = a - b
     spread = max(a.std(ddof=1), b.std(ddof=1)) if len(a) > 1 else 0.0
     if len(a) < 2:
@@ -165,6 +173,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, ..., first-seed + seeds - 1")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument(
+        "--configs", nargs="+", choices=list(TAGS.values()), default=list(TAGS.values()), help="rows to run"
+    )
     ap.add_argument("--smoke", action="store_true", help="synthetic data, tiny random DenseNet: seconds")
     args = ap.parse_args()
     import torch
@@ -181,6 +192,8 @@ def main() -> None:
     rows, genes = [], None
     for seed in seeds:
         for name, (rep, reg) in regressors(net, weights, seed, args.smoke).items():
+            if TAGS[name] not in args.configs:
+                continue
             load_before = os.getloadavg()[0]
             r = run(adata, rep, reg, seed)
             if genes is None:
@@ -200,22 +213,16 @@ def main() -> None:
         )
     )
     agg = df.groupby("config", sort=False)["mean_pcc"].agg(["mean", "std"]).fillna(0.0)
-    secs = df.groupby("config", sort=False)["seconds"].mean()
-    cpu = df.groupby("config", sort=False)["cpu_s"].mean()
+    secs = df.groupby("config", sort=False)["seconds"].mean().reindex(list(TAGS))
+    cpu = df.groupby("config", sort=False)["cpu_s"].mean().reindex(list(TAGS))
     g_ens, sd_ens, v_ens = verdict(df, "fine-tuned, ensembled", "frozen, ensembled head")
     g_one, sd_one, v_one = verdict(df, "fine-tuned, one", "frozen, one head")
     print(
         f"\ntotal {time.perf_counter() - t0:.0f} s; load {os.getloadavg()[0]:.1f} at the end; torch threads {args.threads}"
     )
-    tags = {
-        "frozen, ensembled head": "frozen_ens",
-        "frozen, one head": "frozen_one",
-        "fine-tuned, one": "finetune_one",
-        "fine-tuned, ensembled": "finetune_ens",
-    }
     print(
         "RESULT "
-        + " ".join(f"{tags[k]}={v['mean']:.3f}±{v['std']:.3f}" for k, v in agg.iterrows())
+        + " ".join(f"{TAGS[k]}={v['mean']:.3f}±{v['std']:.3f}" for k, v in agg.iterrows())
         + f" gain_ens={g_ens:+.3f}±{sd_ens:.3f} verdict_ens={v_ens} gain_one={g_one:+.3f}±{sd_one:.3f}"
         f" verdict_one={v_one}"
         f" finetune_one_5folds_s={secs['fine-tuned, one']:.0f} finetune_one_5folds_cpu_s={cpu['fine-tuned, one']:.0f}"

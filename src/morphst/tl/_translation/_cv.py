@@ -11,6 +11,7 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import get_adata, records_params
+from ..._utils._write import save_results
 from ._cv_plan import CVPlan, plan_cv
 from ._cv_run import CVResults, run_folds
 from ._features import feature_text
@@ -128,22 +129,14 @@ def predict_expression(
         table_key=table_key,
     )
     params["select_on_train"] = d.genes.fixed is None
-    if copy:
-        adata = adata.copy()
-    _write(adata, plan, res, key_added, params)
     figures = "; ".join(
         ("" if k == "all" else f"{k.replace('_', ' ')}: ")
         + f"mean PCC over folds (each the mean over that fold's genes) {r.pcc:.3f} over {int(r.n_folds)} folds "
         f"(range {r.pcc_min:.3f}–{r.pcc_max:.3f})"
         for k, r in res.summary.iterrows()
     )
-    logg.info(
-        f"    finished: {figures}; added `.layers[{key_added!r}]`, "
-        f"`.obs['{key_added}_fold']`, `.var['{key_added}_mask' | '_pcc' | '_mae' | '_mse' | '_rmse']`, "
-        f"`.uns[{key_added!r}]`",
-        time=start,
-    )
-    return adata if copy else None
+    added = _results(adata, plan, res, key_added, params)
+    return save_results(adata, added, copy=copy, start=start, summary=figures)
 
 
 def _input_text(plan: CVPlan) -> str:
@@ -161,27 +154,28 @@ def _input_text(plan: CVPlan) -> str:
     )
 
 
-def _write(adata: AnnData, plan: CVPlan, res: CVResults, key_added: str, params: dict) -> None:
-    """Write the layer, the fold column, the per-gene ``var`` metrics and ``uns[key_added]``."""
-    if plan.design.inputs.store_target:
-        adata.layers[Key.TARGET] = plan.design.inputs.y
-    adata.layers[key_added] = res.pred
+def _results(adata: AnnData, plan: CVPlan, res: CVResults, key_added: str, params: dict) -> list:
+    """The results as ``(attribute, key, value)``, in the order they are written.
+
+    The target layer when it was computed here, the prediction layer, the fold column, the per-gene ``var`` metrics
+    and ``uns[key_added]``.
+    """
+    added = [("layers", Key.TARGET, plan.design.inputs.y)] if plan.design.inputs.store_target else []
     main_names = [f[0] for f in plan.folds if f[3] == plan.main_kind]
-    adata.obs[f"{key_added}_fold"] = pd.Categorical(res.fold_label, categories=main_names)
+    added += [
+        ("layers", key_added, res.pred),
+        ("obs", f"{key_added}_fold", pd.Categorical(res.fold_label, categories=main_names)),
+    ]
     fm = res.fold_metrics
     fm_main = fm[fm["kind"] == plan.main_kind] if "kind" in fm.columns else fm
     per_gene = fm_main.groupby("gene", observed=True)[["pcc", "mae", "mse", "rmse"]].mean()
     counts = fm_main.groupby("gene", observed=True).size()
-    adata.var[f"{key_added}_mask"] = adata.var_names.isin(per_gene.index)
+    added.append(("var", f"{key_added}_mask", adata.var_names.isin(per_gene.index)))
     for col in ("pcc", "mae", "mse", "rmse"):
-        adata.var[f"{key_added}_{col}"] = per_gene[col].reindex(adata.var_names).to_numpy(np.float64)
-    adata.var[f"{key_added}_n_folds"] = counts.reindex(adata.var_names).fillna(0).to_numpy(np.int64)
-    adata.uns[key_added] = {
-        "fold_metrics": fm,
-        "per_fold": res.per_fold,
-        "summary": res.summary,
-        "params": params,
-    }
+        added.append(("var", f"{key_added}_{col}", per_gene[col].reindex(adata.var_names).to_numpy(np.float64)))
+    added.append(("var", f"{key_added}_n_folds", counts.reindex(adata.var_names).fillna(0).to_numpy(np.int64)))
+    uns = {"fold_metrics": fm, "per_fold": res.per_fold, "summary": res.summary, "params": params}
+    return [*added, ("uns", key_added, uns)]
 
 
 def _extra_text(blocks: list[tuple[str, int]]) -> str:
