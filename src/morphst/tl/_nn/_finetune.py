@@ -166,10 +166,8 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
 
     # ---- pieces --------------------------------------------------------------------------------------------------
     def _load_block(self, seed: int):
-        import torch
-
+        """A fresh copy of the pretrained last block (``freeze_first`` applied) and the weights' sha256."""
         from ..models import get_model
-        from ._lastblock import split_last_block
 
         pooling = "default"
         if isinstance(self.model, str):
@@ -177,6 +175,15 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             module, sha, pooling = enc.module, enc.weights_sha256, enc.pooling
         else:
             module, sha = self.model, None
+        self.pooling_ = pooling
+        return self._block_from(module, pooling, seed), sha
+
+    def _block_from(self, module, pooling: str, seed: int):
+        """The last block of ``module``, its first units frozen (``n_layers``) or LoRA-wrapped (``lora_rank``)."""
+        import torch
+
+        from ._lastblock import split_last_block
+
         _, block = split_last_block(module, n_blocks=self.n_blocks, pooling=pooling)
         n = len(block.units)
         k = n if self.n_layers is None else int(self.n_layers)
@@ -189,7 +196,7 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             raise ValueError(msg)
         torch.manual_seed(int(seed))  # the LoRA initialisation
         block.freeze_first(n - k, lora_rank=(8 if rank is None else int(rank)) if block.kind == "vit" else None)
-        return block.eval(), sha
+        return block.eval()
 
     def _layout(self, n_features: int, block):
         """``(maps, tokens, shape)``: slices of activation blocks, of feature blocks, one patch's activation shape."""
@@ -241,6 +248,12 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             self.tok_mean_, self.tok_scale_ = t.mean(axis=0), t.std(axis=0)
             self.tok_scale_[~(self.tok_scale_ > 1e-12)] = 1.0
         return ((t - self.tok_mean_) / self.tok_scale_).astype(np.float32)
+
+    def _head(self, blocks, seed: int) -> FeatureHead:
+        return FeatureHead(
+            blocks, n_hidden=self.n_hidden, dropout=self.dropout, correlation_weight=self.correlation_weight,
+            random_state=seed, device=self.device,
+        )  # fmt: skip
 
     def _standardise_maps(self, block, pre) -> list[int]:
         """Mean and sd of each activation block's frozen pooled features on the training rows; their widths."""
@@ -297,16 +310,13 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
         self.y_scale_[~(self.y_scale_ > 1e-12)] = 1.0
         ys = ((yy - self.y_mean_) / self.y_scale_).astype(np.float32)
         z0 = self._features(block, pre, tok, torch.arange(len(x)), grad=False).cpu().numpy()
-        blocks = [(f"map{i}", w) for i, w in enumerate(widths)] + [("tokens", tok.shape[1])] * bool(tok.shape[1])
+        blocks = _head_blocks(widths, tok.shape[1])
         members, curves, chosen, probes, hows = [], [], [], [], []
         splits = ensemble_splits(np.arange(len(x)), groups, self.ensemble, self.random_state)
         for i, (fit_rows, val_rows, how, seed) in enumerate(splits):
             if i:  # a fresh copy of the pretrained block per member
                 block = self._load_block(seed)[0].to(device)
-            head = FeatureHead(
-                blocks, n_hidden=self.n_hidden, dropout=self.dropout, correlation_weight=self.correlation_weight,
-                random_state=seed, device=self.device,
-            )  # fmt: skip
+            head = self._head(blocks, seed)
             net, _, n_probe = head._train(
                 z0, ys, fit_rows, val_rows, int(self.probe_epochs), head.options(), device, seed
             )
@@ -401,6 +411,81 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             p = self._predict_rows(m["block"], m["head"], pre, tok, np.arange(len(x)))
             preds.append(p.astype(np.float64) * self.y_scale_ + self.y_mean_)
         return preds[0] if len(preds) == 1 else np.mean(preds, axis=0)
+
+    # ---- saving (morphst.tl.Translator.save) ------------------------------------------------------------------
+    def _saved_state(self) -> dict:
+        """The fitted state as arrays, numbers and strings: the parameters, the fitted attributes, the
+        standardisation and each member's block and head ``state_dict`` (every unit, frozen ones included).
+
+        Raises ``TypeError`` when ``model`` is a torch module: its architecture cannot be rebuilt from a file.
+        """
+        if not isinstance(self.model, str):
+            msg = (
+                f"a LastBlockFinetune fit with a {type(self.model).__name__} module as `model` cannot be saved: "
+                "its architecture is not rebuilt from a file. Fit with model='<registry name>' (a name of "
+                "`mst.tl.models.list_models()` or a timm architecture, e.g. model='densenet121') to save"
+            )
+            raise TypeError(msg)
+
+        def arrays(module) -> dict[str, np.ndarray]:
+            return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+        params = self.get_params(deep=False)
+        for k in ("weights", "device"):  # a path or a torch.device, kept as text
+            params[k] = None if params[k] is None else str(params[k])
+        return {
+            "params": params,
+            "fitted": {k: getattr(self, k) for k in _SAVED_ATTRIBUTES},
+            "mu": [m.numpy().copy() for m in self.mu_],
+            "sd": [s.numpy().copy() for s in self.sd_],
+            "members": [{"block": arrays(m["block"]), "head": arrays(m["head"])} for m in self._members()],
+        }
+
+    @classmethod
+    def _from_saved_state(cls, state: dict) -> LastBlockFinetune:
+        """Rebuild from :meth:`_saved_state`: the architecture from timm / the registry by name, without weights
+        (no file, no hub), then each member's saved ``state_dict`` (strict: every key and shape must fit).
+
+        Raises ``ValueError`` when the saved weights do not fit the architecture named.
+        """
+        import torch
+
+        from ..models import get_model
+
+        est = cls(**state["params"])
+        for k in _SAVED_ATTRIBUTES:
+            setattr(est, k, state["fitted"][k])
+        est.mu_ = [torch.from_numpy(np.asarray(m, dtype=np.float32)) for m in state["mu"]]
+        est.sd_ = [torch.from_numpy(np.asarray(s, dtype=np.float32)) for s in state["sd"]]
+        blocks = _head_blocks([len(m) for m in est.mu_], len(est.tok_mean_))
+        n_in, n_out = sum(w for _, w in blocks), len(est.y_mean_)
+        members = []
+        with torch.random.fork_rng(devices=[]):  # the throw-away initialisation leaves the caller's seed alone
+            module = get_model(est.model, weights="random").module
+            for i, saved in enumerate(state["members"]):
+                block = est._block_from(module, est.pooling_, 0)
+                head = est._head(blocks, 0)._network(n_in, n_out)
+                for part, net in (("block", block), ("head", head)):
+                    try:
+                        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in saved[part].items()})
+                    except RuntimeError as e:
+                        msg = f"the saved {part} of member {i} does not fit {est.model!r}: {str(e)[:300]}"
+                        raise ValueError(msg) from None
+                members.append(torch.nn.ModuleDict({"block": block.eval(), "head": head.eval()}))
+        est.module_ = members[0] if len(members) == 1 else torch.nn.ModuleList(members)
+        return est
+
+
+#: Fitted attributes saved as they are (arrays, numbers, strings); ``module_``, ``mu_`` and ``sd_`` are converted.
+_SAVED_ATTRIBUTES = (
+    "n_members_", "curve_", "chosen_epochs_", "head_epochs_", "chosen_epoch_", "head_epoch_", "validation_",
+    "weights_sha256_", "pooling_", "tok_mean_", "tok_scale_", "y_mean_", "y_scale_", "n_features_in_",
+)  # fmt: skip
+
+
+def _head_blocks(widths: Sequence[int], n_tokens: int) -> list[tuple[str, int]]:
+    """The head's input blocks: the pooled maps of each activation block, then the feature blocks (if any)."""
+    return [(f"map{i}", int(w)) for i, w in enumerate(widths)] + [("tokens", int(n_tokens))] * bool(n_tokens)
 
 
 __all__ = ["LastBlockFinetune"]
