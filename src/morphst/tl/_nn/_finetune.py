@@ -81,8 +81,16 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
     chosen_epoch_, head_epoch_
         Joint epochs kept (0: the linear probe) and epochs of the linear probe; for an ensemble, the rounded means
         (``chosen_epochs_``, ``head_epochs_`` list the members').
-    validation_, weights_sha256_
-        The held-out training rows of early stopping; sha256 of the weights file (``None`` otherwise).
+    validation_, weights_sha256_, pooling_
+        The held-out training rows of early stopping; sha256 of the weights file (``None`` otherwise); the
+        model's pooling (``"default"`` or the registry's, e.g. ``"cls+mean"``).
+
+    Notes
+    -----
+    A :class:`~morphst.tl.Translator` fit with it is saved by :meth:`~morphst.tl.Translator.save` when ``model`` is
+    a name (registry or timm): the file holds each member's block (every unit) and head as arrays; loading builds
+    the architecture by name without weights (no weights file, no hub) and loads them. With a torch module as
+    ``model``, saving raises ``TypeError``.
 
     Raises
     ------
@@ -412,75 +420,19 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             preds.append(p.astype(np.float64) * self.y_scale_ + self.y_mean_)
         return preds[0] if len(preds) == 1 else np.mean(preds, axis=0)
 
-    # ---- saving (morphst.tl.Translator.save) ------------------------------------------------------------------
+    # ---- saving: the hooks of the translator file (morphst.tl.Translator.save / load) ---------------------------
     def _saved_state(self) -> dict:
-        """The fitted state as arrays, numbers and strings: the parameters, the fitted attributes, the
-        standardisation and each member's block and head ``state_dict`` (every unit, frozen ones included).
+        """The fitted state as arrays, numbers and strings (:func:`._finetune_state.saved_state`)."""
+        from ._finetune_state import saved_state
 
-        Raises ``TypeError`` when ``model`` is a torch module: its architecture cannot be rebuilt from a file.
-        """
-        if not isinstance(self.model, str):
-            msg = (
-                f"a LastBlockFinetune fit with a {type(self.model).__name__} module as `model` cannot be saved: "
-                "its architecture is not rebuilt from a file. Fit with model='<registry name>' (a name of "
-                "`mst.tl.models.list_models()` or a timm architecture, e.g. model='densenet121') to save"
-            )
-            raise TypeError(msg)
-
-        def arrays(module) -> dict[str, np.ndarray]:
-            return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
-
-        params = self.get_params(deep=False)
-        for k in ("weights", "device"):  # a path or a torch.device, kept as text
-            params[k] = None if params[k] is None else str(params[k])
-        return {
-            "params": params,
-            "fitted": {k: getattr(self, k) for k in _SAVED_ATTRIBUTES},
-            "mu": [m.numpy().copy() for m in self.mu_],
-            "sd": [s.numpy().copy() for s in self.sd_],
-            "members": [{"block": arrays(m["block"]), "head": arrays(m["head"])} for m in self._members()],
-        }
+        return saved_state(self)
 
     @classmethod
     def _from_saved_state(cls, state: dict) -> LastBlockFinetune:
-        """Rebuild from :meth:`_saved_state`: the architecture from timm / the registry by name, without weights
-        (no file, no hub), then each member's saved ``state_dict`` (strict: every key and shape must fit).
+        """Rebuilt from :meth:`_saved_state`, without the weights file or the hub (:func:`._finetune_state.rebuild`)."""
+        from ._finetune_state import rebuild
 
-        Raises ``ValueError`` when the saved weights do not fit the architecture named.
-        """
-        import torch
-
-        from ..models import get_model
-
-        est = cls(**state["params"])
-        for k in _SAVED_ATTRIBUTES:
-            setattr(est, k, state["fitted"][k])
-        est.mu_ = [torch.from_numpy(np.asarray(m, dtype=np.float32)) for m in state["mu"]]
-        est.sd_ = [torch.from_numpy(np.asarray(s, dtype=np.float32)) for s in state["sd"]]
-        blocks = _head_blocks([len(m) for m in est.mu_], len(est.tok_mean_))
-        n_in, n_out = sum(w for _, w in blocks), len(est.y_mean_)
-        members = []
-        with torch.random.fork_rng(devices=[]):  # the throw-away initialisation leaves the caller's seed alone
-            module = get_model(est.model, weights="random").module
-            for i, saved in enumerate(state["members"]):
-                block = est._block_from(module, est.pooling_, 0)
-                head = est._head(blocks, 0)._network(n_in, n_out)
-                for part, net in (("block", block), ("head", head)):
-                    try:
-                        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in saved[part].items()})
-                    except RuntimeError as e:
-                        msg = f"the saved {part} of member {i} does not fit {est.model!r}: {str(e)[:300]}"
-                        raise ValueError(msg) from None
-                members.append(torch.nn.ModuleDict({"block": block.eval(), "head": head.eval()}))
-        est.module_ = members[0] if len(members) == 1 else torch.nn.ModuleList(members)
-        return est
-
-
-#: Fitted attributes saved as they are (arrays, numbers, strings); ``module_``, ``mu_`` and ``sd_`` are converted.
-_SAVED_ATTRIBUTES = (
-    "n_members_", "curve_", "chosen_epochs_", "head_epochs_", "chosen_epoch_", "head_epoch_", "validation_",
-    "weights_sha256_", "pooling_", "tok_mean_", "tok_scale_", "y_mean_", "y_scale_", "n_features_in_",
-)  # fmt: skip
+        return rebuild(cls, state)
 
 
 def _head_blocks(widths: Sequence[int], n_tokens: int) -> list[tuple[str, int]]:
