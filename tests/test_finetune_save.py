@@ -177,3 +177,24 @@ def test_damaged_or_altered_files_are_refused(vit_saved, tmp_path):
     bad.write_bytes(data)
     _rewrite(bad, lambda est: None)
     assert isinstance(mst.tl.Translator.load(bad).estimator, mst.tl.LastBlockFinetune)  # the rewrite itself is fine
+
+
+def test_a_block_tensor_outside_the_state_dict_is_built_on_the_cpu(vit_saved, monkeypatch):
+    """The block is rebuilt on the meta device; one with a non-persistent buffer falls back to a CPU build."""
+    tr, path, a = vit_saved
+    plain = mst.tl.LastBlockFinetune._block_from
+    built = []
+
+    def with_buffer(self, module, pooling, seed):
+        block = plain(self, module, pooling, seed)
+        block.register_buffer("extra", torch.ones(2), persistent=False)
+        built.append(block.extra.device.type)
+        return block
+
+    monkeypatch.setattr(mst.tl.LastBlockFinetune, "_block_from", with_buffer)
+    tr2 = mst.tl.Translator.load(path)
+    assert built == ["meta", "cpu"] * 3  # each member: the meta attempt, then the CPU build
+    for m in tr2.estimator.module_:
+        assert not any(t.is_meta for t in (*m.parameters(), *m.buffers()))
+        assert torch.equal(m["block"].extra, torch.ones(2))
+    assert np.array_equal(tr2.predict(a), tr.predict(a))

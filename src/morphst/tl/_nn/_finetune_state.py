@@ -55,8 +55,11 @@ def saved_state(est) -> dict[str, Any]:
 def rebuild(cls, state: dict[str, Any]):
     """A fitted ``cls`` (:class:`LastBlockFinetune`) from :func:`saved_state`, predicting exactly as the saved one.
 
-    The architecture from the registry / timm by name (``weights="random"``: no file, no hub), then each member's
-    saved ``state_dict`` (strict: every key and shape must fit). The caller's torch random state is left as it was.
+    The architecture from the registry / timm by name (``weights="random"``: no file, no hub), built on torch's
+    meta device (no memory, no initialisation: a foundation model's trunk is never materialised), then each
+    member's saved ``state_dict`` assigned to its block (strict: every key and shape must fit); a block with a
+    tensor that is not in its ``state_dict`` is built on the CPU instead. The caller's torch random state is left
+    as it was.
 
     Raises
     ------
@@ -76,19 +79,33 @@ def rebuild(cls, state: dict[str, Any]):
     n_in, n_out = sum(w for _, w in blocks), len(est.y_mean_)
     members = []
     with torch.random.fork_rng(devices=[]):  # the throw-away initialisation leaves the caller's seed alone
-        module = get_model(est.model, weights="random").module
+        with torch.device("meta"):
+            on_meta = get_model(est.model, weights="random").module
+        on_cpu = None
         for i, saved in enumerate(state["members"]):
-            block = est._block_from(module, est.pooling_, 0)
+            with torch.device("meta"):
+                block = est._block_from(on_meta, est.pooling_, 0)
+            _load(block, saved["block"], f"block of member {i}", est.model, assign=True)
+            if any(t.is_meta for t in (*block.parameters(), *block.buffers())):  # not all in its state_dict
+                if on_cpu is None:
+                    on_cpu = get_model(est.model, weights="random").module
+                block = est._block_from(on_cpu, est.pooling_, 0)
+                _load(block, saved["block"], f"block of member {i}", est.model)
             head = est._head(blocks, 0)._network(n_in, n_out)
-            for part, net in (("block", block), ("head", head)):
-                try:
-                    net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in saved[part].items()})
-                except RuntimeError as e:
-                    msg = f"the saved {part} of member {i} does not fit {est.model!r}: {str(e)[:300]}"
-                    raise ValueError(msg) from None
+            _load(head, saved["head"], f"head of member {i}", est.model)
             members.append(torch.nn.ModuleDict({"block": block.eval(), "head": head.eval()}))
     est.module_ = members[0] if len(members) == 1 else torch.nn.ModuleList(members)
     return est
+
+
+def _load(net, saved: dict, what: str, model: str, *, assign: bool = False) -> None:
+    import torch
+
+    try:
+        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in saved.items()}, assign=assign)
+    except RuntimeError as e:
+        msg = f"the saved {what} does not fit {model!r}: {str(e)[:300]}"
+        raise ValueError(msg) from None
 
 
 __all__ = ["SAVED_ATTRIBUTES", "rebuild", "saved_state"]
