@@ -337,8 +337,19 @@ def test_one_member_with_a_weights_file_loads_without_the_file(weights_dir, tmp_
     assert est.weights_sha256_ == hashlib.sha256(wfile.read_bytes()).hexdigest()
     tr.save(tmp_path / "d.morphst")
     # no weights anywhere and no hub: the architecture is built by name, the weights come from the file
+    import morphst.tl.models._registry as registry
+
+    class ConsultedError(Exception):
+        pass
+
+    def refused(*args, **kwargs):
+        raise ConsultedError("a weights file or the hub was consulted")
+
     monkeypatch.setattr(mst.settings, "weights_dir", tmp_path / "empty")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("read_state_dict", "find_weights_file", "hub_plan"):
+        monkeypatch.setattr(registry, name, refused)
+    with pytest.raises(ConsultedError, match="consulted"):  # the guard works: the fit's way is refused
+        mst.tl.LastBlockFinetune(model="densenet121")._load_block(0)
     tr2 = mst.tl.Translator.load(tmp_path / "d.morphst")
     new = tr2.estimator
     assert isinstance(new.module_, torch.nn.ModuleDict)
