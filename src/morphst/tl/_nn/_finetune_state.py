@@ -55,7 +55,7 @@ def saved_state(est) -> dict[str, Any]:
 def rebuild(cls, state: dict[str, Any]):
     """A fitted ``cls`` (:class:`LastBlockFinetune`) from :func:`saved_state`, predicting exactly as the saved one.
 
-    The architecture from the registry / timm by name (``weights="random"``: no file, no hub), built on torch's
+    The architecture from the registry / timm by name (``weights="random"``: no file, no hub request), built on torch's
     meta device (no memory, no initialisation: a foundation model's trunk is never materialised), then each
     member's saved ``state_dict`` assigned to its block (strict: every key and shape must fit); a block with a
     tensor that is not in its ``state_dict`` is built on the CPU instead. The caller's torch random state is left
@@ -69,6 +69,7 @@ def rebuild(cls, state: dict[str, Any]):
     import torch
 
     from ..models import get_model
+    from ..models._weights import hf_offline_mode
 
     est = cls(**state["params"])
     for k in SAVED_ATTRIBUTES:
@@ -78,7 +79,9 @@ def rebuild(cls, state: dict[str, Any]):
     blocks = _head_blocks([len(m) for m in est.mu_], len(est.tok_mean_))
     n_in, n_out = sum(w for _, w in blocks), len(est.y_mean_)
     members = []
-    with torch.random.fork_rng(devices=[]):  # the throw-away initialisation leaves the caller's seed alone
+    # the throw-away initialisation leaves the caller's seed alone; no HTTP request (an "hf-hub:" timm name: its
+    # configuration from the local Hugging Face cache)
+    with torch.random.fork_rng(devices=[]), hf_offline_mode():
         with torch.device("meta"):
             on_meta = get_model(est.model, weights="random").module
         on_cpu = None
