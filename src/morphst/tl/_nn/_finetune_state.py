@@ -31,8 +31,8 @@ def saved_state(est) -> dict[str, Any]:
     """
     if not isinstance(est.model, str):
         msg = (
-            f"a LastBlockFinetune fit with a {type(est.model).__name__} module as `model` cannot be saved: "
-            "its architecture is not rebuilt from a file. Fit with model='<registry name>' (a name of "
+            f"its LastBlockFinetune was fit with a {type(est.model).__name__} module as `model`, whose "
+            "architecture cannot be rebuilt from a file. Fit with model='<registry name>' (a name of "
             "`mst.tl.models.list_models()` or a timm architecture, e.g. model='densenet121') to save"
         )
         raise TypeError(msg)
