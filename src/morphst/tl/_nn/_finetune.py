@@ -81,8 +81,16 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
     chosen_epoch_, head_epoch_
         Joint epochs kept (0: the linear probe) and epochs of the linear probe; for an ensemble, the rounded means
         (``chosen_epochs_``, ``head_epochs_`` list the members').
-    validation_, weights_sha256_
-        The held-out training rows of early stopping; sha256 of the weights file (``None`` otherwise).
+    validation_, weights_sha256_, pooling_
+        The held-out training rows of early stopping; sha256 of the weights file (``None`` otherwise); the
+        model's pooling (``"default"`` or the registry's, e.g. ``"cls+mean"``).
+
+    Notes
+    -----
+    A :class:`~morphst.tl.Translator` fit with it is saved by :meth:`~morphst.tl.Translator.save` when ``model`` is
+    a name (registry or timm): the file holds each member's block (every unit) and head as arrays; loading builds
+    the architecture by name without weights (no weights file, no hub) and loads them. With a torch module as
+    ``model``, saving raises ``TypeError``.
 
     Raises
     ------
@@ -166,10 +174,8 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
 
     # ---- pieces --------------------------------------------------------------------------------------------------
     def _load_block(self, seed: int):
-        import torch
-
+        """A fresh copy of the pretrained last block (``freeze_first`` applied) and the weights' sha256."""
         from ..models import get_model
-        from ._lastblock import split_last_block
 
         pooling = "default"
         if isinstance(self.model, str):
@@ -177,6 +183,15 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             module, sha, pooling = enc.module, enc.weights_sha256, enc.pooling
         else:
             module, sha = self.model, None
+        self.pooling_ = pooling
+        return self._block_from(module, pooling, seed), sha
+
+    def _block_from(self, module, pooling: str, seed: int):
+        """The last block of ``module``, its first units frozen (``n_layers``) or LoRA-wrapped (``lora_rank``)."""
+        import torch
+
+        from ._lastblock import split_last_block
+
         _, block = split_last_block(module, n_blocks=self.n_blocks, pooling=pooling)
         n = len(block.units)
         k = n if self.n_layers is None else int(self.n_layers)
@@ -189,7 +204,7 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             raise ValueError(msg)
         torch.manual_seed(int(seed))  # the LoRA initialisation
         block.freeze_first(n - k, lora_rank=(8 if rank is None else int(rank)) if block.kind == "vit" else None)
-        return block.eval(), sha
+        return block.eval()
 
     def _layout(self, n_features: int, block):
         """``(maps, tokens, shape)``: slices of activation blocks, of feature blocks, one patch's activation shape."""
@@ -241,6 +256,12 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             self.tok_mean_, self.tok_scale_ = t.mean(axis=0), t.std(axis=0)
             self.tok_scale_[~(self.tok_scale_ > 1e-12)] = 1.0
         return ((t - self.tok_mean_) / self.tok_scale_).astype(np.float32)
+
+    def _head(self, blocks, seed: int) -> FeatureHead:
+        return FeatureHead(
+            blocks, n_hidden=self.n_hidden, dropout=self.dropout, correlation_weight=self.correlation_weight,
+            random_state=seed, device=self.device,
+        )  # fmt: skip
 
     def _standardise_maps(self, block, pre) -> list[int]:
         """Mean and sd of each activation block's frozen pooled features on the training rows; their widths."""
@@ -297,16 +318,13 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
         self.y_scale_[~(self.y_scale_ > 1e-12)] = 1.0
         ys = ((yy - self.y_mean_) / self.y_scale_).astype(np.float32)
         z0 = self._features(block, pre, tok, torch.arange(len(x)), grad=False).cpu().numpy()
-        blocks = [(f"map{i}", w) for i, w in enumerate(widths)] + [("tokens", tok.shape[1])] * bool(tok.shape[1])
+        blocks = _head_blocks(widths, tok.shape[1])
         members, curves, chosen, probes, hows = [], [], [], [], []
         splits = ensemble_splits(np.arange(len(x)), groups, self.ensemble, self.random_state)
         for i, (fit_rows, val_rows, how, seed) in enumerate(splits):
             if i:  # a fresh copy of the pretrained block per member
                 block = self._load_block(seed)[0].to(device)
-            head = FeatureHead(
-                blocks, n_hidden=self.n_hidden, dropout=self.dropout, correlation_weight=self.correlation_weight,
-                random_state=seed, device=self.device,
-            )  # fmt: skip
+            head = self._head(blocks, seed)
             net, _, n_probe = head._train(
                 z0, ys, fit_rows, val_rows, int(self.probe_epochs), head.options(), device, seed
             )
@@ -401,6 +419,25 @@ class LastBlockFinetune(RegressorMixin, BaseEstimator):
             p = self._predict_rows(m["block"], m["head"], pre, tok, np.arange(len(x)))
             preds.append(p.astype(np.float64) * self.y_scale_ + self.y_mean_)
         return preds[0] if len(preds) == 1 else np.mean(preds, axis=0)
+
+    # ---- saving: the hooks of the translator file (morphst.tl.Translator.save / load) ---------------------------
+    def _saved_state(self) -> dict:
+        """The fitted state as arrays, numbers and strings (:func:`._finetune_state.saved_state`)."""
+        from ._finetune_state import saved_state
+
+        return saved_state(self)
+
+    @classmethod
+    def _from_saved_state(cls, state: dict) -> LastBlockFinetune:
+        """Rebuilt from :meth:`_saved_state`, without the weights file or the hub (:func:`._finetune_state.rebuild`)."""
+        from ._finetune_state import rebuild
+
+        return rebuild(cls, state)
+
+
+def _head_blocks(widths: Sequence[int], n_tokens: int) -> list[tuple[str, int]]:
+    """The head's input blocks: the pooled maps of each activation block, then the feature blocks (if any)."""
+    return [(f"map{i}", int(w)) for i, w in enumerate(widths)] + [("tokens", int(n_tokens))] * bool(n_tokens)
 
 
 __all__ = ["LastBlockFinetune"]

@@ -11,8 +11,11 @@ Not a pickle: loading never runs code from the file. Layout (all integers little
 
 Every byte is covered by the trailing sha256, so a truncated or altered file is refused. The state is a tree of
 JSON values in which arrays, tuples, numpy scalars and objects are tagged dicts; objects are rebuilt only from
-classes of scikit-learn (fitted estimators and their helpers), from their attribute dicts (as scikit-learn's own
-``__setstate__`` does), never by calling code named in the file.
+classes of scikit-learn (fitted estimators and their helpers) and morphst's FeatureHead, from their attribute dicts
+(as scikit-learn's own ``__setstate__`` does), never by calling code named in the file. morphst's
+LastBlockFinetune (torch modules) is saved by its own hook as arrays (parameters, each block's and head's
+``state_dict``) and rebuilt by its own classmethod: the architecture built by name without weights, then the saved
+weights.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ _SHA_LEN = 32
 _ALLOWED_MODULES = ("sklearn.",)
 #: morphst classes that may be rebuilt the same way (fitted state: arrays, numbers, strings)
 _ALLOWED_CLASSES = ("morphst.tl._nn._head:FeatureHead",)
+#: morphst classes holding torch modules: saved by their ``_saved_state()`` (arrays, numbers, strings) and rebuilt
+#: by their classmethod ``_from_saved_state(state)``, never from an attribute dict
+_HOOKED_CLASSES = ("morphst.tl._nn._finetune:LastBlockFinetune",)
 #: classes stored under a former path, rebuilt from the current one
 _MOVED_CLASSES = {"morphst.tl._translation._head:FeatureHead": "morphst.tl._nn._head:FeatureHead"}
 _PICKLE_PREFIXES = (b"\x80", b"\x78\x9c", b"\x1f\x8b", b"ZF", b"BZh", b"\xfd7zXZ")  # pickle / joblib-compressed
@@ -45,6 +51,14 @@ _PICKLE_PREFIXES = (b"\x80", b"\x78\x9c", b"\x1f\x8b", b"ZF", b"BZh", b"\xfd7zXZ
 
 class TranslatorFileError(ValueError):
     """A translator file that cannot be read: damaged, truncated, of another format or version."""
+
+
+class _NotSavable(TypeError):
+    """An object whose own saving hook refused it; its message says what to do."""
+
+
+class _NotRebuilt(ValueError):
+    """An intact file whose hooked object cannot be rebuilt here (e.g. its architecture is unknown to this timm)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -105,6 +119,13 @@ class _Encoder:
         if isinstance(v, type) and v.__module__ in ("numpy", "builtins"):
             return {"__type__": f"{v.__module__}:{v.__qualname__}"}
         cls = type(v)
+        name = f"{cls.__module__}:{cls.__qualname__}"
+        if name in _HOOKED_CLASSES:
+            try:
+                state = v._saved_state()
+            except TypeError as e:
+                raise _NotSavable(str(e)) from None
+            return {"__saved_state__": name, "state": self(state, f"{where}.state")}
         allowed = (
             cls.__module__.startswith(_ALLOWED_MODULES) or f"{cls.__module__}:{cls.__qualname__}" in _ALLOWED_CLASSES
         )
@@ -171,6 +192,8 @@ def _decode(v: Any, arrays: list[np.ndarray]) -> Any:
             msg = f"type {v['__type__']!r} is not allowed"
             raise TypeError(msg)
         return getattr(importlib.import_module(mod), name)
+    if "__saved_state__" in v:
+        return _rebuild_hooked(v["__saved_state__"], _decode(v["state"], arrays))
     if "__object__" in v:
         mod, name = _MOVED_CLASSES.get(v["__object__"], v["__object__"]).split(":")
         if not mod.startswith(_ALLOWED_MODULES) and f"{mod}:{name}" not in _ALLOWED_CLASSES:
@@ -187,6 +210,26 @@ def _decode(v: Any, arrays: list[np.ndarray]) -> Any:
         return obj
     msg = f"unknown entry with keys {sorted(v)}"
     raise TypeError(msg)
+
+
+def _rebuild_hooked(name: str, state: Any) -> Any:
+    """An object of a :data:`_HOOKED_CLASSES` class, rebuilt by its own ``_from_saved_state``."""
+    if name not in _HOOKED_CLASSES:
+        msg = f"class {name!r} is not allowed"
+        raise TypeError(msg)
+    if not isinstance(state, dict):
+        msg = f"the saved state of {name!r} is not a dict"
+        raise TypeError(msg)
+    mod, qualname = name.split(":")
+    cls = getattr(importlib.import_module(mod), qualname)
+    try:
+        return cls._from_saved_state(state)
+    except (KeyError, TypeError, IndexError) as e:  # a state without the fields the class writes
+        msg = f"the saved state of {qualname} is incomplete ({type(e).__name__}: {e})"
+        raise ValueError(msg) from None
+    except Exception as e:
+        msg = f"its {qualname} cannot be rebuilt here ({type(e).__name__}: {e})"
+        raise _NotRebuilt(msg) from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -311,6 +354,9 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
                 raise ValueError(msg)
             arrays.append(np.frombuffer(blob[lo : lo + n], dtype=dt).reshape(entry["shape"]).copy())
         state = _decode(header["payload"], arrays)
+    except _NotRebuilt as e:
+        msg = f"{path} is intact (its checksum matches), but {e}. Load it with the morphst and timm that wrote it."
+        raise TranslatorFileError(msg) from None
     except (KeyError, TypeError, ValueError, AttributeError, ImportError, IndexError) as e:
         raise _damaged(path, f"its content cannot be rebuilt ({type(e).__name__}: {e})") from None
     return (state if version == FORMAT_VERSION else _from_version_1(state)), dict(header.get("versions", {}))
@@ -359,6 +405,9 @@ def save_translator(path: str | os.PathLike, estimator, attributes: dict, applic
 
     try:
         write(path, state, check=same_predictions)
+    except (_NotSavable, _NotRebuilt) as e:
+        msg = f"This translator cannot be saved: {e}."
+        raise TypeError(msg) from None
     except TypeError as e:
         msg = (
             f"This translator cannot be saved in morphst's format: {e} is neither arrays, numbers, strings nor "

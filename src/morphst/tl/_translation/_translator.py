@@ -114,9 +114,11 @@ class Translator:
         ------
         TypeError
             If the estimator holds something other than arrays, numbers, strings and scikit-learn objects (e.g.
-            a third-party model's compiled object), naming the attribute. ``"ridge"``, ``"mlp"`` and
-            scikit-learn regressors such as :class:`~sklearn.linear_model.Ridge` or :class:`~sklearn.svm.SVR`
-            are supported.
+            a third-party model's compiled object), naming the attribute. ``"ridge"``, ``"mlp"``, ``"head"``,
+            scikit-learn regressors such as :class:`~sklearn.linear_model.Ridge` or :class:`~sklearn.svm.SVR`,
+            and ``"finetune"`` / :class:`~morphst.tl.LastBlockFinetune` with ``model`` a registry or timm name
+            are supported; a :class:`~morphst.tl.LastBlockFinetune` fit with a torch module as ``model`` is not
+            (fit with the model's name).
         """
         from ._io import TRANSLATOR_STATE, save_translator
 
@@ -127,7 +129,9 @@ class Translator:
     def load(cls, path: str | os.PathLike) -> Translator:
         """Load a translator written by :meth:`save`.
 
-        Nothing in the file is executed: arrays and JSON only, and estimators are rebuilt from scikit-learn classes.
+        Nothing in the file is executed: arrays and JSON only, and estimators are rebuilt from scikit-learn classes
+        and morphst's heads. A :class:`~morphst.tl.LastBlockFinetune` is rebuilt without its weights file or the
+        hub: the architecture by its model name, then the saved weights of its block(s) and head(s).
         The checksum and the format version are checked first; a warning is logged when the file was written with
         another scikit-learn version.
 
@@ -146,7 +150,8 @@ class Translator:
             If ``path`` does not exist.
         ValueError
             If the file is truncated or damaged (checksum mismatch), is not a translator file, is in the old pickle
-            format, or is in a format version this morphst does not read; the message says what to do.
+            format, is in a format version this morphst does not read, or holds a fine-tuned block whose
+            architecture this morphst / timm cannot build; the message says what to do.
         """
         from ._io import read_translator
 
