@@ -442,3 +442,29 @@ def test_a_block_tensor_outside_the_state_dict_is_built_on_the_cpu(vit_saved, mo
         assert not any(t.is_meta for t in (*m.parameters(), *m.buffers()))
         assert torch.equal(m["block"].extra, torch.ones(2))
     assert np.array_equal(tr2.predict(a), tr.predict(a))
+
+
+def test_predict_sdata_of_a_finetuned_translator_runs_the_trunk_on_the_new_section(synthetic_factory):
+    """A translator fit on cached activations caches them again for a new section (not embed_patches features)."""
+    import pandas as pd
+
+    sd, _ = synthetic_factory(size_px=512, n_side=6)
+    mst.pp.extract_patches(sd, patch_size=20.0, target_px=32)
+    mst.tl.cache_activations(sd, "resnet18", weights="random")
+    a = sd.tables["table"]
+    est = mst.tl.LastBlockFinetune(
+        model="resnet18", weights="random", n_layers=1, n_hidden=8, probe_epochs=3, max_epochs=1
+    )
+    tr = mst.tl.fit_translator(a, "X_resnet18_lastblock", genes=["gene_a", "gene_b"], target="X", regressor=est)
+    expected = tr.predict(a)
+    del sd.tables["table"]
+    tr.predict_sdata(sd, shapes_key="spots", um_per_unit=1.0, weights="random")
+    t = sd.tables["morph_predicted"]
+    assert t.obsm["X_resnet18_lastblock"].shape == a.obsm["X_resnet18_lastblock"].shape
+    order = pd.Index(t.obs["instance_id"].to_numpy()).get_indexer(a.obs["instance_id"].to_numpy())
+    np.testing.assert_array_equal(t.obsm["X_resnet18_lastblock"][order], a.obsm["X_resnet18_lastblock"])
+    np.testing.assert_allclose(t.X[order], expected, rtol=1e-6, atol=1e-6)
+    tr.embed_params = {**tr.embed_params, "weights_sha256": "0" * 64}  # as if fit with other weights
+    with pytest.raises(ValueError, match="pass `weights=`"):
+        tr.predict_sdata(sd, shapes_key="spots", um_per_unit=1.0, weights="random", table_key="other")
+    assert "other" not in sd.tables

@@ -79,8 +79,29 @@ def embed_section(
         work, image_key=image_key, table_key=table_key, um_per_unit=um_per_unit, um_per_px=um_per_px, **patch_kwargs
     )
     for key, kw in embeds:
+        if kw.get("activations"):  # the translator was fit on cached activations (regressor="finetune")
+            _activations(work, key, kw, table_key=table_key, batch_size=batch_size, device=device)
+            continue
         embed_patches(work, table_key=table_key, key_added=key, batch_size=batch_size, device=device, dtype=dtype, **kw)
     return work.tables[table_key]
+
+
+def _activations(work: SpatialData, key: str, kw: dict, *, table_key: str, batch_size: int, device) -> None:
+    """:func:`morphst.tl.cache_activations` on the new section, refused if its weights are not the training's."""
+    from .._finetune import cache_activations
+
+    cache_activations(
+        work, kw["model"], weights=kw["weights"], table_key=table_key, context_index=kw["context_index"],
+        n_blocks=kw["n_blocks"], batch_size=batch_size, device=device, key_added=key,
+    )  # fmt: skip
+    got = work.tables[table_key].uns[key]["params"].get("weights_sha256")
+    if kw["weights_sha256"] is not None and got != kw["weights_sha256"]:
+        msg = (
+            f"The activations `obsm[{key!r}]` of the training data came from weights with sha256 "
+            f"{str(kw['weights_sha256'])[:12]}..., these from {str(got)[:12]}...: pass `weights=` naming the file "
+            "the translator was fit with."
+        )
+        raise ValueError(msg)
 
 
 def predict_shapes(
@@ -309,8 +330,18 @@ def embed_kwargs(params: dict, rep: str, model, weights) -> dict:
     """``embed_patches`` arguments that made ``obsm[rep]`` for the training data, ``model``/``weights`` first.
 
     ``params``: ``uns[rep]['params']`` of the training table as :func:`morphst.tl.embed_patches` wrote it (``{}``:
-    not embedded by morphst, then ``model=`` is needed). Keys absent from it were ``None`` (not recorded).
+    not embedded by morphst, then ``model=`` is needed). Keys absent from it were ``None`` (not recorded). Written by
+    :func:`morphst.tl.cache_activations` instead: its arguments, marked ``"activations": True``.
     """
+    if params and "activation_shape" in params:  # written by cache_activations: the trunk runs again
+        return {
+            "activations": True,
+            "model": params["model"] if model is None else model,
+            "weights": weights,
+            "weights_sha256": params.get("weights_sha256"),
+            "context_index": params.get("context_index"),
+            "n_blocks": int(params.get("n_blocks") or 1),
+        }
     if model is None:
         if not params or params["model_is_callable"]:
             msg = (
