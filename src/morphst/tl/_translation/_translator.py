@@ -294,7 +294,7 @@ class Translator:
 
         Builds a table annotating ``shapes_key``, cuts patches with :func:`morphst.pp.extract_patches` and the
         training patch geometry (µm side, px, context), embeds them with :func:`morphst.tl.embed_patches` and the
-        training encoder, and predicts (a new H&E section in, a predicted-expression table out). The transfer options
+        training encoder (a translator fit on activations: :func:`morphst.tl.cache_activations`), and predicts (a new H&E section in, a predicted-expression table out). The transfer options
         stored in the translator are applied as in training: ``scale_per_library`` standardises the features within
         each shapes element; a stain reference (``fit_translator(stain_reference=...)``) normalises each image used
         to it first (``squidpy.experimental.im.normalize_stains``, Macenko et al. 2009; the tissue mask from
