@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import sparse
 
+from ._sdata import did_you_mean
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -105,7 +107,10 @@ def raw_counts(adata, layer: str | None, *, empty: str, fix: str):
     ``empty`` ends the message when the source is ``None``; ``fix`` says what to pass instead.
     """
     if layer is not None and layer not in adata.layers:
-        msg = f"Layer {layer!r} not found. Available layers: {sorted(adata.layers.keys())}; `layer=None` uses X."
+        msg = (
+            f"Layer {layer!r} not found. Available layers: {sorted(adata.layers.keys())}; `layer=None` uses X."
+            f"{did_you_mean(layer, adata.layers.keys())}"
+        )
         raise KeyError(msg)
     src = adata.X if layer is None else adata.layers[layer]
     where = "`adata.X`" if layer is None else f"`adata.layers[{layer!r}]`"

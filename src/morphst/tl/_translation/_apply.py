@@ -12,7 +12,7 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._utils import list_keys
+from ..._utils import list_keys, obs_noun, save_results
 from ..._utils._checks import check_sdata
 from ..._utils._units import resolve_um_per_unit
 from ...pp._patches import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX
@@ -131,10 +131,11 @@ def predict_shapes(
     }
     out = prediction_table(tr, t, "region", extra, uns={k: v for k, v in t.uns.items() if k != "spatialdata_attrs"})
     out = TableModel.parse(out, region=keys, region_key="region", instance_key="instance_id")
-    logg.info(f"    finished: table {table_key!r} ({out.n_obs} x {out.n_vars}, {tr.target})", time=start)
+    summary = f"{out.n_obs} {obs_noun(out, out.n_obs)} x {out.n_vars} genes ({tr.target})"
     if not inplace:
+        logg.info(f"    finished: {summary}; returned, not added", time=start)
         return out
-    sdata.tables[table_key] = out
+    save_results(sdata, [("tables", table_key, out)], start=start, summary=summary)
     return None
 
 
@@ -151,21 +152,48 @@ def predict_on_grid(
     overwrite: bool,
     **kwargs,
 ) -> None:
-    """:meth:`Translator.predict_grid` (see there): add the grid shapes, then predict them with ``predict_sdata``."""
+    """:meth:`Translator.predict_grid` (see there): add the grid shapes, then predict them with ``predict_sdata``.
+
+    The patches of the grid are cut at the scale the grid was built with (``um_per_unit``): the rules that read
+    the scale from the shapes' size (Visium spots, Visium HD bins, spatialdata-io readers) do not hold for grid
+    circles. If the prediction fails, the grid shapes are taken out again (those they replaced are put back).
+    """
     check_sdata(sdata, "Translator.predict_grid")
     keys = grid_keys(sdata, spacing_um, shapes_key, grid_suffix, table_key, overwrite)
     new_keys = [k + grid_suffix for k in keys]
     start = logg.info(f"building {spacing_um:g} µm grids around {keys}")
-    grids = grid_shapes(
+    grids, scales = grid_shapes(
         sdata, spacing_um, keys, grid_suffix=grid_suffix, max_distance_um=max_distance_um,
         um_per_unit=kwargs.get("um_per_unit"),
     )  # fmt: skip
+    kwargs["um_per_unit"] = _one_scale(scales)
+    before = {gk: sdata.shapes[gk] for gk in grids if gk in sdata.shapes}
     for gk, shapes in grids.items():
         sdata.shapes[gk] = shapes
-    tr.predict_sdata(
-        sdata, shapes_key=new_keys, image_key=image_key, table_key=table_key, overwrite=overwrite, **kwargs
-    )
-    logg.info(f"    finished: added shapes {new_keys} and table {table_key!r}", time=start)
+    try:
+        tr.predict_sdata(
+            sdata, shapes_key=new_keys, image_key=image_key, table_key=table_key, overwrite=overwrite, **kwargs
+        )
+    except BaseException:
+        for gk in grids:  # a failed call leaves the SpatialData as it was
+            del sdata.shapes[gk]
+            if gk in before:
+                sdata.shapes[gk] = before[gk]
+        raise
+    save_results(sdata, [], start=start, written=[("shapes", k) for k in new_keys] + [("tables", table_key)])
+
+
+def _one_scale(scales: dict[str, float]) -> float:
+    """The one µm per unit of the grids' coordinate systems (``{shapes key: µm per unit}``), else a ``ValueError``."""
+    values = np.array(list(scales.values()), dtype=float)
+    if not np.allclose(values, values[0], rtol=1e-6):
+        shown = ", ".join(f"{k}: {v:.6g}" for k, v in scales.items())
+        msg = (
+            f"The shapes have coordinate systems of different scales (µm per unit: {shown}); the patches of one "
+            "prediction are cut at one scale. Predict a grid per scale (`shapes_key=`, `table_key=`)."
+        )
+        raise ValueError(msg)
+    return float(values[0])
 
 
 def shapes_keys(sdata: SpatialData, shapes_key: str | Sequence[str] | None) -> list[str]:
@@ -211,14 +239,17 @@ def grid_shapes(
     grid_suffix: str,
     max_distance_um: float | None,
     um_per_unit: float | None,
-) -> dict:
-    """The grid circles of each shapes element (see :meth:`Translator.predict_grid`): ``{S + grid_suffix: shapes}``."""
+) -> tuple[dict, dict[str, float]]:
+    """The grid circles of each shapes element (see :meth:`Translator.predict_grid`) and their scale.
+
+    Returns ``({S + grid_suffix: shapes}, {S + grid_suffix: µm per unit of its coordinate system})``.
+    """
     from sklearn.neighbors import NearestNeighbors
     from spatialdata import transform
     from spatialdata.models import ShapesModel
     from spatialdata.transformations import Identity, get_transformation
 
-    grids = {}
+    grids, scales = {}, {}
     for k in keys:
         gk = k + grid_suffix
         tf = get_transformation(sdata.shapes[k], get_all=True)
@@ -249,6 +280,7 @@ def grid_shapes(
         if len(pts) == 0:
             msg = f"No grid point of {k!r} lies within {reach:g} µm of a spot; increase `max_distance_um`."
             raise ValueError(msg)
+        scales[gk] = float(u)
         grids[gk] = ShapesModel.parse(
             pts / u,  # back to coordinate units
             geometry=0,
@@ -260,7 +292,7 @@ def grid_shapes(
             f"    {gk}: {len(pts)} grid points ({spacing_um:g} µm, within {reach:g} µm of a spot, in {cs!r}; "
             f"{u:.6g} µm per unit: {units.source})"
         )
-    return grids
+    return grids, scales
 
 
 def _table_annotating(sdata: SpatialData, region: str) -> AnnData:
