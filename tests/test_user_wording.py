@@ -165,3 +165,21 @@ def test_predict_grid_cuts_patches_at_the_grid_scale_and_undoes_a_failed_call(vi
     # the grid circles (100 µm radius) are not Visium spots: their patches use the spots' scale
     assert grid["um_per_unit"] == pytest.approx(spot_scale, rel=1e-9)
     assert grid["level_um_per_px"][0] == pytest.approx(a.uns["patches"]["regions"]["mb"]["level_um_per_px"][0])
+
+
+def test_tiles_of_a_visium_image_are_cut_at_the_tiles_scale(visium_two_images):
+    s = visium_two_images
+    a = s.tables["table"]
+    mst.pp.extract_patches(s, image_key="mb_lowres_image", patch_size=110.0, target_px=8)
+    mst.tl.embed_patches(s, model="handcrafted")
+    tr = mst.tl.fit_translator(a, use_rep="X_handcrafted", genes=list(a.var_names[:3]))
+    mst.pp.tile_tissue(s, "mb_lowres_image", tile_size=110.0)  # 8 lowres px: not a 55 µm Visium spot
+    attrs = dict(s.attrs)
+    tr.predict_sdata(s, shapes_key="mb_lowres_image_tiles", image_key="mb_lowres_image")
+    rec = s.tables["mb_lowres_image_tiles_table"].uns["tiles"]
+    got = s.tables["morph_predicted"].uns["patches"]["regions"]["mb_lowres_image_tiles"]
+    assert got["coordinate_system"] == rec["coordinate_system"]
+    assert got["um_per_unit"] == pytest.approx(rec["um_per_unit"], rel=1e-9)
+    assert got["level_um_per_px"][0] == pytest.approx(a.uns["patches"]["regions"]["mb"]["level_um_per_px"][0])
+    assert dict(s.attrs) == attrs  # the scale is declared for the prediction only
+    assert "% of tiles > 1" in mst.pl.applicability(s, show=False, return_fig=True).axes[0].get_title()

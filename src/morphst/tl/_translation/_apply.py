@@ -14,7 +14,7 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._utils import list_keys, obs_noun, save_results
 from ..._utils._checks import check_sdata
-from ..._utils._units import resolve_um_per_unit
+from ..._utils._units import ATTRS_KEY, resolve_um_per_unit
 from ...pp._patches import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX
 from ._predict import prediction_table
 
@@ -37,12 +37,14 @@ def embed_section(
     batch_size: int,
     device: str | None,
     dtype: str,
+    declared: dict[str, float] | None = None,
 ) -> AnnData:
     """A table annotating the shapes ``keys`` of ``sdata`` with patches cut and embedded as for the training data.
 
     ``embeds``: ``[(obsm key, embed_patches keyword arguments), ...]`` (the main representation, then each context
     representation); ``patch_kwargs``: the training patch geometry for :func:`morphst.pp.extract_patches`;
-    ``stain``: the stain reference to normalise the images to first (or ``None``). ``sdata`` is not modified.
+    ``stain``: the stain reference to normalise the images to first (or ``None``); ``declared``: ``{coordinate
+    system: µm per unit}`` declared for the patches where ``sdata`` declares nothing. ``sdata`` is not modified.
     """
     import anndata as ad
     from spatialdata import SpatialData
@@ -73,6 +75,9 @@ def embed_section(
         tables={table_key: tmp_table},
     )
     work.attrs.update(sdata.attrs)  # unit declarations and reader metadata (spatialdata_io_reader)
+    if declared:  # a new dict: the declarations of sdata stay as they are
+        own = dict(work.attrs.get(ATTRS_KEY, {}))
+        work.attrs[ATTRS_KEY] = {**own, "coordinate_systems": {**declared, **own.get("coordinate_systems", {})}}
     if stain is not None:  # the training images were normalised to this reference: so is this one
         _normalise_stains(work, keys, image_key, stain)
     extract_patches(
@@ -120,7 +125,7 @@ def predict_shapes(
     t = embed_section(
         sdata, keys, image_key=image_key, table_key=table_key, embeds=embeds, patch_kwargs=pkw,
         stain=tr.stain_reference, um_per_unit=um_per_unit, um_per_px=um_per_px, batch_size=batch_size,
-        device=device, dtype=dtype,
+        device=device, dtype=dtype, declared=_tile_scales(sdata, keys),
     )  # fmt: skip
     extra = {
         "shapes_key": keys,
@@ -293,6 +298,19 @@ def grid_shapes(
             f"{u:.6g} µm per unit: {units.source})"
         )
     return grids, scales
+
+
+def _tile_scales(sdata: SpatialData, keys: list[str]) -> dict[str, float]:
+    """``{coordinate system: µm per unit}`` that :func:`morphst.pp.tile_tissue` recorded for the tiles among ``keys``.
+
+    The rules that read the scale from the shapes' size (a Visium spot's diameter) do not hold for tiles.
+    """
+    out = {}
+    for k in keys:
+        rec = _table_annotating(sdata, k).uns.get("tiles")
+        if isinstance(rec, dict) and "coordinate_system" in rec and "um_per_unit" in rec:
+            out[str(rec["coordinate_system"])] = float(rec["um_per_unit"])
+    return out
 
 
 def _table_annotating(sdata: SpatialData, region: str) -> AnnData:
