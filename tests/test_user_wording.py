@@ -183,3 +183,15 @@ def test_tiles_of_a_visium_image_are_cut_at_the_tiles_scale(visium_two_images):
     assert got["level_um_per_px"][0] == pytest.approx(a.uns["patches"]["regions"]["mb"]["level_um_per_px"][0])
     assert dict(s.attrs) == attrs  # the scale is declared for the prediction only
     assert "% of tiles > 1" in mst.pl.applicability(s, show=False, return_fig=True).axes[0].get_title()
+
+
+def test_library_key_typo_on_a_cell_table():
+    from morphst._utils import resolve_library_key
+
+    a = _table(6, region="cell_circles")
+    a.obs["section"] = "A"
+    with pytest.raises(KeyError, match=r"Did you mean 'section'\? Pass `library_key=None` to treat all cells as one"):
+        resolve_library_key(a, "sections")
+    a.obs["section"] = pd.Categorical(["A", None, "A", "A", "A", "A"])
+    with pytest.raises(ValueError, match=r"missing \(NaN\) for 1 of 6 cells; they would belong to no section"):
+        mst.tl.predict_expression(a, use_rep="spatial", library_key="section", genes=list(a.var_names))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import sparse
 
+from ._noun import obs_noun
 from ._sdata import did_you_mean
 
 if TYPE_CHECKING:
@@ -30,8 +31,8 @@ def check_expression(adata: AnnData, fn: str) -> None:
         raise ValueError(msg)
     if adata.n_obs == 0 or adata.n_vars == 0:
         msg = (
-            f"`{fn}` got an AnnData with {adata.n_obs} spots and {adata.n_vars} genes; it needs at least one of "
-            "each. Was it subset to nothing (check the mask or gene list used to subset it)?"
+            f"`{fn}` got an AnnData with {adata.n_obs} {obs_noun(adata)} and {adata.n_vars} genes; it needs at least "
+            "one of each. Was it subset to nothing (check the mask or gene list used to subset it)?"
         )
         raise ValueError(msg)
 
