@@ -207,3 +207,11 @@ def test_one_section_without_coordinates_says_how_to_add_them(spatial_table):
     a.obsm["spatial"] = a.obs[["patch_x_px", "patch_y_px"]].to_numpy()  # the hint, followed
     mst.tl.predict_expression(a, use_rep="X_feat", genes=list(a.var_names[:5]))
     assert a.uns["predicted"]["params"]["cv"] == "spatial_block"
+
+
+def test_grids_of_different_scales_are_one_error():
+    from morphst.tl._translation._apply import _one_scale
+
+    assert _one_scale({"A_grid": 0.5, "B_grid": 0.5}) == 0.5
+    with pytest.raises(ValueError, match=r"different scales \(µm per unit: A_grid: 0.5, B_grid: 1\).*grid per scale"):
+        _one_scale({"A_grid": 0.5, "B_grid": 1.0})
