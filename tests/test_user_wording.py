@@ -14,7 +14,7 @@ from morphst._utils import check_obs_column, check_obsm, obs_noun
 
 
 def _table(n: int = 12, *, region: str | None = None, cell_id: bool = False) -> ad.AnnData:
-    a = ad.AnnData(np.zeros((n, 2), np.float32), obs=pd.DataFrame(index=[f"o{i}" for i in range(n)]))
+    a = ad.AnnData(np.ones((n, 2), np.float32), obs=pd.DataFrame(index=[f"o{i}" for i in range(n)]))
     if region is not None:
         a.uns["spatialdata_attrs"] = {"region": region, "region_key": "region", "instance_key": "iid"}
     if cell_id:
