@@ -215,3 +215,10 @@ def test_grids_of_different_scales_are_one_error():
     assert _one_scale({"A_grid": 0.5, "B_grid": 0.5}) == 0.5
     with pytest.raises(ValueError, match=r"different scales \(µm per unit: A_grid: 0.5, B_grid: 1\).*grid per scale"):
         _one_scale({"A_grid": 0.5, "B_grid": 1.0})
+
+
+def test_pl_patches_names_cells_on_a_cell_table():
+    s = mst.datasets.xenium_like(40, n_genes=10, he=True, chunk_px=256, random_state=0)
+    mst.pp.extract_patches(s, image_key="he_image", patch_size=32.0, target_px=16)
+    with pytest.raises(KeyError, match=r"Cells not in `obs_names`: \['nope'\]"):
+        mst.pl.patches(s, spots=["nope"], show=False)
