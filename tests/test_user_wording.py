@@ -148,12 +148,17 @@ def test_embed_before_extract_with_two_images_names_extract_patches(visium_two_i
     assert "X_handcrafted" not in s.tables["table"].obsm
 
 
-def test_predict_grid_cuts_patches_at_the_grid_scale_and_undoes_a_failed_call(visium_two_images):
-    s = visium_two_images
+def _lowres_translator(s):
+    """The table of ``s`` with 110 µm handcrafted patches of the lowres image, and a translator of 3 genes fit on it."""
     a = s.tables["table"]
     mst.pp.extract_patches(s, image_key="mb_lowres_image", patch_size=110.0, target_px=8)
     mst.tl.embed_patches(s, model="handcrafted")
-    tr = mst.tl.fit_translator(a, use_rep="X_handcrafted", genes=list(a.var_names[:3]))
+    return a, mst.tl.fit_translator(a, use_rep="X_handcrafted", genes=list(a.var_names[:3]))
+
+
+def test_predict_grid_cuts_patches_at_the_grid_scale_and_undoes_a_failed_call(visium_two_images):
+    s = visium_two_images
+    a, tr = _lowres_translator(s)
     spot_scale = a.uns["patches"]["regions"]["mb"]["um_per_unit"]  # 55 µm over the spots' diameter in px
     # two images share the coordinate system: the call fails, and leaves no grid behind
     with pytest.raises(ValueError, match="Several images share a coordinate system"):
@@ -169,10 +174,7 @@ def test_predict_grid_cuts_patches_at_the_grid_scale_and_undoes_a_failed_call(vi
 
 def test_tiles_of_a_visium_image_are_cut_at_the_tiles_scale(visium_two_images):
     s = visium_two_images
-    a = s.tables["table"]
-    mst.pp.extract_patches(s, image_key="mb_lowres_image", patch_size=110.0, target_px=8)
-    mst.tl.embed_patches(s, model="handcrafted")
-    tr = mst.tl.fit_translator(a, use_rep="X_handcrafted", genes=list(a.var_names[:3]))
+    a, tr = _lowres_translator(s)
     mst.pp.tile_tissue(s, "mb_lowres_image", tile_size=110.0)  # 8 lowres px: not a 55 µm Visium spot
     attrs = dict(s.attrs)
     tr.predict_sdata(s, shapes_key="mb_lowres_image_tiles", image_key="mb_lowres_image")
