@@ -205,7 +205,8 @@ def test_one_section_without_coordinates_says_how_to_add_them(spatial_table):
     a.obs["patch_x_px"], a.obs["patch_y_px"] = centres[:, 0] / 0.5, centres[:, 1] / 0.5  # as extract_patches writes
     with pytest.raises(KeyError, match=r"adata.obsm\['spatial'\] = adata.obs\[\['patch_x_px', 'patch_y_px'\]\]"):
         mst.tl.predict_expression(a, use_rep="X_feat", genes=list(a.var_names[:5]))
-    assert set(a.layers) == set() and "predicted" not in a.uns
+    assert set(a.layers) == set()
+    assert "predicted" not in a.uns
     a.obsm["spatial"] = a.obs[["patch_x_px", "patch_y_px"]].to_numpy()  # the hint, followed
     mst.tl.predict_expression(a, use_rep="X_feat", genes=list(a.var_names[:5]))
     assert a.uns["predicted"]["params"]["cv"] == "spatial_block"
