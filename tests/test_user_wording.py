@@ -225,3 +225,19 @@ def test_pl_patches_names_cells_on_a_cell_table():
     mst.pp.extract_patches(s, image_key="he_image", patch_size=32.0, target_px=16)
     with pytest.raises(KeyError, match=r"Cells not in `obs_names`: \['nope'\]"):
         mst.pl.patches(s, spots=["nope"], show=False)
+
+
+@pytest.mark.parametrize(
+    ("section", "noun"),
+    [("cell_boundaries", "cells"), ("he_tiles", "tiles"), ("mb_grid", "grid points"), ("C3", "spots")],
+)
+def test_out_of_domain_warning_names_what_was_predicted(section, noun):
+    from morphst.tl._translation._applicability import ApplicabilityDomain
+
+    empty = np.zeros((0, 0))
+    dom = ApplicabilityDomain(empty, empty, empty, empty, threshold=1.0, k=1, quantile=0.95, calibration="x")
+    verdict = pd.DataFrame({"in_domain": [False], "median_score": [1.6], "frac_beyond": [0.83]}, index=[section])
+    with pytest.warns(
+        UserWarning, match=rf"{section} \(median 1.60, 83% of {noun} beyond\)\. Many of their {noun} lie"
+    ):
+        dom.warn_out_of_domain(verdict)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["obs_noun"]
+__all__ = ["obs_noun", "regions_noun"]
 
 _SINGULAR = {"spots": "spot", "cells": "cell", "bins": "bin", "tiles": "tile", "grid points": "grid point"}
 
@@ -31,14 +31,20 @@ def obs_noun(adata: AnnData, n: int | None = None) -> str:
     HD); cells when one has ``cell`` in its name (spatialdata-io Xenium ``cell_circles`` / ``cell_boundaries``) or
     ``obs`` has a ``cell_id`` column (any case: Xenium, CosMx); spots otherwise (Visium, legacy ST, an AnnData).
     """
-    regions = _regions(adata)
+    cells = any(str(c).lower() == "cell_id" for c in adata.obs.columns)
+    return regions_noun(_regions(adata), n, cells=cells)
+
+
+def regions_noun(regions, n: int | None = None, *, cells: bool = False) -> str:
+    """What the rows annotating the elements ``regions`` are (the rules of :func:`obs_noun`); ``cells``: a cell id."""
+    regions = [str(r).lower() for r in regions]
     if regions and all(r.endswith("_tiles") for r in regions):
         noun = "tiles"
     elif regions and all(r.endswith("_grid") for r in regions):
         noun = "grid points"
     elif any(re.search(r"square_\d+um", r) for r in regions):
         noun = "bins"
-    elif any("cell" in r for r in regions) or any(str(c).lower() == "cell_id" for c in adata.obs.columns):
+    elif cells or any("cell" in r for r in regions):
         noun = "cells"
     else:
         noun = "spots"
