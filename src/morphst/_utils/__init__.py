@@ -2,6 +2,7 @@
 
 from ._genes import check_unique_var_names
 from ._hints import rep_hint, run_first
+from ._noun import obs_noun
 from ._sdata import (
     affine_xy,
     bool_column,
@@ -27,6 +28,7 @@ __all__ = [
     "get_adata",
     "image_levels",
     "list_keys",
+    "obs_noun",
     "records_params",
     "rep_hint",
     "resolve_library_key",

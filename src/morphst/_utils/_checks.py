@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import sparse
 
+from ._noun import obs_noun
+from ._sdata import did_you_mean
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -28,8 +31,8 @@ def check_expression(adata: AnnData, fn: str) -> None:
         raise ValueError(msg)
     if adata.n_obs == 0 or adata.n_vars == 0:
         msg = (
-            f"`{fn}` got an AnnData with {adata.n_obs} spots and {adata.n_vars} genes; it needs at least one of "
-            "each. Was it subset to nothing (check the mask or gene list used to subset it)?"
+            f"`{fn}` got an AnnData with {adata.n_obs} {obs_noun(adata)} and {adata.n_vars} genes; it needs at least "
+            "one of each. Was it subset to nothing (check the mask or gene list used to subset it)?"
         )
         raise ValueError(msg)
 
@@ -105,7 +108,10 @@ def raw_counts(adata, layer: str | None, *, empty: str, fix: str):
     ``empty`` ends the message when the source is ``None``; ``fix`` says what to pass instead.
     """
     if layer is not None and layer not in adata.layers:
-        msg = f"Layer {layer!r} not found. Available layers: {sorted(adata.layers.keys())}; `layer=None` uses X."
+        msg = (
+            f"Layer {layer!r} not found. Available layers: {sorted(adata.layers.keys())}; `layer=None` uses X."
+            f"{did_you_mean(layer, adata.layers.keys())}"
+        )
         raise KeyError(msg)
     src = adata.X if layer is None else adata.layers[layer]
     where = "`adata.X`" if layer is None else f"`adata.layers[{layer!r}]`"

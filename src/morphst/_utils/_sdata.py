@@ -19,6 +19,14 @@ def list_keys(keys) -> str:
     return "[" + ", ".join(repr(k) for k in keys) + "]" if keys else "[] (none)"
 
 
+def did_you_mean(key: Any, keys) -> str:
+    """``" Did you mean 'X_handcrafted'?"`` for the names in ``keys`` close to ``key`` (difflib), else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), [str(k) for k in keys], n=3, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 def get_adata(data: SpatialData | AnnData, table_key: str = Key.TABLE) -> AnnData:
     """Return the AnnData of ``data``: itself, or ``data.tables[table_key]`` for a SpatialData.
 
@@ -39,7 +47,10 @@ def get_adata(data: SpatialData | AnnData, table_key: str = Key.TABLE) -> AnnDat
     sd = sys.modules.get("spatialdata")
     if sd is not None and isinstance(data, sd.SpatialData):
         if table_key not in data.tables:
-            msg = f"Table {table_key!r} not found in the SpatialData. Available tables: {list_keys(data.tables)}."
+            msg = (
+                f"Table {table_key!r} not found in the SpatialData. Available tables: {list_keys(data.tables)}."
+                f"{did_you_mean(table_key, data.tables)}"
+            )
             raise ValueError(msg)
         return data.tables[table_key]
     msg = f"Expected an AnnData or a SpatialData, got {type(data).__name__}."
@@ -82,6 +93,7 @@ def check_obsm(adata: AnnData, use_rep: str, *, hint: str = "") -> np.ndarray:
     """
     if use_rep not in adata.obsm:
         msg = f"{use_rep!r} not found in `adata.obsm`. Available: {list_keys(adata.obsm.keys())}."
+        msg += did_you_mean(use_rep, adata.obsm.keys())
         if hint:
             msg += f" {hint}"
         raise KeyError(msg)
@@ -113,6 +125,7 @@ def check_obs_column(adata: AnnData, key: str, *, min_categories: int | None = N
     """
     if key not in adata.obs.columns:
         msg = f"{key!r} not found in `adata.obs`. Available columns: {list_keys(adata.obs.columns)}."
+        msg += did_you_mean(key, adata.obs.columns)
         raise KeyError(f"{msg} {hint}" if hint else msg)
     col = adata.obs[key]
     if min_categories is not None:

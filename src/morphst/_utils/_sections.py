@@ -20,7 +20,8 @@ import pandas as pd
 
 from .._constants import Key
 from ._labels import check_section_labels
-from ._sdata import list_keys
+from ._noun import obs_noun
+from ._sdata import did_you_mean, list_keys
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -47,7 +48,8 @@ def resolve_library_key(
     if library_key not in adata.obs.columns:
         msg = (
             f"`{name}`={library_key!r} is not an obs column ({library_key!r} not found in `adata.obs`). Available "
-            f"columns: {list_keys(adata.obs.columns)}; pass `{name}=None` to treat all spots as one section."
+            f"columns: {list_keys(adata.obs.columns)}.{did_you_mean(library_key, adata.obs.columns)} Pass "
+            f"`{name}=None` to treat all {obs_noun(adata)} as one section."
         )
         raise KeyError(msg)
     check_section_labels(adata, library_key)
@@ -80,8 +82,8 @@ def section_groups(
             else f"adata.obs[{key!r}] = adata.obs[{key!r}].fillna('unknown')"
         )
         msg = (
-            f"`adata.obs[{key!r}]` is missing (NaN) for {int(na.sum())} of {adata.n_obs} spots; they would belong "
-            f"to no section (never predicted, no spatial neighbours). Drop them "
+            f"`adata.obs[{key!r}]` is missing (NaN) for {int(na.sum())} of {adata.n_obs} {obs_noun(adata)}; they "
+            "would belong to no section (never predicted, no spatial neighbours). Drop them "
             f"(`adata = adata[adata.obs[{key!r}].notna()].copy()`) or give them a group of their own "
             f"(`{fill}`), or pass another `{name}`."
         )

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._constants import Key
 from .._docs import plot_docs
-from .._utils import list_keys
+from .._utils import list_keys, obs_noun
 from ._maps import APPLY_TRANSLATOR, section_grid, translator_table
 from ._spatial import draw_panel
 from ._utils import finish
@@ -108,14 +108,16 @@ def applicability(
             m.set_norm(TwoSlopeNorm(vcenter=1.0, vmin=0.0, vmax=vmax))
             cb = fig.colorbar(m, ax=a, fraction=0.046, pad=0.02, label=f"{score_key} (1 = threshold)")
             cb.ax.axhline(1.0, color="k", linewidth=1.0)
-        a.set_title(_title(panel.name, vals, verdicts.get(panel.name), info.get("max_frac_beyond")), fontsize="medium")
+        title = _title(panel.name, vals, verdicts.get(panel.name), info.get("max_frac_beyond"), obs_noun(adata))
+        a.set_title(title, fontsize="medium")
     return finish(fig, show=show, return_fig=return_fig)
 
 
-def _title(name: str, vals: np.ndarray, stored: dict | None, max_frac: float | None) -> str:
+def _title(name: str, vals: np.ndarray, stored: dict | None, max_frac: float | None, noun: str = "spots") -> str:
     """``"<section>: in domain (3 % of spots > 1)"`` from the stored verdict, else from the scores and the stored rule.
 
     Without a stored verdict or rule (a score column written by other means), only the share of spots above 1.
+    ``noun`` names the rows (:func:`~morphst._utils.obs_noun`: spots, cells, bins or tiles).
     """
     ok = np.isfinite(vals)
     frac = float((vals[ok] > 1).mean()) if ok.any() else float("nan")
@@ -123,7 +125,7 @@ def _title(name: str, vals: np.ndarray, stored: dict | None, max_frac: float | N
     if stored is not None:
         frac, inside = float(stored["frac_beyond"]), bool(stored["in_domain"])
     where = f"{name}: " if name else ""
-    share = f"({100 * frac:.0f}% of spots > 1)"
+    share = f"({100 * frac:.0f}% of {noun} > 1)"
     if inside is None:
         return f"{where}{share}"
     verdict = "in training domain" if inside else "OUT of training domain"

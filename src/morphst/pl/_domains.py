@@ -10,7 +10,7 @@ import pandas as pd
 
 from .._constants import Key
 from .._docs import plot_docs
-from .._utils import check_obs_column, get_adata, run_first
+from .._utils import check_obs_column, get_adata, obs_noun, run_first
 from ._spatial import (
     build_panels,
     category_colors,
@@ -169,9 +169,9 @@ def domains(
         if p.get("annotation_key") == reference:
             if "n_evaluated" in ev and "n_excluded" in ev:
                 n_ev, n_ex = int(ev["n_evaluated"]), int(ev["n_excluded"])
-                spots = f"{n_ev} spots; {n_ex} with no {reference} or {key} label excluded"
+                spots = f"{n_ev} {obs_noun(adata, n_ev)}; {n_ex} with no {reference} or {key} label excluded"
             else:
-                spots = "spots with both labels"
+                spots = f"{obs_noun(adata)} with both labels"
             fig.suptitle(
                 f"{key} vs {reference}: ARI {ev['ari']:.2f}, NMI {ev['nmi']:.2f} ({spots}; mst.tl.evaluate_domains)"
             )

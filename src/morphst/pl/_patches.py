@@ -10,7 +10,7 @@ import numpy as np
 
 from .._constants import Key
 from .._docs import doc_table_key, plot_docs
-from .._utils import check_obs_column, get_adata, run_first
+from .._utils import check_obs_column, get_adata, obs_noun, run_first
 from ._spatial import new_figure
 from ._utils import finish, make_axes
 
@@ -137,7 +137,7 @@ def _rows(adata, spots, n: int, random_state: int) -> np.ndarray:
         idx = adata.obs_names.get_indexer(sel)
         if (idx < 0).any():
             bad = [s for s, i in zip(sel, idx, strict=True) if i < 0]
-            msg = f"Spots not in `obs_names`: {bad[:5]}."
+            msg = f"{obs_noun(adata).capitalize()} not in `obs_names`: {bad[:5]}."
             raise KeyError(msg)
         return idx
     if n < 1:
@@ -145,7 +145,10 @@ def _rows(adata, spots, n: int, random_state: int) -> np.ndarray:
         raise ValueError(msg)
     candidates = np.flatnonzero(np.isfinite(adata.obs[Key.PATCH_X].to_numpy(dtype=float)))
     if not len(candidates):
-        msg = "No spot has a patch (all outside the images); rerun `mst.pp.extract_patches` with other keys."
+        msg = (
+            f"No {obs_noun(adata, 1)} has a patch (all outside the images); rerun `mst.pp.extract_patches` with "
+            "other keys."
+        )
         raise ValueError(msg)
     rng = np.random.default_rng(random_state)
     return np.sort(rng.choice(candidates, size=min(n, len(candidates)), replace=False))

@@ -17,7 +17,15 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
-from .._utils import affine_xy, get_adata, image_levels, list_keys, resolve_library_key, shape_centroids
+from .._utils import (
+    affine_xy,
+    get_adata,
+    image_levels,
+    list_keys,
+    obs_noun,
+    resolve_library_key,
+    shape_centroids,
+)
 from .._utils._match import match_image
 
 if TYPE_CHECKING:
@@ -181,8 +189,8 @@ def build_panels(
 def _panel_from_obsm(adata: AnnData, rows: np.ndarray, name: str) -> Panel:
     if Key.SPATIAL not in adata.obsm:
         msg = (
-            "No spot coordinates: pass a SpatialData (spots drawn over its image), or an AnnData with "
-            f"`obsm['spatial']`. Available obsm keys: {list_keys(adata.obsm.keys())}."
+            f"No {obs_noun(adata, 1)} coordinates: pass a SpatialData ({obs_noun(adata)} drawn over its image), or an "
+            f"AnnData with `obsm['spatial']`. Available obsm keys: {list_keys(adata.obsm.keys())}."
         )
         raise KeyError(msg)
     xy = np.asarray(adata.obsm[Key.SPATIAL], dtype=float)[rows, :2]

@@ -14,10 +14,11 @@ from scipy import sparse
 from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, inject_docs
-from .._utils import check_unique_var_names, get_adata, list_keys, records_params
+from .._utils import check_unique_var_names, get_adata, list_keys, obs_noun, records_params, save_results
 from .._utils._checks import check_counts, check_expression
 from .._utils._counts import log1p_cp10k
 from .._utils._genes import check_gene_list
+from .._utils._sdata import did_you_mean
 from .._utils._spots import spot_mask
 
 if TYPE_CHECKING:
@@ -45,8 +46,9 @@ def target_values(adata: AnnData, layer: str | None):
             if layer == Key.TARGET:
                 return log1p_cp10k(_counts_or_raise(adata, _LOG_FIX))
             msg = (
-                f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}. "
-                f"Use `layer={Key.TARGET!r}` (computed from raw counts in X) or run `mst.pp.normalize` first."
+                f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}."
+                f"{did_you_mean(layer, adata.layers.keys())} Use `layer={Key.TARGET!r}` (computed from raw counts "
+                "in X) or run `mst.pp.normalize` first."
             )
             raise KeyError(msg)
         return adata.layers[layer]
@@ -57,7 +59,9 @@ def target_values(adata: AnnData, layer: str | None):
 
 _LOG_FIX = (
     "The log1p-cp10k values are computed from raw counts in X: pass `layer=` naming a layer of log-normalised "
-    "expression (used as it is), or run `mst.pp.normalize(adata, layer=<raw counts layer>)` first."
+    "expression (used as it is; if X holds them, as after `sc.pp.normalize_total` and `sc.pp.log1p`: "
+    "`adata.layers['log1p'] = adata.X.copy()`, then `layer='log1p'`), or run "
+    "`mst.pp.normalize(adata, layer=<raw counts layer>)` first."
 )
 _PEARSON_FIX = (
     "Pearson residuals need raw counts: pass `layer=` naming a layer of raw counts, or choose "
@@ -200,7 +204,10 @@ def statistics_values(adata: AnnData, method: str, hvg_flavor: str, layer: str |
         if layer is None:
             return _counts_or_raise(adata, _PEARSON_FIX)
         if layer not in adata.layers:
-            msg = f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}."
+            msg = (
+                f"Layer {layer!r} not found. Available layers: {list_keys(adata.layers.keys())}."
+                f"{did_you_mean(layer, adata.layers.keys())}"
+            )
             raise KeyError(msg)
         check_counts(adata.layers[layer], f"`adata.layers[{layer!r}]`", fix=_PEARSON_FIX)
         return adata.layers[layer]
@@ -370,7 +377,8 @@ def select_genes(
         adata = adata.copy()
 
     what = "list" if is_list else (f"{method}, {hvg_flavor}" if method == "highly_variable" else method)
-    start = logg.info(f"selecting {'listed' if is_list else n_top_genes} genes ({what}) on {int(m.sum())} spots")
+    n_spots, noun = int(m.sum()), obs_noun(adata, int(m.sum()))
+    start = logg.info(f"selecting {'listed' if is_list else n_top_genes} genes ({what}) on {n_spots} {noun}")
     if is_list:
         selected = adata.var_names.isin(genes)
         score = np.full(adata.n_vars, np.nan)
@@ -380,12 +388,10 @@ def select_genes(
         if selected.sum() < n_top_genes:
             msg = (
                 f"only {int(selected.sum())} of the {n_top_genes} genes asked for are detected in at least "
-                f"{min_fraction:g} of the {int(m.sum())} spots; selected those (lower `min_fraction` for more)"
+                f"{min_fraction:g} of the {n_spots} {noun}; selected those (lower `min_fraction` for more)"
             )
             warnings.warn(msg, UserWarning, stacklevel=2)
-    adata.var[key_added] = selected
-    adata.var[f"{key_added}_score"] = score
-    adata.uns[key_added] = {
+    record = {
         "params": records_params(
             n_top_genes=int(selected.sum()) if is_list else int(n_top_genes),
             method="list" if is_list else method,
@@ -393,9 +399,10 @@ def select_genes(
             hvg_flavor=hvg_flavor,
             layer=layer,
             min_fraction=float(min_fraction),
-            n_spots=int(m.sum()),
+            n_spots=n_spots,
             n_selected=int(selected.sum()),
         )
     }
-    logg.info(f"    finished: added `.var[{key_added!r}]` ({int(selected.sum())} genes)", time=start)
+    added = [("var", key_added, selected), ("var", f"{key_added}_score", score), ("uns", key_added, record)]
+    save_results(adata, added, start=start, summary=f"selected {int(selected.sum())} genes")
     return adata if copy else None

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from .. import _logging as logg
 from .._constants import Key
 from .._docs import doc_copy, doc_data, inject_docs
-from .._utils import records_params
+from .._utils import records_params, save_results
 from .._utils._checks import raw_counts
 from .._utils._counts import counts_inputs, log1p_cp10k
 
@@ -83,10 +83,7 @@ def normalize(
         src = adata.X if layer is None else adata.layers[layer]
     start = logg.info(f"normalizing counts of {where} to log1p per {target_sum:g}")
     values = log1p_cp10k(src, target_sum)
-    adata.layers[key_added] = values
-    if inplace_X:
-        adata.X = values.copy()
-    adata.uns[key_added] = {
+    record = {
         "params": records_params(
             target_sum=float(target_sum),
             layer=layer,
@@ -94,5 +91,12 @@ def normalize(
             inplace_X=inplace_X,
         )
     }
-    logg.info(f"    finished: added `.layers[{key_added!r}]`", time=start)
+    if inplace_X:
+        adata.X = values.copy()
+    save_results(
+        adata,
+        [("layers", key_added, values), ("uns", key_added, record)],
+        start=start,
+        summary="`.X` replaced by the same values" if inplace_X else "",
+    )
     return adata if copy else None

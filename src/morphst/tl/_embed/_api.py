@@ -214,7 +214,15 @@ def _check_patches(sdata, adata, table_key: str, size_index: int, n_jobs) -> boo
         )
         raise ValueError(msg)
     if needs_patches:
-        check_default_geometry(sdata, table_key)
+        try:
+            check_default_geometry(sdata, table_key)
+        except ValueError as e:  # its fix names extract_patches options (image_key=, um_per_unit=, ...)
+            msg = (
+                f"The table has no patch geometry yet, and `mst.pp.extract_patches` with its defaults cannot cut "
+                f"the patches: {e} Those are options of `mst.pp.extract_patches`: "
+                f"{run_first('pp.extract_patches', 'sdata, ...')} with them, then `mst.tl.embed_patches`."
+            )
+            raise ValueError(msg) from e
     else:
         PatchReader(sdata, table_key=table_key, size_index=size_index, n_workers=n_jobs)
     return needs_patches

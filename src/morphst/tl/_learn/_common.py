@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ... import _logging as logg
+from ..._utils import obs_noun, save_results
 from .._translation import resolve_train
 
 if TYPE_CHECKING:
@@ -35,22 +35,20 @@ def check_penalty(penalty_weight) -> float:
 def training_spots(adata: AnnData, train, groups: np.ndarray | None, library_key: str | None) -> np.ndarray:
     """Boolean ``(n_obs,)`` mask of the training spots (see ``train`` of the learned-feature functions)."""
     train_mask = resolve_train(adata, train, groups, library_key)
-    if train_mask.sum() < 4:
-        msg = f"`train` selects {int(train_mask.sum())} spots; at least 4 are needed to learn features."
+    n = int(train_mask.sum())
+    if n < 4:
+        msg = f"`train` selects {n} {obs_noun(adata, n)}; at least 4 are needed to learn features."
         raise ValueError(msg)
     return train_mask
 
 
 def write_learned(adata: AnnData, key_added: str, z: np.ndarray, record: dict, params: dict, start) -> None:
     """Write ``obsm[key_added]`` and ``uns[key_added]`` (``curve``, ``chosen_epoch``, ``params``) and log them."""
-    adata.obsm[key_added] = np.asarray(z, dtype=np.float32)
     curve = record.get("curve")
-    adata.uns[key_added] = {
+    uns = {
         "curve": curve if isinstance(curve, pd.DataFrame) else pd.DataFrame(curve if curve is not None else {}),
         "chosen_epoch": int(record.get("chosen_epoch", 0)),
         "params": params,
     }
-    logg.info(
-        f"    finished: {record.get('description', '')}; added .obsm[{key_added!r}] {z.shape}, .uns[{key_added!r}]",
-        time=start,
-    )
+    added = [("obsm", key_added, np.asarray(z, dtype=np.float32)), ("uns", key_added, uns)]
+    save_results(adata, added, start=start, summary=record.get("description", ""))

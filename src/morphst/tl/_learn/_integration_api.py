@@ -12,12 +12,11 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
-from ..._utils import check_obsm, get_adata, list_keys, records_params
+from ..._utils import check_obsm, get_adata, list_keys, obs_noun, records_params, save_results
 from ..._utils._hints import rep_hint
 from ..._utils._sections import section_groups
 from .._nn import TrainOptions, resolve_train_device
-from .._translation import resolve_train
-from ._common import check_penalty, check_width
+from ._common import check_penalty, check_width, training_spots
 from ._integration import fit_integration
 from ._linear import apply_section_statistics, section_statistics
 from ._spatial_components import N_PERMUTATIONS, fit_spatial_components
@@ -30,6 +29,11 @@ if TYPE_CHECKING:
 INTEGRATION_METHODS = ("auto", "maf", "multispati", "hsic", "residual")
 #: Width of a trained (``"hsic"``) representation when ``n_components`` is ``None``.
 HSIC_WIDTH = 8
+#: What to run when ``expression_rep`` is missing: it holds expression, not patch embeddings.
+_EXPRESSION_HINT = (
+    "`expression_rep` is a representation of the expression: run `sc.pp.pca(adata, layer='log1p_cp10k')` first "
+    "(it writes `obsm['X_pca']`), or name the `obsm` key that holds one."
+)
 
 
 @inject_docs(data=doc_data, copy=doc_copy)
@@ -145,15 +149,14 @@ def learn_integration_features(
     _check_numbers(n_components, alpha, n_permutations, penalty_weight)
     opts = (options or TrainOptions()).check()
     groups = section_groups(adata, library_key)
-    train_mask = resolve_train(adata, train, groups, library_key)
-    if train_mask.sum() < 4:
-        msg = f"`train` selects {int(train_mask.sum())} spots; at least 4 are needed to learn features."
-        raise ValueError(msg)
+    train_mask = training_spots(adata, train, groups, library_key)
     x = check_obsm(adata, use_rep, hint=rep_hint(use_rep)).astype(np.float64)
-    expr = check_obsm(adata, expression_rep, hint=rep_hint(expression_rep))
+    expr = check_obsm(adata, expression_rep, hint=_EXPRESSION_HINT)
     labels, edges = _labels_and_edges(adata, annotation_key, method, groups, train_mask)
     n_train = int(train_mask.sum())
-    start = logg.info(f"learning integration features ({method}) from `obsm[{use_rep!r}]` on {n_train} spots")
+    start = logg.info(
+        f"learning integration features ({method}) from `obsm[{use_rep!r}]` on {n_train} {obs_noun(adata, n_train)}"
+    )
     names, mean, sd = section_statistics(x, groups, train_mask, scale)
     xc = apply_section_statistics(x, groups, names, mean, sd, scale)
     expr = np.asarray(expr, dtype=np.float64)
@@ -179,12 +182,8 @@ def learn_integration_features(
         train=None if train is None else (train if isinstance(train, str) else "array"), options=opts.record(),
         random_state=random_state, **uns.pop("extra"),
     )  # fmt: skip
-    if copy:
-        adata = adata.copy()
-    adata.obsm[key_added] = np.asarray(z, dtype=np.float32)
-    adata.uns[key_added] = uns
-    logg.info(f"    finished: added .obsm[{key_added!r}] {z.shape}, .uns[{key_added!r}]", time=start)
-    return adata if copy else None
+    added = [("obsm", key_added, np.asarray(z, dtype=np.float32)), ("uns", key_added, uns)]
+    return save_results(adata, added, copy=copy, start=start)
 
 
 def _check_method(method, annotation_key) -> tuple[str, str]:

@@ -11,7 +11,7 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
-from ..._utils import get_adata, records_params
+from ..._utils import get_adata, obs_noun, records_params
 from .._nn import FeatureHead, TrainOptions, resolve_train_device
 from .._translation import RECIPE, Recipe, fit_rows, recipe_parameters
 from ._common import check_width, training_spots, write_learned
@@ -97,7 +97,8 @@ def learn_translation_features(
     design = recipe.design(adata)
     train_mask = training_spots(adata, train, design.groups, library_key)
     dev = resolve_train_device(device)
-    start = logg.info(f"learning translation features from `obsm[{use_rep!r}]` on {int(train_mask.sum())} spots")
+    n_train = int(train_mask.sum())
+    start = logg.info(f"learning translation features from `obsm[{use_rep!r}]` on {n_train} {obs_noun(adata, n_train)}")
     rows = np.flatnonzero(train_mask)
     gidx = design.genes_for(rows)
     design.warn_caps()

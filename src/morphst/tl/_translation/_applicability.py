@@ -32,6 +32,7 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
+from ..._utils._noun import regions_noun
 from ..._utils._stats import column_scale
 
 #: Spots' distance: mean over this many nearest training spots.
@@ -182,12 +183,13 @@ class ApplicabilityDomain:
         out = verdict.index[~verdict["in_domain"]].tolist()
         if out:
             rows = verdict.loc[out]
+            noun = regions_noun(out)  # the sections of predict_sdata are its shapes elements
             detail = ", ".join(
-                f"{s} (median {m:.2f}, {100 * b:.0f}% of spots beyond)"
+                f"{s} (median {m:.2f}, {100 * b:.0f}% of {noun} beyond)"
                 for s, m, b in zip(out, rows["median_score"], rows["frac_beyond"], strict=True)
             )
             logg.warning(
-                f"Out of the translator's training domain: {detail}. Many of their spots lie farther from the "
+                f"Out of the translator's training domain: {detail}. Many of their {noun} lie farther from the "
                 f"training spots than {100 * self.quantile:.0f}% of held-out training spots do, so the "
                 "predictions there are unreliable (new patient, tissue, stain or scanner?). See "
                 f"`obs['{Key.APPLICABILITY_SCORE}']` and `Translator.applicability_scores`.",

@@ -12,9 +12,9 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._utils import list_keys
+from ..._utils import list_keys, obs_noun, save_results
 from ..._utils._checks import check_sdata
-from ..._utils._units import resolve_um_per_unit
+from ..._utils._units import ATTRS_KEY, resolve_um_per_unit
 from ...pp._patches import DEFAULT_PATCH_SIZE_UM, DEFAULT_TARGET_PX
 from ._predict import prediction_table
 
@@ -37,12 +37,14 @@ def embed_section(
     batch_size: int,
     device: str | None,
     dtype: str,
+    declared: dict[str, float] | None = None,
 ) -> AnnData:
     """A table annotating the shapes ``keys`` of ``sdata`` with patches cut and embedded as for the training data.
 
     ``embeds``: ``[(obsm key, embed_patches keyword arguments), ...]`` (the main representation, then each context
     representation); ``patch_kwargs``: the training patch geometry for :func:`morphst.pp.extract_patches`;
-    ``stain``: the stain reference to normalise the images to first (or ``None``). ``sdata`` is not modified.
+    ``stain``: the stain reference to normalise the images to first (or ``None``); ``declared``: ``{coordinate
+    system: µm per unit}`` declared for the patches where ``sdata`` declares nothing. ``sdata`` is not modified.
     """
     import anndata as ad
     from spatialdata import SpatialData
@@ -73,6 +75,9 @@ def embed_section(
         tables={table_key: tmp_table},
     )
     work.attrs.update(sdata.attrs)  # unit declarations and reader metadata (spatialdata_io_reader)
+    if declared:  # a new dict: the declarations of sdata stay as they are
+        own = dict(work.attrs.get(ATTRS_KEY, {}))
+        work.attrs[ATTRS_KEY] = {**own, "coordinate_systems": {**declared, **own.get("coordinate_systems", {})}}
     if stain is not None:  # the training images were normalised to this reference: so is this one
         _normalise_stains(work, keys, image_key, stain)
     extract_patches(
@@ -141,7 +146,7 @@ def predict_shapes(
     t = embed_section(
         sdata, keys, image_key=image_key, table_key=table_key, embeds=embeds, patch_kwargs=pkw,
         stain=tr.stain_reference, um_per_unit=um_per_unit, um_per_px=um_per_px, batch_size=batch_size,
-        device=device, dtype=dtype,
+        device=device, dtype=dtype, declared=_tile_scales(sdata, keys),
     )  # fmt: skip
     extra = {
         "shapes_key": keys,
@@ -152,10 +157,11 @@ def predict_shapes(
     }
     out = prediction_table(tr, t, "region", extra, uns={k: v for k, v in t.uns.items() if k != "spatialdata_attrs"})
     out = TableModel.parse(out, region=keys, region_key="region", instance_key="instance_id")
-    logg.info(f"    finished: table {table_key!r} ({out.n_obs} x {out.n_vars}, {tr.target})", time=start)
+    summary = f"{out.n_obs} {obs_noun(out, out.n_obs)} x {out.n_vars} genes ({tr.target})"
     if not inplace:
+        logg.info(f"    finished: {summary}; returned, not added", time=start)
         return out
-    sdata.tables[table_key] = out
+    save_results(sdata, [("tables", table_key, out)], start=start, summary=summary)
     return None
 
 
@@ -172,21 +178,48 @@ def predict_on_grid(
     overwrite: bool,
     **kwargs,
 ) -> None:
-    """:meth:`Translator.predict_grid` (see there): add the grid shapes, then predict them with ``predict_sdata``."""
+    """:meth:`Translator.predict_grid` (see there): add the grid shapes, then predict them with ``predict_sdata``.
+
+    The patches of the grid are cut at the scale the grid was built with (``um_per_unit``): the rules that read
+    the scale from the shapes' size (Visium spots, Visium HD bins, spatialdata-io readers) do not hold for grid
+    circles. If the prediction fails, the grid shapes are taken out again (those they replaced are put back).
+    """
     check_sdata(sdata, "Translator.predict_grid")
     keys = grid_keys(sdata, spacing_um, shapes_key, grid_suffix, table_key, overwrite)
     new_keys = [k + grid_suffix for k in keys]
     start = logg.info(f"building {spacing_um:g} µm grids around {keys}")
-    grids = grid_shapes(
+    grids, scales = grid_shapes(
         sdata, spacing_um, keys, grid_suffix=grid_suffix, max_distance_um=max_distance_um,
         um_per_unit=kwargs.get("um_per_unit"),
     )  # fmt: skip
+    kwargs["um_per_unit"] = _one_scale(scales)
+    before = {gk: sdata.shapes[gk] for gk in grids if gk in sdata.shapes}
     for gk, shapes in grids.items():
         sdata.shapes[gk] = shapes
-    tr.predict_sdata(
-        sdata, shapes_key=new_keys, image_key=image_key, table_key=table_key, overwrite=overwrite, **kwargs
-    )
-    logg.info(f"    finished: added shapes {new_keys} and table {table_key!r}", time=start)
+    try:
+        tr.predict_sdata(
+            sdata, shapes_key=new_keys, image_key=image_key, table_key=table_key, overwrite=overwrite, **kwargs
+        )
+    except BaseException:
+        for gk in grids:  # a failed call leaves the SpatialData as it was
+            del sdata.shapes[gk]
+            if gk in before:
+                sdata.shapes[gk] = before[gk]
+        raise
+    save_results(sdata, [], start=start, written=[("shapes", k) for k in new_keys] + [("tables", table_key)])
+
+
+def _one_scale(scales: dict[str, float]) -> float:
+    """The one µm per unit of the grids' coordinate systems (``{shapes key: µm per unit}``), else a ``ValueError``."""
+    values = np.array(list(scales.values()), dtype=float)
+    if not np.allclose(values, values[0], rtol=1e-6):
+        shown = ", ".join(f"{k}: {v:.6g}" for k, v in scales.items())
+        msg = (
+            f"The shapes have coordinate systems of different scales (µm per unit: {shown}); the patches of one "
+            "prediction are cut at one scale. Predict a grid per scale (`shapes_key=`, `table_key=`)."
+        )
+        raise ValueError(msg)
+    return float(values[0])
 
 
 def shapes_keys(sdata: SpatialData, shapes_key: str | Sequence[str] | None) -> list[str]:
@@ -232,14 +265,17 @@ def grid_shapes(
     grid_suffix: str,
     max_distance_um: float | None,
     um_per_unit: float | None,
-) -> dict:
-    """The grid circles of each shapes element (see :meth:`Translator.predict_grid`): ``{S + grid_suffix: shapes}``."""
+) -> tuple[dict, dict[str, float]]:
+    """The grid circles of each shapes element (see :meth:`Translator.predict_grid`) and their scale.
+
+    Returns ``({S + grid_suffix: shapes}, {S + grid_suffix: µm per unit of its coordinate system})``.
+    """
     from sklearn.neighbors import NearestNeighbors
     from spatialdata import transform
     from spatialdata.models import ShapesModel
     from spatialdata.transformations import Identity, get_transformation
 
-    grids = {}
+    grids, scales = {}, {}
     for k in keys:
         gk = k + grid_suffix
         tf = get_transformation(sdata.shapes[k], get_all=True)
@@ -270,6 +306,7 @@ def grid_shapes(
         if len(pts) == 0:
             msg = f"No grid point of {k!r} lies within {reach:g} µm of a spot; increase `max_distance_um`."
             raise ValueError(msg)
+        scales[gk] = float(u)
         grids[gk] = ShapesModel.parse(
             pts / u,  # back to coordinate units
             geometry=0,
@@ -281,7 +318,20 @@ def grid_shapes(
             f"    {gk}: {len(pts)} grid points ({spacing_um:g} µm, within {reach:g} µm of a spot, in {cs!r}; "
             f"{u:.6g} µm per unit: {units.source})"
         )
-    return grids
+    return grids, scales
+
+
+def _tile_scales(sdata: SpatialData, keys: list[str]) -> dict[str, float]:
+    """``{coordinate system: µm per unit}`` that :func:`morphst.pp.tile_tissue` recorded for the tiles among ``keys``.
+
+    The rules that read the scale from the shapes' size (a Visium spot's diameter) do not hold for tiles.
+    """
+    out = {}
+    for k in keys:
+        rec = _table_annotating(sdata, k).uns.get("tiles")
+        if isinstance(rec, dict) and "coordinate_system" in rec and "um_per_unit" in rec:
+            out[str(rec["coordinate_system"])] = float(rec["um_per_unit"])
+    return out
 
 
 def _table_annotating(sdata: SpatialData, region: str) -> AnnData:

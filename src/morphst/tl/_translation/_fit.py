@@ -11,7 +11,7 @@ import pandas as pd
 from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_data, inject_docs
-from ..._utils import get_adata, list_keys, records_params
+from ..._utils import get_adata, list_keys, obs_noun, records_params
 from ..._utils._spots import spot_mask
 from ._applicability import ApplicabilityDomain
 from ._io import canonical_arrays
@@ -76,7 +76,7 @@ def fit_translator(
     rows = np.flatnonzero(resolve_train(adata, train, design.groups, recipe.library_key))
     gidx = design.genes_for(rows)
     design.warn_caps()
-    start = logg.info(f"fitting a translator on {len(rows)} spots from `obsm[{use_rep!r}]`")
+    start = logg.info(f"fitting a translator on {len(rows)} {obs_noun(adata, len(rows))} from `obsm[{use_rep!r}]`")
     with blas_limits(design.x):
         est, description = fit_rows(design, rows, design.targets(rows, gidx)[0])
         canonical_arrays(est)  # C-order arrays, as the translator file stores them: same predictions after a save

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ... import _logging as logg
 from ..._constants import Key
-from ..._utils import bool_column, list_keys
+from ..._utils import bool_column, list_keys, obs_noun
 from ..._utils._sections import section_groups
 
 if TYPE_CHECKING:
@@ -40,10 +40,17 @@ def resolve_cv(adata: AnnData, cv, *, library_key: str | None, patient_key: str 
         else f"`obs[{library_key!r}]` holds one section"
     )
     if Key.SPATIAL not in adata.obsm:
+        noun = obs_noun(adata)
+        add = (
+            f" (after `mst.pp.extract_patches`, the patch centres in image pixels: `adata.obsm['spatial'] = "
+            f"adata.obs[['{Key.PATCH_X}', '{Key.PATCH_Y}']].to_numpy()`)"
+            if Key.PATCH_X in adata.obs and Key.PATCH_Y in adata.obs
+            else ""
+        )
         msg = (
-            f"cv='auto' found one section ({why}) and no spot coordinates in `obsm['spatial']` for spatial-block "
-            "folds. Add the coordinates, pass `library_key` naming the sections, or pass cv='kfold' (optimistic: "
-            "neighbouring spots fall in both training and test sets)."
+            f"cv='auto' found one section ({why}) and no {obs_noun(adata, 1)} coordinates in `obsm['spatial']` for "
+            f"spatial-block folds. Add the coordinates{add}, pass `library_key` naming the sections, or pass "
+            f"cv='kfold' (optimistic: neighbouring {noun} fall in both training and test sets)."
         )
         raise KeyError(msg)
     logg.info(

@@ -14,6 +14,7 @@ from ..._utils import bool_column, check_unique_var_names, list_keys
 from ..._utils._checks import check_counts
 from ..._utils._counts import log1p_cp10k
 from ..._utils._genes import check_gene_list
+from ..._utils._sdata import did_you_mean
 from ...pp import GeneSelection
 
 if TYPE_CHECKING:
@@ -47,8 +48,9 @@ def target_matrix(adata: AnnData, target: str):
         )
         return log1p_cp10k(adata.X), True
     msg = (
-        f"Target layer {target!r} not found. Available layers: {list_keys(adata.layers.keys())}; "
-        f"use target={Key.TARGET!r} (computed from raw counts in X) or target='X'."
+        f"Target layer {target!r} not found. Available layers: {list_keys(adata.layers.keys())};"
+        f"{did_you_mean(target, adata.layers.keys())} use target={Key.TARGET!r} (computed from raw counts in X) "
+        "or target='X'."
     )
     raise KeyError(msg)
 
@@ -87,6 +89,8 @@ def make_gene_plan(adata: AnnData, genes, select_on_train: bool) -> GenePlan:
     reselect = bool(stored) or (genes == Key.MORPH_TARGET and genes not in adata.var.columns)
     if select_on_train and reselect and stored.get("method") != "list":
         rule = GeneSelection.from_params(stored, genes)
+        if not stored:  # the select_genes defaults, never chosen by the user: say how to choose, in this call's terms
+            _check_default_selection(adata, genes)
         return GenePlan(fixed=None, selection=rule, values=rule.values(adata))
     col = bool_column(
         adata,
@@ -101,6 +105,25 @@ def make_gene_plan(adata: AnnData, genes, select_on_train: bool) -> GenePlan:
         msg = f"`adata.var[{genes!r}]` selects no gene."
         raise ValueError(msg)
     return GenePlan(fixed=col)
+
+
+def _check_default_selection(adata: AnnData, genes: str) -> None:
+    """``ValueError`` naming what to run when the default gene selection cannot read ``X`` as raw counts.
+
+    The default rule (Pearson residuals, :func:`morphst.pp.select_genes`) reads raw counts in ``X``; its own message
+    names ``layer=`` and ``hvg_flavor=``, which :func:`~morphst.tl.predict_expression` does not take.
+    """
+    fix = (
+        f"The target genes `var[{genes!r}]` are not selected yet, so each training fold would choose them with "
+        "the defaults of `mst.pp.select_genes` (Pearson residuals of the raw counts in X). Run "
+        "`mst.pp.select_genes(adata, layer=<raw counts layer>)` first, or, with log-normalised values only, "
+        "`mst.pp.select_genes(adata, hvg_flavor='seurat', layer=<log-normalised layer>)` (its rule is rerun on "
+        "each training fold); or pass `genes=[...]`."
+    )
+    if adata.X is None:
+        msg = f"`adata.X` is empty. {fix}"
+        raise ValueError(msg)
+    check_counts(adata.X, "`adata.X`", logged="log1p" in adata.uns, fix=fix)
 
 
 def dense_cols(y, rows: np.ndarray, cols: np.ndarray, dtype=np.float64) -> np.ndarray:
