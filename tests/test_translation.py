@@ -952,6 +952,13 @@ def test_predict_sdata_given_an_anndata_says_what_to_pass(tdata):
             fn(tdata)
     with pytest.raises(TypeError, match="got ndarray"):
         tr.predict_sdata(np.zeros(3))
+    from spatialdata import SpatialData
+
+    sd = SpatialData(tables={"table": tdata})
+    for fn in (tr.predict, tr.predict_adata, tr.applicability_scores, tr.features):  # the table methods
+        with pytest.raises(TypeError, match=r"pass `sdata.tables\['table'\]`, or use `tr.predict_sdata\(sdata\)`"):
+            fn(sd)
+    np.testing.assert_array_equal(tr.predict(sd.tables["table"]), tr.predict(tdata))  # the table itself works
 
 
 def test_model_keyword_is_renamed_regressor(tdata):

@@ -206,6 +206,7 @@ class Translator:
         ``library_key`` (default: the training ``library_key`` if that column exists, else all observations as one
         section); ``scaled=False``: before it.
         """
+        _check_table(adata)
         inputs = fitted_inputs(adata, self.use_rep, self.blocks, self.spatial_context)
         groups = groups_of(self, adata, library_key)
         warn_caps(context_caps(self.spatial_context, groups, adata.n_obs, strict=False), self.spatial_context)
@@ -251,6 +252,8 @@ class Translator:
         ValueError
             If the translator has no applicability domain (saved by an older morphst: refit it), or the features
             do not match.
+        TypeError
+            If ``adata`` is not an AnnData (a SpatialData: pass its table, or use :meth:`predict_sdata`).
         """
         if self.applicability is None:
             msg = (
@@ -292,14 +295,15 @@ class Translator:
     ) -> AnnData | None:
         """Predict expression for every shape of a SpatialData that has an image but no expression.
 
-        Builds a table annotating ``shapes_key``, cuts patches with :func:`morphst.pp.extract_patches` and the
-        training patch geometry (µm side, px, context), embeds them with :func:`morphst.tl.embed_patches` and the
-        training encoder (a translator fit on activations: :func:`morphst.tl.cache_activations`), and predicts (a new H&E section in, a predicted-expression table out). The transfer options
-        stored in the translator are applied as in training: ``scale_per_library`` standardises the features within
-        each shapes element; a stain reference (``fit_translator(stain_reference=...)``) normalises each image used
-        to it first (``squidpy.experimental.im.normalize_stains``, Macenko et al. 2009; the tissue mask from
-        ``squidpy.experimental.im.detect_tissue`` when the image has none; the normalised full-resolution image is
-        held in memory, 3 bytes per pixel; ``sdata`` is not modified).
+        Builds a table annotating ``shapes_key``, cuts patches with :func:`morphst.pp.extract_patches` and the training
+        patch geometry (µm side, px, context), embeds them with :func:`morphst.tl.embed_patches` and the training
+        encoder (a translator fit on activations: :func:`morphst.tl.cache_activations`), and predicts (a new H&E section
+        in, a predicted-expression table out). The transfer options stored in the translator are applied as in training:
+        ``scale_per_library`` standardises the features within each shapes element; a stain reference
+        (``fit_translator(stain_reference=...)``) normalises each image used to it first
+        (``squidpy.experimental.im.normalize_stains``, Macenko et al. 2009; the tissue mask from
+        ``squidpy.experimental.im.detect_tissue`` when the image has none; the normalised full-resolution image is held
+        in memory, 3 bytes per pixel; ``sdata`` is not modified).
 
         Parameters
         ----------
@@ -415,3 +419,20 @@ class Translator:
             self, sdata, spacing_um, shapes_key=shapes_key, image_key=image_key, max_distance_um=max_distance_um,
             grid_suffix=grid_suffix, table_key=table_key, overwrite=overwrite, **kwargs,
         )  # fmt: skip
+
+
+def _check_table(adata) -> None:
+    """``TypeError`` unless ``adata`` is an AnnData (a SpatialData: say which table or method to use)."""
+    from anndata import AnnData
+
+    if isinstance(adata, AnnData):
+        return
+    if type(adata).__name__ == "SpatialData":
+        msg = (
+            "`predict`, `predict_adata`, `applicability_scores` and `features` of a Translator take a table (AnnData) "
+            "with the features in `obsm`: pass `sdata.tables['table']`, or use `tr.predict_sdata(sdata)` to cut and "
+            "embed patches from the image."
+        )
+    else:
+        msg = f"A Translator predicts from an AnnData with the features in `obsm`, got {type(adata).__name__}."
+    raise TypeError(msg)
