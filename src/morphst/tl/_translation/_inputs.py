@@ -55,15 +55,18 @@ def context_arrays(adata: AnnData, context_rep) -> list[tuple[str, np.ndarray]]:
 def read_inputs(adata: AnnData, use_rep: str, target: str, spatial_context, context_rep=None) -> Inputs:
     """Validate and return the model inputs (features, spatial context, context patches, target)."""
     x = check_obsm(adata, use_rep, hint=rep_hint(use_rep))
-    if len(x) > 1 and not np.any(np.ptp(x, axis=0) > 0):
-        msg = (
-            f"`adata.obsm[{use_rep!r}]` is the same for every observation: there is nothing to predict from. Check "
-            "how it was made (e.g. patches outside the image give constant features)."
-        )
-        raise ValueError(msg)
     k_ctx = check_spatial_context(spatial_context)
     coords = context_coords(adata, k_ctx)
     context = context_arrays(adata, context_rep)
+    if len(x) > 1 and not any(np.any(np.ptp(a, axis=0) > 0) for a in [x, *(c for _, c in context)]):
+        reps = " and ".join(
+            f"`adata.obsm[{k!r}]`" for k in [use_rep, *(n.removeprefix("context:") for n, _ in context)]
+        )
+        msg = (
+            f"{reps} {'are' if context else 'is'} the same for every observation: there is nothing to predict from. "
+            "Check how the features were made (e.g. patches outside the image give constant features)."
+        )
+        raise ValueError(msg)
     y, store_target = target_matrix(adata, target)
     if sparse.issparse(y):
         y = y.tocsr()
