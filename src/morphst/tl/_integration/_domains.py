@@ -66,9 +66,18 @@ class _CsrMatrixNNDescent:
         return self._t.get_params(deep)
 
     def fit_transform(self, x, y=None):
+        """The kNN distance graph of ``x``: ``PyNNDescentTransformer.fit_transform`` without its index compression.
+
+        ``fit_transform`` then calls ``compress_index``, which builds the search tree and search graph (for later
+        queries, never made here): the same graph is read from the fitted index, which is then dropped.
+        """
         from scipy import sparse
 
-        return sparse.csr_matrix(self._t.fit_transform(x))
+        self._t.fit(x, compress_index=False)
+        try:
+            return sparse.csr_matrix(self._t.transform(None))
+        finally:
+            del self._t.index_
 
 
 def _knn_transformer(n_obs: int, n_neighbors: int, random_state: int = 0):
@@ -80,23 +89,33 @@ def _leiden_graph(tmp: AnnData):
     """The igraph graph scanpy's ``tl.leiden`` clusters (``obsp['connectivities']``) and its edge weights.
 
     The same edges in the same order with the same weights as scanpy's ``get_igraph_from_adjacency``, so the labels
-    are the same, built with less memory: edges added from an int64 array (no Python tuple per edge, as scanpy and
-    ``Graph(edges=array)`` make) and the weights kept as a float64 array handed to ``community_leiden`` (an edge
-    attribute holds a Python float per edge).
+    are the same, built with less memory: edges added from one int64 array filled from the CSR arrays (no Python
+    tuple per edge, as scanpy and ``Graph(edges=array)`` make, and no COO copy), the connectivities taken out of
+    ``tmp`` before the graph is built, and the weights kept as a float64 array handed to ``community_leiden`` (an
+    edge attribute holds a Python float per edge).
     Returns ``(graph, weights)``, or ``None`` when scanpy's seeding helper is not importable: then
-    ``sc.tl.leiden`` is called.
+    ``sc.tl.leiden`` is called (and ``tmp`` keeps its connectivities).
     """
     try:
         from scanpy._utils.random import set_igraph_random_state  # noqa: F401
     except ImportError:  # another scanpy layout: let scanpy build its graph
         return None
     import igraph as ig
+    from scipy import sparse
 
-    a = tmp.obsp["connectivities"].tocoo()
-    nz = a.data != 0  # scipy's nonzero(): row-major order, explicit zeros left out
+    a = sparse.csr_matrix(tmp.obsp.pop("connectivities"))
+    # scipy's nonzero(): the stored entries in CSR order, explicit zeros left out
+    edges = np.empty((a.nnz, 2), dtype=np.int64)
+    edges[:, 0] = np.repeat(np.arange(tmp.n_obs, dtype=np.int64), np.diff(a.indptr))
+    edges[:, 1] = a.indices
+    weights = a.data.astype(np.float64)
+    del a
+    if not weights.all():
+        nz = weights != 0
+        edges, weights = edges[nz], weights[nz]
     g = ig.Graph(n=tmp.n_obs, directed=False)
-    g.add_edges(np.column_stack([a.row[nz].astype(np.int64), a.col[nz].astype(np.int64)]))
-    return g, a.data[nz].astype(np.float64)
+    g.add_edges(edges)
+    return g, weights
 
 
 def _leiden_labels(tmp: AnnData, resolution: float, random_state: int, graph=None) -> np.ndarray:
@@ -411,9 +430,7 @@ def _leiden(adata, x, use_rep, n_domains, resolution, n_neighs, random_state, pa
         random_state=random_state,
     )
     del tmp.obsp["distances"]  # only the connectivities are clustered
-    graph = _leiden_graph(tmp)
-    if graph is not None:
-        del tmp.obsp["connectivities"]  # now in the igraph graph
+    graph = _leiden_graph(tmp)  # takes the connectivities out of tmp (now in the igraph graph)
     if n_domains is None:
         labels = _leiden_labels(tmp, resolution, random_state, graph)
         res_used, trace = resolution, [[float(resolution), len(np.unique(labels)), random_state]]
