@@ -80,19 +80,34 @@ class _CsrMatrixNNDescent:
             del self._t.index_
 
 
+def _release_freed_memory() -> None:
+    """Hand the heap memory freed by the kNN and graph steps back to the system (glibc ``malloc_trim``).
+
+    Without it the pages stay in this process's resident set: the next large arrays are mapped anew beside them,
+    so the peak of the clustering and of the steps after it counts them twice. A no-op where glibc is absent.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without it)
+        pass
+
+
 def _knn_transformer(n_obs: int, n_neighbors: int, random_state: int = 0):
     """``None`` (scanpy's exact kNN) for small data, else :class:`_CsrMatrixNNDescent`."""
     return None if n_obs < 4096 else _CsrMatrixNNDescent(n_obs, n_neighbors, random_state)
 
 
 def _leiden_graph(tmp: AnnData):
-    """The igraph graph scanpy's ``tl.leiden`` clusters (``obsp['connectivities']``) and its edge weights.
+    """The igraph graph of ``obsp['connectivities']`` that Leiden clusters, one edge per pair, and its edge weights.
 
-    The same edges in the same order with the same weights as scanpy's ``get_igraph_from_adjacency``, so the labels
-    are the same, built with less memory: edges added from one int64 array filled from the CSR arrays (no Python
-    tuple per edge, as scanpy and ``Graph(edges=array)`` make, and no COO copy), the connectivities taken out of
-    ``tmp`` before the graph is built, and the weights kept as a float64 array handed to ``community_leiden`` (an
-    edge attribute holds a Python float per edge).
+    scanpy's ``tl.leiden`` adds every stored entry as an undirected edge, so each pair of neighbours is joined by
+    two parallel edges (``i–j`` and ``j–i``). Here each pair is one edge of weight ``w_ij + w_ji``: every sum that
+    modularity and Leiden take over edges is the same up to float rounding, at half the edges (the graph and
+    Leiden's working memory scale with them). The connectivities are taken out of ``tmp`` first; edges are added
+    from one int64 array (no Python tuple per edge) and the weights kept as a float64 array.
     Returns ``(graph, weights)``, or ``None`` when scanpy's seeding helper is not importable: then
     ``sc.tl.leiden`` is called (and ``tmp`` keeps its connectivities).
     """
@@ -103,16 +118,16 @@ def _leiden_graph(tmp: AnnData):
     import igraph as ig
     from scipy import sparse
 
-    a = sparse.csr_matrix(tmp.obsp.pop("connectivities"))
-    # scipy's nonzero(): the stored entries in CSR order, explicit zeros left out
+    a = sparse.csr_matrix(tmp.obsp.pop("connectivities"), dtype=np.float64)
+    # each pair once (i <= j): w_ij + w_ji; a stored self-loop once, as scanpy adds it
+    a = (sparse.triu(a, k=0, format="csr") + sparse.tril(a, k=-1, format="csr").T).tocsr()
+    a.eliminate_zeros()
+    a.sort_indices()
     edges = np.empty((a.nnz, 2), dtype=np.int64)
     edges[:, 0] = np.repeat(np.arange(tmp.n_obs, dtype=np.int64), np.diff(a.indptr))
     edges[:, 1] = a.indices
-    weights = a.data.astype(np.float64)
+    weights = a.data
     del a
-    if not weights.all():
-        nz = weights != 0
-        edges, weights = edges[nz], weights[nz]
     g = ig.Graph(n=tmp.n_obs, directed=False)
     g.add_edges(edges)
     return g, weights
@@ -430,7 +445,9 @@ def _leiden(adata, x, use_rep, n_domains, resolution, n_neighs, random_state, pa
         random_state=random_state,
     )
     del tmp.obsp["distances"]  # only the connectivities are clustered
+    _release_freed_memory()
     graph = _leiden_graph(tmp)  # takes the connectivities out of tmp (now in the igraph graph)
+    _release_freed_memory()
     if n_domains is None:
         labels = _leiden_labels(tmp, resolution, random_state, graph)
         res_used, trace = resolution, [[float(resolution), len(np.unique(labels)), random_state]]
@@ -438,4 +455,6 @@ def _leiden(adata, x, use_rep, n_domains, resolution, n_neighs, random_state, pa
         labels, res_used, seed, trace = _leiden_search(tmp, int(n_domains), resolution, random_state, graph=graph)
         params["leiden_random_state"] = seed
     params.update(resolution=float(res_used), resolution_search=trace, n_neighs=n_neighs)
+    del graph, tmp
+    _release_freed_memory()
     return labels.astype(np.int64)
