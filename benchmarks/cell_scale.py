@@ -57,6 +57,20 @@ Before this session's changes (2026-11-30): handcrafted 447 cells/s (per-patch f
 cells with scikit-learn's trees, leiden 10,009 MiB. ``--quadrants-target`` at 1,000,000 cells: 104 s, peak
 7403 MiB (5.1 GB of it the features themselves).
 
+2026-12-05, 2-core CPU shared with other jobs, ``1000000 --workdir <fixed> --resume`` (the embedding read back
+from a complete checkpoint), load 5.2 at start, 6.1 at the end: every step below 7 GiB, ``RESULT ... seconds_total=369
+peak_rss_mb=7010 embed_per_s=0 quadrants_s=47.5 gene_quadrants_s=124.8 resume_identical=1 distributed_identical=1
+cnn_e2e_per_s=24.4 cnn_forward_per_s=26.2 cnn_ratio=0.93``. Step peaks (MiB; in brackets, above the step's start):
+generate 3,009, extract 3,718, embed 3,072 (resumed), cnn_subset 5,013 (+1,940), predict 5,684 (+1,899), fuse
+6,747 (+1,445), kmeans 5,889, gmm 6,006, leiden 6,768 (+1,106; 267 s), evaluate 6,452 (+1,012), quadrants 6,918
+(+767), gene_quadrants 7,010 (+854, the peak; 125 s), checks 6,155. The same command before this day's changes,
+embedding computed in the run (1,991 s at load 6-8; it leaves the RSS ~300 MiB higher than a resumed one), load 0.4
+at start: ``seconds_total=2609 peak_rss_mb=7799``, predict 7,083 (+2,989), fuse 7,002 (+1,445), leiden 7,799
+(+2,235; 741 s), quadrants 7,286 (+953), gene_quadrants 7,314 (+981; 369 s). What changed: the prediction layer is
+allocated after the fold fits; Leiden reads the kNN graph without building pynndescent's search index, clusters one
+edge per neighbour pair (scanpy adds two; labels identical on a 200,000-cell test, same ARI 0.998 here) and hands
+freed heap back; quadrants keeps float32 expression float32.
+
 Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells] [--resume] [--hog 2]`` (``--resume`` continues the
 embedding of an interrupted run from its checkpoint in ``workdir``; ``--smoke``: every step but the checks at 300 cells,
 seconds, figures meaningless). After the steps it names the step that sets the peak RSS. Last line:

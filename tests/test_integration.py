@@ -588,6 +588,35 @@ def test_leiden_equals_scanpy_leiden_on_the_same_graph():
         assert a.obs["mine"].nunique() == b.obs["leiden"].nunique()
 
 
+@pytest.mark.slow  # pynndescent and umap compile with numba on first use: minutes on a busy 2-core machine
+def test_leiden_large_data_knn_equals_pynndescent_and_scanpy_labels():
+    """Beyond 4,096 observations: the kNN graph read from the fitted pynndescent index (its search index never
+    built) equals ``PyNNDescentTransformer.fit_transform``, and the labels equal scanpy's on that graph."""
+    import scanpy as sc
+    from pynndescent import PyNNDescentTransformer
+
+    from morphst.tl._integration._domains import _knn_transformer
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    lab = rng.integers(0, 3, n)
+    x = (rng.normal(size=(3, 8))[lab] * 2 + rng.normal(size=(n, 8))).astype(np.float32)
+    mine = _knn_transformer(n, 10, 0)
+    assert mine is not None
+    got = mine.fit_transform(x)
+    want = PyNNDescentTransformer(**mine.get_params()).fit_transform(x)
+    assert isinstance(got, sparse.csr_matrix)
+    assert (got != sparse.csr_matrix(want)).nnz == 0
+    np.testing.assert_array_equal(got.indices, want.indices)
+    a = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(n)]), obsm={"X": x})
+    mst.tl.domains(a, "X", method="leiden", resolution=0.3, n_neighs=10, key_added="mine")
+    sc.pp.neighbors(a, use_rep="X", n_neighbors=10, transformer=_knn_transformer(n, 10, 0), random_state=0)
+    sc.tl.leiden(a, resolution=0.3, flavor="igraph", n_iterations=2, directed=False, random_state=0)
+    assert adjusted_rand_score(a.obs["leiden"], a.obs["mine"]) == 1.0
+    assert a.obs["mine"].nunique() == a.obs["leiden"].nunique() == 3
+    assert adjusted_rand_score(lab, a.obs["mine"]) > 0.99
+
+
 def test_evaluate_domains_without_annotation_gives_spatial_metrics(morphst_log):
     import squidpy as sq
 

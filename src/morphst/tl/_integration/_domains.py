@@ -66,9 +66,33 @@ class _CsrMatrixNNDescent:
         return self._t.get_params(deep)
 
     def fit_transform(self, x, y=None):
+        """The kNN distance graph of ``x``: ``PyNNDescentTransformer.fit_transform`` without its index compression.
+
+        ``fit_transform`` then calls ``compress_index``, which builds the search tree and search graph (for later
+        queries, never made here): the same graph is read from the fitted index, which is then dropped.
+        """
         from scipy import sparse
 
-        return sparse.csr_matrix(self._t.fit_transform(x))
+        self._t.fit(x, compress_index=False)
+        try:
+            return sparse.csr_matrix(self._t.transform(None))
+        finally:
+            del self._t.index_
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap memory freed by the kNN and graph steps back to the system (glibc ``malloc_trim``).
+
+    Without it the pages stay in this process's resident set: the next large arrays are mapped anew beside them,
+    so the peak of the clustering and of the steps after it counts them twice. A no-op where glibc is absent.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without it)
+        pass
 
 
 def _knn_transformer(n_obs: int, n_neighbors: int, random_state: int = 0):
@@ -77,26 +101,36 @@ def _knn_transformer(n_obs: int, n_neighbors: int, random_state: int = 0):
 
 
 def _leiden_graph(tmp: AnnData):
-    """The igraph graph scanpy's ``tl.leiden`` clusters (``obsp['connectivities']``) and its edge weights.
+    """The igraph graph of ``obsp['connectivities']`` that Leiden clusters, one edge per pair, and its edge weights.
 
-    The same edges in the same order with the same weights as scanpy's ``get_igraph_from_adjacency``, so the labels
-    are the same, built with less memory: edges added from an int64 array (no Python tuple per edge, as scanpy and
-    ``Graph(edges=array)`` make) and the weights kept as a float64 array handed to ``community_leiden`` (an edge
-    attribute holds a Python float per edge).
+    scanpy's ``tl.leiden`` adds every stored entry as an undirected edge, so each pair of neighbours is joined by
+    two parallel edges (``i–j`` and ``j–i``). Here each pair is one edge of weight ``w_ij + w_ji``: every sum that
+    modularity and Leiden take over edges is the same up to float rounding, at half the edges (the graph and
+    Leiden's working memory scale with them). The connectivities are taken out of ``tmp`` first; edges are added
+    from one int64 array (no Python tuple per edge) and the weights kept as a float64 array.
     Returns ``(graph, weights)``, or ``None`` when scanpy's seeding helper is not importable: then
-    ``sc.tl.leiden`` is called.
+    ``sc.tl.leiden`` is called (and ``tmp`` keeps its connectivities).
     """
     try:
         from scanpy._utils.random import set_igraph_random_state  # noqa: F401
     except ImportError:  # another scanpy layout: let scanpy build its graph
         return None
     import igraph as ig
+    from scipy import sparse
 
-    a = tmp.obsp["connectivities"].tocoo()
-    nz = a.data != 0  # scipy's nonzero(): row-major order, explicit zeros left out
+    a = sparse.csr_matrix(tmp.obsp.pop("connectivities"), dtype=np.float64)
+    # each pair once (i <= j): w_ij + w_ji; a stored self-loop once, as scanpy adds it
+    a = (sparse.triu(a, k=0, format="csr") + sparse.tril(a, k=-1, format="csr").T).tocsr()
+    a.eliminate_zeros()
+    a.sort_indices()
+    edges = np.empty((a.nnz, 2), dtype=np.int64)
+    edges[:, 0] = np.repeat(np.arange(tmp.n_obs, dtype=np.int64), np.diff(a.indptr))
+    edges[:, 1] = a.indices
+    weights = a.data
+    del a
     g = ig.Graph(n=tmp.n_obs, directed=False)
-    g.add_edges(np.column_stack([a.row[nz].astype(np.int64), a.col[nz].astype(np.int64)]))
-    return g, a.data[nz].astype(np.float64)
+    g.add_edges(edges)
+    return g, weights
 
 
 def _leiden_labels(tmp: AnnData, resolution: float, random_state: int, graph=None) -> np.ndarray:
@@ -200,8 +234,11 @@ def domains(
 ) -> AnnData | None:
     """Spatial domains: cluster a (fused) representation.
 
-    ``"leiden"`` runs scanpy's Leiden (Traag et al., *Sci. Rep.* 2019; igraph flavour) on a kNN graph of
-    ``use_rep`` (``sc.pp.neighbors``, computed on a scratch object: the neighbour graph of ``data`` is not touched).
+    ``"leiden"`` runs Leiden as scanpy's ``tl.leiden`` does (Traag et al., *Sci. Rep.* 2019; igraph flavour,
+    modularity, 2 iterations) on a kNN graph of ``use_rep`` (``sc.pp.neighbors``, computed on a scratch object: the
+    neighbour graph of ``data`` is not touched), with each pair of neighbours joined by one edge of their summed
+    connectivity where scanpy adds two parallel edges (the same modularity at half the memory; labels can differ
+    from scanpy's only through float rounding).
     With ``n_domains`` set it bisects the resolution until Leiden returns exactly that many domains (where the
     count jumps over ``n_domains``, the search is repeated with seeds ``random_state + 1``, … up to 4 more times).
     ``"kmeans"`` and ``"gmm"`` are scikit-learn's ``KMeans`` and ``GaussianMixture`` (``n_init`` initialisations)
@@ -411,9 +448,9 @@ def _leiden(adata, x, use_rep, n_domains, resolution, n_neighs, random_state, pa
         random_state=random_state,
     )
     del tmp.obsp["distances"]  # only the connectivities are clustered
-    graph = _leiden_graph(tmp)
-    if graph is not None:
-        del tmp.obsp["connectivities"]  # now in the igraph graph
+    _release_freed_memory()
+    graph = _leiden_graph(tmp)  # takes the connectivities out of tmp (now in the igraph graph)
+    _release_freed_memory()
     if n_domains is None:
         labels = _leiden_labels(tmp, resolution, random_state, graph)
         res_used, trace = resolution, [[float(resolution), len(np.unique(labels)), random_state]]
@@ -421,4 +458,6 @@ def _leiden(adata, x, use_rep, n_domains, resolution, n_neighs, random_state, pa
         labels, res_used, seed, trace = _leiden_search(tmp, int(n_domains), resolution, random_state, graph=graph)
         params["leiden_random_state"] = seed
     params.update(resolution=float(res_used), resolution_search=trace, n_neighs=n_neighs)
+    del graph, tmp
+    _release_freed_memory()
     return labels.astype(np.int64)

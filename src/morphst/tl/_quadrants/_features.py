@@ -173,7 +173,8 @@ def quadrants(
     mask, y, cats = c.labels(adata, annotation_key)
     opt.check_fixed(len(cats), x_name="|Pearson r|", x_min=0.0)
     gene_names = c.resolve_genes(adata, genes)
-    expr_all = c.expression(adata, gene_names, layer)
+    # float32 stays float32 (every use reads it as float32 or casts its rows to float64: the same values)
+    expr_all = c.expression(adata, gene_names, layer, keep_float32=True)
     c.warn_if_counts(expr_all, layer)
     used = np.flatnonzero(mask)
     n_obs, n_feat = used.size, feats_all.shape[1]
@@ -253,7 +254,7 @@ class _Axes:
             r = abs_pearson_chunked(expr_all, feats_all, None if mask.all() else used)  # every annotated row
         else:
             feats = np.asarray(feats_all[mask], dtype=np.float64)
-            expr, y_rel = expr_all[mask], y
+            expr, y_rel = np.asarray(expr_all[mask], dtype=np.float64), y
             r = abs_pearson(expr, feats)
         # relevance: mutual information with the annotation; shared information: max |r| over genes
         mi = rel.mi(feats, y_rel, random_state)

@@ -38,24 +38,30 @@ def run_folds(adata: AnnData, plan: CVPlan) -> CVResults:
 
     from ..._settings import settings
 
-    pred = np.full((adata.n_obs, adata.n_vars), np.nan, dtype=np.float32)
     fold_label = np.full(adata.n_obs, None, dtype=object)
-    tables, per_fold, description = [], [], ""
+    tables, per_fold, description, held = [], [], "", []
     # closed before the "finished" line; on a terminal it clears itself, elsewhere (log file, CI) it ends its line,
     # since clearing with "\r" there would leave the bar and the log line on one line
     bar = tqdm(plan.folds, desc="folds", disable=not settings.progress_bar, leave=not _stderr_is_tty())
     with blas_limits(plan.design.x), bar:
         for name, train, test, kind in bar:
             gidx, p, table, row, description = _run_fold(plan.design, train, test)
-            if kind == plan.main_kind:
-                pred[np.ix_(test, gidx)] = p
+            if kind == plan.main_kind:  # float32, as the layer holds it
+                held.append((test, gidx, p.astype(np.float32)))
                 fold_label[test] = name
+            del p
             table.insert(0, "fold", name)
             if plan.patient_key is not None:
                 table.insert(1, "kind", kind)
                 row = {"kind": kind, **row}
             tables.append(table)
             per_fold.append({"fold": name, **row})
+    # memory: the layer (n_obs x n_vars) is allocated after the fits, not held through them
+    pred = np.full((adata.n_obs, adata.n_vars), np.nan, dtype=np.float32)
+    while held:
+        test, gidx, p = held.pop(0)
+        pred[np.ix_(test, gidx)] = p
+        del p
     fold_names = list(dict.fromkeys(f[0] for f in plan.folds))
     fm = pd.concat(tables, ignore_index=True)
     fm["fold"] = pd.Categorical(fm["fold"], categories=fold_names)
@@ -79,6 +85,8 @@ def _run_fold(design: Design, train: np.ndarray, test: np.ndarray):
     t["n_test"] = len(test)
     t = t[["gene", "pcc", "mae", "mse", "rmse", "n_test", "constant_in_test"]]
     ok = t["pcc"].notna()
+    dev = y_test - train_mean  # squared in place: one test-size temporary
+    np.square(dev, out=dev)
     row = {
         "n_train": len(train),
         "n_test": len(test),
@@ -89,7 +97,7 @@ def _run_fold(design: Design, train: np.ndarray, test: np.ndarray):
         "rmse": float(t["rmse"].mean()),
         "n_excluded": int((~ok).sum()),
         "n_constant_in_test": int(t["constant_in_test"].sum()),
-        "mse_train_mean": float(np.mean((y_test - train_mean) ** 2)),
+        "mse_train_mean": float(np.mean(dev)),
         "alpha": chosen_alpha(est),
     }
     return gidx, p, t, row, description
