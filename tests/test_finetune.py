@@ -444,11 +444,13 @@ def test_a_block_tensor_outside_the_state_dict_is_built_on_the_cpu(vit_saved, mo
     assert np.array_equal(tr2.predict(a), tr.predict(a))
 
 
-def test_predict_sdata_of_a_finetuned_translator_runs_the_trunk_on_the_new_section(synthetic_factory):
+def test_predict_sdata_of_a_finetuned_translator_runs_the_trunk_on_the_new_section(synthetic_factory, with_image):
     """A translator fit on cached activations caches them again for a new section (not embed_patches features)."""
     import pandas as pd
 
     sd, _ = synthetic_factory(size_px=512, n_side=6)
+    texture = np.random.default_rng(0).integers(0, 256, size=(3, 512, 512), dtype=np.uint8)
+    sd = with_image(sd, texture, ["r", "g", "b"])  # every spot's patch differs
     mst.pp.extract_patches(sd, patch_size=20.0, target_px=32)
     mst.tl.cache_activations(sd, "resnet18", weights="random")
     a = sd.tables["table"]
@@ -464,6 +466,7 @@ def test_predict_sdata_of_a_finetuned_translator_runs_the_trunk_on_the_new_secti
     order = pd.Index(t.obs["instance_id"].to_numpy()).get_indexer(a.obs["instance_id"].to_numpy())
     np.testing.assert_array_equal(t.obsm["X_resnet18_lastblock"][order], a.obsm["X_resnet18_lastblock"])
     np.testing.assert_allclose(t.X[order], expected, rtol=1e-6, atol=1e-6)
+    assert np.ptp(expected, axis=0).min() > 0  # predictions that vary over the spots
     tr.embed_params = {**tr.embed_params, "weights_sha256": "0" * 64}  # as if fit with other weights
     with pytest.raises(ValueError, match="pass `weights=`"):
         tr.predict_sdata(sd, shapes_key="spots", um_per_unit=1.0, weights="random", table_key="other")

@@ -6,6 +6,7 @@ and :func:`~morphst.tl.learn_translation_features` (through :class:`~morphst.tl.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,10 +64,11 @@ def read_inputs(adata: AnnData, use_rep: str, target: str, spatial_context, cont
             f"`adata.obsm[{k!r}]`" for k in [use_rep, *(n.removeprefix("context:") for n, _ in context)]
         )
         msg = (
-            f"{reps} {'are' if context else 'is'} the same for every observation: there is nothing to predict from. "
-            "Check how the features were made (e.g. patches outside the image give constant features)."
+            f"{reps} {'are' if context else 'is'} the same for every observation: the predictions will be too, and "
+            "their PCC undefined (NaN). Check how the features were made (e.g. patches outside the image, or an "
+            "image without texture, give constant features)."
         )
-        raise ValueError(msg)
+        warnings.warn(msg, UserWarning, stacklevel=4)
     y, store_target = target_matrix(adata, target)
     if sparse.issparse(y):
         y = y.tocsr()
