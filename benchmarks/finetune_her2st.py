@@ -6,28 +6,35 @@ IDENTICAL: the spot's own patch (through DenseNet-121's last block) + the frozen
 
 - frozen, ensembled head: ``regressor="head"`` (one head per training section held out for early stopping,
   predictions averaged) on the pooled output of the FROZEN last block, computed from the same cached activations;
-- frozen, one head: the same head without the ensemble (the starting point of the fine-tuned row);
-- fine-tuned: :class:`morphst.tl.LastBlockFinetune` (``denseblock4`` + ``norm5`` copied and trained with a head on the
-  training sections of each fold, from a linear probe, early-stopped on one held-out training section).
+- frozen, one head: the same head without the ensemble;
+- fine-tuned, one: :class:`morphst.tl.LastBlockFinetune` with ``ensemble=False`` (``denseblock4`` + ``norm5`` copied
+  and trained with a head on the training sections of each fold, from a linear probe, early-stopped on one held-out
+  training section); its match is the frozen one head;
+- fine-tuned, ensembled: ``LastBlockFinetune()`` (one adapted block + head per held-out training section, averaged);
+  its match is the frozen ensembled head.
 
 Activations (transition-3 output, 512 × 7 × 7, float16) come from ``mst.tl.cache_activations`` with a zarr store in
 ``--cache`` (default ``/work/notes/cache``, never the repository), the 224/448 µm context embeddings from the
 ``.npy`` cache of benchmarks/translation_her2st.py in the same folder. Seeds: the heads' and the fine-tuning's
 ``random_state``; a gain counts only where it exceeds the spread over seeds. Seconds are wall time of the five folds.
 
-Run ``--seeds 1`` (seed 0), 2026-12-05, this 2-core machine shared with other jobs (load 8–17), torch 2 threads;
-activations computed by ``cache_activations`` in 1,036 s (load 13–20) and stored in the zarr cache::
+Run 2026-12-05 before the ensembled row existed, 2-core CPU with nothing else running (load 0.9–1.8), torch 2
+threads, seeds 0–2 (rows frozen_ens, frozen_one and the fine-tuned single member, then named ``finetune``)::
 
-    RESULT frozen_ens=0.517±0.000 frozen_one=0.502±0.000 finetune=0.500±0.000 gain=-0.017±0.000 verdict=behind
-    finetune_5folds_s=2662 frozen_ens_5folds_s=286 seeds=1 threads=2 load_end=8.3
+    RESULT frozen_ens=0.517±0.000 frozen_one=0.501±0.001 finetune=0.499±0.003 gain=-0.019±0.003 verdict=behind
+    finetune_5folds_s=79 finetune_5folds_cpu_s=155 frozen_ens_5folds_s=58 seeds=3 threads=2 load_end=1.8
 
-(run before the script printed CPU seconds and before one seed gave ``verdict=one_seed_no_spread``). Per section
-C2–C6: frozen ensembled 0.488 / 0.565 / 0.571 / 0.527 / 0.436, frozen one head 0.478 / 0.543 / 0.554 / 0.516 /
-0.420, fine-tuned 0.477 / 0.559 / 0.538 / 0.509 / 0.416; the fine-tuned process used about 1,050 CPU s for its five
-folds (``ps``). No gain: one seed, and the fine-tuned row is below the frozen ensembled head.
+``--seeds 1 --threads 1 --configs frozen_ens finetune_ens`` the same day, the machine shared with three other jobs
+(load 3–7)::
+
+    RESULT frozen_ens=0.517±0.000 finetune_ens=0.516±0.000 gain_ens=-0.001±0.000 verdict_ens=one_seed_no_spread ...
+    finetune_ens_5folds_s=2703 finetune_ens_5folds_cpu_s=2211 frozen_ens_5folds_s=197 seeds=1 threads=1
+
+No gain: the single fine-tuned member is behind the frozen ensembled head by more than the spread and level with the
+frozen single head; the ensembled one is level with the frozen ensembled head on seed 0.
 
 Usage: ``python benchmarks/finetune_her2st.py [--data-dir DIR] [--weights-dir DIR] [--cache DIR] [--seeds N]
-[--threads T] [--smoke]``. ``--smoke``: a synthetic five-section table and a tiny random DenseNet (seconds; its
+[--threads T] [--configs frozen_ens frozen_one finetune_one finetune_ens] [--smoke]``. ``--smoke``: a synthetic five-section table and a tiny random DenseNet (seconds; its
 figures mean nothing; one seed). Last line: ``RESULT ...``.
 """
 
