@@ -520,6 +520,7 @@ def test_pcc_null_draw_equals_pearson_of_shuffled_values():
     pred[:, 2] = 1.5  # a constant predictor never scores
     groups = [np.arange(0, 3000), np.arange(3000, n)]
     pred[3000:, 4] = np.nan  # gene 4 not predicted in the second group
+    pred_in, expr_in = pred.copy(), expr.copy()
     draw = _pcc_null(pred, expr, groups, g, block=700)  # blocks that do not divide the groups
     got = [draw(np.random.default_rng(s)) for s in range(3)]
     for s, r in enumerate(got):
@@ -543,6 +544,12 @@ def test_pcc_null_draw_equals_pearson_of_shuffled_values():
         ref = _pcc_null(want_lay, expr, groups, g, block=700)(np.random.default_rng(5))
         cut = _pcc_null(lay, expr, groups, g, gene_idx=cols, block=700)(np.random.default_rng(5))
         np.testing.assert_array_equal(cut, ref)
+    # the predictions are standardised in place only in the function's own copy: the inputs are left as they were
+    np.testing.assert_array_equal(pred, pred_in)
+    np.testing.assert_array_equal(expr, expr_in)
+    # float64 predictions (standardised into a new float32 array) give the float32 path's draws
+    r64 = _pcc_null(pred.astype(np.float64), expr, groups, g, block=700)(np.random.default_rng(0))
+    np.testing.assert_allclose(r64, got[0], rtol=1e-6, atol=1e-7)
 
 
 def test_pl_quadrants_labels_cover_no_point(toy):

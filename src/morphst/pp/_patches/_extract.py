@@ -10,6 +10,7 @@ import numpy as np
 from ... import _logging as logg
 from ..._constants import Key
 from ..._utils import get_adata, records_params, save_results
+from ..._utils._memory import release_freed_memory
 from ..._utils._units import check_positive_um
 
 if TYPE_CHECKING:
@@ -222,6 +223,7 @@ def extract_patches(
     """
     check_sdata(sdata, "extract_patches", patches=True)
     start = logg.info("extracting patch geometry")
+    release_freed_memory()  # what earlier steps freed: this step's peak sits on the data alone
     adata = get_adata(sdata, table_key)
     context_sizes = _check_arguments(
         patch_size, target_px, context_sizes_um, um_per_px, um_per_unit, spot_diameter_um, fill_value

@@ -13,6 +13,7 @@ from ..._constants import Key
 from ..._settings import settings
 from ..._utils import get_adata, records_params, run_first, save_results
 from ..._utils._checks import check_sdata
+from ..._utils._memory import release_freed_memory
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -141,6 +142,7 @@ def embed_patches(
     size_index = size_index_of(context_index)
     cl = resolve_client(client)
     start = logg.info(f"embedding patches with {getattr(model, '__name__', model)!s}")
+    release_freed_memory()  # what earlier steps freed: this step's peak sits on the data alone
     needs_patches = _check_patches(sdata, adata, table_key, size_index, n_jobs)  # before the model: seconds
     enc = get_model(model, weights=weights, random_state=random_state, n_jobs=n_jobs)
     if needs_patches:

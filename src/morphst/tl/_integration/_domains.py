@@ -13,6 +13,7 @@ from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
 from ..._utils import check_coordinates, check_obsm, get_adata, records_params, save_results
 from ..._utils._hints import rep_hint
+from ..._utils._memory import release_freed_memory
 from ..._utils._sections import section_groups
 
 if TYPE_CHECKING:
@@ -78,21 +79,6 @@ class _CsrMatrixNNDescent:
             return sparse.csr_matrix(self._t.transform(None))
         finally:
             del self._t.index_
-
-
-def _release_freed_memory() -> None:
-    """Hand the heap memory freed by the kNN and graph steps back to the system (glibc ``malloc_trim``).
-
-    Without it the pages stay in this process's resident set: the next large arrays are mapped anew beside them,
-    so the peak of the clustering and of the steps after it counts them twice. A no-op where glibc is absent.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without it)
-        pass
 
 
 def _knn_transformer(n_obs: int, n_neighbors: int, random_state: int = 0):
@@ -305,6 +291,7 @@ def domains(
     x = _check_options(adata, use_rep, method, n_domains, resolution, n_neighs, n_init, covariance_type)
     where = _check_refine(adata, refine_neighs, spatial_key, library_key)
     start = logg.info(f"finding domains in {use_rep!r} with {method}")
+    release_freed_memory()  # what earlier steps freed: this step's peak sits on the data alone
 
     params: dict = {"method": method, "use_rep": use_rep, "random_state": random_state}
     notes: list[str] = []
@@ -448,9 +435,9 @@ def _leiden(adata, x, use_rep, n_domains, resolution, n_neighs, random_state, pa
         random_state=random_state,
     )
     del tmp.obsp["distances"]  # only the connectivities are clustered
-    _release_freed_memory()
+    release_freed_memory()
     graph = _leiden_graph(tmp)  # takes the connectivities out of tmp (now in the igraph graph)
-    _release_freed_memory()
+    release_freed_memory()
     if n_domains is None:
         labels = _leiden_labels(tmp, resolution, random_state, graph)
         res_used, trace = resolution, [[float(resolution), len(np.unique(labels)), random_state]]
@@ -459,5 +446,5 @@ def _leiden(adata, x, use_rep, n_domains, resolution, n_neighs, random_state, pa
         params["leiden_random_state"] = seed
     params.update(resolution=float(res_used), resolution_search=trace, n_neighs=n_neighs)
     del graph, tmp
-    _release_freed_memory()
+    release_freed_memory()
     return labels.astype(np.int64)

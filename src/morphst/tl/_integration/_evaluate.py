@@ -21,6 +21,7 @@ from ..._utils import (
 )
 from ..._utils._graph import knn_edges
 from ..._utils._hints import run_first
+from ..._utils._memory import release_freed_memory
 from ..._utils._sections import resolve_library_key, section_groups
 
 if TYPE_CHECKING:
@@ -182,6 +183,7 @@ def evaluate_domains(
             else ": no `annotation_key`, so spatial coherence only (pass `annotation_key=` for ARI/NMI)"
         )
     )
+    release_freed_memory()  # what earlier steps freed: this step's peak sits on the data alone
     table, marker_of, do_norm, notes = _autocorrelation(
         adata, dom, coords, sections, genes, layer, n_markers, normalize, n_neighs
     )

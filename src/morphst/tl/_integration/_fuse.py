@@ -18,6 +18,7 @@ from ..._constants import Key
 from ..._docs import doc_copy, doc_data, doc_library_key, doc_random_state, inject_docs
 from ..._utils import check_coordinates, check_obsm, get_adata, records_params, save_results
 from ..._utils._hints import rep_hint
+from ..._utils._memory import release_freed_memory
 from ..._utils._sections import resolve_library_key, section_groups
 from ._fuse_blocks import FuseInputs, balanced, modality_block
 from ._fuse_graph import graph_fusion, smooth_fusion
@@ -141,6 +142,7 @@ def fuse(
         are out of range.
     """
     start = logg.info(f"fusing {list(use_rep)} with method={method!r}")
+    release_freed_memory()  # what earlier steps freed: this step's peak sits on the data alone
     adata = get_adata(data, table_key)
     inputs = _check_inputs(adata, use_rep, method, n_comps, weights, spatial_key, library_key)
     n_steps = _check_spatial_options(method, n_rings, morph_weight, n_neighs, n_steps)

@@ -14,6 +14,7 @@ from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obsm, check_unique_var_names, get_adata, records_params
 from ..._utils._hints import rep_hint
+from ..._utils._memory import release_freed_memory
 from ..._utils._stats import abs_pearson, abs_pearson_chunked, zscore
 from . import _common as c
 
@@ -156,6 +157,7 @@ def quadrants(
         the range of their axis, or an option is invalid. Nothing is written then.
     """
     start = logg.info(f"computing quadrants of {use_rep!r} against {annotation_key!r}")
+    release_freed_memory()  # what earlier steps freed: this step's peak sits on the data alone
     adata = get_adata(data, table_key)
     # ---- validate everything before writing anything
     if relevance != "mutual_info":

@@ -13,6 +13,7 @@ from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import check_obs_column, check_unique_var_names, get_adata, list_keys, records_params
 from ..._utils._hints import run_first
+from ..._utils._memory import release_freed_memory
 from ..._utils._stats import CONST_RTOL
 from . import _common as c
 
@@ -71,7 +72,10 @@ def _pcc_null(pred, expr_all: np.ndarray, groups: list[np.ndarray], n_genes: int
         e_mean, e_norm, e_const = _moments(expr_all, idx, cols, block)
         p_mean, p_norm, p_const = _moments(p, None, np.arange(cols.size), block)
         const = p_const | e_const
-        zp = np.empty(p.shape, np.float32)  # standardised predictions, centred and scaled in float64 per block
+        # standardised predictions, centred and scaled in float64 per block; written over ``p`` when ``p`` is a float32
+        # copy of this function's own (never a view of ``pred``): one group-sized array less at the peak
+        own = p.dtype == np.float32 and p.flags.writeable and (issparse(pred) or not np.may_share_memory(p, pred))
+        zp = p if own else np.empty(p.shape, np.float32)
         with np.errstate(invalid="ignore", divide="ignore"):
             for s in range(0, len(p), block):
                 zp[s : s + block] = np.nan_to_num((p[s : s + block].astype(np.float64) - p_mean) / p_norm)
@@ -189,6 +193,7 @@ def gene_quadrants(
         thresholds lie outside the range of their axis, or an option is invalid. Nothing is written then.
     """
     start = logg.info(f"computing gene quadrants of {predicted_key!r} against {annotation_key!r}")
+    release_freed_memory()  # what earlier steps freed: this step's peak sits on the data alone
     adata = get_adata(data, table_key)
     col = f"{predicted_key}_pcc"
     if col not in adata.var.columns:

@@ -11,6 +11,7 @@ from ... import _logging as logg
 from ..._constants import Key
 from ..._docs import doc_copy, doc_data, inject_docs
 from ..._utils import get_adata, records_params
+from ..._utils._memory import release_freed_memory
 from ..._utils._write import save_results
 from ._cv_plan import CVPlan, plan_cv
 from ._cv_run import CVResults, run_folds
@@ -112,6 +113,7 @@ def predict_expression(
     adata = get_adata(data, table_key)
     plan = plan_cv(adata, recipe, cv=cv, patient_key=patient_key, n_splits=n_splits, train_key=train_key)
     start = logg.info(f"predicting expression from `obsm[{use_rep!r}]` ({_input_text(plan)}")
+    release_freed_memory()  # what earlier steps freed: this step's peak sits on the data alone
     res = run_folds(adata, plan)
     d = plan.design
     params = records_params(
