@@ -71,6 +71,14 @@ allocated after the fold fits; Leiden reads the kNN graph without building pynnd
 edge per neighbour pair (scanpy adds two; labels identical on a 200,000-cell test, same ARI 0.998 here) and hands
 freed heap back; quadrants keeps float32 expression float32.
 
+2026-12-05, later, nothing else running (load 0.3 at start), ``1000000`` with the embedding computed in the run:
+``seconds_total=615 peak_rss_mb=7707`` (gene_quadrants; quadrants 7,565, leiden 7,093). The library's heavy steps
+then hand freed heap back on entry and gene_quadrants standardises its float32 copy in place: ``seconds_total=607
+peak_rss_mb=7729 embed_per_s=2557 quadrants_s=24.5 gene_quadrants_s=107.8 resume_identical=1
+distributed_identical=1 cnn_e2e_per_s=111.4 cnn_forward_per_s=131.4 cnn_ratio=0.85``: quadrants 6,955,
+gene_quadrants 7,080, but leiden 7,729 (+2,335 over its start; +1,395 and +1,786 in two other runs on the same
+data): the Leiden step's peak varies with the heap it inherits, and sets the peak above 7 GiB.
+
 Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells] [--resume] [--hog 2]`` (``--resume`` continues the
 embedding of an interrupted run from its checkpoint in ``workdir``; ``--smoke``: every step but the checks at 300 cells,
 seconds, figures meaningless). After the steps it names the step that sets the peak RSS. Last line:
