@@ -588,8 +588,10 @@ def test_format_1_translator_loads_and_predicts_as_refit(name, kw, tmp_path, spa
     assert {**old.recipe.as_dict(), "regressor": None} == {**new.recipe.as_dict(), "regressor": None}
     assert old.blocks == new.blocks
     assert old.genes == new.genes
-    assert np.array_equal(old.predict(a), new.predict(a))
-    assert np.array_equal(old.applicability_scores(a)[0], new.applicability_scores(a)[0])
+    # the files were fitted on another CPU: the refit here differs by the rounding of its BLAS (on an AMD EPYC, up
+    # to 3.3e-6 on log1p predictions of 2-6 and 1e-8 relative in the scores), not bit for bit
+    np.testing.assert_allclose(old.predict(a), new.predict(a), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(old.applicability_scores(a)[0], new.applicability_scores(a)[0], rtol=1e-7)
 
 
 def test_old_pickle_translator_file_is_refused_with_the_way_out(saved_translator, tmp_path):
