@@ -76,8 +76,9 @@ freed heap back; quadrants keeps float32 expression float32.
 then hand freed heap back on entry and gene_quadrants standardises its float32 copy in place: ``seconds_total=607
 peak_rss_mb=7729 embed_per_s=2557 quadrants_s=24.5 gene_quadrants_s=107.8 resume_identical=1
 distributed_identical=1 cnn_e2e_per_s=111.4 cnn_forward_per_s=131.4 cnn_ratio=0.85``: quadrants 6,955,
-gene_quadrants 7,080, but leiden 7,729 (+2,335 over its start; +1,395 and +1,786 in two other runs on the same
-data): the Leiden step's peak varies with the heap it inherits, and sets the peak above 7 GiB.
+gene_quadrants 7,080, but leiden 7,729 (+2,335 over its start). Without the release on entry to ``domains`` (the
+code as it stands), beside a test run: ``seconds_total=955 peak_rss_mb=7752`` (leiden; gene_quadrants 7,193). The
+Leiden step's peak varies with the heap it inherits (6,946-7,752 MiB over five runs): below 7 GiB is not met.
 
 Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells] [--resume] [--hog 2]`` (``--resume`` continues the
 embedding of an interrupted run from its checkpoint in ``workdir``; ``--smoke``: every step but the checks at 300 cells,
