@@ -617,6 +617,27 @@ def test_leiden_large_data_knn_equals_pynndescent_and_scanpy_labels():
     assert adjusted_rand_score(lab, a.obs["mine"]) > 0.99
 
 
+@pytest.mark.slow  # a fresh process loads pynndescent's compiled functions
+def test_first_nndescent_fit_of_a_session_leaves_no_reference_cycles():
+    """The first NN-descent fit in a process leaves ~900,000 objects in reference cycles (numba's first call into
+    pynndescent), which kept arrays of the fitted index alive (~0.5 GB at 10^6 cells) until a full garbage
+    collection; the kNN step collects them. Run in a fresh process with automatic collection off."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, numpy as np\n"
+        "from morphst.tl._integration._domains import _knn_transformer\n"
+        "x = np.random.default_rng(0).normal(size=(5000, 8)).astype(np.float32)\n"
+        "gc.disable()\n"
+        "_knn_transformer(5000, 10, 0).fit_transform(x)\n"
+        "print('left', gc.collect())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    left = int(out.split("left")[-1])
+    assert left < 1000  # before the collection in the kNN step: 878,164 here
+
+
 def test_evaluate_domains_without_annotation_gives_spatial_metrics(morphst_log):
     import squidpy as sq
 

@@ -506,6 +506,16 @@ def test_gene_quadrants_values_pinned_from_before_the_refactor():
     assert list(res["genes"]["quadrant"].astype(str)) == ["translation", "overestimation"] + ["overestimation"] * 2
 
 
+def _null_draws(pred, observed, groups, n_genes, seeds, **kw):
+    """The draws of gene_quadrants' predictability null for generators seeded ``seeds``."""
+    from morphst.tl._quadrants._genes import _pcc_null
+
+    record, finish = _pcc_null(pred, observed, groups, n_genes, **kw)
+    for s in seeds:
+        assert record(np.random.default_rng(s)) is None
+    return finish()
+
+
 def test_pcc_null_draw_equals_pearson_of_shuffled_values():
     """One draw of gene_quadrants' predictability null = Pearson r of predictions with shuffled observations."""
     from scipy import sparse
@@ -521,8 +531,8 @@ def test_pcc_null_draw_equals_pearson_of_shuffled_values():
     groups = [np.arange(0, 3000), np.arange(3000, n)]
     pred[3000:, 4] = np.nan  # gene 4 not predicted in the second group
     pred_in, expr_in = pred.copy(), expr.copy()
-    draw = _pcc_null(pred, expr, groups, g, block=700)  # blocks that do not divide the groups
-    got = [draw(np.random.default_rng(s)) for s in range(3)]
+    got = _null_draws(pred, expr, groups, g, range(3), block=700)  # blocks that do not divide the groups
+    assert len(got) == 3
     for s, r in enumerate(got):
         rng_ = np.random.default_rng(s)
         want = []
@@ -536,20 +546,34 @@ def test_pcc_null_draw_equals_pearson_of_shuffled_values():
         assert np.isnan(r[2])
         assert np.isfinite(r[4])
     assert np.abs(np.array(got)[:, [0, 1, 3, 5]]).max() < 0.1  # shuffled: near 0
-    # cut from the whole layer (other genes around, dense or sparse): the same draws
+    # recording a draw leaves the generator where shuffling each group leaves it (the relevance null draws next)
+    record, _ = _pcc_null(pred, expr, groups, g)
+    a, b = np.random.default_rng(7), np.random.default_rng(7)
+    record(a)
+    for idx in groups:
+        b.permutation(idx)
+    assert a.integers(1 << 62) == b.integers(1 << 62)
+    # cut from whole layers (other genes around, dense or sparse, predictions and observations): the same draws
     layer = np.column_stack([rng.normal(size=(n, 2)), pred[:, ::-1]]).astype(np.float32)
     cols = np.array([7, 6, 5, 4, 3, 2])
+    obs_layer = np.column_stack([expr[:, ::-1], rng.normal(size=(n, 3))]).astype(np.float32)
+    obs_cols = np.array([5, 4, 3, 2, 1, 0])
     for lay in (layer, sparse.csr_matrix(np.nan_to_num(layer, nan=0.0))):
         want_lay = np.nan_to_num(pred, nan=0.0) if sparse.issparse(lay) else pred
-        ref = _pcc_null(want_lay, expr, groups, g, block=700)(np.random.default_rng(5))
-        cut = _pcc_null(lay, expr, groups, g, gene_idx=cols, block=700)(np.random.default_rng(5))
+        ref = _null_draws(want_lay, expr, groups, g, [5], block=700)
+        cut = _null_draws(lay, expr, groups, g, [5], gene_idx=cols, block=700)
         np.testing.assert_array_equal(cut, ref)
+        for obs in (obs_layer, sparse.csr_matrix(obs_layer)):
+            both = _null_draws(lay, obs, groups, g, [5], gene_idx=cols, observed_idx=obs_cols, block=700)
+            np.testing.assert_array_equal(both, ref)
     # the predictions are standardised in place only in the function's own copy: the inputs are left as they were
     np.testing.assert_array_equal(pred, pred_in)
     np.testing.assert_array_equal(expr, expr_in)
     # float64 predictions (standardised into a new float32 array) give the float32 path's draws
-    r64 = _pcc_null(pred.astype(np.float64), expr, groups, g, block=700)(np.random.default_rng(0))
-    np.testing.assert_allclose(r64, got[0], rtol=1e-6, atol=1e-7)
+    r64 = _null_draws(pred.astype(np.float64), expr, groups, g, [0], block=700)
+    np.testing.assert_allclose(r64[0], got[0], rtol=1e-6, atol=1e-7)
+    # no group of 3 or more: nothing recorded, no draw
+    assert _null_draws(pred, expr, [np.arange(2)], g, range(2)) == []
 
 
 def test_pl_quadrants_labels_cover_no_point(toy):

@@ -8,8 +8,9 @@ def release_freed_memory() -> None:
 
     glibc keeps freed memory of large analyses in its arenas (most of all in the worker threads' arenas), so the
     resident set of a long session stays at its high-water mark and the next step's arrays are mapped beside it: the
-    step's peak counts them twice. The heavy functions call this on entry, so the peak of each step sits on what the
-    data itself holds. It changes no result; a no-op where glibc is absent (macOS, Windows, musl).
+    step's peak counts them twice. The heavy functions call this on entry, which usually lowers each step's peak (it
+    cannot return what is still referenced, such as garbage in reference cycles that no garbage collection has freed
+    yet). It changes no result; a no-op where glibc is absent (macOS, Windows, musl).
     """
     import ctypes
     import ctypes.util

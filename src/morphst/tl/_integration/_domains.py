@@ -70,8 +70,13 @@ class _CsrMatrixNNDescent:
         """The kNN distance graph of ``x``: ``PyNNDescentTransformer.fit_transform`` without its index compression.
 
         ``fit_transform`` then calls ``compress_index``, which builds the search tree and search graph (for later
-        queries, never made here): the same graph is read from the fitted index, which is then dropped.
+        queries, never made here): the same graph is read from the fitted index, which is then dropped. The first
+        fit of a process leaves reference cycles (~900,000 objects, numba's first call into pynndescent) that kept
+        arrays of the index alive (~0.5 GB at 10^6 observations) until a full garbage collection, which a session
+        holding many objects runs rarely: they are collected here.
         """
+        import gc
+
         from scipy import sparse
 
         self._t.fit(x, compress_index=False)
@@ -79,6 +84,7 @@ class _CsrMatrixNNDescent:
             return sparse.csr_matrix(self._t.transform(None))
         finally:
             del self._t.index_
+            gc.collect()
 
 
 def _knn_transformer(n_obs: int, n_neighbors: int, random_state: int = 0):
@@ -291,8 +297,8 @@ def domains(
     x = _check_options(adata, use_rep, method, n_domains, resolution, n_neighs, n_init, covariance_type)
     where = _check_refine(adata, refine_neighs, spatial_key, library_key)
     start = logg.info(f"finding domains in {use_rep!r} with {method}")
-    # no release on entry here, unlike the other heavy steps: Leiden releases between its own phases; at 1,000,000
-    # cells its peak depends on the heap it inherits (6.9-7.8 GiB over five runs, with or without a release here)
+    # no release on entry here, unlike the other heavy steps: Leiden releases between its own phases (after the kNN
+    # graph, whose NN-descent garbage is collected, and after the igraph graph is built)
 
     params: dict = {"method": method, "use_rep": use_rep, "random_state": random_state}
     notes: list[str] = []

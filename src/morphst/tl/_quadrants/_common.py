@@ -80,6 +80,40 @@ def resolve_genes(adata: AnnData, genes: str | Sequence[str]) -> list[str]:
     return names
 
 
+def read_block(x, rows, cols: np.ndarray) -> np.ndarray:
+    """Dense ``x[rows][:, cols]`` of an array or a sparse matrix (``rows``: indices or a slice); float32 stays
+    float32, any other dtype is read as float64."""
+    if hasattr(x, "toarray"):
+        b = x[rows][:, cols].toarray()
+    else:
+        b = np.asarray(x[rows][:, cols] if isinstance(rows, slice) else x[np.ix_(rows, cols)])
+    return b if b.dtype == np.float32 else b.astype(np.float64)
+
+
+def observed_matrix(
+    adata: AnnData, genes: list[str], layer: str | None, block: int = 65_536
+) -> tuple[object, np.ndarray]:
+    """``(X or layers[layer], column of each gene)``, checked in row blocks for NaN/inf in those columns (no copy).
+
+    Raises
+    ------
+    KeyError
+        If ``layer`` is not in ``adata.layers``.
+    ValueError
+        If the genes' values hold NaN or infinite values.
+    """
+    if layer is not None and layer not in adata.layers:
+        msg = f"Layer {layer!r} not found in `adata.layers`. Available: {list_keys(adata.layers.keys())}."
+        raise KeyError(msg)
+    idx = adata.var_names.get_indexer(genes)
+    x = adata.X if layer is None else adata.layers[layer]
+    for s in range(0, adata.n_obs, block):
+        if not np.all(np.isfinite(read_block(x, slice(s, s + block), idx))):
+            msg = f"Expression ({'X' if layer is None else f'layer {layer!r}'}) contains NaN or infinite values."
+            raise ValueError(msg)
+    return x, idx
+
+
 def expression(adata: AnnData, genes: list[str], layer: str | None, keep_float32: bool = False) -> np.ndarray:
     """Dense float64 matrix (n_obs × n_genes) of ``layer`` (or X) for ``genes``; float32 stays float32 on request."""
     if layer is not None and layer not in adata.layers:

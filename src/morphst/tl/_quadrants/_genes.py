@@ -48,58 +48,74 @@ def _moments(x: np.ndarray, rows: np.ndarray | None, cols: np.ndarray, block: in
     return mean, np.sqrt(ssd), const
 
 
-def _pcc_null(pred, expr_all: np.ndarray, groups: list[np.ndarray], n_genes: int, gene_idx=None, block: int = 65_536):
-    """The predictability null, one draw per call of the returned function.
+def _pcc_null(
+    pred, observed, groups: list[np.ndarray], n_genes: int, gene_idx=None, observed_idx=None, block: int = 65_536
+):
+    """The predictability null: ``(record, finish)``; ``record(rng)`` per draw, then ``finish()`` gives the draws.
 
     Per group (fold): the Pearson r of the predictions with the observed values of shuffled spots of that group
-    (genes predicted in it), averaged over groups as the per-gene PCC is. A shuffle moves the observed values but
-    not their mean or spread, so each group's predictions are standardised once (float32, ``n × genes``) and a draw
-    is one pass over the shuffled rows in blocks of ``block`` rows (float64 sums): equal to
+    (genes predicted in it), averaged over groups as the per-gene PCC is. ``record(rng)`` takes one draw's
+    shuffles from ``rng`` (the generator is left where computing the draw would leave it; returns ``None``);
+    ``finish()`` returns the list of draws (one array of ``n_genes`` per recorded draw, in order), computed one
+    group at a time: only one group's values are held (its observed values and its predictions standardised once,
+    float32, ``n_group × genes``). A shuffle moves the observed values but not their mean or spread, so a draw is
+    one pass over the shuffled rows in blocks of ``block`` rows (float64 sums): equal to
     :func:`~morphst._utils._stats.pearson_columns` of the shuffled values to ~1e-7, with no per-draw copy of the
-    group. Means, norms and the constant-column check are computed in row blocks too (no float64 copy of a group's
-    values). ``pred``: the predictions of the ``n_genes`` genes, or the whole prediction layer with ``gene_idx``
-    its columns of those genes (each group's rows and columns are then cut from it directly, without a dense copy
-    of every gene).
+    group. Means, norms and the constant-column check are computed in row blocks (no float64 copy of a group).
+    ``pred`` / ``observed``: the predictions and the observed values of the ``n_genes`` genes, or whole layers
+    (dense or sparse) with ``gene_idx`` / ``observed_idx`` their columns of those genes.
     """
-    parts = []
-    for idx in groups:
-        if len(idx) < 3:
-            continue
-        p = pred[idx] if gene_idx is None else pred[idx][:, gene_idx] if issparse(pred) else pred[np.ix_(idx, gene_idx)]
-        p = np.asarray(p.toarray() if issparse(p) else p)
-        cols = np.flatnonzero(np.isfinite(p).all(axis=0))  # genes predicted for this group (fold)
-        p = p[:, cols] if cols.size < p.shape[1] else p
-        e_mean, e_norm, e_const = _moments(expr_all, idx, cols, block)
-        p_mean, p_norm, p_const = _moments(p, None, np.arange(cols.size), block)
-        const = p_const | e_const
-        # standardised predictions, centred and scaled in float64 per block; written over ``p`` when ``p`` is a float32
-        # copy of this function's own (never a view of ``pred``): one group-sized array less at the peak
-        own = p.dtype == np.float32 and p.flags.writeable and (issparse(pred) or not np.may_share_memory(p, pred))
-        zp = p if own else np.empty(p.shape, np.float32)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for s in range(0, len(p), block):
-                zp[s : s + block] = np.nan_to_num((p[s : s + block].astype(np.float64) - p_mean) / p_norm)
-        del p
-        sum_zp = zp.sum(axis=0, dtype=np.float64)
-        parts.append((idx, cols, const, zp, sum_zp, e_mean, e_norm))
+    gene_idx = np.arange(n_genes) if gene_idx is None else np.asarray(gene_idx)
+    observed_idx = np.arange(n_genes) if observed_idx is None else np.asarray(observed_idx)
+    groups = [np.asarray(idx) for idx in groups if len(idx) >= 3]
+    states: list[list[tuple]] = []  # per draw: (bit generator type, its state) before each group's shuffle
 
-    def draw(rng):
-        rs = []
-        for idx, cols, const, zp, sum_zp, e_mean, e_norm in parts:
-            src = rng.permutation(idx)  # shuffled spots of this group
-            dot = np.zeros(cols.size)
-            for s in range(0, src.size, block):
-                eb = expr_all[np.ix_(src[s : s + block], cols)].astype(np.float64)
-                dot += np.einsum("ij,ij->j", eb, zp[s : s + block].astype(np.float64))
+    def record(rng):
+        if groups:
+            states.append([])
+            for idx in groups:
+                states[-1].append((type(rng.bit_generator), rng.bit_generator.state))
+                rng.permutation(idx.size)  # the shuffle of this group, drawn again by finish()
+        return None
+
+    def finish() -> list[np.ndarray]:
+        draws = [[] for _ in states]
+        for g, idx in enumerate(groups):
+            p = c.read_block(pred, idx, gene_idx)
+            cols = np.flatnonzero(np.isfinite(p).all(axis=0))  # genes predicted for this group (fold)
+            p = p[:, cols] if cols.size < p.shape[1] else p
+            e = c.read_block(observed, idx, observed_idx[cols])  # the group's observed values, rows in ``idx`` order
+            e_mean, e_norm, e_const = _moments(e, None, np.arange(cols.size), block)
+            p_mean, p_norm, p_const = _moments(p, None, np.arange(cols.size), block)
+            const = p_const | e_const
+            # standardised predictions, centred and scaled in float64 per block; written over ``p`` when ``p`` is a
+            # float32 copy of this function's own (never a view of ``pred``): one group-sized array less
+            own = p.dtype == np.float32 and p.flags.writeable and (issparse(pred) or not np.may_share_memory(p, pred))
+            zp = p if own else np.empty(p.shape, np.float32)
             with np.errstate(invalid="ignore", divide="ignore"):
-                r = np.clip((dot - e_mean * sum_zp) / e_norm, -1.0, 1.0)
-            r[const] = np.nan
-            r_g = np.full(n_genes, np.nan)
-            r_g[cols] = r
-            rs.append(r_g)
-        return np.nanmean(np.vstack(rs), axis=0) if rs else None
+                for s in range(0, len(p), block):
+                    zp[s : s + block] = np.nan_to_num((p[s : s + block].astype(np.float64) - p_mean) / p_norm)
+            del p
+            sum_zp = zp.sum(axis=0, dtype=np.float64)
+            for d, st in enumerate(states):
+                bitgen_type, state = st[g]
+                bitgen = bitgen_type()
+                bitgen.state = state
+                src = np.random.Generator(bitgen).permutation(idx.size)  # the recorded shuffle, as local rows
+                dot = np.zeros(cols.size)
+                for s in range(0, src.size, block):
+                    eb = e[src[s : s + block]].astype(np.float64)
+                    dot += np.einsum("ij,ij->j", eb, zp[s : s + block].astype(np.float64))
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    r = np.clip((dot - e_mean * sum_zp) / e_norm, -1.0, 1.0)
+                r[const] = np.nan
+                r_g = np.full(n_genes, np.nan)
+                r_g[cols] = r
+                draws[d].append(r_g)
+            del zp, e
+        return [np.nanmean(np.vstack(rs), axis=0) for rs in draws]
 
-    return draw
+    return record, finish
 
 
 @inject_docs(data=doc_data, copy=doc_copy)
@@ -217,25 +233,29 @@ def gene_quadrants(
     target = pparams.get("target")
     if layer is None and isinstance(target, str) and target in adata.layers:
         layer = target  # the observed values that predict_expression was trained on
-    expr_all = c.expression(adata, gene_names, layer, keep_float32=True)
-    expr = expr_all if mask.all() else expr_all[mask]
-    if expr.shape[0] <= opt.n_neighs:
-        msg = f"Only {expr.shape[0]} annotated spots; need more than `n_neighs`={opt.n_neighs}."
+    # the observed values stay where they are (often sparse): rows are read where needed, never all genes densely
+    observed, observed_idx = c.observed_matrix(adata, gene_names, layer)
+    used_rows = np.flatnonzero(mask)
+    if used_rows.size <= opt.n_neighs:
+        msg = f"Only {used_rows.size} annotated spots; need more than `n_neighs`={opt.n_neighs}."
         raise ValueError(msg)
     if opt.mode == "permutation":
         library_key = _null_library_key(adata, predicted_key, library_key, pparams)
 
-    rel = c.relevance_rows(expr.shape[0], opt.max_obs, random_state, None, opt.n_neighs)
-    x_rel, y_rel = (expr[rel.rows], y[rel.rows]) if rel.subsampled else (expr, y)
+    rel = c.relevance_rows(used_rows.size, opt.max_obs, random_state, None, opt.n_neighs)
+    x_rel = c.read_block(observed, used_rows[rel.rows], observed_idx)
+    y_rel = y[rel.rows] if rel.subsampled else y
     mi = rel.mi(x_rel, y_rel, random_state)
 
+    obs = (observed, observed_idx)
     thr_pcc, thr_rel = _thresholds(
-        opt, adata, predicted_key, library_key, gene_names, expr_all, pcc, mi, rel, x_rel, y_rel, random_state
+        opt, adata, predicted_key, library_key, gene_names, obs, pcc, mi, rel, x_rel, y_rel, random_state
     )
     quad = c.assign(mi > thr_rel, pcc > thr_pcc)
     extra = {}
     if rel.subsampled:
-        quad2 = c.assign(rel.mi(expr[rel.second], y[rel.second], random_state) > thr_rel, pcc > thr_pcc)
+        x_second = c.read_block(observed, used_rows[rel.second], observed_idx)
+        quad2 = c.assign(rel.mi(x_second, y[rel.second], random_state) > thr_rel, pcc > thr_pcc)
         extra["stability"] = c.stability(quad, quad2, f"{len(gene_names)} genes")
     df = pd.DataFrame({"pcc": pcc, "relevance": mi, "quadrant": quad}, index=pd.Index(gene_names, name="gene"))
     entry = {
@@ -312,24 +332,30 @@ def _groups(adata, library_key: str | None) -> list[np.ndarray]:
     return [np.flatnonzero((col == g).to_numpy()) for g in col.dropna().unique()]
 
 
-def _thresholds(opt, adata, predicted_key, library_key, gene_names, expr_all, pcc, mi, rel, x_rel, y_rel, random_state):
-    """``(pcc, relevance)`` thresholds: fixed, medians, or ``quantile`` of the permutation nulls."""
+def _thresholds(opt, adata, predicted_key, library_key, gene_names, observed, pcc, mi, rel, x_rel, y_rel, random_state):
+    """``(pcc, relevance)`` thresholds: fixed, medians, or ``quantile`` of the permutation nulls.
+
+    ``observed``: ``(matrix, column of each gene)`` of the observed values.
+    """
     if opt.mode == "fixed":
         return opt.fixed
     if opt.mode == "median":
         return float(np.median(pcc)), float(np.median(mi))
-    pcc_null = _pcc_null(
+    record, finish = _pcc_null(
         adata.layers[predicted_key],
-        expr_all,
+        observed[0],
         _groups(adata, library_key),
         len(gene_names),
         gene_idx=adata.var_names.get_indexer(gene_names),
+        observed_idx=observed[1],
     )
-    null_mi, null_pcc = c.permutation_null(
+    null_mi, _ = c.permutation_null(
         opt.n_perms,
         np.random.default_rng(random_state),
         y_rel.size,
         lambda perm, p: rel.mi(x_rel, y_rel[perm], random_state + p),
-        pcc_null,
+        record,  # the shuffles of the PCC null are taken here, in turn with the relevance's; computed after
     )
+    draws = finish()
+    null_pcc = np.concatenate(draws) if draws else np.array([np.nan])
     return float(np.nanquantile(null_pcc, opt.quantile)), float(np.quantile(null_mi, opt.quantile))
