@@ -77,8 +77,14 @@ then hand freed heap back on entry and gene_quadrants standardises its float32 c
 peak_rss_mb=7729 embed_per_s=2557 quadrants_s=24.5 gene_quadrants_s=107.8 resume_identical=1
 distributed_identical=1 cnn_e2e_per_s=111.4 cnn_forward_per_s=131.4 cnn_ratio=0.85``: quadrants 6,955,
 gene_quadrants 7,080, but leiden 7,729 (+2,335 over its start). Without the release on entry to ``domains`` (the
-code as it stands), beside a test run: ``seconds_total=955 peak_rss_mb=7752`` (leiden; gene_quadrants 7,193). The
-Leiden step's peak varies with the heap it inherits (6,946-7,752 MiB over five runs): below 7 GiB is not met.
+code then), beside a test run: ``seconds_total=955 peak_rss_mb=7752`` (leiden; gene_quadrants 7,193). The Leiden
+step's peak varied over five runs (6,946-7,752 MiB): the first NN-descent fit of the process leaves reference cycles
+that kept large arrays alive until a full garbage collection ran (``--hog 2`` reproduced 7,539 and 7,560). With the
+cycles collected after the kNN graph and gene_quadrants' PCC null computed one fold group at a time, every step
+below 7 GiB, nothing else running: ``RESULT n_cells=1000000 model=handcrafted hog=0 seconds_total=554
+peak_rss_mb=6920 embed_per_s=2653 quadrants_s=24.5 gene_quadrants_s=74.3 resume_identical=1 distributed_identical=1
+cnn_e2e_per_s=114.7 cnn_forward_per_s=152.3 cnn_ratio=0.75`` (leiden 6,920, quadrants 6,899, gene_quadrants 6,355;
+with ``--resume --hog 2``: leiden 6,738).
 
 Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells] [--resume] [--hog 2]`` (``--resume`` continues the
 embedding of an interrupted run from its checkpoint in ``workdir``; ``--smoke``: every step but the checks at 300 cells,

@@ -212,6 +212,23 @@ def test_gene_quadrants_needs_predict_expression():
     assert "gene_quadrants" not in adata.var.columns
 
 
+def test_gene_quadrants_wrong_layer_or_nan_values_write_nothing():
+    """A mistyped layer names the close one; NaN in the observed values of a predicted gene is an error."""
+    adata = make_quadrant_adata()
+    x = np.asarray(adata.X, dtype=np.float64)
+    adata.layers["log1p_cp10k"] = x.copy()
+    adata.layers["predicted"] = (x + 1.0).astype(np.float32)
+    adata.var["predicted_pcc"] = 0.5
+    adata.obs["predicted_fold"] = pd.Categorical(np.repeat(["A", "B", "C"], 200))
+    with pytest.raises(KeyError, match=r"Did you mean 'log1p_cp10k'"):
+        mst.tl.gene_quadrants(adata, layer="log1p")
+    adata.layers["log1p_cp10k"][7, 2] = np.nan
+    with pytest.raises(ValueError, match=r"layer 'log1p_cp10k'\) contains NaN"):
+        mst.tl.gene_quadrants(adata, layer="log1p_cp10k", n_perms=5)
+    assert "gene_quadrants" not in adata.uns
+    assert not any(c.startswith("gene_quadrants") for c in adata.var.columns)
+
+
 # ---------------------------------------------------------------------------------------------------------- plots
 def test_pl_quadrants_figure(toy, tmp_path):
     import matplotlib.pyplot as plt

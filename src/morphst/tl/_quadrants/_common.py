@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..._utils import check_obs_column, list_keys
+from ..._utils._sdata import did_you_mean
 from ..._utils._stats import mutual_info_1d
 from ..._utils._write import save_results
 
@@ -102,31 +103,36 @@ def observed_matrix(
     ValueError
         If the genes' values hold NaN or infinite values.
     """
-    if layer is not None and layer not in adata.layers:
-        msg = f"Layer {layer!r} not found in `adata.layers`. Available: {list_keys(adata.layers.keys())}."
-        raise KeyError(msg)
+    x = _layer(adata, layer)
     idx = adata.var_names.get_indexer(genes)
-    x = adata.X if layer is None else adata.layers[layer]
     for s in range(0, adata.n_obs, block):
         if not np.all(np.isfinite(read_block(x, slice(s, s + block), idx))):
-            msg = f"Expression ({'X' if layer is None else f'layer {layer!r}'}) contains NaN or infinite values."
-            raise ValueError(msg)
+            raise ValueError(_not_finite(layer))
     return x, idx
+
+
+def _layer(adata: AnnData, layer: str | None):
+    """``adata.X`` or ``adata.layers[layer]``; a ``KeyError`` naming the layers (and a close one) otherwise."""
+    if layer is not None and layer not in adata.layers:
+        msg = (
+            f"Layer {layer!r} not found in `adata.layers`. Available: {list_keys(adata.layers.keys())}."
+            f"{did_you_mean(layer, adata.layers.keys())}"
+        )
+        raise KeyError(msg)
+    return adata.X if layer is None else adata.layers[layer]
+
+
+def _not_finite(layer: str | None) -> str:
+    return f"Expression ({'X' if layer is None else f'layer {layer!r}'}) contains NaN or infinite values."
 
 
 def expression(adata: AnnData, genes: list[str], layer: str | None, keep_float32: bool = False) -> np.ndarray:
     """Dense float64 matrix (n_obs × n_genes) of ``layer`` (or X) for ``genes``; float32 stays float32 on request."""
-    if layer is not None and layer not in adata.layers:
-        msg = f"Layer {layer!r} not found in `adata.layers`. Available: {list_keys(adata.layers.keys())}."
-        raise KeyError(msg)
-    idx = adata.var_names.get_indexer(genes)
-    x = adata.X if layer is None else adata.layers[layer]
-    x = x[:, idx]
+    x = _layer(adata, layer)[:, adata.var_names.get_indexer(genes)]
     x = np.asarray(x.toarray() if hasattr(x, "toarray") else x)
     x = x.astype(np.float32 if keep_float32 and x.dtype == np.float32 else np.float64, copy=False)
     if not np.all(np.isfinite(x)):
-        msg = f"Expression ({'X' if layer is None else f'layer {layer!r}'}) contains NaN or infinite values."
-        raise ValueError(msg)
+        raise ValueError(_not_finite(layer))
     return x
 
 
