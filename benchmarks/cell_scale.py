@@ -84,7 +84,8 @@ cycles collected after the kNN graph and gene_quadrants' PCC null computed one f
 below 7 GiB, nothing else running: ``RESULT n_cells=1000000 model=handcrafted hog=0 seconds_total=554
 peak_rss_mb=6920 embed_per_s=2653 quadrants_s=24.5 gene_quadrants_s=74.3 resume_identical=1 distributed_identical=1
 cnn_e2e_per_s=114.7 cnn_forward_per_s=152.3 cnn_ratio=0.75`` (leiden 6,920, quadrants 6,899, gene_quadrants 6,355;
-with ``--resume --hog 2``: leiden 6,738).
+with ``--resume --hog 2``: leiden 6,738; beside a test-suite run, load 2.6-3.6: ``seconds_total=1141
+peak_rss_mb=6933``, quadrants 6,933, leiden 6,915).
 
 Usage: ``python benchmarks/cell_scale.py 1000000 [--workdir /tmp/cells] [--resume] [--hog 2]`` (``--resume`` continues the
 embedding of an interrupted run from its checkpoint in ``workdir``; ``--smoke``: every step but the checks at 300 cells,
