@@ -620,7 +620,7 @@ def test_leiden_large_data_knn_equals_pynndescent_and_scanpy_labels():
 @pytest.mark.slow  # a fresh process loads pynndescent's compiled functions
 def test_first_nndescent_fit_of_a_session_leaves_no_reference_cycles():
     """The first NN-descent fit in a process leaves ~900,000 objects in reference cycles (numba's first call into
-    pynndescent), which kept arrays of the fitted index alive (~0.5 GB at 10^6 cells) until a full garbage
+    pynndescent), which kept large arrays alive (~0.6 GB at 10^6 cells) until a full garbage
     collection; the kNN step collects them. Run in a fresh process with automatic collection off."""
     import subprocess
     import sys

@@ -72,8 +72,8 @@ class _CsrMatrixNNDescent:
         ``fit_transform`` then calls ``compress_index``, which builds the search tree and search graph (for later
         queries, never made here): the same graph is read from the fitted index, which is then dropped. The first
         fit of a process leaves reference cycles (~900,000 objects, numba's first call into pynndescent) that kept
-        arrays of the index alive (~0.5 GB at 10^6 observations) until a full garbage collection, which a session
-        holding many objects runs rarely: they are collected here.
+        large arrays alive (~0.6 GB at 10^6 observations) until a full garbage collection, which a session holding
+        many objects runs rarely: they are collected here.
         """
         import gc
 
