@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import issparse
 
 from ... import _logging as logg
 from ..._constants import Key
@@ -22,25 +21,24 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
 
 
-def _moments(x: np.ndarray, rows: np.ndarray | None, cols: np.ndarray, block: int):
-    """Column mean, root of the sum of squared deviations and constancy of ``x[rows][:, cols]``, in row blocks.
+def _moments(x: np.ndarray, block: int):
+    """Column mean, root of the sum of squared deviations and constancy of ``x``, in row blocks.
 
-    All rows when ``rows`` is None; each block is read as float64, so there is no full-size float64 copy. Constant:
-    the criterion of :func:`~morphst._utils._stats.is_constant` for finite values.
+    Each block is read as float64, so there is no full-size float64 copy. Constant: the criterion of
+    :func:`~morphst._utils._stats.is_constant` for finite values.
     """
-    n = x.shape[0] if rows is None else rows.size
+    n, k = x.shape
 
     def blocks():
         for s in range(0, n, block):
-            r = slice(s, min(s + block, n)) if rows is None else rows[s : s + block]
-            yield (x[r][:, cols] if rows is None else x[np.ix_(r, cols)]).astype(np.float64)
+            yield x[s : s + block].astype(np.float64)
 
-    total, scale = np.zeros(cols.size), np.zeros(cols.size)
+    total, scale = np.zeros(k), np.zeros(k)
     for b in blocks():
         total += b.sum(axis=0)
         scale = np.maximum(scale, np.abs(b).max(axis=0, initial=0.0))
     mean = total / max(n, 1)
-    ssd = np.zeros(cols.size)
+    ssd = np.zeros(k)
     for b in blocks():
         b -= mean
         ssd += np.einsum("ij,ij->j", b, b)
@@ -85,13 +83,12 @@ def _pcc_null(
             cols = np.flatnonzero(np.isfinite(p).all(axis=0))  # genes predicted for this group (fold)
             p = p[:, cols] if cols.size < p.shape[1] else p
             e = c.read_block(observed, idx, observed_idx[cols])  # the group's observed values, rows in ``idx`` order
-            e_mean, e_norm, e_const = _moments(e, None, np.arange(cols.size), block)
-            p_mean, p_norm, p_const = _moments(p, None, np.arange(cols.size), block)
+            e_mean, e_norm, e_const = _moments(e, block)
+            p_mean, p_norm, p_const = _moments(p, block)
             const = p_const | e_const
-            # standardised predictions, centred and scaled in float64 per block; written over ``p`` when ``p`` is a
-            # float32 copy of this function's own (never a view of ``pred``): one group-sized array less
-            own = p.dtype == np.float32 and p.flags.writeable and (issparse(pred) or not np.may_share_memory(p, pred))
-            zp = p if own else np.empty(p.shape, np.float32)
+            # standardised predictions, centred and scaled in float64 per block; written over ``p`` when it is float32
+            # (read_block always returns a copy of its own): one group-sized array less
+            zp = p if p.dtype == np.float32 else np.empty(p.shape, np.float32)
             with np.errstate(invalid="ignore", divide="ignore"):
                 for s in range(0, len(p), block):
                     zp[s : s + block] = np.nan_to_num((p[s : s + block].astype(np.float64) - p_mean) / p_norm)
